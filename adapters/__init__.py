@@ -1,0 +1,1 @@
+"""Protocol adapters, one package per protocol, found through entry points."""

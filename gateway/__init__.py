@@ -1,0 +1,1 @@
+"""The core: canonical model, store, coordination, bus, platform API. Knows no protocol."""

@@ -1,0 +1,1 @@
+"""Simulated outside parties: DER clients, VENs, inverters, an LDC operator, a feeder."""
