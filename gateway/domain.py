@@ -200,6 +200,7 @@ class Instruction:
     settings: dict[str, Any] = field(default_factory=dict)  # default control / 1547 settings
     cancelled_at: datetime | None = None
     idempotency_key: str | None = None
+    seq: int = 0  # order of record: among equal created_at, the higher is newer
 
     def covers(self, at: datetime) -> bool:
         return self.start <= at and (self.end is None or at < self.end)

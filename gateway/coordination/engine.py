@@ -1,0 +1,529 @@
+"""The coordination engine (rules 1-8 of shared/design/coordination.md).
+
+`coordinate()` takes the topology and the active instructions and returns one effective
+control per DER plus the notices that the outcome calls for. It is pure and deterministic:
+the same inputs give the same output, which is what lets the store diff and the tests check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from gateway.coordination.rules import (
+    DISAGGREGATION_RULES,
+    GROUP_CAP_RULES,
+    DisaggregationRule,
+    GroupCapRule,
+)
+from gateway.coordination.topology import Topology
+from gateway.domain import (
+    DsoModel,
+    EffectiveControl,
+    EffectiveInterval,
+    Instruction,
+    InstructionKind,
+    LimitationNotice,
+    LimitingInstruction,
+    LimitQuantity,
+    NoticeKind,
+    Role,
+    Source,
+    Target,
+    TargetKind,
+)
+
+FOREVER = datetime.max.replace(tzinfo=UTC)
+EPS_W = 1e-6
+_IMPORT_SIDE = (LimitQuantity.IMPORT, LimitQuantity.LOAD)
+
+
+@dataclass(slots=True)
+class Contribution:
+    """One instruction's effect on one DER over [start, end)."""
+
+    instruction: Instruction
+    quantity: str
+    value: float
+    start: datetime
+    end: datetime
+    key: tuple[str, str, str, str]  # (issuer, target kind, target id, quantity): rule 3
+    connect: bool | None = None
+    energize: bool | None = None
+
+    @property
+    def order(self) -> tuple[datetime, int]:
+        return (self.instruction.created_at, self.instruction.seq)
+
+    def covers(self, at: datetime) -> bool:
+        return self.start <= at < self.end
+
+
+@dataclass(slots=True)
+class CapState:
+    export_max_w: float
+    import_max_w: float
+    generation_max_w: float | None
+    load_max_w: float | None
+    connect: bool
+    energize: bool
+    winners: list[Contribution]
+
+    @property
+    def upper(self) -> float:
+        if not (self.connect and self.energize):
+            return 0.0
+        gen = self.generation_max_w
+        return self.export_max_w if gen is None else min(self.export_max_w, gen)
+
+    @property
+    def lower(self) -> float:
+        if not (self.connect and self.energize):
+            return 0.0
+        load = self.load_max_w
+        return -(self.import_max_w if load is None else min(self.import_max_w, load))
+
+
+@dataclass(slots=True)
+class Ledger:
+    """Everything that applies to one DER."""
+
+    resource_id: str
+    export_w: float
+    import_w: float
+    caps: list[Contribution] = field(default_factory=list)
+    connections: list[Contribution] = field(default_factory=list)
+    dispatches: list[Contribution] = field(default_factory=list)
+
+    def cap_breakpoints(self) -> set[datetime]:
+        points: set[datetime] = set()
+        for c in (*self.caps, *self.connections):
+            points.add(c.start)
+            points.add(c.end)
+        return points
+
+    def caps_at(self, at: datetime) -> CapState:
+        winners = _newest_per_key(c for c in self.caps if c.covers(at))
+        state = CapState(self.export_w, self.import_w, None, None, True, True, winners)
+        for c in winners:
+            match c.quantity:
+                case LimitQuantity.EXPORT:
+                    state.export_max_w = min(state.export_max_w, c.value)
+                case LimitQuantity.IMPORT:
+                    state.import_max_w = min(state.import_max_w, c.value)
+                case LimitQuantity.GENERATION:
+                    g = state.generation_max_w
+                    state.generation_max_w = c.value if g is None else min(g, c.value)
+                case LimitQuantity.LOAD:
+                    ld = state.load_max_w
+                    state.load_max_w = c.value if ld is None else min(ld, c.value)
+        for c in _newest_per_key(c for c in self.connections if c.covers(at)):
+            state.winners.append(c)
+            # The most restrictive wins: any party's disconnect disconnects (rule 7).
+            state.connect = state.connect and c.connect is not False
+            state.energize = state.energize and c.energize is not False
+        return state
+
+    def dispatch_at(self, at: datetime) -> Contribution | None:
+        covering = [c for c in self.dispatches if c.covers(at)]
+        return max(covering, key=lambda c: c.order) if covering else None
+
+
+def _newest_per_key(contributions: Iterable[Contribution]) -> list[Contribution]:
+    best: dict[tuple[str, str, str, str], Contribution] = {}
+    for c in contributions:
+        held = best.get(c.key)
+        if held is None or c.order > held.order:
+            best[c.key] = c
+    return list(best.values())
+
+
+@dataclass(frozen=True)
+class CoordinationResult:
+    controls: dict[str, EffectiveControl]
+    notices: list[LimitationNotice]
+
+
+@dataclass
+class Coordinator:
+    """Holds the pluggable rules; `coordinate()` does the work."""
+
+    group_cap_rule: GroupCapRule = GROUP_CAP_RULES["nameplate"]
+    disaggregation_rule: DisaggregationRule = DISAGGREGATION_RULES["headroom"]
+
+    @classmethod
+    def from_names(cls, group_cap: str, disaggregation: str) -> Coordinator:
+        return cls(GROUP_CAP_RULES[group_cap], DISAGGREGATION_RULES[disaggregation])
+
+    def coordinate(
+        self,
+        topology: Topology,
+        instructions: Iterable[Instruction],
+        *,
+        now: datetime,
+        scope: Collection[str] | None = None,
+        refusals: Collection[tuple[str, str]] = (),
+    ) -> CoordinationResult:
+        """Effective controls for every DER in `scope` (default: all) from `instructions`."""
+        scope_ids = set(topology.resources) if scope is None else set(scope)
+        ledgers = {
+            rid: Ledger(rid, r.nameplate.export_max_w, r.nameplate.import_max_w)
+            for rid, r in topology.resources.items()
+            if rid in scope_ids
+        }
+        live = [i for i in instructions if i.cancelled_at is None and (i.end or FOREVER) > now]
+        standing: dict[str, list[Instruction]] = {}
+        group_dispatches: list[tuple[Instruction, list[str]]] = []
+        for ins in live:
+            ders = [rid for rid in topology.resolve(ins.target) if rid in ledgers]
+            if not ders:
+                continue
+            if ins.kind is InstructionKind.LIMIT:
+                self._add_caps(topology, ins, ders, ledgers)
+            elif ins.kind is InstructionKind.CONNECTION:
+                for rid in ders:
+                    ledgers[rid].connections.append(_contribution(ins, "connection", 0.0))
+            elif ins.kind is InstructionKind.DISPATCH:
+                if ins.target.kind is TargetKind.RESOURCE:
+                    for step in ins.schedule:
+                        ledgers[ders[0]].dispatches.append(
+                            _contribution(ins, "setpoint_w", step.setpoint_w, step.start, step.end)
+                        )
+                else:
+                    group_dispatches.append((ins, ders))
+            else:
+                for rid in ders:
+                    standing.setdefault(rid, []).append(ins)
+        notices: list[LimitationNotice] = []
+        refused = set(refusals)
+        for ins, ders in group_dispatches:
+            notices.extend(self._disaggregate(topology, ins, ders, ledgers, now, refused))
+        controls: dict[str, EffectiveControl] = {}
+        for rid, ledger in ledgers.items():
+            intervals, der_notices = _evaluate(topology, ledger, now)
+            notices.extend(der_notices)
+            controls[rid] = _with_standing(rid, tuple(intervals), standing.get(rid, ()), now)
+        return CoordinationResult(controls, notices)
+
+    def _add_caps(
+        self, topology: Topology, ins: Instruction, ders: list[str], ledgers: dict[str, Ledger]
+    ) -> None:
+        assert ins.limits is not None
+        group = ins.target.kind is not TargetKind.RESOURCE and len(ders) > 1
+        for quantity, cap in ins.limits.items():
+            if group:
+                import_side = quantity in _IMPORT_SIDE
+                weights = {
+                    rid: (n.import_max_w if import_side else n.export_max_w)
+                    for rid in ders
+                    for n in (topology.resources[rid].nameplate,)
+                }
+                shares = self.group_cap_rule(cap, weights)
+            else:
+                shares = dict.fromkeys(ders, cap)
+            for rid, share in shares.items():
+                ledgers[rid].caps.append(_contribution(ins, quantity.value, share))
+
+    def _disaggregate(  # noqa: PLR0913
+        self,
+        topology: Topology,
+        ins: Instruction,
+        ders: list[str],
+        ledgers: dict[str, Ledger],
+        now: datetime,
+        refused: set[tuple[str, str]],
+    ) -> list[LimitationNotice]:
+        """Rule 6: share an aggregate dispatch among the online DERs below, by headroom."""
+        notices: list[LimitationNotice] = []
+        for step in ins.schedule:
+            end = step.end or ins.end or FOREVER
+            points = {step.start, end}
+            for rid in ders:
+                points.update(p for p in ledgers[rid].cap_breakpoints() if step.start < p < end)
+            edges = sorted(points)
+            for start, stop in zip(edges, edges[1:], strict=False):
+                if stop <= now:
+                    continue
+                notices.extend(
+                    self._allocate(topology, ins, step.setpoint_w, ders, ledgers, start, stop,
+                                   refused)
+                )
+        return notices
+
+    def _allocate(  # noqa: PLR0913
+        self,
+        topology: Topology,
+        ins: Instruction,
+        amount: float,
+        ders: list[str],
+        ledgers: dict[str, Ledger],
+        start: datetime,
+        stop: datetime,
+        refused: set[tuple[str, str]],
+    ) -> list[LimitationNotice]:
+        sign = 1.0 if amount >= 0 else -1.0
+        headroom: dict[str, float] = {}
+        limiting: dict[str, LimitingInstruction] = {}
+        offline = refusing = 0
+        for rid in ders:
+            if not topology.resources[rid].online:
+                offline += 1
+                continue
+            if (ins.id, rid) in refused:
+                refusing += 1
+                continue
+            state = ledgers[rid].caps_at(start)
+            room = state.upper if sign > 0 else -state.lower
+            plate = ledgers[rid].export_w if sign > 0 else ledgers[rid].import_w
+            headroom[rid] = max(0.0, room)
+            if room < plate - EPS_W:
+                for c in state.winners:
+                    limiting[c.instruction.id] = _limiting(c)
+        allocation = self.disaggregation_rule(abs(amount), headroom)
+        for rid, value in allocation.items():
+            ledgers[rid].dispatches.append(
+                _contribution(ins, "setpoint_w", sign * value, start, stop)
+            )
+        placed = sign * sum(allocation.values())
+        shortfall = abs(amount - placed) > 1e-3
+        reasons = [f"{len(limiting)} limiting instruction(s)"] if limiting else []
+        reasons += [f"{offline} DER(s) offline"] if offline else []
+        reasons += [f"{refusing} DER(s) refusing"] if refusing else []
+        ldcs = sorted(topology.target_ldcs(ins.target))
+        recipients = [ins.issuer_id, *ldcs]
+        for ldc in ldcs:
+            recipients.extend(topology.hosts_of(ldc))
+        return [
+            LimitationNotice(
+                kind=NoticeKind.SHORTFALL if shortfall else NoticeKind.AGGREGATE,
+                subject=ins.target,
+                start=start,
+                end=None if stop == FOREVER else stop,
+                requested_w=amount,
+                effective_w=placed,
+                dispatch_id=ins.id,
+                limiting=tuple(limiting.values()) if shortfall else (),
+                recipients=tuple(dict.fromkeys(recipients)),
+                reason="; ".join(reasons) if shortfall else "",
+            )
+        ]
+
+
+def _contribution(
+    ins: Instruction,
+    quantity: str,
+    value: float,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Contribution:
+    return Contribution(
+        instruction=ins,
+        quantity=quantity,
+        value=value,
+        start=start or ins.start,
+        end=end or ins.end or FOREVER,
+        key=(ins.issuer_id, ins.target.kind.value, ins.target.id, quantity),
+        connect=ins.connect,
+        energize=ins.energize,
+    )
+
+
+def _limiting(c: Contribution) -> LimitingInstruction:
+    return LimitingInstruction(c.instruction.id, c.instruction.issuer_id, c.quantity,
+                               c.instruction.reason)
+
+
+def _source(c: Contribution) -> Source:
+    value: float | bool | None = c.value
+    if c.quantity == "connection":
+        value = bool(c.connect is not False and c.energize is not False)
+    return Source(c.instruction.id, c.instruction.issuer_id, c.instruction.kind, c.quantity, value)
+
+
+def _evaluate(
+    topology: Topology, ledger: Ledger, now: datetime
+) -> tuple[list[EffectiveInterval], list[LimitationNotice]]:
+    points = ledger.cap_breakpoints()
+    for c in ledger.dispatches:
+        points.add(c.start)
+        points.add(c.end)
+    edges = sorted(points)
+    intervals: list[EffectiveInterval] = []
+    notices: list[LimitationNotice] = []
+    for start, stop in zip(edges, edges[1:], strict=False):
+        if stop <= now:
+            continue
+        state = ledger.caps_at(start)
+        dispatch = ledger.dispatch_at(start)
+        if not state.winners and dispatch is None:
+            continue
+        interval, notice = _interval(topology, ledger, state, dispatch, start, stop)
+        if intervals and _same(intervals[-1], interval):
+            intervals[-1] = _extend(intervals[-1], interval.end)
+        else:
+            intervals.append(interval)
+        if notice is not None:
+            if notices and _continues(notices[-1], notice):
+                notices[-1] = _extend_notice(notices[-1], notice.end)
+            else:
+                notices.append(notice)
+    return intervals, notices
+
+
+def _interval(  # noqa: PLR0913
+    topology: Topology,
+    ledger: Ledger,
+    state: CapState,
+    dispatch: Contribution | None,
+    start: datetime,
+    stop: datetime,
+) -> tuple[EffectiveInterval, LimitationNotice | None]:
+    upper, lower = state.upper, state.lower
+    sources = [_source(c) for c in state.winners]
+    setpoint = requested = None
+    limited: list[Contribution] = []
+    issuer = None
+    if dispatch is not None:
+        sources.append(_source(dispatch))
+        requested = dispatch.value
+        setpoint = min(max(requested, lower), upper)
+        issuer = dispatch.instruction.issuer_id
+        ldc = topology.ldc_of(ledger.resource_id)
+        dispatcher = topology.participants.get(issuer)
+        if ldc and ldc.dso_model is DsoModel.MARKET_FACILITATOR and dispatcher and (
+            dispatcher.role is Role.ISO
+        ):
+            issuer = ldc.id  # the MF-DSO relays the ISO's dispatch as issuer of record
+        if abs(setpoint - requested) > EPS_W:
+            limited = _binding(state, setpoint, above=requested > setpoint)
+    elif state.winners:
+        issuer = state.winners[0].instruction.issuer_id
+    end = None if stop == FOREVER else stop
+    disconnected = not (state.connect and state.energize)
+    interval = EffectiveInterval(
+        start=start,
+        end=end,
+        export_max_w=0.0 if disconnected else state.export_max_w,
+        import_max_w=0.0 if disconnected else state.import_max_w,
+        generation_max_w=state.generation_max_w,
+        load_max_w=state.load_max_w,
+        setpoint_w=setpoint,
+        requested_setpoint_w=requested,
+        connect=state.connect,
+        energize=state.energize,
+        issuer_of_record=issuer,
+        sources=tuple(sources),
+        limited_by=tuple(dict.fromkeys(c.instruction.id for c in limited)),
+    )
+    notice = None
+    if dispatch is not None and setpoint is not None and requested is not None and (
+        abs(setpoint - requested) > EPS_W
+    ):
+        notice = _der_notice(topology, ledger.resource_id, dispatch, limited, start, end,
+                             requested, setpoint)
+    return interval, notice
+
+
+def _binding(state: CapState, bound: float, *, above: bool) -> list[Contribution]:
+    """The winning instructions whose cap equals the bound that clipped the setpoint."""
+    out = []
+    for c in state.winners:
+        if c.quantity == "connection":
+            if not (state.connect and state.energize) and (c.connect is False or
+                                                           c.energize is False):
+                out.append(c)
+            continue
+        import_side = c.quantity in _IMPORT_SIDE
+        if above != import_side and abs(abs(bound) - c.value) <= EPS_W:
+            out.append(c)
+    return out
+
+
+def _der_notice(  # noqa: PLR0913
+    topology: Topology,
+    rid: str,
+    dispatch: Contribution,
+    limited: list[Contribution],
+    start: datetime,
+    end: datetime | None,
+    requested: float,
+    effective: float,
+) -> LimitationNotice:
+    """Rule 8: the DER's aggregator, the dispatcher, and (embedded) its LDC and hosts."""
+    resource = topology.resources[rid]
+    ldc = topology.ldc_of(rid)
+    recipients = [resource.aggregator_id] if resource.aggregator_id else []
+    recipients.append(dispatch.instruction.issuer_id)
+    if ldc is not None and ldc.host_ldc_id:
+        recipients.append(ldc.id)
+        recipients.extend(topology.hosts_of(ldc.id))
+    limiting = tuple(_limiting(c) for c in limited)
+    reason = "; ".join(x.reason for x in limiting if x.reason) or (
+        "nameplate rating" if not limiting else ""
+    )
+    return LimitationNotice(
+        kind=NoticeKind.LIMITATION,
+        subject=Target(TargetKind.RESOURCE, rid),
+        start=start,
+        end=end,
+        requested_w=requested,
+        effective_w=effective,
+        dispatch_id=dispatch.instruction.id,
+        limiting=limiting,
+        recipients=tuple(dict.fromkeys(r for r in recipients if r)),
+        reason=reason,
+    )
+
+
+def _same(a: EffectiveInterval, b: EffectiveInterval) -> bool:
+    return a.end == b.start and (
+        a.export_max_w, a.import_max_w, a.generation_max_w, a.load_max_w, a.setpoint_w,
+        a.requested_setpoint_w, a.connect, a.energize, a.issuer_of_record, a.sources,
+        a.limited_by,
+    ) == (
+        b.export_max_w, b.import_max_w, b.generation_max_w, b.load_max_w, b.setpoint_w,
+        b.requested_setpoint_w, b.connect, b.energize, b.issuer_of_record, b.sources,
+        b.limited_by,
+    )
+
+
+def _extend(a: EffectiveInterval, end: datetime | None) -> EffectiveInterval:
+    return replace(a, end=end)
+
+
+def _continues(a: LimitationNotice, b: LimitationNotice) -> bool:
+    return a.end == b.start and (a.requested_w, a.effective_w, a.dispatch_id, a.limiting) == (
+        b.requested_w, b.effective_w, b.dispatch_id, b.limiting)
+
+
+def _extend_notice(a: LimitationNotice, end: datetime | None) -> LimitationNotice:
+    return replace(a, end=end)
+
+
+def _with_standing(
+    rid: str, intervals: tuple[EffectiveInterval, ...], standing: Iterable[Instruction],
+    now: datetime,
+) -> EffectiveControl:
+    """Default (failsafe) control and 1547 settings: the newest standing instruction of each."""
+    newest: dict[InstructionKind, Instruction] = {}
+    for ins in standing:
+        if ins.start > now and ins.kind in newest:
+            continue
+        held = newest.get(ins.kind)
+        if held is None or (ins.created_at, ins.seq) > (held.created_at, held.seq):
+            newest[ins.kind] = ins
+    default = newest.get(InstructionKind.DEFAULT_CONTROL)
+    function = newest.get(InstructionKind.FUNCTION_SETTINGS)
+
+    def source(ins: Instruction | None, quantity: str) -> Source | None:
+        return Source(ins.id, ins.issuer_id, ins.kind, quantity) if ins else None
+
+    return EffectiveControl(
+        resource_id=rid,
+        intervals=intervals,
+        default_control=dict(default.settings) if default else None,
+        default_source=source(default, "default_control"),
+        function_settings=dict(function.settings) if function else None,
+        function_source=source(function, "function_settings"),
+    )

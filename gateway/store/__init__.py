@@ -1,0 +1,1 @@
+"""The store: the truth. Tables, the engine, migrations and typed storage functions."""
