@@ -103,7 +103,8 @@ def _convert(spec: FieldSpec, text: str | None) -> Any:
     return text
 
 
-def _build(cls: type, element: etree._Element) -> Any:
+def build(cls: type, element: etree._Element) -> Any:
+    """A wire model from an (already validated or self-made) element."""
     kwargs: dict[str, Any] = {}
     for spec in specs(cls):
         if spec.is_attr:
@@ -113,7 +114,7 @@ def _build(cls: type, element: etree._Element) -> Any:
             continue
         children = element.findall(etree.QName(spec.ns, spec.name).text)
         values = [
-            _build(spec.model, c) if spec.model is not None else _convert(spec, c.text)
+            build(spec.model, c) if spec.model is not None else _convert(spec, c.text)
             for c in children
         ]
         if spec.repeated:
@@ -150,4 +151,4 @@ def parse(
     if not schema.validate(root):
         first = schema.error_log.last_error
         raise DocumentError(f"invalid {qname.localname}: {first.message if first else '?'}")
-    return Parsed(qname.localname, _build(cls, root))
+    return Parsed(qname.localname, build(cls, root))

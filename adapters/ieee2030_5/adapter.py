@@ -1,0 +1,96 @@
+"""The adapter object the core loads: lifespan (listener + bus loop) and platform routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from aiohttp import web
+
+from adapters.ieee2030_5 import platform
+from adapters.ieee2030_5.server import create_app
+from adapters.ieee2030_5.service import Ieee2030Service
+from gateway.adapters import AdapterContext
+from gateway.bus import Topic
+from gateway.domain import Protocol
+from gateway.pki.tls import client_context, ieee2030_5_server_context
+from gateway.settings import split_listen
+
+log = logging.getLogger(__name__)
+SSL_NAME = "ieee2030_5"
+
+
+class Ieee2030Adapter:
+    name = "ieee2030_5"
+
+    def __init__(self, ctx: AdapterContext) -> None:
+        self.ctx = ctx
+        self.listen = str(ctx.config.get("listen", "https://127.0.0.1:8443"))
+        self.service = Ieee2030Service(
+            ctx.gateway, ctx.records, ctx.deliveries, ctx.config, pen=ctx.settings.iana_pen,
+            horizon_s=ctx.settings.horizon_s, ssl_name=SSL_NAME)
+        self.bound_port: int | None = None
+
+    def listeners(self) -> list[str]:
+        return [self.listen]
+
+    def platform_routes(self) -> list[web.AbstractRouteDef]:
+        return platform.routes(self.service)
+
+    def platform_openapi(self) -> dict[str, Any]:
+        return platform.OPENAPI
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        pki = self.ctx.pki
+        tls = ieee2030_5_server_context(pki.path("ieee2030_5", "server-chain.pem"),
+                                        pki.path("ieee2030_5", "server.key"),
+                                        pki.path("ieee2030_5", "ca-chain.pem"))
+        # Notifications go out with the server's own identity, trusting the 2030.5 CA.
+        self.ctx.deliveries.register_ssl(SSL_NAME, client_context(
+            pki.path("ieee2030_5", "ca-chain.pem"), pki.path("ieee2030_5", "server-chain.pem"),
+            pki.path("ieee2030_5", "server.key")))
+        await self.service.start()
+        host, port = split_listen(self.listen)
+        runner = web.AppRunner(create_app(self.service, int(self.ctx.config.get(
+            "max_body_bytes", 64 * 1024))), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=512)
+        await site.start()
+        self.bound_port = runner.addresses[0][1] if runner.addresses else port
+        follower = asyncio.create_task(self._follow(), name="ieee2030_5-controls")
+        try:
+            await self._refresh_all()
+            yield
+        finally:
+            follower.cancel()
+            with suppress(asyncio.CancelledError):
+                await follower
+            await runner.cleanup()
+
+    async def _refresh_all(self) -> None:
+        """After a start, rebuild every DER's controls from the store (events may be missed)."""
+        for resource in await self.ctx.gateway.resources(protocol=Protocol.IEEE2030_5):
+            await self.service.on_control_changed(resource.id)
+
+    async def _follow(self) -> None:
+        """Re-render on every effective-control change; resync from the store on overflow."""
+        while True:
+            async with self.ctx.bus.subscription(Topic.EFFECTIVE_CONTROL_CHANGED,
+                                                 Topic.RESOURCE_CHANGED) as events:
+                async for event in events:
+                    if event.payload.get("protocol") not in (None, Protocol.IEEE2030_5.value):
+                        continue
+                    try:
+                        await self.service.on_control_changed(str(event.payload["resource_id"]))
+                    except Exception:  # one bad DER must not stop the others
+                        log.exception("rendering controls for %s failed",
+                                      event.payload.get("resource_id"))
+            await self._refresh_all()
+
+
+def create(ctx: AdapterContext) -> Ieee2030Adapter:
+    return Ieee2030Adapter(ctx)

@@ -1,0 +1,236 @@
+"""Canonical model <-> IEEE 2030.5 wire models: pure functions, no I/O.
+
+Down: an EffectiveInterval becomes one DERControlBase (CSIP-AUS limits, setpoints,
+connection); a default control becomes a DefaultDERControl; 1547 curve settings become
+DERCurves. Up: Response status codes become AckStatus, mirrored readings become Readings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.ieee2030_5.codec import models as m
+from gateway.domain import AckStatus, EffectiveInterval, InstructionKind, Quantity
+
+INT16_MAX = 32767
+PERCENT_HUNDREDTHS = 10000
+
+
+def fit_active_power(watts: float) -> m.ActivePower:
+    """The smallest power-of-ten multiplier whose scaled, rounded value fits an int16."""
+    for multiplier in range(10):
+        value = round(watts / 10**multiplier)
+        if -INT16_MAX - 1 <= value <= INT16_MAX:
+            return m.ActivePower(multiplier=multiplier, value=value)
+    raise ValueError(f"{watts} W cannot be expressed as a 2030.5 ActivePower")
+
+
+def active_power_w(value: m.ActivePower | m.ReactivePower | m.UnsignedValue) -> float:
+    return value.value * 10.0**value.multiplier
+
+
+def percent_hundredths(part: float, whole: float, *, signed: bool) -> int:
+    """`part` as hundredths of a percent of `whole`, clamped to the 2030.5 range."""
+    raw = round(part / whole * PERCENT_HUNDREDTHS) if whole > 0 else 0
+    low = -PERCENT_HUNDREDTHS if signed else 0
+    return max(low, min(PERCENT_HUNDREDTHS, raw))
+
+
+def epoch(when: datetime) -> int:
+    return int(when.timestamp())
+
+
+def from_epoch(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+# --- down: effective control -> DERControlBase ----------------------------------------------
+
+_LIMIT_ELEMENTS = {
+    "export_max_w": "opModExpLimW",
+    "import_max_w": "opModImpLimW",
+    "generation_max_w": "opModGenLimW",
+    "load_max_w": "opModLoadLimW",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    """How setpoints are expressed; chosen per deployment (`dispatch_as` in the config)."""
+
+    dispatch_as: str = "target_w"  # "target_w" (opModTargetW, W) or "fixed_w" (% of rating)
+    rating_w: float = 0.0  # the DER's nameplate export rating, for percentages
+    ramp_tms: int | None = None  # hundredths of a second
+
+
+def control_base(interval: EffectiveInterval, options: RenderOptions) -> m.DERControlBase:
+    """One effective interval as a DERControlBase; only instructed quantities are emitted."""
+    quantities = {s.quantity for s in interval.sources}
+    kinds = {s.kind for s in interval.sources}
+    base = m.DERControlBase(rampTms=options.ramp_tms)
+    for quantity, element in _LIMIT_ELEMENTS.items():
+        value = getattr(interval, quantity)
+        if quantity in quantities and value is not None:
+            setattr(base, element, fit_active_power(value))
+    if "generation_max_w" in quantities and interval.generation_max_w is not None \
+            and options.rating_w > 0:
+        base.opModMaxLimW = percent_hundredths(interval.generation_max_w, options.rating_w,
+                                               signed=False)
+    if interval.setpoint_w is not None:
+        if options.dispatch_as == "fixed_w" and options.rating_w > 0:
+            base.opModFixedW = percent_hundredths(interval.setpoint_w, options.rating_w,
+                                                  signed=True)
+        else:
+            base.opModTargetW = fit_active_power(interval.setpoint_w)
+    if InstructionKind.CONNECTION in kinds or not interval.connect:
+        base.opModConnect = interval.connect
+    if InstructionKind.CONNECTION in kinds or not interval.energize:
+        base.opModEnergize = interval.energize
+    return base
+
+
+def base_from_settings(settings: Mapping[str, Any]) -> m.DERControlBase:
+    """A DERControlBase from a default-control settings document (SI keys, see docs)."""
+    base = m.DERControlBase()
+    for quantity, element in _LIMIT_ELEMENTS.items():
+        if settings.get(quantity) is not None:
+            setattr(base, element, fit_active_power(float(settings[quantity])))
+    if settings.get("connect") is not None:
+        base.opModConnect = bool(settings["connect"])
+    if settings.get("energize") is not None:
+        base.opModEnergize = bool(settings["energize"])
+    if settings.get("ramp_s") is not None:
+        base.rampTms = min(65535, round(float(settings["ramp_s"]) * 100))
+    return base
+
+
+def default_control(settings: Mapping[str, Any], mrid: str, href: str) -> m.DefaultDERControl:
+    grad = settings.get("set_grad_w")  # hundredths of a percent of rating per second
+    return m.DefaultDERControl(
+        href=href,
+        mRID=mrid,
+        description="default control",
+        DERControlBase=base_from_settings(settings),
+        setGradW=None if grad is None else min(65535, int(grad)),
+        setESDelay=_opt_int(settings.get("es_delay_s")),
+        setESRandomDelay=_opt_int(settings.get("es_random_delay_s")),
+    )
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+# 1547 curve settings: key -> DERCurveType (2030.5 enumeration).
+CURVE_TYPES = {"freq_watt": 0, "volt_var": 11, "volt_watt": 12, "watt_pf": 13, "watt_var": 14}
+CURVE_ELEMENTS = {
+    "volt_var": "opModVoltVar",
+    "volt_watt": "opModVoltWatt",
+    "freq_watt": "opModFreqWatt",
+    "watt_pf": "opModWattPF",
+    "watt_var": "opModWattVar",
+}
+
+
+def curves(settings: Mapping[str, Any], now: datetime) -> list[tuple[str, m.DERCurve]]:
+    """Each curve in a function-settings document: points are [x, y] pairs (% values)."""
+    out = []
+    for key, curve_type in CURVE_TYPES.items():
+        points = settings.get(key)
+        if not points:
+            continue
+        out.append((key, m.DERCurve(
+            mRID="00",  # the service assigns the real mRID and href
+            creationTime=epoch(now),
+            CurveData=[m.CurveData(xvalue=round(float(x) * 100), yvalue=round(float(y) * 100))
+                       for x, y in points],
+            curveType=curve_type,
+            xMultiplier=-2,
+            yMultiplier=-2,
+            yRefType=int(settings.get(f"{key}_y_ref", 1)),
+        )))
+    return out
+
+
+# --- identifiers ----------------------------------------------------------------------------
+
+
+def server_mrid(pen: int, *parts: object) -> str:
+    """A stable server mRID: 24 hex characters of digest, then the PEN as 8 decimal digits."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24].upper()
+    return f"{digest}{pen:08d}"
+
+
+# --- up: responses and readings -------------------------------------------------------------
+
+RESPONSE_STATUS: dict[int, AckStatus] = {
+    1: AckStatus.RECEIVED,
+    2: AckStatus.STARTED,
+    3: AckStatus.COMPLETED,
+    4: AckStatus.OPTED_OUT,
+    5: AckStatus.RECEIVED,  # opted in: the DER will take part
+    6: AckStatus.CANCELLED,
+    7: AckStatus.SUPERSEDED,
+    8: AckStatus.PARTIAL,
+    9: AckStatus.PARTIAL,
+    10: AckStatus.PARTIAL,
+    11: AckStatus.COMPLETED,
+    12: AckStatus.REJECTED,
+    13: AckStatus.EXPIRED,
+    14: AckStatus.SCHEDULED,
+    252: AckStatus.CANNOT_COMPLY,  # event out of bounds
+    253: AckStatus.REJECTED,  # not applicable
+    254: AckStatus.REJECTED,  # invalid
+}
+
+
+def ack_status(code: int) -> AckStatus:
+    """Canonical status of a 2030.5 Response code; KeyError for a code we do not accept."""
+    return RESPONSE_STATUS[code]
+
+
+# ReadingType.uom -> canonical quantity (2030.5 UomType values).
+UOM_QUANTITY: dict[int, Quantity] = {
+    38: Quantity.ACTIVE_POWER,
+    63: Quantity.REACTIVE_POWER,
+    29: Quantity.VOLTAGE,
+    33: Quantity.FREQUENCY,
+    72: Quantity.ENERGY,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MirroredValue:
+    quantity: Quantity
+    value: float
+    at: datetime
+
+
+def mirrored_values(
+    reading_type: m.ReadingType | None, mmr: m.MirrorMeterReading, now: datetime
+) -> list[MirroredValue]:
+    """Every Reading of a MirrorMeterReading (direct and in reading sets) in SI units."""
+    if reading_type is None or reading_type.uom not in UOM_QUANTITY:
+        return []
+    quantity = UOM_QUANTITY[reading_type.uom]
+    scale = 10.0 ** (reading_type.powerOfTenMultiplier or 0)
+    readings: list[tuple[m.Reading, int | None]] = []
+    if mmr.Reading is not None:
+        readings.append((mmr.Reading, mmr.lastUpdateTime))
+    for rs in mmr.MirrorReadingSet:
+        readings.extend((r, rs.timePeriod.start) for r in rs.Reading)
+    out = []
+    for reading, fallback in readings:
+        if reading.value is None:
+            continue
+        start = reading.timePeriod.start if reading.timePeriod else fallback
+        at = from_epoch(start) if start is not None else now
+        value = reading.value * scale
+        if math.isfinite(value):
+            out.append(MirroredValue(quantity, value, at))
+    return out

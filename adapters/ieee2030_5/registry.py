@@ -1,0 +1,171 @@
+"""EndDevices: which exist, who may see them, and registration (out-of-band and in-band).
+
+Out-of-band: the platform registers a canonical Resource bound with Protocol.IEEE2030_5 and
+address {"lfdi", "sfdi", "pin"?}; its EndDevice record is made on first sight. In-band: a
+client POSTs an EndDevice; it becomes a canonical Resource once it names a known
+connection point (CSIP-AUS ConnectionPoint) or `inband_connection_point` is configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from adapters.ieee2030_5.codec import models as m
+from adapters.ieee2030_5.scope import ClientScope
+from adapters.ieee2030_5.state import AdapterState, EndDeviceRecord
+from gateway.domain import Binding, DerKind, Nameplate, Protocol, Resource
+from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+
+class EndDeviceRegistry:
+    def __init__(self, gateway: Any, state: AdapterState, config: dict[str, Any]) -> None:
+        self.gateway = gateway
+        self.state = state
+        self.default_pin = int(config.get("default_pin", 111115))
+        self.inband_cp = config.get("inband_connection_point")
+        self.allow_inband = bool(config.get("allow_inband_registration", True))
+        self._by_id: dict[int, EndDeviceRecord] = {}
+        self._aggregators: dict[str, str] = {}
+
+    # --- loading and syncing with the canonical topology ------------------------------------
+
+    async def load(self) -> None:
+        self._by_id = {r.id: r for r in await self.state.end_devices()}
+        self._aggregators = await self.state.aggregator_clients()
+
+    @property
+    def aggregator_clients(self) -> dict[str, str]:
+        return self._aggregators
+
+    async def set_client_access(self, lfdi: str, aggregator_id: str, granted: bool) -> None:
+        await self.state.set_aggregator_client(lfdi, aggregator_id, granted)
+        self._aggregators = await self.state.aggregator_clients()
+
+    def by_lfdi(self, lfdi: str) -> list[EndDeviceRecord]:
+        return [r for r in self._by_id.values() if r.lfdi == lfdi.upper()]
+
+    def by_lfdi_any_aggregator(self, aggregator_id: str) -> list[EndDeviceRecord]:
+        """The aggregator's own EndDevices (one per aggregator client certificate)."""
+        return [r for r in self._by_id.values()
+                if r.aggregator_id == aggregator_id and r.resource_id is None]
+
+    def by_resource(self, resource_id: str) -> EndDeviceRecord | None:
+        return next((r for r in self._by_id.values() if r.resource_id == resource_id), None)
+
+    async def _new(self, **fields: Any) -> EndDeviceRecord:
+        now = int(time.time())
+        record = EndDeviceRecord(id=await self.state.next_id("edev"), changed_time=now,
+                                 registered_time=now, **fields)
+        await self.state.save_end_device(record)
+        self._by_id[record.id] = record
+        return record
+
+    async def ensure_resource(self, resource: Resource) -> EndDeviceRecord | None:
+        """The EndDevice of a canonical 2030.5 resource, made on first sight."""
+        if resource.binding.protocol != Protocol.IEEE2030_5:
+            return None
+        existing = self.by_resource(resource.id)
+        if existing is not None:
+            return existing
+        address = resource.binding.address
+        lfdi = str(address.get("lfdi", "")).upper()
+        if not lfdi:
+            return None
+        return await self._new(lfdi=lfdi, sfdi=int(address.get("sfdi") or 0),
+                               pin=int(address.get("pin") or self.default_pin),
+                               resource_id=resource.id, aggregator_id=resource.aggregator_id,
+                               connection_point_id=resource.connection_point_id)
+
+    async def sync(self, scope: ClientScope) -> None:
+        """Make sure every canonical resource this client may see has an EndDevice."""
+        if scope.is_aggregator:
+            resources = await self.gateway.resources(protocol=Protocol.IEEE2030_5,
+                                                     aggregator_id=scope.aggregator_id)
+            own = [r for r in self._by_id.values() if r.lfdi == scope.lfdi]
+            if not any(r.resource_id is None for r in own):
+                await self._new(lfdi=scope.lfdi, sfdi=scope.sfdi, pin=self.default_pin,
+                                aggregator_id=scope.aggregator_id)
+        else:
+            resources = await self.gateway.find_resources(Protocol.IEEE2030_5, lfdi=scope.lfdi)
+        for resource in resources:
+            await self.ensure_resource(resource)
+
+    # --- visibility -------------------------------------------------------------------------
+
+    def visible(self, scope: ClientScope) -> list[EndDeviceRecord]:
+        """An aggregator sees its own EndDevice and its DERs'; a device sees only itself."""
+        if scope.is_aggregator:
+            rows = [r for r in self._by_id.values()
+                    if r.aggregator_id == scope.aggregator_id
+                    and (r.resource_id is not None or r.lfdi == scope.lfdi)]
+        else:
+            rows = [r for r in self._by_id.values() if r.lfdi == scope.lfdi]
+        return sorted(rows, key=lambda r: r.id)
+
+    def get(self, scope: ClientScope, edev_id: int) -> EndDeviceRecord:
+        record = self._by_id.get(edev_id)
+        if record is None or record not in self.visible(scope):
+            raise NotFound("no such EndDevice")  # never reveal another client's devices
+        return record
+
+    # --- in-band registration ---------------------------------------------------------------
+
+    async def register_inband(self, scope: ClientScope, doc: m.EndDevice) -> EndDeviceRecord:
+        if not self.allow_inband:
+            raise Forbidden("in-band registration is not allowed")
+        lfdi = (doc.lFDI or "").upper()
+        if not lfdi:
+            raise InvalidInput("EndDevice lFDI is required")
+        if not scope.is_aggregator and lfdi != scope.lfdi:
+            raise Forbidden("lFDI does not match the client certificate")
+        if self.by_lfdi(lfdi):
+            raise Conflict("an EndDevice with this lFDI is already registered")
+        record = await self._new(lfdi=lfdi, sfdi=doc.sFDI, pin=self.default_pin,
+                                 aggregator_id=scope.aggregator_id, inband=True,
+                                 post_rate=doc.postRate)
+        if self.inband_cp:
+            await self.bind_connection_point(record, str(self.inband_cp))
+        return record
+
+    async def bind_connection_point(self, record: EndDeviceRecord, cp_id: str) -> None:
+        """Record the CSIP-AUS connection point; an in-band device becomes a canonical DER."""
+        record.connection_point_id = cp_id
+        record.changed_time = int(time.time())
+        if record.inband and record.resource_id is None and record.lfdi != "" \
+                and not self._is_aggregator_self(record):
+            try:
+                await self.gateway.connection_point(cp_id)
+            except NotFound:
+                await self.state.save_end_device(record)
+                return  # kept as given; the platform may create the connection point later
+            resource = Resource(
+                id=f"2030.5-{record.lfdi.lower()}", connection_point_id=cp_id, kind=DerKind.OTHER,
+                nameplate=Nameplate(export_max_w=0.0),
+                binding=Binding(Protocol.IEEE2030_5, {"lfdi": record.lfdi, "sfdi": record.sfdi}),
+                aggregator_id=record.aggregator_id)
+            actor = await self._actor(record)
+            if actor is not None:
+                await self.gateway.register_resources(actor, [resource])
+                record.resource_id = resource.id
+        await self.state.save_end_device(record)
+
+    def _is_aggregator_self(self, record: EndDeviceRecord) -> bool:
+        return record.lfdi in self._aggregators and record.resource_id is None
+
+    async def _actor(self, record: EndDeviceRecord) -> Any:
+        if record.aggregator_id:
+            return await self.gateway.participant(record.aggregator_id)
+        return None
+
+    async def save(self, record: EndDeviceRecord) -> None:
+        record.changed_time = int(time.time())
+        await self.state.save_end_device(record)
+        self._by_id[record.id] = record
+
+    async def remove(self, record: EndDeviceRecord) -> None:
+        await self.state.delete_end_device(record.id)
+        self._by_id.pop(record.id, None)

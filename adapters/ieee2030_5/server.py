@@ -1,0 +1,504 @@
+"""The 2030.5 I/O edge: aiohttp routes over mutual TLS, certificate -> scope, <Error> bodies.
+
+Every handler is small: parse (hardened, validated), call the service with the client's
+scope, serialise the answer. Domain and document errors become a 2030.5 <Error> once, in
+the middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from adapters.ieee2030_5 import views
+from adapters.ieee2030_5.codec import models as m
+from adapters.ieee2030_5.codec.xml import MEDIA_TYPE, DocumentError, parse, serialize
+from adapters.ieee2030_5.scope import ClientScope, identity_from_der
+from adapters.ieee2030_5.service import Ieee2030Service
+from gateway.errors import GatewayError, NotFound
+from gateway.pki.tls import peer_certificate_der
+
+log = logging.getLogger(__name__)
+
+SERVICE = web.AppKey("ieee2030_5_service", Ieee2030Service)
+MAX_BODY = web.AppKey("ieee2030_5_max_body", int)
+SCOPE = "ieee2030_5_scope"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REASON_FORMAT, REASON_VALUES = 0, 1
+
+
+def error_response(status: int, reason: int = REASON_VALUES) -> web.Response:
+    return web.Response(status=status, body=serialize(m.Error(reasonCode=reason)),
+                        content_type=MEDIA_TYPE)
+
+
+def xml(model: Any, status: int = 200, location: str | None = None) -> web.Response:
+    headers = {"Location": location} if location else None
+    return web.Response(status=status, body=serialize(model), content_type=MEDIA_TYPE,
+                        headers=headers)
+
+
+def created(location: str) -> web.Response:
+    return web.Response(status=201, headers={"Location": location})
+
+
+@web.middleware
+async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Identify the client from its certificate; map every refusal to an <Error>."""
+    service = request.app[SERVICE]
+    try:
+        cert = peer_certificate_der(request.transport)
+        if cert is None:
+            return error_response(403)
+        request[SCOPE] = await service.scope(identity_from_der(cert))
+        return await handler(request)
+    except DocumentError as exc:
+        log.info("refused document: %s", exc.detail)
+        return error_response(exc.status, REASON_FORMAT)
+    except GatewayError as exc:
+        return error_response(exc.status)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return error_response(exc.status, REASON_FORMAT)
+        raise
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def scope_of(request: web.Request) -> ClientScope:
+    return request[SCOPE]
+
+
+def service_of(request: web.Request) -> Ieee2030Service:
+    return request.app[SERVICE]
+
+
+def _int(request: web.Request, name: str) -> int:
+    try:
+        return int(request.match_info[name])
+    except (KeyError, ValueError):
+        raise NotFound("no such resource") from None
+
+
+def page(request: web.Request, items: list[Any]) -> tuple[list[Any], int]:
+    """Apply 2030.5 paging (s start, l limit); `a` (after) applies to time-ordered lists."""
+    try:
+        start = int(request.query.get("s", "0"))
+        limit = int(request.query.get("l", "255"))
+    except ValueError:
+        raise DocumentError("s and l must be integers") from None
+    if start < 0 or limit < 0:
+        raise DocumentError("s and l must not be negative")
+    return items[start:start + limit], len(items)
+
+
+async def body(request: web.Request, *roots: str) -> Any:
+    data = await request.content.read(request.app[MAX_BODY] + 1)
+    return parse(data, roots or None, request.app[MAX_BODY]).model
+
+
+def record(request: web.Request) -> Any:
+    return service_of(request).end_device(scope_of(request), _int(request, "e"))
+
+
+def der_record(request: web.Request) -> Any:
+    rec = record(request)
+    if rec.resource_id is None and not rec.inband:
+        raise NotFound("this EndDevice has no DERs")
+    return rec
+
+
+# --- discovery, time, end devices ---------------------------------------------------------
+
+
+async def get_dcap(request: web.Request) -> web.Response:
+    return xml(await service_of(request).device_capability(scope_of(request)))
+
+
+async def get_time(request: web.Request) -> web.Response:
+    return xml(views.time_doc(service_of(request).rates))
+
+
+async def get_edev_list(request: web.Request) -> web.Response:
+    svc = service_of(request)
+    items, total = page(request, svc.end_devices(scope_of(request)))
+    return xml(m.EndDeviceList(href="/edev", all=total, results=len(items), subscribable=1,
+                               pollRate=svc.poll_rate("EndDeviceList"), EndDevice=items))
+
+
+async def post_edev(request: web.Request) -> web.Response:
+    doc = await body(request, "EndDevice")
+    rec = await service_of(request).register(scope_of(request), doc)
+    return created(views.Hrefs(rec.id).root)
+
+
+async def get_edev(request: web.Request) -> web.Response:
+    return xml(views.end_device(record(request)))
+
+
+async def get_rg(request: web.Request) -> web.Response:
+    return xml(views.registration(record(request), service_of(request).rates))
+
+
+async def get_cp(request: web.Request) -> web.Response:
+    rec = der_record(request)
+    if not rec.connection_point_id:
+        raise NotFound("no connection point recorded")
+    return xml(m.ConnectionPoint(href=views.Hrefs(rec.id).path("cp"),
+                                 connectionPointId=rec.connection_point_id[:32]))
+
+
+async def put_cp(request: web.Request) -> web.Response:
+    rec = der_record(request)
+    doc = await body(request, "ConnectionPoint")
+    await service_of(request).registry.bind_connection_point(rec, doc.connectionPointId)
+    return web.Response(status=204)
+
+
+# --- function set assignments, programs, controls -----------------------------------------
+
+
+async def get_fsa_list(request: web.Request) -> web.Response:
+    svc, rec = service_of(request), der_record(request)
+    items, total = page(request, [views.fsa(rec, svc.fsa_mrid(rec))])
+    return xml(m.FunctionSetAssignmentsList(
+        href=views.Hrefs(rec.id).path("fsa"), all=total, results=len(items), subscribable=1,
+        pollRate=svc.poll_rate("FunctionSetAssignmentsList"), FunctionSetAssignments=items))
+
+
+async def get_fsa(request: web.Request) -> web.Response:
+    svc, rec = service_of(request), der_record(request)
+    if _int(request, "f") != 1:
+        raise NotFound("no such FunctionSetAssignments")
+    return xml(views.fsa(rec, svc.fsa_mrid(rec)))
+
+
+async def get_derp_list(request: web.Request) -> web.Response:
+    svc, rec = service_of(request), der_record(request)
+    items, total = page(request, [await svc.program(rec)])
+    return xml(m.DERProgramList(href=views.Hrefs(rec.id).path("derp"), all=total,
+                                results=len(items), subscribable=1,
+                                pollRate=svc.poll_rate("DERProgramList"), DERProgram=items))
+
+
+def _program_record(request: web.Request) -> Any:
+    rec = der_record(request)
+    if _int(request, "p") != 1:
+        raise NotFound("no such DERProgram")
+    return rec
+
+
+async def get_derp(request: web.Request) -> web.Response:
+    return xml(await service_of(request).program(_program_record(request)))
+
+
+async def get_derc_list(request: web.Request) -> web.Response:
+    rec = _program_record(request)
+    items, total = page(request, await service_of(request).controls(rec))
+    return xml(m.DERControlList(href=views.Hrefs(rec.id).path("derp", 1, "derc"), all=total,
+                                results=len(items), subscribable=1, DERControl=items))
+
+
+async def get_actderc(request: web.Request) -> web.Response:
+    rec = _program_record(request)
+    items, total = page(request, await service_of(request).controls(rec, active_only=True))
+    return xml(m.DERControlList(href=views.Hrefs(rec.id).path("derp", 1, "actderc"), all=total,
+                                results=len(items), DERControl=items))
+
+
+async def get_derc(request: web.Request) -> web.Response:
+    rec = _program_record(request)
+    mrid = request.match_info["mrid"].upper()
+    for control in await service_of(request).controls(rec):
+        if control.mRID == mrid:
+            return xml(control)
+    raise NotFound("no such DERControl")
+
+
+async def get_dderc(request: web.Request) -> web.Response:
+    return xml(await service_of(request).default_control(_program_record(request)))
+
+
+async def get_curve_list(request: web.Request) -> web.Response:
+    rec = _program_record(request)
+    items, total = page(request, await service_of(request).curves(rec))
+    return xml(m.DERCurveList(href=views.Hrefs(rec.id).path("derp", 1, "dc"), all=total,
+                              results=len(items), DERCurve=items))
+
+
+async def get_curve(request: web.Request) -> web.Response:
+    curves = await service_of(request).curves(_program_record(request))
+    n = _int(request, "n")
+    if not 1 <= n <= len(curves):
+        raise NotFound("no such DERCurve")
+    return xml(curves[n - 1])
+
+
+# --- DER and its documents ----------------------------------------------------------------
+
+
+async def get_der_list(request: web.Request) -> web.Response:
+    svc, rec = service_of(request), der_record(request)
+    items, total = page(request, [views.der(rec)])
+    return xml(m.DERList(href=views.Hrefs(rec.id).path("der"), all=total, results=len(items),
+                         pollRate=svc.poll_rate("DERList"), DER=items))
+
+
+def _der_which(request: web.Request) -> tuple[Any, str]:
+    rec = der_record(request)
+    which = request.match_info["which"]
+    if _int(request, "d") != 1 or which not in views.DER_DOCS:
+        raise NotFound("no such DER resource")
+    return rec, which
+
+
+async def get_der(request: web.Request) -> web.Response:
+    rec = der_record(request)
+    if _int(request, "d") != 1:
+        raise NotFound("no such DER")
+    return xml(views.der(rec))
+
+
+async def get_der_doc(request: web.Request) -> web.Response:
+    rec, which = _der_which(request)
+    data = await service_of(request).der_document(rec, which)
+    return web.Response(body=data, content_type=MEDIA_TYPE)
+
+
+async def put_der_doc(request: web.Request) -> web.Response:
+    rec, which = _der_which(request)
+    doc = await body(request, views.DER_DOCS[which])
+    await service_of(request).put_der_document(rec, which, doc)
+    return web.Response(status=204)
+
+
+# --- subscriptions and log events ---------------------------------------------------------
+
+
+async def get_sub_list(request: web.Request) -> web.Response:
+    svc, rec = service_of(request), record(request)
+    subs = await svc.state.subscriptions(rec.id)
+    docs = [_subscription(s) for s in subs]
+    items, total = page(request, docs)
+    return xml(m.SubscriptionList(href=views.Hrefs(rec.id).path("sub"), all=total,
+                                  results=len(items), pollRate=svc.poll_rate("SubscriptionList"),
+                                  Subscription=items))
+
+
+def _subscription(s: Any) -> m.Subscription:
+    return m.Subscription(href=f"/edev/{s.edev_id}/sub/{s.id}", subscribedResource=s.resource,
+                          encoding=s.encoding, level=s.level, limit=s.limit,
+                          notificationURI=s.notification_uri)
+
+
+def _subscribable_hrefs(svc: Ieee2030Service, scope: ClientScope) -> set[str]:
+    hrefs = {"/edev"}
+    for rec in svc.registry.visible(scope):
+        h = views.Hrefs(rec.id)
+        hrefs |= {h.path("fsa"), h.path("derp"), h.path("derp", 1, "derc"),
+                  h.path("derp", 1, "dderc")}
+    return hrefs
+
+
+async def post_sub(request: web.Request) -> web.Response:
+    svc, rec = service_of(request), record(request)
+    doc = await body(request, "Subscription")
+    allowed = _subscribable_hrefs(svc, scope_of(request))
+    sub = await svc.notifier.subscribe(rec.id, doc, allowed)
+    return created(f"/edev/{rec.id}/sub/{sub.id}")
+
+
+async def get_sub(request: web.Request) -> web.Response:
+    svc, rec = service_of(request), record(request)
+    sub_id = _int(request, "s")
+    for s in await svc.state.subscriptions(rec.id):
+        if s.id == sub_id:
+            return xml(_subscription(s))
+    raise NotFound("no such Subscription")
+
+
+async def delete_sub(request: web.Request) -> web.Response:
+    svc, rec = service_of(request), record(request)
+    if not await svc.state.delete_subscription(rec.id, _int(request, "s")):
+        raise NotFound("no such Subscription")
+    return web.Response(status=204)
+
+
+async def get_log_list(request: web.Request) -> web.Response:
+    svc, rec = service_of(request), record(request)
+    events = [parse_stored(x) for _, x in await svc.state.log_events(rec.id)]
+    items, total = page(request, events)
+    return xml(m.LogEventList(href=views.Hrefs(rec.id).path("lel"), all=total, results=len(items),
+                              pollRate=svc.poll_rate("LogEventList"), LogEvent=items))
+
+
+def parse_stored(text: str) -> Any:
+    return parse(text.encode()).model
+
+
+async def post_log(request: web.Request) -> web.Response:
+    svc, rec = service_of(request), record(request)
+    doc = await body(request, "LogEvent")
+    return created(await svc.log_event(rec, doc))
+
+
+# --- responses ----------------------------------------------------------------------------
+
+
+async def get_rsps(request: web.Request) -> web.Response:
+    svc = service_of(request)
+    sets = [m.ResponseSet(href=f"/rsps/{views.RESPONSE_SET}", mRID=svc.fsa_mrid_for_set(),
+                          description="DERControl responses",
+                          ResponseListLink=m.ListLink(href=f"/rsps/{views.RESPONSE_SET}/rsp"))]
+    items, total = page(request, sets)
+    return xml(m.ResponseSetList(href="/rsps", all=total, results=len(items),
+                                 pollRate=svc.poll_rate("ResponseSetList"), ResponseSet=items))
+
+
+async def get_rsp_set(request: web.Request) -> web.Response:
+    svc = service_of(request)
+    if _int(request, "r") != views.RESPONSE_SET:
+        raise NotFound("no such ResponseSet")
+    return xml(m.ResponseSet(href=f"/rsps/{views.RESPONSE_SET}", mRID=svc.fsa_mrid_for_set(),
+                             description="DERControl responses",
+                             ResponseListLink=m.ListLink(href=f"/rsps/{views.RESPONSE_SET}/rsp")))
+
+
+def _response_doc(r: Any) -> m.Response:
+    return m.DERControlResponse(href=f"/rsps/{r.set_id}/rsp/{r.id}", createdDateTime=r.created,
+                                endDeviceLFDI=r.lfdi, status=r.status, subject=r.subject)
+
+
+async def get_rsp_list(request: web.Request) -> web.Response:
+    svc, scope = service_of(request), scope_of(request)
+    if _int(request, "r") != views.RESPONSE_SET:
+        raise NotFound("no such ResponseSet")
+    visible = {r.lfdi for r in svc.registry.visible(scope)}
+    rows = [r for r in await svc.state.responses(views.RESPONSE_SET) if r.lfdi in visible]
+    items, total = page(request, [_response_doc(r) for r in rows])
+    return xml(m.ResponseList(href=f"/rsps/{views.RESPONSE_SET}/rsp", all=total,
+                              results=len(items), Response=items))
+
+
+async def post_rsp(request: web.Request) -> web.Response:
+    svc = service_of(request)
+    if _int(request, "r") != views.RESPONSE_SET:
+        raise NotFound("no such ResponseSet")
+    doc = await body(request, "Response", "DERControlResponse")
+    stored = await svc.feedback.respond(scope_of(request), doc)
+    return created(f"/rsps/{stored.set_id}/rsp/{stored.id}")
+
+
+async def get_rsp(request: web.Request) -> web.Response:
+    svc, scope = service_of(request), scope_of(request)
+    visible = {r.lfdi for r in svc.registry.visible(scope)}
+    rid = _int(request, "n")
+    for r in await svc.state.responses(_int(request, "r")):
+        if r.id == rid and r.lfdi in visible:
+            return xml(_response_doc(r))
+    raise NotFound("no such Response")
+
+
+# --- mirror usage points ------------------------------------------------------------------
+
+
+def _mup_doc(svc: Ieee2030Service, r: Any) -> m.MirrorUsagePoint:
+    return m.MirrorUsagePoint(
+        href=f"/mup/{r.id}", mRID=r.mrid, description=r.description, roleFlags=r.role_flags,
+        serviceCategoryKind=r.service_category, status=r.status, deviceLFDI=r.lfdi,
+        postRate=r.post_rate or svc.rates.get("post", {}).get("MirrorUsagePoint", 60))
+
+
+async def get_mup_list(request: web.Request) -> web.Response:
+    svc = service_of(request)
+    rows = await svc.feedback.mups(scope_of(request))
+    items, total = page(request, [_mup_doc(svc, r) for r in rows])
+    return xml(m.MirrorUsagePointList(href="/mup", all=total, results=len(items),
+                                      pollRate=svc.poll_rate("MirrorUsagePointList"),
+                                      MirrorUsagePoint=items))
+
+
+async def post_mup(request: web.Request) -> web.Response:
+    doc = await body(request, "MirrorUsagePoint")
+    stored = await service_of(request).feedback.upsert_mup(scope_of(request), doc)
+    return created(f"/mup/{stored.id}")
+
+
+async def get_mup(request: web.Request) -> web.Response:
+    svc = service_of(request)
+    return xml(_mup_doc(svc, await svc.feedback.mup(scope_of(request), _int(request, "m"))))
+
+
+async def post_mup_readings(request: web.Request) -> web.Response:
+    doc = await body(request, "MirrorMeterReading", "MirrorMeterReadingList")
+    mmrs = doc.MirrorMeterReading if isinstance(doc, m.MirrorMeterReadingList) else [doc]
+    mup_id = _int(request, "m")
+    await service_of(request).feedback.post_readings(scope_of(request), mup_id, mmrs)
+    return created(f"/mup/{mup_id}")
+
+
+async def delete_mup(request: web.Request) -> web.Response:
+    svc = service_of(request)
+    stored = await svc.feedback.mup(scope_of(request), _int(request, "m"))
+    await svc.state.delete_mup(stored.id)
+    return web.Response(status=204)
+
+
+# --- the application ----------------------------------------------------------------------
+
+E = "/edev/{e:\\d+}"
+P = E + "/derp/{p:\\d+}"
+ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("GET", "/dcap", get_dcap),
+    ("GET", "/tm", get_time),
+    ("GET", "/edev", get_edev_list),
+    ("POST", "/edev", post_edev),
+    ("GET", E, get_edev),
+    ("GET", E + "/rg", get_rg),
+    ("GET", E + "/cp", get_cp),
+    ("PUT", E + "/cp", put_cp),
+    ("GET", E + "/fsa", get_fsa_list),
+    ("GET", E + "/fsa/{f:\\d+}", get_fsa),
+    ("GET", E + "/derp", get_derp_list),
+    ("GET", P, get_derp),
+    ("GET", P + "/derc", get_derc_list),
+    ("GET", P + "/derc/{mrid:[0-9A-Fa-f]+}", get_derc),
+    ("GET", P + "/actderc", get_actderc),
+    ("GET", P + "/dderc", get_dderc),
+    ("GET", P + "/dc", get_curve_list),
+    ("GET", P + "/dc/{n:\\d+}", get_curve),
+    ("GET", E + "/der", get_der_list),
+    ("GET", E + "/der/{d:\\d+}", get_der),
+    ("GET", E + "/der/{d:\\d+}/{which}", get_der_doc),
+    ("PUT", E + "/der/{d:\\d+}/{which}", put_der_doc),
+    ("GET", E + "/sub", get_sub_list),
+    ("POST", E + "/sub", post_sub),
+    ("GET", E + "/sub/{s:\\d+}", get_sub),
+    ("DELETE", E + "/sub/{s:\\d+}", delete_sub),
+    ("GET", E + "/lel", get_log_list),
+    ("POST", E + "/lel", post_log),
+    ("GET", "/rsps", get_rsps),
+    ("GET", "/rsps/{r:\\d+}", get_rsp_set),
+    ("GET", "/rsps/{r:\\d+}/rsp", get_rsp_list),
+    ("POST", "/rsps/{r:\\d+}/rsp", post_rsp),
+    ("GET", "/rsps/{r:\\d+}/rsp/{n:\\d+}", get_rsp),
+    ("GET", "/mup", get_mup_list),
+    ("POST", "/mup", post_mup),
+    ("GET", "/mup/{m:\\d+}", get_mup),
+    ("POST", "/mup/{m:\\d+}", post_mup_readings),
+    ("DELETE", "/mup/{m:\\d+}", delete_mup),
+)
+
+
+def create_app(service: Ieee2030Service, max_body: int = 64 * 1024) -> web.Application:
+    """The 2030.5 application; TLS and the listener are the caller's (see adapter.py)."""
+    app = web.Application(middlewares=[edge], client_max_size=max_body)
+    app[SERVICE] = service
+    app[MAX_BODY] = max_body
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    return app

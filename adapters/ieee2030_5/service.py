@@ -1,0 +1,188 @@
+"""IEEE 2030.5 protocol behaviour: one object the routes call, scoped by the client.
+
+It owns the EndDevice registry, control publishing, feedback and notifications, and talks
+to the core only through the adapter context (gateway services, records, deliveries).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from adapters.ieee2030_5 import mapper, views
+from adapters.ieee2030_5.codec import models as m
+from adapters.ieee2030_5.codec.xml import serialize
+from adapters.ieee2030_5.controls import ControlPublisher, PublishOptions, der_control, live_status
+from adapters.ieee2030_5.controls import sort_key as control_order
+from adapters.ieee2030_5.feedback import Feedback
+from adapters.ieee2030_5.notify import Notifier
+from adapters.ieee2030_5.registry import EndDeviceRegistry
+from adapters.ieee2030_5.scope import ClientIdentity, ClientScope, scope_for
+from adapters.ieee2030_5.state import AdapterState, EndDeviceRecord
+from gateway.errors import InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLL = {"DERControlList": 300, "DERProgramList": 300, "EndDeviceList": 300,
+                "FunctionSetAssignmentsList": 300, "MirrorUsagePointList": 300}
+
+
+class Ieee2030Service:
+    def __init__(self, gateway: Any, records: Any, deliveries: Any, config: dict[str, Any],
+                 *, pen: int, horizon_s: int, ssl_name: str | None = None) -> None:
+        self.gateway = gateway
+        self.state = AdapterState(records)
+        self.pen = pen
+        self.registry = EndDeviceRegistry(gateway, self.state, config)
+        self.publisher = ControlPublisher(gateway, self.state, PublishOptions(
+            pen=pen, horizon_s=horizon_s, dispatch_as=str(config.get("dispatch_as", "target_w"))))
+        self.feedback = Feedback(gateway, self.state, self.registry)
+        self.notifier = Notifier(self.state, deliveries, ssl_name)
+        self.default_primacy = int(config.get("primacy", 1))
+        self.rates: dict[str, dict[str, int]] = {"poll": {}, "post": {}}
+
+    async def start(self) -> None:
+        await self.registry.load()
+        self.rates = await self.state.rates()
+
+    async def scope(self, identity: ClientIdentity) -> ClientScope:
+        scope = scope_for(identity, self.registry.aggregator_clients)
+        await self.registry.sync(scope)
+        return scope
+
+    def poll_rate(self, name: str) -> int:
+        return views.poll(self.rates, name, DEFAULT_POLL.get(name, 900))
+
+    async def set_rate(self, kind: str, resource: str, seconds: int) -> None:
+        if kind not in ("poll", "post") or seconds < 0 or seconds > 2**32 - 1:
+            raise InvalidInput("rate kind must be poll or post, seconds a UInt32")
+        self.rates.setdefault(kind, {})[resource] = seconds
+        await self.state.save_rates(self.rates)
+
+    # --- discovery ------------------------------------------------------------------------
+
+    async def device_capability(self, scope: ClientScope) -> m.DeviceCapability:
+        visible = self.registry.visible(scope)
+        own = next((r for r in visible if r.lfdi == scope.lfdi), None)
+        mups = len(await self.feedback.mups(scope))
+        return views.device_capability(own, len(visible), mups, self.rates)
+
+    def end_devices(self, scope: ClientScope) -> list[m.EndDevice]:
+        return [views.end_device(r) for r in self.registry.visible(scope)]
+
+    def end_device(self, scope: ClientScope, edev_id: int) -> EndDeviceRecord:
+        return self.registry.get(scope, edev_id)
+
+    async def register(self, scope: ClientScope, doc: m.EndDevice) -> EndDeviceRecord:
+        record = await self.registry.register_inband(scope, doc)
+        await self.announce_end_devices(scope)
+        return record
+
+    async def announce_end_devices(self, scope: ClientScope) -> None:
+        for own in [r for r in self.registry.visible(scope) if r.lfdi == scope.lfdi]:
+            subs = await self.state.subscriptions(own.id)
+            lst = m.EndDeviceList(href="/edev", all=len(self.registry.visible(scope)),
+                                  results=0, pollRate=self.poll_rate("EndDeviceList"),
+                                  EndDevice=self.end_devices(scope))
+            await self.notifier.announce(subs, "/edev", lst)
+
+    # --- programs -------------------------------------------------------------------------
+
+    def fsa_mrid(self, record: EndDeviceRecord) -> str:
+        return mapper.server_mrid(self.pen, "fsa", record.id)
+
+    def fsa_mrid_for_set(self) -> str:
+        return mapper.server_mrid(self.pen, "rsps", views.RESPONSE_SET)
+
+    async def program(self, record: EndDeviceRecord) -> m.DERProgram:
+        controls = await self.controls(record)
+        curves = await self.curves(record)
+        doc = await self.state.program(record.id)
+        return views.der_program(record, mapper.server_mrid(self.pen, "derp", record.id),
+                                 int(doc.get("primacy", self.default_primacy)), len(controls),
+                                 len(curves))
+
+    async def controls(self, record: EndDeviceRecord, active_only: bool = False
+                       ) -> list[m.DERControl]:
+        if record.resource_id is None:
+            return []
+        now = int(time.time())
+        rows = sorted(await self.state.controls(record.resource_id), key=control_order)
+        if active_only:
+            rows = [c for c in rows if live_status(c, now) == 1]
+        base = views.Hrefs(record.id).path("derp", 1, "derc")
+        return [der_control(c, f"{base}/{c.mrid}", f"/rsps/{views.RESPONSE_SET}/rsp", now)
+                for c in rows]
+
+    async def default_control(self, record: EndDeviceRecord) -> m.DefaultDERControl:
+        href = views.Hrefs(record.id).path("derp", 1, "dderc")
+        control = await self.publisher.effective(record.resource_id) if record.resource_id else None
+        settings = (control.default_control if control else None) or {}
+        return mapper.default_control(settings, mapper.server_mrid(
+            self.pen, "dderc", record.id, sorted(settings.items())), href)
+
+    async def curves(self, record: EndDeviceRecord) -> list[m.DERCurve]:
+        control = await self.publisher.effective(record.resource_id) if record.resource_id else None
+        settings = (control.function_settings if control else None) or {}
+        out = []
+        base = views.Hrefs(record.id).path("derp", 1, "dc")
+        for n, (key, curve) in enumerate(mapper.curves(settings, mapper.from_epoch(0)), 1):
+            curve.href = f"{base}/{n}"
+            curve.mRID = mapper.server_mrid(self.pen, "dc", record.id, key)
+            out.append(curve)
+        return out
+
+    async def on_control_changed(self, resource_id: str) -> None:
+        """Re-render a DER's controls from the store and notify its subscribers."""
+        try:
+            resource = await self.gateway.resource(resource_id)
+        except NotFound:
+            return
+        record = await self.registry.ensure_resource(resource)
+        if record is None:
+            return
+        changed = await self.publisher.refresh(resource_id, await self.state.program(record.id))
+        if not changed:
+            return
+        subs = await self.subscribers(record)
+        if not subs:
+            return
+        h = views.Hrefs(record.id)
+        items = await self.controls(record)
+        lst = m.DERControlList(href=h.path("derp", 1, "derc"), all=len(items), results=len(items),
+                               subscribable=1, DERControl=items)
+        await self.notifier.announce(subs, lst.href, lst)
+        await self.notifier.announce(subs, h.path("derp", 1, "dderc"),
+                                     await self.default_control(record))
+
+    async def subscribers(self, record: EndDeviceRecord) -> list[Any]:
+        """Subscriptions held by the device itself or by its aggregator's own EndDevice."""
+        holders = [record.id]
+        if record.aggregator_id:
+            holders += [r.id for r in self.registry.by_lfdi_any_aggregator(record.aggregator_id)]
+        subs = []
+        for holder in holders:
+            subs.extend(await self.state.subscriptions(holder))
+        return subs
+
+    # --- DER documents --------------------------------------------------------------------
+
+    async def der_document(self, record: EndDeviceRecord, which: str) -> bytes:
+        stored = await self.state.der_document(record.id, which)
+        if stored is None:
+            raise NotFound(f"no {views.DER_DOCS[which]} has been posted")
+        return stored.encode()
+
+    async def put_der_document(self, record: EndDeviceRecord, which: str, model: Any) -> None:
+        model.href = views.Hrefs(record.id).path("der", 1, which)
+        await self.state.save_der_document(record.id, which, serialize(model).decode())
+
+    async def log_event(self, record: EndDeviceRecord, model: m.LogEvent) -> str:
+        log_id = await self.state.next_id("log")
+        model.href = views.Hrefs(record.id).path("lel", log_id)
+        await self.state.save_log_event(record.id, log_id, serialize(model).decode())
+        return model.href
+
+    def document_bytes(self, model: Any) -> bytes:
+        return serialize(model)

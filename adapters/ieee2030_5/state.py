@@ -1,0 +1,196 @@
+"""The adapter's own durable state, on top of `ctx.records` (JSON documents by kind and key).
+
+Typed records in, typed records out; nothing HTTP-shaped is stored here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+class Records(Protocol):
+    """The part of gateway.records.AdapterRecords this adapter uses."""
+
+    async def get(self, kind: str, key: str) -> dict[str, Any] | None: ...
+    async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None: ...
+    async def delete(self, kind: str, key: str) -> bool: ...
+    async def list(
+        self, kind: str, prefix: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]]: ...
+    async def next_sequence(self, name: str) -> int: ...
+
+
+@dataclass(slots=True)
+class EndDeviceRecord:
+    id: int
+    lfdi: str  # uppercase
+    sfdi: int
+    changed_time: int
+    registered_time: int
+    pin: int
+    resource_id: str | None = None  # the canonical DER it stands for (None: aggregator's own)
+    aggregator_id: str | None = None
+    inband: bool = False
+    connection_point_id: str | None = None
+    post_rate: int | None = None
+    enabled: bool = True
+
+
+@dataclass(slots=True)
+class ControlRecord:
+    """One DERControl the server has published for a DER."""
+
+    mrid: str
+    start: int
+    duration: int
+    base_xml: str  # the DERControlBase as rendered
+    created: int
+    instruction_ids: list[str] = field(default_factory=list)
+    status: int = 0  # 0 live (scheduled/active by time), 2 cancelled, 4 superseded
+    status_time: int = 0
+    randomize_start: int | None = None
+
+
+@dataclass(slots=True)
+class Subscription:
+    id: int
+    edev_id: int
+    resource: str  # the subscribed href
+    notification_uri: str
+    limit: int
+    encoding: int = 0
+    level: str = "+S1"
+
+
+@dataclass(slots=True)
+class ResponseRecord:
+    id: int
+    set_id: int
+    subject: str
+    lfdi: str
+    status: int | None
+    created: int
+
+
+@dataclass(slots=True)
+class MupRecord:
+    id: int
+    mrid: str
+    lfdi: str
+    edev_id: int | None
+    role_flags: str
+    service_category: int
+    status: int
+    description: str | None = None
+    post_rate: int | None = None
+    readings: dict[str, dict[str, Any]] = field(default_factory=dict)  # mRID -> MMR document
+
+
+def _key(n: int) -> str:
+    return f"{n:010d}"
+
+
+class AdapterState:
+    """Typed access to the 2030.5 adapter's records."""
+
+    def __init__(self, records: Records) -> None:
+        self.records = records
+
+    # --- end devices and clients --------------------------------------------------------
+
+    async def end_devices(self) -> list[EndDeviceRecord]:
+        return [EndDeviceRecord(**doc) for _, doc in await self.records.list("edev")]
+
+    async def end_device(self, edev_id: int) -> EndDeviceRecord | None:
+        doc = await self.records.get("edev", _key(edev_id))
+        return EndDeviceRecord(**doc) if doc else None
+
+    async def save_end_device(self, record: EndDeviceRecord) -> None:
+        await self.records.put("edev", _key(record.id), asdict(record))
+
+    async def delete_end_device(self, edev_id: int) -> None:
+        await self.records.delete("edev", _key(edev_id))
+
+    async def next_id(self, name: str) -> int:
+        return await self.records.next_sequence(name)
+
+    async def aggregator_clients(self) -> dict[str, str]:
+        """Aggregator client certificate LFDI -> aggregator participant id."""
+        return {k: d["aggregator_id"] for k, d in await self.records.list("client")
+                if d.get("granted", True)}
+
+    async def set_aggregator_client(self, lfdi: str, aggregator_id: str, granted: bool) -> None:
+        await self.records.put("client", lfdi.upper(),
+                               {"aggregator_id": aggregator_id, "granted": granted})
+
+    # --- published controls ---------------------------------------------------------------
+
+    async def controls(self, resource_id: str) -> list[ControlRecord]:
+        doc = await self.records.get("derc", resource_id)
+        return [ControlRecord(**c) for c in (doc or {}).get("controls", [])]
+
+    async def save_controls(self, resource_id: str, controls: list[ControlRecord]) -> None:
+        await self.records.put("derc", resource_id, {"controls": [asdict(c) for c in controls]})
+
+    # --- subscriptions ----------------------------------------------------------------------
+
+    async def subscriptions(self, edev_id: int | None = None) -> list[Subscription]:
+        prefix = f"{_key(edev_id)}/" if edev_id is not None else None
+        return [Subscription(**d) for _, d in await self.records.list("sub", prefix)]
+
+    async def save_subscription(self, sub: Subscription) -> None:
+        await self.records.put("sub", f"{_key(sub.edev_id)}/{_key(sub.id)}", asdict(sub))
+
+    async def delete_subscription(self, edev_id: int, sub_id: int) -> bool:
+        return await self.records.delete("sub", f"{_key(edev_id)}/{_key(sub_id)}")
+
+    # --- DER documents (capability, settings, status, availability) ------------------------
+
+    async def der_document(self, edev_id: int, which: str) -> str | None:
+        doc = await self.records.get("der", f"{_key(edev_id)}/{which}")
+        return doc["xml"] if doc else None
+
+    async def save_der_document(self, edev_id: int, which: str, xml: str) -> None:
+        await self.records.put("der", f"{_key(edev_id)}/{which}", {"xml": xml})
+
+    # --- responses, log events, mirror usage points ---------------------------------------
+
+    async def responses(self, set_id: int) -> list[ResponseRecord]:
+        return [ResponseRecord(**d) for _, d in await self.records.list("rsp", f"{_key(set_id)}/")]
+
+    async def save_response(self, record: ResponseRecord) -> None:
+        await self.records.put("rsp", f"{_key(record.set_id)}/{_key(record.id)}", asdict(record))
+
+    async def log_events(self, edev_id: int) -> list[tuple[int, str]]:
+        return [(d["id"], d["xml"]) for _, d in await self.records.list("log", f"{_key(edev_id)}/")]
+
+    async def save_log_event(self, edev_id: int, log_id: int, xml: str) -> None:
+        await self.records.put("log", f"{_key(edev_id)}/{_key(log_id)}", {"id": log_id, "xml": xml})
+
+    async def mups(self) -> list[MupRecord]:
+        return [MupRecord(**d) for _, d in await self.records.list("mup")]
+
+    async def mup(self, mup_id: int) -> MupRecord | None:
+        doc = await self.records.get("mup", _key(mup_id))
+        return MupRecord(**doc) if doc else None
+
+    async def save_mup(self, record: MupRecord) -> None:
+        await self.records.put("mup", _key(record.id), asdict(record))
+
+    async def delete_mup(self, mup_id: int) -> bool:
+        return await self.records.delete("mup", _key(mup_id))
+
+    # --- rates set through the platform -----------------------------------------------------
+
+    async def rates(self) -> dict[str, dict[str, int]]:
+        return await self.records.get("settings", "rates") or {"poll": {}, "post": {}}
+
+    async def save_rates(self, rates: dict[str, dict[str, int]]) -> None:
+        await self.records.put("settings", "rates", rates)
+
+    async def program(self, edev_id: int) -> dict[str, Any]:
+        return await self.records.get("program", _key(edev_id)) or {}
+
+    async def save_program(self, edev_id: int, doc: dict[str, Any]) -> None:
+        await self.records.put("program", _key(edev_id), doc)

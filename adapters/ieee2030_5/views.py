@@ -1,0 +1,108 @@
+"""Wire documents for one EndDevice's resource tree: hrefs and links in one place."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from adapters.ieee2030_5.codec import models as m
+from adapters.ieee2030_5.state import EndDeviceRecord
+
+DER_DOCS = {"dercap": "DERCapability", "derg": "DERSettings", "ders": "DERStatus",
+            "dera": "DERAvailability"}
+RESPONSE_SET = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Hrefs:
+    """Every href of one EndDevice's tree."""
+
+    edev: int
+
+    @property
+    def root(self) -> str:
+        return f"/edev/{self.edev}"
+
+    def path(self, *parts: object) -> str:
+        return "/".join([self.root, *map(str, parts)])
+
+    @property
+    def program(self) -> str:
+        return self.path("derp", 1)
+
+
+def poll(rates: dict[str, dict[str, int]], name: str, default: int) -> int:
+    return int(rates.get("poll", {}).get(name, default))
+
+
+def device_capability(has_self: EndDeviceRecord | None, edevs: int, mups: int,
+                      rates: dict[str, dict[str, int]]) -> m.DeviceCapability:
+    return m.DeviceCapability(
+        href="/dcap", pollRate=poll(rates, "DeviceCapability", 300),
+        ResponseSetListLink=m.ListLink(href="/rsps", all=1),
+        TimeLink=m.Link(href="/tm"),
+        EndDeviceListLink=m.ListLink(href="/edev", all=edevs),
+        MirrorUsagePointListLink=m.ListLink(href="/mup", all=mups),
+        SelfDeviceLink=m.Link(href=f"/edev/{has_self.id}") if has_self else None,
+    )
+
+
+def time_doc(rates: dict[str, dict[str, int]]) -> m.Time:
+    now = int(time.time())
+    return m.Time(href="/tm", pollRate=poll(rates, "Time", 900), currentTime=now, dstEndTime=0,
+                  dstOffset=0, dstStartTime=0, localTime=now, quality=7, tzOffset=0)
+
+
+def end_device(r: EndDeviceRecord) -> m.EndDevice:
+    h = Hrefs(r.id)
+    is_der = r.resource_id is not None or r.inband
+    return m.EndDevice(
+        href=h.root, subscribable=0,
+        DERListLink=m.ListLink(href=h.path("der"), all=1) if is_der else None,
+        lFDI=r.lfdi, LogEventListLink=m.ListLink(href=h.path("lel")),
+        sFDI=r.sfdi, changedTime=r.changed_time, enabled=r.enabled,
+        FunctionSetAssignmentsListLink=m.ListLink(href=h.path("fsa"), all=1) if is_der else None,
+        postRate=r.post_rate,
+        RegistrationLink=m.Link(href=h.path("rg")),
+        SubscriptionListLink=m.ListLink(href=h.path("sub")),
+        ConnectionPointLink=m.Link(href=h.path("cp")) if is_der else None,
+    )
+
+
+def registration(r: EndDeviceRecord, rates: dict[str, dict[str, int]]) -> m.Registration:
+    return m.Registration(href=Hrefs(r.id).path("rg"), pollRate=poll(rates, "Registration", 900),
+                          dateTimeRegistered=r.registered_time, pIN=r.pin)
+
+
+def fsa(r: EndDeviceRecord, mrid: str) -> m.FunctionSetAssignments:
+    h = Hrefs(r.id)
+    return m.FunctionSetAssignments(
+        href=h.path("fsa", 1), subscribable=0,
+        DERProgramListLink=m.ListLink(href=h.path("derp"), all=1),
+        ResponseSetListLink=m.ListLink(href="/rsps", all=1),
+        TimeLink=m.Link(href="/tm"), mRID=mrid, description="DER programs")
+
+
+def der_program(r: EndDeviceRecord, mrid: str, primacy: int, controls: int,
+                curves: int) -> m.DERProgram:
+    h = Hrefs(r.id)
+    return m.DERProgram(
+        href=h.program, subscribable=0, mRID=mrid, description="effective controls",
+        ActiveDERControlListLink=m.ListLink(href=h.path("derp", 1, "actderc"), all=None),
+        DefaultDERControlLink=m.Link(href=h.path("derp", 1, "dderc")),
+        DERControlListLink=m.ListLink(href=h.path("derp", 1, "derc"), all=controls),
+        DERCurveListLink=m.ListLink(href=h.path("derp", 1, "dc"), all=curves),
+        primacy=primacy)
+
+
+def der(r: EndDeviceRecord) -> m.DER:
+    h = Hrefs(r.id)
+    return m.DER(
+        href=h.path("der", 1), subscribable=0,
+        AssociatedDERProgramListLink=m.ListLink(href=h.path("derp"), all=1),
+        CurrentDERProgramLink=m.Link(href=h.program),
+        DERAvailabilityLink=m.Link(href=h.path("der", 1, "dera")),
+        DERCapabilityLink=m.Link(href=h.path("der", 1, "dercap")),
+        DERSettingsLink=m.Link(href=h.path("der", 1, "derg")),
+        DERStatusLink=m.Link(href=h.path("der", 1, "ders")),
+    )

@@ -1,0 +1,94 @@
+"""A small in-memory stand-in for the documented core interface (GatewayServices, records,
+deliveries), used only by these unit-level server tests; integration tests use the real
+gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.domain import (
+    Acknowledgement,
+    EffectiveControl,
+    Participant,
+    Reading,
+    Resource,
+)
+from gateway.errors import NotFound
+
+
+class FakeRecords:
+    def __init__(self) -> None:
+        self.docs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.seq: dict[str, int] = {}
+
+    async def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        doc = self.docs.get((kind, key))
+        return dict(doc) if doc is not None else None
+
+    async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None:
+        self.docs[(kind, key)] = dict(doc)
+
+    async def delete(self, kind: str, key: str) -> bool:
+        return self.docs.pop((kind, key), None) is not None
+
+    async def list(self, kind: str, prefix: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        return sorted((k, dict(d)) for (kd, k), d in self.docs.items()
+                      if kd == kind and (prefix is None or k.startswith(prefix)))
+
+    async def next_sequence(self, name: str) -> int:
+        self.seq[name] = self.seq.get(name, 0) + 1
+        return self.seq[name]
+
+
+@dataclass
+class FakeGateway:
+    resources_: dict[str, Resource] = field(default_factory=dict)
+    participants_: dict[str, Participant] = field(default_factory=dict)
+    controls: dict[str, EffectiveControl] = field(default_factory=dict)
+    acks: list[Acknowledgement] = field(default_factory=list)
+    readings_: list[Reading] = field(default_factory=list)
+
+    async def resource(self, rid: str) -> Resource:
+        if rid not in self.resources_:
+            raise NotFound(rid)
+        return self.resources_[rid]
+
+    async def resources(self, protocol: Any = None, aggregator_id: str | None = None,
+                        ids: Any = None) -> list[Resource]:
+        return [r for r in self.resources_.values()
+                if (protocol is None or r.binding.protocol == protocol)
+                and (aggregator_id is None or r.aggregator_id == aggregator_id)]
+
+    async def find_resources(self, protocol: Any, **address: Any) -> list[Resource]:
+        return [r for r in self.resources_.values() if r.binding.protocol == protocol and all(
+            str(r.binding.address.get(k, "")).lower() == str(v).lower()
+            for k, v in address.items())]
+
+    async def participant(self, pid: str) -> Participant:
+        return self.participants_[pid]
+
+    async def connection_point(self, cid: str) -> Any:
+        raise NotFound(cid)
+
+    async def register_resources(self, actor: Any, resources: list[Resource]) -> None:
+        for r in resources:
+            self.resources_[r.id] = r
+
+    async def effective_control(self, rid: str) -> EffectiveControl | None:
+        return self.controls.get(rid)
+
+    async def record_acknowledgement(self, ack: Acknowledgement) -> None:
+        self.acks.append(ack)
+
+    async def record_readings(self, readings: list[Reading]) -> None:
+        self.readings_.extend(readings)
+
+
+class FakeDeliveries:
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    async def enqueue_many(self, items: list[Any], **_: Any) -> list[int]:
+        self.items.extend(items)
+        return list(range(len(items)))
