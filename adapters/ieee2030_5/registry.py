@@ -51,7 +51,7 @@ class EndDeviceRegistry:
     def by_lfdi_any_aggregator(self, aggregator_id: str) -> list[EndDeviceRecord]:
         """The aggregator's own EndDevices (one per aggregator client certificate)."""
         return [r for r in self._by_id.values()
-                if r.aggregator_id == aggregator_id and r.resource_id is None]
+                if r.aggregator_id == aggregator_id and r.resource_id is None and not r.inband]
 
     def by_resource(self, resource_id: str) -> EndDeviceRecord | None:
         return next((r for r in self._by_id.values() if r.resource_id == resource_id), None)
@@ -101,7 +101,7 @@ class EndDeviceRegistry:
         if scope.is_aggregator:
             rows = [r for r in self._by_id.values()
                     if r.aggregator_id == scope.aggregator_id
-                    and (r.resource_id is not None or r.lfdi == scope.lfdi)]
+                    and (r.resource_id is not None or r.inband or r.lfdi == scope.lfdi)]
         else:
             rows = [r for r in self._by_id.values() if r.lfdi == scope.lfdi]
         return sorted(rows, key=lambda r: r.id)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = web.AppKey("ieee2030_5_service", Ieee2030Service)
 MAX_BODY = web.AppKey("ieee2030_5_max_body", int)
-SCOPE = "ieee2030_5_scope"
+SCOPE = web.RequestKey("ieee2030_5_scope", ClientScope)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REASON_FORMAT, REASON_VALUES = 0, 1
 

