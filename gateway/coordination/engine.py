@@ -7,6 +7,7 @@ the same inputs give the same output, which is what lets the store diff and the 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -225,7 +226,7 @@ class Coordinator:
             for rid, share in shares.items():
                 ledgers[rid].caps.append(_contribution(ins, quantity.value, share))
 
-    def _disaggregate(  # noqa: PLR0913
+    def _disaggregate(
         self,
         topology: Topology,
         ins: Instruction,
@@ -242,7 +243,7 @@ class Coordinator:
             for rid in ders:
                 points.update(p for p in ledgers[rid].cap_breakpoints() if step.start < p < end)
             edges = sorted(points)
-            for start, stop in zip(edges, edges[1:], strict=False):
+            for start, stop in itertools.pairwise(edges):
                 if stop <= now:
                     continue
                 notices.extend(
@@ -251,7 +252,7 @@ class Coordinator:
                 )
         return notices
 
-    def _allocate(  # noqa: PLR0913
+    def _allocate(
         self,
         topology: Topology,
         ins: Instruction,
@@ -351,7 +352,7 @@ def _evaluate(
     edges = sorted(points)
     intervals: list[EffectiveInterval] = []
     notices: list[LimitationNotice] = []
-    for start, stop in zip(edges, edges[1:], strict=False):
+    for start, stop in itertools.pairwise(edges):
         if stop <= now:
             continue
         state = ledger.caps_at(start)
@@ -371,7 +372,7 @@ def _evaluate(
     return intervals, notices
 
 
-def _interval(  # noqa: PLR0913
+def _interval(
     topology: Topology,
     ledger: Ledger,
     state: CapState,
@@ -440,7 +441,7 @@ def _binding(state: CapState, bound: float, *, above: bool) -> list[Contribution
     return out
 
 
-def _der_notice(  # noqa: PLR0913
+def _der_notice(
     topology: Topology,
     rid: str,
     dispatch: Contribution,

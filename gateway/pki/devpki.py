@@ -68,7 +68,7 @@ def _name(cn: str, org: str = "der-gateway dev") -> x509.Name:
     )
 
 
-def issue_certificate(  # noqa: PLR0913 - each argument is one certificate property
+def issue_certificate(
     cn: str,
     key: PrivateKey,
     issuer: tuple[x509.Certificate, PrivateKey] | None,

@@ -1,9 +1,9 @@
 """Alembic environment: always given a live connection by gateway.store.engine."""
 
 from alembic import context
+from sqlmodel import SQLModel
 
 from gateway.store import tables  # noqa: F401  (registers the tables on the metadata)
-from sqlmodel import SQLModel
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -1,0 +1,1 @@
+"""The northbound platform API: aiohttp over HTTPS, JSON, problem details for errors."""

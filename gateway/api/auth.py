@@ -1,0 +1,35 @@
+"""Certificate or bearer token -> a Participant on the request, and nothing raw past it."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.api.keys import SERVICES
+from gateway.api.problem import Handler
+from gateway.errors import Unauthenticated
+from gateway.pki.identity import sha256_hex
+from gateway.pki.tls import peer_certificate_der
+
+PUBLIC_PATHS = frozenset({"/v1/health", "/v1/openapi.json"})
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    services = request.app[SERVICES]
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("use 'Authorization: Bearer <token>' or a client certificate")
+        request["actor"] = await services.authenticate_token(token.strip())
+        return await handler(request)
+    der = peer_certificate_der(request.transport)
+    if der is None:
+        raise Unauthenticated("a client certificate or a bearer token is required")
+    actor = await services.participant_by_cert(sha256_hex(der))
+    if actor is None:
+        raise Unauthenticated("this client certificate is not registered to any participant")
+    request["actor"] = actor
+    return await handler(request)

@@ -1,0 +1,17 @@
+"""Typed application keys for the platform API's state."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.bus import InProcessBus
+    from gateway.services import GatewayServices
+    from gateway.store.engine import Database
+
+SERVICES: web.AppKey[GatewayServices] = web.AppKey("services")
+BUS: web.AppKey[InProcessBus] = web.AppKey("bus")
+DATABASE: web.AppKey[Database] = web.AppKey("database")
+STATUS: web.AppKey[dict[str, Any]] = web.AppKey("status")

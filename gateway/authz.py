@@ -1,0 +1,65 @@
+"""Who may do what, where: roles and areas (least privilege per participant)."""
+
+from __future__ import annotations
+
+from gateway.coordination.topology import Topology
+from gateway.domain import (
+    DsoModel,
+    InstructionDraft,
+    InstructionKind,
+    Participant,
+    Role,
+    Target,
+    TargetKind,
+)
+from gateway.errors import Forbidden, NotFound, Unprocessable
+
+ISSUABLE: dict[Role, frozenset[InstructionKind]] = {
+    Role.ISO: frozenset({InstructionKind.DISPATCH, InstructionKind.LIMIT}),
+    Role.LDC: frozenset(InstructionKind),
+}
+AGGREGATE_TARGETS = frozenset({TargetKind.NODE, TargetKind.AREA, TargetKind.FEEDER})
+
+
+def acting_as(actor: Participant, topology: Topology) -> Participant:
+    """A SCADA client issues on its LDC's authority; everyone else as themselves."""
+    if actor.role is Role.SCADA:
+        ldc = topology.participants.get(actor.ldc_id or "")
+        if ldc is None or ldc.role is not Role.LDC:
+            raise Forbidden("this SCADA client is not attached to an LDC")
+        return ldc
+    return actor
+
+
+def check_instruction(issuer: Participant, draft: InstructionDraft, topology: Topology) -> None:
+    allowed = ISSUABLE.get(issuer.role, frozenset())
+    if draft.kind not in allowed:
+        raise Forbidden(f"a participant with role {issuer.role.value} may not issue "
+                        f"{draft.kind.value} instructions")
+    if not topology.target_exists(draft.target):
+        raise NotFound(f"no {draft.target.kind.value} {draft.target.id!r}")
+    ldcs = topology.target_ldcs(draft.target)
+    if issuer.role is Role.LDC:
+        area = set(topology.area_ldcs(issuer.id))
+        outside = ldcs - area
+        if outside or not ldcs:
+            raise Forbidden(f"LDC {issuer.id} may act only in its own area and below it")
+    if issuer.role is Role.ISO and draft.kind is InstructionKind.DISPATCH:
+        for ldc_id in ldcs:
+            ldc = topology.participants[ldc_id]
+            if ldc.dso_model is DsoModel.TOTAL and draft.target.kind not in AGGREGATE_TARGETS:
+                raise Unprocessable(
+                    f"LDC {ldc_id} is a total DSO: the ISO dispatches its aggregate at a T-D "
+                    "interface node (target kind 'node' or 'area'), not individual DERs")
+
+
+def area_of(actor: Participant, topology: Topology) -> set[str] | None:
+    """DER ids a participant may see, or None for everything (admin, ISO)."""
+    if actor.role in {Role.ADMIN, Role.ISO}:
+        return None
+    if actor.role is Role.AGGREGATOR:
+        return {rid for rid, r in topology.resources.items() if r.aggregator_id == actor.id}
+    ldc_id = actor.ldc_id if actor.role is Role.SCADA else actor.id
+    if not ldc_id:
+        return set()
+    return set(topology.resolve(Target(TargetKind.AREA, ldc_id)))

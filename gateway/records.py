@@ -1,0 +1,67 @@
+"""Adapters' own durable documents (registrations, subscriptions, credentials...).
+
+JSON documents keyed by (adapter, kind, key), so a new protocol needs no core migration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from gateway.domain import utcnow
+from gateway.store import repo
+from gateway.store.engine import Database
+from gateway.store.tables import AdapterRecordRow
+
+
+class AdapterRecords:
+    def __init__(self, db: Database, adapter: str) -> None:
+        self._db = db
+        self.adapter = adapter
+
+    async def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        async with self._db.read() as session:
+            row = await session.get(AdapterRecordRow, (self.adapter, kind, key))
+            return dict(row.doc) if row else None
+
+    async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None:
+        async with self._db.write() as session:
+            row = await session.get(AdapterRecordRow, (self.adapter, kind, key))
+            if row is None:
+                session.add(AdapterRecordRow(adapter=self.adapter, kind=kind, key=key, doc=doc,
+                                             updated_at=utcnow()))
+            else:
+                row.doc, row.updated_at = doc, utcnow()
+
+    async def put_many(self, kind: str, docs: dict[str, dict[str, Any]]) -> None:
+        """Write several documents in one transaction."""
+        async with self._db.write() as session:
+            for key, doc in docs.items():
+                row = await session.get(AdapterRecordRow, (self.adapter, kind, key))
+                if row is None:
+                    session.add(AdapterRecordRow(adapter=self.adapter, kind=kind, key=key,
+                                                 doc=doc, updated_at=utcnow()))
+                else:
+                    row.doc, row.updated_at = doc, utcnow()
+
+    async def delete(self, kind: str, key: str) -> bool:
+        async with self._db.write() as session:
+            result = await session.execute(delete(AdapterRecordRow).where(
+                AdapterRecordRow.adapter == self.adapter, AdapterRecordRow.kind == kind,
+                AdapterRecordRow.key == key))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def list(self, kind: str, prefix: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """All documents of a kind, ordered by key."""
+        query = select(AdapterRecordRow).where(AdapterRecordRow.adapter == self.adapter,
+                                               AdapterRecordRow.kind == kind)
+        if prefix:
+            query = query.where(AdapterRecordRow.key.startswith(prefix))  # type: ignore[attr-defined]
+        async with self._db.read() as session:
+            rows = (await session.execute(query.order_by(AdapterRecordRow.key))).scalars()
+            return [(r.key, dict(r.doc)) for r in rows]
+
+    async def next_sequence(self, name: str) -> int:
+        async with self._db.write() as session:
+            return await repo.next_sequence(session, f"{self.adapter}:{name}")

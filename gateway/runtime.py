@@ -1,0 +1,177 @@
+"""The gateway process: store, bus, outbox relay, deliveries, platform API, adapters.
+
+Everything is entered as a stacked async context and left in reverse order on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import func, select
+
+from gateway.adapters import Adapter, AdapterContext, PkiPaths, discover
+from gateway.api.app import make_platform_app
+from gateway.bus import InProcessBus
+from gateway.coordination.engine import Coordinator
+from gateway.delivery import DeliveryQueue
+from gateway.domain import Participant, Role
+from gateway.outbox import OutboxRelay
+from gateway.pki.devpki import DevPki, load_pair
+from gateway.pki.identity import sha256_hex
+from gateway.pki.tls import server_context
+from gateway.records import AdapterRecords
+from gateway.services import GatewayServices
+from gateway.settings import Settings
+from gateway.store import repo
+from gateway.store.engine import Database
+from gateway.store.tables import AcknowledgementRow, OutboxRow, ReadingRow
+
+log = logging.getLogger(__name__)
+ADMIN_ID = "admin"
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    db: Database
+    bus: InProcessBus
+    services: GatewayServices
+    relay: OutboxRelay
+    deliveries: DeliveryQueue
+    adapters: dict[str, Adapter] = field(default_factory=dict)
+    listeners: dict[str, list[str]] = field(default_factory=dict)
+
+    async def status(self) -> dict[str, Any]:
+        topo = await self.services.topology()
+        controls = await self.services.effective_controls()
+        async with self.db.read() as session:
+            acks = (await session.execute(select(func.count()).select_from(AcknowledgementRow)
+                                          )).scalar_one()
+            readings = (await session.execute(select(func.count()).select_from(ReadingRow)
+                                              )).scalar_one()
+            pending = (await session.execute(select(func.count()).select_from(OutboxRow).where(
+                OutboxRow.published_at.is_(None)))).scalar_one()  # type: ignore[union-attr]
+        by_protocol: dict[str, int] = {}
+        for res in topo.resources.values():
+            by_protocol[res.binding.protocol.value] = by_protocol.get(res.binding.protocol.value,
+                                                                      0) + 1
+        return {
+            "listeners": self.listeners,
+            "ders": {"total": len(topo.resources), "by_protocol": by_protocol,
+                     "online": sum(1 for r in topo.resources.values() if r.online)},
+            "effective_controls": {"ders_with_intervals": sum(1 for c in controls.values()
+                                                              if c.intervals)},
+            "acknowledgements": acks,
+            "readings": readings,
+            "outbox_pending": pending,
+            "deliveries": await self.deliveries.stats(),
+        }
+
+
+async def ensure_admin(services: GatewayServices, settings: Settings) -> None:
+    """The platform operator's participant, bound to the dev admin certificate if there is one."""
+    admin_cert = settings.pki_dir / "platform/clients/admin.pem"
+    fingerprint = sha256_hex(load_pair(admin_cert)[0]) if admin_cert.exists() else None
+    existing = await services.participant(ADMIN_ID)
+    if existing is not None:
+        return
+    async with services.db.write() as session:
+        await repo.add_participants(session, [Participant(ADMIN_ID, Role.ADMIN, "platform operator",
+                                                          cert_sha256=fingerprint)])
+    services._invalidate()
+
+
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    """Start everything; yield the running gateway; stop everything in reverse order."""
+    if settings.dev_mode and not DevPki(settings.pki_dir).exists:
+        log.info("generating the dev PKI under %s", settings.pki_dir)
+        DevPki(settings.pki_dir).init()
+    db = Database(settings.effective_database_url)
+    await db.upgrade()
+    bus = InProcessBus()
+    relay = OutboxRelay(db, bus)
+    coordinator = Coordinator.from_names(settings.group_cap_rule, settings.disaggregation_rule)
+    services = GatewayServices(db, coordinator, on_commit=relay.wake)
+    deliveries = DeliveryQueue(db)
+    gw = Gateway(settings, db, bus, services, relay, deliveries)
+    await ensure_admin(services, settings)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(db.close)
+        await stack.enter_async_context(relay.running())
+        await stack.enter_async_context(deliveries.running())
+        adapter_routes = _build_adapters(gw)
+        platform = make_platform_app(services, bus, db, status=gw.status,
+                                     max_body_bytes=settings.max_body_bytes,
+                                     adapter_routes=adapter_routes)
+        await stack.enter_async_context(_serve_platform(platform, settings))
+        gw.listeners["platform"] = [settings.platform_listen]
+        for name, adapter in gw.adapters.items():
+            await stack.enter_async_context(adapter.lifespan())
+            gw.listeners[name] = adapter.listeners()
+            log.info("adapter %s started: %s", name, ", ".join(gw.listeners[name]) or "-")
+        yield gw
+        log.info("shutting down")
+
+
+def _build_adapters(gw: Gateway) -> dict[str, tuple[list[web.AbstractRouteDef], dict[str, Any]]]:
+    routes: dict[str, tuple[list[web.AbstractRouteDef], dict[str, Any]]] = {}
+    for name, factory in sorted(discover().items()):
+        config = gw.settings.adapter_config(name)
+        if not config.get("enabled", True):
+            log.info("adapter %s disabled by settings", name)
+            continue
+        ctx = AdapterContext(name=name, settings=gw.settings, config=config,
+                             gateway=gw.services, bus=gw.bus,
+                             deliveries=gw.deliveries.for_adapter(name),
+                             records=AdapterRecords(gw.db, name), pki=PkiPaths(gw.settings.pki_dir))
+        adapter = factory(ctx)
+        gw.adapters[name] = adapter
+        if hasattr(adapter, "platform_routes"):
+            routes[name] = (adapter.platform_routes(), adapter.platform_openapi())
+    return routes
+
+
+@asynccontextmanager
+async def _serve_platform(app: web.Application, settings: Settings) -> AsyncIterator[None]:
+    pki = settings.pki_dir / "platform"
+    ssl_ctx = server_context(pki / "server.pem", pki / "server.key", pki / "ca.pem",
+                             require_client_cert=False)  # bearer tokens need no certificate
+    host, port = settings.platform_host_port
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, shutdown_timeout=5.0)
+    await site.start()
+    log.info("platform API on %s", settings.platform_listen)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def serve_forever(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_gateway(settings) as gw:
+        print(_banner(gw), flush=True)
+        await stop.wait()
+
+
+def _banner(gw: Gateway) -> str:
+    lines = ["der-gateway is running:"]
+    for name, urls in gw.listeners.items():
+        lines += [f"  {name:<12} {url}" for url in urls] or [f"  {name:<12} (no listener)"]
+    lines.append(f"  database     {gw.settings.effective_database_url}")
+    lines.append(f"  certificates {gw.settings.pki_dir}/ (admin client: "
+                 f"{gw.settings.pki_dir}/platform/clients/admin.pem)")
+    lines.append("Stop with Ctrl-C (SIGINT) or SIGTERM.")
+    return "\n".join(lines)

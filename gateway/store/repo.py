@@ -1,0 +1,466 @@
+"""Storage functions, one small group per resource, typed with domain types only.
+
+Each takes the caller's session so that a unit of work (an instruction, its effective
+controls, its notices and its outbox rows) commits as one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.domain import (
+    Acknowledgement,
+    AckStatus,
+    Binding,
+    ConnectionPoint,
+    DerKind,
+    DsoModel,
+    EffectiveControl,
+    Instruction,
+    LimitationNotice,
+    Nameplate,
+    Participant,
+    Protocol,
+    Quantity,
+    Reading,
+    Resource,
+    Role,
+    utcnow,
+)
+from gateway.jsonform import (
+    control_from_json,
+    instruction_body,
+    instruction_from_parts,
+    notice_body,
+    notice_from_parts,
+    to_json,
+)
+from gateway.store.tables import (
+    AcknowledgementRow,
+    ApiTokenRow,
+    ConnectionPointRow,
+    EffectiveControlRow,
+    InstructionRow,
+    NoticeRow,
+    OutboxRow,
+    ParticipantRow,
+    ReadingRow,
+    ResourceRow,
+    SequenceRow,
+)
+
+# --- participants ---------------------------------------------------------------------------
+
+
+def _participant(row: ParticipantRow) -> Participant:
+    return Participant(
+        id=row.id, role=Role(row.role), name=row.name,
+        dso_model=DsoModel(row.dso_model) if row.dso_model else None,
+        host_ldc_id=row.host_ldc_id, ldc_id=row.ldc_id, cert_sha256=row.cert_sha256,
+    )
+
+
+async def add_participants(session: AsyncSession, participants: Sequence[Participant]) -> None:
+    now = utcnow()
+    session.add_all(
+        ParticipantRow(id=p.id, role=p.role.value, name=p.name,
+                       dso_model=p.dso_model.value if p.dso_model else None,
+                       host_ldc_id=p.host_ldc_id, ldc_id=p.ldc_id,
+                       cert_sha256=p.cert_sha256.lower() if p.cert_sha256 else None,
+                       created_at=now)
+        for p in participants
+    )
+    await session.flush()
+
+
+async def participant(session: AsyncSession, participant_id: str) -> Participant | None:
+    row = await session.get(ParticipantRow, participant_id)
+    return _participant(row) if row else None
+
+
+async def participant_by_cert(session: AsyncSession, sha256: str) -> Participant | None:
+    row = (await session.execute(
+        select(ParticipantRow).where(ParticipantRow.cert_sha256 == sha256.lower())
+    )).scalar_one_or_none()
+    return _participant(row) if row else None
+
+
+async def participants(session: AsyncSession, role: Role | None = None) -> list[Participant]:
+    query = select(ParticipantRow).order_by(ParticipantRow.id)
+    if role is not None:
+        query = query.where(ParticipantRow.role == role.value)
+    return [_participant(r) for r in (await session.execute(query)).scalars()]
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+async def add_token(session: AsyncSession, row: ApiTokenRow) -> None:
+    session.add(row)
+    await session.flush()
+
+
+async def token(session: AsyncSession, token_id: str) -> ApiTokenRow | None:
+    return await session.get(ApiTokenRow, token_id)
+
+
+# --- topology -----------------------------------------------------------------------------
+
+
+def _cp(row: ConnectionPointRow) -> ConnectionPoint:
+    return ConnectionPoint(row.id, row.ldc_id, row.td_node, row.feeder, row.bus)
+
+
+async def add_connection_points(session: AsyncSession, cps: Sequence[ConnectionPoint]) -> None:
+    now = utcnow()
+    session.add_all(
+        ConnectionPointRow(id=c.id, ldc_id=c.ldc_id, td_node=c.td_node, feeder=c.feeder,
+                           bus=c.bus, created_at=now)
+        for c in cps
+    )
+    await session.flush()
+
+
+async def connection_points(session: AsyncSession) -> list[ConnectionPoint]:
+    rows = (await session.execute(select(ConnectionPointRow).order_by(ConnectionPointRow.id)))
+    return [_cp(r) for r in rows.scalars()]
+
+
+def binding_key(binding: Binding) -> str:
+    """One DER per address: the protocol plus its address in canonical form."""
+    canonical = {k: (v.upper() if isinstance(v, str) and k in {"lfdi"} else v)
+                 for k, v in sorted(binding.address.items()) if k not in {"settings", "tls"}}
+    return f"{binding.protocol.value}:{json.dumps(canonical, sort_keys=True)}"
+
+
+def _resource(row: ResourceRow) -> Resource:
+    return Resource(
+        id=row.id, connection_point_id=row.connection_point_id, kind=DerKind(row.kind),
+        nameplate=Nameplate(row.export_max_w, row.import_max_w, row.var_max, row.energy_wh),
+        binding=Binding(Protocol(row.protocol), dict(row.binding)),
+        aggregator_id=row.aggregator_id, online=row.online,
+    )
+
+
+async def add_resources(session: AsyncSession, resources: Sequence[Resource]) -> None:
+    now = utcnow()
+    session.add_all(
+        ResourceRow(id=r.id, connection_point_id=r.connection_point_id, kind=r.kind.value,
+                    export_max_w=r.nameplate.export_max_w, import_max_w=r.nameplate.import_max_w,
+                    var_max=r.nameplate.var_max, energy_wh=r.nameplate.energy_wh,
+                    protocol=r.binding.protocol.value, binding_key=binding_key(r.binding),
+                    binding=r.binding.address, aggregator_id=r.aggregator_id, online=r.online,
+                    created_at=now)
+        for r in resources
+    )
+    await session.flush()
+
+
+async def resources(
+    session: AsyncSession,
+    *,
+    protocol: Protocol | None = None,
+    aggregator_id: str | None = None,
+    ids: Iterable[str] | None = None,
+) -> list[Resource]:
+    query = select(ResourceRow).order_by(ResourceRow.id)
+    if protocol is not None:
+        query = query.where(ResourceRow.protocol == protocol.value)
+    if aggregator_id is not None:
+        query = query.where(ResourceRow.aggregator_id == aggregator_id)
+    if ids is not None:
+        query = query.where(ResourceRow.id.in_(list(ids)))  # type: ignore[attr-defined]
+    return [_resource(r) for r in (await session.execute(query)).scalars()]
+
+
+async def resource(session: AsyncSession, resource_id: str) -> Resource | None:
+    row = await session.get(ResourceRow, resource_id)
+    return _resource(row) if row else None
+
+
+async def set_online(session: AsyncSession, resource_id: str, online: bool) -> bool:
+    """Returns True when the flag changed."""
+    result = await session.execute(
+        update(ResourceRow)
+        .where(ResourceRow.id == resource_id, ResourceRow.online != online)
+        .values(online=online)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def update_binding(session: AsyncSession, resource_id: str, binding: Binding) -> None:
+    await session.execute(
+        update(ResourceRow).where(ResourceRow.id == resource_id)
+        .values(binding=binding.address, binding_key=binding_key(binding))
+    )
+
+
+# --- instructions -------------------------------------------------------------------------
+
+
+def _instruction(row: InstructionRow) -> Instruction:
+    return instruction_from_parts(
+        id=row.id, kind=row.kind, issuer_id=row.issuer_id, target_kind=row.target_kind,
+        target_id=row.target_id, start=row.start, end=row.end, created_at=row.created_at,
+        seq=row.seq, reason=row.reason, body=row.body, cancelled_at=row.cancelled_at,
+        idempotency_key=row.idempotency_key,
+    )
+
+
+def request_hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+async def add_instruction(session: AsyncSession, ins: Instruction, req_hash: str | None) -> None:
+    session.add(InstructionRow(
+        id=ins.id, kind=ins.kind.value, issuer_id=ins.issuer_id,
+        target_kind=ins.target.kind.value, target_id=ins.target.id, start=ins.start,
+        end=ins.end, created_at=ins.created_at, seq=ins.seq, reason=ins.reason,
+        body=instruction_body(ins), idempotency_key=ins.idempotency_key, request_hash=req_hash,
+    ))
+    await session.flush()
+
+
+async def next_instruction_seq(session: AsyncSession) -> int:
+    current = (await session.execute(select(func.max(InstructionRow.seq)))).scalar_one_or_none()
+    return (current or 0) + 1
+
+
+async def instruction_by_idempotency(
+    session: AsyncSession, issuer_id: str, key: str
+) -> tuple[Instruction, str | None] | None:
+    row = (await session.execute(
+        select(InstructionRow).where(InstructionRow.issuer_id == issuer_id,
+                                     InstructionRow.idempotency_key == key)
+    )).scalar_one_or_none()
+    return (_instruction(row), row.request_hash) if row else None
+
+
+async def instruction(session: AsyncSession, instruction_id: str) -> Instruction | None:
+    row = await session.get(InstructionRow, instruction_id)
+    return _instruction(row) if row else None
+
+
+async def instructions(
+    session: AsyncSession,
+    *,
+    live_at: datetime | None = None,
+    issuer_id: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[Instruction]:
+    """Instructions in order of record; `live_at`: only those not cancelled nor ended then."""
+    query = select(InstructionRow).order_by(InstructionRow.seq)
+    if live_at is not None:
+        query = query.where(InstructionRow.cancelled_at.is_(None)).where(  # type: ignore[union-attr]
+            (InstructionRow.end.is_(None)) | (InstructionRow.end > live_at)  # type: ignore[union-attr,operator]
+        )
+    if issuer_id is not None:
+        query = query.where(InstructionRow.issuer_id == issuer_id)
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
+    return [_instruction(r) for r in (await session.execute(query)).scalars()]
+
+
+async def cancel_instruction(session: AsyncSession, instruction_id: str, at: datetime) -> None:
+    await session.execute(
+        update(InstructionRow).where(InstructionRow.id == instruction_id).values(cancelled_at=at)
+    )
+
+
+# --- effective controls ---------------------------------------------------------------------
+
+
+def control_version(control: EffectiveControl) -> tuple[str, dict[str, Any]]:
+    body = to_json(control)
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return digest[:32], body
+
+
+async def control_versions(session: AsyncSession) -> dict[str, str]:
+    rows = await session.execute(
+        select(EffectiveControlRow.resource_id, EffectiveControlRow.version))
+    return dict(rows.tuples().all())
+
+
+async def put_controls(
+    session: AsyncSession, controls: Sequence[tuple[EffectiveControl, str, dict[str, Any]]],
+    at: datetime,
+) -> None:
+    for control, version, body in controls:
+        row = await session.get(EffectiveControlRow, control.resource_id)
+        if row is None:
+            session.add(EffectiveControlRow(resource_id=control.resource_id, version=version,
+                                            body=body, computed_at=at))
+        else:
+            row.version, row.body, row.computed_at = version, body, at
+    await session.flush()
+
+
+async def control(session: AsyncSession, resource_id: str) -> EffectiveControl | None:
+    row = await session.get(EffectiveControlRow, resource_id)
+    return control_from_json(row.body) if row else None
+
+
+async def controls(
+    session: AsyncSession, resource_ids: Iterable[str] | None = None
+) -> dict[str, EffectiveControl]:
+    query = select(EffectiveControlRow)
+    if resource_ids is not None:
+        query = query.where(EffectiveControlRow.resource_id.in_(list(resource_ids)))  # type: ignore[attr-defined]
+    return {r.resource_id: control_from_json(r.body)
+            for r in (await session.execute(query)).scalars()}
+
+
+# --- notices ------------------------------------------------------------------------------
+
+
+async def add_notices(
+    session: AsyncSession, notices: Sequence[LimitationNotice], at: datetime
+) -> list[tuple[int, LimitationNotice]]:
+    """Store the notices not already stored (by key); return the new ones with their ids."""
+    if not notices:
+        return []
+    keys = [n.key for n in notices]
+    known = set((await session.execute(
+        select(NoticeRow.key).where(NoticeRow.key.in_(keys))  # type: ignore[attr-defined]
+    )).scalars())
+    fresh = []
+    for n in notices:
+        if n.key in known:
+            continue
+        known.add(n.key)
+        row = NoticeRow(key=n.key, kind=n.kind.value, subject_kind=n.subject.kind.value,
+                        subject_id=n.subject.id, dispatch_id=n.dispatch_id, start=n.start,
+                        end=n.end, requested_w=n.requested_w, effective_w=n.effective_w,
+                        body=notice_body(n), created_at=at)
+        session.add(row)
+        fresh.append((row, n))
+    await session.flush()
+    return [(row.id, n) for row, n in fresh]  # type: ignore[misc]
+
+
+async def notices(
+    session: AsyncSession, *, since_id: int = 0, limit: int = 100
+) -> list[tuple[int, LimitationNotice]]:
+    rows = (await session.execute(
+        select(NoticeRow).where(NoticeRow.id > since_id).order_by(NoticeRow.id).limit(limit)  # type: ignore[operator]
+    )).scalars()
+    return [(r.id, notice_from_parts(  # type: ignore[misc]
+        kind=r.kind, subject_kind=r.subject_kind, subject_id=r.subject_id, start=r.start,
+        end=r.end, requested_w=r.requested_w, effective_w=r.effective_w,
+        dispatch_id=r.dispatch_id, body=r.body)) for r in rows]
+
+
+# --- feedback -----------------------------------------------------------------------------
+
+
+async def add_acknowledgement(session: AsyncSession, ack: Acknowledgement) -> int:
+    row = AcknowledgementRow(
+        resource_id=ack.resource_id, instruction_id=ack.instruction_id,
+        control_ref=ack.control_ref, status=ack.status.value, protocol=ack.protocol.value,
+        protocol_status=ack.protocol_status, detail=ack.detail[:1024], at=ack.at,
+    )
+    session.add(row)
+    await session.flush()
+    return row.id  # type: ignore[return-value]
+
+
+async def acknowledgements(
+    session: AsyncSession, *, resource_ids: Iterable[str] | None = None,
+    instruction_id: str | None = None, since_id: int = 0, limit: int = 100,
+) -> list[Acknowledgement]:
+    query = select(AcknowledgementRow).where(AcknowledgementRow.id > since_id)  # type: ignore[operator]
+    if resource_ids is not None:
+        query = query.where(AcknowledgementRow.resource_id.in_(list(resource_ids)))  # type: ignore[attr-defined]
+    if instruction_id is not None:
+        query = query.where(AcknowledgementRow.instruction_id == instruction_id)
+    rows = (await session.execute(query.order_by(AcknowledgementRow.id).limit(limit))).scalars()
+    return [Acknowledgement(r.resource_id, AckStatus(r.status), Protocol(r.protocol),
+                            r.protocol_status, r.at, r.instruction_id, r.control_ref, r.detail,
+                            r.id) for r in rows]
+
+
+async def refusals(session: AsyncSession) -> set[tuple[str, str]]:
+    """(instruction, DER) pairs whose latest acknowledgement refuses the instruction."""
+    latest = (
+        select(AcknowledgementRow.instruction_id, AcknowledgementRow.resource_id,
+               func.max(AcknowledgementRow.id).label("last"))
+        .where(AcknowledgementRow.instruction_id.is_not(None))  # type: ignore[union-attr]
+        .group_by(AcknowledgementRow.instruction_id, AcknowledgementRow.resource_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(AcknowledgementRow.instruction_id, AcknowledgementRow.resource_id)
+        .join(latest, AcknowledgementRow.id == latest.c.last)
+        .where(AcknowledgementRow.status.in_(  # type: ignore[attr-defined]
+            [AckStatus.REJECTED.value, AckStatus.CANNOT_COMPLY.value, AckStatus.OPTED_OUT.value]))
+    )
+    return {(i, r) for i, r in rows.tuples() if i is not None}
+
+
+async def add_readings(session: AsyncSession, readings: Sequence[Reading]) -> list[int]:
+    rows = [ReadingRow(resource_id=r.resource_id, quantity=r.quantity.value, value=r.value,
+                       at=r.at, protocol=r.protocol.value) for r in readings]
+    session.add_all(rows)
+    await session.flush()
+    return [r.id for r in rows]  # type: ignore[misc]
+
+
+async def readings(
+    session: AsyncSession, *, resource_ids: Iterable[str] | None = None,
+    quantity: Quantity | None = None, since: datetime | None = None, since_id: int = 0,
+    limit: int = 100,
+) -> list[Reading]:
+    query = select(ReadingRow).where(ReadingRow.id > since_id)  # type: ignore[operator]
+    if resource_ids is not None:
+        query = query.where(ReadingRow.resource_id.in_(list(resource_ids)))  # type: ignore[attr-defined]
+    if quantity is not None:
+        query = query.where(ReadingRow.quantity == quantity.value)
+    if since is not None:
+        query = query.where(ReadingRow.at >= since)  # type: ignore[operator]
+    rows = (await session.execute(query.order_by(ReadingRow.id).limit(limit))).scalars()
+    return [Reading(r.resource_id, Quantity(r.quantity), r.value, r.at, Protocol(r.protocol), r.id)
+            for r in rows]
+
+
+# --- outbox and sequences ---------------------------------------------------------------------
+
+
+async def add_outbox(session: AsyncSession, topic: str, payload: dict[str, Any]) -> None:
+    session.add(OutboxRow(topic=topic, payload=to_json(payload), created_at=utcnow()))
+
+
+async def outbox_pending(session: AsyncSession, limit: int = 500) -> list[OutboxRow]:
+    query = (select(OutboxRow).where(OutboxRow.published_at.is_(None))  # type: ignore[union-attr]
+             .order_by(OutboxRow.id).limit(limit))  # type: ignore[arg-type]
+    return list((await session.execute(query)).scalars())
+
+
+async def outbox_since(session: AsyncSession, after_id: int, limit: int = 500) -> list[OutboxRow]:
+    query = (select(OutboxRow).where(OutboxRow.id > after_id)  # type: ignore[operator]
+             .order_by(OutboxRow.id).limit(limit))  # type: ignore[arg-type]
+    return list((await session.execute(query)).scalars())
+
+
+async def mark_published(session: AsyncSession, ids: Sequence[int], at: datetime) -> None:
+    await session.execute(
+        update(OutboxRow).where(OutboxRow.id.in_(list(ids))).values(published_at=at)  # type: ignore[union-attr]
+    )
+
+
+async def next_sequence(session: AsyncSession, name: str) -> int:
+    row = await session.get(SequenceRow, name)
+    if row is None:
+        row = SequenceRow(name=name, value=0)
+        session.add(row)
+    row.value += 1
+    await session.flush()
+    return row.value

@@ -1,0 +1,118 @@
+"""Semantic checks on what parties submit: ranges, windows, shapes. Raises domain errors."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from gateway.coordination.topology import Topology
+from gateway.domain import Binding, InstructionDraft, InstructionKind, Protocol, TargetKind
+from gateway.errors import InvalidInput, Unprocessable
+
+MAX_POWER_W = 1e10  # 10 GW: anything above is a unit error, not a DER
+_HEX40 = re.compile(r"^[0-9A-Fa-f]{40}$")
+
+
+def _finite(value: float, name: str, *, signed: bool = False) -> None:
+    if not math.isfinite(value) or abs(value) > MAX_POWER_W or (not signed and value < 0):
+        raise Unprocessable(f"{name} must be a finite {'' if signed else 'non-negative '}"
+                            f"number of watts below {MAX_POWER_W:.0e}")
+
+
+def _check_dispatch(draft: InstructionDraft, topology: Topology) -> None:
+    if not draft.schedule:
+        raise Unprocessable("a dispatch needs a schedule of at least one step")
+    end = draft.end
+    previous = None
+    for step in draft.schedule:
+        _finite(step.setpoint_w, "setpoint_w", signed=True)
+        if step.start < draft.start or (end is not None and (step.end is None or step.end > end)):
+            raise Unprocessable("every schedule step must lie inside the instruction's window")
+        if step.end is not None and step.end <= step.start:
+            raise Unprocessable("a schedule step must end after it starts")
+        if previous is not None and (previous.end is None or step.start < previous.end):
+            raise Unprocessable("schedule steps must be in order and must not overlap")
+        previous = step
+    if draft.target.kind is TargetKind.RESOURCE:
+        plate = topology.resources[draft.target.id].nameplate
+        for step in draft.schedule:
+            if not -plate.import_max_w - 1e-6 <= step.setpoint_w <= plate.export_max_w + 1e-6:
+                raise Unprocessable(
+                    f"setpoint {step.setpoint_w} W is outside the DER's range "
+                    f"[{-plate.import_max_w}, {plate.export_max_w}] W")
+
+
+def _check_limit(draft: InstructionDraft, _topology: Topology) -> None:
+    if draft.limits is None or not draft.limits.items():
+        raise Unprocessable("a limit needs at least one of export_max_w, import_max_w, "
+                            "generation_max_w, load_max_w")
+    for quantity, value in draft.limits.items():
+        _finite(value, quantity.value)
+
+
+def _check_connection(draft: InstructionDraft, _topology: Topology) -> None:
+    if draft.connect is None and draft.energize is None:
+        raise Unprocessable("a connection instruction needs connect and/or energize")
+
+
+def _check_settings(draft: InstructionDraft, _topology: Topology) -> None:
+    if not draft.settings:
+        raise Unprocessable(f"a {draft.kind.value} instruction needs settings")
+
+
+_CHECKS: dict[InstructionKind, Callable[[InstructionDraft, Topology], None]] = {
+    InstructionKind.DISPATCH: _check_dispatch,
+    InstructionKind.LIMIT: _check_limit,
+    InstructionKind.CONNECTION: _check_connection,
+    InstructionKind.DEFAULT_CONTROL: _check_settings,
+    InstructionKind.FUNCTION_SETTINGS: _check_settings,
+}
+
+
+def validate_instruction(draft: InstructionDraft, topology: Topology) -> None:
+    if draft.end is not None and draft.end <= draft.start:
+        raise Unprocessable("end must be after start")
+    _CHECKS[draft.kind](draft, topology)
+
+
+def _need(address: dict[str, Any], *keys: str) -> None:
+    missing = [k for k in keys if address.get(k) in (None, "")]
+    if missing:
+        raise InvalidInput(f"binding address needs {', '.join(missing)}")
+
+
+def _ieee2030_5(address: dict[str, Any]) -> None:
+    _need(address, "lfdi")
+    if not _HEX40.match(str(address["lfdi"])):
+        raise InvalidInput("lfdi must be 40 hexadecimal characters")
+
+
+def _openadr3(address: dict[str, Any]) -> None:
+    _need(address, "ven", "resource")
+
+
+def _modbus(address: dict[str, Any]) -> None:
+    _need(address, "host", "port", "unit_id")
+    port, unit = address["port"], address["unit_id"]
+    if not (isinstance(port, int) and 0 < port < 65536):
+        raise InvalidInput("port must be an integer 1..65535")
+    if not (isinstance(unit, int) and 0 <= unit <= 247):
+        raise InvalidInput("unit_id must be an integer 0..247")
+
+
+def _opcua(_address: dict[str, Any]) -> None:
+    return None
+
+
+_BINDINGS: dict[Protocol, Callable[[dict[str, Any]], None]] = {
+    Protocol.IEEE2030_5: _ieee2030_5,
+    Protocol.OPENADR3: _openadr3,
+    Protocol.MODBUS: _modbus,
+    Protocol.OPCUA: _opcua,
+}
+
+
+def validate_binding(binding: Binding) -> None:
+    _BINDINGS[binding.protocol](binding.address)
