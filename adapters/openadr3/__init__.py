@@ -1,0 +1,15 @@
+"""OpenADR 3 (3.1.0 and 3.0.1) VTN adapter: events for aggregators' VENs, reports back."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from adapters.openadr3.adapter import OpenAdr3Adapter
+    from gateway.adapters import AdapterContext
+
+
+def create_adapter(ctx: AdapterContext) -> OpenAdr3Adapter:
+    from adapters.openadr3.adapter import OpenAdr3Adapter
+
+    return OpenAdr3Adapter(ctx)

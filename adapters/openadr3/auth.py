@@ -1,0 +1,229 @@
+"""OAuth2 client credentials for VENs and business-logic (BL) clients.
+
+Secrets are stored as scrypt hashes (salted, never logged); access tokens are random and
+stored as their SHA-256, with an expiry, so a leaked records table yields no usable token.
+Revoking a credential revokes every token issued to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from adapters.openadr3.store import Records, list_docs
+from gateway.jsonform import parse_time, rfc3339
+
+CREDENTIAL = "credential"
+ISSUED = "token"  # records kind of issued access tokens
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+class Role(StrEnum):
+    BL = "bl"
+    VEN = "ven"
+
+
+ROLE_SCOPES: dict[Role, frozenset[str]] = {
+    Role.BL: frozenset(
+        {
+            "read_all",
+            "read_bl",
+            "write_programs",
+            "write_events",
+            "write_subscriptions",
+            "write_vens",
+        }
+    ),
+    Role.VEN: frozenset(
+        {"read_targets", "read_ven_objects", "write_reports", "write_subscriptions", "write_vens"}
+    ),
+}
+READ_SCOPES = frozenset({"read_all", "read_bl", "read_targets", "read_ven_objects"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: resolved once from the bearer token, then passed down typed."""
+
+    client_id: str
+    role: Role
+    scopes: frozenset[str]
+    participant_id: str | None = None  # BL: the platform party on whose authority it acts
+
+    @property
+    def is_bl(self) -> bool:
+        return self.role is Role.BL
+
+    def may(self, scope: str) -> bool:
+        if scope == "read":
+            return bool(self.scopes & READ_SCOPES)
+        return scope in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    access_token: str
+    expires_in: int
+    scope: str
+
+
+class AuthError(Exception):
+    """RFC 6749 error code plus a sentence; the edge renders it as a problem object."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+def _hash_secret(secret: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(secret.encode(), salt=salt, dklen=32, **SCRYPT)
+
+
+def _token_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Credentials:
+    """Provisioning, token issue and token verification, over the adapter's records."""
+
+    def __init__(self, records: Records, token_ttl_s: int = 3600) -> None:
+        self._records = records
+        self._ttl = token_ttl_s
+        self._creds: dict[str, dict[str, Any]] = {}
+        self._tokens: dict[str, dict[str, Any]] = {}
+
+    async def load(self) -> None:
+        for doc in await list_docs(self._records, CREDENTIAL):
+            self._creds[doc["client_id"]] = doc
+        now = datetime.now(UTC)
+        for doc in await list_docs(self._records, ISSUED):
+            if parse_time(doc["expires_at"]) > now:  # type: ignore[operator]
+                self._tokens[doc["key"]] = doc
+
+    # -- provisioning ----------------------------------------------------------------------
+
+    async def provision(
+        self,
+        role: Role,
+        *,
+        client_id: str | None = None,
+        participant_id: str | None = None,
+        ven_name: str | None = None,
+        owner_id: str | None = None,
+    ) -> tuple[dict[str, Any], str]:
+        """Create a credential; answers its public record and the secret (shown once)."""
+        client_id = client_id or f"{role.value}-{secrets.token_hex(6)}"
+        if client_id in self._creds and not self._creds[client_id].get("revoked_at"):
+            raise AuthError("invalid_request", f"client {client_id} exists")
+        secret = secrets.token_urlsafe(32)
+        salt = secrets.token_bytes(16)
+        digest = await asyncio.to_thread(_hash_secret, secret, salt)
+        doc = {
+            "client_id": client_id,
+            "role": role.value,
+            "salt": salt.hex(),
+            "hash": digest.hex(),
+            "kdf": {"alg": "scrypt", **SCRYPT},
+            "participant_id": participant_id,
+            "ven_name": ven_name,
+            "owner_id": owner_id,
+            "created_at": rfc3339(datetime.now(UTC)),
+            "revoked_at": None,
+        }
+        await self._records.put(CREDENTIAL, client_id, doc)
+        self._creds[client_id] = doc
+        return public_view(doc), secret
+
+    def credential(self, client_id: str) -> dict[str, Any] | None:
+        return self._creds.get(client_id)
+
+    def credentials(self) -> list[dict[str, Any]]:
+        return [public_view(d) for d in self._creds.values()]
+
+    async def revoke(self, client_id: str) -> bool:
+        doc = self._creds.get(client_id)
+        if doc is None:
+            return False
+        if not doc.get("revoked_at"):
+            doc = {**doc, "revoked_at": rfc3339(datetime.now(UTC))}
+            await self._records.put(CREDENTIAL, client_id, doc)
+            self._creds[client_id] = doc
+        await self.revoke_tokens(client_id)
+        return True
+
+    async def revoke_tokens(self, client_id: str) -> int:
+        keys = [k for k, t in self._tokens.items() if t["client_id"] == client_id]
+        for key in keys:
+            await self._records.delete(ISSUED, key)
+            self._tokens.pop(key, None)
+        return len(keys)
+
+    # -- token endpoint ------------------------------------------------------------------
+
+    async def issue(self, client_id: str, secret: str, scope: str | None) -> IssuedToken:
+        doc = self._creds.get(client_id)
+        # Hash even for an unknown client so that timing does not reveal which ids exist.
+        salt = bytes.fromhex(doc["salt"]) if doc else b"\0" * 16
+        digest = await asyncio.to_thread(_hash_secret, secret, salt)
+        if (
+            doc is None
+            or doc.get("revoked_at")
+            or not hmac.compare_digest(digest.hex(), doc["hash"])
+        ):
+            raise AuthError("invalid_client", "unknown client or wrong secret")
+        allowed = ROLE_SCOPES[Role(doc["role"])]
+        granted = allowed if not scope else allowed & frozenset(scope.split())
+        if not granted:
+            raise AuthError("invalid_scope", "none of the requested scopes is allowed")
+        token = secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        record = {
+            "key": _token_key(token),
+            "client_id": client_id,
+            "scopes": sorted(granted),
+            "issued_at": rfc3339(now),
+            "expires_at": rfc3339(now + timedelta(seconds=self._ttl)),
+        }
+        await self._records.put(ISSUED, record["key"], record)
+        self._tokens[record["key"]] = record
+        return IssuedToken(token, self._ttl, " ".join(sorted(granted)))
+
+    def verify(self, token: str) -> Principal | None:
+        """The principal behind a bearer token, or None when unknown, expired or revoked."""
+        record = self._tokens.get(_token_key(token))
+        if record is None:
+            return None
+        if parse_time(record["expires_at"]) <= datetime.now(UTC):  # type: ignore[operator]
+            self._tokens.pop(record["key"], None)
+            return None
+        cred = self._creds.get(record["client_id"])
+        if cred is None or cred.get("revoked_at"):
+            return None
+        return Principal(
+            client_id=cred["client_id"],
+            role=Role(cred["role"]),
+            scopes=frozenset(record["scopes"]),
+            participant_id=cred.get("participant_id"),
+        )
+
+
+def public_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """A credential without its hash and salt."""
+    role = Role(doc["role"])
+    return {
+        "client_id": doc["client_id"],
+        "role": role.value,
+        "scopes": sorted(ROLE_SCOPES[role]),
+        "participant_id": doc.get("participant_id"),
+        "ven_name": doc.get("ven_name"),
+        "owner_id": doc.get("owner_id"),
+        "created_at": doc.get("created_at"),
+        "revoked_at": doc.get("revoked_at"),
+    }

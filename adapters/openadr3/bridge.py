@@ -1,0 +1,315 @@
+"""Between the VTN and the core: controls become events, reports become feedback.
+
+- `render(resource_id)`: the DER's effective control becomes (or updates, or removes) one event
+  on its LDC's program, targeted at the DER's VEN resource, in every API version where that
+  VEN has a ven object.
+- `sync_ven(ven)`: the platform's DERs bound to a VEN (binding address {"ven", "resource"})
+  get resource objects with a granted target, so the VEN can read their events.
+- Hooks: an event written by business logic becomes instructions (through coordination);
+  a report becomes readings and an acknowledgement (rules in docs/openadr3.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.openadr3 import mapper
+from adapters.openadr3.auth import Principal
+from adapters.openadr3.problems import OadrProblem, bad_request, forbidden
+from adapters.openadr3.service import Change, VtnService, now_text
+from adapters.openadr3.store import VERSIONS, Records, StoredObject
+from gateway.domain import Acknowledgement, Protocol, Resource, Target, TargetKind
+from gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
+GATEWAY = "gateway"  # owner and origin of what the gateway itself writes
+ACK = "ack"
+
+
+def _digest(*parts: str, n: int = 20) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:n]
+
+
+def resource_target(ven_name: str, resource_name: str) -> str:
+    """The target string granted to a VEN for one of its DERs."""
+    text = f"{ven_name}/{resource_name}"
+    return text if len(text) <= 128 else f"res-{_digest(ven_name, resource_name, n=32)}"
+
+
+def wire_targets(version: str, target: str) -> list[Any]:
+    if version == "3.1.0":
+        return [target]
+    return [{"type": "RESOURCE_NAME", "values": [target]}]
+
+
+class Bridge:
+    """Service hooks plus the renderer; talks to ctx.gateway."""
+
+    def __init__(self, service: VtnService, gateway: Any, records: Records) -> None:
+        self.service = service
+        self.gateway = gateway
+        self.records = records
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    async def before_write(self, change: Change) -> None:
+        if change.kind not in ("event", "program") or change.principal is None:
+            return
+        if (change.old or change.obj).meta.get("origin") == GATEWAY:
+            raise forbidden("the gateway renders this object from the platform; it is read-only")
+        if change.kind == "program":
+            return
+        await self._cancel(change.old, change.principal)
+        if change.operation != "DELETE":
+            change.obj.meta["instructions"] = await self._submit(change)
+
+    async def after_write(self, change: Change) -> None:
+        if change.operation == "DELETE":
+            return
+        if change.kind == "report":
+            await self._feedback(change.obj)
+        elif change.kind == "ven" and change.principal is not None:
+            await self.sync_ven(change.obj)
+
+    # -- business-logic events -> instructions -------------------------------------------
+
+    def _event_resources(self, event: StoredObject) -> list[str]:
+        targets = set(event.targets)
+        return [
+            r.meta["resource_id"]
+            for r in self.service.objects_of(event.version, "resource")
+            if "resource_id" in r.meta and targets & set(r.targets)
+        ]
+
+    async def _submit(self, change: Change) -> list[str]:
+        resource_ids = self._event_resources(change.obj)
+        if not resource_ids:
+            return []
+        try:
+            drafts = mapper.event_instructions(change.obj.body, datetime.now(UTC))
+        except mapper.MappingError as exc:
+            raise bad_request(str(exc)) from None
+        if not drafts:
+            return []
+        actor = await self._actor(change.principal)
+        made: list[str] = []
+        stamp = change.obj.body["modificationDateTime"]
+        for rid in resource_ids:
+            for n, draft in enumerate(drafts):
+                key = f"openadr3:{change.obj.id}:{stamp}:{rid}:{n}"
+                targeted = replace(draft, target=Target(TargetKind.RESOURCE, rid))
+                try:
+                    instruction, _created = await self.gateway.submit_instruction(
+                        actor, targeted, key
+                    )
+                except GatewayError as exc:
+                    await self._cancel_ids(made, actor)
+                    raise OadrProblem(exc.status if exc.status < 500 else 409, exc.detail) from None
+                made.append(instruction.id)
+        return made
+
+    async def _actor(self, principal: Principal | None) -> Any:
+        if principal is None or not principal.participant_id:
+            raise forbidden("this client acts for no platform party; it cannot instruct DERs")
+        actor = await self.gateway.participant(principal.participant_id)
+        if actor is None:
+            raise forbidden("the platform party of this client is unknown")
+        return actor
+
+    async def _cancel(self, old: StoredObject | None, principal: Principal | None) -> None:
+        if old is None or not old.meta.get("instructions"):
+            return
+        await self._cancel_ids(old.meta["instructions"], await self._actor(principal))
+
+    async def _cancel_ids(self, ids: list[str], actor: Any) -> None:
+        for instruction_id in ids:
+            try:
+                await self.gateway.cancel_instruction(actor, instruction_id)
+            except GatewayError as exc:
+                log.info("instruction %s not cancelled: %s", instruction_id, exc.detail)
+
+    # -- reports -> readings and acknowledgements ----------------------------------------
+
+    async def _feedback(self, report: StoredObject) -> None:
+        names = {
+            r.body["resourceName"]: r.meta["resource_id"]
+            for r in self.service.objects_of(report.version, "resource")
+            if r.owner == report.owner and "resource_id" in r.meta
+        }
+        if not names:
+            return
+        now = datetime.now(UTC)
+        readings = mapper.report_readings(report.body, names, now)
+        if readings:
+            await self.gateway.record_readings(readings)
+        event = self.service.store.get(report.version, "event", report.body["eventID"])
+        if event is None or event.meta.get("origin") != GATEWAY:
+            return
+        for entry in report.body.get("resources", ()):
+            if names.get(entry["resourceName"]) == event.meta.get("resource_id"):
+                await self._acknowledge(event, entry, now)
+
+    async def _acknowledge(self, event: StoredObject, entry: dict[str, Any], now: datetime) -> None:
+        status, word = mapper.report_ack_status(entry)
+        rid = event.meta["resource_id"]
+        ref = f"{event.id}@{event.body['modificationDateTime']}"
+        key = f"{event.version}:{event.id}:{rid}"
+        last = await self.records.get(ACK, key)
+        if last and last.get("ref") == ref and last.get("status") == status.value:
+            return  # periodic reports repeat themselves; acknowledge a change only
+        instructions = event.meta.get("instructions") or [None]
+        await self.gateway.record_acknowledgement(
+            Acknowledgement(
+                resource_id=rid,
+                status=status,
+                protocol=Protocol.OPENADR3,
+                protocol_status=word,
+                at=now,
+                instruction_id=instructions[0],
+                control_ref=ref,
+            )
+        )
+        await self.records.put(ACK, key, {"ref": ref, "status": status.value})
+
+    # -- the VEN's DERs as resource objects ------------------------------------------------
+
+    def _ven_client(self, ven: StoredObject, resource: Resource | None = None) -> bool:
+        """Whether `ven` belongs to the VEN credential provisioned for its name (and, when the
+        credential was issued to an aggregator, whether that aggregator owns `resource`)."""
+        cred = self.service.ownership.credentials.credential(ven.owner)
+        if not (
+            cred
+            and cred["role"] == "ven"
+            and not cred.get("revoked_at")
+            and cred.get("ven_name") == ven.body.get("venName")
+        ):
+            return False
+        owner = cred.get("owner_id")
+        return resource is None or owner is None or resource.aggregator_id == owner
+
+    async def sync_ven(self, ven: StoredObject) -> None:
+        """Give a provisioned VEN resource objects (with granted targets) for its DERs."""
+        if not self._ven_client(ven):
+            return
+        for resource in await self.gateway.find_resources(
+            Protocol.OPENADR3, ven=ven.body["venName"]
+        ):
+            if self._ven_client(ven, resource):
+                await self.render_resource(resource)
+
+    async def _ensure_resource(self, ven: StoredObject, resource: Resource) -> StoredObject:
+        name = str(resource.binding.address.get("resource", resource.id))
+        target = resource_target(ven.body["venName"], name)
+        for obj in self.service.objects_of(ven.version, "resource"):
+            if obj.body.get("venID") == ven.id and obj.body.get("resourceName") == name:
+                if obj.meta.get("resource_id") == resource.id and target in obj.targets:
+                    return obj
+                body = {**obj.body, "targets": _with(obj.body.get("targets"), ven.version, target)}
+                new = self.service.compose(
+                    ven.version,
+                    "resource",
+                    obj.id,
+                    obj.seq,
+                    body,
+                    obj.owner,
+                    obj.body["createdDateTime"],
+                    now_text(),
+                )
+                new.meta = {**obj.meta, "resource_id": resource.id}
+                await self.service.put_object(
+                    Change(ven.version, "resource", "UPDATE", None, new, obj)
+                )
+                return new
+        seq = self.service.store.next_seq()
+        body = {"resourceName": name, "venID": ven.id, "targets": wire_targets(ven.version, target)}
+        stamp = now_text()
+        obj = self.service.compose(
+            ven.version, "resource", f"resource-{seq}", seq, body, ven.owner, stamp, stamp
+        )
+        obj.meta = {"resource_id": resource.id, "origin": GATEWAY}
+        await self.service.put_object(Change(ven.version, "resource", "CREATE", None, obj))
+        return obj
+
+    # -- effective control -> event ------------------------------------------------------
+
+    def _vens_serving(self, resource: Resource) -> list[StoredObject]:
+        name = resource.binding.address.get("ven")
+        return [
+            v
+            for version in VERSIONS
+            for v in self.service.objects_of(version, "ven")
+            if v.body.get("venName") == name and self._ven_client(v, resource)
+        ]
+
+    async def render(self, resource_id: str) -> None:
+        resource = await self.gateway.resource(resource_id)
+        if resource is None or resource.binding.protocol != Protocol.OPENADR3:
+            return
+        await self.render_resource(resource)
+
+    async def render_resource(self, resource: Resource) -> None:
+        ven_name = str(resource.binding.address.get("ven", ""))
+        control = await self.gateway.effective_control(resource.id)
+        for ven in self._vens_serving(resource):
+            res_obj = await self._ensure_resource(ven, resource)
+            target = resource_target(ven_name, res_obj.body["resourceName"])
+            program_id = await self._program(ven.version, resource)
+            await self._upsert_event(ven.version, resource, control, program_id, target)
+
+    async def _program(self, version: str, resource: Resource) -> str:
+        point = await self.gateway.connection_point(resource.connection_point_id)
+        ldc = point.ldc_id if point is not None else "unknown"
+        program_id = f"ldc-{_digest(ldc)}"
+        if self.service.store.get(version, "program", program_id) is None:
+            seq = self.service.store.next_seq()
+            stamp = now_text()
+            body = {"programName": f"der-gateway:{ldc}"}
+            obj = self.service.compose(
+                version, "program", program_id, seq, body, GATEWAY, stamp, stamp
+            )
+            obj.meta = {"origin": GATEWAY, "ldc_id": ldc}
+            await self.service.put_object(Change(version, "program", "CREATE", None, obj))
+        return program_id
+
+    async def _upsert_event(
+        self, version: str, resource: Resource, control: Any, program_id: str, target: str
+    ) -> None:
+        event_id = f"gw-{_digest(version, resource.id)}"
+        old = self.service.store.get(version, "event", event_id)
+        body = (
+            mapper.event_for_control(
+                control, program_id, wire_targets(version, target), f"der-gateway {resource.id}"
+            )
+            if control is not None
+            else None
+        )
+        if body is None:
+            if old is not None:
+                await self.service.remove(Change(version, "event", "DELETE", None, old, old))
+            return
+        if old is not None and _same(old.body, body):
+            return
+        seq = old.seq if old else self.service.store.next_seq()
+        stamp = now_text()
+        created = old.body["createdDateTime"] if old else stamp
+        obj = self.service.compose(version, "event", event_id, seq, body, GATEWAY, created, stamp)
+        obj.meta = {
+            "origin": GATEWAY,
+            "resource_id": resource.id,
+            "instructions": mapper.control_sources(control),
+        }
+        await self.service.put_object(
+            Change(version, "event", "UPDATE" if old else "CREATE", None, obj, old)
+        )
+
+
+def _with(targets: list[Any] | None, version: str, target: str) -> list[Any]:
+    return [*(targets or []), *wire_targets(version, target)]
+
+
+def _same(stored: dict[str, Any], body: dict[str, Any]) -> bool:
+    return all(stored.get(k) == v for k, v in body.items())

@@ -1,0 +1,150 @@
+"""OpenADR 3.0.1 bodies (components/schemas/*): pure, no I/O.
+
+In 3.0.1 a request body is the object itself; the VTN-provisioned properties (id,
+createdDateTime, modificationDateTime, objectType) may be present and are checked, then
+replaced by the VTN's own values. Targets are valuesMaps, not strings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field
+
+from adapters.openadr3.codec.common import (
+    AnyUri,
+    DateTime,
+    Duration,
+    EventPayloadDescriptor301,
+    Int32,
+    IntervalPeriod301,
+    Name128,
+    NotNull,
+    ObjectID,
+    ObjectType,
+    ReportPayloadDescriptor301,
+    ValuesMap,
+    Wire,
+)
+
+Targets = list[ValuesMap] | None
+Operation = Literal["GET", "POST", "PUT", "DELETE", "READ", "CREATE", "UPDATE"]
+
+
+def _program_descriptions(items: list[Any] | None) -> list[Any] | None:
+    if items is None:
+        return None
+    return [
+        ProgramDescription.model_validate(i).wire() if isinstance(i, dict) else i for i in items
+    ]
+
+
+class ProgramDescription(Wire):
+    URL: AnyUri
+
+
+class Metadata(Wire):
+    """VTN-provisioned properties a 3.0.1 client may echo back; checked, then replaced."""
+
+    id: Annotated[ObjectID | None, NotNull] = None
+    createdDateTime: Annotated[DateTime | None, NotNull] = None
+    modificationDateTime: Annotated[DateTime | None, NotNull] = None
+
+
+class Interval(Wire):
+    id: Int32
+    intervalPeriod: Annotated[IntervalPeriod301 | None, NotNull] = None
+    payloads: list[ValuesMap]
+
+
+class ReportDescriptor(Wire):
+    payloadType: Name128
+    readingType: str | None = None
+    units: str | None = None
+    targets: Targets = None
+    aggregate: Annotated[bool | None, NotNull] = None
+    startInterval: Annotated[Int32 | None, NotNull] = None
+    numIntervals: Annotated[Int32 | None, NotNull] = None
+    historical: Annotated[bool | None, NotNull] = None
+    frequency: Annotated[Int32 | None, NotNull] = None
+    repeat: Annotated[Int32 | None, NotNull] = None
+
+
+class Program(Metadata):
+    objectType: Annotated[Literal["PROGRAM"] | None, NotNull] = None
+    programName: Name128
+    programLongName: str | None = None
+    retailerName: str | None = None
+    retailerLongName: str | None = None
+    programType: str | None = None
+    country: str | None = None
+    principalSubdivision: str | None = None
+    timeZoneOffset: Annotated[Duration | None, NotNull] = None
+    intervalPeriod: Annotated[IntervalPeriod301 | None, NotNull] = None
+    programDescriptions: Annotated[list[Any] | None, AfterValidator(_program_descriptions)] = None
+    bindingEvents: bool | None = None
+    localPrice: bool | None = None
+    payloadDescriptors: list[EventPayloadDescriptor301 | ReportPayloadDescriptor301] | None = None
+    targets: Targets = None
+
+
+class ReportResource(Wire):
+    resourceName: Name128
+    intervalPeriod: Annotated[IntervalPeriod301 | None, NotNull] = None
+    intervals: list[Interval]
+
+
+class Report(Metadata):
+    objectType: Annotated[Literal["REPORT"] | None, NotNull] = None
+    programID: ObjectID
+    eventID: ObjectID
+    clientName: Name128
+    reportName: str | None = None
+    payloadDescriptors: list[ReportPayloadDescriptor301] | None = None
+    resources: list[ReportResource]
+
+
+class Event(Metadata):
+    objectType: Annotated[Literal["EVENT"] | None, NotNull] = None
+    programID: ObjectID
+    eventName: str | None = None
+    priority: Annotated[int, Field(ge=0)] | None = None
+    targets: Targets = None
+    reportDescriptors: list[ReportDescriptor] | None = None
+    payloadDescriptors: list[EventPayloadDescriptor301] | None = None
+    intervalPeriod: Annotated[IntervalPeriod301 | None, NotNull] = None
+    intervals: list[Interval]
+
+
+class ObjectOperation(Wire):
+    objects: list[ObjectType]
+    operations: list[Operation]
+    callbackUrl: AnyUri
+    bearerToken: str | None = None
+
+
+class Subscription(Metadata):
+    objectType: Annotated[Literal["SUBSCRIPTION"] | None, NotNull] = None
+    clientName: Name128
+    programID: ObjectID
+    objectOperations: list[ObjectOperation]
+    targets: Targets = None
+
+
+class Resource(Metadata):
+    objectType: Annotated[Literal["RESOURCE"] | None, NotNull] = None
+    resourceName: Name128
+    venID: Annotated[ObjectID | None, NotNull] = None
+    attributes: list[ValuesMap] | None = None
+    targets: Targets = None
+
+
+class Ven(Metadata):
+    objectType: Annotated[Literal["VEN"] | None, NotNull] = None
+    venName: Name128
+    attributes: list[ValuesMap] | None = None
+    targets: Targets = None
+    resources: list[Resource] | None = None
+
+
+METADATA_FIELDS = frozenset({"id", "createdDateTime", "modificationDateTime", "objectType"})

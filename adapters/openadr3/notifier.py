@@ -1,0 +1,169 @@
+"""Subscriptions: which subscribers hear of a change, and the webhook each one gets.
+
+A notification goes out through the core's durable outbox (`ctx.deliveries`), which retries
+with back-off. The same privacy rules as reads apply: a VEN's subscription is told only about
+objects that VEN could read, with target hiding. A subscription without targets hears of
+everything its owner may read; with targets, only objects matching them.
+
+Callback URLs are checked when the subscription is written (`check_callback`): HTTPS only,
+plain HTTP to loopback in development mode, never a literal private, link-local, multicast or
+reserved address; the delivery queue checks the resolved address again at send time. MQTT
+(3.1 /notifiers) would be a second `Channel` next to `WebhookChannel`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from adapters.openadr3.auth import Principal, Role
+from adapters.openadr3.kinds import KINDS
+from adapters.openadr3.problems import forbidden
+from adapters.openadr3.service import Change, VtnService
+from adapters.openadr3.store import StoredObject
+from gateway.delivery import DeliveryQueue, Outgoing, check_callback_url
+from gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+# The notification `operation` word per API version (3.0.1 uses HTTP verbs).
+OPERATION_WORDS = {
+    "3.1.0": {"CREATE": "CREATE", "UPDATE": "UPDATE", "DELETE": "DELETE"},
+    "3.0.1": {"CREATE": "POST", "UPDATE": "PUT", "DELETE": "DELETE"},
+}
+# Subscriptions may name operations either way; both select the same changes.
+OPERATION_ALIASES = {"POST": "CREATE", "PUT": "UPDATE", "GET": "READ"}
+
+
+def check_callback(url: str, dev_mode: bool) -> None:
+    """Refuse callback URLs that would make the VTN a request-forgery proxy (403)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host or parts.username or parts.password:
+        raise forbidden("callbackUrl needs a host and no user information")
+    loopback = host == "localhost" or host.endswith(".localhost")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        loopback = address.is_loopback
+        if not loopback and (
+            address.is_private
+            or address.is_link_local
+            or address.is_multicast
+            or address.is_reserved
+            or address.is_unspecified
+        ):
+            raise forbidden("callbackUrl may not name a private or reserved address")
+    if parts.scheme == "https" and not (loopback and not dev_mode):
+        return
+    if parts.scheme == "http" and loopback and dev_mode:
+        return
+    raise forbidden("callbackUrl must be https (plain http to loopback in development mode only)")
+
+
+class WebhookChannel:
+    """Enqueues webhook POSTs in the core's outbox, one transaction per change."""
+
+    def __init__(self, deliveries: DeliveryQueue, dev_mode: bool) -> None:
+        self._deliveries = deliveries
+        self._dev_mode = dev_mode
+
+    async def send(self, posts: list[tuple[str, dict[str, Any], str | None]]) -> None:
+        checked: dict[str, bool] = {}
+        items: list[Outgoing] = []
+        for url, notification, bearer in posts:
+            if url not in checked:
+                checked[url] = await self._resolves_safely(url)
+            if not checked[url]:
+                continue
+            headers = {"Authorization": f"Bearer {bearer}"} if bearer else None
+            items.append(
+                Outgoing(url, json.dumps(notification).encode(), "application/json", headers)
+            )
+        if items:
+            await self._deliveries.enqueue_many(items)
+
+    async def _resolves_safely(self, url: str) -> bool:
+        """Check the address the host resolves to now (DNS may have changed since)."""
+        try:
+            await check_callback_url(url, dev_mode=self._dev_mode)
+        except GatewayError as exc:
+            log.warning("webhook to %s skipped: %s", urlsplit(url).netloc, exc.detail)
+            return False
+        return True
+
+
+class Notifier:
+    """The service hook that fans a change out to matching subscriptions."""
+
+    def __init__(self, service: VtnService, channel: WebhookChannel, dev_mode: bool) -> None:
+        self._service = service
+        self._channel = channel
+        self._dev_mode = dev_mode
+
+    async def before_write(self, change: Change) -> None:
+        if change.kind == "subscription" and change.operation != "DELETE":
+            for op in change.obj.body.get("objectOperations", ()):
+                check_callback(op["callbackUrl"], self._dev_mode)
+
+    async def after_write(self, change: Change) -> None:
+        word = OPERATION_WORDS[change.version][change.operation]
+        object_type = change.obj.body["objectType"]
+        posts: list[tuple[str, dict[str, Any], str | None]] = []
+        for sub in self._service.objects_of(change.version, "subscription"):
+            posts += self._posts_for(sub, change, object_type, word)
+        await self._channel.send(posts)
+
+    def _posts_for(
+        self, sub: StoredObject, change: Change, object_type: str, word: str
+    ) -> list[tuple[str, dict[str, Any], str | None]]:
+        program = sub.body.get("programID")
+        if program is not None and _program_of(self._service, change) != program:
+            return []
+        seen = self._seen_by(sub, change.obj)
+        if seen is None:
+            return []
+        posts: list[tuple[str, dict[str, Any], str | None]] = []
+        sent: set[str] = set()
+        for op in sub.body.get("objectOperations", ()):
+            ops = {OPERATION_ALIASES.get(o, o) for o in op.get("operations", ())}
+            if object_type not in op.get("objects", ()) or change.operation not in ops:
+                continue
+            if op["callbackUrl"] in sent:
+                continue
+            sent.add(op["callbackUrl"])
+            notification = {
+                "objectType": object_type,
+                "operation": word,
+                "object": seen,
+                "targets": seen.get("targets") if isinstance(seen.get("targets"), list) else None,
+            }
+            posts.append((op["callbackUrl"], notification, op.get("bearerToken")))
+        return posts
+
+    def _seen_by(self, sub: StoredObject, obj: StoredObject) -> dict[str, Any] | None:
+        """The object as the subscription's owner may read it, or None."""
+        cred = self._service.ownership.credentials.credential(sub.owner)
+        role = Role(cred["role"]) if cred else Role.BL
+        principal = Principal(sub.owner, role, frozenset({"read_all"}))
+        requested = frozenset(sub.targets) if sub.targets else None
+        if role is Role.VEN and requested is None and KINDS[obj.kind].targeted and obj.targets:
+            # No targets on the subscription: everything granted to this VEN (docs/openadr3.md).
+            requested = self._service.granted(obj.version, sub.owner)
+        return self._service.view(principal, obj, requested=requested)
+
+
+def _program_of(service: VtnService, change: Change) -> Any:
+    body = change.obj.body
+    if change.kind == "program":
+        return body.get("id")
+    if change.kind == "event":
+        return body.get("programID")
+    if change.kind == "report":
+        return body.get("programID") or service.event_program(change.version, body.get("eventID"))
+    return body.get("programID")

@@ -1,0 +1,456 @@
+"""The VTN's behaviour: create, read, update, delete and search OpenADR objects.
+
+Both API versions share this code; what differs (wire models, target shapes) is looked up by
+version in `kinds`, `ownership` and `targeting`. Business logic (BL) sees everything; a VEN
+sees the objects it owns and, through granted targets, the programs and events meant for it.
+Gateway-specific work (instructions, readings, acknowledgements) and notifications hang off
+the `Hooks` called around every write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from adapters.openadr3.auth import Principal
+from adapters.openadr3.codec.timing import parse_start
+from adapters.openadr3.kinds import KINDS, check_writer, parse
+from adapters.openadr3.mapper import slots
+from adapters.openadr3.ownership import Ownership
+from adapters.openadr3.problems import conflict, not_found
+from adapters.openadr3.store import ObjectStore, StoredObject
+from adapters.openadr3.targeting import (
+    Audience,
+    audience_for_bl,
+    audience_for_ven,
+    hide,
+    matched,
+    normalise,
+)
+from gateway.jsonform import rfc3339
+
+MAX_LIMIT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    skip: int = 0
+    limit: int = MAX_LIMIT
+    targets: frozenset[str] | None = None
+    filters: dict[str, str] = field(default_factory=dict)  # programID, eventID, clientName…
+    objects: frozenset[str] | None = None
+    active: bool | None = None
+
+
+@dataclass
+class Change:
+    """One write, as the hooks and the notifier see it."""
+
+    version: str
+    kind: str
+    operation: str  # CREATE, UPDATE, DELETE
+    principal: Principal | None  # None: the gateway itself
+    obj: StoredObject
+    old: StoredObject | None = None
+
+
+class Hooks(Protocol):
+    async def before_write(self, change: Change) -> None: ...
+
+    async def after_write(self, change: Change) -> None: ...
+
+
+def now_text() -> str:
+    return rfc3339(datetime.now(UTC))
+
+
+class VtnService:
+    def __init__(self, store: ObjectStore, ownership: Ownership, hooks: list[Hooks]) -> None:
+        self.store = store
+        self.ownership = ownership
+        self.hooks = hooks
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        version: str,
+        kind: str,
+        principal: Principal,
+        raw: Any,
+        *,
+        scope_id: str | None = None,
+    ) -> dict[str, Any]:
+        check_writer(KINDS[kind], principal.role, principal.scopes)
+        body = parse(version, kind, raw)
+        owner, body = self.ownership.assign(version, kind, principal, body, None, scope_id)
+        self._check_references(version, kind, body, None)
+        obj = self._new_object(version, kind, body, owner)
+        await self._write(Change(version, kind, "CREATE", principal, obj))
+        return self.render(obj)
+
+    async def update(
+        self,
+        version: str,
+        kind: str,
+        principal: Principal,
+        object_id: str,
+        raw: Any,
+        *,
+        scope_id: str | None = None,
+    ) -> dict[str, Any]:
+        check_writer(KINDS[kind], principal.role, principal.scopes)
+        old = self._visible_or_404(version, kind, principal, object_id, scope_id)
+        body = parse(version, kind, raw)
+        owner, body = self.ownership.assign(version, kind, principal, body, old, scope_id)
+        self._check_references(version, kind, body, old)
+        obj = self._replace(old, body, owner)
+        await self._write(Change(version, kind, "UPDATE", principal, obj, old))
+        return self.render(obj)
+
+    async def delete(
+        self,
+        version: str,
+        kind: str,
+        principal: Principal,
+        object_id: str,
+        *,
+        scope_id: str | None = None,
+    ) -> dict[str, Any]:
+        check_writer(KINDS[kind], principal.role, principal.scopes)
+        obj = self._visible_or_404(version, kind, principal, object_id, scope_id)
+        self.ownership.check_delete(version, kind, principal, obj)
+        rendered = self.render(obj)
+        await self.remove(Change(version, kind, "DELETE", principal, obj, obj))
+        return rendered
+
+    async def put_object(self, change: Change) -> None:
+        """A write by the gateway itself (rendered events, synced resources)."""
+        await self._write(change)
+
+    async def remove(self, change: Change) -> None:
+        for hook in self.hooks:
+            await hook.before_write(change)  # may refuse, before any child goes
+        for child in self._children(change.obj):
+            await self.remove(
+                Change(child.version, child.kind, "DELETE", change.principal, child, child)
+            )
+        await self.store.remove(change.obj)
+        for hook in self.hooks:
+            await hook.after_write(change)
+
+    async def _write(self, change: Change) -> None:
+        for hook in self.hooks:
+            await hook.before_write(change)  # may refuse: nothing is stored then
+        await self.store.save(change.obj)
+        for hook in self.hooks:
+            await hook.after_write(change)
+
+    def _children(self, obj: StoredObject) -> list[StoredObject]:
+        """Objects that cannot outlive `obj`: a program's events, a ven's resources."""
+        child_kind, key = {"program": ("event", "programID"), "ven": ("resource", "venID")}.get(
+            obj.kind, ("", "")
+        )
+        if not child_kind:
+            return []
+        return [c for c in self.store.all(obj.version, child_kind) if c.body.get(key) == obj.id]
+
+    def _new_object(
+        self, version: str, kind: str, body: dict[str, Any], owner: str
+    ) -> StoredObject:
+        seq = self.store.next_seq()
+        stamp = now_text()
+        return self.compose(version, kind, f"{kind}-{seq}", seq, body, owner, stamp, stamp)
+
+    def _replace(self, old: StoredObject, body: dict[str, Any], owner: str) -> StoredObject:
+        obj = self.compose(
+            old.version,
+            old.kind,
+            old.id,
+            old.seq,
+            body,
+            owner,
+            old.body["createdDateTime"],
+            now_text(),
+        )
+        obj.meta = dict(old.meta)
+        return obj
+
+    @staticmethod
+    def compose(
+        version: str,
+        kind: str,
+        object_id: str,
+        seq: int,
+        body: dict[str, Any],
+        owner: str,
+        created: str,
+        modified: str,
+    ) -> StoredObject:
+        """An object with its VTN metadata (id, times, objectType, clientID in 3.1)."""
+        full = {k: v for k, v in body.items() if k != "objectType"}
+        full.update(
+            id=object_id,
+            createdDateTime=created,
+            modificationDateTime=modified,
+            objectType=KINDS[kind].object_type,
+        )
+        if version == "3.1.0" and KINDS[kind].owned:
+            full["clientID"] = owner
+        return StoredObject(
+            version, kind, seq, full, owner, normalise(version, body.get("targets"))
+        )
+
+    def _check_references(
+        self, version: str, kind: str, body: dict[str, Any], old: StoredObject | None
+    ) -> None:
+        check = REFERENCE_CHECKS.get(kind)
+        if check is not None:
+            check(self, version, body, old)
+
+    def unique(
+        self,
+        version: str,
+        kind: str,
+        old: StoredObject | None,
+        pred: Callable[[StoredObject], bool],
+    ) -> bool:
+        return not any(
+            pred(o) for o in self.store.all(version, kind) if old is None or o.id != old.id
+        )
+
+    def exists(self, version: str, kind: str, object_id: Any) -> bool:
+        return isinstance(object_id, str) and self.store.get(version, kind, object_id) is not None
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(
+        self,
+        version: str,
+        kind: str,
+        principal: Principal,
+        object_id: str,
+        *,
+        scope_id: str | None = None,
+    ) -> dict[str, Any]:
+        obj = self.store.get(version, kind, object_id)
+        view = self.view(principal, obj, scope_id=scope_id) if obj else None
+        if view is None:
+            raise not_found(f"{kind} {object_id} not found")
+        return view
+
+    def search(
+        self,
+        version: str,
+        kind: str,
+        principal: Principal,
+        query: SearchQuery,
+        *,
+        scope_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        audience = self.audience(version, principal, query.targets)
+        predicate = FILTERS.get(kind)
+        out: list[dict[str, Any]] = []
+        skipped = 0
+        for obj in self.store.all(version, kind):
+            if len(out) >= query.limit:
+                break
+            if predicate is not None and not predicate(self, obj, query):
+                continue
+            view = self.view(principal, obj, audience, query.targets, scope_id)
+            if view is None:
+                continue
+            if skipped < query.skip:
+                skipped += 1
+                continue
+            out.append(view)
+        return out
+
+    def audience(
+        self, version: str, principal: Principal, requested: frozenset[str] | None
+    ) -> Audience:
+        if principal.is_bl:
+            return audience_for_bl(requested)
+        return audience_for_ven(version, self.granted(version, principal.client_id), requested)
+
+    def granted(self, version: str, client_id: str) -> frozenset[str]:
+        """Targets granted to a VEN client: on its ven objects and their resources."""
+        vens = {v.id: v for v in self.store.all(version, "ven") if v.owner == client_id}
+        out: set[str] = set()
+        for ven in vens.values():
+            out.update(ven.targets)
+        for res in self.store.all(version, "resource"):
+            if res.body.get("venID") in vens:
+                out.update(res.targets)
+        return frozenset(out)
+
+    def view(
+        self,
+        principal: Principal,
+        obj: StoredObject,
+        audience: Audience | None = None,
+        requested: frozenset[str] | None = None,
+        scope_id: str | None = None,
+    ) -> dict[str, Any] | None:
+        """What `principal` may see of `obj`, or None when it may not see it."""
+        rule = KINDS[obj.kind]
+        if scope_id is not None and obj.body.get("venID") != scope_id:
+            return None
+        if rule.targeted:
+            audience = audience or self.audience(obj.version, principal, requested)
+            shown = audience.visible(obj.targets)
+            if shown is None:
+                return None
+            body = self.render(obj)
+            return body if principal.is_bl else hide(obj.version, body, shown)
+        if rule.owned and not principal.is_bl and obj.owner != principal.client_id:
+            return None
+        if requested is not None and not matched(obj.targets, requested):
+            return None
+        return self.render(obj)
+
+    def render(self, obj: StoredObject) -> dict[str, Any]:
+        if obj.version == "3.0.1" and obj.kind == "ven":
+            resources = [
+                r.body for r in self.store.all("3.0.1", "resource") if r.body.get("venID") == obj.id
+            ]
+            return {**obj.body, "resources": resources}
+        return obj.body
+
+    def _visible_or_404(
+        self, version: str, kind: str, principal: Principal, object_id: str, scope_id: str | None
+    ) -> StoredObject:
+        obj = self.store.get(version, kind, object_id)
+        if obj is None or self.view(principal, obj, scope_id=scope_id) is None:
+            raise not_found(f"{kind} {object_id} not found")
+        return obj
+
+    def event_program(self, version: str, event_id: Any) -> Any:
+        event = self.store.get(version, "event", event_id) if isinstance(event_id, str) else None
+        return event.body.get("programID") if event else None
+
+    def objects_of(self, version: str, kind: str) -> Iterator[StoredObject]:
+        return self.store.all(version, kind)
+
+
+# --- referential integrity: 409 for a dangling reference or a taken name ------------------
+
+
+def _program_refs(
+    svc: VtnService, version: str, body: dict[str, Any], old: StoredObject | None
+) -> None:
+    name = body["programName"]
+    if not svc.unique(version, "program", old, lambda o: o.body.get("programName") == name):
+        raise conflict(f"a program named {name!r} exists")
+
+
+def _event_refs(
+    svc: VtnService, version: str, body: dict[str, Any], old: StoredObject | None
+) -> None:
+    if not svc.exists(version, "program", body["programID"]):
+        raise conflict(f"program {body['programID']} does not exist")
+
+
+def _report_refs(
+    svc: VtnService, version: str, body: dict[str, Any], old: StoredObject | None
+) -> None:
+    if not svc.exists(version, "event", body["eventID"]):
+        raise conflict(f"event {body['eventID']} does not exist")
+    if "programID" in body and not svc.exists(version, "program", body["programID"]):
+        raise conflict(f"program {body['programID']} does not exist")
+
+
+def _subscription_refs(
+    svc: VtnService, version: str, body: dict[str, Any], old: StoredObject | None
+) -> None:
+    if body.get("programID") is not None and not svc.exists(version, "program", body["programID"]):
+        raise conflict(f"program {body['programID']} does not exist")
+
+
+def _ven_refs(
+    svc: VtnService, version: str, body: dict[str, Any], old: StoredObject | None
+) -> None:
+    name = body["venName"]
+    if not svc.unique(version, "ven", old, lambda o: o.body.get("venName") == name):
+        raise conflict(f"a ven named {name!r} exists")
+
+
+def _resource_refs(
+    svc: VtnService, version: str, body: dict[str, Any], old: StoredObject | None
+) -> None:
+    ven_id, name = body.get("venID"), body["resourceName"]
+    if not svc.unique(
+        version,
+        "resource",
+        old,
+        lambda o: o.body.get("venID") == ven_id and o.body.get("resourceName") == name,
+    ):
+        raise conflict(f"ven {ven_id} has a resource named {name!r}")
+
+
+REFERENCE_CHECKS: dict[
+    str, Callable[[VtnService, str, dict[str, Any], StoredObject | None], None]
+] = {
+    "program": _program_refs,
+    "event": _event_refs,
+    "report": _report_refs,
+    "subscription": _subscription_refs,
+    "ven": _ven_refs,
+    "resource": _resource_refs,
+}
+
+
+# --- search filters (several parameters: all must match) ---------------------------------
+
+
+def _eq(obj: StoredObject, query: SearchQuery, *names: str) -> bool:
+    return all(obj.body.get(n) == query.filters[n] for n in names if n in query.filters)
+
+
+def _event_filter(svc: VtnService, obj: StoredObject, query: SearchQuery) -> bool:
+    if not _eq(obj, query, "programID"):
+        return False
+    return not query.active or event_active(obj.body, datetime.now(UTC))
+
+
+def _report_filter(svc: VtnService, obj: StoredObject, query: SearchQuery) -> bool:
+    if not _eq(obj, query, "eventID", "clientName"):
+        return False
+    program = query.filters.get("programID")
+    if program is None:
+        return True
+    return (
+        obj.body.get("programID") or svc.event_program(obj.version, obj.body.get("eventID"))
+    ) == program
+
+
+def _subscription_filter(svc: VtnService, obj: StoredObject, query: SearchQuery) -> bool:
+    if not _eq(obj, query, "programID", "clientName"):
+        return False
+    if query.objects is None:
+        return True
+    kinds = {o for op in obj.body.get("objectOperations", ()) for o in op.get("objects", ())}
+    return bool(kinds & query.objects)
+
+
+FILTERS: dict[str, Callable[[VtnService, StoredObject, SearchQuery], bool]] = {
+    "event": _event_filter,
+    "report": _report_filter,
+    "subscription": _subscription_filter,
+    "ven": lambda _s, o, q: _eq(o, q, "venName"),
+    "resource": lambda _s, o, q: _eq(o, q, "resourceName", "venID"),
+}
+
+
+def event_active(body: dict[str, Any], now: datetime) -> bool:
+    """Whether an event has not yet transpired (no end, or an end after now)."""
+    try:
+        windows = slots(body, body.get("intervals") or (), now)
+    except (ValueError, OverflowError):
+        return True
+    if not windows:
+        start = (body.get("intervalPeriod") or {}).get("start")
+        return start is None or parse_start(start, now) >= now
+    return any(w.end is None or w.end > now for w in windows)

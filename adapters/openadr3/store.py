@@ -1,0 +1,129 @@
+"""The VTN's objects: durable in the adapter's records, indexed in memory for fast polls.
+
+Every write goes to `ctx.records` first (the truth) and then to the in-memory index, which is
+rebuilt from the records at start-up. Objects keep their creation sequence, so every list is
+in a stable order (creation order) and skip/limit paging is repeatable.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+KINDS = ("program", "event", "report", "subscription", "ven", "resource")
+VERSIONS = ("3.1.0", "3.0.1")
+
+
+class Records(Protocol):
+    """The part of gateway.records.AdapterRecords this package uses."""
+
+    async def get(self, kind: str, key: str) -> dict[str, Any] | None: ...
+
+    async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None: ...
+
+    async def delete(self, kind: str, key: str) -> None: ...
+
+    async def list(self, kind: str, prefix: str | None = None) -> Any: ...
+
+
+def _docs(listed: Any) -> list[dict[str, Any]]:
+    """Records.list answers documents (or (key, document) pairs): accept both shapes."""
+    out: list[dict[str, Any]] = []
+    items = listed.values() if isinstance(listed, dict) else listed
+    for item in items:
+        if isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[1], dict):
+            out.append(item[1])
+        elif isinstance(item, dict):
+            out.append(item.get("doc", item) if set(item) <= {"key", "doc"} else item)
+    return out
+
+
+async def list_docs(records: Records, kind: str) -> list[dict[str, Any]]:
+    """Every document of one kind."""
+    listed = records.list(kind)
+    return _docs(await listed if inspect.isawaitable(listed) else listed)
+
+
+@dataclass
+class StoredObject:
+    """One OpenADR object: its wire body as served, plus what the VTN keeps beside it."""
+
+    version: str
+    kind: str
+    seq: int
+    body: dict[str, Any]
+    owner: str  # clientID of the client that owns it (VEN privacy), or the BL creator
+    targets: tuple[str, ...] = ()  # normalised target strings, for matching
+    meta: dict[str, Any] = field(default_factory=dict)  # mapping state (resource ids, …)
+
+    @property
+    def id(self) -> str:
+        return str(self.body["id"])
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "kind": self.kind,
+            "seq": self.seq,
+            "body": self.body,
+            "owner": self.owner,
+            "targets": list(self.targets),
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> StoredObject:
+        return cls(
+            version=doc["version"],
+            kind=doc["kind"],
+            seq=int(doc["seq"]),
+            body=doc["body"],
+            owner=doc.get("owner", ""),
+            targets=tuple(doc.get("targets", ())),
+            meta=doc.get("meta", {}),
+        )
+
+
+def record_kind(version: str, kind: str) -> str:
+    return f"v{version.replace('.', '')}.{kind}"
+
+
+class ObjectStore:
+    """Write-through index of every OpenADR object, per API version and kind."""
+
+    def __init__(self, records: Records) -> None:
+        self._records = records
+        self._index: dict[tuple[str, str], dict[str, StoredObject]] = {
+            (v, k): {} for v in VERSIONS for k in KINDS
+        }
+        self._seq = 0
+
+    async def load(self) -> None:
+        for version in VERSIONS:
+            for kind in KINDS:
+                docs = await list_docs(self._records, record_kind(version, kind))
+                objs = sorted((StoredObject.from_doc(d) for d in docs), key=lambda o: o.seq)
+                self._index[(version, kind)] = {o.id: o for o in objs}
+                self._seq = max([self._seq, *(o.seq for o in objs)])
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def get(self, version: str, kind: str, object_id: str) -> StoredObject | None:
+        return self._index[(version, kind)].get(object_id)
+
+    def all(self, version: str, kind: str) -> Iterator[StoredObject]:
+        """Objects in creation order (the stable order of every list)."""
+        return iter(tuple(self._index[(version, kind)].values()))
+
+    async def save(self, obj: StoredObject) -> None:
+        await self._records.put(record_kind(obj.version, obj.kind), obj.id, obj.to_doc())
+        # New objects carry the highest sequence and append; updates keep their place.
+        self._index[(obj.version, obj.kind)][obj.id] = obj
+
+    async def remove(self, obj: StoredObject) -> None:
+        await self._records.delete(record_kind(obj.version, obj.kind), obj.id)
+        self._index[(obj.version, obj.kind)].pop(obj.id, None)

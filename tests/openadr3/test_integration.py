@@ -1,0 +1,209 @@
+"""Through the real gateway: a platform limit becomes an EXPORT_CAPACITY_LIMIT event that the
+VEN sees by polling and by webhook; the VEN's report becomes a reading and an
+acknowledgement in the platform API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from tests.openadr3.conftest import CORE_WARNINGS, V31, V301, until
+from tests.support.gateway import free_port
+
+pytestmark = CORE_WARNINGS
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+async def webhook_receiver() -> tuple[web.AppRunner, str, asyncio.Queue[Any]]:
+    received: asyncio.Queue[Any] = asyncio.Queue(100)
+
+    async def hook(request: web.Request) -> web.Response:
+        received.put_nowait((request.headers.get("Authorization"), await request.json()))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}/hook", received
+
+
+async def submit_limit(vtn, export_w: float) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return await vtn.clients["ldc-a"].ok(
+        "POST",
+        "/v1/instructions",
+        {
+            "kind": "limit",
+            "target": {"kind": "resource", "id": "o1"},
+            "start": iso(now - timedelta(minutes=1)),
+            "end": iso(now + timedelta(hours=1)),
+            "limits": {"export_max_w": export_w},
+            "reason": "feeder constraint",
+        },
+    )
+
+
+async def test_limit_reaches_ven_by_poll_and_webhook_and_report_comes_back(vtn):
+    ven = await vtn.provision("agg-x", {"role": "ven", "ven_name": "ven-x"})
+    token = await vtn.token(ven)
+    runner, hook_url, received = await webhook_receiver()
+    try:
+        status, sub = await vtn.call(
+            "POST",
+            "/subscriptions",
+            token,
+            {
+                "clientName": "ven-x",
+                "objectOperations": [
+                    {
+                        "objects": ["EVENT"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "callbackUrl": hook_url,
+                        "bearerToken": "hook-secret",
+                    }
+                ],
+            },
+        )
+        assert status == 201, sub
+        status, resources = await vtn.call("GET", "/resources", token)
+        assert status == 200
+        targets = sorted(t for r in resources for t in r["targets"])
+        assert targets == ["ven-x/bat-1", "ven-x/bat-2"]
+
+        await submit_limit(vtn, 4_000)
+
+        async def limit_event():
+            status, events = await vtn.call(
+                "GET", "/events", token, params=[("targets", "ven-x/bat-1")]
+            )
+            assert status == 200
+            for event in events:
+                for iv in event["intervals"]:
+                    for p in iv["payloads"]:
+                        if p["type"] == "EXPORT_CAPACITY_LIMIT" and p["values"] == [4.0]:
+                            return event
+            return None
+
+        event = await until(limit_event)
+        assert event["targets"] == ["ven-x/bat-1"]
+        # Without targets in the query a VEN sees no targeted event (read_targets).
+        _, untargeted = await vtn.call("GET", "/events", token)
+        assert all(not e.get("targets") for e in untargeted)
+
+        async def hooked():
+            while not received.empty():
+                auth, note = received.get_nowait()
+                values = [
+                    p["values"]
+                    for iv in note["object"]["intervals"]
+                    for p in iv["payloads"]
+                    if p["type"] == "EXPORT_CAPACITY_LIMIT"
+                ]
+                if note["object"]["id"] == event["id"] and [4.0] in values:
+                    return auth, note
+            return None
+
+        auth, note = await until(hooked, within=15)
+        assert auth == "Bearer hook-secret"
+        assert note["objectType"] == "EVENT" and note["operation"] in ("CREATE", "UPDATE")
+
+        now = datetime.now(UTC)
+        status, report = await vtn.call(
+            "POST",
+            "/reports",
+            token,
+            {
+                "eventID": event["id"],
+                "clientName": "ven-x",
+                "payloadDescriptors": [
+                    {
+                        "objectType": "REPORT_PAYLOAD_DESCRIPTOR",
+                        "payloadType": "READING",
+                        "units": "KW",
+                    }
+                ],
+                "resources": [
+                    {
+                        "resourceName": "bat-1",
+                        "intervals": [
+                            {
+                                "id": 0,
+                                "intervalPeriod": {"start": iso(now), "duration": "PT5M"},
+                                "payloads": [
+                                    {"type": "READING", "values": [3.5]},
+                                    {"type": "OPERATING_STATE", "values": ["RUNNING_CURTAILED"]},
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            },
+        )
+        assert status == 201, report
+        assert report["clientID"] == ven["client_id"]
+
+        platform = vtn.clients["agg-x"]
+
+        async def reading():
+            _, rows = await platform.get("/v1/readings?resource_id=o1")
+            rows = rows if isinstance(rows, list) else rows.get("items", rows.get("readings", []))
+            return [r for r in rows if abs(r["value"] - 3500.0) < 1e-6]
+
+        rows = await until(reading)
+        assert rows[0]["quantity"] == "W" and rows[0]["protocol"] == "openadr3"
+
+        async def ack():
+            _, rows = await platform.get("/v1/acknowledgements?resource_id=o1")
+            rows = (
+                rows
+                if isinstance(rows, list)
+                else rows.get("items", rows.get("acknowledgements", []))
+            )
+            return [a for a in rows if a["protocol_status"] == "RUNNING_CURTAILED"]
+
+        acks = await until(ack)
+        assert acks[0]["status"] == "started"
+        assert acks[0]["control_ref"].startswith(event["id"])
+    finally:
+        await runner.cleanup()
+
+
+async def test_3_0_1_ven_polls_the_same_limit(vtn):
+    ven = await vtn.provision("agg-x", {"role": "ven", "ven_name": "ven-x", "api_version": V301})
+    token = await vtn.token(ven, V301)
+    await submit_limit(vtn, 2_500)
+
+    async def limit_event():
+        status, events = await vtn.call("GET", "/events", token, version=V301)
+        assert status == 200
+        for event in events:
+            for iv in event["intervals"]:
+                if {"type": "EXPORT_CAPACITY_LIMIT", "values": [2.5]} in iv["payloads"]:
+                    return event
+        return None
+
+    event = await until(limit_event)
+    assert event["targets"] == [{"type": "RESOURCE_NAME", "values": ["ven-x/bat-1"]}]
+    # The other aggregator's VEN cannot see ven-x's event, even naming its target.
+    other = await vtn.provision("agg-y", {"role": "ven", "ven_name": "ven-y", "api_version": V301})
+    other_token = await vtn.token(other, V301)
+    _, seen = await vtn.call(
+        "GET",
+        "/events",
+        other_token,
+        version=V301,
+        params=[("targetType", "RESOURCE_NAME"), ("targetValues", "ven-x/bat-1")],
+    )
+    assert event["id"] not in {e["id"] for e in seen}
+    assert json.dumps(seen).count("ven-x") == 0
+    _ = V31
