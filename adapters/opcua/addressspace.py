@@ -1,0 +1,271 @@
+"""The asyncua address space: builds the DER model's nodes and writes their values.
+
+Values are staged in a dict (latest wins, so it is bounded by the number of variables) and
+written in one pass by `flush()`: a reading costs the bus consumer one dict store, and
+asyncua's per-write work (type check, data-change callbacks) runs once per flush interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from asyncua import Server, ua
+
+from adapters.opcua.codec import (
+    AGGREGATES,
+    CP_PROPERTIES,
+    DER_GROUPS,
+    DER_PROPERTIES,
+    LDC_PROPERTIES,
+    METHODS,
+    OBJECT_TYPES,
+    Dt,
+    NodeIds,
+    VariableSpec,
+)
+from adapters.opcua.mapper import Value
+
+log = logging.getLogger(__name__)
+
+_DATA_TYPE = {dt: ua.NodeId(getattr(ua.ObjectIds, dt.value)) for dt in Dt}
+_VARIANT = {dt: getattr(ua.VariantType, dt.value) for dt in Dt}
+_WRITE_CHUNK = 2000  # writes between yields to the event loop
+MethodHandler = Callable[..., Any]
+
+
+class NodeBatch:
+    """AddNodes and AddReferences items for one change of the model, applied together."""
+
+    def __init__(self, ns: int) -> None:
+        self.ns = ns
+        self.items: list[ua.AddNodesItem] = []
+        self.refs: list[ua.AddReferencesItem] = []
+        self.variables: dict[str, Dt] = {}
+        self.initial: dict[str, Value] = {}
+
+    def nid(self, ident: str) -> ua.NodeId:
+        return ua.NodeId(ident, self.ns)
+
+    def obj(self, ident: str, parent: ua.NodeId, name: str, type_id: ua.NodeId,
+            ref: int = ua.ObjectIds.Organizes) -> ua.NodeId:
+        attrs = ua.ObjectAttributes()
+        attrs.DisplayName = ua.LocalizedText(name)
+        self.items.append(self._item(ident, parent, name, ua.NodeClass.Object, ref, type_id,
+                                     attrs))
+        return self.nid(ident)
+
+    def var(self, parent_ident: str, spec: VariableSpec, *, prop: bool = False,
+            value: Value = None) -> None:
+        ident = NodeIds.member(parent_ident, spec.name)
+        attrs = ua.VariableAttributes()
+        attrs.DisplayName = ua.LocalizedText(spec.name)
+        attrs.Description = ua.LocalizedText(spec.description)
+        attrs.DataType = _DATA_TYPE[spec.dtype]
+        attrs.ValueRank = 1 if spec.array else -1
+        attrs.ArrayDimensions = [0] if spec.array else []
+        attrs.AccessLevel = attrs.UserAccessLevel = ua.AccessLevel.CurrentRead.mask
+        attrs.MinimumSamplingInterval = 0.0
+        ref, type_id = ((ua.ObjectIds.HasProperty, ua.ObjectIds.PropertyType) if prop
+                        else (ua.ObjectIds.HasComponent, ua.ObjectIds.BaseDataVariableType))
+        self.items.append(self._item(ident, self.nid(parent_ident), spec.name,
+                                     ua.NodeClass.Variable, ref, ua.NodeId(type_id), attrs))
+        self.variables[ident] = spec.dtype
+        self.initial[ident] = value
+
+    def reference(self, source: ua.NodeId, target: ua.NodeId, ref: int,
+                  target_class: ua.NodeClass) -> None:
+        item = ua.AddReferencesItem()
+        item.SourceNodeId, item.TargetNodeId = source, target
+        item.ReferenceTypeId = ua.NodeId(ref)
+        item.IsForward = True
+        item.TargetNodeClass = target_class
+        self.refs.append(item)
+
+    def _item(self, ident: str, parent: ua.NodeId, name: str, cls: ua.NodeClass, ref: int,
+              type_id: ua.NodeId, attrs: Any) -> ua.AddNodesItem:
+        item = ua.AddNodesItem()
+        item.RequestedNewNodeId = self.nid(ident)
+        item.BrowseName = ua.QualifiedName(name, self.ns)
+        item.NodeClass = cls
+        item.ParentNodeId = parent
+        item.ReferenceTypeId = ua.NodeId(ref)
+        item.TypeDefinition = type_id
+        item.NodeAttributes = attrs
+        return item
+
+
+class AddressSpace:
+    """Our part of one asyncua server's address space."""
+
+    def __init__(self, server: Server, ns: int) -> None:
+        self.server = server
+        self.ns = ns
+        self._aspace = server.iserver.aspace
+        self._session = server.iserver.isession
+        self._variables: dict[str, tuple[ua.NodeId, ua.VariantType]] = {}
+        self._objects: set[str] = set()
+        self._pending: dict[str, tuple[Value, datetime | None]] = {}
+        self.types: dict[str, ua.NodeId] = {}
+        self.methods: dict[str, ua.NodeId] = {}
+
+    # -- structure -------------------------------------------------------------------------
+
+    async def build_base(self, handlers: dict[str, MethodHandler]) -> None:
+        """Object types, the shared control methods on DerType, and the Fleet folder."""
+        base = self.server.nodes.base_object_type
+        for name in OBJECT_TYPES:
+            node = await base.add_object_type(ua.NodeId(NodeIds.object_type(name), self.ns),
+                                              ua.QualifiedName(name, self.ns))
+            self.types[name] = node.nodeid
+        der_type = self.server.get_node(self.types["DerType"])
+        for spec in METHODS:
+            node = await der_type.add_method(
+                ua.NodeId(NodeIds.method(spec.name), self.ns), ua.QualifiedName(spec.name, self.ns),
+                handlers[spec.name], _arguments(spec.inputs), _arguments(spec.outputs))
+            await node.write_attribute(ua.AttributeIds.Description,
+                                       ua.DataValue(ua.LocalizedText(spec.description)))
+            self.methods[spec.name] = node.nodeid
+        batch = self.batch()
+        batch.obj(NodeIds.FLEET, self.server.nodes.objects.nodeid, "DerFleet",
+                  self.types["FleetType"])
+        await self.apply(batch)
+
+    def batch(self) -> NodeBatch:
+        return NodeBatch(self.ns)
+
+    def has_object(self, ident: str) -> bool:
+        return ident in self._objects
+
+    async def apply(self, batch: NodeBatch) -> None:
+        results = await self._session.add_nodes(batch.items)
+        for item, result in zip(batch.items, results, strict=True):
+            if result.StatusCode.is_good():
+                if item.NodeClass == ua.NodeClass.Object:
+                    self._objects.add(item.RequestedNewNodeId.Identifier)
+            else:
+                log.warning("opcua: could not add node %s: %s", item.RequestedNewNodeId,
+                            result.StatusCode.name)
+        if batch.refs:
+            await self._session.add_references(batch.refs)
+        for ident, dtype in batch.variables.items():
+            self._variables[ident] = (batch.nid(ident), _VARIANT[dtype])
+        for ident, value in batch.initial.items():
+            self.stage(ident, value)
+
+    def add_ldc(self, batch: NodeBatch, ldc_id: str, props: dict[str, Value]) -> None:
+        ident = NodeIds.ldc(ldc_id)
+        batch.obj(ident, batch.nid(NodeIds.FLEET), ldc_id, self.types["LdcType"])
+        for spec in LDC_PROPERTIES:
+            batch.var(ident, spec, prop=True, value=props.get(spec.name))
+        batch.obj(NodeIds.td_folder(ldc_id), batch.nid(ident), "TdNodes",
+                  ua.NodeId(ua.ObjectIds.FolderType))
+
+    def add_td_node(self, batch: NodeBatch, ldc_id: str, td_node: str) -> None:
+        ident = NodeIds.td_node(ldc_id, td_node)
+        batch.obj(ident, batch.nid(NodeIds.td_folder(ldc_id)), td_node, self.types["TdNodeType"])
+        self._aggregates(batch, ident)
+
+    def add_cp(self, batch: NodeBatch, cp_id: str, props: dict[str, str]) -> None:
+        ident = NodeIds.cp(cp_id)
+        ldc_id, td_node = props["Ldc"], props["TdNode"]
+        batch.obj(ident, batch.nid(NodeIds.ldc(ldc_id)), cp_id,
+                  self.types["ConnectionPointType"])
+        for spec in CP_PROPERTIES:
+            batch.var(ident, spec, prop=True, value=props.get(spec.name))
+        self._aggregates(batch, ident)
+        batch.reference(batch.nid(NodeIds.td_node(ldc_id, td_node)), batch.nid(ident),
+                        ua.ObjectIds.Organizes, ua.NodeClass.Object)
+
+    def add_der(self, batch: NodeBatch, resource_id: str, cp_id: str,
+                props: dict[str, Value]) -> None:
+        ident = NodeIds.der(resource_id)
+        der = batch.obj(ident, batch.nid(NodeIds.cp(cp_id)), resource_id, self.types["DerType"])
+        for spec in DER_PROPERTIES:
+            batch.var(ident, spec, prop=True, value=props.get(spec.name))
+        for group, specs in DER_GROUPS.items():
+            group_ident = NodeIds.member(ident, group)
+            batch.obj(group_ident, der, group, ua.NodeId(ua.ObjectIds.BaseObjectType),
+                      ref=ua.ObjectIds.HasComponent)
+            for spec in specs:
+                batch.var(group_ident, spec)
+        for method in self.methods.values():
+            batch.reference(der, method, ua.ObjectIds.HasComponent, ua.NodeClass.Method)
+
+    def _aggregates(self, batch: NodeBatch, parent_ident: str) -> None:
+        group = NodeIds.member(parent_ident, "Aggregates")
+        batch.obj(group, batch.nid(parent_ident), "Aggregates",
+                  ua.NodeId(ua.ObjectIds.BaseObjectType), ref=ua.ObjectIds.HasComponent)
+        for spec in AGGREGATES:
+            batch.var(group, spec, value=0 if spec.dtype is Dt.UINT32 else 0.0)
+
+    async def remove(self, ident: str) -> None:
+        """Remove an object and everything below it (a DER that moved or left)."""
+        prefix = (f"{ident}.",)
+        await self.server.delete_nodes([self.server.get_node(ua.NodeId(ident, self.ns))],
+                                       recursive=True)
+        self._objects = {o for o in self._objects if o != ident and not o.startswith(prefix)}
+        for key in [k for k in self._variables if k.startswith(prefix)]:
+            del self._variables[key]
+            self._pending.pop(key, None)
+
+    # -- values ----------------------------------------------------------------------------
+
+    def stage(self, ident: str, value: Value, source_time: datetime | None = None) -> None:
+        """Remember a value to publish at the next flush (latest wins)."""
+        if ident in self._variables:
+            self._pending[ident] = (value, source_time)
+
+    def stage_group(self, parent_ident: str, values: dict[str, Value],
+                    source_time: datetime | None = None) -> None:
+        for name, value in values.items():
+            self.stage(NodeIds.member(parent_ident, name), value, source_time)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> int:
+        """Write every staged value; data-change notifications follow from asyncua."""
+        staged, self._pending = self._pending, {}
+        now = datetime.now(UTC)
+        for count, (ident, (value, source_time)) in enumerate(staged.items(), 1):
+            node_id, variant = self._variables.get(ident, (None, None))
+            if node_id is None:
+                continue
+            await self._aspace.write_attribute_value(
+                node_id, ua.AttributeIds.Value, _data_value(value, variant, source_time, now))
+            if count % _WRITE_CHUNK == 0:
+                await asyncio.sleep(0)
+        return len(staged)
+
+    def read(self, ident: str) -> ua.DataValue:
+        node_id, _ = self._variables[ident]
+        return self.server.read_attribute_value(node_id)
+
+
+def _data_value(value: Value, variant: ua.VariantType, source_time: datetime | None,
+                now: datetime) -> ua.DataValue:
+    if value is None:
+        return ua.DataValue(ua.Variant(None), StatusCode=ua.StatusCode(ua.StatusCodes.BadNoData),
+                            SourceTimestamp=source_time or now, ServerTimestamp=now)
+    return ua.DataValue(ua.Variant(value, variant), SourceTimestamp=source_time or now,
+                        ServerTimestamp=now)
+
+
+def _arguments(specs: Sequence[Any]) -> list[ua.Argument]:
+    out = []
+    for spec in specs:
+        arg = ua.Argument()
+        arg.Name = spec.name
+        arg.DataType = _DATA_TYPE[spec.dtype]
+        arg.ValueRank = -1
+        arg.Description = ua.LocalizedText(spec.description)
+        out.append(arg)
+    return out
+
+
+

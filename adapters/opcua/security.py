@@ -1,0 +1,201 @@
+"""Who may connect and what they may do: policies, the trust list, operators and their rights.
+
+asyncua accepts any client certificate unless told otherwise, and its certificate validator
+runs only when the client repeats its certificate in CreateSession. So the trust list is
+checked twice: by the validator at CreateSession (with the application URI), and again on the
+secure channel's own peer certificate when the session is activated.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from asyncua import ua
+from asyncua.common.utils import ServiceError
+from asyncua.crypto.permission_rules import PermissionRuleset, User, UserRole
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from asyncua.server.internal_server import InternalServer
+from asyncua.server.internal_session import InternalSession
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509 import verification
+
+from adapters.opcua.users import OperatorAccount, OperatorRole, UserDirectory
+
+log = logging.getLogger(__name__)
+
+SECURE_POLICIES: dict[str, ua.SecurityPolicyType] = {
+    "Basic256Sha256_Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
+    "Basic256Sha256_SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    "Aes128Sha256RsaOaep_Sign": ua.SecurityPolicyType.Aes128Sha256RsaOaep_Sign,
+    "Aes128Sha256RsaOaep_SignAndEncrypt": ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
+    "Aes256Sha256RsaPss_Sign": ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+    "Aes256Sha256RsaPss_SignAndEncrypt": ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+}
+
+
+def security_policies(names: Iterable[str] | None, *, allow_none: bool) -> list[Any]:
+    """The endpoint policies to offer. `allow_none` must already include the dev-mode check."""
+    chosen = list(SECURE_POLICIES) if names is None else list(names)
+    unknown = [n for n in chosen if n not in SECURE_POLICIES]
+    if unknown or not chosen:
+        raise ValueError(f"opcua: unknown or empty security_policies {unknown or chosen}; "
+                         f"choose from {sorted(SECURE_POLICIES)}")
+    policies = [SECURE_POLICIES[n] for n in chosen]
+    if allow_none:
+        policies.append(ua.SecurityPolicyType.NoSecurity)
+    return policies
+
+
+class TrustList:
+    """CA certificates and pinned client certificates that may open a session."""
+
+    def __init__(self, certificates: list[x509.Certificate]) -> None:
+        if not certificates:
+            raise ValueError("opcua: the trust list is empty; no client could connect")
+        self._store = verification.Store(certificates)
+        self._pinned = {c.fingerprint(hashes.SHA256()) for c in certificates
+                        if not _is_ca(c)}
+        self._policy = verification.PolicyBuilder().store(self._store).extension_policies(
+            ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
+            ee_policy=verification.ExtensionPolicy.permit_all(),
+        )
+
+    @classmethod
+    def from_paths(cls, paths: Iterable[Path]) -> TrustList:
+        """Blocking file reads: call at start-up (in a thread), not per connection."""
+        certs: list[x509.Certificate] = []
+        for path in paths:
+            files = sorted(path.glob("*")) if path.is_dir() else [path]
+            for file in files:
+                if file.suffix.lower() in {".pem", ".crt"}:
+                    certs.extend(x509.load_pem_x509_certificates(file.read_bytes()))
+                elif file.suffix.lower() == ".der":
+                    certs.append(x509.load_der_x509_certificate(file.read_bytes()))
+        return cls(certs)
+
+    def trusts(self, cert: x509.Certificate) -> bool:
+        if cert.fingerprint(hashes.SHA256()) in self._pinned:
+            return True
+        try:
+            self._policy.build_client_verifier().verify(cert, [])
+        except verification.VerificationError:
+            return False
+        return True
+
+    def trusts_der(self, der: bytes | None) -> bool:
+        if not der:
+            return False
+        try:
+            return self.trusts(x509.load_der_x509_certificate(der))
+        except ValueError:
+            return False
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+class ClientCertificateValidator:
+    """asyncua's checks (validity, application URI = SAN URI, key usage) plus our trust list."""
+
+    def __init__(self, trust: TrustList) -> None:
+        self._trust = trust
+        self._checks = CertificateValidator(
+            CertificateValidatorOptions.EXT_VALIDATION | CertificateValidatorOptions.PEER_CLIENT)
+
+    async def __call__(self, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
+        await self._checks.validate(cert, app)
+        if not self._trust.trusts(cert):
+            log.warning("opcua: refused untrusted client certificate %s",
+                        cert.subject.rfc4514_string())
+            raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
+
+
+@dataclass
+class Operator(User):
+    """An authenticated OPC UA user, with the platform identity it acts for."""
+
+    account: OperatorAccount | None = None
+
+
+class OperatorUserManager:
+    """Username/password only; the secure channel's certificate must be trusted too."""
+
+    def __init__(self, directory: UserDirectory, trust: TrustList, *, allow_no_cert: bool) -> None:
+        self._directory = directory
+        self._trust = trust
+        self._allow_no_cert = allow_no_cert  # only with the dev-mode None policy
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> User | None:
+        del iserver
+        if certificate is None and not self._allow_no_cert:
+            return None
+        if certificate is not None and not self._trust.trusts_der(bytes(certificate)):
+            log.warning("opcua: refused a session on an untrusted secure channel")
+            return None
+        account = self._directory.authenticate(username, password)
+        if account is None:
+            log.info("opcua: refused login for user %r", username)
+            return None
+        return Operator(role=UserRole.User, name=account.name, account=account)
+
+
+def _ids(*names: str) -> frozenset[ua.NodeId]:
+    return frozenset(ua.NodeId(getattr(ua.ObjectIds, f"{n}Request_Encoding_DefaultBinary"))
+                     for n in names)
+
+
+_VIEW = _ids("CreateSession", "CloseSession", "ActivateSession", "Read", "Browse", "BrowseNext",
+             "GetEndpoints", "FindServers", "TranslateBrowsePathsToNodeIds", "CreateSubscription",
+             "ModifySubscription", "DeleteSubscriptions", "TransferSubscriptions",
+             "CreateMonitoredItems", "ModifyMonitoredItems", "DeleteMonitoredItems", "Publish",
+             "Republish", "CloseSecureChannel", "SetMonitoringMode", "SetPublishingMode",
+             "RegisterNodes", "UnregisterNodes")
+RIGHTS: dict[OperatorRole, frozenset[ua.NodeId]] = {
+    OperatorRole.VIEWER: _VIEW,
+    OperatorRole.CONTROLLER: _VIEW | _ids("Call"),
+}
+
+
+class OperatorRuleset(PermissionRuleset):
+    """Service-level rights per operator role; nobody writes attributes or edits the model."""
+
+    def check_validity(self, user: Any, action_type_id: ua.NodeId, body: Any) -> bool:
+        del body
+        account = getattr(user, "account", None)
+        if account is None:
+            return False
+        return action_type_id in RIGHTS[account.role]
+
+
+# The operator whose CallRequest is being served (method callbacks get no session).
+CURRENT_OPERATOR: contextvars.ContextVar[OperatorAccount | None] = contextvars.ContextVar(
+    "opcua_current_operator", default=None)
+
+
+class OperatorSession(InternalSession):
+    async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
+        token = CURRENT_OPERATOR.set(getattr(self.user, "account", None))
+        try:
+            return await super().call(params)
+        finally:
+            CURRENT_OPERATOR.reset(token)
+
+
+class OperatorInternalServer(InternalServer):
+    """Creates sessions that make the calling operator known to method callbacks."""
+
+    def create_session(self, name: str, user: User | None = None,
+                       external: bool = False) -> InternalSession:
+        return OperatorSession(self, self.aspace, self.subscription_service, name,
+                               user=user or User(role=UserRole.Anonymous), external=external)

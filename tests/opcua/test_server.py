@@ -1,0 +1,157 @@
+"""The OPC UA server end to end: the real gateway, real sockets, signed and encrypted."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from asyncua import ua
+from asyncua.common.subscription import DataChangeNotif
+
+from tests.opcua.support import CONTROLLER, CORE_WARNINGS, NAMESPACE_URI, VIEWER, make_client
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), *CORE_WARNINGS]
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+async def der_node(client, rid: str, ldc: str = "ldc-a", cp: str = "cp-a1"):
+    ns = await client.get_namespace_index(NAMESPACE_URI)
+    return await client.nodes.objects.get_child(
+        [f"{ns}:DerFleet", f"{ns}:{ldc}", f"{ns}:{cp}", f"{ns}:{rid}"]), ns
+
+
+async def wait_for(predicate, within: float = 10.0):
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.values: asyncio.Queue = asyncio.Queue()
+
+    def datachange_notification(self, node, val, data: DataChangeNotif) -> None:
+        self.values.put_nowait(val)
+
+
+async def test_browse_and_read_the_der_model(served):
+    gw, _ = served
+    async with await make_client(gw.adapter_listen("opcua"), gw.pki, user=VIEWER) as client:
+        der, ns = await der_node(client, "d1")
+        names = {(await c.read_browse_name()).Name for c in await der.get_children()}
+        assert {"Measurements", "Control", "Acknowledgement", "RatedExportW",
+                "SetOperatingLimit", "Dispatch", "Connect", "Disconnect"} <= names
+        rated = await der.get_child(f"{ns}:RatedExportW")
+        assert await rated.read_value() == 10_000.0
+        export = await der.get_child([f"{ns}:Control", f"{ns}:ExportLimitW"])
+
+        async def nameplate_cap():  # the DERs were registered a moment ago
+            value = await export.read_data_value(raise_on_bad_status=False)
+            return value.StatusCode.is_good() and value.Value.Value == 10_000.0
+        await wait_for(nameplate_cap)
+        td = await client.nodes.objects.get_child(
+            [f"{ns}:DerFleet", f"{ns}:ldc-b", f"{ns}:TdNodes", f"{ns}:N-B", f"{ns}:Aggregates",
+             f"{ns}:DerCount"])
+        assert await td.read_value() == 2
+        cp = await client.nodes.objects.get_child(
+            [f"{ns}:DerFleet", f"{ns}:ldc-b", f"{ns}:cp-b1", f"{ns}:TdNode"])
+        assert await cp.read_value() == "N-B"
+
+
+async def test_subscription_follows_a_platform_limit(served):
+    gw, clients = served
+    async with await make_client(gw.adapter_listen("opcua"), gw.pki, user=VIEWER) as client:
+        der, ns = await der_node(client, "d1")
+        export = await der.get_child([f"{ns}:Control", f"{ns}:ExportLimitW"])
+        handler = Collector()
+        sub = await client.create_subscription(50, handler)
+        await sub.deadband_monitor(export, 1.0, ua.DeadbandType.Absolute)
+        assert await asyncio.wait_for(handler.values.get(), 5) == 10_000.0
+        now = datetime.now(UTC)
+        status, body = await clients["ldc-a"].post("/v1/instructions", {
+            "kind": "limit", "target": {"kind": "resource", "id": "d1"},
+            "start": iso(now - timedelta(minutes=1)), "end": iso(now + timedelta(hours=1)),
+            "limits": {"export_max_w": 4000}, "reason": "feeder F-A1 thermal"})
+        assert status == 201, body
+        assert await asyncio.wait_for(handler.values.get(), 5) == 4000.0
+        reason = await der.get_child([f"{ns}:Control", f"{ns}:Reason"])
+        assert "feeder F-A1 thermal" in await reason.read_value()
+        sources = await (await der.get_child([f"{ns}:Control", f"{ns}:Sources"])).read_value()
+        assert any(s.startswith(body["id"]) and "|ldc-a|limit|" in s for s in sources)
+        status, _ = await clients["ldc-a"].post(f"/v1/instructions/{body['id']}/cancel")
+        assert status == 200
+        assert await asyncio.wait_for(handler.values.get(), 5) == 10_000.0
+        await sub.delete()
+
+
+async def test_controller_limit_appears_in_the_platform_api(served):
+    gw, clients = served
+    async with await make_client(gw.adapter_listen("opcua"), gw.pki, user=CONTROLLER) as client:
+        der, ns = await der_node(client, "d1")
+        instruction_id = await der.call_method(
+            f"{ns}:SetOperatingLimit", ua.Variant(2500.0, ua.VariantType.Double),
+            ua.Variant(-1.0, ua.VariantType.Double), ua.Variant(-1.0, ua.VariantType.Double),
+            ua.Variant(-1.0, ua.VariantType.Double), ua.Variant(600, ua.VariantType.UInt32),
+            "SCADA: voltage rise at F-A1")
+
+        async def platform_export():
+            status, control = await clients["ldc-a"].get("/v1/resources/d1/effective-control")
+            assert status == 200, control
+            return control
+        control = await wait_for(platform_export)
+        text = str(control)
+        assert instruction_id in text and "2500" in text
+        status, instruction = await clients["ldc-a"].get(f"/v1/instructions/{instruction_id}")
+        assert status == 200 and instruction["issuer_id"] == "ldc-a", instruction
+        export = await der.get_child([f"{ns}:Control", f"{ns}:ExportLimitW"])
+
+        async def shows_limit():
+            return await export.read_value() == 2500.0
+        await wait_for(shows_limit)
+        cleared = await der.call_method(f"{ns}:ClearOperatingLimit", "")
+        assert cleared == 1
+
+        async def back_to_nameplate():
+            return await export.read_value() == 10_000.0
+        await wait_for(back_to_nameplate)
+
+
+async def test_bad_arguments_get_a_status_and_store_nothing(served):
+    gw, clients = served
+    _, before = await clients["admin"].get("/v1/instructions?all=true&limit=1000")
+    async with await make_client(gw.adapter_listen("opcua"), gw.pki, user=CONTROLLER) as client:
+        der, ns = await der_node(client, "d1")
+        with pytest.raises(ua.uaerrors.BadInvalidArgument):
+            await der.call_method(f"{ns}:SetOperatingLimit", -1.0, -1.0, -1.0, -1.0,
+                                  ua.Variant(0, ua.VariantType.UInt32), "nothing capped")
+        with pytest.raises(ua.uaerrors.BadInvalidArgument):
+            await der.call_method(f"{ns}:Dispatch", "not a number",
+                                  ua.Variant(0, ua.VariantType.UInt32), "x")
+        with pytest.raises(ua.uaerrors.BadArgumentsMissing):
+            await der.call_method(f"{ns}:Dispatch", 100.0)
+        other, _ = await der_node(client, "d2", "ldc-b", "cp-b1")
+        with pytest.raises(ua.uaerrors.BadUserAccessDenied):  # outside ldc-a's area
+            await other.call_method(f"{ns}:Disconnect", ua.Variant(0, ua.VariantType.UInt32), "")
+        # still serving
+        assert await (await der.get_child(f"{ns}:RatedExportW")).read_value() == 10_000.0
+    _, after = await clients["admin"].get("/v1/instructions?all=true&limit=1000")
+    assert len(after) == len(before) if isinstance(after, list) else after == before
+
+
+async def test_viewer_may_not_call_methods(served):
+    gw, _ = served
+    async with await make_client(gw.adapter_listen("opcua"), gw.pki, user=VIEWER) as client:
+        der, ns = await der_node(client, "d1")
+        with pytest.raises(ua.uaerrors.BadUserAccessDenied):
+            await der.call_method(f"{ns}:Disconnect", ua.Variant(0, ua.VariantType.UInt32), "x")
+        export = await der.get_child([f"{ns}:Control", f"{ns}:ExportLimitW"])
+        with pytest.raises(ua.uaerrors.BadUserAccessDenied):
+            await export.write_value(1.0)
