@@ -58,12 +58,18 @@ def routes(service: Ieee2030Service) -> list[web.AbstractRouteDef]:
         _admin(request)
         doc = await _json(request)
         lfdi = request.match_info["lfdi"].upper()
-        records = service.registry.by_lfdi(lfdi)
-        if not records:
-            raise InvalidInput("no EndDevice with this lfdi")
-        program = {k: int(v) for k, v in doc.items() if k in ("primacy", "randomize_start")}
-        for record in records:
-            await service.state.save_program(record.id, program)
+        if len(lfdi) != 40:
+            raise InvalidInput("lfdi must be 40 hex characters")
+        try:
+            program = {**await service.state.program(lfdi),
+                       **{k: int(v) for k, v in doc.items() if k in ("primacy", "randomize_start")}}
+        except (TypeError, ValueError):
+            raise InvalidInput("primacy and randomize_start must be integers") from None
+        if not 0 <= program.get("primacy", 0) <= 255 or \
+                abs(program.get("randomize_start", 0)) > 3600:
+            raise InvalidInput("primacy is 0..255, randomize_start -3600..3600")
+        await service.state.save_program(lfdi, program)
+        for record in service.registry.by_lfdi(lfdi):
             if record.resource_id:
                 await service.on_control_changed(record.resource_id)
         return web.json_response(program)

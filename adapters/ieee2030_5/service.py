@@ -98,7 +98,7 @@ class Ieee2030Service:
     async def program(self, record: EndDeviceRecord) -> m.DERProgram:
         controls = await self.controls(record)
         curves = await self.curves(record)
-        doc = await self.state.program(record.id)
+        doc = await self.state.program(record.lfdi)
         return views.der_program(record, mapper.server_mrid(self.pen, "derp", record.id),
                                  int(doc.get("primacy", self.default_primacy)), len(controls),
                                  len(curves))
@@ -142,7 +142,7 @@ class Ieee2030Service:
         record = await self.registry.ensure_resource(resource)
         if record is None:
             return
-        changed = await self.publisher.refresh(resource_id, await self.state.program(record.id))
+        changed = await self.publisher.refresh(resource_id, await self.state.program(record.lfdi))
         if not changed:
             return
         subs = await self.subscribers(record)

@@ -189,8 +189,10 @@ class AdapterState:
     async def save_rates(self, rates: dict[str, dict[str, int]]) -> None:
         await self.records.put("settings", "rates", rates)
 
-    async def program(self, edev_id: int) -> dict[str, Any]:
-        return await self.records.get("program", _key(edev_id)) or {}
+    async def program(self, lfdi: str) -> dict[str, Any]:
+        """DERProgram settings for a DER's LFDI (primacy, randomize_start), set by the platform
+        even before the device first connects."""
+        return await self.records.get("program", lfdi.upper()) or {}
 
-    async def save_program(self, edev_id: int, doc: dict[str, Any]) -> None:
-        await self.records.put("program", _key(edev_id), doc)
+    async def save_program(self, lfdi: str, doc: dict[str, Any]) -> None:
+        await self.records.put("program", lfdi.upper(), doc)
