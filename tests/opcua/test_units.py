@@ -1,0 +1,142 @@
+"""The pure layers: mapper, aggregates, users, configuration, trust list."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from adapters.opcua.aggregates import Aggregates
+from adapters.opcua.config import load_config
+from adapters.opcua.mapper import (
+    control_values,
+    dispatch_draft,
+    limit_draft,
+    reading_update,
+    status_of_error,
+)
+from adapters.opcua.security import OperatorUserManager, TrustList, security_policies
+from adapters.opcua.users import UserDirectory, account_from_doc, hash_password, verify_password
+from gateway import errors
+from gateway.adapters import PkiPaths
+from gateway.domain import EffectiveInterval, InstructionKind, Nameplate, Source
+from gateway.pki.devpki import DevPki, issue_certificate, new_key
+
+NOW = datetime(2030, 1, 1, 12, tzinfo=UTC)
+
+
+def test_reading_payloads_map_to_measurement_variables():
+    update = reading_update({"resource_id": "d1", "quantity": "W", "value": 1200.5,
+                             "at": "2030-01-01T12:00:00Z", "protocol": "modbus"})
+    assert (update.resource_id, update.variable, update.value) == ("d1", "W", 1200.5)
+    connected = reading_update({"resource_id": "d1", "quantity": "connected", "value": 0,
+                                "at": "2030-01-01T12:00:00Z"})
+    assert connected.variable == "Connected" and connected.value is False
+    assert reading_update({"resource_id": "d1", "quantity": "Wh", "value": 1,
+                           "at": "2030-01-01T12:00:00Z"}) is None
+    with pytest.raises(ValueError):
+        reading_update({"resource_id": "d1", "quantity": "W", "value": 1, "at": "2030-01-01"})
+
+
+def test_control_values_carry_provenance_and_absent_values():
+    interval = EffectiveInterval(
+        start=NOW, end=NOW + timedelta(hours=1), export_max_w=3000.0, import_max_w=0.0,
+        setpoint_w=2000.0, requested_setpoint_w=5000.0, issuer_of_record="iso",
+        sources=(Source("i1", "ldc-a", InstructionKind.LIMIT, "export_max_w", 3000.0),
+                 Source("i2", "iso", InstructionKind.DISPATCH, "setpoint_w", 5000.0)),
+        limited_by=("i1",))
+    values = control_values(interval, {"i1": "thermal", "i2": "energy market"},
+                            Nameplate(10_000))
+    assert values["ExportLimitW"] == 3000.0 and values["SetpointW"] == 2000.0
+    assert values["GenerationLimitW"] is None  # published as Bad_NoData
+    assert values["Sources"] == ["i1|ldc-a|limit|export_max_w|3000.0",
+                                 "i2|iso|dispatch|setpoint_w|5000.0"]
+    assert values["LimitedBy"] == ["i1"] and values["Reason"] == "thermal; energy market"
+    idle = control_values(None, {}, Nameplate(10_000, import_max_w=5000))
+    assert (idle["ExportLimitW"], idle["ImportLimitW"], idle["SetpointW"]) == (10_000, 5000, None)
+
+
+def test_method_arguments_become_drafts_or_invalid_input():
+    draft = limit_draft("d1", NOW, [2500.0, -1.0, float("nan"), -1.0, 600, ""])
+    assert draft.limits.items() == [("export_max_w", 2500.0)]
+    assert draft.end == NOW + timedelta(seconds=600) and draft.reason == "OPC UA operating limit"
+    assert limit_draft("d1", NOW, [1.0, -1, -1, -1, 0, "x"]).end is None
+    with pytest.raises(errors.InvalidInput):
+        limit_draft("d1", NOW, [-1.0, -1.0, -1.0, -1.0, 0, ""])
+    with pytest.raises(errors.InvalidInput):
+        dispatch_draft("d1", NOW, [100.0, -5, ""])
+    with pytest.raises(ValueError):
+        dispatch_draft("d1", NOW, ["abc", 0, ""])
+    assert dispatch_draft("d1", NOW, [100.0, 60, "r"]).schedule[0].setpoint_w == 100.0
+
+
+def test_domain_errors_map_to_status_codes():
+    assert status_of_error(errors.Forbidden("x")) == "BadUserAccessDenied"
+    assert status_of_error(errors.NotFound("x")) == "BadNodeIdUnknown"
+    assert status_of_error(errors.Unprocessable("x")) == "BadOutOfRange"
+    assert status_of_error(errors.GatewayError("x")) == "BadInternalError"
+
+
+def test_aggregates_follow_members():
+    agg = Aggregates()
+    agg.place("a", ("cp1", "td1"), online=True)
+    agg.place("b", ("cp2", "td1"), online=False)
+    agg.set_power("a", w=100.0)
+    agg.set_power("b", w=50.0, var=-3.0)
+    agg.set_caps("a", 1000.0, 0.0)
+    totals = agg.take_dirty()
+    assert totals["td1"]["ActivePowerW"] == 150.0 and totals["td1"]["OnlineCount"] == 1
+    assert totals["cp1"]["DerCount"] == 1 and totals["cp1"]["ExportLimitW"] == 1000.0
+    assert agg.take_dirty() == {}
+    agg.remove("a")
+    assert agg.take_dirty()["td1"]["DerCount"] == 1
+
+
+def test_passwords_are_hashed_and_verified():
+    encoded = hash_password("correct horse")
+    assert encoded.startswith("scrypt$") and "correct" not in encoded
+    assert verify_password("correct horse", encoded)
+    assert not verify_password("wrong horse", encoded)
+    assert not verify_password("x", "garbage")
+    account = account_from_doc({"name": "op", "password": "correct horse", "role": "viewer",
+                                "ldc_id": "ldc-a"})
+    directory = UserDirectory()
+    directory.add(account)
+    assert directory.authenticate("op", "correct horse") is account
+    assert directory.authenticate("op", "correct horse") is account  # the cached path
+    assert directory.authenticate("op", "nope") is None
+    assert directory.authenticate(None, None) is None
+    with pytest.raises(errors.InvalidInput):
+        account_from_doc({"name": "op", "password": "short", "role": "viewer", "ldc_id": "x"})
+    with pytest.raises(errors.InvalidInput):
+        account_from_doc({"name": "op", "password": "long enough", "role": "root",
+                          "ldc_id": "x"})
+
+
+def test_none_policy_needs_dev_mode_and_the_flag(tmp_path):
+    pki = PkiPaths(tmp_path)
+    assert not load_config({"allow_none_policy": True}, pki, dev_mode=False).allow_none
+    assert not load_config({}, pki, dev_mode=True).allow_none
+    assert load_config({"allow_none_policy": True}, pki, dev_mode=True).allow_none
+    assert len(security_policies(None, allow_none=False)) == 6
+    with pytest.raises(ValueError):
+        security_policies(["None"], allow_none=False)
+    with pytest.raises(ValueError):
+        load_config({"listen": "http://127.0.0.1:1"}, pki, dev_mode=True)
+
+
+def test_session_on_an_untrusted_channel_is_refused(tmp_path):
+    """The channel's own certificate is checked even if CreateSession omitted it."""
+    DevPki(tmp_path).init()
+    trust = TrustList.from_paths([tmp_path / "opcua/ca.pem"])
+    directory = UserDirectory()
+    directory.add(account_from_doc({"name": "op", "password": "long enough", "role": "viewer",
+                                    "ldc_id": "ldc-a"}))
+    manager = OperatorUserManager(directory, trust, allow_no_cert=False)
+    good = (tmp_path / "opcua/clients/scada-operator.der").read_bytes()
+    rogue = issue_certificate("rogue", new_key("rsa"), None, uris=("urn:x",), client=True)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    assert manager.get_user(None, "op", "long enough", good) is not None
+    assert manager.get_user(None, "op", "long enough", rogue.public_bytes(Encoding.DER)) is None
+    assert manager.get_user(None, "op", "long enough", None) is None
