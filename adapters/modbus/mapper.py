@@ -1,0 +1,149 @@
+"""Canonical model <-> SunSpec points: pure functions, no I/O.
+
+Down: the effective control active now becomes a `ControlPlan` of 703/704 point values in
+engineering units (the codec applies each device's scale factors), plus an optional volt-var
+curve for 705. Up: 701/713 registers become canonical Readings; a read-back of 704 becomes
+an Acknowledgement.
+
+Rendering rules:
+- WMaxLimPct = min(export_max_w, generation_max_w) as % of the device's WMax; at or above
+  WMax the limit is disabled.
+- WSet (watts mode) = setpoint_w when a dispatch is active, else WSet is disabled.
+- 703 ES = connect and energize (ES 0: cease to energize).
+- Reversion: every timed control carries RvrtTms; the reversion values are the platform's
+  default (failsafe) control when there is one, else "limit off, no setpoint".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from adapters.modbus.codec import ModelLayout
+from gateway.domain import (
+    Acknowledgement,
+    AckStatus,
+    EffectiveControl,
+    Protocol,
+    Quantity,
+    Reading,
+)
+
+ENABLED, DISABLED = 1, 0
+WSET_WATTS = 1
+
+# 704 points the plan writes, grouped by control (each group is one contiguous write run).
+LIMIT_POINTS = ("WMaxLimPctEna", "WMaxLimPct", "WMaxLimPctRvrt", "WMaxLimPctEnaRvrt",
+                "WMaxLimPctRvrtTms")
+WSET_POINTS = ("WSetEna", "WSetMod", "WSet", "WSetRvrt", "WSetEnaRvrt", "WSetRvrtTms")
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPlan:
+    ctl_704: tuple[tuple[str, float], ...]
+    enter_service: int | None  # 703 ES, None: leave alone
+    volt_var: tuple[tuple[float, float], ...] | None = None  # (V %, var % of VarMax)
+    instruction_ids: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def fingerprint(self) -> str:
+        body = json.dumps([self.ctl_704, self.enter_service, self.volt_var, self.instruction_ids])
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def _cap_w(values: Mapping[str, Any] | Any, keys: tuple[str, ...] = (
+        "export_max_w", "generation_max_w")) -> float | None:
+    get = values.get if isinstance(values, Mapping) else lambda k: getattr(values, k, None)
+    caps = [float(v) for k in keys if (v := get(k)) is not None]
+    return min(caps) if caps else None
+
+
+def _pct(cap_w: float | None, w_max: float) -> tuple[int, float]:
+    """(enabled, percent) for a cap in watts."""
+    if cap_w is None or cap_w >= w_max:
+        return DISABLED, 100.0
+    return ENABLED, max(0.0, min(100.0, 100.0 * cap_w / w_max))
+
+
+def plan_for(control: EffectiveControl | None, now: datetime, w_max: float,
+             reversion_s: int) -> ControlPlan:
+    interval = control.at(now) if control else None
+    default = (control.default_control if control else None) or {}
+    ena, pct = _pct(_cap_w(interval) if interval else None, w_max)
+    ena_rvrt, pct_rvrt = _pct(_cap_w(default), w_max)
+    setpoint = interval.setpoint_w if interval else None
+    wset = 0.0 if setpoint is None else max(-w_max, min(w_max, setpoint))
+    points: list[tuple[str, float]] = [
+        ("WMaxLimPctEna", ena), ("WMaxLimPct", pct), ("WMaxLimPctRvrt", pct_rvrt),
+        ("WMaxLimPctEnaRvrt", ena_rvrt), ("WMaxLimPctRvrtTms", reversion_s),
+        ("WSetEna", ENABLED if setpoint is not None else DISABLED), ("WSetMod", WSET_WATTS),
+        ("WSet", round(wset)), ("WSetRvrt", 0), ("WSetEnaRvrt", DISABLED),
+        ("WSetRvrtTms", reversion_s),
+    ]
+    es = ENABLED if interval is None or (interval.connect and interval.energize) else DISABLED
+    settings = (control.function_settings if control else None) or {}
+    curve = settings.get("volt_var")
+    ids = list(interval.instruction_ids) if interval else []
+    if curve and control is not None and control.function_source is not None:
+        ids.append(control.function_source.instruction_id)
+    return ControlPlan(
+        ctl_704=tuple(points), enter_service=es,
+        volt_var=tuple((float(v), float(q)) for v, q in curve) if curve else None,
+        instruction_ids=tuple(dict.fromkeys(ids)),
+    )
+
+
+def verify_704(layout: ModelLayout, regs: Sequence[int], plan: ControlPlan) -> list[str]:
+    """Points whose read-back differs from the plan (after the device's own rounding)."""
+    wrong = []
+    for path, wanted in plan.ctl_704:
+        got = layout.value(regs, path)
+        spec = layout.point(path)
+        step = 10.0 ** layout.scale(regs, spec) if spec.is_scaled else 1.0
+        if got is None or abs(got - wanted) > step / 2 + 1e-9:
+            wrong.append(f"{path}={got} (wanted {wanted})")
+    return wrong
+
+
+def acknowledgements(resource_id: str, plan: ControlPlan, status: AckStatus, protocol_status: str,
+                     at: datetime, detail: str = "") -> list[Acknowledgement]:
+    ref = f"sunspec:{plan.fingerprint}"
+    return [Acknowledgement(resource_id=resource_id, status=status, protocol=Protocol.MODBUS,
+                            protocol_status=protocol_status, at=at, instruction_id=iid,
+                            control_ref=ref, detail=detail)
+            for iid in plan.instruction_ids]
+
+
+# -- up: telemetry -------------------------------------------------------------------------
+
+_701: tuple[tuple[Quantity, tuple[str, ...]], ...] = (
+    (Quantity.ACTIVE_POWER, ("W",)),
+    (Quantity.REACTIVE_POWER, ("Var",)),
+    (Quantity.VOLTAGE, ("LNV", "LLV", "VL1")),
+    (Quantity.FREQUENCY, ("Hz",)),
+    (Quantity.CONNECTED, ("ConnSt",)),
+)
+
+
+def readings_701(resource_id: str, layout: ModelLayout, regs: Sequence[int], at: datetime
+                 ) -> list[Reading]:
+    out = []
+    for quantity, candidates in _701:
+        for path in candidates:
+            value = layout.value(regs, path)
+            if value is not None:
+                out.append(Reading(resource_id, quantity, value, at, Protocol.MODBUS))
+                break
+    return out
+
+
+def readings_713(resource_id: str, layout: ModelLayout, regs: Sequence[int], at: datetime
+                 ) -> list[Reading]:
+    soc = layout.value(regs, "SoC")
+    if soc is None:
+        return []
+    return [Reading(resource_id, Quantity.STATE_OF_CHARGE, soc, at, Protocol.MODBUS)]

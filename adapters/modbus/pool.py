@@ -1,0 +1,257 @@
+"""The client pool: one connection and one loop per device, bounded concurrency, back-off.
+
+Each device runs its own loop (discover once, render its control when it changes or its
+reversion timers need a refresh, read telemetry when due). A failure closes that device's
+connection and backs it off exponentially; after `offline_after` failures in a row it is
+marked offline. Nothing a device does can raise out of its loop, and a slow device only
+holds one of the `max_concurrency` slots, for at most its time-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from adapters.modbus.client import (
+    DeviceError,
+    DeviceMap,
+    DeviceRefused,
+    Endpoint,
+    ModbusLink,
+    discover,
+    read_model,
+)
+from adapters.modbus.mapper import ControlPlan, acknowledgements, plan_for
+from adapters.modbus.render import apply_plan, telemetry
+from gateway.domain import Acknowledgement, EffectiveControl, Reading
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Where the pool's results go (the gateway in service, a counter in the bench)."""
+
+    async def readings(self, readings: Sequence[Reading]) -> None: ...
+
+    async def acknowledge(self, acks: Sequence[Acknowledgement]) -> None: ...
+
+    async def online(self, resource_id: str, online: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    poll_interval_s: float = 5.0  # how often a device loop wakes up without being woken
+    telemetry_interval_s: float = 10.0
+    reversion_s: int = 60  # RvrtTms written with every control
+    refresh_fraction: float = 1 / 3  # rewrite controls after this share of reversion_s
+    timeout_s: float = 2.0
+    max_concurrency: int = 100
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    offline_after: int = 3
+
+    @classmethod
+    def from_mapping(cls, config: dict[str, Any]) -> PoolConfig:
+        known = {k: config[k] for k in cls.__dataclass_fields__ if k in config}
+        return cls(**known)
+
+
+@dataclass
+class Device:
+    resource_id: str
+    endpoint: Endpoint
+    w_max: float  # nameplate; replaced by the device's own 702 WMax once read
+    link: ModbusLink
+    control: EffectiveControl | None = None
+    dmap: DeviceMap | None = None
+    plan_fp: str | None = None
+    written_at: float = -1e18
+    telemetry_at: float = -1e18
+    failures: int = 0
+    online: bool | None = None
+    last_error: str = ""
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class PassResult:
+    ok: bool
+    delay_s: float
+
+
+class DevicePool:
+    def __init__(self, sink: Sink, config: PoolConfig | None = None,
+                 ssl_context: ssl.SSLContext | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.sink = sink
+        self.config = config or PoolConfig()
+        self.ssl_context = ssl_context
+        self.clock = clock
+        self.devices: dict[str, Device] = {}
+        self._slots = asyncio.Semaphore(self.config.max_concurrency)
+        self._group: asyncio.TaskGroup | None = None
+
+    # -- membership ------------------------------------------------------------------------
+
+    def upsert(self, resource_id: str, address: dict[str, Any], w_max: float,
+               control: EffectiveControl | None = None) -> Device:
+        endpoint = Endpoint.from_address(address)
+        old = self.devices.get(resource_id)
+        if old is not None and old.endpoint == endpoint:
+            old.control = control if control is not None else old.control
+            old.wake.set()
+            return old
+        self.remove(resource_id)
+        link = ModbusLink(endpoint, self.config.timeout_s,
+                          self.ssl_context if endpoint.tls else None)
+        dev = Device(resource_id, endpoint, w_max, link, control)
+        self.devices[resource_id] = dev
+        if self._group is not None:
+            dev.task = self._group.create_task(self._loop(dev), name=f"modbus:{resource_id}")
+        return dev
+
+    def remove(self, resource_id: str) -> None:
+        dev = self.devices.pop(resource_id, None)
+        if dev is not None:
+            if dev.task is not None:
+                dev.task.cancel()
+            dev.link.close()
+
+    def set_control(self, resource_id: str, control: EffectiveControl | None) -> None:
+        dev = self.devices.get(resource_id)
+        if dev is not None:
+            dev.control = control
+            dev.wake.set()
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run every device loop until cancelled."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for dev in self.devices.values():
+                    dev.task = group.create_task(self._loop(dev), name=f"modbus:{dev.resource_id}")
+                await asyncio.Event().wait()
+        finally:
+            self._group = None
+            for dev in self.devices.values():
+                dev.link.close()
+
+    async def _loop(self, dev: Device) -> None:
+        while True:
+            async with self._slots:
+                result = await self.service(dev)
+            dev.wake.clear()
+            try:
+                async with asyncio.timeout(result.delay_s):
+                    await dev.wake.wait()
+            except TimeoutError:
+                pass
+
+    async def poll_cycle(self) -> list[PassResult]:
+        """One pass over every device at once (bounded): for tests and the bench."""
+
+        async def one(dev: Device) -> PassResult:
+            async with self._slots:
+                return await self.service(dev, force_telemetry=True)
+
+        return list(await asyncio.gather(*(one(d) for d in self.devices.values())))
+
+    # -- one pass over one device ------------------------------------------------------------
+
+    async def service(self, dev: Device, force_telemetry: bool = False) -> PassResult:
+        """Discover if needed, render the control if due, read telemetry if due."""
+        try:
+            if dev.dmap is None:
+                dev.dmap = await discover(dev.link)
+                dev.w_max = await _device_w_max(dev) or dev.w_max
+            await self._render(dev)
+            now = self.clock()
+            if force_telemetry or now - dev.telemetry_at >= self.config.telemetry_interval_s:
+                readings = await telemetry(dev.link, dev.dmap, dev.resource_id, _utcnow())
+                dev.telemetry_at = now
+                await self.sink.readings(readings)
+        except DeviceError as exc:
+            return await self._failed(dev, str(exc))
+        except Exception as exc:  # a bug or a core error must not end the device's loop
+            log.exception("modbus %s (%s): unexpected error", dev.resource_id, dev.endpoint)
+            return await self._failed(dev, f"unexpected: {exc!r}")
+        return await self._succeeded(dev)
+
+    async def _render(self, dev: Device) -> None:
+        assert dev.dmap is not None
+        if not dev.dmap.has(704):
+            return
+        plan: ControlPlan = plan_for(dev.control, _utcnow(), dev.w_max, self.config.reversion_s)
+        now = self.clock()
+        changed = plan.fingerprint != dev.plan_fp
+        refresh_due = now - dev.written_at >= self.config.reversion_s * self.config.refresh_fraction
+        if not (changed or refresh_due):
+            return
+        outcome = await apply_plan(dev.link, dev.dmap, plan, full=changed)
+        dev.written_at = now
+        dev.plan_fp = plan.fingerprint
+        if changed:
+            await self.sink.acknowledge(acknowledgements(
+                dev.resource_id, plan, outcome.status, outcome.protocol_status, _utcnow(),
+                outcome.detail))
+            if outcome.detail:
+                log.warning("modbus %s: %s: %s", dev.resource_id, outcome.protocol_status,
+                            outcome.detail)
+
+    async def _failed(self, dev: Device, reason: str) -> PassResult:
+        dev.failures += 1
+        dev.last_error = reason
+        dev.link.close()
+        if dev.failures == 1 or dev.failures == self.config.offline_after:
+            log.warning("modbus %s: %s (failure %d)", dev.resource_id, reason, dev.failures)
+        if dev.failures >= self.config.offline_after and dev.online is not False:
+            dev.online = False
+            dev.dmap = None  # rediscover when it comes back: it may have been replaced
+            dev.plan_fp = None  # and re-render everything
+            await self._mark(dev, False)
+        backoff = min(self.config.backoff_max_s,
+                      self.config.backoff_initial_s * 2 ** (dev.failures - 1))
+        return PassResult(False, backoff * random.uniform(0.8, 1.2))
+
+    async def _succeeded(self, dev: Device) -> PassResult:
+        if dev.failures:
+            log.info("modbus %s: reachable again after %d failures", dev.resource_id,
+                     dev.failures)
+        dev.failures, dev.last_error = 0, ""
+        if dev.online is not True:
+            dev.online = True
+            await self._mark(dev, True)
+        return PassResult(True, self.config.poll_interval_s)
+
+    async def _mark(self, dev: Device, online: bool) -> None:
+        try:
+            await self.sink.online(dev.resource_id, online)
+        except Exception:
+            log.exception("modbus %s: could not record online=%s", dev.resource_id, online)
+
+
+async def _device_w_max(dev: Device) -> float | None:
+    """The device's own active-power setting (702 WMax, else WMaxRtg), if it has one."""
+    assert dev.dmap is not None
+    if not dev.dmap.has(702):
+        return None
+    ref = dev.dmap.models[702]
+    try:
+        regs = await read_model(dev.link, ref)
+    except DeviceRefused:
+        return None
+    return ref.layout.value(regs, "WMax") or ref.layout.value(regs, "WMaxRtg")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

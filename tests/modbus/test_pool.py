@@ -1,0 +1,101 @@
+"""The client pool against simulated inverters over real sockets (no gateway core)."""
+
+import asyncio
+
+import pytest
+
+from adapters.modbus.pool import DevicePool, PoolConfig
+from gateway.domain import AckStatus, Quantity
+from simulators.sunspec.fleet import FleetConfig, running_fleet
+from tests.modbus.support import RecordingSink, export_limit
+
+
+@pytest.fixture
+async def fleet():
+    async with running_fleet(FleetConfig(count=4, first_port=0, units_per_port=2,
+                                         tick_s=0.1, ramp_pct_s=40.0)) as running:
+        yield running
+
+
+def make_pool(fleet, sink, **config):
+    pool = DevicePool(sink, PoolConfig(**{"timeout_s": 0.5, "backoff_initial_s": 0.1,
+                                          "backoff_max_s": 0.5, **config}))
+    for i in range(len(fleet.inverters)):
+        host, port, unit = fleet.address(i)
+        pool.upsert(f"d{i}", {"host": host, "port": port, "unit_id": unit}, 10_000.0)
+    return pool
+
+
+async def test_poll_cycle_reads_telemetry_of_every_device(fleet):
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink)
+    results = await pool.poll_cycle()
+    assert all(r.ok for r in results)
+    assert sorted(sink.marks) == [(f"d{i}", True) for i in range(4)]
+    for i, inv in enumerate(fleet.inverters):
+        m = inv.model.measurement()
+        assert sink.latest(f"d{i}", Quantity.ACTIVE_POWER) == pytest.approx(m.w, abs=2_000)
+        assert sink.latest(f"d{i}", Quantity.FREQUENCY) == pytest.approx(60.0)
+        assert sink.latest(f"d{i}", Quantity.VOLTAGE) == pytest.approx(240.0)
+        assert sink.latest(f"d{i}", Quantity.CONNECTED) == 1.0
+    assert not sink.acks  # nothing to acknowledge without a control
+
+
+async def test_export_limit_is_written_verified_acknowledged_and_followed(fleet):
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink, reversion_s=30)
+    await asyncio.sleep(2.5)  # let the fleet ramp to its available 8 kW
+    pool.set_control("d1", export_limit("d1", 3_000.0, "ins-7", default_w=5_000.0))
+    await pool.poll_cycle()
+    [ack] = sink.acks
+    assert (ack.resource_id, ack.status, ack.instruction_id) == ("d1", AckStatus.COMPLETED, "ins-7")
+    assert ack.protocol_status == "704 read-back verified"
+    inv = fleet.inverters[1]
+    assert inv.image.value(704, "WMaxLimPct") == pytest.approx(30.0)
+    assert inv.image.get(704, "WMaxLimPctEna") == 1
+    assert inv.image.value(704, "WMaxLimPctRvrt") == pytest.approx(50.0)
+    assert inv.image.get(704, "WMaxLimPctRvrtTms") == 30
+    # 8 kW -> 3 kW at 40 %/s of 10 kW: 4 kW/s, so 1.25 s; after 0.5 s it is still ramping
+    await asyncio.sleep(0.5)
+    assert 3_000.0 < inv.model.measurement().w < 8_000.0
+    await asyncio.sleep(1.5)
+    assert inv.model.measurement().w == pytest.approx(3_000.0)
+    assert fleet.inverters[0].model.measurement().w == pytest.approx(8_000.0)  # untouched
+    await pool.poll_cycle()
+    assert sink.latest("d1", Quantity.ACTIVE_POWER) == pytest.approx(3_000.0)
+    assert len(sink.acks) == 1  # unchanged plan: refreshed later, not acknowledged again
+
+
+async def test_reversion_timer_is_refreshed_while_the_pool_runs(fleet):
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink, reversion_s=2, poll_interval_s=0.2, refresh_fraction=0.3)
+    pool.set_control("d2", export_limit("d2", 2_000.0))
+    runner = asyncio.create_task(pool.run())
+    try:
+        await asyncio.sleep(4.0)  # twice the reversion time
+        inv = fleet.inverters[2]
+        assert inv.model.w_max_lim.enabled and inv.model.w_max_lim.reverted == 0
+    finally:
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+    await asyncio.sleep(2.5)  # the gateway is gone: the inverter falls back
+    assert not inv.model.w_max_lim.enabled and inv.model.w_max_lim.reverted == 1
+    assert inv.image.get(704, "WMaxLimPctEna") == 0
+
+
+async def test_device_refusing_the_plan_gets_a_rejected_ack(fleet):
+    from dataclasses import replace
+
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink)
+    control = export_limit("d3", 9_000.0, "ins-neg")
+    # A PV inverter cannot absorb: the simulator refuses a negative WSet (exception 0x03).
+    control = replace(control, intervals=(replace(control.intervals[0], setpoint_w=-2_000.0),))
+    pool.set_control("d3", control)
+    results = await pool.poll_cycle()
+    assert all(r.ok for r in results)  # a refusal is an answer, not a failure
+    [ack] = sink.acks
+    assert (ack.status, ack.protocol_status) == (AckStatus.REJECTED, "exception 0x03")
+    assert "ILLEGAL_VALUE" in ack.detail
+    assert not fleet.inverters[3].model.w_set.enabled
