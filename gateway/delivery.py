@@ -108,7 +108,7 @@ class DeliveryQueue:
     async def stats(self) -> dict[str, int]:
         async with self._db.read() as session:
             rows = (await session.execute(select(DeliveryRow.delivered_at, DeliveryRow.failed_at)
-                                          )).tuples().all()
+                                          )).all()
         delivered = sum(1 for d, _ in rows if d is not None)
         failed = sum(1 for d, f in rows if d is None and f is not None)
         return {"delivered": delivered, "failed": failed,

@@ -220,7 +220,7 @@ class Source:
     value: float | bool | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built 100,000s of times per recompute; treat as immutable
 class EffectiveInterval:
     start: datetime
     end: datetime | None

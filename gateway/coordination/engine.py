@@ -52,6 +52,7 @@ class Contribution:
     key: tuple[str, str, str, str]  # (issuer, target kind, target id, quantity): rule 3
     connect: bool | None = None
     energize: bool | None = None
+    source: Source | None = None
 
     @property
     def order(self) -> tuple[datetime, int]:
@@ -96,6 +97,7 @@ class Ledger:
     caps: list[Contribution] = field(default_factory=list)
     connections: list[Contribution] = field(default_factory=list)
     dispatches: list[Contribution] = field(default_factory=list)
+    _states: dict[datetime, CapState] = field(default_factory=dict)
 
     def cap_breakpoints(self) -> set[datetime]:
         points: set[datetime] = set()
@@ -105,6 +107,13 @@ class Ledger:
         return points
 
     def caps_at(self, at: datetime) -> CapState:
+        """The range at `at` (memoised: disaggregation and evaluation ask the same times)."""
+        state = self._states.get(at)
+        if state is None:
+            state = self._states[at] = self._caps_at(at)
+        return state
+
+    def _caps_at(self, at: datetime) -> CapState:
         winners = _newest_per_key(c for c in self.caps if c.covers(at))
         state = CapState(self.export_w, self.import_w, None, None, True, True, winners)
         for c in winners:
@@ -132,8 +141,11 @@ class Ledger:
 
 
 def _newest_per_key(contributions: Iterable[Contribution]) -> list[Contribution]:
+    items = list(contributions)
+    if len(items) < 2:
+        return items
     best: dict[tuple[str, str, str, str], Contribution] = {}
-    for c in contributions:
+    for c in items:
         held = best.get(c.key)
         if held is None or c.order > held.order:
             best[c.key] = c
@@ -336,10 +348,13 @@ def _limiting(c: Contribution) -> LimitingInstruction:
 
 
 def _source(c: Contribution) -> Source:
-    value: float | bool | None = c.value
-    if c.quantity == "connection":
-        value = bool(c.connect is not False and c.energize is not False)
-    return Source(c.instruction.id, c.instruction.issuer_id, c.instruction.kind, c.quantity, value)
+    if c.source is None:
+        value: float | bool | None = c.value
+        if c.quantity == "connection":
+            value = bool(c.connect is not False and c.energize is not False)
+        c.source = Source(c.instruction.id, c.instruction.issuer_id, c.instruction.kind,
+                          c.quantity, value)
+    return c.source
 
 
 def _evaluate(

@@ -27,6 +27,8 @@ class Topology:
     _by_feeder: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
     _by_ldc: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
     _children: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
+    _ldc_cache: dict[str, Participant | None] = field(default_factory=dict, init=False,
+                                                       repr=False)
 
     def __post_init__(self) -> None:
         by_cp: dict[str, list[str]] = defaultdict(list)
@@ -52,9 +54,14 @@ class Topology:
     # -- LDC hierarchy -------------------------------------------------------------------
 
     def ldc_of(self, resource_id: str) -> Participant | None:
+        cached = self._ldc_cache.get(resource_id, False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
         res = self.resources.get(resource_id)
         cp = self.connection_points.get(res.connection_point_id) if res else None
-        return self.participants.get(cp.ldc_id) if cp else None
+        found = self.participants.get(cp.ldc_id) if cp else None
+        self._ldc_cache[resource_id] = found
+        return found
 
     def hosts_of(self, ldc_id: str) -> list[str]:
         """The chain of host LDCs above `ldc_id`, nearest first (cycle-safe)."""

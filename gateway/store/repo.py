@@ -287,7 +287,7 @@ def control_version(control: EffectiveControl) -> tuple[str, dict[str, Any]]:
 async def control_versions(session: AsyncSession) -> dict[str, str]:
     rows = await session.execute(
         select(EffectiveControlRow.resource_id, EffectiveControlRow.version))
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 async def put_controls(
@@ -403,7 +403,7 @@ async def refusals(session: AsyncSession) -> set[tuple[str, str]]:
         .where(AcknowledgementRow.status.in_(  # type: ignore[attr-defined]
             [AckStatus.REJECTED.value, AckStatus.CANNOT_COMPLY.value, AckStatus.OPTED_OUT.value]))
     )
-    return {(i, r) for i, r in rows.tuples() if i is not None}
+    return {(i, r) for i, r in rows.all() if i is not None}
 
 
 async def add_readings(session: AsyncSession, readings: Sequence[Reading]) -> list[int]:
