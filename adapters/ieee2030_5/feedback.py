@@ -88,8 +88,17 @@ class Feedback:
         visible = {r.lfdi for r in self.registry.visible(scope)}
         return [r for r in await self.state.mups() if r.lfdi in visible]
 
+    async def _check_mmr_owners(self, record: MupRecord,
+                                mmrs: list[m.MirrorMeterReading]) -> None:
+        """A MirrorMeterReading mRID belongs to one MirrorUsagePoint: refuse a second owner."""
+        wanted = {mmr.mRID.upper() for mmr in mmrs}
+        for other in await self.state.mups():
+            if other.id != record.id and wanted & set(other.readings):
+                raise InvalidInput("MirrorMeterReading mRID belongs to another MirrorUsagePoint")
+
     async def _readings(self, record: MupRecord, resource_id: str,
                         mmrs: list[m.MirrorMeterReading]) -> None:
+        await self._check_mmr_owners(record, mmrs)
         now = utcnow()
         readings: list[Reading] = []
         for mmr in mmrs:

@@ -6,6 +6,7 @@ POSTed inline, so a slow or absent receiver cannot hold up a request or lose a c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from adapters.ieee2030_5.codec import models as m
@@ -28,8 +29,9 @@ class Notifier:
         self.deliveries = deliveries
         self.ssl_name = ssl_name
 
-    async def subscribe(self, edev_id: int, doc: m.Subscription, allowed: set[str]) -> Subscription:
-        if doc.subscribedResource not in allowed or not subscribable(doc.subscribedResource):
+    async def subscribe(self, edev_id: int, doc: m.Subscription,
+                        allowed: Callable[[str], bool]) -> Subscription:
+        if not subscribable(doc.subscribedResource) or not allowed(doc.subscribedResource):
             raise InvalidInput("subscribedResource is not a subscribable resource of this client")
         if doc.limit < 1:
             raise InvalidInput("limit must be at least 1")

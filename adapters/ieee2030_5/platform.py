@@ -47,11 +47,9 @@ def routes(service: Ieee2030Service) -> list[web.AbstractRouteDef]:
         lfdi = request.match_info["lfdi"].upper()
         if len(lfdi) != 40 or any(c not in "0123456789ABCDEF" for c in lfdi):
             raise InvalidInput("lfdi must be 40 hex characters")
-        try:
-            await service.registry.set_client_access(lfdi, str(doc["aggregator_id"]),
-                                                     bool(doc.get("granted", True)))
-        except KeyError:
-            raise InvalidInput("aggregator_id is required") from None
+        aggregator = doc.get("aggregator_id")
+        await service.registry.set_client_access(
+            lfdi, None if aggregator is None else str(aggregator), bool(doc.get("granted", True)))
         return web.json_response({"lfdi": lfdi, **doc})
 
     async def put_program(request: web.Request) -> web.Response:
@@ -91,7 +89,7 @@ OPENAPI: dict[str, Any] = {
         "description": "rates by kind and resource name"}}}},
     "/rates/{kind}": {"put": {"summary": "Set a pollRate (kind=poll) or postRate (kind=post)",
                               "responses": {"200": {"description": "the new rates"}}}},
-    "/clients/{lfdi}": {"put": {"summary": "Grant or revoke an aggregator client certificate",
+    "/clients/{lfdi}": {"put": {"summary": "Grant or revoke a client certificate",
                                 "responses": {"200": {"description": "recorded"}}}},
     "/programs/{lfdi}": {"put": {"summary": "Set DERProgram primacy / randomizeStart",
                                  "responses": {"200": {"description": "recorded"}}}},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from typing import Any
 
 from adapters.ieee2030_5.codec import models as m
@@ -28,40 +29,80 @@ class EndDeviceRegistry:
         self.default_pin = int(config.get("default_pin", 111115))
         self.inband_cp = config.get("inband_connection_point")
         self.allow_inband = bool(config.get("allow_inband_registration", True))
+        self.sync_interval_s = float(config.get("sync_interval_s", 10.0))
         self._by_id: dict[int, EndDeviceRecord] = {}
-        self._aggregators: dict[str, str] = {}
+        self._by_resource: dict[str, EndDeviceRecord] = {}
+        self._by_lfdi: defaultdict[str, list[EndDeviceRecord]] = defaultdict(list)
+        self._by_aggregator: defaultdict[str, list[EndDeviceRecord]] = defaultdict(list)
+        self._aggregators: dict[str, str] = {}  # granted aggregator client LFDI -> aggregator
+        self._denied: set[str] = set()  # client LFDIs whose access the platform revoked
+        self._synced: dict[str, float] = {}  # client LFDI -> monotonic time of its last sync
 
     # --- loading and syncing with the canonical topology ------------------------------------
 
     async def load(self) -> None:
-        self._by_id = {r.id: r for r in await self.state.end_devices()}
-        self._aggregators = await self.state.aggregator_clients()
+        self._by_id, self._by_resource = {}, {}
+        self._by_lfdi, self._by_aggregator = defaultdict(list), defaultdict(list)
+        for record in await self.state.end_devices():
+            self._index(record)
+        await self._load_access()
+
+    async def _load_access(self) -> None:
+        access = await self.state.client_access()
+        self._aggregators = {k: d["aggregator_id"] for k, d in access.items()
+                             if d.get("granted", True) and d.get("aggregator_id")}
+        self._denied = {k for k, d in access.items() if not d.get("granted", True)}
+
+    def _index(self, record: EndDeviceRecord) -> None:
+        old = self._by_id.get(record.id)
+        if old is not None:
+            self._unindex(old)
+        self._by_id[record.id] = record
+        self._by_lfdi[record.lfdi].append(record)
+        if record.aggregator_id:
+            self._by_aggregator[record.aggregator_id].append(record)
+        if record.resource_id is not None:
+            self._by_resource[record.resource_id] = record
+
+    def _unindex(self, record: EndDeviceRecord) -> None:
+        self._by_id.pop(record.id, None)
+        if record in self._by_lfdi.get(record.lfdi, []):
+            self._by_lfdi[record.lfdi].remove(record)
+        if record in self._by_aggregator.get(record.aggregator_id or "", []):
+            self._by_aggregator[record.aggregator_id or ""].remove(record)
+        if record.resource_id is not None:
+            self._by_resource.pop(record.resource_id, None)
 
     @property
     def aggregator_clients(self) -> dict[str, str]:
         return self._aggregators
 
-    async def set_client_access(self, lfdi: str, aggregator_id: str, granted: bool) -> None:
-        await self.state.set_aggregator_client(lfdi, aggregator_id, granted)
-        self._aggregators = await self.state.aggregator_clients()
+    def denied(self, lfdi: str) -> bool:
+        return lfdi.upper() in self._denied
+
+    async def set_client_access(self, lfdi: str, aggregator_id: str | None,
+                                granted: bool) -> None:
+        await self.state.set_client_access(lfdi, aggregator_id, granted)
+        await self._load_access()
+        self._synced.pop(lfdi.upper(), None)
 
     def by_lfdi(self, lfdi: str) -> list[EndDeviceRecord]:
-        return [r for r in self._by_id.values() if r.lfdi == lfdi.upper()]
+        return list(self._by_lfdi.get(lfdi.upper(), ()))
 
     def by_lfdi_any_aggregator(self, aggregator_id: str) -> list[EndDeviceRecord]:
         """The aggregator's own EndDevices (one per aggregator client certificate)."""
-        return [r for r in self._by_id.values()
-                if r.aggregator_id == aggregator_id and r.resource_id is None and not r.inband]
+        return [r for r in self._by_aggregator.get(aggregator_id, ())
+                if r.resource_id is None and not r.inband]
 
     def by_resource(self, resource_id: str) -> EndDeviceRecord | None:
-        return next((r for r in self._by_id.values() if r.resource_id == resource_id), None)
+        return self._by_resource.get(resource_id)
 
     async def _new(self, **fields: Any) -> EndDeviceRecord:
         now = int(time.time())
         record = EndDeviceRecord(id=await self.state.next_id("edev"), changed_time=now,
                                  registered_time=now, **fields)
         await self.state.save_end_device(record)
-        self._by_id[record.id] = record
+        self._index(record)
         return record
 
     async def ensure_resource(self, resource: Resource) -> EndDeviceRecord | None:
@@ -81,12 +122,19 @@ class EndDeviceRegistry:
                                connection_point_id=resource.connection_point_id)
 
     async def sync(self, scope: ClientScope) -> None:
-        """Make sure every canonical resource this client may see has an EndDevice."""
+        """Make sure every canonical resource this client may see has an EndDevice.
+
+        Throttled per client: resource registrations also arrive as bus events (see
+        adapter.py), so this is only the safety net for a client that polls first."""
+        now = time.monotonic()
+        interval = self.sync_interval_s if self.visible(scope) else 1.0
+        if now - self._synced.get(scope.lfdi, -interval) < interval:
+            return
+        self._synced[scope.lfdi] = now
         if scope.is_aggregator:
             resources = await self.gateway.resources(protocol=Protocol.IEEE2030_5,
                                                      aggregator_id=scope.aggregator_id)
-            own = [r for r in self._by_id.values() if r.lfdi == scope.lfdi]
-            if not any(r.resource_id is None for r in own):
+            if not any(r.resource_id is None for r in self.by_lfdi(scope.lfdi)):
                 await self._new(lfdi=scope.lfdi, sfdi=scope.sfdi, pin=self.default_pin,
                                 aggregator_id=scope.aggregator_id)
         else:
@@ -96,19 +144,24 @@ class EndDeviceRegistry:
 
     # --- visibility -------------------------------------------------------------------------
 
-    def visible(self, scope: ClientScope) -> list[EndDeviceRecord]:
+    def can_see(self, scope: ClientScope, record: EndDeviceRecord) -> bool:
         """An aggregator sees its own EndDevice and its DERs'; a device sees only itself."""
         if scope.is_aggregator:
-            rows = [r for r in self._by_id.values()
-                    if r.aggregator_id == scope.aggregator_id
-                    and (r.resource_id is not None or r.inband or r.lfdi == scope.lfdi)]
+            return record.aggregator_id == scope.aggregator_id and (
+                record.resource_id is not None or record.inband or record.lfdi == scope.lfdi)
+        return record.lfdi == scope.lfdi
+
+    def visible(self, scope: ClientScope) -> list[EndDeviceRecord]:
+        if scope.is_aggregator:
+            rows = [r for r in self._by_aggregator.get(scope.aggregator_id or "", ())
+                    if self.can_see(scope, r)]
         else:
-            rows = [r for r in self._by_id.values() if r.lfdi == scope.lfdi]
+            rows = self.by_lfdi(scope.lfdi)
         return sorted(rows, key=lambda r: r.id)
 
     def get(self, scope: ClientScope, edev_id: int) -> EndDeviceRecord:
         record = self._by_id.get(edev_id)
-        if record is None or record not in self.visible(scope):
+        if record is None or not self.can_see(scope, record):
             raise NotFound("no such EndDevice")  # never reveal another client's devices
         return record
 
@@ -152,6 +205,7 @@ class EndDeviceRegistry:
                 await self.gateway.register_resources(actor, [resource])
                 record.resource_id = resource.id
         await self.state.save_end_device(record)
+        self._index(record)
 
     def _is_aggregator_self(self, record: EndDeviceRecord) -> bool:
         return record.lfdi in self._aggregators and record.resource_id is None
@@ -164,8 +218,8 @@ class EndDeviceRegistry:
     async def save(self, record: EndDeviceRecord) -> None:
         record.changed_time = int(time.time())
         await self.state.save_end_device(record)
-        self._by_id[record.id] = record
+        self._index(record)
 
     async def remove(self, record: EndDeviceRecord) -> None:
         await self.state.delete_end_device(record.id)
-        self._by_id.pop(record.id, None)
+        self._unindex(record)

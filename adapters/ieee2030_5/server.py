@@ -295,20 +295,31 @@ def _subscription(s: Any) -> m.Subscription:
                           notificationURI=s.notification_uri)
 
 
-def _subscribable_hrefs(svc: Ieee2030Service, scope: ClientScope) -> set[str]:
-    hrefs = {"/edev"}
-    for rec in svc.registry.visible(scope):
-        h = views.Hrefs(rec.id)
-        hrefs |= {h.path("fsa"), h.path("derp"), h.path("derp", 1, "derc"),
-                  h.path("derp", 1, "dderc")}
-    return hrefs
+SUBSCRIBABLE_TAILS = ("fsa", "derp", "derp/1/derc", "derp/1/dderc")
+
+
+def _may_subscribe(svc: Ieee2030Service, scope: ClientScope) -> Callable[[str], bool]:
+    """Whether an href is a subscribable list of an EndDevice this client may see."""
+
+    def allowed(href: str) -> bool:
+        if href == "/edev":
+            return True
+        parts = href.strip("/").split("/", 2)
+        if len(parts) < 3 or parts[0] != "edev" or not parts[1].isdigit():
+            return False
+        try:
+            svc.registry.get(scope, int(parts[1]))
+        except NotFound:
+            return False
+        return parts[2] in SUBSCRIBABLE_TAILS
+
+    return allowed
 
 
 async def post_sub(request: web.Request) -> web.Response:
     svc, rec = service_of(request), record(request)
     doc = await body(request, "Subscription")
-    allowed = _subscribable_hrefs(svc, scope_of(request))
-    sub = await svc.notifier.subscribe(rec.id, doc, allowed)
+    sub = await svc.notifier.subscribe(rec.id, doc, _may_subscribe(svc, scope_of(request)))
     return created(f"/edev/{rec.id}/sub/{sub.id}")
 
 

@@ -20,7 +20,7 @@ from adapters.ieee2030_5.notify import Notifier
 from adapters.ieee2030_5.registry import EndDeviceRegistry
 from adapters.ieee2030_5.scope import ClientIdentity, ClientScope, scope_for
 from adapters.ieee2030_5.state import AdapterState, EndDeviceRecord
-from gateway.errors import InvalidInput, NotFound
+from gateway.errors import Forbidden, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class Ieee2030Service:
         self.rates = await self.state.rates()
 
     async def scope(self, identity: ClientIdentity) -> ClientScope:
+        if self.registry.denied(identity.lfdi):
+            raise Forbidden("this client's access has been revoked")
         scope = scope_for(identity, self.registry.aggregator_clients)
         await self.registry.sync(scope)
         return scope

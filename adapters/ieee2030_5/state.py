@@ -115,12 +115,11 @@ class AdapterState:
     async def next_id(self, name: str) -> int:
         return await self.records.next_sequence(name)
 
-    async def aggregator_clients(self) -> dict[str, str]:
-        """Aggregator client certificate LFDI -> aggregator participant id."""
-        return {k: d["aggregator_id"] for k, d in await self.records.list("client")
-                if d.get("granted", True)}
+    async def client_access(self) -> dict[str, dict[str, Any]]:
+        """Client certificate LFDI -> {"aggregator_id": id or None, "granted": bool}."""
+        return dict(await self.records.list("client"))
 
-    async def set_aggregator_client(self, lfdi: str, aggregator_id: str, granted: bool) -> None:
+    async def set_client_access(self, lfdi: str, aggregator_id: str | None, granted: bool) -> None:
         await self.records.put("client", lfdi.upper(),
                                {"aggregator_id": aggregator_id, "granted": granted})
 

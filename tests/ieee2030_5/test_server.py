@@ -207,3 +207,31 @@ async def test_tls_requires_a_client_certificate(server):
         with pytest.raises(aiohttp.ClientError):
             async with c.get("/dcap"):
                 pass
+
+
+async def test_mirror_meter_reading_mrid_has_one_owner(server):
+    """A MirrorMeterReading mRID already used by another device's MUP is refused."""
+    def mup(name: str, mup_mrid: str) -> bytes:
+        return serialize(m.MirrorUsagePoint(
+            mRID=mup_mrid, roleFlags="03", serviceCategoryKind=0, status=1,
+            deviceLFDI=server.lfdi(name), MirrorMeterReading=[m.MirrorMeterReading(
+                mRID="ABCDEF01", ReadingType=m.ReadingType(uom=38), Reading=m.Reading(value=1))]))
+
+    async with server.client("device-2") as c, c.post("/mup", data=mup("device-2", "B1"),
+                                                      headers=CT) as r:
+        assert r.status == 201
+    async with server.client("device-1") as c:
+        async with c.post("/mup", data=mup("device-1", "A1"), headers=CT) as r:
+            assert r.status == 400
+        _, lst = await get(c, "/mup")
+        assert lst.get("all") == "0"
+
+
+async def test_revoked_client_is_refused(server):
+    async with server.client("device-1") as c:
+        assert (await get(c, "/edev"))[0] == 200
+        await server.service.registry.set_client_access(server.lfdi("device-1"), None, False)
+        status, body = await get(c, "/edev")
+        assert status == 403 and body.tag.endswith("Error")
+        await server.service.registry.set_client_access(server.lfdi("device-1"), None, True)
+        assert (await get(c, "/edev"))[0] == 200

@@ -31,6 +31,10 @@ def _iso(when: datetime) -> str:
     return when.isoformat().replace("+00:00", "Z")
 
 
+def _is_aggregator(client: Any) -> bool:
+    return str(client.type).lower().endswith("aggregator")
+
+
 def _rid(client: Any) -> str:
     return f"cactus-{client.id}"
 
@@ -67,6 +71,9 @@ class DerGatewayAdmin:
         self.created, self.next_scheduled = [], None
         try:
             await self.seed()
+            for client in context.client_configs.values():
+                if _is_aggregator(client):
+                    await self.grant(client, True)
         except Exception as exc:  # reported to the harness as a failed setup
             return ActionResult.failed(f"seeding the platform failed: {exc}")
         return ActionResult.done()
@@ -112,9 +119,6 @@ class DerGatewayAdmin:
     async def ensure_end_device(self, params: dict[str, Any], client: Any, context: Any) -> None:
         if not params.get("registered", True):
             return  # a fresh gateway has no registration for this client
-        aggregator = str(client.type).lower().endswith("aggregator")
-        if aggregator:
-            await self.grant(client, True)
         resource = {
             "id": _rid(client), "connection_point_id": CP, "kind": "pv",
             "nameplate": {"export_max_w": float(client.max_watts),
@@ -127,8 +131,8 @@ class DerGatewayAdmin:
 
     async def grant(self, client: Any, granted: bool) -> None:
         lfdi = cert_lfdi(Path(client.certificate_file))
-        await self.api.call("admin", "PUT", f"{ADAPTER}/clients/{lfdi}",
-                            {"aggregator_id": AGG, "granted": granted})
+        await self.api.call("admin", "PUT", f"{ADAPTER}/clients/{lfdi}", {
+            "aggregator_id": AGG if _is_aggregator(client) else None, "granted": granted})
 
     async def set_client_access(self, params: dict[str, Any], client: Any, context: Any) -> None:
         await self.grant(client, bool(params.get("granted", True)))
