@@ -64,3 +64,13 @@ def test_unexpected_root_for_route_is_refused():
     doc = f"<LogEvent xmlns='{SEP}'/>".encode()
     with pytest.raises(DocumentError):
         parse(doc, ("Response",))
+
+
+def test_posted_reading_list_without_counts_is_accepted():
+    """Some clients post a MirrorMeterReadingList without `all`/`results`: be liberal."""
+    doc = (b'<MirrorMeterReadingList xmlns="urn:ieee:std:2030.5:ns"><MirrorMeterReading>'
+           b"<mRID>FCB40ECEA504AF20CF1FD29000037244</mRID><Reading><timePeriod><duration>60"
+           b"</duration><start>1795380120</start></timePeriod><value>1000</value></Reading>"
+           b"</MirrorMeterReading></MirrorMeterReadingList>")
+    parsed = parse(doc, ("MirrorMeterReadingList",)).model
+    assert parsed.MirrorMeterReading[0].Reading.value == 1000

@@ -86,8 +86,10 @@ class ListLink:
 
 @W
 class SepList(Resource):
-    all: UInt32 = attr(0)
-    results: UInt32 = attr(0)
+    # Required by the standard; optional in what we accept (some clients omit them on the
+    # MirrorMeterReadingList they post), always emitted by us.
+    all: UInt32 | None = attr(0)
+    results: UInt32 | None = attr(0)
 
 
 @W
