@@ -10,11 +10,14 @@ import tomllib
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from gateway import logs
 from gateway.settings import Settings, load_settings
+
+CLI_ENTRY_POINTS = "der_gateway.cli"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -193,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     tissue.add_argument("participant")
     tissue.add_argument("--days", type=int, default=90)
     tissue.set_defaults(func=cmd_token_issue)
+    # Commands of installed plugins (e.g. the simulator fleet's `simulate`): each entry point
+    # in the group names `register(subparsers)`, which adds a parser with `func` set.
+    for ep in entry_points(group=CLI_ENTRY_POINTS):
+        ep.load()(sub)
     return parser
 
 
