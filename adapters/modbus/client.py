@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient, AsyncModbusTlsClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ModbusException, ModbusIOException
 from sunspec2.mdef import ModelDefinitionError
 
 from adapters.modbus.codec import (
@@ -121,7 +121,8 @@ class ModbusLink:
                 reply = await asyncio.wait_for(request(client), self.timeout_s + 0.5)
             except (TimeoutError, OSError, ModbusException) as exc:
                 self.close()  # the connection's state is unknown: start afresh next time
-                reason = "no answer in time" if isinstance(exc, TimeoutError) else repr(exc)
+                timed_out = isinstance(exc, TimeoutError | ModbusIOException)
+                reason = f"no answer in time ({exc!r})" if timed_out else repr(exc)
                 raise DeviceUnreachable(f"{self.endpoint}: {what}: {reason}") from exc
         if reply.isError():
             code = int(getattr(reply, "exception_code", 0))
