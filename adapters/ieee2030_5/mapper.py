@@ -74,8 +74,8 @@ def control_base(interval: EffectiveInterval, options: RenderOptions) -> m.DERCo
     kinds = {s.kind for s in interval.sources}
     base = m.DERControlBase(rampTms=options.ramp_tms)
     for quantity, element in _LIMIT_ELEMENTS.items():
-        value = getattr(interval, quantity)
-        if quantity in quantities and value is not None:
+        value = _instructed_limit(interval, quantity)
+        if value is not None:
             setattr(base, element, fit_active_power(value))
     if "generation_max_w" in quantities and interval.generation_max_w is not None \
             and options.rating_w > 0:
@@ -92,6 +92,21 @@ def control_base(interval: EffectiveInterval, options: RenderOptions) -> m.DERCo
     if InstructionKind.CONNECTION in kinds or not interval.energize:
         base.opModEnergize = interval.energize
     return base
+
+
+def _instructed_limit(interval: EffectiveInterval, quantity: str) -> float | None:
+    """The most restrictive instructed value of one limit quantity.
+
+    The core may tighten one quantity by another (a load cap also caps import); the device
+    enforces every element it receives, so each element carries what was instructed for it.
+    """
+    values = [float(s.value) for s in interval.sources if s.quantity == quantity
+              and isinstance(s.value, int | float) and not isinstance(s.value, bool)]
+    if values:
+        return min(values)
+    if any(s.quantity == quantity for s in interval.sources):
+        return getattr(interval, quantity)
+    return None
 
 
 def base_from_settings(settings: Mapping[str, Any]) -> m.DERControlBase:

@@ -65,3 +65,16 @@ def test_mirrored_readings_scale_to_si():
 def test_server_mrid_shape():
     mrid = mapper.server_mrid(37244, "x", 1)
     assert len(mrid) == 32 and mrid == mrid.upper() and mrid.endswith("00037244")
+
+
+def test_each_limit_element_carries_its_own_instructed_value():
+    """A load cap of 0 W tightens canonical import to 0, but opModImpLimW stays as instructed."""
+    interval = EffectiveInterval(
+        start=T0, end=None, export_max_w=5000.0, import_max_w=0.0, load_max_w=0.0,
+        sources=(Source("i1", "ldc", InstructionKind.LIMIT, "import_max_w", 5000.0),
+                 Source("i1", "ldc", InstructionKind.LIMIT, "load_max_w", 0.0),
+                 Source("i2", "ldc", InstructionKind.LIMIT, "import_max_w", 7000.0)))
+    base = mapper.control_base(interval, mapper.RenderOptions())
+    assert mapper.active_power_w(base.opModImpLimW) == 5000.0
+    assert mapper.active_power_w(base.opModLoadLimW) == 0.0
+    assert base.opModExpLimW is None
