@@ -9,6 +9,7 @@ import pytest
 from asyncua import ua
 from asyncua.common.subscription import DataChangeNotif
 
+from gateway.domain import Acknowledgement, AckStatus, Protocol, Quantity, Reading
 from tests.opcua.support import CONTROLLER, CORE_WARNINGS, NAMESPACE_URI, VIEWER, make_client
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), *CORE_WARNINGS]
@@ -155,3 +156,46 @@ async def test_viewer_may_not_call_methods(served):
         export = await der.get_child([f"{ns}:Control", f"{ns}:ExportLimitW"])
         with pytest.raises(ua.uaerrors.BadUserAccessDenied):
             await export.write_value(1.0)
+
+
+async def test_readings_and_acknowledgements_follow_the_bus(served):
+    gw, _ = served
+    services = gw.gateway.services  # the gateway's own services, as a DER adapter uses them
+    now = datetime.now(UTC).replace(microsecond=0)
+    async with await make_client(gw.adapter_listen("opcua"), gw.pki, user=VIEWER) as client:
+        der, ns = await der_node(client, "d2", "ldc-b", "cp-b1")
+        total = await client.nodes.objects.get_child(
+            [f"{ns}:DerFleet", f"{ns}:ldc-b", f"{ns}:TdNodes", f"{ns}:N-B", f"{ns}:Aggregates",
+             f"{ns}:ActivePowerW"])
+        handler = Collector()
+        sub = await client.create_subscription(50, handler)
+        await sub.deadband_monitor(total, 10.0, ua.DeadbandType.Absolute)
+        assert await asyncio.wait_for(handler.values.get(), 5) == 0.0
+        await services.record_readings([
+            Reading("d2", Quantity.ACTIVE_POWER, 1500.0, now, Protocol.MODBUS),
+            Reading("d3", Quantity.ACTIVE_POWER, 500.0, now, Protocol.MODBUS),
+            Reading("d2", Quantity.CONNECTED, 1.0, now, Protocol.MODBUS)])
+        assert await asyncio.wait_for(handler.values.get(), 5) == 2000.0
+        await services.record_readings(  # inside the 10 W deadband: no notification
+            [Reading("d2", Quantity.ACTIVE_POWER, 1504.0, now, Protocol.MODBUS)])
+        await services.record_readings(
+            [Reading("d2", Quantity.ACTIVE_POWER, 1700.0, now, Protocol.MODBUS)])
+        assert await asyncio.wait_for(handler.values.get(), 5) == 2200.0
+        measured = await der.get_child([f"{ns}:Measurements", f"{ns}:W"])
+        assert await measured.read_value() == 1700.0
+        data = await measured.read_data_value()
+        assert data.SourceTimestamp.replace(tzinfo=UTC) == now
+        connected = await der.get_child([f"{ns}:Measurements", f"{ns}:Connected"])
+        assert await connected.read_value() is True
+        await services.record_acknowledgement(Acknowledgement(
+            "d2", AckStatus.CANNOT_COMPLY, Protocol.MODBUS, "exception 4", now,
+            detail="device busy"))
+        status = await der.get_child([f"{ns}:Acknowledgement", f"{ns}:Status"])
+
+        async def acknowledged():
+            value = await status.read_data_value(raise_on_bad_status=False)
+            return value.StatusCode.is_good() and value.Value.Value == "cannot_comply"
+        await wait_for(acknowledged)
+        detail = await der.get_child([f"{ns}:Acknowledgement", f"{ns}:ProtocolStatus"])
+        assert await detail.read_value() == "exception 4"
+        await sub.delete()
