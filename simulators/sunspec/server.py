@@ -169,8 +169,10 @@ class PortServer:
         self._server: ModbusTcpServer | None = None
 
     def _devices(self) -> list[SimDevice]:
-        devices = [SimDevice(0, simdata=SimData(0, datatype=DataType.REGISTERS),
-                             action=_no_such_unit)]
+        # Unit id 0 is pymodbus's catch-all: it spans every address, so that any request to
+        # an unknown unit reaches the action and gets 0x0B rather than an address error.
+        catch_all = SimData(0, count=0xFFFF, values=0, datatype=DataType.REGISTERS)
+        devices = [SimDevice(0, simdata=catch_all, action=_no_such_unit)]
         for unit, inv in self.inverters.items():
             data = SimData(inv.image.base, count=len(inv.image.regs), values=0,
                            datatype=DataType.REGISTERS)

@@ -99,3 +99,37 @@ async def test_device_refusing_the_plan_gets_a_rejected_ack(fleet):
     assert (ack.status, ack.protocol_status) == (AckStatus.REJECTED, "exception 0x03")
     assert "ILLEGAL_VALUE" in ack.detail
     assert not fleet.inverters[3].model.w_set.enabled
+
+
+async def test_volt_var_settings_go_through_the_adoption_handshake(fleet):
+    from gateway.domain import EffectiveControl, InstructionKind, Source
+
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink)
+    curve = [[94.0, 40.0], [99.0, 0.0], [101.0, 0.0], [106.0, -40.0]]
+    pool.set_control("d0", EffectiveControl(
+        "d0", (), function_settings={"volt_var": curve},
+        function_source=Source("ins-vv", "ldc-a", InstructionKind.FUNCTION_SETTINGS, "volt_var")))
+    await pool.poll_cycle()
+    [ack] = sink.acks
+    assert (ack.instruction_id, ack.status) == ("ins-vv", AckStatus.COMPLETED)
+    inv = fleet.inverters[0]
+    assert inv.image.get(705, "AdptCrvRslt") == 1 and inv.image.get(705, "Ena") == 1
+    assert inv.model.volt_var.enabled
+    assert inv.model.volt_var.value.points == tuple(tuple(p) for p in curve)
+    assert inv.image.value(705, "Crv[0].Pt[3].Var") == pytest.approx(-40.0)
+
+
+async def test_a_curve_the_device_cannot_hold_is_cannot_comply(fleet):
+    from gateway.domain import EffectiveControl, InstructionKind, Source
+
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink)
+    curve = [[90.0 + i, 10.0 - i] for i in range(6)]  # 6 points; the simulator holds 4
+    pool.set_control("d1", EffectiveControl(
+        "d1", (), function_settings={"volt_var": curve},
+        function_source=Source("ins-6", "ldc-a", InstructionKind.FUNCTION_SETTINGS, "volt_var")))
+    await pool.poll_cycle()
+    [ack] = sink.acks
+    assert ack.status == AckStatus.CANNOT_COMPLY and "4 points" in ack.detail
+    assert not fleet.inverters[1].model.volt_var.enabled

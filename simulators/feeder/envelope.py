@@ -1,0 +1,78 @@
+"""The shared DER model behind a control envelope, as a 2030.5 client or a VEN drives it.
+
+Front ends that speak in limits and setpoints (2030.5 DERControls, OpenADR events) set an
+`Envelope`; `ControlledDer` turns it into the DER model's own settings each step, together
+with volt-watt (the model has volt-var but no volt-watt), so that the cap a DER obeys is the
+most restrictive of what it was told and what its terminal voltage allows. Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulators.der import DerModel, EnterService, Measurement
+from simulators.feeder.voltwatt import VoltWatt
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the DER has been told, in W (generator convention: export > 0)."""
+
+    export_max_w: float | None = None
+    import_max_w: float | None = None
+    setpoint_w: float | None = None
+    connected: bool = True
+
+    def expected_w(self, natural_w: float, p_lo: float) -> float:
+        """Where the DER should settle given what it could do (`natural_w`, floor `p_lo`)."""
+        if not self.connected:
+            return 0.0
+        target = natural_w if self.setpoint_w is None else max(self.setpoint_w, p_lo)
+        if self.import_max_w is not None:
+            target = max(target, -self.import_max_w)
+        if self.export_max_w is not None:
+            target = min(target, self.export_max_w)
+        return min(target, max(natural_w, 0.0)) if self.setpoint_w is None else target
+
+
+class ControlledDer:
+    def __init__(self, model: DerModel, volt_watt: VoltWatt | None = None) -> None:
+        self.model = model
+        self.volt_watt = volt_watt
+        self.envelope = Envelope()
+        self._push()
+
+    def apply(self, envelope: Envelope) -> None:
+        self.envelope = envelope
+        self._push()
+
+    def step(self, dt: float) -> None:
+        self._push()  # volt-watt follows the voltage the feeder last wrote
+        self.model.step(dt)
+
+    def measurement(self) -> Measurement:
+        return self.model.measurement()
+
+    def _cap_pu(self) -> float:
+        rating, grid = self.model.rating, self.model.grid
+        cap = 1.0
+        if self.envelope.export_max_w is not None:
+            cap = min(cap, max(0.0, self.envelope.export_max_w) / rating.w_max)
+        if self.volt_watt is not None and grid is not None:
+            cap = min(cap, self.volt_watt.cap_pu(grid.v / rating.v_nom))
+        return cap
+
+    def _push(self) -> None:
+        env, model = self.envelope, self.model
+        cap = self._cap_pu()
+        if cap < 1.0 or model.w_max_lim.enabled:
+            model.w_max_lim.write(value=cap, enabled=cap < 1.0)
+        if env.setpoint_w is not None:
+            setpoint = env.setpoint_w
+            if env.import_max_w is not None:
+                setpoint = max(setpoint, -env.import_max_w)
+            model.w_set.write(value=setpoint, enabled=True)
+        elif model.w_set.enabled:
+            model.w_set.write(enabled=False)
+        if env.connected != model.enter_service.enabled:
+            model.enter_service = EnterService() if env.connected else EnterService(enabled=False)

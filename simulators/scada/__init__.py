@@ -1,0 +1,1 @@
+"""A simulated LDC SCADA operator: an OPC UA client that watches DERs and issues limits."""
