@@ -23,17 +23,6 @@ class Envelope:
     setpoint_w: float | None = None
     connected: bool = True
 
-    def expected_w(self, natural_w: float, p_lo: float) -> float:
-        """Where the DER should settle given what it could do (`natural_w`, floor `p_lo`)."""
-        if not self.connected:
-            return 0.0
-        target = natural_w if self.setpoint_w is None else max(self.setpoint_w, p_lo)
-        if self.import_max_w is not None:
-            target = max(target, -self.import_max_w)
-        if self.export_max_w is not None:
-            target = min(target, self.export_max_w)
-        return min(target, max(natural_w, 0.0)) if self.setpoint_w is None else target
-
 
 class ControlledDer:
     def __init__(self, model: DerModel, volt_watt: VoltWatt | None = None) -> None:

@@ -37,8 +37,9 @@ def build(name: str) -> pp.pandapowerNet:
 
 def host_buses(net: pp.pandapowerNet, name: str) -> list[str]:
     """Names of the buses that may host DERs: below the feeder's host voltage, not the slack,
-    in a stable order (leaves of the feeder first would bias placement, so: table order)."""
+    in the benchmark's own order."""
     limit = BENCHMARKS[name].host_kv_max
     slack = set(net.ext_grid.bus)
-    return [str(row.name) for idx, row in net.bus.iterrows()
-            if row.vn_kv <= limit and idx not in slack and row.in_service]
+    bus = net.bus
+    return [str(bus.at[idx, "name"]) for idx in bus.index
+            if bus.at[idx, "vn_kv"] <= limit and idx not in slack and bus.at[idx, "in_service"]]
