@@ -85,7 +85,9 @@ def parse_query(version: str, kind: str, query: MultiMapping[str]) -> SearchQuer
     filters: dict[str, str] = {}
     for name in allowed:
         if name in SCALARS and (value := _single(query, name)) is not None:
-            filters[name] = SCALARS[name](name, value)
+            # 3.0.1 types the name parameters as plain strings (no length limits).
+            check = _any if version == "3.0.1" and SCALARS[name] is _name else SCALARS[name]
+            filters[name] = check(name, value)
     extra: dict[str, Any] = {}
     if "targets" in allowed and "targets" in query:
         values = [_name("targets", v) for v in query.getall("targets")]

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -34,6 +34,7 @@ from adapters.openadr3.service import VtnService
 PRINCIPAL = "openadr3.principal"
 VERSION = "openadr3.version"
 PUBLIC = frozenset({"/auth/token", "/auth/server"})
+FORM = "application/x-www-form-urlencoded"
 _OBJECT_ID = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 PLURALS = {
     "programs": "program",
@@ -67,9 +68,13 @@ async def _body(request: web.Request) -> Any:
     if not raw.strip():
         raise bad_request("a JSON body is required")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError):
         raise bad_request("the body is not valid JSON") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 class VtnServer:
@@ -292,22 +297,27 @@ def _oauth_error(status: int, error: str, description: str) -> OadrProblem:
 async def _token_fields(request: web.Request) -> dict[str, Any]:
     """Form fields (or a JSON object), with client credentials from HTTP Basic if present."""
     fields: dict[str, Any] = {}
+    raw = await request.read()
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise _oauth_error(400, "invalid_request", "the body is not UTF-8") from None
     if request.content_type == "application/json":
-        raw = await request.read()
         try:
-            data = json.loads(raw) if raw else {}
+            data = json.loads(text) if text.strip() else {}
         except ValueError:
             data = None
         if not isinstance(data, dict):
             raise _oauth_error(400, "invalid_request", "the body must be a form or JSON object")
         fields.update(data)
+    elif request.content_type in (FORM, "application/octet-stream") or not raw:
+        pairs = parse_qsl(text, keep_blank_values=True)
+        names = [k for k, _ in pairs]
+        if len(names) != len(set(names)):
+            raise _oauth_error(400, "invalid_request", "a form field is repeated")
+        fields.update(pairs)
     else:
-        form = await request.post()
-        for key in set(form.keys()):
-            values = form.getall(key)
-            if len(values) > 1:
-                raise _oauth_error(400, "invalid_request", f"{key} repeated")
-            fields[key] = values[0] if isinstance(values[0], str) else None
+        raise _oauth_error(400, "invalid_request", f"{FORM} is expected")
     scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "basic":
         try:

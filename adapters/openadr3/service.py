@@ -87,7 +87,11 @@ class VtnService:
         body = parse(version, kind, raw)
         owner, body = self.ownership.assign(version, kind, principal, body, None, scope_id)
         self._check_references(version, kind, body, None)
-        obj = self._new_object(version, kind, body, owner)
+        # A 3.0.1 body is the object itself and may carry an id: kept when free (docs).
+        wanted = raw.get("id") if version == "3.0.1" else None
+        if wanted is not None and self.store.get(version, kind, wanted) is not None:
+            raise conflict(f"{kind} {wanted} exists")
+        obj = self._new_object(version, kind, body, owner, wanted)
         await self._write(Change(version, kind, "CREATE", principal, obj))
         return self.render(obj)
 
@@ -158,11 +162,12 @@ class VtnService:
         return [c for c in self.store.all(obj.version, child_kind) if c.body.get(key) == obj.id]
 
     def _new_object(
-        self, version: str, kind: str, body: dict[str, Any], owner: str
+        self, version: str, kind: str, body: dict[str, Any], owner: str, wanted: str | None
     ) -> StoredObject:
         seq = self.store.next_seq()
         stamp = now_text()
-        return self.compose(version, kind, f"{kind}-{seq}", seq, body, owner, stamp, stamp)
+        object_id = wanted or f"{kind}-{seq}"
+        return self.compose(version, kind, object_id, seq, body, owner, stamp, stamp)
 
     def _replace(self, old: StoredObject, body: dict[str, Any], owner: str) -> StoredObject:
         obj = self.compose(

@@ -18,7 +18,6 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Field,
     StringConstraints,
 )
 
@@ -87,7 +86,22 @@ ObjectID = Annotated[
 Name128 = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 DateTime = Annotated[str, AfterValidator(check_rfc3339)]
 Duration = Annotated[str, AfterValidator(check_duration)]
-Int32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
+
+
+def integer(low: float = INT32_MIN, high: float = INT32_MAX) -> Any:
+    """A JSON Schema integer: 3 and 3.0 alike (never a bool), within [low, high]."""
+
+    def check(value: float) -> float:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("must be an integer")
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return Annotated[int | float, AfterValidator(check)]
+
+
+Int32 = integer()
 Uri = Annotated[str, StringConstraints(min_length=2, max_length=8000), AfterValidator(check_uri)]
 AnyUri = Annotated[str, AfterValidator(check_uri)]
 ObjectType = Literal["PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE"]
@@ -142,7 +156,7 @@ class ReportPayloadDescriptor301(Wire):
     readingType: str | None = None
     units: str | None = None
     accuracy: float | None = None
-    confidence: Annotated[int, Field(ge=0, le=100)] | None = None
+    confidence: integer(0, 100) | None = None
 
 
 Units = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -161,7 +175,7 @@ class ReportPayloadDescriptor31(Wire):
     readingType: Name128 | None = None
     units: Units | None = None
     accuracy: float | None = None
-    confidence: Annotated[int, Field(ge=0, le=100)] | None = None
+    confidence: integer(0, 100) | None = None
 
 
 class ProgramDescription(Wire):

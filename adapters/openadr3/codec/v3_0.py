@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator
 
 from adapters.openadr3.codec.common import (
     AnyUri,
@@ -25,6 +25,7 @@ from adapters.openadr3.codec.common import (
     ReportPayloadDescriptor301,
     ValuesMap,
     Wire,
+    integer,
 )
 
 Targets = list[ValuesMap] | None
@@ -108,7 +109,7 @@ class Event(Metadata):
     objectType: Annotated[Literal["EVENT"] | None, NotNull] = None
     programID: ObjectID
     eventName: str | None = None
-    priority: Annotated[int, Field(ge=0)] | None = None
+    priority: integer(0, float("inf")) | None = None
     targets: Targets = None
     reportDescriptors: list[ReportDescriptor] | None = None
     payloadDescriptors: list[EventPayloadDescriptor301] | None = None

@@ -21,6 +21,7 @@ from adapters.openadr3.codec.common import (
     ValuesMap,
     Wire,
     check_program_descriptions,
+    integer,
 )
 
 Target = Name128
@@ -70,7 +71,7 @@ class EventRequest(Wire):
     programID: ObjectID
     eventName: str | None = None
     duration: Annotated[Duration | None, NotNull] = None
-    priority: Annotated[int, Field(ge=0)] | None = None
+    priority: integer(0, float("inf")) | None = None
     targets: Targets = None
     reportDescriptors: list[ReportDescriptor] | None = None
     payloadDescriptors: list[EventPayloadDescriptor31] | None = None

@@ -1,0 +1,93 @@
+"""How we read the OpenADR 3 specification files where they are ambiguous or contradict
+themselves. Each patch is one documented decision (docs/openadr3.md, "Specification
+ambiguities"); the patched copy is written to a temporary directory at test time and the
+originals under ../shared are never copied into the repository.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = ("get", "post", "put", "delete")
+PROBLEM = {"$ref": "#/components/schemas/problem"}
+
+
+def _problem_response(text: str) -> dict[str, Any]:
+    return {"description": text, "content": {"application/json": {"schema": PROBLEM}}}
+
+
+def require_bodies(spec: dict[str, Any]) -> None:
+    """1. POST/PUT bodies are required (the VTN cannot create or replace from nothing)."""
+    for item in spec["paths"].values():
+        for method in ("post", "put"):
+            body = item.get(method, {}).get("requestBody")
+            if body is not None:
+                body["required"] = True
+
+
+def metadata_object_type(spec: dict[str, Any]) -> None:
+    """2. 3.1.0 `ven`/`resource` responses: objectType is the object's type (VEN, RESOURCE),
+    not the request discriminator (BL_VEN_REQUEST...), which allOf demanded at once."""
+    schemas = spec["components"]["schemas"]
+    for name, source in (("ven", "BlVenRequest"), ("resource", "BlResourceRequest")):
+        if name not in schemas or source not in schemas:
+            continue
+        body = copy.deepcopy(schemas[source])
+        body["properties"].pop("objectType", None)
+        body["required"] = [r for r in body.get("required", []) if r != "objectType"]
+        schemas[f"{source}Body"] = body
+        schemas[name]["allOf"] = [
+            {"$ref": "#/components/schemas/objectMetadata"},
+            {"$ref": f"#/components/schemas/{source}Body"},
+        ]
+
+
+def auth_statuses(spec: dict[str, Any]) -> None:
+    """3. Every secured operation may answer 401 (no or bad token) and 403 (scope), which
+    several operations (all of 3.0.1) do not list."""
+    for item in spec["paths"].values():
+        for method in METHODS:
+            op = item.get(method)
+            if op is None:
+                continue
+            responses = op.setdefault("responses", {})
+            secured = op.get("security", spec.get("security")) is not None
+            if secured or "/auth/token" in str(op.get("operationId", "")):
+                responses.setdefault("401", _problem_response("Unauthorized."))
+                responses.setdefault("403", _problem_response("Forbidden."))
+            if method in ("post", "put"):
+                responses.setdefault("400", _problem_response("Bad Request."))
+    token = spec["paths"].get("/auth/token", {}).get("post")
+    if token is not None:
+        token["responses"].setdefault("401", _problem_response("Invalid client."))
+
+
+def conflicts(spec: dict[str, Any]) -> None:
+    """4. Creating or renaming onto a taken name (venName, resourceName) answers 409."""
+    for path in ("/vens", "/resources", "/vens/{venID}/resources"):
+        op = spec["paths"].get(path, {}).get("post")
+        if op is not None:
+            op["responses"].setdefault("409", _problem_response("Conflict."))
+
+
+def not_found(spec: dict[str, Any]) -> None:
+    """5. GET /notifiers/mqtt/...: this VTN offers no MQTT notifier, so 404 everywhere."""
+    for path, item in spec["paths"].items():
+        if path.startswith("/notifiers/mqtt/"):
+            item["get"]["responses"].setdefault("404", _problem_response("Not Found."))
+
+
+PATCHES = (require_bodies, metadata_object_type, auth_statuses, conflicts, not_found)
+
+
+def patched_spec(source: Path, target: Path, base_url: str) -> Path:
+    spec = yaml.safe_load(source.read_text())
+    for patch in PATCHES:
+        patch(spec)
+    spec["servers"] = [{"url": base_url}]
+    target.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return target
