@@ -30,7 +30,7 @@ from adapters.modbus.client import (
 )
 from adapters.modbus.mapper import ControlPlan, acknowledgements, plan_for
 from adapters.modbus.render import apply_plan, telemetry
-from gateway.domain import Acknowledgement, EffectiveControl, Reading
+from gateway.domain import Acknowledgement, AckStatus, EffectiveControl, Reading
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +189,16 @@ class DevicePool:
 
     async def _render(self, dev: Device) -> None:
         assert dev.dmap is not None
-        if not dev.dmap.has(704):
-            return
         plan: ControlPlan = plan_for(dev.control, _utcnow(), dev.w_max, self.config.reversion_s)
         now = self.clock()
         changed = plan.fingerprint != dev.plan_fp
+        if not dev.dmap.has(704):  # e.g. a legacy-only (12x models) device
+            if changed:
+                dev.plan_fp = plan.fingerprint
+                await self.sink.acknowledge(acknowledgements(
+                    dev.resource_id, plan, AckStatus.CANNOT_COMPLY, "no model 704", _utcnow(),
+                    "the device does not implement SunSpec DER AC controls (704)"))
+            return
         refresh_due = now - dev.written_at >= self.config.reversion_s * self.config.refresh_fraction
         if not (changed or refresh_due):
             return
