@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from gateway.coordination.rules import (
@@ -87,17 +87,20 @@ class CapState:
         return -(self.import_max_w if load is None else min(self.import_max_w, load))
 
 
-@dataclass(slots=True)
 class Ledger:
-    """Everything that applies to one DER."""
+    """Everything that applies to one DER. A plain slotted class: 100,000s are built per run."""
 
-    resource_id: str
-    export_w: float
-    import_w: float
-    caps: list[Contribution] = field(default_factory=list)
-    connections: list[Contribution] = field(default_factory=list)
-    dispatches: list[Contribution] = field(default_factory=list)
-    _states: dict[datetime, CapState] = field(default_factory=dict)
+    __slots__ = ("_states", "caps", "connections", "dispatches", "export_w", "import_w",
+                 "resource_id")
+
+    def __init__(self, resource_id: str, export_w: float, import_w: float) -> None:
+        self.resource_id = resource_id
+        self.export_w = export_w
+        self.import_w = import_w
+        self.caps: list[Contribution] = []
+        self.connections: list[Contribution] = []
+        self.dispatches: list[Contribution] = []
+        self._states: dict[datetime, CapState] = {}
 
     def cap_breakpoints(self) -> set[datetime]:
         points: set[datetime] = set()
@@ -114,6 +117,8 @@ class Ledger:
         return state
 
     def _caps_at(self, at: datetime) -> CapState:
+        if not self.caps and not self.connections:
+            return CapState(self.export_w, self.import_w, None, None, True, True, [])
         winners = _newest_per_key(c for c in self.caps if c.covers(at))
         state = CapState(self.export_w, self.import_w, None, None, True, True, winners)
         for c in winners:
@@ -213,8 +218,19 @@ class Coordinator:
         for ins, ders in group_dispatches:
             notices.extend(self._disaggregate(topology, ins, ders, ledgers, now, refused))
         controls: dict[str, EffectiveControl] = {}
+        # DERs with the same ratings, owner, LDC and contributions have the same intervals:
+        # evaluate each such signature once (large homogeneous fleets share a handful).
+        memo: dict[tuple[object, ...], tuple[list[EffectiveInterval], list[LimitationNotice]]] = {}
         for rid, ledger in ledgers.items():
-            intervals, der_notices = _evaluate(topology, ledger, now)
+            signature = _signature(topology, ledger)
+            hit = memo.get(signature)
+            if hit is None:
+                hit = memo[signature] = _evaluate(topology, ledger, now)
+                der_notices = hit[1]
+            else:
+                subject = Target(TargetKind.RESOURCE, rid)
+                der_notices = [replace(n, subject=subject) for n in hit[1]]
+            intervals = hit[0]
             notices.extend(der_notices)
             controls[rid] = _with_standing(rid, tuple(intervals), standing.get(rid, ()), now)
         return CoordinationResult(controls, notices)
@@ -279,25 +295,27 @@ class Coordinator:
         headroom: dict[str, float] = {}
         limiting: dict[str, LimitingInstruction] = {}
         offline = refusing = 0
+        resources, ins_id = topology.resources, ins.id
         for rid in ders:
-            if not topology.resources[rid].online:
+            if not resources[rid].online:
                 offline += 1
                 continue
-            if (ins.id, rid) in refused:
+            if refused and (ins_id, rid) in refused:
                 refusing += 1
                 continue
-            state = ledgers[rid].caps_at(start)
+            ledger = ledgers[rid]
+            state = ledger.caps_at(start)
             room = state.upper if sign > 0 else -state.lower
-            plate = ledgers[rid].export_w if sign > 0 else ledgers[rid].import_w
-            headroom[rid] = max(0.0, room)
+            plate = ledger.export_w if sign > 0 else ledger.import_w
+            headroom[rid] = room if room > 0.0 else 0.0
             if room < plate - EPS_W:
                 for c in state.winners:
                     limiting[c.instruction.id] = _limiting(c)
         allocation = self.disaggregation_rule(abs(amount), headroom)
+        key = (ins.issuer_id, ins.target.kind.value, ins.target.id, "setpoint_w")
         for rid, value in allocation.items():
             ledgers[rid].dispatches.append(
-                _contribution(ins, "setpoint_w", sign * value, start, stop)
-            )
+                Contribution(ins, "setpoint_w", sign * value, start, stop, key))
         placed = sign * sum(allocation.values())
         shortfall = abs(amount - placed) > 1e-3
         reasons = [f"{len(limiting)} limiting instruction(s)"] if limiting else []
@@ -355,6 +373,17 @@ def _source(c: Contribution) -> Source:
         c.source = Source(c.instruction.id, c.instruction.issuer_id, c.instruction.kind,
                           c.quantity, value)
     return c.source
+
+
+def _signature(topology: Topology, ledger: Ledger) -> tuple[object, ...]:
+    resource = topology.resources[ledger.resource_id]
+    ldc = topology.ldc_of(ledger.resource_id)
+
+    def part(items: list[Contribution]) -> tuple[object, ...]:
+        return tuple((id(c.instruction), c.quantity, c.value, c.start, c.end) for c in items)
+
+    return (ledger.export_w, ledger.import_w, resource.aggregator_id, ldc.id if ldc else None,
+            part(ledger.caps), part(ledger.connections), part(ledger.dispatches))
 
 
 def _evaluate(
