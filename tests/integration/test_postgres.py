@@ -1,0 +1,76 @@
+"""The same store and services on a real PostgreSQL server (database_url selects it)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from gateway.domain import (
+    Binding,
+    ConnectionPoint,
+    DerKind,
+    DsoModel,
+    InstructionDraft,
+    InstructionKind,
+    LimitEnvelope,
+    Nameplate,
+    Participant,
+    Protocol,
+    Resource,
+    Role,
+    SetpointStep,
+    Target,
+    TargetKind,
+)
+from gateway.errors import Conflict
+from gateway.services import GatewayServices
+from gateway.store.engine import Database
+from tests.support.postgres import postgres_cluster
+
+pytest.importorskip("asyncpg", reason="asyncpg (the postgres extra) is not installed")
+
+
+async def test_services_on_postgresql(tmp_path):
+    with postgres_cluster(tmp_path) as url:
+        db = Database(url)
+        await db.upgrade()
+        async with db.engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda c: compare_metadata(MigrationContext.configure(c), SQLModel.metadata))
+        assert diff == []
+        services = GatewayServices(db)
+        admin = Participant("admin", Role.ADMIN)
+        await services.register_participants(admin, [
+            admin, Participant("iso", Role.ISO),
+            Participant("a", Role.LDC, dso_model=DsoModel.DUAL_PARTICIPATION),
+            Participant("x", Role.AGGREGATOR)])
+        await services.register_connection_points(admin, [ConnectionPoint("cp", "a", "N")])
+        await services.register_resources(admin, [Resource(
+            "d1", "cp", DerKind.PV, Nameplate(10_000), Binding(Protocol.MODBUS,
+            {"host": "127.0.0.1", "port": 502, "unit_id": 1}), "x")])
+        now = datetime.now(UTC)
+        ldc, iso = await services.participant("a"), await services.participant("iso")
+        limit = InstructionDraft(InstructionKind.LIMIT, Target(TargetKind.RESOURCE, "d1"),
+                                 now, now + timedelta(hours=1), "thermal",
+                                 limits=LimitEnvelope(export_max_w=5000))
+        first, created = await services.submit_instruction(ldc, limit, "key-1")
+        again, created_again = await services.submit_instruction(ldc, limit, "key-1")
+        assert created and not created_again and first.id == again.id
+        with pytest.raises(Conflict):
+            await services.submit_instruction(ldc, InstructionDraft(
+                InstructionKind.LIMIT, Target(TargetKind.RESOURCE, "d1"), now, None,
+                limits=LimitEnvelope(export_max_w=1)), "key-1")
+        dispatch = InstructionDraft(InstructionKind.DISPATCH, Target(TargetKind.RESOURCE, "d1"),
+                                    now, now + timedelta(hours=1),
+                                    schedule=(SetpointStep(now, now + timedelta(hours=1), 8000),))
+        await services.submit_instruction(iso, dispatch)
+        control = await services.effective_control("d1")
+        assert control is not None and control.at(now).setpoint_w == pytest.approx(5000)
+        assert control.at(now).start.tzinfo is not None
+        notices = await services.notices(iso)
+        assert [(n.requested_w, n.effective_w) for _, n in notices] == [(8000, 5000)]
+        await db.close()
