@@ -1,0 +1,49 @@
+"""DERControlBase -> the envelope the shared DER model obeys. Pure.
+
+Active powers are value x 10^multiplier W; opModFixedW and opModMaxLimW are hundredths of a
+percent of the DER's rated power. Elements an active event leaves out fall back to the
+DefaultDERControl's (CSIP-AUS: the default control covers every mode no event sets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from adapters.ieee2030_5.codec import models as m
+from simulators.feeder.envelope import Envelope
+
+
+def _w(value: m.ActivePower | None) -> float | None:
+    return None if value is None else value.value * 10.0 ** value.multiplier
+
+
+def _lowest(*values: float | None) -> float | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def envelope_of(base: m.DERControlBase | None, rating_w: float) -> Envelope:
+    if base is None:
+        return Envelope()
+    max_lim = None if base.opModMaxLimW is None else base.opModMaxLimW / 10_000 * rating_w
+    setpoint = _w(base.opModTargetW)
+    if setpoint is None and base.opModFixedW is not None:
+        setpoint = base.opModFixedW / 10_000 * rating_w
+    return Envelope(
+        export_max_w=_lowest(_w(base.opModExpLimW), _w(base.opModGenLimW), max_lim),
+        import_max_w=_lowest(_w(base.opModImpLimW), _w(base.opModLoadLimW)),
+        setpoint_w=setpoint,
+        connected=base.opModConnect is not False and base.opModEnergize is not False,
+    )
+
+
+def merged(active: Envelope | None, default: Envelope) -> Envelope:
+    """The active event's envelope with the default control filling what it leaves out."""
+    if active is None:
+        return default
+    fill: dict[str, Any] = {}
+    for name in ("export_max_w", "import_max_w", "setpoint_w"):
+        if getattr(active, name) is None and getattr(default, name) is not None:
+            fill[name] = getattr(default, name)
+    return replace(active, **fill) if fill else active

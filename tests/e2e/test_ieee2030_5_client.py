@@ -1,0 +1,158 @@
+"""The 2030.5 simulator clients against the real gateway (in process, real TLS on loopback):
+out-of-band device with PIN check, aggregator with subscriptions, in-band registration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from simulators.der import Constant, DerModel, Rating
+from simulators.feeder.envelope import ControlledDer
+from simulators.ieee2030_5_client.client import ClientConfig, Ieee2030Client, RegistrationError
+from simulators.ieee2030_5_client.readings import mrid
+from tests.support.gateway import free_port, gateway_in_process
+from tests.support.seed import seed_platform
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:shutdown_timeout should be set:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
+]
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def der(w_max: float = 10_000.0) -> ControlledDer:
+    return ControlledDer(DerModel(Rating(w_max=w_max), profile=Constant(0.8), ramp_pct_s=0.0))
+
+
+def fake_lfdi(name: str) -> str:
+    return (mrid("lfdi", name) + "00000000")[:40]
+
+
+def resource(rid: str, lfdi: str, agg: str = "agg-x") -> dict:
+    return {"id": rid, "connection_point_id": "cp-a1", "kind": "pv",
+            "nameplate": {"export_max_w": 10_000}, "aggregator_id": agg,
+            "binding": {"protocol": "ieee2030_5", "address": {"lfdi": lfdi, "pin": 424242}}}
+
+
+async def until(probe, within: float = 20.0):
+    async with asyncio.timeout(within):
+        while True:
+            value = await probe()
+            if value:
+                return value
+            await asyncio.sleep(0.1)
+
+
+async def stepping(ders: list[ControlledDer]) -> None:
+    while True:
+        for d in ders:
+            d.step(0.1)
+        await asyncio.sleep(0.1)
+
+
+async def test_device_and_aggregator_clients_apply_limits_and_acknowledge(tmp_path):
+    listen = f"https://127.0.0.1:{free_port()}"
+    async with gateway_in_process(tmp_path, ieee2030_5={"listen": listen}) as gw:
+        import json
+        ids = json.loads((gw.pki / "identities.json").read_text())
+        dev_lfdi = ids["ieee2030_5/device-1"]["lfdi"]
+        agg_lfdi = ids["ieee2030_5/aggregator-1"]["lfdi"]
+        behind = [fake_lfdi(f"agg-der-{n}") for n in range(3)]
+        clients = await seed_platform(gw, [resource("dev-1", dev_lfdi)] + [
+            resource(f"agg-{n}", lfdi) for n, lfdi in enumerate(behind)])
+        admin = clients["admin"]
+        await admin.ok("PUT", f"/v1/adapters/ieee2030_5/clients/{agg_lfdi}",
+                       {"aggregator_id": "agg-x"})
+        await admin.ok("PUT", "/v1/adapters/ieee2030_5/rates/poll",
+                       {"resource": "DERProgramList", "seconds": 1})
+        await admin.ok("PUT", "/v1/adapters/ieee2030_5/rates/post",
+                       {"resource": "MirrorUsagePoint", "seconds": 1})
+
+        dev_der = der()
+        agg_ders = {lfdi: der() for lfdi in behind}
+        device = Ieee2030Client(ClientConfig("device-1", listen, gw.pki, pin=424242),
+                                {dev_lfdi: dev_der})
+        aggregator = Ieee2030Client(ClientConfig("aggregator-1", listen, gw.pki, subscribe=True,
+                                                 min_poll_s=30.0), agg_ders)
+        wrong_pin = Ieee2030Client(ClientConfig("device-1", listen, gw.pki, pin=1), {
+            dev_lfdi: der()})
+        with pytest.raises(RegistrationError):
+            await wrong_pin.run()
+
+        ready = [asyncio.Event(), asyncio.Event()]
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(device.run(ready[0].set)),
+                     group.create_task(aggregator.run(ready[1].set)),
+                     group.create_task(stepping([dev_der, *agg_ders.values()]))]
+            try:
+                async with asyncio.timeout(30):
+                    await asyncio.gather(*(r.wait() for r in ready))
+                assert len(aggregator.agents) == 3 and len(device.agents) == 1
+                now = datetime.now(UTC)
+                await clients["ldc-a"].ok("POST", "/v1/instructions", {
+                    "kind": "limit", "target": {"kind": "connection_point", "id": "cp-a1"},
+                    "start": iso(now - timedelta(seconds=5)), "end": iso(now + timedelta(hours=1)),
+                    "limits": {"export_max_w": 12_000}, "reason": "feeder F-A1"})
+                # 12 kW shared by nameplate among 4 DERs of 10 kW: 3 kW each.
+                all_ders = [dev_der, *agg_ders.values()]
+                await until(lambda: _true(all(abs(d.measurement().w - 3_000) < 1 for d in all_ders)))
+
+                async def acked():
+                    _, rows = await admin.get("/v1/acknowledgements?limit=1000")
+                    started = {r["resource_id"] for r in rows if r["status"] == "started"}
+                    return started >= {"dev-1", "agg-0", "agg-1", "agg-2"}
+
+                await until(acked)
+                # the aggregator got it by notification, not by polling (it polls every 30 s)
+                assert aggregator.stats.notifications >= 3
+
+                async def readings():
+                    _, rows = await admin.get("/v1/readings?resource_id=dev-1&quantity=W")
+                    return [r for r in rows if abs(r["value"] - 3_000) < 1]
+
+                await until(readings)
+            finally:
+                for t in tasks:
+                    t.cancel()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_in_band_registration_with_connection_point(tmp_path):
+    """An aggregator registers its DERs in-band; naming a known ConnectionPoint makes each a
+    platform resource. The Registration carries the server's PIN, which the client checks."""
+    listen = f"https://127.0.0.1:{free_port()}"
+    async with gateway_in_process(tmp_path, ieee2030_5={"listen": listen}) as gw:
+        import json
+        ids = json.loads((gw.pki / "identities.json").read_text())
+        agg_lfdi = ids["ieee2030_5/aggregator-1"]["lfdi"]
+        clients = await seed_platform(gw, [])
+        await clients["admin"].ok("PUT", f"/v1/adapters/ieee2030_5/clients/{agg_lfdi}",
+                                  {"aggregator_id": "agg-x"})
+        lfdis = [fake_lfdi(f"inband-{n}") for n in range(2)]
+        client = Ieee2030Client(ClientConfig("aggregator-1", listen, gw.pki, in_band=True,
+                                             connection_point="cp-a1", pin=111115,
+                                             readings=False), {x: der() for x in lfdis})
+        ready = asyncio.Event()
+        task = asyncio.create_task(client.run(ready.set))
+        try:
+            async with asyncio.timeout(30):
+                await ready.wait()
+            for lfdi in lfdis:
+                status, res = await clients["agg-x"].get(f"/v1/resources/2030.5-{lfdi.lower()}")
+                assert status == 200, res
+                assert res["binding"]["address"]["lfdi"].upper() == lfdi
+                assert res["aggregator_id"] == "agg-x"
+            assert sorted(client.agents) == sorted(lfdis)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
