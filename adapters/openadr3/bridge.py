@@ -91,7 +91,7 @@ class Bridge:
             return []
         try:
             drafts = mapper.event_instructions(change.obj.body, datetime.now(UTC))
-        except mapper.MappingError as exc:
+        except ValueError as exc:  # MappingError, or times beyond the calendar
             raise bad_request(str(exc)) from None
         if not drafts:
             return []

@@ -215,7 +215,11 @@ def report_readings(
         resource_id = resource_ids.get(entry.get("resourceName", ""))
         if resource_id is None:
             continue
-        for slot in slots(entry, entry.get("intervals") or (), now):
+        try:
+            windows = slots(entry, entry.get("intervals") or (), now)
+        except ValueError:  # valid OpenADR, but beyond what the core's calendar can hold
+            continue
+        for slot in windows:
             for payload in slot.payloads:
                 reading = _reading(payload, descriptors, resource_id, slot.start)
                 if reading is not None:

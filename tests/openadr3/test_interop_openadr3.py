@@ -48,12 +48,20 @@ async def test_openadr3_package_as_bl_and_ven(vtn, monkeypatch):
 
         now = datetime.now(UTC)
         event_body = {
-            "programID": program.id, "eventName": "cap export", "targets": ["ven-x/bat-2"],
-            "payloadDescriptors": [{"objectType": "EVENT_PAYLOAD_DESCRIPTOR",
-                                    "payloadType": "EXPORT_CAPACITY_LIMIT", "units": "KW"}],
+            "programID": program.id,
+            "eventName": "cap export",
+            "targets": ["ven-x/bat-2"],
+            "payloadDescriptors": [
+                {
+                    "objectType": "EVENT_PAYLOAD_DESCRIPTOR",
+                    "payloadType": "EXPORT_CAPACITY_LIMIT",
+                    "units": "KW",
+                }
+            ],
             "intervalPeriod": {"start": iso(now - timedelta(minutes=1)), "duration": "PT1H"},
-            "intervals": [{"id": 0, "payloads": [
-                {"type": "EXPORT_CAPACITY_LIMIT", "values": [3.0]}]}],
+            "intervals": [
+                {"id": 0, "payloads": [{"type": "EXPORT_CAPACITY_LIMIT", "values": [3.0]}]}
+            ],
         }
         resp = await asyncio.to_thread(bl.create_event, event_body)
         assert resp.status_code == 201, resp.text
@@ -86,12 +94,25 @@ async def test_openadr3_package_as_bl_and_ven(vtn, monkeypatch):
         assert [v.ven_name for v in vens] == ["ven-x"]
         assert vens[0].client_id == ven_cred["client_id"]
 
-        resp = await asyncio.to_thread(ven.create_report, {
-            "eventID": rendered[0].id, "clientName": "ven-x",
-            "resources": [{"resourceName": "bat-2", "intervals": [{
-                "id": 0, "intervalPeriod": {"start": iso(now), "duration": "PT5M"},
-                "payloads": [{"type": "READING", "values": [2.75]}]}]}],
-        })
+        resp = await asyncio.to_thread(
+            ven.create_report,
+            {
+                "eventID": rendered[0].id,
+                "clientName": "ven-x",
+                "resources": [
+                    {
+                        "resourceName": "bat-2",
+                        "intervals": [
+                            {
+                                "id": 0,
+                                "intervalPeriod": {"start": iso(now), "duration": "PT5M"},
+                                "payloads": [{"type": "READING", "values": [2.75]}],
+                            }
+                        ],
+                    }
+                ],
+            },
+        )
         assert resp.status_code == 201, resp.text
         report = openadr3.coerce(resp.json())
         assert isinstance(report, openadr3.Report)

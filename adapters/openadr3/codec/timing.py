@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from adapters.openadr3.codec.common import DURATION_PATTERN
 
 _DURATION = re.compile(DURATION_PATTERN)
+_FRACTION = re.compile(r"\.\d+")
 INFINITE = "P9999Y"
 
 
@@ -19,9 +20,13 @@ def parse_start(value: str | None, now: datetime) -> datetime:
     if value is None or value.startswith(("0001-01-01", "0000-")):
         return now
     text = value.replace("z", "Z").replace("t", "T").replace("Z", "+00:00")
-    if ":60" in text[17:20]:  # a leap second: RFC 3339 allows it, Python does not
+    if text[17:19] == "60":  # a leap second: RFC 3339 allows it, Python does not
         text = text[:17] + "59" + text[19:]
-    return datetime.fromisoformat(text).astimezone(UTC)
+    text = _FRACTION.sub(lambda m: m.group(0)[:7], text)  # Python keeps microseconds only
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError(f"timestamp out of range: {value!r}") from None
 
 
 def parse_duration(value: str | None) -> timedelta | None:
