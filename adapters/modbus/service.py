@@ -44,7 +44,11 @@ class GatewaySink:
 
     async def readings(self, readings: Sequence[Reading]) -> None:
         room = self._pending.maxlen - len(self._pending) if self._pending.maxlen else len(readings)
-        self.dropped += max(0, len(readings) - room)
+        lost = max(0, len(readings) - room)
+        if lost:
+            if not self.dropped:
+                log.warning("modbus: readings buffer full; dropping the oldest (store too slow?)")
+            self.dropped += lost
         self._pending.extend(readings)
 
     async def acknowledge(self, acks: Sequence[Acknowledgement]) -> None:
