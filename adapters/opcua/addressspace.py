@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 _DATA_TYPE = {dt: ua.NodeId(getattr(ua.ObjectIds, dt.value)) for dt in Dt}
 _VARIANT = {dt: getattr(ua.VariantType, dt.value) for dt in Dt}
-_WRITE_CHUNK = 2000  # writes between yields to the event loop
+_WRITE_CHUNK = 500  # writes between yields: keeps event-loop stalls to a few ms
 MethodHandler = Callable[..., Any]
 
 
