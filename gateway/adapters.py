@@ -4,7 +4,7 @@ An adapter is found through the entry-point group ``der_gateway.adapters``; the 
 names a factory ``create_adapter(ctx: AdapterContext) -> Adapter``. The core then
 
 1. mounts ``adapter.platform_routes()`` (if any) under ``/v1/adapters/<name>/`` on the
-   platform API, behind the platform's own authentication (``request["actor"]``);
+   platform API, behind the platform's own authentication (``request[gateway.api.keys.ACTOR]``);
 2. enters ``adapter.lifespan()`` after the store, bus and outbox relay are up, and leaves it
    (in reverse order of entry) on shutdown.
 

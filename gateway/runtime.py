@@ -145,9 +145,9 @@ async def _serve_platform(app: web.Application, settings: Settings) -> AsyncIter
     ssl_ctx = server_context(pki / "server.pem", pki / "server.key", pki / "ca.pem",
                              require_client_cert=False)  # bearer tokens need no certificate
     host, port = settings.platform_host_port
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, shutdown_timeout=5.0)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
     await site.start()
     log.info("platform API on %s", settings.platform_listen)
     try:

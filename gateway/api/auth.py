@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 from aiohttp import web
 
-from gateway.api.keys import SERVICES
+from gateway.api.keys import ACTOR, SERVICES
 from gateway.api.problem import Handler
+from gateway.domain import Participant
 from gateway.errors import Unauthenticated
 from gateway.pki.identity import sha256_hex
 from gateway.pki.tls import peer_certificate_der
@@ -23,7 +26,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("use 'Authorization: Bearer <token>' or a client certificate")
-        request["actor"] = await services.authenticate_token(token.strip())
+        _set_actor(request, await services.authenticate_token(token.strip()))
         return await handler(request)
     der = peer_certificate_der(request.transport)
     if der is None:
@@ -31,5 +34,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     actor = await services.participant_by_cert(sha256_hex(der))
     if actor is None:
         raise Unauthenticated("this client certificate is not registered to any participant")
-    request["actor"] = actor
+    _set_actor(request, actor)
     return await handler(request)
+
+
+def _set_actor(request: web.Request, actor: Participant) -> None:
+    request[ACTOR] = actor
+    # Adapter routes written before ACTOR existed read request["actor"]; keep it for them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        request["actor"] = actor

@@ -15,3 +15,7 @@ SERVICES: web.AppKey[GatewayServices] = web.AppKey("services")
 BUS: web.AppKey[InProcessBus] = web.AppKey("bus")
 DATABASE: web.AppKey[Database] = web.AppKey("database")
 STATUS: web.AppKey[dict[str, Any]] = web.AppKey("status")
+
+# Per-request state, set by the middlewares.
+ACTOR: web.RequestKey[Any] = web.RequestKey("actor")  # the authenticated Participant
+CORRELATION_ID: web.RequestKey[str] = web.RequestKey("correlation_id")

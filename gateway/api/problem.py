@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from pydantic import ValidationError
 
+from gateway.api.keys import CORRELATION_ID
 from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def _validation_errors(exc: ValidationError) -> list[dict[str, object]]:
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     correlation_id = request.headers.get("X-Correlation-ID", "")[:64] or uuid.uuid4().hex
-    request["correlation_id"] = correlation_id
+    request[CORRELATION_ID] = correlation_id
     try:
         response = await handler(request)
     except GatewayError as exc:

@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gateway import authz
-from gateway.api.keys import SERVICES, STATUS
+from gateway.api.keys import ACTOR, SERVICES, STATUS
 from gateway.api.schemas import (
     MAX_BULK,
     ConnectionPointIn,
@@ -47,7 +47,7 @@ def services(request: web.Request) -> GatewayServices:
 
 
 def actor(request: web.Request) -> Participant:
-    return request["actor"]
+    return request[ACTOR]
 
 
 async def read_json(request: web.Request) -> Any:
