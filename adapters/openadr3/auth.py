@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -104,7 +105,8 @@ class Credentials:
             self._creds[doc["client_id"]] = doc
         now = datetime.now(UTC)
         for doc in await list_docs(self._records, ISSUED):
-            if parse_time(doc["expires_at"]) > now:  # type: ignore[operator]
+            doc.setdefault("expires_ts", parse_time(doc["expires_at"]).timestamp())  # type: ignore[union-attr]
+            if doc["expires_ts"] > now.timestamp():
                 self._tokens[doc["key"]] = doc
 
     # -- provisioning ----------------------------------------------------------------------
@@ -190,6 +192,7 @@ class Credentials:
             "scopes": sorted(granted),
             "issued_at": rfc3339(now),
             "expires_at": rfc3339(now + timedelta(seconds=self._ttl)),
+            "expires_ts": (now + timedelta(seconds=self._ttl)).timestamp(),
         }
         await self._records.put(ISSUED, record["key"], record)
         self._tokens[record["key"]] = record
@@ -200,7 +203,7 @@ class Credentials:
         record = self._tokens.get(_token_key(token))
         if record is None:
             return None
-        if parse_time(record["expires_at"]) <= datetime.now(UTC):  # type: ignore[operator]
+        if record["expires_ts"] <= time.time():
             self._tokens.pop(record["key"], None)
             return None
         cred = self._creds.get(record["client_id"])

@@ -9,7 +9,7 @@ the `Hooks` called around every write.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -22,6 +22,7 @@ from adapters.openadr3.ownership import Ownership
 from adapters.openadr3.problems import conflict, not_found
 from adapters.openadr3.store import ObjectStore, StoredObject
 from adapters.openadr3.targeting import (
+    SEP,
     Audience,
     audience_for_bl,
     audience_for_ven,
@@ -71,6 +72,7 @@ class VtnService:
         self.store = store
         self.ownership = ownership
         self.hooks = hooks
+        self._granted: dict[tuple[str, str], tuple[int, frozenset[str]]] = {}
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -259,7 +261,7 @@ class VtnService:
         predicate = FILTERS.get(kind)
         out: list[dict[str, Any]] = []
         skipped = 0
-        for obj in self.store.all(version, kind):
+        for obj in self._candidates(version, kind, audience):
             if len(out) >= query.limit:
                 break
             if predicate is not None and not predicate(self, obj, query):
@@ -273,6 +275,18 @@ class VtnService:
             out.append(view)
         return out
 
+    def _candidates(self, version: str, kind: str, audience: Audience) -> Iterable[StoredObject]:
+        """Every object, or only those carrying the audience's targets when that suffices."""
+        terms = audience.terms
+        if (
+            KINDS[kind].targeted
+            and terms is not None
+            and not audience.untargeted
+            and not any(t.startswith(SEP) for t in terms)  # 3.0.1 "any type": scan
+        ):
+            return self.store.carrying(version, kind, terms)
+        return self.store.all(version, kind)
+
     def audience(
         self, version: str, principal: Principal, requested: frozenset[str] | None
     ) -> Audience:
@@ -282,6 +296,17 @@ class VtnService:
 
     def granted(self, version: str, client_id: str) -> frozenset[str]:
         """Targets granted to a VEN client: on its ven objects and their resources."""
+        key = (version, client_id)
+        cached = self._granted.get(key)
+        if cached is not None and cached[0] == self.store.grants_generation:
+            return cached[1]
+        if len(self._granted) > 10_000:  # bounded: one entry per active client is plenty
+            self._granted.clear()
+        found = self._compute_granted(version, client_id)
+        self._granted[key] = (self.store.grants_generation, found)
+        return found
+
+    def _compute_granted(self, version: str, client_id: str) -> frozenset[str]:
         vens = {v.id: v for v in self.store.all(version, "ven") if v.owner == client_id}
         out: set[str] = set()
         for ven in vens.values():

@@ -98,7 +98,14 @@ class ObjectStore:
         self._index: dict[tuple[str, str], dict[str, StoredObject]] = {
             (v, k): {} for v in VERSIONS for k in KINDS
         }
+        # target -> ids of the objects carrying it, per (version, kind): polls with target
+        # filters touch only the objects they can match.
+        self._by_target: dict[tuple[str, str], dict[str, set[str]]] = {
+            (v, k): {} for v in VERSIONS for k in KINDS
+        }
         self._seq = 0
+        # Bumped on every ven/resource write: caches of granted targets compare against it.
+        self.grants_generation = 0
 
     async def load(self) -> None:
         for version in VERSIONS:
@@ -106,6 +113,8 @@ class ObjectStore:
                 docs = await list_docs(self._records, record_kind(version, kind))
                 objs = sorted((StoredObject.from_doc(d) for d in docs), key=lambda o: o.seq)
                 self._index[(version, kind)] = {o.id: o for o in objs}
+                for obj in objs:
+                    self._link(obj)
                 self._seq = max([self._seq, *(o.seq for o in objs)])
 
     def next_seq(self) -> int:
@@ -122,8 +131,40 @@ class ObjectStore:
     async def save(self, obj: StoredObject) -> None:
         await self._records.put(record_kind(obj.version, obj.kind), obj.id, obj.to_doc())
         # New objects carry the highest sequence and append; updates keep their place.
+        old = self._index[(obj.version, obj.kind)].get(obj.id)
+        if old is not None:
+            self._unlink(old)
         self._index[(obj.version, obj.kind)][obj.id] = obj
+        self._link(obj)
+        self._touched(obj)
 
     async def remove(self, obj: StoredObject) -> None:
         await self._records.delete(record_kind(obj.version, obj.kind), obj.id)
-        self._index[(obj.version, obj.kind)].pop(obj.id, None)
+        old = self._index[(obj.version, obj.kind)].pop(obj.id, None)
+        if old is not None:
+            self._unlink(old)
+        self._touched(obj)
+
+    def carrying(self, version: str, kind: str, targets: frozenset[str]) -> list[StoredObject]:
+        """Objects carrying any of `targets`, in creation order."""
+        index, bucket = self._by_target[(version, kind)], self._index[(version, kind)]
+        ids = set().union(*(index.get(t, ()) for t in targets)) if targets else set()
+        return sorted((bucket[i] for i in ids if i in bucket), key=lambda o: o.seq)
+
+    def _link(self, obj: StoredObject) -> None:
+        index = self._by_target[(obj.version, obj.kind)]
+        for target in obj.targets:
+            index.setdefault(target, set()).add(obj.id)
+
+    def _unlink(self, obj: StoredObject) -> None:
+        index = self._by_target[(obj.version, obj.kind)]
+        for target in obj.targets:
+            ids = index.get(target)
+            if ids is not None:
+                ids.discard(obj.id)
+                if not ids:
+                    del index[target]
+
+    def _touched(self, obj: StoredObject) -> None:
+        if obj.kind in ("ven", "resource"):
+            self.grants_generation += 1
