@@ -207,3 +207,27 @@ async def test_3_0_1_ven_polls_the_same_limit(vtn):
     assert event["id"] not in {e["id"] for e in seen}
     assert json.dumps(seen).count("ven-x") == 0
     _ = V31
+
+
+async def test_objects_credentials_and_tokens_survive_a_restart(tmp_path):
+    from tests.openadr3.conftest import Vtn, oadr_der
+    from tests.support.gateway import gateway_in_process
+    from tests.support.seed import seed_platform
+
+    listen = f"https://127.0.0.1:{free_port()}"
+    async with gateway_in_process(tmp_path, openadr3={"listen": listen}) as gw:
+        clients = await seed_platform(gw, resources=[oadr_der("o1", "ven-x", "bat-1")])
+        vtn = Vtn(gw, listen, clients)
+        bl = await vtn.provision("admin", {"role": "bl", "participant_id": "ldc-a"})
+        token = await vtn.token(bl)
+        for name in ("p-3", "p-1", "p-2"):
+            status, _ = await vtn.call("POST", "/programs", token, {"programName": name})
+            assert status == 201
+        _, before = await vtn.call("GET", "/programs", token)
+    async with gateway_in_process(tmp_path, openadr3={"listen": listen}) as gw:
+        vtn = Vtn(gw, listen, {})
+        status, after = await vtn.call("GET", "/programs", token)
+        assert status == 200 and after == before
+        assert [p["programName"] for p in after][-3:] == ["p-3", "p-1", "p-2"]
+        status, page = await vtn.call("GET", "/programs", token, params={"skip": 1, "limit": 1})
+        assert page == [before[1]]
