@@ -1,0 +1,102 @@
+"""`der-gateway simulate SCENARIO [--start-gateway]` (entry point group der_gateway.cli) and
+`python -m simulators.scenario SCENARIO ...`: run a scenario, print the live view and summary.
+Exit status 0 when every step was acknowledged and followed, 1 otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from simulators.scenario.console import Summary
+from simulators.scenario.gateway_proc import Endpoints, GatewayChild
+from simulators.scenario.runner import Run, RunOptions
+from simulators.scenario.spec import Scenario, ScenarioError, load
+
+BUNDLED = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def _resolve(name: str) -> Path:
+    path = Path(name)
+    if path.exists():
+        return path
+    bundled = BUNDLED / (name if name.endswith(".toml") else f"{name}.toml")
+    if bundled.exists():
+        return bundled
+    raise ScenarioError(f"no scenario {name!r} (bundled: "
+                        f"{', '.join(sorted(p.stem for p in BUNDLED.glob('*.toml')))})")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scenario", help="a scenario TOML file, or the name of a bundled one")
+    p.add_argument("--start-gateway", action="store_true",
+                   help="start a fresh gateway (child process) for this run")
+    p.add_argument("--workdir", type=Path, default=Path("var/simulate"),
+                   help="with --start-gateway: its data and dev PKI (recreated each run)")
+    p.add_argument("--quiet", action="store_true", help="summary only")
+    p.add_argument("--ack-timeout", type=float, default=30.0)
+
+
+def register(subparsers: Any) -> None:
+    """The `simulate` command of `der-gateway`."""
+    p = subparsers.add_parser("simulate", help="run a simulated fleet scenario (see scenarios/)")
+    add_arguments(p)
+    p.set_defaults(func=command)
+
+
+def _endpoints_from_settings(args: argparse.Namespace) -> Endpoints:
+    from gateway.settings import load_settings
+
+    settings = load_settings(getattr(args, "config", None))
+    return Endpoints(platform=settings.platform_listen,
+                     ieee2030_5=str(settings.adapter_config("ieee2030_5").get("listen", "")),
+                     openadr3=str(settings.adapter_config("openadr3").get("listen", "")),
+                     opcua=str(settings.adapter_config("opcua").get("listen", "")),
+                     pki=settings.pki_dir)
+
+
+async def simulate(scenario: Scenario, args: argparse.Namespace) -> Summary:
+    options = RunOptions(ack_timeout_s=args.ack_timeout, quiet=args.quiet)
+    if not args.start_gateway:
+        run = Run(scenario, _endpoints_from_settings(args), options)
+        summary = await run.run()
+        assert run.console is not None
+        run.console.summary(summary)
+        return summary
+    child = GatewayChild(args.workdir / scenario.name.replace(" ", "-"),
+                         modbus={"poll_interval_s": scenario.rates.modbus_poll_s,
+                                 "telemetry_interval_s": 5})
+    endpoints = await child.start()
+    try:
+        run = Run(scenario, endpoints, options)
+        summary = await run.run()
+        summary.gateway_peak_rss_mb = child.peak_rss_mb()
+    finally:
+        await child.stop()
+    assert run.console is not None
+    run.console.summary(summary)
+    return summary
+
+
+def command(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("asyncua").setLevel(logging.ERROR)  # its session chatter is not ours
+    try:
+        scenario = load(_resolve(args.scenario))
+    except ScenarioError as exc:
+        print(f"scenario error: {exc}")
+        return 2
+    summary = None
+    with contextlib.suppress(KeyboardInterrupt):
+        summary = asyncio.run(simulate(scenario, args))
+    return 0 if summary is not None and summary.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulators.scenario", description=__doc__)
+    parser.add_argument("--config", type=Path, default=None, help="gateway settings TOML")
+    add_arguments(parser)
+    return command(parser.parse_args(argv))
