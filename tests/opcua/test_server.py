@@ -199,3 +199,39 @@ async def test_readings_and_acknowledgements_follow_the_bus(served):
         detail = await der.get_child([f"{ns}:Acknowledgement", f"{ns}:ProtocolStatus"])
         assert await detail.read_value() == "exception 4"
         await sub.delete()
+
+
+async def test_dispatch_and_disconnect_become_ldc_instructions(served):
+    gw, clients = served
+    async with await make_client(gw.adapter_listen("opcua"), gw.pki, user=CONTROLLER) as client:
+        der, ns = await der_node(client, "d1")
+        dispatch_id = await der.call_method(
+            f"{ns}:Dispatch", ua.Variant(4200.0, ua.VariantType.Double),
+            ua.Variant(300, ua.VariantType.UInt32), "SCADA: voltage support")
+        disconnect_id = await der.call_method(
+            f"{ns}:Disconnect", ua.Variant(300, ua.VariantType.UInt32), "SCADA: switching")
+        for iid, kind in ((dispatch_id, "dispatch"), (disconnect_id, "connection")):
+            status, instruction = await clients["ldc-a"].get(f"/v1/instructions/{iid}")
+            assert status == 200 and instruction["kind"] == kind, instruction
+            assert instruction["issuer_id"] == "ldc-a"
+        setpoint = await der.get_child([f"{ns}:Control", f"{ns}:SetpointW"])
+        requested = await der.get_child([f"{ns}:Control", f"{ns}:RequestedSetpointW"])
+        limited_by = await der.get_child([f"{ns}:Control", f"{ns}:LimitedBy"])
+        connect = await der.get_child([f"{ns}:Control", f"{ns}:Connect"])
+
+        async def rendered():  # disconnected: the 4200 W dispatch is clipped to 0 W
+            sp = await setpoint.read_data_value(raise_on_bad_status=False)
+            return (sp.StatusCode.is_good() and sp.Value.Value == 0.0
+                    and await requested.read_value() == 4200.0
+                    and await limited_by.read_value() == [disconnect_id]
+                    and await connect.read_value() is False)
+        await wait_for(rendered)
+        _, control = await clients["ldc-a"].get("/v1/resources/d1/effective-control")
+        assert dispatch_id in str(control) and disconnect_id in str(control)
+        for iid in (dispatch_id, disconnect_id):
+            assert (await clients["ldc-a"].post(f"/v1/instructions/{iid}/cancel"))[0] == 200
+
+        async def restored():
+            sp = await setpoint.read_data_value(raise_on_bad_status=False)
+            return sp.StatusCode.is_bad() and await connect.read_value() is True
+        await wait_for(restored)
