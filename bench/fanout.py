@@ -1,0 +1,100 @@
+"""Fan-out: from one platform instruction to every simulated DER acknowledged.
+
+    python bench/fanout.py               # 100 and 1,000 DERs
+    python bench/fanout.py --sizes 100 1000 10000
+
+Each size starts a fresh `der-gateway serve` (child process, SQLite, dev PKI), registers one
+dual-participation LDC with N DERs, and issues one LDC export limit on the whole area. The
+latency of a DER is the time from submitting the instruction to the platform's event stream
+reporting that DER's acknowledgement. Protocol mix (state it with the figures):
+  50 % IEEE 2030.5 behind aggregator clients (500 EndDevices per certificate, subscriptions),
+  25 % OpenADR 3 resources behind VENs (250 per VEN, webhook subscriptions),
+  25 % SunSpec Modbus TCP inverters (the gateway polls them; 100 unit ids per port).
+Reported: p50 / p95 / max latency, time until all acknowledged, gateway peak RSS (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from simulators.scenario.console import Console
+from simulators.scenario.gateway_proc import GatewayChild
+from simulators.scenario.runner import Run, RunOptions
+from simulators.scenario.spec import parse
+
+
+def scenario(n: int) -> dict:
+    n2030 = n // 2
+    nven = n // 4
+    nmb = n - n2030 - nven
+    fleets = []
+    for k in range(math.ceil(n2030 / 500)):
+        fleets.append({"name": f"s{k}", "protocol": "ieee2030_5", "client": "aggregator",
+                       "subscribe": True, "count": min(500, n2030 - 500 * k),
+                       "aggregator": "agg", "connection_points": ["cp"]})
+    for k in range(math.ceil(nven / 250)):
+        fleets.append({"name": f"v{k}", "protocol": "openadr3", "subscribe": True,
+                       "count": min(250, nven - 250 * k), "aggregator": "agg",
+                       "connection_points": ["cp"]})
+    fleets.append({"name": "m", "protocol": "modbus", "count": nmb, "aggregator": "agg",
+                   "connection_points": ["cp"]})
+    return {
+        "name": f"fanout-{n}", "duration_s": 0,
+        "rates": {"ieee2030_5_poll_s": 300, "ieee2030_5_post_s": 3600, "ven_poll_s": 300.0,
+                  "ven_report_s": 3600.0, "modbus_poll_s": 1.0},
+        "ldc": [{"id": "ldc", "dso_model": "dual_participation"}],
+        "aggregator": [{"id": "agg"}],
+        "connection_point": [{"id": "cp", "ldc": "ldc", "td_node": "N"}],
+        "fleet": fleets,
+        "timeline": [{"at_s": 5, "by": "ldc", "kind": "limit",
+                      "target": {"kind": "area", "id": "ldc"},
+                      "limits": {"export_max_w": n * 4000.0}, "reason": "fan-out bench"}],
+    }
+
+
+async def one(n: int, work: Path) -> dict:
+    spec = parse(scenario(n))
+    child = GatewayChild(work / f"fanout-{n}", modbus={"poll_interval_s": 1.0,
+                                                       "telemetry_interval_s": 3600})
+    endpoints = await child.start()
+    started = time.monotonic()
+    try:
+        run = Run(spec, endpoints, RunOptions(ack_timeout_s=max(60.0, n / 20), settle_s=0.0,
+                                              status_every_s=10.0, quiet=True),
+                  Console(io.StringIO(), quiet=True))
+        summary = await run.run()
+        peak = child.peak_rss_mb()
+    finally:
+        await child.stop()
+    p = summary.steps[0].pending
+    lat = p.latencies() if p else {}
+    return {"ders": n, "acked": len(p.acked) if p else 0, "expected": len(p.expected) if p else 0,
+            **{k: round(v, 2) for k, v in lat.items()}, "peak_rss_mb": round(peak or 0),
+            "wall_s": round(time.monotonic() - started, 1)}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--workdir", type=Path, default=Path("var/bench"))
+    args = ap.parse_args()
+    print("mix: 50% 2030.5 (aggregator clients, subscriptions), 25% OpenADR 3 (VENs, webhooks),"
+          " 25% SunSpec Modbus")
+    print(f"{'DERs':>6} {'acked':>11} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'gw peak MB':>10}")
+    for n in args.sizes:
+        r = await one(n, args.workdir)
+        print(f"{r['ders']:>6} {r['acked']:>5}/{r['expected']:<5} {r.get('p50', '-'):>7} "
+              f"{r.get('p95', '-'):>7} {r.get('max', '-'):>7} {r['peak_rss_mb']:>10}", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
