@@ -9,6 +9,7 @@ the `Hooks` called around every write.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +74,7 @@ class VtnService:
         self.ownership = ownership
         self.hooks = hooks
         self._granted: dict[tuple[str, str], tuple[int, frozenset[str]]] = {}
+        self._names = asyncio.Lock()
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -150,7 +152,10 @@ class VtnService:
     async def _write(self, change: Change) -> None:
         for hook in self.hooks:
             await hook.before_write(change)  # may refuse: nothing is stored then
-        await self.store.save(change.obj)
+        async with self._names:  # two concurrent writers must not both take one name
+            if change.operation != "DELETE":
+                self._check_references(change.version, change.kind, change.obj.body, change.old)
+            await self.store.save(change.obj)
         for hook in self.hooks:
             await hook.after_write(change)
 

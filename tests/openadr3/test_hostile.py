@@ -317,3 +317,11 @@ async def test_loopback_http_callback_allowed_in_dev_mode_with_http_verbs(vtn, b
     )
     assert status == 201, sub
     assert sub["objectOperations"][0]["operations"] == ["POST", "PUT"]
+
+
+async def test_concurrent_creates_cannot_share_a_name(vtn, bl):
+    results = await asyncio.gather(
+        *(vtn.call("POST", "/programs", bl, {"programName": "same"}) for _ in range(8))
+    )
+    assert sorted(status for status, _ in results) == [201] + [409] * 7
+    assert await count(vtn, bl, "/programs") == 1
