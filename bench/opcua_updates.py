@@ -206,7 +206,7 @@ def main() -> None:
                         choices=list(QUANTITIES))
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--flush-ms", type=int, default=200)
+    parser.add_argument("--flush-ms", type=int, default=100)
     parser.add_argument("--publishing-ms", type=int, default=100)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)

@@ -21,7 +21,7 @@ class OpcUaConfig:
     security_policies: tuple[str, ...] | None  # None: all the secure ones
     allow_none: bool  # effective: dev mode AND the explicit flag
     users: tuple[dict[str, Any], ...] = field(default=())
-    flush_interval: float = 0.2
+    flush_interval: float = 0.1
     restore_window_s: float = 120.0
 
 
@@ -35,7 +35,7 @@ def load_config(raw: dict[str, Any], pki: PkiPaths, *, dev_mode: bool) -> OpcUaC
         raise ValueError(f"opcua: listen must be an opc.tcp:// URL, not {listen!r}")
     trust = raw.get("trust") or ["opcua/ca.pem", "opcua/trusted"]
     policies = raw.get("security_policies")
-    interval_ms = float(raw.get("flush_interval_ms", 200))
+    interval_ms = float(raw.get("flush_interval_ms", 100))
     if not 10 <= interval_ms <= 10_000:
         raise ValueError("opcua: flush_interval_ms must be between 10 and 10000")
     return OpcUaConfig(

@@ -38,7 +38,7 @@ _BUS_QUEUE = 100_000  # 10 s of 10,000 readings/s: room for a slow flush
 
 class ModelService:
     def __init__(self, ctx: AdapterContext, space: AddressSpace, *,
-                 flush_interval: float = 0.2, restore_window_s: float = 120.0) -> None:
+                 flush_interval: float = 0.1, restore_window_s: float = 120.0) -> None:
         self.ctx = ctx
         self.space = space
         self.flush_interval = flush_interval
