@@ -449,6 +449,12 @@ class GatewayServices:
                                                instruction_id=instruction_id, since_id=since_id,
                                                limit=limit)
 
+    async def latest_acknowledgements(
+        self, resource_ids: Iterable[str] | None = None
+    ) -> dict[str, Acknowledgement]:
+        async with self.db.read() as session:
+            return await repo.latest_acknowledgements(session, resource_ids)
+
     async def readings(self, *, resource_id: str | None = None,
                        resource_ids: Iterable[str] | None = None,
                        quantity: Quantity | None = None, since: datetime | None = None,

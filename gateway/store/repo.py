@@ -403,6 +403,22 @@ async def acknowledgements(
                             r.id) for r in rows]
 
 
+async def latest_acknowledgements(
+    session: AsyncSession, resource_ids: Iterable[str] | None = None
+) -> dict[str, Acknowledgement]:
+    """Each DER's most recent acknowledgement (for rebuilding views after a restart)."""
+    latest = select(func.max(AcknowledgementRow.id)).group_by(AcknowledgementRow.resource_id)
+    if resource_ids is not None:
+        latest = latest.where(AcknowledgementRow.resource_id.in_(list(resource_ids)))  # type: ignore[attr-defined]
+    rows = (await session.execute(
+        select(AcknowledgementRow).where(AcknowledgementRow.id.in_(latest))  # type: ignore[union-attr]
+    )).scalars()
+    return {r.resource_id: Acknowledgement(r.resource_id, AckStatus(r.status),
+                                           Protocol(r.protocol), r.protocol_status, r.at,
+                                           r.instruction_id, r.control_ref, r.detail, r.id)
+            for r in rows}
+
+
 async def refusals(session: AsyncSession) -> set[tuple[str, str]]:
     """(instruction, DER) pairs whose latest acknowledgement refuses the instruction."""
     latest = (

@@ -74,3 +74,25 @@ async def test_services_on_postgresql(tmp_path):
         notices = await services.notices(iso)
         assert [(n.requested_w, n.effective_w) for _, n in notices] == [(8000, 5000)]
         await db.close()
+
+
+async def test_latest_acknowledgement_per_der(tmp_path):
+    from gateway.domain import Acknowledgement, AckStatus
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    await db.upgrade()
+    services = GatewayServices(db)
+    admin = Participant("admin", Role.ADMIN)
+    await services.register_participants(admin, [admin, Participant(
+        "a", Role.LDC, dso_model=DsoModel.TOTAL)])
+    await services.register_connection_points(admin, [ConnectionPoint("cp", "a", "N")])
+    await services.register_resources(admin, [Resource(
+        f"d{i}", "cp", DerKind.PV, Nameplate(1000), Binding(Protocol.MODBUS,
+        {"host": "h", "port": 502, "unit_id": i})) for i in (1, 2)])
+    now = datetime.now(UTC)
+    for status in (AckStatus.RECEIVED, AckStatus.COMPLETED):
+        await services.record_acknowledgement(
+            Acknowledgement("d1", status, Protocol.MODBUS, status.value, now))
+    latest = await services.latest_acknowledgements()
+    assert list(latest) == ["d1"] and latest["d1"].status is AckStatus.COMPLETED
+    await db.close()
