@@ -248,17 +248,43 @@ class Bridge:
     async def render(self, resource_id: str) -> None:
         resource = await self.gateway.resource(resource_id)
         if resource is None or resource.binding.protocol != Protocol.OPENADR3:
+            await self._forget_stale(resource_id, [])
             return
         await self.render_resource(resource)
 
     async def render_resource(self, resource: Resource) -> None:
         ven_name = str(resource.binding.address.get("ven", ""))
         control = await self.gateway.effective_control(resource.id)
-        for ven in self._vens_serving(resource):
+        serving = self._vens_serving(resource)
+        for ven in serving:
             res_obj = await self._ensure_resource(ven, resource)
             target = resource_target(ven_name, res_obj.body["resourceName"])
             program_id = await self._program(ven.version, resource)
             await self._upsert_event(ven.version, resource, control, program_id, target)
+        await self._forget_stale(resource.id, serving)
+
+    async def _forget_stale(self, resource_id: str, serving: list[StoredObject]) -> None:
+        """A DER rebound elsewhere (or unbound): its old resource object and event go."""
+        kept = {(v.version, v.id) for v in serving}
+        for version in VERSIONS:
+            for res in list(self.service.objects_of(version, "resource")):
+                if res.meta.get("resource_id") != resource_id:
+                    continue
+                if (version, res.body.get("venID")) in kept:
+                    continue
+                if res.meta.get("origin") == GATEWAY:
+                    await self.service.remove(Change(version, "resource", "DELETE", None, res, res))
+                else:  # the VEN's own object: keep it, but it no longer stands for the DER
+                    res.meta = {k: v for k, v in res.meta.items() if k != "resource_id"}
+                    await self.service.store.save(res)
+            if not any(v == version for v, _ in kept):
+                event = self.service.store.get(
+                    version, "event", f"gw-{_digest(version, resource_id)}"
+                )
+                if event is not None:
+                    await self.service.remove(
+                        Change(version, "event", "DELETE", None, event, event)
+                    )
 
     async def _program(self, version: str, resource: Resource) -> str:
         point = await self.gateway.connection_point(resource.connection_point_id)

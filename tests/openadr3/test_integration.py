@@ -231,3 +231,20 @@ async def test_objects_credentials_and_tokens_survive_a_restart(tmp_path):
         assert [p["programName"] for p in after][-3:] == ["p-3", "p-1", "p-2"]
         status, page = await vtn.call("GET", "/programs", token, params={"skip": 1, "limit": 1})
         assert page == [before[1]]
+
+
+async def test_unbound_der_loses_its_resource_object_and_event(vtn):
+    ven = await vtn.provision("agg-x", {"role": "ven", "ven_name": "ven-x"})
+    token = await vtn.token(ven)
+    await submit_limit(vtn, 3_000)
+
+    async def events():
+        _, found = await vtn.call("GET", "/events", token, params=[("targets", "ven-x/bat-1")])
+        return found
+
+    assert await until(events)
+    bridge = vtn.gw.gateway.adapters["openadr3"].bridge
+    await bridge._forget_stale("o1", [])  # what render() does once o1 is no longer bound here
+    assert await events() == []
+    _, resources = await vtn.call("GET", "/resources", token)
+    assert [r["resourceName"] for r in resources] == ["bat-2"]
