@@ -65,7 +65,9 @@ class Bridge:
             return
         await self._cancel(change.old, change.principal)
         if change.operation != "DELETE":
-            change.obj.meta["instructions"] = await self._submit(change)
+            by_resource = await self._submit(change)
+            change.obj.meta["instructions"] = [i for ids in by_resource.values() for i in ids]
+            change.obj.meta["by_resource"] = by_resource
 
     async def after_write(self, change: Change) -> None:
         if change.operation == "DELETE":
@@ -85,18 +87,20 @@ class Bridge:
             if "resource_id" in r.meta and targets & set(r.targets)
         ]
 
-    async def _submit(self, change: Change) -> list[str]:
+    async def _submit(self, change: Change) -> dict[str, list[str]]:
+        """Instructions per DER for a BL event (none when it targets no DER of ours)."""
         resource_ids = self._event_resources(change.obj)
         if not resource_ids:
-            return []
+            return {}
         try:
             drafts = mapper.event_instructions(change.obj.body, datetime.now(UTC))
         except ValueError as exc:  # MappingError, or times beyond the calendar
             raise bad_request(str(exc)) from None
         if not drafts:
-            return []
+            return {}
         actor = await self._actor(change.principal)
         made: list[str] = []
+        by_resource: dict[str, list[str]] = {}
         stamp = change.obj.body["modificationDateTime"]
         for rid in resource_ids:
             for n, draft in enumerate(drafts):
@@ -110,7 +114,8 @@ class Bridge:
                     await self._cancel_ids(made, actor)
                     raise OadrProblem(exc.status if exc.status < 500 else 409, exc.detail) from None
                 made.append(instruction.id)
-        return made
+                by_resource.setdefault(rid, []).append(instruction.id)
+        return by_resource
 
     async def _actor(self, principal: Principal | None) -> Any:
         if principal is None or not principal.participant_id:
@@ -147,21 +152,28 @@ class Bridge:
         if readings:
             await self.gateway.record_readings(readings)
         event = self.service.store.get(report.version, "event", report.body["eventID"])
-        if event is None or event.meta.get("origin") != GATEWAY:
+        if event is None:
             return
+        acknowledged = _acknowledged(event)
         for entry in report.body.get("resources", ()):
-            if names.get(entry["resourceName"]) == event.meta.get("resource_id"):
-                await self._acknowledge(event, entry, now)
+            rid = names.get(entry["resourceName"])
+            if rid in acknowledged:
+                await self._acknowledge(event, rid, acknowledged[rid], entry, now)
 
-    async def _acknowledge(self, event: StoredObject, entry: dict[str, Any], now: datetime) -> None:
+    async def _acknowledge(
+        self,
+        event: StoredObject,
+        rid: str,
+        instructions: list[str],
+        entry: dict[str, Any],
+        now: datetime,
+    ) -> None:
         status, word = mapper.report_ack_status(entry)
-        rid = event.meta["resource_id"]
         ref = f"{event.id}@{event.body['modificationDateTime']}"
         key = f"{event.version}:{event.id}:{rid}"
         last = await self.records.get(ACK, key)
         if last and last.get("ref") == ref and last.get("status") == status.value:
             return  # periodic reports repeat themselves; acknowledge a change only
-        instructions = event.meta.get("instructions") or [None]
         await self.gateway.record_acknowledgement(
             Acknowledgement(
                 resource_id=rid,
@@ -169,7 +181,7 @@ class Bridge:
                 protocol=Protocol.OPENADR3,
                 protocol_status=word,
                 at=now,
-                instruction_id=instructions[0],
+                instruction_id=instructions[0] if instructions else None,
                 control_ref=ref,
             )
         )
@@ -331,6 +343,14 @@ class Bridge:
         await self.service.put_object(
             Change(version, "event", "UPDATE" if old else "CREATE", None, obj, old)
         )
+
+
+def _acknowledged(event: StoredObject) -> dict[str, list[str]]:
+    """DERs a report on `event` acknowledges, with the instructions behind each: the DER of a
+    gateway-rendered event, or the DERs a business-logic event instructed."""
+    if event.meta.get("origin") == GATEWAY and "resource_id" in event.meta:
+        return {event.meta["resource_id"]: list(event.meta.get("instructions") or [])}
+    return dict(event.meta.get("by_resource") or {})
 
 
 def _with(targets: list[Any] | None, version: str, target: str) -> list[Any]:

@@ -120,6 +120,39 @@ async def test_openadr3_package_as_bl_and_ven(vtn, monkeypatch):
         reports = await asyncio.to_thread(bl.reports)
         assert report.id in {r.id for r in reports}
 
+        # A report on the BL's own event acknowledges the instruction it became.
+        resp = await asyncio.to_thread(
+            ven.create_report,
+            {
+                "eventID": bl_event.id,
+                "clientName": "ven-x",
+                "resources": [
+                    {
+                        "resourceName": "bat-2",
+                        "intervals": [
+                            {
+                                "id": 0,
+                                "payloads": [
+                                    {"type": "OPERATING_STATE", "values": ["IDLE_OPTED_OUT"]}
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            },
+        )
+        assert resp.status_code == 201, resp.text
+
+        async def acked():
+            _, rows = await platform.get("/v1/acknowledgements?resource_id=o2")
+            rows = rows if isinstance(rows, list) else rows.get("items", [])
+            return [a for a in rows if a["control_ref"].startswith(bl_event.id)]
+
+        ack = (await until(acked))[0]
+        assert ack["status"] == "opted_out" and ack["instruction_id"]
+        status, instruction = await platform.get(f"/v1/instructions/{ack['instruction_id']}")
+        assert status == 200 and instruction["issuer_id"] == "ldc-a"
+
         # The VEN may not write programs or events (403 problem objects).
         resp = await asyncio.to_thread(ven.create_program, {"programName": "nope"})
         assert resp.status_code == 403
