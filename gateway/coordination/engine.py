@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from gateway.coordination.rules import (
     DISAGGREGATION_RULES,
@@ -118,7 +119,7 @@ class Ledger:
 
     def _caps_at(self, at: datetime) -> CapState:
         if not self.caps and not self.connections:
-            return CapState(self.export_w, self.import_w, None, None, True, True, [])
+            return _unconstrained(self.export_w, self.import_w)
         winners = _newest_per_key(c for c in self.caps if c.covers(at))
         state = CapState(self.export_w, self.import_w, None, None, True, True, winners)
         for c in winners:
@@ -143,6 +144,12 @@ class Ledger:
     def dispatch_at(self, at: datetime) -> Contribution | None:
         covering = [c for c in self.dispatches if c.covers(at)]
         return max(covering, key=lambda c: c.order) if covering else None
+
+
+@lru_cache(maxsize=4096)
+def _unconstrained(export_w: float, import_w: float) -> CapState:
+    """The nameplate range: shared by every DER with these ratings and no caps (read-only)."""
+    return CapState(export_w, import_w, None, None, True, True, [])
 
 
 def _newest_per_key(contributions: Iterable[Contribution]) -> list[Contribution]:
