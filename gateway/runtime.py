@@ -47,6 +47,7 @@ class Gateway:
     deliveries: DeliveryQueue
     adapters: dict[str, Adapter] = field(default_factory=dict)
     listeners: dict[str, list[str]] = field(default_factory=dict)
+    ready: bool = False  # every adapter has started
 
     async def status(self) -> dict[str, Any]:
         topo = await self.services.topology()
@@ -63,6 +64,7 @@ class Gateway:
             by_protocol[res.binding.protocol.value] = by_protocol.get(res.binding.protocol.value,
                                                                       0) + 1
         return {
+            "ready": self.ready,
             "listeners": self.listeners,
             "ders": {"total": len(topo.resources), "by_protocol": by_protocol,
                      "online": sum(1 for r in topo.resources.values() if r.online)},
@@ -109,6 +111,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         await stack.enter_async_context(deliveries.running())
         adapter_routes = _build_adapters(gw)
         platform = make_platform_app(services, bus, db, status=gw.status,
+                                     ready=lambda: gw.ready,
                                      max_body_bytes=settings.max_body_bytes,
                                      adapter_routes=adapter_routes)
         await stack.enter_async_context(_serve_platform(platform, settings))
@@ -117,6 +120,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             await stack.enter_async_context(adapter.lifespan())
             gw.listeners[name] = adapter.listeners()
             log.info("adapter %s started: %s", name, ", ".join(gw.listeners[name]) or "-")
+        gw.ready = True
         yield gw
         log.info("shutting down")
 

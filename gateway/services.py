@@ -262,6 +262,38 @@ class GatewayServices:
         self._on_commit()
         return list(resources)
 
+    async def update_resource(self, actor: Participant, resource: Resource) -> Resource:
+        """Replace a DER's registration (ratings, kind, binding, connection point)."""
+        topo = await self.topology()
+        current = topo.resources.get(resource.id)
+        if current is None:
+            raise NotFound(f"no resource {resource.id!r}")
+        owners = {current.aggregator_id, resource.aggregator_id}
+        if actor.role is Role.AGGREGATOR and owners != {actor.id}:
+            raise Forbidden("an aggregator updates only its own resources")
+        cp = topo.connection_points.get(resource.connection_point_id)
+        if cp is None:
+            raise InvalidInput(f"no connection point {resource.connection_point_id!r}")
+        if actor.role is not Role.AGGREGATOR:
+            _require_area(actor, topo, topo.connection_points[current.connection_point_id].ldc_id)
+            _require_area(actor, topo, cp.ldc_id)
+        validate_binding(resource.binding)
+        ldcs = {cp.ldc_id, topo.connection_points[current.connection_point_id].ldc_id}
+        try:
+            async with self._write() as session:
+                await repo.update_resource(session, replace(resource, online=current.online))
+                await repo.add_outbox(session, Topic.RESOURCE_CHANGED,
+                                      {"resource_id": resource.id,
+                                       "protocol": resource.binding.protocol})
+                self._invalidate()
+                await self._recompute(session, ldcs)
+        except IntegrityError as exc:
+            raise Conflict("another resource has that protocol address") from exc
+        finally:
+            self._invalidate()
+        self._on_commit()
+        return replace(resource, online=current.online)
+
     async def update_binding_settings(self, resource_id: str, settings: dict[str, Any]) -> Resource:
         """Protocol settings kept with a binding (e.g. a 2030.5 pollRate): adapters only."""
         res = await self.resource(resource_id)

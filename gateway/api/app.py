@@ -38,6 +38,9 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/v1/resources", r.get_resources, "List DERs in your view",
               query=("limit", "offset")),
     RouteSpec("GET", "/v1/resources/{resource_id}", r.get_resource, "One DER"),
+    RouteSpec("PUT", "/v1/resources/{resource_id}", r.put_resource,
+              "Replace a DER's registration (ratings, kind, binding, connection point)",
+              ResourceIn),
     RouteSpec("GET", "/v1/resources/{resource_id}/effective-control", r.get_effective_control,
               "A DER's effective control with provenance"),
     RouteSpec("GET", "/v1/effective-controls", r.get_effective_controls,
@@ -116,6 +119,7 @@ def make_platform_app(
     db: Database,
     *,
     status: Callable[[], Awaitable[dict[str, Any]]],
+    ready: Callable[[], bool] = lambda: True,
     max_body_bytes: int = 1_048_576,
     adapter_routes: dict[str, tuple[list[web.AbstractRouteDef], dict[str, Any]]] | None = None,
 ) -> web.Application:
@@ -123,7 +127,7 @@ def make_platform_app(
                           client_max_size=max_body_bytes,
                           handler_args={"max_line_size": 16_384, "max_field_size": 16_384})
     app[SERVICES], app[BUS], app[DATABASE] = services, bus, db
-    app[STATUS] = {"collect": status}
+    app[STATUS] = {"collect": status, "ready": ready}
     for spec in ROUTES:
         app.router.add_route(spec.method, spec.path, spec.handler)
     extra: dict[str, dict[str, Any]] = {}

@@ -11,7 +11,7 @@ import asyncio
 import json
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 
 from gateway import authz
 from gateway.api.keys import BUS, DATABASE, SERVICES
@@ -52,46 +52,86 @@ def _frame(event: Event) -> bytes:
     return f"id: {event.id}\nevent: {event.topic}\ndata: {data}\n\n".encode()
 
 
+class _View:
+    """What one participant may see; the area is recomputed only when the topology changes."""
+
+    def __init__(self, who: Participant, svc: Any, topics: frozenset[str]) -> None:
+        self.who, self.svc, self.topics = who, svc, topics
+        self._topo: Topology | None = None
+        self._area: set[str] | None = None
+
+    async def sees(self, event: Event) -> bool:
+        if event.topic not in self.topics:
+            return False
+        topo = await self.svc.topology()
+        if topo is not self._topo:
+            self._topo, self._area = topo, authz.area_of(self.who, topo)
+        return visible(event, self.who, topo, self._area)
+
+
+def _topics(request: web.Request) -> frozenset[str]:
+    raw = request.query.get("topics")
+    if not raw:
+        return frozenset(STREAM_TOPICS)
+    wanted = frozenset(t.strip() for t in raw.split(",") if t.strip())
+    unknown = wanted - set(STREAM_TOPICS)
+    if unknown:
+        raise InvalidInput(f"unknown topics {sorted(unknown)}; choose from {list(STREAM_TOPICS)}")
+    return wanted
+
+
 async def stream_events(request: web.Request) -> web.StreamResponse:
-    who = actor(request)
     raw = request.headers.get("Last-Event-ID") or request.query.get("after")
     try:
         after = int(raw) if raw is not None else None
     except ValueError as exc:
         raise InvalidInput("Last-Event-ID must be an integer") from exc
-    bus, db, svc = request.app[BUS], request.app[DATABASE], request.app[SERVICES]
+    view = _View(actor(request), request.app[SERVICES], _topics(request))
+    bus, db = request.app[BUS], request.app[DATABASE]
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
-    async with bus.subscription(*STREAM_TOPICS, maxsize=5000) as sub:
+    try:
         await response.prepare(request)
-        last = await _replay(response, db, svc, who, after) if after is not None else 0
-        while not sub.overflowed:
-            try:
-                event = await asyncio.wait_for(sub.get(), timeout=KEEPALIVE_S)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            if event.id <= last:
-                continue
-            last = event.id
-            topo = await svc.topology()
-            if visible(event, who, topo, authz.area_of(who, topo)):
-                await response.write(_frame(event))
-    return response  # overflowed: the client reconnects with Last-Event-ID and catches up
+        await _pump(response, bus, db, view, after)
+    except (ConnectionResetError, ClientConnectionResetError):
+        pass  # the client went away; it resumes with Last-Event-ID
+    return response
 
 
-async def _replay(response: web.StreamResponse, db: Any, svc: Any, who: Participant,
-                  after: int) -> int:
+async def _pump(response: web.StreamResponse, bus: Any, db: Any, view: _View,
+                after: int | None) -> None:
+    """Replay from the store (if asked), then follow the bus; after an overflow, catch up from
+    the store again and go on, so a slow reader misses nothing and never grows memory."""
+    last, catch_up = (after or 0), after is not None
+    while True:
+        async with bus.subscription(*view.topics, maxsize=20_000) as sub:
+            if catch_up:
+                last = await _replay(response, db, view, last)
+            while not sub.overflowed:
+                try:
+                    event = await asyncio.wait_for(sub.get(), timeout=KEEPALIVE_S)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                if event.id <= last:
+                    continue
+                last = event.id
+                if await view.sees(event):
+                    await response.write(_frame(event))
+            if last == 0 and not sub.queue.empty():
+                last = sub.queue.get_nowait().id - 1
+        catch_up = True
+
+
+async def _replay(response: web.StreamResponse, db: Any, view: _View, after: int) -> int:
     last = after
     while True:
         async with db.read() as session:
             rows = await repo.outbox_since(session, last, limit=500)
         if not rows:
             return last
-        topo = await svc.topology()
-        area = authz.area_of(who, topo)
         for row in rows:
-            event = Event(row.id, row.topic, row.payload)
-            last = row.id
-            if visible(event, who, topo, area):
+            event = Event(row.id, row.topic, row.payload)  # type: ignore[arg-type]
+            last = row.id  # type: ignore[assignment]
+            if await view.sees(event):
                 await response.write(_frame(event))

@@ -90,7 +90,10 @@ def int_query(request: web.Request, name: str, default: int, maximum: int = 1000
 
 
 async def health(request: web.Request) -> web.Response:
-    return reply({"status": "ok"})
+    """200 once every adapter has started; 503 while the gateway is still starting."""
+    if request.app[STATUS]["ready"]():
+        return reply({"status": "ok"})
+    return reply({"status": "starting"}, 503)
 
 
 async def me(request: web.Request) -> web.Response:
@@ -182,6 +185,17 @@ async def _resource_in_view(request: web.Request) -> str:
 async def get_resource(request: web.Request) -> web.Response:
     rid = await _resource_in_view(request)
     return reply(await services(request).resource(rid))
+
+
+async def put_resource(request: web.Request) -> web.Response:
+    rid = await _resource_in_view(request)
+    body = ResourceIn.model_validate(await read_json(request))
+    if body.id != rid:
+        raise InvalidInput("the body's id must match the path")
+    who = actor(request)
+    if who.role is Role.AGGREGATOR and body.aggregator_id is None:
+        body = body.model_copy(update={"aggregator_id": who.id})
+    return reply(await services(request).update_resource(who, body.to_domain()))
 
 
 async def get_effective_control(request: web.Request) -> web.Response:

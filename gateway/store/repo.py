@@ -195,6 +195,16 @@ async def set_online(session: AsyncSession, resource_id: str, online: bool) -> b
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def update_resource(session: AsyncSession, r: Resource) -> None:
+    await session.execute(
+        update(ResourceRow).where(ResourceRow.id == r.id).values(
+            connection_point_id=r.connection_point_id, kind=r.kind.value,
+            export_max_w=r.nameplate.export_max_w, import_max_w=r.nameplate.import_max_w,
+            var_max=r.nameplate.var_max, energy_wh=r.nameplate.energy_wh,
+            protocol=r.binding.protocol.value, binding_key=binding_key(r.binding),
+            binding=r.binding.address, aggregator_id=r.aggregator_id))
+
+
 async def update_binding(session: AsyncSession, resource_id: str, binding: Binding) -> None:
     await session.execute(
         update(ResourceRow).where(ResourceRow.id == resource_id)

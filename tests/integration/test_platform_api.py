@@ -228,3 +228,22 @@ async def test_event_stream_carries_notices_live(served):
     await clients["iso"].post("/v1/instructions", dispatch_body("resource", "d1", 8000))
     events = await reader
     assert [e for e in events if e[1] == "notice" and e[2]["effective_w"] == 5000]
+
+
+async def test_resource_update_recomputes_and_respects_areas(served):
+    _proc, gw = served
+    clients = await seed_platform(gw)
+    status, der = await clients["admin"].get("/v1/resources/d2")
+    assert status == 200
+    await clients["iso"].post("/v1/instructions", dispatch_body("node", "N-B", 12_000))
+    before = (await clients["admin"].get("/v1/resources/d2/effective-control"))[1]
+    assert before["intervals"][0]["setpoint_w"] == pytest.approx(8_000)  # 12 kW * 10/15
+    der["nameplate"]["export_max_w"] = 20_000
+    body = {k: der[k] for k in ("id", "connection_point_id", "kind", "nameplate", "binding",
+                                "aggregator_id")}
+    assert (await clients["ldc-a"].request("PUT", "/v1/resources/d2", body))[0] == 404
+    assert (await clients["agg-y"].request("PUT", "/v1/resources/d2", body))[0] == 404
+    status, updated = await clients["ldc-b"].request("PUT", "/v1/resources/d2", body)
+    assert status == 200 and updated["nameplate"]["export_max_w"] == 20_000
+    after = (await clients["admin"].get("/v1/resources/d2/effective-control"))[1]
+    assert after["intervals"][0]["setpoint_w"] == pytest.approx(9_600)  # 12 kW * 20/25
