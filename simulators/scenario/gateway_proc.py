@@ -52,6 +52,7 @@ def environment(work: Path, modbus: dict[str, Any] | None = None) -> tuple[dict[
 class GatewayChild:
     def __init__(self, work: Path, modbus: dict[str, Any] | None = None,
                  fresh: bool = True) -> None:
+        work = work.resolve()  # the child runs in `work`: relative paths would nest
         if fresh and work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
