@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from adapters.openadr3.auth import Credentials, Principal
-from adapters.openadr3.problems import OadrProblem, forbidden, not_found
+from adapters.openadr3.auth import Credentials, Principal, Role
+from adapters.openadr3.problems import forbidden, not_found
 from adapters.openadr3.store import ObjectStore, StoredObject
 from adapters.openadr3.targeting import normalise
 
@@ -126,7 +126,7 @@ def _resource(
 
 def _as_ven(p: Principal) -> Principal:
     """A VEN_*_REQUEST carries no targets: keep the granted ones even when BL sends it."""
-    return Principal(p.client_id, p.role.__class__("ven"), p.scopes, p.participant_id)
+    return Principal(p.client_id, Role.VEN, p.scopes, p.participant_id)
 
 
 ASSIGN: dict[str, Assign] = {
@@ -138,5 +138,3 @@ ASSIGN: dict[str, Assign] = {
     "resource": _resource,
 }
 KIND_OWNED = {"report": True, "subscription": True, "ven": True, "resource": True}
-
-__all__ = ["ASSIGN", "OadrProblem", "Ownership"]

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from adapters.openadr3.auth import AuthError, Credentials, Role
 from adapters.openadr3.bridge import Bridge
-from adapters.openadr3.service import VtnService, now_text
+from adapters.openadr3.service import Change, VtnService, now_text
 from adapters.openadr3.store import VERSIONS
 from gateway.domain import Participant
 from gateway.domain import Role as PartyRole
@@ -105,8 +105,6 @@ class CredentialRoutes:
                 await self.service.store.save(ven)
                 await self.bridge.sync_ven(ven)
                 return ven.id
-        from adapters.openadr3.service import Change
-
         seq = self.service.store.next_seq()
         stamp = now_text()
         obj = self.service.compose(

@@ -95,8 +95,11 @@ class VtnService:
         wanted = raw.get("id") if version == "3.0.1" else None
         if wanted is not None and self.store.get(version, kind, wanted) is not None:
             raise conflict(f"{kind} {wanted} exists")
+        inline = _inline_resources(version, kind, raw)
         obj = self._new_object(version, kind, body, owner, wanted)
         await self._write(Change(version, kind, "CREATE", principal, obj))
+        for resource in inline:  # 3.0.1: a ven may arrive with its resources
+            await self.create(version, "resource", principal, resource, scope_id=obj.id)
         return self.render(obj)
 
     async def update(
@@ -368,6 +371,16 @@ class VtnService:
 
     def objects_of(self, version: str, kind: str) -> Iterator[StoredObject]:
         return self.store.all(version, kind)
+
+
+def _inline_resources(version: str, kind: str, raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """3.0.1 ven.resources (already validated with the ven): names must be distinct."""
+    if version != "3.0.1" or kind != "ven" or not raw.get("resources"):
+        return []
+    names = [r["resourceName"] for r in raw["resources"]]
+    if len(names) != len(set(names)):
+        raise conflict("the ven lists two resources with one resourceName")
+    return [{k: v for k, v in r.items() if k not in ("id", "venID")} for r in raw["resources"]]
 
 
 # --- referential integrity: 409 for a dangling reference or a taken name ------------------

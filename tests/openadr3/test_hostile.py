@@ -325,3 +325,28 @@ async def test_concurrent_creates_cannot_share_a_name(vtn, bl):
     )
     assert sorted(status for status, _ in results) == [201] + [409] * 7
     assert await count(vtn, bl, "/programs") == 1
+
+
+async def test_3_0_1_ven_with_inline_resources(vtn):
+    cred = await vtn.provision("admin", {"role": "bl", "participant_id": "ldc-a"})
+    token = await vtn.token(cred, V301)
+    status, ven = await vtn.call(
+        "POST",
+        "/vens",
+        token,
+        {"venName": "v301", "resources": [{"resourceName": "a"}, {"resourceName": "b"}]},
+        version=V301,
+    )
+    assert status == 201, ven
+    assert sorted(r["resourceName"] for r in ven["resources"]) == ["a", "b"]
+    status, listed = await vtn.call("GET", f"/vens/{ven['id']}/resources", token, version=V301)
+    assert status == 200 and {r["venID"] for r in listed} == {ven["id"]}
+    status, problem = await vtn.call(
+        "POST",
+        "/vens",
+        token,
+        {"venName": "v2", "resources": [{"resourceName": "a"}, {"resourceName": "a"}]},
+        version=V301,
+    )
+    assert_problem(status, problem, 409)
+    assert await count(vtn, token, "/vens", V301) == 1
