@@ -8,8 +8,8 @@ the same inputs give the same output, which is what lets the store diff and the 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -170,6 +170,22 @@ class CoordinationResult:
     notices: list[LimitationNotice]
 
 
+# What one instruction contributes to one DER, in hashable form (instruction id first):
+# ("cap", id, quantity, share) | ("conn", id) | ("step", id, index) | ("group", id, refused)
+# | ("standing", id). DERs with equal ratings, owner, LDC, online state and contributions
+# form one *class*: everything below is computed once per class, then shared by its members.
+Part = tuple[object, ...]
+
+
+@dataclass
+class _Class:
+    members: list[str]
+    ledger: Ledger
+    online: bool
+    groups: dict[str, bool] = field(default_factory=dict)  # group dispatch id -> refused
+    standing: list[Instruction] = field(default_factory=list)
+
+
 @dataclass
 class Coordinator:
     """Holds the pluggable rules; `coordinate()` does the work."""
@@ -191,139 +207,117 @@ class Coordinator:
         refusals: Collection[tuple[str, str]] = (),
     ) -> CoordinationResult:
         """Effective controls for every DER in `scope` (default: all) from `instructions`."""
-        scope_ids = set(topology.resources) if scope is None else set(scope)
-        ledgers = {
-            rid: Ledger(rid, r.nameplate.export_max_w, r.nameplate.import_max_w)
-            for rid, r in topology.resources.items()
-            if rid in scope_ids
-        }
-        live = [i for i in instructions if i.cancelled_at is None and (i.end or FOREVER) > now]
-        standing: dict[str, list[Instruction]] = {}
-        group_dispatches: list[tuple[Instruction, list[str]]] = []
-        for ins in live:
-            ders = [rid for rid in topology.resolve(ins.target) if rid in ledgers]
-            if not ders:
-                continue
-            if ins.kind is InstructionKind.LIMIT:
-                self._add_caps(topology, ins, ders, ledgers)
-            elif ins.kind is InstructionKind.CONNECTION:
-                for rid in ders:
-                    ledgers[rid].connections.append(_contribution(ins, "connection", 0.0))
-            elif ins.kind is InstructionKind.DISPATCH:
-                if ins.target.kind is TargetKind.RESOURCE:
-                    for step in ins.schedule:
-                        ledgers[ders[0]].dispatches.append(
-                            _contribution(ins, "setpoint_w", step.setpoint_w, step.start, step.end)
-                        )
-                else:
-                    group_dispatches.append((ins, ders))
-            else:
-                for rid in ders:
-                    standing.setdefault(rid, []).append(ins)
-        notices: list[LimitationNotice] = []
+        in_scope = topology.resources.keys() if scope is None else set(scope)
+        live = {i.id: i for i in instructions
+                if i.cancelled_at is None and (i.end or FOREVER) > now}
+        parts: dict[str, list[Part]] = {rid: [] for rid in topology.resources if rid in in_scope}
+        groups: list[Instruction] = []
         refused = set(refusals)
-        for ins, ders in group_dispatches:
-            notices.extend(self._disaggregate(topology, ins, ders, ledgers, now, refused))
+        for ins in live.values():
+            ders = [rid for rid in topology.resolve(ins.target) if rid in parts]
+            if ders:
+                self._apply(topology, ins, ders, parts, groups, refused)
+        classes = _classes(topology, parts, live)
+        notices: list[LimitationNotice] = []
+        for ins in groups:
+            members = [c for c in classes if ins.id in c.groups]
+            notices.extend(self._disaggregate(topology, ins, members, now))
         controls: dict[str, EffectiveControl] = {}
-        # DERs with the same ratings, owner, LDC and contributions have the same intervals:
-        # evaluate each such signature once (large homogeneous fleets share a handful).
-        memo: dict[tuple[object, ...], tuple[list[EffectiveInterval], list[LimitationNotice]]] = {}
-        for rid, ledger in ledgers.items():
-            signature = _signature(topology, ledger)
-            hit = memo.get(signature)
-            if hit is None:
-                hit = memo[signature] = _evaluate(topology, ledger, now)
-                der_notices = hit[1]
-            else:
+        for cls in classes:
+            intervals, class_notices = _evaluate(topology, cls.ledger, now)
+            template = _with_standing(cls.ledger.resource_id, tuple(intervals), cls.standing, now)
+            for rid in cls.members:
+                controls[rid] = replace(template, resource_id=rid)
                 subject = Target(TargetKind.RESOURCE, rid)
-                der_notices = [replace(n, subject=subject) for n in hit[1]]
-            intervals = hit[0]
-            notices.extend(der_notices)
-            controls[rid] = _with_standing(rid, tuple(intervals), standing.get(rid, ()), now)
+                notices.extend(replace(n, subject=subject) for n in class_notices)
         return CoordinationResult(controls, notices)
 
-    def _add_caps(
-        self, topology: Topology, ins: Instruction, ders: list[str], ledgers: dict[str, Ledger]
+    def _apply(
+        self, topology: Topology, ins: Instruction, ders: list[str],
+        parts: dict[str, list[Part]], groups: list[Instruction], refused: set[tuple[str, str]],
     ) -> None:
+        match ins.kind:
+            case InstructionKind.LIMIT:
+                for quantity, shares in self._cap_shares(topology, ins, ders):
+                    for rid, share in shares.items():
+                        parts[rid].append(("cap", ins.id, quantity, share))
+            case InstructionKind.CONNECTION:
+                for rid in ders:
+                    parts[rid].append(("conn", ins.id))
+            case InstructionKind.DISPATCH if ins.target.kind is TargetKind.RESOURCE:
+                for index in range(len(ins.schedule)):
+                    parts[ders[0]].append(("step", ins.id, index))
+            case InstructionKind.DISPATCH:
+                groups.append(ins)
+                for rid in ders:
+                    parts[rid].append(("group", ins.id, (ins.id, rid) in refused))
+            case _:
+                for rid in ders:
+                    parts[rid].append(("standing", ins.id))
+
+    def _cap_shares(
+        self, topology: Topology, ins: Instruction, ders: list[str]
+    ) -> Iterator[tuple[str, dict[str, float]]]:
+        """Rule 5: a cap on a group is shared among its DERs (default: by nameplate)."""
         assert ins.limits is not None
         group = ins.target.kind is not TargetKind.RESOURCE and len(ders) > 1
         for quantity, cap in ins.limits.items():
-            if group:
-                import_side = quantity in _IMPORT_SIDE
-                weights = {
-                    rid: (n.import_max_w if import_side else n.export_max_w)
-                    for rid in ders
-                    for n in (topology.resources[rid].nameplate,)
-                }
-                shares = self.group_cap_rule(cap, weights)
-            else:
-                shares = dict.fromkeys(ders, cap)
-            for rid, share in shares.items():
-                ledgers[rid].caps.append(_contribution(ins, quantity.value, share))
+            if not group:
+                yield quantity.value, dict.fromkeys(ders, cap)
+                continue
+            import_side = quantity in _IMPORT_SIDE
+            plates = (topology.resources[rid].nameplate for rid in ders)
+            weights = {rid: (n.import_max_w if import_side else n.export_max_w)
+                       for rid, n in zip(ders, plates, strict=True)}
+            yield quantity.value, self.group_cap_rule(cap, weights)
 
     def _disaggregate(
-        self,
-        topology: Topology,
-        ins: Instruction,
-        ders: list[str],
-        ledgers: dict[str, Ledger],
-        now: datetime,
-        refused: set[tuple[str, str]],
+        self, topology: Topology, ins: Instruction, members: list[_Class], now: datetime
     ) -> list[LimitationNotice]:
         """Rule 6: share an aggregate dispatch among the online DERs below, by headroom."""
         notices: list[LimitationNotice] = []
         for step in ins.schedule:
             end = step.end or ins.end or FOREVER
             points = {step.start, end}
-            for rid in ders:
-                points.update(p for p in ledgers[rid].cap_breakpoints() if step.start < p < end)
+            for cls in members:
+                points.update(p for p in cls.ledger.cap_breakpoints() if step.start < p < end)
             edges = sorted(points)
             for start, stop in itertools.pairwise(edges):
-                if stop <= now:
-                    continue
-                notices.extend(
-                    self._allocate(topology, ins, step.setpoint_w, ders, ledgers, start, stop,
-                                   refused)
-                )
+                if stop > now:
+                    notices.append(self._allocate(topology, ins, step.setpoint_w, members,
+                                                  start, stop))
         return notices
 
     def _allocate(
-        self,
-        topology: Topology,
-        ins: Instruction,
-        amount: float,
-        ders: list[str],
-        ledgers: dict[str, Ledger],
-        start: datetime,
-        stop: datetime,
-        refused: set[tuple[str, str]],
-    ) -> list[LimitationNotice]:
+        self, topology: Topology, ins: Instruction, amount: float, members: list[_Class],
+        start: datetime, stop: datetime,
+    ) -> LimitationNotice:
         sign = 1.0 if amount >= 0 else -1.0
-        headroom: dict[str, float] = {}
+        headroom: dict[int, tuple[float, int]] = {}
         limiting: dict[str, LimitingInstruction] = {}
         offline = refusing = 0
-        resources, ins_id = topology.resources, ins.id
-        for rid in ders:
-            if not resources[rid].online:
-                offline += 1
+        for index, cls in enumerate(members):
+            if not cls.online:
+                offline += len(cls.members)
                 continue
-            if refused and (ins_id, rid) in refused:
-                refusing += 1
+            if cls.groups[ins.id]:
+                refusing += len(cls.members)
                 continue
-            ledger = ledgers[rid]
+            ledger = cls.ledger
             state = ledger.caps_at(start)
             room = state.upper if sign > 0 else -state.lower
             plate = ledger.export_w if sign > 0 else ledger.import_w
-            headroom[rid] = room if room > 0.0 else 0.0
+            headroom[index] = (room if room > 0.0 else 0.0, len(cls.members))
             if room < plate - EPS_W:
                 for c in state.winners:
                     limiting[c.instruction.id] = _limiting(c)
         allocation = self.disaggregation_rule(abs(amount), headroom)
         key = (ins.issuer_id, ins.target.kind.value, ins.target.id, "setpoint_w")
-        for rid, value in allocation.items():
-            ledgers[rid].dispatches.append(
+        placed = 0.0
+        for index, value in allocation.items():
+            members[index].ledger.dispatches.append(
                 Contribution(ins, "setpoint_w", sign * value, start, stop, key))
-        placed = sign * sum(allocation.values())
+            placed += sign * value * headroom[index][1]
         shortfall = abs(amount - placed) > 1e-3
         reasons = [f"{len(limiting)} limiting instruction(s)"] if limiting else []
         reasons += [f"{offline} DER(s) offline"] if offline else []
@@ -332,20 +326,62 @@ class Coordinator:
         recipients = [ins.issuer_id, *ldcs]
         for ldc in ldcs:
             recipients.extend(topology.hosts_of(ldc))
-        return [
-            LimitationNotice(
-                kind=NoticeKind.SHORTFALL if shortfall else NoticeKind.AGGREGATE,
-                subject=ins.target,
-                start=start,
-                end=None if stop == FOREVER else stop,
-                requested_w=amount,
-                effective_w=placed,
-                dispatch_id=ins.id,
-                limiting=tuple(limiting.values()) if shortfall else (),
-                recipients=tuple(dict.fromkeys(recipients)),
-                reason="; ".join(reasons) if shortfall else "",
-            )
-        ]
+        return LimitationNotice(
+            kind=NoticeKind.SHORTFALL if shortfall else NoticeKind.AGGREGATE,
+            subject=ins.target,
+            start=start,
+            end=None if stop == FOREVER else stop,
+            requested_w=amount,
+            effective_w=placed,
+            dispatch_id=ins.id,
+            limiting=tuple(limiting.values()) if shortfall else (),
+            recipients=tuple(dict.fromkeys(recipients)),
+            reason="; ".join(reasons) if shortfall else "",
+        )
+
+
+def _classes(
+    topology: Topology, parts: dict[str, list[Part]], live: dict[str, Instruction]
+) -> list[_Class]:
+    """Group DERs that must end up with the same control; build one ledger per group."""
+    by_key: dict[tuple[object, ...], _Class] = {}
+    resources = topology.resources
+    for rid, applied in parts.items():
+        r = resources[rid]
+        ldc = topology.ldc_of(rid)
+        key = (r.nameplate.export_max_w, r.nameplate.import_max_w, r.aggregator_id,
+               ldc.id if ldc else None, r.online, tuple(applied))
+        cls = by_key.get(key)
+        if cls is None:
+            by_key[key] = _new_class(rid, r.nameplate.export_max_w, r.nameplate.import_max_w,
+                                     r.online, applied, live)
+        else:
+            cls.members.append(rid)
+    return list(by_key.values())
+
+
+def _new_class(
+    rid: str, export_w: float, import_w: float, online: bool, applied: list[Part],
+    live: dict[str, Instruction],
+) -> _Class:
+    cls = _Class([rid], Ledger(rid, export_w, import_w), online)
+    ledger = cls.ledger
+    for part in applied:
+        ins = live[part[1]]  # type: ignore[index]
+        match part[0]:
+            case "cap":
+                ledger.caps.append(_contribution(ins, part[2], part[3]))  # type: ignore[arg-type]
+            case "conn":
+                ledger.connections.append(_contribution(ins, "connection", 0.0))
+            case "step":
+                step = ins.schedule[part[2]]  # type: ignore[index]
+                ledger.dispatches.append(_contribution(ins, "setpoint_w", step.setpoint_w,
+                                                       step.start, step.end))
+            case "group":
+                cls.groups[ins.id] = bool(part[2])
+            case _:
+                cls.standing.append(ins)
+    return cls
 
 
 def _contribution(
@@ -380,17 +416,6 @@ def _source(c: Contribution) -> Source:
         c.source = Source(c.instruction.id, c.instruction.issuer_id, c.instruction.kind,
                           c.quantity, value)
     return c.source
-
-
-def _signature(topology: Topology, ledger: Ledger) -> tuple[object, ...]:
-    resource = topology.resources[ledger.resource_id]
-    ldc = topology.ldc_of(ledger.resource_id)
-
-    def part(items: list[Contribution]) -> tuple[object, ...]:
-        return tuple((id(c.instruction), c.quantity, c.value, c.start, c.end) for c in items)
-
-    return (ledger.export_w, ledger.import_w, resource.aggregator_id, ldc.id if ldc else None,
-            part(ledger.caps), part(ledger.connections), part(ledger.dispatches))
 
 
 def _evaluate(

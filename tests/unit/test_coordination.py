@@ -213,3 +213,44 @@ def test_disconnect_sets_range_to_zero(ldc_a):
 def test_expired_intervals_are_dropped(ldc_a):
     lim = limit("A", TargetKind.RESOURCE, "d1", "10:00", "11:00", export=5000)
     assert run(ldc_a, [lim]).controls["d1"].intervals == ()
+
+
+def test_equal_ders_share_a_class_but_keep_their_own_subject_and_recipients():
+    """Identical DERs are evaluated once, yet each notice names its own DER and aggregator."""
+    topo = topology([("A", DsoModel.DUAL_PARTICIPATION, None)], [ConnectionPoint("cp", "A", "N")],
+                    [der("p1", "cp", 10, agg="X"), der("p2", "cp", 10, agg="X"),
+                     der("p3", "cp", 10, agg="Y")])
+    topo.participants["Y"] = Participant("Y", Role.AGGREGATOR)
+    cap = limit("A", TargetKind.NODE, "N", "13:00", "15:00", export=15000)
+    dispatches = [dispatch("ISO", TargetKind.RESOURCE, rid, 8000) for rid in ("p1", "p2", "p3")]
+    result = run(topo, [cap, *dispatches])
+    assert {rid: setpoint_at(result, rid) for rid in ("p1", "p2", "p3")} == {
+        "p1": pytest.approx(5000), "p2": pytest.approx(5000), "p3": pytest.approx(5000)}
+    by_der = {n.subject.id: n for n in result.notices}
+    assert set(by_der) == {"p1", "p2", "p3"}
+    assert by_der["p3"].recipients == ("Y", "ISO") and by_der["p1"].recipients == ("X", "ISO")
+    assert by_der["p2"].dispatch_id == dispatches[1].id
+
+
+@pytest.mark.parametrize(("rule", "expected_kw"), [
+    ("headroom", {"d2": 7.0588, "d3": 3.5294, "d4": 1.4118}),
+    ("equal", {"d2": 5.0, "d3": 5.0, "d4": 2.0}),
+])
+def test_disaggregation_rule_is_pluggable(rule, expected_kw):
+    topo = topology([("B", DsoModel.TOTAL, None)], [ConnectionPoint("cpB", "B", "N1")],
+                    [der("d2", "cpB", 10), der("d3", "cpB", 5), der("d4", "cpB", 5)])
+    lim = limit("B", TargetKind.RESOURCE, "d4", "13:00", "15:00", export=2000)
+    coordinator = Coordinator.from_names("nameplate", rule)
+    result = coordinator.coordinate(topo, [lim, dispatch("ISO", TargetKind.NODE, "N1", 12000)],
+                                    now=NOW)
+    for rid, kw in expected_kw.items():
+        assert setpoint_at(result, rid) == pytest.approx(kw * 1000, abs=0.1)
+
+
+def test_equal_group_cap_rule():
+    topo = topology([("H", DsoModel.DUAL_PARTICIPATION, None)], [ConnectionPoint("cp", "H", "N2")],
+                    [der("d6", "cp", 10), der("d7", "cp", 5)])
+    cap = limit("H", TargetKind.NODE, "N2", "13:00", "15:00", export=9000)
+    result = Coordinator.from_names("equal", "headroom").coordinate(topo, [cap], now=NOW)
+    assert result.controls["d6"].at(t("14:00")).export_max_w == pytest.approx(4500)
+    assert result.controls["d7"].at(t("14:00")).export_max_w == pytest.approx(4500)
