@@ -21,6 +21,7 @@ from gateway.settings import split_listen
 
 log = logging.getLogger(__name__)
 SSL_NAME = "ieee2030_5"
+BATCH = 500  # DERs re-rendered per transaction
 
 
 class Ieee2030Adapter:
@@ -73,22 +74,28 @@ class Ieee2030Adapter:
 
     async def _refresh_all(self) -> None:
         """After a start, rebuild every DER's controls from the store (events may be missed)."""
-        for resource in await self.ctx.gateway.resources(protocol=Protocol.IEEE2030_5):
-            await self.service.on_control_changed(resource.id)
+        ids = [r.id for r in await self.ctx.gateway.resources(protocol=Protocol.IEEE2030_5)]
+        for start in range(0, len(ids), BATCH):
+            await self.service.on_controls_changed(ids[start:start + BATCH])
 
     async def _follow(self) -> None:
-        """Re-render on every effective-control change; resync from the store on overflow."""
+        """Re-render on effective-control changes, in batches of what has queued up; resync
+        from the store when the bus says we fell behind."""
         while True:
             async with self.ctx.bus.subscription(Topic.EFFECTIVE_CONTROL_CHANGED,
                                                  Topic.RESOURCE_CHANGED) as events:
                 async for event in events:
-                    if event.payload.get("protocol") not in (None, Protocol.IEEE2030_5.value):
-                        continue
+                    batch = [event]
+                    while len(batch) < BATCH and not events.queue.empty():
+                        batch.append(events.queue.get_nowait())
+                    ids = list(dict.fromkeys(
+                        str(e.payload["resource_id"]) for e in batch
+                        if "resource_id" in e.payload
+                        and e.payload.get("protocol") in (None, Protocol.IEEE2030_5.value)))
                     try:
-                        await self.service.on_control_changed(str(event.payload["resource_id"]))
-                    except Exception:  # one bad DER must not stop the others
-                        log.exception("rendering controls for %s failed",
-                                      event.payload.get("resource_id"))
+                        await self.service.on_controls_changed(ids)
+                    except Exception:  # a bad batch must not stop the follower
+                        log.exception("rendering controls for %d DERs failed", len(ids))
             await self._refresh_all()
 
 

@@ -20,7 +20,6 @@ from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import build, serialize
 from adapters.ieee2030_5.state import AdapterState, ControlRecord
 from gateway.domain import EffectiveControl
-from gateway.errors import NotFound
 
 SCHEDULED, ACTIVE, CANCELLED, CANCELLED_RANDOM, SUPERSEDED = 0, 1, 2, 3, 4
 LIVE = 0  # stored status of a control still in force (scheduled or active by time)
@@ -45,24 +44,30 @@ def live_status(control: ControlRecord, now: int) -> int:
 
 
 class ControlPublisher:
+    """Renders effective controls into published DERControls, many DERs per transaction.
+
+    Keeps a cache of what is published (loaded from the records on first use, written
+    through on every change): the records stay the truth after a restart.
+    """
+
     def __init__(self, gateway: Any, state: AdapterState, options: PublishOptions) -> None:
         self.gateway = gateway
         self.state = state
         self.options = options
+        self._published: dict[str, list[ControlRecord]] = {}
 
     async def effective(self, resource_id: str) -> EffectiveControl | None:
         return await self.gateway.effective_control(resource_id)
 
-    async def _render(self, resource_id: str, now: int, program: dict[str, Any]
-                      ) -> list[ControlRecord]:
-        control = await self.effective(resource_id)
+    async def published(self, resource_id: str) -> list[ControlRecord]:
+        if resource_id not in self._published:
+            self._published[resource_id] = await self.state.controls(resource_id)
+        return self._published[resource_id]
+
+    def _render(self, control: EffectiveControl | None, rating: float, now: int,
+                program: dict[str, Any]) -> list[ControlRecord]:
         if control is None:
             return []
-        try:
-            resource = await self.gateway.resource(resource_id)
-            rating = resource.nameplate.export_max_w
-        except NotFound:
-            rating = 0.0
         settings = control.function_settings or {}
         ramp = settings.get("ramp_s")
         options = mapper.RenderOptions(
@@ -75,18 +80,17 @@ class ControlPublisher:
             if end <= now or not interval.sources:
                 continue
             base_xml = serialize(mapper.control_base(interval, options)).decode()
-            mrid = mapper.server_mrid(self.options.pen, resource_id, start, end, base_xml)
+            mrid = mapper.server_mrid(self.options.pen, control.resource_id, start, end, base_xml)
             out.append(ControlRecord(
                 mrid=mrid, start=start, duration=min(end - start, 2**32 - 1), base_xml=base_xml,
                 created=now, instruction_ids=list(interval.instruction_ids),
                 randomize_start=program.get("randomize_start")))
         return out
 
-    async def refresh(self, resource_id: str, program: dict[str, Any] | None = None) -> bool:
-        """Re-render from the store; True when what a client would see changed."""
-        now = int(time.time())
-        fresh = await self._render(resource_id, now, program or {})
-        old = await self.state.controls(resource_id)
+    def _merge(self, old: list[ControlRecord], fresh: list[ControlRecord], now: int
+               ) -> tuple[list[ControlRecord], bool]:
+        """Fresh controls plus the old ones kept as cancelled/superseded; and whether a client
+        would see a change."""
         fresh_ids = {c.mrid for c in fresh}
         by_id = {c.mrid: c for c in old}
         changed = False
@@ -107,16 +111,24 @@ class ControlPublisher:
                 c.created = by_id[c.mrid].created
             else:
                 changed = True
-        await self.state.save_controls(resource_id, fresh + kept)
-        return changed
+        return fresh + kept, changed
 
-    async def cancel_all(self, resource_id: str) -> None:
+    async def refresh_many(self, resources: dict[str, float], programs: dict[str, dict[str, Any]]
+                           ) -> set[str]:
+        """Re-render the given DERs (id -> export rating) from the store, in one read and one
+        write; returns the ids whose published controls changed."""
         now = int(time.time())
-        controls = await self.state.controls(resource_id)
-        for c in controls:
-            if c.status == LIVE:
-                c.status, c.status_time = CANCELLED, now
-        await self.state.save_controls(resource_id, controls)
+        controls = await self.gateway.effective_controls(list(resources))
+        updates: dict[str, list[ControlRecord]] = {}
+        for rid, rating in resources.items():
+            fresh = self._render(controls.get(rid), rating, now, programs.get(rid, {}))
+            merged, changed = self._merge(await self.published(rid), fresh, now)
+            if changed or len(merged) != len(self._published[rid]):
+                updates[rid] = merged
+        if updates:
+            await self.state.save_controls_many(updates)
+            self._published.update(updates)
+        return set(updates)
 
 
 def der_control(c: ControlRecord, href: str, reply_to: str, now: int) -> m.DERControl:

@@ -7,6 +7,7 @@ POSTed inline, so a slow or absent receiver cannot hold up a request or lose a c
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from adapters.ieee2030_5.codec import models as m
@@ -24,10 +25,21 @@ def subscribable(href: str) -> bool:
 
 
 class Notifier:
+    """Subscriptions (cached, written through to the records) and notification fan-out."""
+
     def __init__(self, state: AdapterState, deliveries: Any, ssl_name: str | None) -> None:
         self.state = state
         self.deliveries = deliveries
         self.ssl_name = ssl_name
+        self._subs: dict[int, list[Subscription]] = {}
+
+    async def load(self) -> None:
+        self._subs = {}
+        for sub in await self.state.subscriptions():
+            self._subs.setdefault(sub.edev_id, []).append(sub)
+
+    def subscriptions(self, edev_id: int) -> list[Subscription]:
+        return list(self._subs.get(edev_id, ()))
 
     async def subscribe(self, edev_id: int, doc: m.Subscription,
                         allowed: Callable[[str], bool]) -> Subscription:
@@ -39,23 +51,36 @@ class Notifier:
                            resource=doc.subscribedResource, notification_uri=doc.notificationURI,
                            limit=doc.limit, encoding=doc.encoding, level=doc.level)
         await self.state.save_subscription(sub)
+        self._subs.setdefault(edev_id, []).append(sub)
         return sub
 
-    async def announce(self, subs: list[Subscription], href: str, resource: Any) -> int:
-        """Queue one Notification per subscription to `href`; returns how many."""
+    async def unsubscribe(self, edev_id: int, sub_id: int) -> bool:
+        removed = await self.state.delete_subscription(edev_id, sub_id)
+        self._subs[edev_id] = [s for s in self._subs.get(edev_id, []) if s.id != sub_id]
+        return removed
+
+    def notifications(self, subs: list[Subscription], href: str, resource: Any
+                      ) -> list[Outgoing]:
+        """One Notification per subscription to `href`."""
         items = []
         for sub in subs:
             if sub.resource != href:
                 continue
-            body = resource_for(resource, sub.limit)
             note = m.Notification(
-                href=None, subscribedResource=href, Resource=body, status=STATUS_DEFAULT,
-                subscriptionURI=f"/edev/{sub.edev_id}/sub/{sub.id}")
+                subscribedResource=href, Resource=resource_for(resource, sub.limit),
+                status=STATUS_DEFAULT, subscriptionURI=f"/edev/{sub.edev_id}/sub/{sub.id}")
             items.append(Outgoing(sub.notification_uri, serialize(note), MEDIA_TYPE, None,
                                   self.ssl_name))
+        return items
+
+    async def send(self, items: list[Outgoing]) -> int:
+        """Commit notifications to the delivery outbox, in one transaction."""
         if items:
             await self.deliveries.enqueue_many(items)
         return len(items)
+
+    async def announce(self, subs: list[Subscription], href: str, resource: Any) -> int:
+        return await self.send(self.notifications(subs, href, resource))
 
 
 def resource_for(resource: Any, limit: int) -> Any:
@@ -64,6 +89,5 @@ def resource_for(resource: Any, limit: int) -> Any:
         items = getattr(resource, name, None)
         if isinstance(items, list):
             kept = items[:limit]
-            setattr(resource, name, kept)
-            resource.results = len(kept)
+            return replace(resource, **{name: kept, "results": len(kept)})
     return resource

@@ -59,17 +59,14 @@ def routes(service: Ieee2030Service) -> list[web.AbstractRouteDef]:
         if len(lfdi) != 40:
             raise InvalidInput("lfdi must be 40 hex characters")
         try:
-            program = {**await service.state.program(lfdi),
+            program = {**service.program_settings(lfdi),
                        **{k: int(v) for k, v in doc.items() if k in ("primacy", "randomize_start")}}
         except (TypeError, ValueError):
             raise InvalidInput("primacy and randomize_start must be integers") from None
         if not 0 <= program.get("primacy", 0) <= 255 or \
                 abs(program.get("randomize_start", 0)) > 3600:
             raise InvalidInput("primacy is 0..255, randomize_start -3600..3600")
-        await service.state.save_program(lfdi, program)
-        for record in service.registry.by_lfdi(lfdi):
-            if record.resource_id:
-                await service.on_control_changed(record.resource_id)
+        await service.set_program(lfdi, program)
         return web.json_response(program)
 
     async def get_rates(request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ connection point (CSIP-AUS ConnectionPoint) or `inband_connection_point` is conf
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -37,6 +38,9 @@ class EndDeviceRegistry:
         self._aggregators: dict[str, str] = {}  # granted aggregator client LFDI -> aggregator
         self._denied: set[str] = set()  # client LFDIs whose access the platform revoked
         self._synced: dict[str, float] = {}  # client LFDI -> monotonic time of its last sync
+        # Creating an EndDevice is check-then-write across an await: the bus follower and a
+        # polling client may race for the same DER, so creation is serialised.
+        self._creating = asyncio.Lock()
 
     # --- loading and syncing with the canonical topology ------------------------------------
 
@@ -116,10 +120,14 @@ class EndDeviceRegistry:
         lfdi = str(address.get("lfdi", "")).upper()
         if not lfdi:
             return None
-        return await self._new(lfdi=lfdi, sfdi=int(address.get("sfdi") or 0),
-                               pin=int(address.get("pin") or self.default_pin),
-                               resource_id=resource.id, aggregator_id=resource.aggregator_id,
-                               connection_point_id=resource.connection_point_id)
+        async with self._creating:
+            existing = self.by_resource(resource.id)
+            if existing is not None:
+                return existing
+            return await self._new(lfdi=lfdi, sfdi=int(address.get("sfdi") or 0),
+                                   pin=int(address.get("pin") or self.default_pin),
+                                   resource_id=resource.id, aggregator_id=resource.aggregator_id,
+                                   connection_point_id=resource.connection_point_id)
 
     async def sync(self, scope: ClientScope) -> None:
         """Make sure every canonical resource this client may see has an EndDevice.
@@ -134,9 +142,10 @@ class EndDeviceRegistry:
         if scope.is_aggregator:
             resources = await self.gateway.resources(protocol=Protocol.IEEE2030_5,
                                                      aggregator_id=scope.aggregator_id)
-            if not any(r.resource_id is None for r in self.by_lfdi(scope.lfdi)):
-                await self._new(lfdi=scope.lfdi, sfdi=scope.sfdi, pin=self.default_pin,
-                                aggregator_id=scope.aggregator_id)
+            async with self._creating:
+                if not any(r.resource_id is None for r in self.by_lfdi(scope.lfdi)):
+                    await self._new(lfdi=scope.lfdi, sfdi=scope.sfdi, pin=self.default_pin,
+                                    aggregator_id=scope.aggregator_id)
         else:
             resources = await self.gateway.find_resources(Protocol.IEEE2030_5, lfdi=scope.lfdi)
         for resource in resources:
@@ -175,11 +184,12 @@ class EndDeviceRegistry:
             raise InvalidInput("EndDevice lFDI is required")
         if not scope.is_aggregator and lfdi != scope.lfdi:
             raise Forbidden("lFDI does not match the client certificate")
-        if self.by_lfdi(lfdi):
-            raise Conflict("an EndDevice with this lFDI is already registered")
-        record = await self._new(lfdi=lfdi, sfdi=doc.sFDI, pin=self.default_pin,
-                                 aggregator_id=scope.aggregator_id, inband=True,
-                                 post_rate=doc.postRate)
+        async with self._creating:
+            if self.by_lfdi(lfdi):
+                raise Conflict("an EndDevice with this lFDI is already registered")
+            record = await self._new(lfdi=lfdi, sfdi=doc.sFDI, pin=self.default_pin,
+                                     aggregator_id=scope.aggregator_id, inband=True,
+                                     post_rate=doc.postRate)
         if self.inband_cp:
             await self.bind_connection_point(record, str(self.inband_cp))
         return record

@@ -281,7 +281,7 @@ async def put_der_doc(request: web.Request) -> web.Response:
 
 async def get_sub_list(request: web.Request) -> web.Response:
     svc, rec = service_of(request), record(request)
-    subs = await svc.state.subscriptions(rec.id)
+    subs = svc.notifier.subscriptions(rec.id)
     docs = [_subscription(s) for s in subs]
     items, total = page(request, docs)
     return xml(m.SubscriptionList(href=views.Hrefs(rec.id).path("sub"), all=total,
@@ -326,7 +326,7 @@ async def post_sub(request: web.Request) -> web.Response:
 async def get_sub(request: web.Request) -> web.Response:
     svc, rec = service_of(request), record(request)
     sub_id = _int(request, "s")
-    for s in await svc.state.subscriptions(rec.id):
+    for s in svc.notifier.subscriptions(rec.id):
         if s.id == sub_id:
             return xml(_subscription(s))
     raise NotFound("no such Subscription")
@@ -334,7 +334,7 @@ async def get_sub(request: web.Request) -> web.Response:
 
 async def delete_sub(request: web.Request) -> web.Response:
     svc, rec = service_of(request), record(request)
-    if not await svc.state.delete_subscription(rec.id, _int(request, "s")):
+    if not await svc.notifier.unsubscribe(rec.id, _int(request, "s")):
         raise NotFound("no such Subscription")
     return web.Response(status=204)
 

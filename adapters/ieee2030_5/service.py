@@ -20,6 +20,7 @@ from adapters.ieee2030_5.notify import Notifier
 from adapters.ieee2030_5.registry import EndDeviceRegistry
 from adapters.ieee2030_5.scope import ClientIdentity, ClientScope, scope_for
 from adapters.ieee2030_5.state import AdapterState, EndDeviceRecord
+from gateway.domain import Protocol
 from gateway.errors import Forbidden, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,22 @@ class Ieee2030Service:
         self.notifier = Notifier(self.state, deliveries, ssl_name)
         self.default_primacy = int(config.get("primacy", 1))
         self.rates: dict[str, dict[str, int]] = {"poll": {}, "post": {}}
+        self.programs: dict[str, dict[str, Any]] = {}  # DER LFDI -> primacy, randomize_start
 
     async def start(self) -> None:
         await self.registry.load()
+        await self.notifier.load()
         self.rates = await self.state.rates()
+        self.programs = await self.state.programs()
+
+    def program_settings(self, lfdi: str) -> dict[str, Any]:
+        return self.programs.get(lfdi.upper(), {})
+
+    async def set_program(self, lfdi: str, doc: dict[str, Any]) -> None:
+        await self.state.save_program(lfdi, doc)
+        self.programs[lfdi.upper()] = doc
+        await self.on_controls_changed(
+            [r.resource_id for r in self.registry.by_lfdi(lfdi) if r.resource_id])
 
     async def scope(self, identity: ClientIdentity) -> ClientScope:
         if self.registry.denied(identity.lfdi):
@@ -83,7 +96,7 @@ class Ieee2030Service:
 
     async def announce_end_devices(self, scope: ClientScope) -> None:
         for own in [r for r in self.registry.visible(scope) if r.lfdi == scope.lfdi]:
-            subs = await self.state.subscriptions(own.id)
+            subs = self.notifier.subscriptions(own.id)
             lst = m.EndDeviceList(href="/edev", all=len(self.registry.visible(scope)),
                                   results=0, pollRate=self.poll_rate("EndDeviceList"),
                                   EndDevice=self.end_devices(scope))
@@ -100,7 +113,7 @@ class Ieee2030Service:
     async def program(self, record: EndDeviceRecord) -> m.DERProgram:
         controls = await self.controls(record)
         curves = await self.curves(record)
-        doc = await self.state.program(record.lfdi)
+        doc = self.program_settings(record.lfdi)
         return views.der_program(record, mapper.server_mrid(self.pen, "derp", record.id),
                                  int(doc.get("primacy", self.default_primacy)), len(controls),
                                  len(curves))
@@ -110,7 +123,7 @@ class Ieee2030Service:
         if record.resource_id is None:
             return []
         now = int(time.time())
-        rows = sorted(await self.state.controls(record.resource_id), key=control_order)
+        rows = sorted(await self.publisher.published(record.resource_id), key=control_order)
         if active_only:
             rows = [c for c in rows if live_status(c, now) == 1]
         base = views.Hrefs(record.id).path("derp", 1, "derc")
@@ -136,37 +149,49 @@ class Ieee2030Service:
         return out
 
     async def on_control_changed(self, resource_id: str) -> None:
-        """Re-render a DER's controls from the store and notify its subscribers."""
-        try:
-            resource = await self.gateway.resource(resource_id)
-        except NotFound:
+        await self.on_controls_changed([resource_id])
+
+    async def on_controls_changed(self, resource_ids: list[str]) -> None:
+        """Re-render DERs' controls from the store and notify their subscribers; a batch is
+        one read of the effective controls, one write of the controls, one of the outbox."""
+        wanted = set(resource_ids)
+        if not wanted:
             return
-        record = await self.registry.ensure_resource(resource)
-        if record is None:
-            return
-        changed = await self.publisher.refresh(resource_id, await self.state.program(record.lfdi))
-        if not changed:
-            return
-        subs = await self.subscribers(record)
+        resources = {r.id: r for r in await self.gateway.resources(ids=wanted)
+                     if r.binding.protocol == Protocol.IEEE2030_5}
+        records: dict[str, EndDeviceRecord] = {}
+        for rid, resource in resources.items():
+            record = await self.registry.ensure_resource(resource)
+            if record is not None:
+                records[rid] = record
+        changed = await self.publisher.refresh_many(
+            {rid: resources[rid].nameplate.export_max_w for rid in records},
+            {rid: self.program_settings(rec.lfdi) for rid, rec in records.items()})
+        outgoing = []
+        for rid in sorted(changed):
+            outgoing += await self._control_notifications(records[rid])
+        await self.notifier.send(outgoing)
+
+    async def _control_notifications(self, record: EndDeviceRecord) -> list[Any]:
+        subs = self.subscribers(record)
         if not subs:
-            return
+            return []
         h = views.Hrefs(record.id)
         items = await self.controls(record)
         lst = m.DERControlList(href=h.path("derp", 1, "derc"), all=len(items), results=len(items),
                                subscribable=1, DERControl=items)
-        await self.notifier.announce(subs, lst.href, lst)
-        await self.notifier.announce(subs, h.path("derp", 1, "dderc"),
-                                     await self.default_control(record))
+        out = self.notifier.notifications(subs, lst.href, lst)
+        dderc = h.path("derp", 1, "dderc")
+        if any(s.resource == dderc for s in subs):
+            out += self.notifier.notifications(subs, dderc, await self.default_control(record))
+        return out
 
-    async def subscribers(self, record: EndDeviceRecord) -> list[Any]:
+    def subscribers(self, record: EndDeviceRecord) -> list[Any]:
         """Subscriptions held by the device itself or by its aggregator's own EndDevice."""
         holders = [record.id]
         if record.aggregator_id:
             holders += [r.id for r in self.registry.by_lfdi_any_aggregator(record.aggregator_id)]
-        subs = []
-        for holder in holders:
-            subs.extend(await self.state.subscriptions(holder))
-        return subs
+        return [s for holder in holders for s in self.notifier.subscriptions(holder)]
 
     # --- DER documents --------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ class Records(Protocol):
     async def list(
         self, kind: str, prefix: str | None = None
     ) -> list[tuple[str, dict[str, Any]]]: ...
+    # optional: put_many(kind, {key: doc}) in one transaction
     async def next_sequence(self, name: str) -> int: ...
 
 
@@ -130,7 +131,20 @@ class AdapterState:
         return [ControlRecord(**c) for c in (doc or {}).get("controls", [])]
 
     async def save_controls(self, resource_id: str, controls: list[ControlRecord]) -> None:
-        await self.records.put("derc", resource_id, {"controls": [asdict(c) for c in controls]})
+        await self.save_controls_many({resource_id: controls})
+
+    async def save_controls_many(self, controls: dict[str, list[ControlRecord]]) -> None:
+        """One transaction for many DERs (a limit on a feeder changes thousands at once)."""
+        docs = {rid: {"controls": [asdict(c) for c in rows]} for rid, rows in controls.items()}
+        put_many = getattr(self.records, "put_many", None)
+        if put_many is not None:
+            await put_many("derc", docs)
+            return
+        for rid, doc in docs.items():
+            await self.records.put("derc", rid, doc)
+
+    async def programs(self) -> dict[str, dict[str, Any]]:
+        return dict(await self.records.list("program"))
 
     # --- subscriptions ----------------------------------------------------------------------
 

@@ -58,7 +58,8 @@ class FakeGateway:
                         ids: Any = None) -> list[Resource]:
         return [r for r in self.resources_.values()
                 if (protocol is None or r.binding.protocol == protocol)
-                and (aggregator_id is None or r.aggregator_id == aggregator_id)]
+                and (aggregator_id is None or r.aggregator_id == aggregator_id)
+                and (ids is None or r.id in set(ids))]
 
     async def find_resources(self, protocol: Any, **address: Any) -> list[Resource]:
         return [r for r in self.resources_.values() if r.binding.protocol == protocol and all(
@@ -77,6 +78,9 @@ class FakeGateway:
 
     async def effective_control(self, rid: str) -> EffectiveControl | None:
         return self.controls.get(rid)
+
+    async def effective_controls(self, ids: Any = None) -> dict[str, EffectiveControl]:
+        return {k: v for k, v in self.controls.items() if ids is None or k in set(ids)}
 
     async def record_acknowledgement(self, ack: Acknowledgement) -> None:
         self.acks.append(ack)

@@ -235,3 +235,14 @@ async def test_revoked_client_is_refused(server):
         assert status == 403 and body.tag.endswith("Error")
         await server.service.registry.set_client_access(server.lfdi("device-1"), None, True)
         assert (await get(c, "/edev"))[0] == 200
+
+
+async def test_concurrent_first_sight_makes_one_end_device(server):
+    """The bus follower and a polling client racing for one DER must not make two EndDevices."""
+    import asyncio
+
+    resource = server.gateway.resources_["der-1"]
+    made = await asyncio.gather(*(server.service.registry.ensure_resource(resource)
+                                  for _ in range(5)))
+    assert len({r.id for r in made}) == 1
+    assert len(server.service.registry.by_lfdi(server.lfdi("device-1"))) == 1
