@@ -50,7 +50,8 @@ def build(n: int) -> tuple[Topology, list[Instruction], datetime]:
         battery = i % 4 == 0
         res[f"d{i}"] = Resource(f"d{i}", f"cp{i % 100}", DerKind.BATTERY if battery else DerKind.PV,
                                 Nameplate(5000.0 + (i % 7) * 1000, 5000.0 if battery else 0.0),
-                                Binding(Protocol.MODBUS, {"host": "h", "port": 502, "unit_id": 1}),
+                                Binding(Protocol.MODBUS, {"host": "h", "port": 1000 + i // 200,
+                                                         "unit_id": i % 200 + 1}),
                                 "agg")
     start, end = now, now + timedelta(hours=1)
     dispatch = Instruction("D1", InstructionKind.DISPATCH, "iso", Target(TargetKind.AREA, "ldc"),
@@ -69,9 +70,45 @@ def floor(topology: Topology) -> float:
     return time.perf_counter() - t0
 
 
+async def through_store(topology: Topology, instructions: list[Instruction], n: int) -> None:
+    """The same two instructions through GatewayServices on SQLite: authorise, store,
+    recompute, write the changed controls and the outbox, commit."""
+    import tempfile
+    from pathlib import Path
+
+    from gateway.domain import InstructionDraft
+    from gateway.services import GatewayServices
+    from gateway.store.engine import Database
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database(f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}")
+        await db.upgrade()
+        services = GatewayServices(db)
+        admin = Participant("admin", Role.ADMIN)
+        await services.register_participants(admin, [admin, *topology.participants.values()])
+        await services.register_connection_points(admin, list(topology.connection_points.values()))
+        t0 = time.perf_counter()
+        await services.register_resources(admin, list(topology.resources.values()))
+        print(f"store: registered {n:,} DERs in {time.perf_counter() - t0:.1f} s")
+        now = datetime.now(UTC)
+        for ins in instructions:
+            draft = InstructionDraft(ins.kind, ins.target, now, now + timedelta(hours=1),
+                                     ins.reason, tuple(SetpointStep(now, now + timedelta(hours=1),
+                                                                    s.setpoint_w)
+                                                       for s in ins.schedule), ins.limits)
+            actor = topology.participants[ins.issuer_id]
+            t0 = time.perf_counter()
+            await services.submit_instruction(actor, draft)
+            print(f"store: {ins.kind.value} accepted (recomputed, {n:,} controls written, "
+                  f"committed) in {time.perf_counter() - t0:.2f} s")
+        await db.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ders", type=int, default=100_000)
+    parser.add_argument("--store", action="store_true",
+                        help="also run the instructions through the services and SQLite")
     args = parser.parse_args()
     topology, instructions, now = build(args.ders)
     coordinator = Coordinator()
@@ -94,6 +131,10 @@ def main() -> None:
     print(f"floor (bare clip loop): {base * 1000:.1f} ms -> ratio {min(runs) / base:.0f}x")
     print(f"peak traced memory during one recompute: {peak / 2**20:.0f} MiB; "
           f"process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if args.store:
+        import asyncio
+
+        asyncio.run(through_store(topology, instructions, args.ders))
 
 
 if __name__ == "__main__":

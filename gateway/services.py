@@ -250,9 +250,9 @@ class GatewayServices:
         try:
             async with self._write() as session:
                 await repo.add_resources(session, resources)
-                for r in resources:
-                    await repo.add_outbox(session, Topic.RESOURCE_CHANGED,
-                                          {"resource_id": r.id, "protocol": r.binding.protocol})
+                await repo.add_outbox_many(session, [
+                    (Topic.RESOURCE_CHANGED, {"resource_id": r.id, "protocol": r.binding.protocol})
+                    for r in resources])
                 self._invalidate()
                 await self._recompute(session, ldcs)
         except IntegrityError as exc:
@@ -405,17 +405,20 @@ class GatewayServices:
         if self._versions is None:
             self._versions = await repo.control_versions(session)
         changed = []
+        memo: dict[tuple[int, int, int], tuple[str, dict[str, Any]]] = {}
         for control in result.controls.values():
-            version, body = repo.control_version(control)
+            version, body = repo.control_version(control, memo)
             if self._versions.get(control.resource_id) != version:
                 changed.append((control, version, body))
         await repo.put_controls(session, changed, now)
-        for control, _, _ in changed:
-            protocol = topo.resources[control.resource_id].binding.protocol
-            await repo.add_outbox(session, Topic.EFFECTIVE_CONTROL_CHANGED,
-                                  {"resource_id": control.resource_id, "protocol": protocol})
+        events: list[tuple[str, dict[str, Any]]] = [
+            (Topic.EFFECTIVE_CONTROL_CHANGED,
+             {"resource_id": c.resource_id,
+              "protocol": topo.resources[c.resource_id].binding.protocol})
+            for c, _, _ in changed]
         for notice_id, notice in await repo.add_notices(session, result.notices, now):
-            await repo.add_outbox(session, Topic.NOTICE, {"id": notice_id, **to_json(notice)})
+            events.append((Topic.NOTICE, {"id": notice_id, **to_json(notice)}))
+        await repo.add_outbox_many(session, events)
         # These versions become true only when the caller's transaction commits (_write).
         self._pending_versions.update({c.resource_id: v for c, v, _ in changed})
         return [c.resource_id for c, _, _ in changed]
@@ -466,8 +469,9 @@ class GatewayServices:
             raise NotFound(f"no resource {sorted(unknown)[0]!r}")
         async with self.db.write() as session:
             ids = await repo.add_readings(session, readings)
-            for rid, r in zip(ids, readings, strict=True):
-                await repo.add_outbox(session, Topic.READING, to_json(replace(r, id=rid)))
+            await repo.add_outbox_many(session, [
+                (Topic.READING, to_json(replace(r, id=rid)))
+                for rid, r in zip(ids, readings, strict=True)])
         self._on_commit()
         return len(readings)
 

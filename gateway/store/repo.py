@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -151,16 +152,14 @@ def _resource(row: ResourceRow) -> Resource:
 
 async def add_resources(session: AsyncSession, resources: Sequence[Resource]) -> None:
     now = utcnow()
-    session.add_all(
-        ResourceRow(id=r.id, connection_point_id=r.connection_point_id, kind=r.kind.value,
-                    export_max_w=r.nameplate.export_max_w, import_max_w=r.nameplate.import_max_w,
-                    var_max=r.nameplate.var_max, energy_wh=r.nameplate.energy_wh,
-                    protocol=r.binding.protocol.value, binding_key=binding_key(r.binding),
-                    binding=r.binding.address, aggregator_id=r.aggregator_id, online=r.online,
-                    created_at=now)
-        for r in resources
-    )
-    await session.flush()
+    await session.execute(ResourceRow.__table__.insert(), [  # type: ignore[attr-defined]
+        {"id": r.id, "connection_point_id": r.connection_point_id, "kind": r.kind.value,
+         "export_max_w": r.nameplate.export_max_w, "import_max_w": r.nameplate.import_max_w,
+         "var_max": r.nameplate.var_max, "energy_wh": r.nameplate.energy_wh,
+         "protocol": r.binding.protocol.value, "binding_key": binding_key(r.binding),
+         "binding": r.binding.address, "aggregator_id": r.aggregator_id, "online": r.online,
+         "created_at": now}
+        for r in resources])
 
 
 async def resources(
@@ -288,10 +287,26 @@ async def cancel_instruction(session: AsyncSession, instruction_id: str, at: dat
 # --- effective controls ---------------------------------------------------------------------
 
 
-def control_version(control: EffectiveControl) -> tuple[str, dict[str, Any]]:
-    body = to_json(control)
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    return digest[:32], body
+def control_version(
+    control: EffectiveControl,
+    memo: dict[tuple[int, int, int], tuple[str, dict[str, Any]]] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The control's JSON body and a digest of everything but the DER id.
+
+    DERs of one coordination class share their interval and settings objects; `memo` (keyed
+    by those objects' identities, valid while they live: one recompute) serialises and
+    hashes them once per class.
+    """
+    key = (id(control.intervals), id(control.default_control), id(control.function_settings))
+    cached = memo.get(key) if memo is not None else None
+    if cached is None:
+        body = to_json(replace(control, resource_id=""))
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+        cached = (digest, body)
+        if memo is not None:
+            memo[key] = cached
+    digest, body = cached
+    return digest, {**body, "resource_id": control.resource_id}
 
 
 async def control_versions(session: AsyncSession) -> dict[str, str]:
@@ -476,7 +491,19 @@ async def readings(
 
 
 async def add_outbox(session: AsyncSession, topic: str, payload: dict[str, Any]) -> None:
-    session.add(OutboxRow(topic=topic, payload=to_json(payload), created_at=utcnow()))
+    await add_outbox_many(session, [(topic, payload)])
+
+
+async def add_outbox_many(
+    session: AsyncSession, events: Sequence[tuple[str, dict[str, Any]]]
+) -> None:
+    """Outbox rows in one executemany, in the given order (ids keep that order)."""
+    if not events:
+        return
+    now = utcnow()
+    await session.execute(OutboxRow.__table__.insert(),  # type: ignore[attr-defined]
+                          [{"topic": t, "payload": to_json(p), "created_at": now,
+                            "published_at": None} for t, p in events])
 
 
 async def outbox_pending(session: AsyncSession, limit: int = 500) -> list[OutboxRow]:

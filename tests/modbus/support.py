@@ -42,7 +42,7 @@ def export_limit(resource_id: str, watts: float, instruction_id: str = "ins-1",
                  default_w: float | None = None) -> EffectiveControl:
     now = datetime.now(UTC)
     interval = EffectiveInterval(
-        start=now - timedelta(minutes=1), end=now + timedelta(hours=1),
+        start=now - timedelta(days=1), end=now + timedelta(hours=1),  # holds for a slow run
         export_max_w=watts, import_max_w=0.0,
         sources=(Source(instruction_id, "ldc-a", InstructionKind.LIMIT, "export_max_w", watts),))
     default = {"export_max_w": default_w} if default_w is not None else None
