@@ -153,10 +153,11 @@ async def get_cp(request: web.Request) -> web.Response:
 
 
 async def put_cp(request: web.Request) -> web.Response:
+    """PUT (or POST) the CSIP-AUS ConnectionPoint: an NMI, or a platform connection point."""
     rec = der_record(request)
     doc = await body(request, "ConnectionPoint")
-    await service_of(request).registry.bind_connection_point(rec, doc.connectionPointId)
-    return web.Response(status=204)
+    await service_of(request).set_connection_point(rec, doc.connectionPointId)
+    return created(views.Hrefs(rec.id).path("cp"))
 
 
 # --- function set assignments, programs, controls -----------------------------------------
@@ -472,6 +473,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", E + "/rg", get_rg),
     ("GET", E + "/cp", get_cp),
     ("PUT", E + "/cp", put_cp),
+    ("POST", E + "/cp", put_cp),
     ("GET", E + "/fsa", get_fsa_list),
     ("GET", E + "/fsa/{f:\\d+}", get_fsa),
     ("GET", E + "/derp", get_derp_list),

@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from adapters.ieee2030_5 import mapper, views
+from adapters.ieee2030_5 import mapper, nmi, views
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import serialize
 from adapters.ieee2030_5.controls import ControlPublisher, PublishOptions, der_control, live_status
@@ -101,6 +101,16 @@ class Ieee2030Service:
                                   results=0, pollRate=self.poll_rate("EndDeviceList"),
                                   EndDevice=self.end_devices(scope))
             await self.notifier.announce(subs, "/edev", lst)
+
+    async def set_connection_point(self, record: EndDeviceRecord, cp_id: str) -> None:
+        cp_id = cp_id.strip()
+        if not nmi.is_valid(cp_id.upper()):
+            try:
+                await self.gateway.connection_point(cp_id)
+            except NotFound:
+                raise InvalidInput("connectionPointId is neither a valid NMI nor a known "
+                                   "connection point") from None
+        await self.registry.bind_connection_point(record, cp_id)
 
     # --- programs -------------------------------------------------------------------------
 

@@ -78,3 +78,13 @@ def test_each_limit_element_carries_its_own_instructed_value():
     assert mapper.active_power_w(base.opModImpLimW) == 5000.0
     assert mapper.active_power_w(base.opModLoadLimW) == 0.0
     assert base.opModExpLimW is None
+
+
+@pytest.mark.parametrize(("value", "valid"), [
+    ("41020000002", True), ("4102000002", True), ("41020000026", True),
+    ("41020000003", False), ("NOTAVALIDID", False), ("4102", False), ("410200000023", False),
+])
+def test_nmi_validation(value, valid):
+    from adapters.ieee2030_5 import nmi
+
+    assert nmi.is_valid(value) is valid

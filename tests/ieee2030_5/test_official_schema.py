@@ -47,7 +47,7 @@ async def populate(server):
         log = m.LogEvent(createdDateTime=0, functionSet=0, logEventCode=1, logEventID=1,
                          logEventPEN=37244, profileID=0)
         await c.post(f"/edev/{edev}/lel", data=serialize(log), headers=CT)
-        await c.put(f"/edev/{edev}/cp", data=serialize(m.ConnectionPoint(connectionPointId="N1")),
+        await c.put(f"/edev/{edev}/cp", data=serialize(m.ConnectionPoint(connectionPointId="41020000002")),
                     headers=CT)
         mup = m.MirrorUsagePoint(mRID="AB", roleFlags="03", serviceCategoryKind=0, status=1,
                                  deviceLFDI=server.lfdi("device-1"))

@@ -246,3 +246,19 @@ async def test_concurrent_first_sight_makes_one_end_device(server):
                                   for _ in range(5)))
     assert len({r.id for r in made}) == 1
     assert len(server.service.registry.by_lfdi(server.lfdi("device-1"))) == 1
+
+
+async def test_connection_point_must_be_an_nmi_or_known(server):
+    rid = None
+    async with server.client("device-1") as c:
+        await get(c, "/edev")
+        rid = server.service.registry.by_resource("der-1").id
+        bad = serialize(m.ConnectionPoint(connectionPointId="NOTAVALIDID"))
+        async with c.put(f"/edev/{rid}/cp", data=bad, headers=CT) as r:
+            assert r.status == 400
+            assert text(etree.fromstring(await r.read()), "s:reasonCode") == "1"
+        good = serialize(m.ConnectionPoint(connectionPointId="41020000002"))
+        async with c.put(f"/edev/{rid}/cp", data=good, headers=CT) as r:
+            assert r.status == 201 and r.headers["Location"] == f"/edev/{rid}/cp"
+        _, cp = await get(c, f"/edev/{rid}/cp")
+        assert text(cp, "c:connectionPointId") == "41020000002"
