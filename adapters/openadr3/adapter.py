@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     # target queries are legitimate, so allow more (and answer anything longer with a problem).
     "max_line_size": 65536,
     "max_field_size": 65536,
+    "max_reports_per_ven": 1000,
+    "max_subscriptions_per_ven": 100,
 }
 
 
@@ -47,6 +49,8 @@ class OpenAdr3Adapter:
         self.credentials = Credentials(ctx.records, int(self.config["token_ttl_s"]))
         ownership = Ownership(self.store, self.credentials)
         self.service = VtnService(self.store, ownership, hooks=[])
+        self.service.max_reports = int(self.config["max_reports_per_ven"])
+        self.service.max_subscriptions = int(self.config["max_subscriptions_per_ven"])
         self.bridge = Bridge(self.service, ctx.gateway, ctx.records)
         notifier = Notifier(
             self.service, WebhookChannel(ctx.deliveries, ctx.dev_mode), ctx.dev_mode

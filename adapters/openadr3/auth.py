@@ -99,6 +99,13 @@ class Credentials:
         self._ttl = token_ttl_s
         self._creds: dict[str, dict[str, Any]] = {}
         self._tokens: dict[str, dict[str, Any]] = {}
+        # scrypt costs ~50 ms of CPU and 16 MiB: a flood of token requests queues here
+        # instead of taking every thread and the memory with it.
+        self._kdf = asyncio.Semaphore(4)
+
+    async def _hash(self, secret: str, salt: bytes) -> bytes:
+        async with self._kdf:
+            return await asyncio.to_thread(_hash_secret, secret, salt)
 
     async def load(self) -> None:
         for doc in await list_docs(self._records, CREDENTIAL):
@@ -126,7 +133,7 @@ class Credentials:
             raise AuthError("invalid_request", f"client {client_id} exists")
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
-        digest = await asyncio.to_thread(_hash_secret, secret, salt)
+        digest = await self._hash(secret, salt)
         doc = {
             "client_id": client_id,
             "role": role.value,
@@ -173,7 +180,7 @@ class Credentials:
         doc = self._creds.get(client_id)
         # Hash even for an unknown client so that timing does not reveal which ids exist.
         salt = bytes.fromhex(doc["salt"]) if doc else b"\0" * 16
-        digest = await asyncio.to_thread(_hash_secret, secret, salt)
+        digest = await self._hash(secret, salt)
         if (
             doc is None
             or doc.get("revoked_at")

@@ -13,9 +13,11 @@ reserved address; the delivery queue checks the resolved address again at send t
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,6 +74,7 @@ class WebhookChannel:
     def __init__(self, deliveries: DeliveryQueue, dev_mode: bool) -> None:
         self._deliveries = deliveries
         self._dev_mode = dev_mode
+        self._checked: dict[str, tuple[bool, float]] = {}  # scheme://host -> (safe, until)
 
     async def send(self, posts: list[tuple[str, dict[str, Any], str | None]]) -> None:
         checked: dict[str, bool] = {}
@@ -89,13 +92,26 @@ class WebhookChannel:
             await self._deliveries.enqueue_many(items)
 
     async def _resolves_safely(self, url: str) -> bool:
-        """Check the address the host resolves to now (DNS may have changed since)."""
+        """Check the address the host resolves to now (DNS may have changed since).
+
+        Answers are cached for a minute per scheme and host, and a resolver slower than two
+        seconds counts as a refusal: a write must not wait on someone else's DNS."""
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
+        now = time.monotonic()
+        cached = self._checked.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
         try:
-            await check_callback_url(url, dev_mode=self._dev_mode)
-        except GatewayError as exc:
-            log.warning("webhook to %s skipped: %s", urlsplit(url).netloc, exc.detail)
-            return False
-        return True
+            await asyncio.wait_for(check_callback_url(url, dev_mode=self._dev_mode), 2.0)
+            safe = True
+        except (GatewayError, TimeoutError) as exc:
+            log.warning("webhook to %s skipped: %s", parts.netloc, getattr(exc, "detail", exc))
+            safe = False
+        if len(self._checked) > 10_000:
+            self._checked.clear()
+        self._checked[key] = (safe, now + 60.0)
+        return safe
 
 
 class Notifier:

@@ -75,6 +75,8 @@ class VtnService:
         self.hooks = hooks
         self._granted: dict[tuple[str, str], tuple[int, frozenset[str]]] = {}
         self._names = asyncio.Lock()
+        self.max_reports = 1000  # per VEN client and API version
+        self.max_subscriptions = 100  # per VEN client and API version
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -91,6 +93,7 @@ class VtnService:
         body = parse(version, kind, raw)
         owner, body = self.ownership.assign(version, kind, principal, body, None, scope_id)
         self._check_references(version, kind, body, None)
+        self._check_quota(version, kind, principal)
         # A 3.0.1 body is the object itself and may carry an id: kept when free (docs).
         wanted = raw.get("id") if version == "3.0.1" else None
         if wanted is not None and self.store.get(version, kind, wanted) is not None:
@@ -100,7 +103,16 @@ class VtnService:
         await self._write(Change(version, kind, "CREATE", principal, obj))
         for resource in inline:  # 3.0.1: a ven may arrive with its resources
             await self.create(version, "resource", principal, resource, scope_id=obj.id)
+        if kind == "report":
+            await self._retain_reports(version, owner)
         return self.render(obj)
+
+    async def _retain_reports(self, version: str, owner: str) -> None:
+        """Keep a VEN's newest `max_reports` reports: periodic reports must not grow memory
+        (and the records) without bound. The data they carried is in the core already."""
+        mine = [r for r in self.store.all(version, "report") if r.owner == owner]
+        for old in mine[: max(0, len(mine) - self.max_reports)]:
+            await self.remove(Change(version, "report", "DELETE", None, old, old))
 
     async def update(
         self,
@@ -217,6 +229,13 @@ class VtnService:
         return StoredObject(
             version, kind, seq, full, owner, normalise(version, body.get("targets"))
         )
+
+    def _check_quota(self, version: str, kind: str, principal: Principal) -> None:
+        if kind != "subscription" or principal.is_bl:
+            return
+        mine = sum(1 for o in self.store.all(version, kind) if o.owner == principal.client_id)
+        if mine >= self.max_subscriptions:
+            raise conflict(f"a VEN may hold {self.max_subscriptions} subscriptions")
 
     def _check_references(
         self, version: str, kind: str, body: dict[str, Any], old: StoredObject | None

@@ -350,3 +350,37 @@ async def test_3_0_1_ven_with_inline_resources(vtn):
     )
     assert_problem(status, problem, 409)
     assert await count(vtn, token, "/vens", V301) == 1
+
+
+async def test_ven_quotas_keep_memory_bounded(vtn, bl):
+    service = vtn.gw.gateway.adapters["openadr3"].service
+    service.max_reports, service.max_subscriptions = 2, 1
+    ven = await vtn.provision("agg-x", {"role": "ven", "ven_name": "ven-x"})
+    token = await vtn.token(ven)
+    status, program = await vtn.call("POST", "/programs", bl, {"programName": "q"})
+    status, event = await vtn.call(
+        "POST", "/events", bl, {"programID": program["id"], "intervals": []}
+    )
+    assert status == 201
+    made = []
+    for n in range(3):
+        status, report = await vtn.call(
+            "POST",
+            "/reports",
+            token,
+            {"eventID": event["id"], "clientName": "ven-x", "reportName": f"r{n}", "resources": []},
+        )
+        assert status == 201, report
+        made.append(report["id"])
+    _, reports = await vtn.call("GET", "/reports", token)
+    assert [r["id"] for r in reports] == made[1:]
+    sub = {
+        "clientName": "ven-x",
+        "objectOperations": [
+            {"objects": ["EVENT"], "operations": ["CREATE"], "callbackUrl": "https://example.com/h"}
+        ],
+    }
+    status, _ = await vtn.call("POST", "/subscriptions", token, sub)
+    assert status == 201
+    status, problem = await vtn.call("POST", "/subscriptions", token, sub)
+    assert_problem(status, problem, 409)
