@@ -15,6 +15,7 @@ import hashlib
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 from adapters.openadr3 import mapper
@@ -216,7 +217,13 @@ class Bridge:
     async def _ensure_resource(self, ven: StoredObject, resource: Resource) -> StoredObject:
         name = str(resource.binding.address.get("resource", resource.id))
         target = resource_target(ven.body["venName"], name)
-        for obj in self.service.objects_of(ven.version, "resource"):
+        store = self.service.store
+        # Usually the object already carries its granted target: an index lookup, no scan.
+        candidates = chain(
+            store.carrying(ven.version, "resource", frozenset({target})),
+            self.service.objects_of(ven.version, "resource"),
+        )
+        for obj in candidates:
             if obj.body.get("venID") == ven.id and obj.body.get("resourceName") == name:
                 if obj.meta.get("resource_id") == resource.id and target in obj.targets:
                     return obj
