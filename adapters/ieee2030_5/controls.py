@@ -8,6 +8,7 @@ for `retain_s` so clients polling late still see the change.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from lxml import etree
 from adapters.ieee2030_5 import mapper
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import build, serialize
-from adapters.ieee2030_5.state import AdapterState, ControlRecord
+from adapters.ieee2030_5.state import AdapterState, ControlRecord, Published
 from gateway.domain import EffectiveControl
 
 SCHEDULED, ACTIVE, CANCELLED, CANCELLED_RANDOM, SUPERSEDED = 0, 1, 2, 3, 4
@@ -54,14 +55,17 @@ class ControlPublisher:
         self.gateway = gateway
         self.state = state
         self.options = options
-        self._published: dict[str, list[ControlRecord]] = {}
+        self._published: dict[str, Published] = {}
 
     async def effective(self, resource_id: str) -> EffectiveControl | None:
         return await self.gateway.effective_control(resource_id)
 
     async def published(self, resource_id: str) -> list[ControlRecord]:
+        return (await self._load(resource_id)).controls
+
+    async def _load(self, resource_id: str) -> Published:
         if resource_id not in self._published:
-            self._published[resource_id] = await self.state.controls(resource_id)
+            self._published[resource_id] = await self.state.published(resource_id)
         return self._published[resource_id]
 
     def _render(self, control: EffectiveControl | None, rating: float, now: int,
@@ -114,21 +118,42 @@ class ControlPublisher:
         return fresh + kept, changed
 
     async def refresh_many(self, resources: dict[str, float], programs: dict[str, dict[str, Any]]
-                           ) -> set[str]:
+                           ) -> Changes:
         """Re-render the given DERs (id -> export rating) from the store, in one read and one
-        write; returns the ids whose published controls changed."""
+        write; returns which DERs' DERControls and DefaultDERControls changed."""
         now = int(time.time())
         controls = await self.gateway.effective_controls(list(resources))
-        updates: dict[str, list[ControlRecord]] = {}
+        updates: dict[str, Published] = {}
+        changes = Changes(set(), set())
         for rid, rating in resources.items():
-            fresh = self._render(controls.get(rid), rating, now, programs.get(rid, {}))
-            merged, changed = self._merge(await self.published(rid), fresh, now)
-            if changed or len(merged) != len(self._published[rid]):
-                updates[rid] = merged
+            control = controls.get(rid)
+            old = await self._load(rid)
+            fresh = self._render(control, rating, now, programs.get(rid, {}))
+            merged, changed = self._merge(old.controls, fresh, now)
+            default = default_digest(control)
+            if changed:
+                changes.controls.add(rid)
+            if default != old.default:
+                changes.defaults.add(rid)
+            if changed or default != old.default or len(merged) != len(old.controls):
+                updates[rid] = Published(merged, default)
         if updates:
-            await self.state.save_controls_many(updates)
+            await self.state.save_published(updates)
             self._published.update(updates)
-        return set(updates)
+        return changes
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    controls: set[str]
+    defaults: set[str]
+
+
+def default_digest(control: EffectiveControl | None) -> str | None:
+    """Identity of what a DefaultDERControl says (None: no default control)."""
+    if control is None or not control.default_control:
+        return None
+    return json.dumps(control.default_control, sort_keys=True, default=str)
 
 
 def der_control(c: ControlRecord, href: str, reply_to: str, now: int) -> m.DERControl:

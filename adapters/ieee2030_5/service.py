@@ -174,25 +174,29 @@ class Ieee2030Service:
             record = await self.registry.ensure_resource(resource)
             if record is not None:
                 records[rid] = record
-        changed = await self.publisher.refresh_many(
+        changes = await self.publisher.refresh_many(
             {rid: resources[rid].nameplate.export_max_w for rid in records},
             {rid: self.program_settings(rec.lfdi) for rid, rec in records.items()})
         outgoing = []
-        for rid in sorted(changed):
-            outgoing += await self._control_notifications(records[rid])
+        for rid in sorted(changes.controls | changes.defaults):
+            outgoing += await self._control_notifications(
+                records[rid], rid in changes.controls, rid in changes.defaults)
         await self.notifier.send(outgoing)
 
-    async def _control_notifications(self, record: EndDeviceRecord) -> list[Any]:
+    async def _control_notifications(self, record: EndDeviceRecord, controls: bool,
+                                     default: bool) -> list[Any]:
         subs = self.subscribers(record)
         if not subs:
             return []
         h = views.Hrefs(record.id)
-        items = await self.controls(record)
-        lst = m.DERControlList(href=h.path("derp", 1, "derc"), all=len(items), results=len(items),
-                               subscribable=1, DERControl=items)
-        out = self.notifier.notifications(subs, lst.href, lst)
-        dderc = h.path("derp", 1, "dderc")
-        if any(s.resource == dderc for s in subs):
+        out = []
+        derc, dderc = h.path("derp", 1, "derc"), h.path("derp", 1, "dderc")
+        if controls and any(s.resource == derc for s in subs):
+            items = await self.controls(record)
+            lst = m.DERControlList(href=derc, all=len(items), results=len(items),
+                                   subscribable=1, DERControl=items)
+            out += self.notifier.notifications(subs, derc, lst)
+        if default and any(s.resource == dderc for s in subs):
             out += self.notifier.notifications(subs, dderc, await self.default_control(record))
         return out
 

@@ -88,6 +88,14 @@ class MupRecord:
     readings: dict[str, dict[str, Any]] = field(default_factory=dict)  # mRID -> MMR document
 
 
+@dataclass(slots=True)
+class Published:
+    """What a DER's clients currently see: its DERControls and its DefaultDERControl digest."""
+
+    controls: list[ControlRecord]
+    default: str | None = None
+
+
 def _key(n: int) -> str:
     return f"{n:010d}"
 
@@ -127,15 +135,17 @@ class AdapterState:
     # --- published controls ---------------------------------------------------------------
 
     async def controls(self, resource_id: str) -> list[ControlRecord]:
-        doc = await self.records.get("derc", resource_id)
-        return [ControlRecord(**c) for c in (doc or {}).get("controls", [])]
+        return (await self.published(resource_id)).controls
 
-    async def save_controls(self, resource_id: str, controls: list[ControlRecord]) -> None:
-        await self.save_controls_many({resource_id: controls})
+    async def published(self, resource_id: str) -> Published:
+        doc = await self.records.get("derc", resource_id) or {}
+        return Published([ControlRecord(**c) for c in doc.get("controls", [])],
+                         doc.get("default"))
 
-    async def save_controls_many(self, controls: dict[str, list[ControlRecord]]) -> None:
+    async def save_published(self, published: dict[str, Published]) -> None:
         """One transaction for many DERs (a limit on a feeder changes thousands at once)."""
-        docs = {rid: {"controls": [asdict(c) for c in rows]} for rid, rows in controls.items()}
+        docs = {rid: {"controls": [asdict(c) for c in p.controls], "default": p.default}
+                for rid, p in published.items()}
         put_many = getattr(self.records, "put_many", None)
         if put_many is not None:
             await put_many("derc", docs)

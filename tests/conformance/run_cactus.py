@@ -4,6 +4,7 @@
                                                         # except S-ALL-41, 44, 45, 46, 50
     python tests/conformance/run_cactus.py --all        # everything except S-ALL-50 (72 h)
     python tests/conformance/run_cactus.py S-ALL-01 S-ALL-10
+    python tests/conformance/run_cactus.py --no-notifications ...   # no webhook receiver
 
 It installs cactus-client and our admin plugin (tests/conformance/cactus_plugin) into their
 own Python 3.12 virtual environment, and cactus-client-notifications into another (its pins
@@ -155,6 +156,28 @@ def wait_healthy(url: str, timeout: float = 30.0) -> None:
     raise TimeoutError("gateway did not become healthy")
 
 
+def start_notifications() -> tuple[subprocess.Popen, str]:
+    """cactus-client-notifications on loopback (plain HTTP: the gateway's dev mode allows
+    loopback webhooks), from its own virtual environment."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    code = ("from aiohttp import web; "
+            "from cactus_client_notifications.server.main import app; "
+            f"web.run_app(app, host='127.0.0.1', port={port}, print=None)")
+    env = {**os.environ, "APP_PORT": str(port), "SERVER_URL": url}
+    log = (WORK / "notifications.log").open("wb")
+    process = subprocess.Popen([str(NOTIFY_VENV / "bin/python"), "-c", code], env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return process, url
+        time.sleep(0.2)
+    process.terminate()
+    raise TimeoutError("cactus-client-notifications did not start")
+
+
 def run_one(proc_id: str, clients: list[str], port: int, config: Path, timeout: int) -> int:
     data = WORK / "runs" / proc_id
     shutil.rmtree(data, ignore_errors=True)
@@ -192,24 +215,31 @@ def main() -> int:
     parser.add_argument("ids", nargs="*", help="procedure ids (default: the CI set)")
     parser.add_argument("--all", action="store_true", help="every procedure except S-ALL-50")
     parser.add_argument("--timeout", type=int, default=600, help="per procedure, seconds")
-    parser.add_argument("--notifications", action="store_true",
-                        help="install and run cactus-client-notifications for S-ALL-25..40")
+    parser.add_argument("--no-notifications", action="store_true",
+                        help="do not run cactus-client-notifications (S-ALL-25..40 then fail)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    ensure_venvs(args.notifications)
+    ensure_venvs(not args.no_notifications)
     ids = ensure_pki()
     available = procedures(CACTUS_VENV / "bin/python")
     skip = {"S-ALL-50"} if args.all else LONG_WAITING
     chosen = args.ids or [p for p in available if p not in skip]
     port = free_port()
-    config = write_config(ids, port, None)
+    receiver, notify_url = (None, None) if args.no_notifications else start_notifications()
+    config = write_config(ids, port, notify_url)
     results = {}
-    for proc_id in chosen:
-        started = time.monotonic()
-        code = run_one(proc_id, assign_clients(available[proc_id]), port, config, args.timeout)
-        results[proc_id] = {"passed": code == 0, "exit": code,
-                            "seconds": round(time.monotonic() - started, 1)}
-        print(f"{proc_id}: {'PASS' if code == 0 else f'FAIL ({code})'}", flush=True)
+    try:
+        for proc_id in chosen:
+            started = time.monotonic()
+            code = run_one(proc_id, assign_clients(available[proc_id]), port, config,
+                           args.timeout)
+            results[proc_id] = {"passed": code == 0, "exit": code,
+                                "seconds": round(time.monotonic() - started, 1)}
+            print(f"{proc_id}: {'PASS' if code == 0 else f'FAIL ({code})'}", flush=True)
+    finally:
+        if receiver is not None:
+            receiver.terminate()
+            receiver.wait(10)
     passed = sum(r["passed"] for r in results.values())
     (WORK / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"{passed} passed, {len(results) - passed} failed")

@@ -262,3 +262,25 @@ async def test_connection_point_must_be_an_nmi_or_known(server):
             assert r.status == 201 and r.headers["Location"] == f"/edev/{rid}/cp"
         _, cp = await get(c, f"/edev/{rid}/cp")
         assert text(cp, "c:connectionPointId") == "41020000002"
+
+
+async def test_default_control_change_is_notified(server):
+    from dataclasses import replace
+
+    server.gateway.controls["der-1"] = limit_control("der-1")
+    await server.service.on_control_changed("der-1")
+    edev = server.service.registry.by_resource("der-1").id
+    href = f"/edev/{edev}/derp/1/dderc"
+    async with server.client("device-1") as c:
+        sub = m.Subscription(subscribedResource=href, encoding=0, level="+S1", limit=1,
+                             notificationURI="https://127.0.0.1:9/dderc")
+        async with c.post(f"/edev/{edev}/sub", data=serialize(sub), headers=CT) as resp:
+            assert resp.status == 201
+    server.gateway.controls["der-1"] = replace(server.gateway.controls["der-1"],
+                                               default_control={"export_max_w": 1500})
+    await server.service.on_control_changed("der-1")
+    await server.service.on_control_changed("der-1")  # unchanged: no second notification
+    sent = [i for i in server.deliveries.items if i.url == "https://127.0.0.1:9/dderc"]
+    assert len(sent) == 1
+    note = etree.fromstring(sent[0].body)
+    assert text(note, "s:Resource/s:DERControlBase/c:opModExpLimW/s:value") == "1500"
