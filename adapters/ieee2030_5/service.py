@@ -56,8 +56,14 @@ class Ieee2030Service:
     async def set_program(self, lfdi: str, doc: dict[str, Any]) -> None:
         await self.state.save_program(lfdi, doc)
         self.programs[lfdi.upper()] = doc
-        await self.on_controls_changed(
-            [r.resource_id for r in self.registry.by_lfdi(lfdi) if r.resource_id])
+        records = [r for r in self.registry.by_lfdi(lfdi) if r.resource_id]
+        await self.on_controls_changed([r.resource_id for r in records if r.resource_id])
+        for record in records:  # the DERProgramList shows the new primacy
+            href = views.Hrefs(record.id).path("derp")
+            program = await self.program(record)
+            lst = m.DERProgramList(href=href, all=1, results=1, subscribable=1,
+                                   pollRate=self.poll_rate("DERProgramList"), DERProgram=[program])
+            await self.notifier.announce(self.subscribers(record), href, lst)
 
     async def scope(self, identity: ClientIdentity) -> ClientScope:
         if self.registry.denied(identity.lfdi):
@@ -95,12 +101,22 @@ class Ieee2030Service:
         return record
 
     async def announce_end_devices(self, scope: ClientScope) -> None:
+        """Notify the client's own EndDevice subscriptions to /edev of the current list."""
         for own in [r for r in self.registry.visible(scope) if r.lfdi == scope.lfdi]:
             subs = self.notifier.subscriptions(own.id)
-            lst = m.EndDeviceList(href="/edev", all=len(self.registry.visible(scope)),
-                                  results=0, pollRate=self.poll_rate("EndDeviceList"),
-                                  EndDevice=self.end_devices(scope))
+            if not any(s.resource == "/edev" for s in subs):
+                continue
+            devices = self.end_devices(scope)
+            lst = m.EndDeviceList(href="/edev", all=len(devices), results=len(devices),
+                                  subscribable=1, pollRate=self.poll_rate("EndDeviceList"),
+                                  EndDevice=devices)
             await self.notifier.announce(subs, "/edev", lst)
+
+    async def announce_new_devices(self, aggregator_ids: set[str]) -> None:
+        """New DERs of an aggregator change what its clients' EndDeviceList shows."""
+        for aggregator_id in sorted(aggregator_ids):
+            for own in self.registry.by_lfdi_any_aggregator(aggregator_id):
+                await self.announce_end_devices(ClientScope(own.lfdi, own.sfdi, aggregator_id))
 
     async def set_connection_point(self, record: EndDeviceRecord, cp_id: str) -> None:
         cp_id = cp_id.strip()
@@ -170,10 +186,15 @@ class Ieee2030Service:
         resources = {r.id: r for r in await self.gateway.resources(ids=wanted)
                      if r.binding.protocol == Protocol.IEEE2030_5}
         records: dict[str, EndDeviceRecord] = {}
+        grown: set[str] = set()
         for rid, resource in resources.items():
+            known = self.registry.by_resource(rid) is not None
             record = await self.registry.ensure_resource(resource)
             if record is not None:
                 records[rid] = record
+                if not known and record.aggregator_id:
+                    grown.add(record.aggregator_id)
+        await self.announce_new_devices(grown)
         changes = await self.publisher.refresh_many(
             {rid: resources[rid].nameplate.export_max_w for rid in records},
             {rid: self.program_settings(rec.lfdi) for rid, rec in records.items()})
