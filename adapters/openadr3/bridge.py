@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from dataclasses import replace
@@ -54,6 +55,9 @@ class Bridge:
         self.service = service
         self.gateway = gateway
         self.records = records
+        # Rendering runs concurrently (bus events, VEN provisioning): the check-then-create of
+        # an LDC's program must not race, or two renders create it twice.
+        self._program_lock = asyncio.Lock()
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -309,6 +313,11 @@ class Bridge:
         point = await self.gateway.connection_point(resource.connection_point_id)
         ldc = point.ldc_id if point is not None else "unknown"
         program_id = f"ldc-{_digest(ldc)}"
+        async with self._program_lock:
+            await self._ensure_program(version, ldc, program_id)
+        return program_id
+
+    async def _ensure_program(self, version: str, ldc: str, program_id: str) -> None:
         if self.service.store.get(version, "program", program_id) is None:
             seq = self.service.store.next_seq()
             stamp = now_text()
@@ -318,7 +327,6 @@ class Bridge:
             )
             obj.meta = {"origin": GATEWAY, "ldc_id": ldc}
             await self.service.put_object(Change(version, "program", "CREATE", None, obj))
-        return program_id
 
     async def _upsert_event(
         self, version: str, resource: Resource, control: Any, program_id: str, target: str
