@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -19,6 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 from sqlalchemy import select, update
 
 from gateway.domain import utcnow
@@ -38,6 +41,35 @@ class Outgoing:
     ssl_name: str | None = None
 
 
+def address_allowed(address: str, *, dev_mode: bool) -> bool:
+    ip = ipaddress.ip_address(address)
+    if ip.is_loopback:
+        return dev_mode
+    return not (ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved
+                or ip.is_unspecified)
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves like aiohttp does, then drops addresses the policy forbids. Connections are
+    made only to what this returns, so a name that re-resolves to an internal address after
+    the subscription was checked (DNS rebinding) still cannot be reached."""
+
+    def __init__(self, dev_mode: bool) -> None:
+        self._inner = DefaultResolver()
+        self._dev_mode = dev_mode
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        allowed = [r for r in found if address_allowed(r["host"], dev_mode=self._dev_mode)]
+        if not allowed:
+            raise OSError(f"{host} resolves only to addresses callbacks may not reach")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 async def check_callback_url(url: str, *, dev_mode: bool) -> None:
     """Refuse callbacks that would make the gateway attack its own network (SSRF).
 
@@ -54,13 +86,10 @@ async def check_callback_url(url: str, *, dev_mode: bool) -> None:
     except OSError as exc:
         raise InvalidInput(f"callback host does not resolve: {parts.hostname}") from exc
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if address.is_loopback:
-            if not dev_mode:
+        address = str(info[4][0])
+        if not address_allowed(address, dev_mode=dev_mode):
+            if ipaddress.ip_address(address).is_loopback:
                 raise InvalidInput("loopback callbacks are allowed only in development mode")
-            continue
-        if (address.is_private or address.is_link_local or address.is_multicast
-                or address.is_reserved or address.is_unspecified):
             raise InvalidInput("callback resolves to a non-public address")
     if parts.scheme == "http" and not dev_mode:
         raise InvalidInput("callbacks must use https")
@@ -68,8 +97,10 @@ async def check_callback_url(url: str, *, dev_mode: bool) -> None:
 
 class DeliveryQueue:
     def __init__(self, db: Database, adapter: str = "", *, concurrency: int = 100,
-                 timeout_s: float = 15.0, shared: DeliveryQueue | None = None) -> None:
+                 timeout_s: float = 15.0, shared: DeliveryQueue | None = None,
+                 dev_mode: bool = False) -> None:
         self._db = db
+        self.dev_mode = dev_mode if shared is None else shared.dev_mode
         self.adapter = adapter
         self._shared = shared
         self._ssl: dict[str, ssl.SSLContext] = {} if shared is None else shared._ssl
@@ -119,7 +150,8 @@ class DeliveryQueue:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Run the delivery worker for the duration of the context."""
-        connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=self._concurrency)
+        connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=self._concurrency,
+                                         resolver=GuardedResolver(self.dev_mode))
         async with aiohttp.ClientSession(connector=connector, timeout=self._timeout) as http:
             task = asyncio.create_task(self._work(http), name="delivery-worker")
             try:
@@ -180,6 +212,8 @@ class DeliveryQueue:
                                       .values(**values))
 
     async def _post(self, http: aiohttp.ClientSession, row: DeliveryRow) -> str | None:
+        if urlsplit(row.url).scheme != "https" and not self.dev_mode:
+            return "refused: callbacks must use https"
         context: ssl.SSLContext | bool = self._ssl.get(row.ssl_name, True) if row.ssl_name else True
         headers = {"Content-Type": row.content_type, **row.headers}
         try:

@@ -102,7 +102,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     relay = OutboxRelay(db, bus)
     coordinator = Coordinator.from_names(settings.group_cap_rule, settings.disaggregation_rule)
     services = GatewayServices(db, coordinator, on_commit=relay.wake)
-    deliveries = DeliveryQueue(db)
+    deliveries = DeliveryQueue(db, dev_mode=settings.dev_mode)
     gw = Gateway(settings, db, bus, services, relay, deliveries)
     await ensure_admin(services, settings)
     async with AsyncExitStack() as stack:

@@ -294,6 +294,34 @@ class GatewayServices:
         self._on_commit()
         return replace(resource, online=current.online)
 
+    async def delete_resource(self, actor: Participant, resource_id: str) -> None:
+        topo = await self.topology()
+        current = topo.resources.get(resource_id)
+        if current is None:
+            raise NotFound(f"no resource {resource_id!r}")
+        ldc = topo.connection_points[current.connection_point_id].ldc_id
+        if actor.role is Role.AGGREGATOR:
+            if current.aggregator_id != actor.id:
+                raise Forbidden("an aggregator removes only its own resources")
+        else:
+            _require_area(actor, topo, ldc)
+        try:
+            async with self._write() as session:
+                await repo.delete_resource(session, resource_id)
+                protocol = current.binding.protocol
+                await repo.add_outbox_many(session, [
+                    (Topic.RESOURCE_CHANGED,
+                     {"resource_id": resource_id, "protocol": protocol, "deleted": True}),
+                    (Topic.EFFECTIVE_CONTROL_CHANGED,
+                     {"resource_id": resource_id, "protocol": protocol})])
+                self._invalidate()
+                await self._recompute(session, {ldc})
+        finally:
+            self._invalidate()
+        if self._versions is not None:
+            self._versions.pop(resource_id, None)
+        self._on_commit()
+
     async def update_binding_settings(self, resource_id: str, settings: dict[str, Any]) -> Resource:
         """Protocol settings kept with a binding (e.g. a 2030.5 pollRate): adapters only."""
         res = await self.resource(resource_id)

@@ -41,6 +41,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("PUT", "/v1/resources/{resource_id}", r.put_resource,
               "Replace a DER's registration (ratings, kind, binding, connection point)",
               ResourceIn),
+    RouteSpec("DELETE", "/v1/resources/{resource_id}", r.delete_resource,
+              "Remove a DER (its acknowledgements and readings are kept)"),
     RouteSpec("GET", "/v1/resources/{resource_id}/effective-control", r.get_effective_control,
               "A DER's effective control with provenance"),
     RouteSpec("GET", "/v1/effective-controls", r.get_effective_controls,

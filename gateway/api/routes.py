@@ -198,6 +198,12 @@ async def put_resource(request: web.Request) -> web.Response:
     return reply(await services(request).update_resource(who, body.to_domain()))
 
 
+async def delete_resource(request: web.Request) -> web.Response:
+    rid = await _resource_in_view(request)
+    await services(request).delete_resource(actor(request), rid)
+    return web.Response(status=204)
+
+
 async def get_effective_control(request: web.Request) -> web.Response:
     rid = await _resource_in_view(request)
     control = await services(request).effective_control(rid)

@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.domain import (
@@ -202,6 +202,13 @@ async def update_resource(session: AsyncSession, r: Resource) -> None:
             var_max=r.nameplate.var_max, energy_wh=r.nameplate.energy_wh,
             protocol=r.binding.protocol.value, binding_key=binding_key(r.binding),
             binding=r.binding.address, aggregator_id=r.aggregator_id))
+
+
+async def delete_resource(session: AsyncSession, resource_id: str) -> None:
+    """Remove a DER and its effective control; its acknowledgements and readings stay."""
+    await session.execute(delete(EffectiveControlRow).where(
+        EffectiveControlRow.resource_id == resource_id))
+    await session.execute(delete(ResourceRow).where(ResourceRow.id == resource_id))
 
 
 async def update_binding(session: AsyncSession, resource_id: str, binding: Binding) -> None:

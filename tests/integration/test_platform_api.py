@@ -247,3 +247,9 @@ async def test_resource_update_recomputes_and_respects_areas(served):
     assert status == 200 and updated["nameplate"]["export_max_w"] == 20_000
     after = (await clients["admin"].get("/v1/resources/d2/effective-control"))[1]
     assert after["intervals"][0]["setpoint_w"] == pytest.approx(9_600)  # 12 kW * 20/25
+
+    assert (await clients["agg-y"].request("DELETE", "/v1/resources/d3"))[0] == 404
+    assert (await clients["ldc-b"].request("DELETE", "/v1/resources/d3"))[0] == 204
+    assert (await clients["admin"].get("/v1/resources/d3"))[0] == 404
+    only = (await clients["admin"].get("/v1/resources/d2/effective-control"))[1]
+    assert only["intervals"][0]["setpoint_w"] == pytest.approx(12_000)  # d2 takes it all

@@ -37,7 +37,7 @@ async def test_retries_until_the_receiver_recovers_and_survives_restart(tmp_path
     # Enqueued while no worker runs (as if the process had stopped): it waits in the store.
     queue = DeliveryQueue(db).for_adapter("test")
     await queue.enqueue(url, b"<Notification/>", content_type="application/sep+xml")
-    worker = DeliveryQueue(db)
+    worker = DeliveryQueue(db, dev_mode=True)
     worker.base_backoff_s = 0.05
     async with worker.running():
         for _ in range(100):
@@ -61,3 +61,34 @@ async def test_retries_until_the_receiver_recovers_and_survives_restart(tmp_path
 async def test_hostile_callbacks_are_refused(url):
     with pytest.raises(InvalidInput):
         await check_callback_url(url, dev_mode=False)
+
+
+async def test_worker_refuses_forbidden_addresses_at_send_time(tmp_path):
+    """A callback that resolves to loopback outside dev mode is never connected to."""
+    hits: list[int] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        hits.append(1)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
+    await db.upgrade()
+    worker = DeliveryQueue(db, dev_mode=False)
+    worker.base_backoff_s = 0.01
+    # Enqueued as if it had passed an earlier check (e.g. the name then pointed elsewhere).
+    await worker.enqueue(f"https://localhost:{port}/hook", b"x", content_type="text/plain",
+                         max_attempts=2)
+    async with worker.running():
+        for _ in range(100):
+            if (await worker.stats())["failed"]:
+                break
+            await asyncio.sleep(0.05)
+    assert hits == [] and (await worker.stats())["failed"] == 1
+    await runner.cleanup()
+    await db.close()
