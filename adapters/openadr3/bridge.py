@@ -58,6 +58,7 @@ class Bridge:
         # Rendering runs concurrently (bus events, VEN provisioning): the check-then-create of
         # an LDC's program must not race, or two renders create it twice.
         self._program_lock = asyncio.Lock()
+        self._render_locks: dict[str, asyncio.Lock] = {}
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -276,6 +277,12 @@ class Bridge:
         await self.render_resource(resource)
 
     async def render_resource(self, resource: Resource) -> None:
+        # One render per DER at a time: a bus event and a VEN's provisioning may render the
+        # same DER together, and each checks-then-creates its resource object and event.
+        async with self._render_locks.setdefault(resource.id, asyncio.Lock()):
+            await self._render_resource(resource)
+
+    async def _render_resource(self, resource: Resource) -> None:
         ven_name = str(resource.binding.address.get("ven", ""))
         control = await self.gateway.effective_control(resource.id)
         serving = self._vens_serving(resource)
