@@ -13,6 +13,7 @@ from aiohttp import web
 
 from adapters.opcua.users import OperatorAccount, UserDirectory, account_from_doc
 from gateway.adapters import AdapterContext
+from gateway.api.keys import ACTOR
 from gateway.domain import Participant, Role
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 
@@ -47,12 +48,12 @@ class UserRoutes:
         return actor.role is Role.ADMIN or account.ldc_id == actor.id
 
     async def list_users(self, request: web.Request) -> web.Response:
-        actor: Participant = request["actor"]
+        actor: Participant = request[ACTOR]
         return web.json_response(
             [a.public() for a in self.users.all() if self._visible(actor, a)])
 
     async def put_user(self, request: web.Request) -> web.Response:
-        actor: Participant = request["actor"]
+        actor: Participant = request[ACTOR]
         name = request.match_info["name"]
         if not _NAME.match(name):
             raise InvalidInput("user names are 1-64 characters of A-Z a-z 0-9 _ . @ -")
@@ -77,7 +78,7 @@ class UserRoutes:
         return web.json_response(account.public(), status=200 if existing else 201)
 
     async def delete_user(self, request: web.Request) -> web.Response:
-        actor: Participant = request["actor"]
+        actor: Participant = request[ACTOR]
         name = request.match_info["name"]
         account = self.users.get(name)
         if account is None:

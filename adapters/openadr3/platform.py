@@ -22,6 +22,7 @@ from adapters.openadr3.auth import AuthError, Credentials, Role
 from adapters.openadr3.bridge import Bridge
 from adapters.openadr3.service import Change, VtnService, now_text
 from adapters.openadr3.store import VERSIONS
+from gateway.api.keys import ACTOR
 from gateway.domain import Participant
 from gateway.domain import Role as PartyRole
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -44,7 +45,7 @@ class CredentialRoutes:
         ]
 
     async def create(self, request: web.Request) -> web.Response:
-        actor: Participant = request["actor"]
+        actor: Participant = request[ACTOR]
         try:
             body = json.loads(await request.read())
         except ValueError:
@@ -128,7 +129,7 @@ class CredentialRoutes:
         )
 
     async def list(self, request: web.Request) -> web.Response:
-        actor: Participant = request["actor"]
+        actor: Participant = request[ACTOR]
         return web.json_response(
             [c for c in self.credentials.credentials() if self._visible(actor, c)]
         )
@@ -136,7 +137,7 @@ class CredentialRoutes:
     def _own(self, request: web.Request) -> str:
         client_id = request.match_info["client_id"]
         cred = self.credentials.credential(client_id)
-        if cred is None or not self._visible(request["actor"], cred):
+        if cred is None or not self._visible(request[ACTOR], cred):
             raise NotFound(f"no credential {client_id}")
         return client_id
 

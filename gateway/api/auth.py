@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 from aiohttp import web
 
 from gateway.api.keys import ACTOR, SERVICES
@@ -40,7 +38,3 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 def _set_actor(request: web.Request, actor: Participant) -> None:
     request[ACTOR] = actor
-    # Adapter routes written before ACTOR existed read request["actor"]; keep it for them.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        request["actor"] = actor
