@@ -9,12 +9,13 @@ from typing import Any
 from aiohttp import web
 
 from adapters.ieee2030_5.service import Ieee2030Service
+from gateway.api.keys import ACTOR
 from gateway.domain import Role
 from gateway.errors import Forbidden, InvalidInput
 
 
 def _admin(request: web.Request) -> Any:
-    actor = request.get("actor")
+    actor = request.get(ACTOR)
     if actor is None or actor.role not in (Role.ADMIN, Role.LDC):
         raise Forbidden("only the platform operator or an LDC may change 2030.5 settings")
     return actor
