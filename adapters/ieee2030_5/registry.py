@@ -200,10 +200,9 @@ class EndDeviceRegistry:
         record.changed_time = int(time.time())
         if record.inband and record.resource_id is None and record.lfdi != "" \
                 and not self._is_aggregator_self(record):
-            try:
-                await self.gateway.connection_point(cp_id)
-            except NotFound:
+            if await self.known_connection_point(cp_id) is None:
                 await self.state.save_end_device(record)
+                self._index(record)
                 return  # kept as given; the platform may create the connection point later
             resource = Resource(
                 id=f"2030.5-{record.lfdi.lower()}", connection_point_id=cp_id, kind=DerKind.OTHER,
@@ -216,6 +215,13 @@ class EndDeviceRegistry:
                 record.resource_id = resource.id
         await self.state.save_end_device(record)
         self._index(record)
+
+    async def known_connection_point(self, cp_id: str) -> Any:
+        """The canonical connection point, or None (the core answers None or NotFound)."""
+        try:
+            return await self.gateway.connection_point(cp_id)
+        except NotFound:
+            return None
 
     def _is_aggregator_self(self, record: EndDeviceRecord) -> bool:
         return record.lfdi in self._aggregators and record.resource_id is None

@@ -120,12 +120,10 @@ class Ieee2030Service:
 
     async def set_connection_point(self, record: EndDeviceRecord, cp_id: str) -> None:
         cp_id = cp_id.strip()
-        if not nmi.is_valid(cp_id.upper()):
-            try:
-                await self.gateway.connection_point(cp_id)
-            except NotFound:
-                raise InvalidInput("connectionPointId is neither a valid NMI nor a known "
-                                   "connection point") from None
+        if not nmi.is_valid(cp_id.upper()) and \
+                await self.registry.known_connection_point(cp_id) is None:
+            raise InvalidInput("connectionPointId is neither a valid NMI nor a known "
+                               "connection point")
         await self.registry.bind_connection_point(record, cp_id)
 
     # --- programs -------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from gateway.domain import (
     Reading,
     Resource,
 )
-from gateway.errors import NotFound
 
 
 class FakeRecords:
@@ -49,10 +48,8 @@ class FakeGateway:
     acks: list[Acknowledgement] = field(default_factory=list)
     readings_: list[Reading] = field(default_factory=list)
 
-    async def resource(self, rid: str) -> Resource:
-        if rid not in self.resources_:
-            raise NotFound(rid)
-        return self.resources_[rid]
+    async def resource(self, rid: str) -> Resource | None:
+        return self.resources_.get(rid)
 
     async def resources(self, protocol: Any = None, aggregator_id: str | None = None,
                         ids: Any = None) -> list[Resource]:
@@ -66,11 +63,11 @@ class FakeGateway:
             str(r.binding.address.get(k, "")).lower() == str(v).lower()
             for k, v in address.items())]
 
-    async def participant(self, pid: str) -> Participant:
-        return self.participants_[pid]
+    async def participant(self, pid: str) -> Participant | None:
+        return self.participants_.get(pid)
 
     async def connection_point(self, cid: str) -> Any:
-        raise NotFound(cid)
+        return None  # like the core: None when unknown
 
     async def register_resources(self, actor: Any, resources: list[Resource]) -> None:
         for r in resources:

@@ -96,6 +96,13 @@ async def flow(gw, listen: str) -> None:
                         duration=60, start=int(now.timestamp()))))])
             async with c.post("/mup", data=serialize(mup), headers=CT) as r:
                 assert r.status == 201
+            cp_href = control.get("href").split("/derp/")[0] + "/cp"
+            bad = serialize(m.ConnectionPoint(connectionPointId="NOTAVALIDID"))
+            async with c.put(cp_href, data=bad, headers=CT) as r:
+                assert r.status == 400  # neither an NMI nor a platform connection point
+            good = serialize(m.ConnectionPoint(connectionPointId="cp-a1"))
+            async with c.put(cp_href, data=good, headers=CT) as r:
+                assert r.status == 201
 
         admin = clients["admin"]
         status, acks = await admin.get("/v1/acknowledgements?resource_id=der-1")
