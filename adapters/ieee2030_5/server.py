@@ -84,16 +84,29 @@ def _int(request: web.Request, name: str) -> int:
         raise NotFound("no such resource") from None
 
 
+def _item_time(item: Any) -> int | None:
+    for name in ("createdDateTime", "creationTime", "changedTime", "dateTimeRegistered"):
+        value = getattr(item, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
 def page(request: web.Request, items: list[Any]) -> tuple[list[Any], int]:
-    """Apply 2030.5 paging (s start, l limit); `a` (after) applies to time-ordered lists."""
+    """Apply 2030.5 paging: `a` (after: items at or after that time, for time-stamped
+    items), then `s` (start index) and `l` (limit); `all` counts the whole list."""
     try:
         start = int(request.query.get("s", "0"))
         limit = int(request.query.get("l", "255"))
+        after = int(request.query["a"]) if "a" in request.query else None
     except ValueError:
-        raise DocumentError("s and l must be integers") from None
+        raise DocumentError("s, a and l must be integers") from None
     if start < 0 or limit < 0:
         raise DocumentError("s and l must not be negative")
-    return items[start:start + limit], len(items)
+    total = len(items)
+    if after is not None:
+        items = [i for i in items if (t := _item_time(i)) is None or t >= after]
+    return items[start:start + limit], total
 
 
 async def body(request: web.Request, *roots: str) -> Any:

@@ -284,3 +284,16 @@ async def test_default_control_change_is_notified(server):
     assert len(sent) == 1
     note = etree.fromstring(sent[0].body)
     assert text(note, "s:Resource/s:DERControlBase/c:opModExpLimW/s:value") == "1500"
+
+
+async def test_paging_after_filters_by_time(server):
+    server.gateway.controls["der-1"] = limit_control("der-1")
+    await server.service.on_control_changed("der-1")
+    edev = server.service.registry.by_resource("der-1").id
+    async with server.client("device-1") as c:
+        _, lst = await get(c, f"/edev/{edev}/derp/1/derc")
+        created = int(text(lst, "s:DERControl/s:creationTime"))
+        _, later = await get(c, f"/edev/{edev}/derp/1/derc?a={created + 1}")
+        assert later.get("all") == "1" and later.get("results") == "0"
+        _, same = await get(c, f"/edev/{edev}/derp/1/derc?a={created}")
+        assert same.get("results") == "1"
