@@ -150,7 +150,7 @@ async def post_edev(request: web.Request) -> web.Response:
 
 
 async def get_edev(request: web.Request) -> web.Response:
-    return xml(views.end_device(record(request)))
+    return xml(service_of(request).end_device_doc(scope_of(request), record(request)))
 
 
 async def get_rg(request: web.Request) -> web.Response:

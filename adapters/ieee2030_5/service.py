@@ -90,7 +90,10 @@ class Ieee2030Service:
         return views.device_capability(own, len(visible), mups, self.rates)
 
     def end_devices(self, scope: ClientScope) -> list[m.EndDevice]:
-        return [views.end_device(r) for r in self.registry.visible(scope)]
+        return [self.end_device_doc(scope, r) for r in self.registry.visible(scope)]
+
+    def end_device_doc(self, scope: ClientScope, record: EndDeviceRecord) -> m.EndDevice:
+        return views.end_device(record, holds_subscriptions=record.lfdi == scope.lfdi)
 
     def end_device(self, scope: ClientScope, edev_id: int) -> EndDeviceRecord:
         return self.registry.get(scope, edev_id)

@@ -53,7 +53,9 @@ def time_doc(rates: dict[str, dict[str, int]]) -> m.Time:
                   dstOffset=0, dstStartTime=0, localTime=now, quality=7, tzOffset=0)
 
 
-def end_device(r: EndDeviceRecord) -> m.EndDevice:
+def end_device(r: EndDeviceRecord, holds_subscriptions: bool = True) -> m.EndDevice:
+    """`holds_subscriptions`: only the EndDevice where the viewing client keeps its
+    subscriptions links a SubscriptionList (an aggregator's own, a device's itself)."""
     h = Hrefs(r.id)
     is_der = r.resource_id is not None or r.inband
     return m.EndDevice(
@@ -64,7 +66,7 @@ def end_device(r: EndDeviceRecord) -> m.EndDevice:
         FunctionSetAssignmentsListLink=m.ListLink(href=h.path("fsa"), all=1) if is_der else None,
         postRate=r.post_rate,
         RegistrationLink=m.Link(href=h.path("rg")),
-        SubscriptionListLink=m.ListLink(href=h.path("sub")),
+        SubscriptionListLink=m.ListLink(href=h.path("sub")) if holds_subscriptions else None,
         ConnectionPointLink=m.Link(href=h.path("cp")) if is_der else None,
     )
 

@@ -297,3 +297,16 @@ async def test_paging_after_filters_by_time(server):
         assert later.get("all") == "1" and later.get("results") == "0"
         _, same = await get(c, f"/edev/{edev}/derp/1/derc?a={created}")
         assert same.get("results") == "1"
+
+
+async def test_aggregator_has_one_subscription_list(server):
+    """An aggregator keeps its subscriptions on its own EndDevice: only that one links a
+    SubscriptionList; a device's own EndDevice links one too."""
+    async with server.client("aggregator-1") as c:
+        _, edevs = await get(c, "/edev")
+        holders = [text(e, "s:lFDI") for e in edevs.findall("s:EndDevice", NS)
+                   if e.find("s:SubscriptionListLink", NS) is not None]
+        assert holders == [server.lfdi("aggregator-1")]
+    async with server.client("device-1") as c:
+        _, edevs = await get(c, "/edev")
+        assert edevs.find("s:EndDevice/s:SubscriptionListLink", NS) is not None
