@@ -90,6 +90,9 @@ class EndDeviceRegistry:
         await self._load_access()
         self._synced.pop(lfdi.upper(), None)
 
+    def all_records(self) -> list[EndDeviceRecord]:
+        return list(self._by_id.values())
+
     def by_lfdi(self, lfdi: str) -> list[EndDeviceRecord]:
         return list(self._by_lfdi.get(lfdi.upper(), ()))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -177,11 +178,9 @@ async def put_cp(request: web.Request) -> web.Response:
 
 
 async def get_fsa_list(request: web.Request) -> web.Response:
-    svc, rec = service_of(request), der_record(request)
-    items, total = page(request, [views.fsa(rec, svc.fsa_mrid(rec))])
-    return xml(m.FunctionSetAssignmentsList(
-        href=views.Hrefs(rec.id).path("fsa"), all=total, results=len(items), subscribable=1,
-        pollRate=svc.poll_rate("FunctionSetAssignmentsList"), FunctionSetAssignments=items))
+    lst = service_of(request).fsa_list(der_record(request))
+    items, total = page(request, lst.FunctionSetAssignments)
+    return xml(replace(lst, all=total, results=len(items), FunctionSetAssignments=items))
 
 
 async def get_fsa(request: web.Request) -> web.Response:
@@ -192,11 +191,9 @@ async def get_fsa(request: web.Request) -> web.Response:
 
 
 async def get_derp_list(request: web.Request) -> web.Response:
-    svc, rec = service_of(request), der_record(request)
-    items, total = page(request, [await svc.program(rec)])
-    return xml(m.DERProgramList(href=views.Hrefs(rec.id).path("derp"), all=total,
-                                results=len(items), subscribable=1,
-                                pollRate=svc.poll_rate("DERProgramList"), DERProgram=items))
+    lst = await service_of(request).program_list(der_record(request))
+    items, total = page(request, lst.DERProgram)
+    return xml(replace(lst, all=total, results=len(items), DERProgram=items))
 
 
 def _program_record(request: web.Request) -> Any:

@@ -59,11 +59,8 @@ class Ieee2030Service:
         records = [r for r in self.registry.by_lfdi(lfdi) if r.resource_id]
         await self.on_controls_changed([r.resource_id for r in records if r.resource_id])
         for record in records:  # the DERProgramList shows the new primacy
-            href = views.Hrefs(record.id).path("derp")
-            program = await self.program(record)
-            lst = m.DERProgramList(href=href, all=1, results=1, subscribable=1,
-                                   pollRate=self.poll_rate("DERProgramList"), DERProgram=[program])
-            await self.notifier.announce(self.subscribers(record), href, lst)
+            lst = await self.program_list(record)
+            await self.notifier.announce(self.subscribers(record), lst.href or "", lst)
 
     async def scope(self, identity: ClientIdentity) -> ClientScope:
         if self.registry.denied(identity.lfdi):
@@ -80,6 +77,55 @@ class Ieee2030Service:
             raise InvalidInput("rate kind must be poll or post, seconds a UInt32")
         self.rates.setdefault(kind, {})[resource] = seconds
         await self.state.save_rates(self.rates)
+        # A list's pollRate is part of the list: its subscribers hear of the change.
+        tails = {"EndDeviceList": "/edev", "FunctionSetAssignmentsList": "/fsa",
+                 "DERProgramList": "/derp"}
+        if kind == "poll" and resource in tails:
+            await self.notify_lists(tails[resource])
+
+    async def notify_lists(self, tail: str) -> None:
+        """Send every subscription to a list whose href ends with `tail` its current state."""
+        outgoing = []
+        for holder in self.registry.all_records():
+            subs = [s for s in self.notifier.subscriptions(holder.id) if s.resource.endswith(tail)]
+            scope = ClientScope(holder.lfdi, holder.sfdi,
+                                self.registry.aggregator_clients.get(holder.lfdi))
+            for sub in subs:
+                doc = await self.list_document(scope, sub.resource)
+                if doc is not None:
+                    outgoing += self.notifier.notifications([sub], sub.resource, doc)
+        await self.notifier.send(outgoing)
+
+    async def list_document(self, scope: ClientScope, href: str) -> Any:
+        """The current EndDeviceList, FSA list or DERProgramList at `href`, as `scope` sees it."""
+        if href == "/edev":
+            devices = self.end_devices(scope)
+            return m.EndDeviceList(href="/edev", all=len(devices), results=len(devices),
+                                   subscribable=1, pollRate=self.poll_rate("EndDeviceList"),
+                                   EndDevice=devices)
+        parts = href.strip("/").split("/")
+        if len(parts) != 3 or parts[0] != "edev" or not parts[1].isdigit():
+            return None
+        try:
+            record = self.registry.get(scope, int(parts[1]))
+        except NotFound:
+            return None
+        if parts[2] == "fsa":
+            return self.fsa_list(record)
+        if parts[2] == "derp":
+            return await self.program_list(record)
+        return None
+
+    def fsa_list(self, record: EndDeviceRecord) -> m.FunctionSetAssignmentsList:
+        return m.FunctionSetAssignmentsList(
+            href=views.Hrefs(record.id).path("fsa"), all=1, results=1, subscribable=1,
+            pollRate=self.poll_rate("FunctionSetAssignmentsList"),
+            FunctionSetAssignments=[views.fsa(record, self.fsa_mrid(record))])
+
+    async def program_list(self, record: EndDeviceRecord) -> m.DERProgramList:
+        return m.DERProgramList(
+            href=views.Hrefs(record.id).path("derp"), all=1, results=1, subscribable=1,
+            pollRate=self.poll_rate("DERProgramList"), DERProgram=[await self.program(record)])
 
     # --- discovery ------------------------------------------------------------------------
 
@@ -109,11 +155,7 @@ class Ieee2030Service:
             subs = self.notifier.subscriptions(own.id)
             if not any(s.resource == "/edev" for s in subs):
                 continue
-            devices = self.end_devices(scope)
-            lst = m.EndDeviceList(href="/edev", all=len(devices), results=len(devices),
-                                  subscribable=1, pollRate=self.poll_rate("EndDeviceList"),
-                                  EndDevice=devices)
-            await self.notifier.announce(subs, "/edev", lst)
+            await self.notifier.announce(subs, "/edev", await self.list_document(scope, "/edev"))
 
     async def announce_new_devices(self, aggregator_ids: set[str]) -> None:
         """New DERs of an aggregator change what its clients' EndDeviceList shows."""

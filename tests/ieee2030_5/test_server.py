@@ -310,3 +310,19 @@ async def test_aggregator_has_one_subscription_list(server):
     async with server.client("device-1") as c:
         _, edevs = await get(c, "/edev")
         assert edevs.find("s:EndDevice/s:SubscriptionListLink", NS) is not None
+
+
+async def test_poll_rate_change_notifies_list_subscribers(server):
+    async with server.client("aggregator-1") as c:
+        _, edevs = await get(c, "/edev")
+        own = next(e for e in edevs.findall("s:EndDevice", NS)
+                   if text(e, "s:lFDI") == server.lfdi("aggregator-1"))
+        sub = m.Subscription(subscribedResource="/edev", encoding=0, level="+S1", limit=5,
+                             notificationURI="https://127.0.0.1:9/edev")
+        async with c.post(own.get("href") + "/sub", data=serialize(sub), headers=CT) as resp:
+            assert resp.status == 201
+    await server.service.set_rate("poll", "EndDeviceList", 30)
+    (note,) = [etree.fromstring(i.body) for i in server.deliveries.items
+               if i.url == "https://127.0.0.1:9/edev"]
+    assert note.find("s:Resource", NS).get("pollRate") == "30"
+    assert note.find("s:Resource", NS).get("all") == "2"
