@@ -215,6 +215,9 @@ class ModelService:
         self._aggregates.place(res.id, _groups(cp), online=res.online)
         self.space.stage(NodeIds.member(NodeIds.member(NodeIds.der(res.id), "Measurements"),
                                         "Online"), res.online)
+        # asyncua adds nodes without yielding (a few ms per DER): let the other listeners
+        # breathe between DERs, or placing thousands stalls every protocol for many seconds.
+        await asyncio.sleep(0)
 
     async def _drop(self, rid: str) -> None:
         if self.resources.pop(rid, None) is None:
