@@ -58,9 +58,12 @@ class Ieee2030Service:
         self.programs[lfdi.upper()] = doc
         records = [r for r in self.registry.by_lfdi(lfdi) if r.resource_id]
         await self.on_controls_changed([r.resource_id for r in records if r.resource_id])
-        for record in records:  # the DERProgramList shows the new primacy
+        for record in records:  # program lists show the new settings; FSAs are re-announced
+            subs = self.subscribers(record)
+            fsa = self.fsa_list(record)
+            await self.notifier.announce(subs, fsa.href or "", fsa)
             lst = await self.program_list(record)
-            await self.notifier.announce(self.subscribers(record), lst.href or "", lst)
+            await self.notifier.announce(subs, lst.href or "", lst)
 
     async def scope(self, identity: ClientIdentity) -> ClientScope:
         if self.registry.denied(identity.lfdi):

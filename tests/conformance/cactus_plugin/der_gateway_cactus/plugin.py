@@ -138,9 +138,10 @@ class DerGatewayAdmin:
         await self.grant(client, bool(params.get("granted", True)))
 
     async def ensure_program(self, params: dict[str, Any], client: Any, context: Any) -> None:
-        if "primacy" in params:
-            await self.api.call("admin", "PUT", f"{ADAPTER}/programs/{client.lfdi.upper()}",
-                                {"primacy": int(params["primacy"])}, ok=(400,))
+        """Every DER has its FSA and DERProgram; this sets primacy (if given) and makes the
+        server re-announce both lists to their subscribers."""
+        body = {"primacy": int(params["primacy"])} if "primacy" in params else {}
+        await self.api.call("admin", "PUT", f"{ADAPTER}/programs/{client.lfdi.upper()}", body)
 
     def _window(self, params: dict[str, Any]) -> tuple[datetime, datetime]:
         now = datetime.now(UTC).replace(microsecond=0)
