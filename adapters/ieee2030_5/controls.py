@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from lxml import etree
@@ -174,7 +173,3 @@ def der_control(c: ControlRecord, href: str, reply_to: str, now: int) -> m.DERCo
 def sort_key(c: ControlRecord) -> tuple[int, int, str]:
     """DERControlList order: start ascending, then newest creation, then mRID descending."""
     return (c.start, -c.created, "".join(chr(255 - ord(x)) for x in c.mrid))
-
-
-def utc(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)

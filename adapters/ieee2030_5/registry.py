@@ -233,12 +233,3 @@ class EndDeviceRegistry:
         if record.aggregator_id:
             return await self.gateway.participant(record.aggregator_id)
         return None
-
-    async def save(self, record: EndDeviceRecord) -> None:
-        record.changed_time = int(time.time())
-        await self.state.save_end_device(record)
-        self._index(record)
-
-    async def remove(self, record: EndDeviceRecord) -> None:
-        await self.state.delete_end_device(record.id)
-        self._unindex(record)

@@ -291,6 +291,3 @@ class Ieee2030Service:
         model.href = views.Hrefs(record.id).path("lel", log_id)
         await self.state.save_log_event(record.id, log_id, serialize(model).decode())
         return model.href
-
-    def document_bytes(self, model: Any) -> bytes:
-        return serialize(model)

@@ -118,9 +118,6 @@ class AdapterState:
     async def save_end_device(self, record: EndDeviceRecord) -> None:
         await self.records.put("edev", _key(record.id), asdict(record))
 
-    async def delete_end_device(self, edev_id: int) -> None:
-        await self.records.delete("edev", _key(edev_id))
-
     async def next_id(self, name: str) -> int:
         return await self.records.next_sequence(name)
 
