@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,19 +36,17 @@ class Event:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-class Subscription(Protocol):
-    def __aiter__(self) -> AsyncIterator[Event]: ...
-
-
 class Bus(Protocol):
+    """What publishers and subscribers rely on; `InProcessBus` is the single-process one."""
+
     async def publish(self, event: Event) -> None: ...
 
-    def subscribe(
+    def subscription(
         self, *topics: str, maxsize: int = 10_000
-    ) -> AbstractSubscription: ...
+    ) -> AbstractAsyncContextManager[Subscription]: ...
 
 
-class AbstractSubscription:
+class Subscription:
     """A bounded queue of events for one subscriber.
 
     A subscriber that falls `maxsize` events behind is marked `overflowed` and stops
@@ -85,24 +83,24 @@ class InProcessBus:
     """The single-process bus: fan-out to bounded per-subscriber queues."""
 
     def __init__(self) -> None:
-        self._subscribers: set[AbstractSubscription] = set()
+        self._subscribers: set[Subscription] = set()
 
     async def publish(self, event: Event) -> None:
         for sub in tuple(self._subscribers):
             sub.offer(event)
 
-    def subscribe(self, *topics: str, maxsize: int = 10_000) -> AbstractSubscription:
-        sub = AbstractSubscription(frozenset(topics), maxsize)
+    def subscribe(self, *topics: str, maxsize: int = 10_000) -> Subscription:
+        sub = Subscription(frozenset(topics), maxsize)
         self._subscribers.add(sub)
         return sub
 
-    def unsubscribe(self, sub: AbstractSubscription) -> None:
+    def unsubscribe(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)
 
     @asynccontextmanager
     async def subscription(
         self, *topics: str, maxsize: int = 10_000
-    ) -> AsyncIterator[AbstractSubscription]:
+    ) -> AsyncIterator[Subscription]:
         sub = self.subscribe(*topics, maxsize=maxsize)
         try:
             yield sub
