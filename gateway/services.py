@@ -465,10 +465,17 @@ class GatewayServices:
 
     async def notices(self, actor: Participant, *, since_id: int = 0,
                       limit: int = 100) -> list[tuple[int, LimitationNotice]]:
-        async with self.db.read() as session:
-            rows = await repo.notices(session, since_id=since_id, limit=limit * 4)
+        """Notices the actor may see, in id order; pages past invisible ones until `limit`."""
         topo = await self.topology()
-        return [(i, n) for i, n in rows if notice_visible(actor, n, topo)][:limit]
+        found: list[tuple[int, LimitationNotice]] = []
+        while len(found) < limit:
+            async with self.db.read() as session:
+                rows = await repo.notices(session, since_id=since_id, limit=500)
+            if not rows:
+                break
+            found += [(i, n) for i, n in rows if notice_visible(actor, n, topo)]
+            since_id = rows[-1][0]
+        return found[:limit]
 
     # -- feedback --------------------------------------------------------------------------
 
