@@ -15,7 +15,7 @@ from typing import Any
 
 from lxml import etree
 
-from adapters.ieee2030_5 import mapper
+from adapters.ieee2030_5 import mapper, programs
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import build, serialize
 from adapters.ieee2030_5.state import AdapterState, ControlRecord, Published
@@ -34,7 +34,9 @@ class PublishOptions:
 
 
 def _overlaps(a: ControlRecord, b: ControlRecord) -> bool:
-    return a.start < b.start + b.duration and b.start < a.start + a.duration
+    """Whether `b` would supersede `a`: same DERProgram, overlapping in time."""
+    return a.program == b.program and \
+        a.start < b.start + b.duration and b.start < a.start + a.duration
 
 
 def live_status(control: ControlRecord, now: int) -> int:
@@ -68,7 +70,7 @@ class ControlPublisher:
         return self._published[resource_id]
 
     def _render(self, control: EffectiveControl | None, rating: float, now: int,
-                program: dict[str, Any]) -> list[ControlRecord]:
+                program: dict[str, Any], layout: programs.Layout) -> list[ControlRecord]:
         if control is None:
             return []
         settings = control.function_settings or {}
@@ -82,12 +84,20 @@ class ControlPublisher:
             end = mapper.epoch(interval.end) if interval.end else now + self.options.horizon_s
             if end <= now or not interval.sources:
                 continue
-            base_xml = serialize(mapper.control_base(interval, options)).decode()
-            mrid = mapper.server_mrid(self.options.pen, control.resource_id, start, end, base_xml)
-            out.append(ControlRecord(
-                mrid=mrid, start=start, duration=min(end - start, 2**32 - 1), base_xml=base_xml,
-                created=now, instruction_ids=list(interval.instruction_ids),
-                randomize_start=program.get("randomize_start")))
+            base = mapper.control_base(interval, options)
+            for spec in layout:
+                part = programs.part_of(base, spec.carries)
+                if part is None:
+                    continue
+                base_xml = serialize(part).decode()
+                # (the first program's mRIDs leave out its number: unchanged by a layout)
+                key = (start, end, base_xml) if spec.index == 1 else \
+                    (start, end, base_xml, spec.index)
+                out.append(ControlRecord(
+                    mrid=mapper.server_mrid(self.options.pen, control.resource_id, *key),
+                    start=start, duration=min(end - start, 2**32 - 1), base_xml=base_xml,
+                    created=now, instruction_ids=list(interval.instruction_ids),
+                    randomize_start=program.get("randomize_start"), program=spec.index))
         return out
 
     def _merge(self, old: list[ControlRecord], fresh: list[ControlRecord], now: int
@@ -116,10 +126,12 @@ class ControlPublisher:
                 changed = True
         return fresh + kept, changed
 
-    async def refresh_many(self, resources: dict[str, float], programs: dict[str, dict[str, Any]]
+    async def refresh_many(self, resources: dict[str, float],
+                           settings: dict[str, tuple[dict[str, Any], programs.Layout]]
                            ) -> Changes:
         """Re-render the given DERs (id -> export rating) from the store, in one read and one
-        write; returns which DERs' DERControls and DefaultDERControls changed."""
+        write, each with its program settings and layout; returns which DERs' DERControls
+        and DefaultDERControls changed."""
         now = int(time.time())
         controls = await self.gateway.effective_controls(list(resources))
         updates: dict[str, Published] = {}
@@ -127,7 +139,8 @@ class ControlPublisher:
         for rid, rating in resources.items():
             control = controls.get(rid)
             old = await self._load(rid)
-            fresh = self._render(control, rating, now, programs.get(rid, {}))
+            program, layout = settings.get(rid, ({}, programs.single()))
+            fresh = self._render(control, rating, now, program, layout)
             merged, changed = self._merge(old.controls, fresh, now)
             default = default_digest(control)
             if changed:

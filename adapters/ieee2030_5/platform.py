@@ -1,6 +1,6 @@
 """Platform routes (mounted under /v1/adapters/ieee2030_5 behind platform authentication):
 2030.5 settings that the platform changes - poll and post rates, aggregator client access,
-program primacy and randomisation."""
+program layout, primacy and randomisation."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.ieee2030_5 import programs
 from adapters.ieee2030_5.service import Ieee2030Service
 from gateway.api.keys import ACTOR
 from gateway.domain import Role
@@ -53,22 +54,49 @@ def routes(service: Ieee2030Service) -> list[web.AbstractRouteDef]:
             lfdi, None if aggregator is None else str(aggregator), bool(doc.get("granted", True)))
         return web.json_response({"lfdi": lfdi, **doc})
 
+    def _lfdi(request: web.Request) -> str:
+        lfdi = request.match_info["lfdi"].upper()
+        if len(lfdi) != 40 or any(c not in "0123456789ABCDEF" for c in lfdi):
+            raise InvalidInput("lfdi must be 40 hex characters")
+        return lfdi
+
+    def _shown(lfdi: str) -> dict[str, Any]:
+        settings = service.program_settings(lfdi)
+        layout = programs.resolve(service.layout, settings)
+        return {**{k: v for k, v in settings.items() if k != "programs"},
+                "programs": programs.to_json(layout)}
+
     async def put_program(request: web.Request) -> web.Response:
+        """Merge primacy / randomize_start / programs (a layout; null: the configured one)
+        into a DER's program settings."""
         _admin(request)
         doc = await _json(request)
-        lfdi = request.match_info["lfdi"].upper()
-        if len(lfdi) != 40:
-            raise InvalidInput("lfdi must be 40 hex characters")
-        try:
-            program = {**service.program_settings(lfdi),
-                       **{k: int(v) for k, v in doc.items() if k in ("primacy", "randomize_start")}}
-        except (TypeError, ValueError):
-            raise InvalidInput("primacy and randomize_start must be integers") from None
-        if not 0 <= program.get("primacy", 0) <= 255 or \
-                abs(program.get("randomize_start", 0)) > 3600:
+        lfdi = _lfdi(request)
+        unknown = set(doc) - {"primacy", "randomize_start", "programs"}
+        if unknown:
+            raise InvalidInput(f"unknown keys {sorted(unknown)}")
+        settings = dict(service.program_settings(lfdi))
+        for key in ("primacy", "randomize_start"):
+            if key in doc:
+                value = doc[key]
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise InvalidInput(f"{key} must be an integer")
+                settings[key] = value
+        if not 0 <= settings.get("primacy", 0) <= 255 or \
+                abs(settings.get("randomize_start", 0)) > 3600:
             raise InvalidInput("primacy is 0..255, randomize_start -3600..3600")
-        await service.set_program(lfdi, program)
-        return web.json_response(program)
+        if "programs" in doc:
+            if doc["programs"] is None:
+                settings.pop("programs", None)
+            else:
+                settings["programs"] = programs.to_json(programs.parse(doc["programs"]))
+                settings.pop("primacy", None)  # the layout states every program's primacy
+        await service.set_program(lfdi, settings)
+        return web.json_response(_shown(lfdi))
+
+    async def get_program(request: web.Request) -> web.Response:
+        _admin(request)
+        return web.json_response(_shown(_lfdi(request)))
 
     async def get_rates(request: web.Request) -> web.Response:
         _admin(request)
@@ -79,6 +107,7 @@ def routes(service: Ieee2030Service) -> list[web.AbstractRouteDef]:
         web.put("/rates/{kind}", put_rate),
         web.put("/clients/{lfdi}", put_client),
         web.put("/programs/{lfdi}", put_program),
+        web.get("/programs/{lfdi}", get_program),
     ]
 
 
@@ -89,6 +118,9 @@ OPENAPI: dict[str, Any] = {
                               "responses": {"200": {"description": "the new rates"}}}},
     "/clients/{lfdi}": {"put": {"summary": "Grant or revoke a client certificate",
                                 "responses": {"200": {"description": "recorded"}}}},
-    "/programs/{lfdi}": {"put": {"summary": "Set DERProgram primacy / randomizeStart",
-                                 "responses": {"200": {"description": "recorded"}}}},
+    "/programs/{lfdi}": {
+        "put": {"summary": "Set a DER's DERProgram layout, primacy, randomizeStart",
+                "responses": {"200": {"description": "the DER's program settings"}}},
+        "get": {"summary": "A DER's DERProgram layout and settings",
+                "responses": {"200": {"description": "the DER's program settings"}}}},
 }

@@ -8,13 +8,14 @@ the middleware.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
-from adapters.ieee2030_5 import views
+from adapters.ieee2030_5 import programs, views
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import MEDIA_TYPE, DocumentError, parse, serialize
 from adapters.ieee2030_5.scope import ClientScope, identity_from_der
@@ -184,65 +185,66 @@ async def get_fsa_list(request: web.Request) -> web.Response:
 
 
 async def get_fsa(request: web.Request) -> web.Response:
-    svc, rec = service_of(request), der_record(request)
-    if _int(request, "f") != 1:
-        raise NotFound("no such FunctionSetAssignments")
-    return xml(views.fsa(rec, svc.fsa_mrid(rec)))
+    return xml(service_of(request).fsa(der_record(request), _int(request, "f")))
 
 
 async def get_derp_list(request: web.Request) -> web.Response:
-    lst = await service_of(request).program_list(der_record(request))
+    """The DER's programs (/edev/{e}/derp) or one FSA's (/edev/{e}/fsa/{f}/derp)."""
+    svc, rec = service_of(request), der_record(request)
+    fsa = _int(request, "f") if "f" in request.match_info else None
+    if fsa is not None:
+        svc.fsa(rec, fsa)  # 404 for an FSA the DER does not have
+    lst = await svc.program_list(rec, fsa)
     items, total = page(request, lst.DERProgram)
     return xml(replace(lst, all=total, results=len(items), DERProgram=items))
 
 
-def _program_record(request: web.Request) -> Any:
+def _program_of(request: web.Request) -> tuple[Any, Any]:
     rec = der_record(request)
-    if _int(request, "p") != 1:
-        raise NotFound("no such DERProgram")
-    return rec
+    return rec, service_of(request).program_spec(rec, _int(request, "p"))
 
 
 async def get_derp(request: web.Request) -> web.Response:
-    return xml(await service_of(request).program(_program_record(request)))
+    return xml(await service_of(request).program(*_program_of(request)))
 
 
 async def get_derc_list(request: web.Request) -> web.Response:
-    rec = _program_record(request)
-    items, total = page(request, await service_of(request).controls(rec))
-    return xml(m.DERControlList(href=views.Hrefs(rec.id).path("derp", 1, "derc"), all=total,
-                                results=len(items), subscribable=1, DERControl=items))
+    rec, spec = _program_of(request)
+    items, total = page(request, await service_of(request).controls(rec, spec))
+    return xml(m.DERControlList(href=views.Hrefs(rec.id).program(spec.index, "derc"),
+                                all=total, results=len(items), subscribable=1,
+                                DERControl=items))
 
 
 async def get_actderc(request: web.Request) -> web.Response:
-    rec = _program_record(request)
-    items, total = page(request, await service_of(request).controls(rec, active_only=True))
-    return xml(m.DERControlList(href=views.Hrefs(rec.id).path("derp", 1, "actderc"), all=total,
-                                results=len(items), DERControl=items))
+    rec, spec = _program_of(request)
+    items, total = page(request, await service_of(request).controls(rec, spec, active_only=True))
+    return xml(m.DERControlList(href=views.Hrefs(rec.id).program(spec.index, "actderc"),
+                                all=total, results=len(items), DERControl=items))
 
 
 async def get_derc(request: web.Request) -> web.Response:
-    rec = _program_record(request)
+    rec, spec = _program_of(request)
     mrid = request.match_info["mrid"].upper()
-    for control in await service_of(request).controls(rec):
+    for control in await service_of(request).controls(rec, spec):
         if control.mRID == mrid:
             return xml(control)
     raise NotFound("no such DERControl")
 
 
 async def get_dderc(request: web.Request) -> web.Response:
-    return xml(await service_of(request).default_control(_program_record(request)))
+    return xml(await service_of(request).default_control(*_program_of(request)))
 
 
 async def get_curve_list(request: web.Request) -> web.Response:
-    rec = _program_record(request)
-    items, total = page(request, await service_of(request).curves(rec))
-    return xml(m.DERCurveList(href=views.Hrefs(rec.id).path("derp", 1, "dc"), all=total,
+    rec, spec = _program_of(request)
+    items, total = page(request, await service_of(request).curves(rec, spec))
+    return xml(m.DERCurveList(href=views.Hrefs(rec.id).program(spec.index, "dc"), all=total,
                               results=len(items), DERCurve=items))
 
 
 async def get_curve(request: web.Request) -> web.Response:
-    curves = await service_of(request).curves(_program_record(request))
+    curves = await service_of(request).curves(*_program_of(request))
     n = _int(request, "n")
     if not 1 <= n <= len(curves):
         raise NotFound("no such DERCurve")
@@ -254,7 +256,7 @@ async def get_curve(request: web.Request) -> web.Response:
 
 async def get_der_list(request: web.Request) -> web.Response:
     svc, rec = service_of(request), der_record(request)
-    items, total = page(request, [views.der(rec)])
+    items, total = page(request, [views.der(rec, svc.layout_of(rec))])
     return xml(m.DERList(href=views.Hrefs(rec.id).path("der"), all=total, results=len(items),
                          pollRate=svc.poll_rate("DERList"), DER=items))
 
@@ -268,10 +270,10 @@ def _der_which(request: web.Request) -> tuple[Any, str]:
 
 
 async def get_der(request: web.Request) -> web.Response:
-    rec = der_record(request)
+    svc, rec = service_of(request), der_record(request)
     if _int(request, "d") != 1:
         raise NotFound("no such DER")
-    return xml(views.der(rec))
+    return xml(views.der(rec, svc.layout_of(rec)))
 
 
 async def get_der_doc(request: web.Request) -> web.Response:
@@ -306,7 +308,9 @@ def _subscription(s: Any) -> m.Subscription:
                           notificationURI=s.notification_uri)
 
 
-SUBSCRIBABLE_TAILS = ("fsa", "derp", "derp/1/derc", "derp/1/dderc")
+# Subscribable lists under /edev/{e}/: FSAs, programs (all, or one FSA's), each program's
+# DERControlList and DefaultDERControl.
+SUBSCRIBABLE_TAIL = re.compile(r"fsa|derp|fsa/(\d+)/derp|derp/(\d+)/(derc|dderc)")
 
 
 def _may_subscribe(svc: Ieee2030Service, scope: ClientScope) -> Callable[[str], bool]:
@@ -319,10 +323,20 @@ def _may_subscribe(svc: Ieee2030Service, scope: ClientScope) -> Callable[[str], 
         if len(parts) < 3 or parts[0] != "edev" or not parts[1].isdigit():
             return False
         try:
-            svc.registry.get(scope, int(parts[1]))
+            record = svc.registry.get(scope, int(parts[1]))
         except NotFound:
             return False
-        return parts[2] in SUBSCRIBABLE_TAILS
+        found = SUBSCRIBABLE_TAIL.fullmatch(parts[2])
+        if found is None:
+            return False
+        layout = svc.layout_of(record)
+        fsa, program, what = found.groups()
+        if fsa is not None:
+            return int(fsa) in programs.fsa_numbers(layout)
+        if program is not None:
+            spec = programs.by_index(layout, int(program))
+            return spec is not None and (what == "derc" or "default" in spec.carries)
+        return True
 
     return allowed
 
@@ -486,6 +500,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", E + "/cp", put_cp),
     ("GET", E + "/fsa", get_fsa_list),
     ("GET", E + "/fsa/{f:\\d+}", get_fsa),
+    ("GET", E + "/fsa/{f:\\d+}/derp", get_derp_list),
     ("GET", E + "/derp", get_derp_list),
     ("GET", P, get_derp),
     ("GET", P + "/derc", get_derc_list),

@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from adapters.ieee2030_5 import mapper, nmi, views
+from adapters.ieee2030_5 import mapper, nmi, programs, views
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import serialize
 from adapters.ieee2030_5.controls import ControlPublisher, PublishOptions, der_control, live_status
@@ -40,9 +40,11 @@ class Ieee2030Service:
             pen=pen, horizon_s=horizon_s, dispatch_as=str(config.get("dispatch_as", "target_w"))))
         self.feedback = Feedback(gateway, self.state, self.registry)
         self.notifier = Notifier(self.state, deliveries, ssl_name)
-        self.default_primacy = int(config.get("primacy", 1))
+        self.layout = programs.parse(config["programs"]) if config.get("programs") else \
+            programs.single(int(config.get("primacy", 1)))
         self.rates: dict[str, dict[str, int]] = {"poll": {}, "post": {}}
-        self.programs: dict[str, dict[str, Any]] = {}  # DER LFDI -> primacy, randomize_start
+        # DER LFDI -> primacy, randomize_start, programs (its own layout)
+        self.programs: dict[str, dict[str, Any]] = {}
 
     async def start(self) -> None:
         await self.registry.load()
@@ -53,6 +55,9 @@ class Ieee2030Service:
     def program_settings(self, lfdi: str) -> dict[str, Any]:
         return self.programs.get(lfdi.upper(), {})
 
+    def layout_of(self, record: EndDeviceRecord) -> programs.Layout:
+        return programs.resolve(self.layout, self.program_settings(record.lfdi))
+
     async def set_program(self, lfdi: str, doc: dict[str, Any]) -> None:
         await self.state.save_program(lfdi, doc)
         self.programs[lfdi.upper()] = doc
@@ -62,8 +67,9 @@ class Ieee2030Service:
             subs = self.subscribers(record)
             fsa = self.fsa_list(record)
             await self.notifier.announce(subs, fsa.href or "", fsa)
-            lst = await self.program_list(record)
-            await self.notifier.announce(subs, lst.href or "", lst)
+            for number in [None, *programs.fsa_numbers(self.layout_of(record))]:
+                lst = await self.program_list(record, number)
+                await self.notifier.announce(subs, lst.href or "", lst)
 
     async def scope(self, identity: ClientIdentity) -> ClientScope:
         if self.registry.denied(identity.lfdi):
@@ -107,28 +113,49 @@ class Ieee2030Service:
                                    subscribable=1, pollRate=self.poll_rate("EndDeviceList"),
                                    EndDevice=devices)
         parts = href.strip("/").split("/")
-        if len(parts) != 3 or parts[0] != "edev" or not parts[1].isdigit():
+        if len(parts) not in (3, 5) or parts[0] != "edev" or not parts[1].isdigit():
             return None
         try:
             record = self.registry.get(scope, int(parts[1]))
         except NotFound:
             return None
-        if parts[2] == "fsa":
+        if parts[2:] == ["fsa"]:
             return self.fsa_list(record)
-        if parts[2] == "derp":
+        if parts[2:] == ["derp"]:
             return await self.program_list(record)
+        if len(parts) == 5 and parts[2] == "fsa" and parts[3].isdigit() and parts[4] == "derp" \
+                and int(parts[3]) in programs.fsa_numbers(self.layout_of(record)):
+            return await self.program_list(record, int(parts[3]))
         return None
 
     def fsa_list(self, record: EndDeviceRecord) -> m.FunctionSetAssignmentsList:
+        layout = self.layout_of(record)
+        fsas = [views.fsa(record, n, layout, self.fsa_mrid(record, n))
+                for n in programs.fsa_numbers(layout)]
         return m.FunctionSetAssignmentsList(
-            href=views.Hrefs(record.id).path("fsa"), all=1, results=1, subscribable=1,
-            pollRate=self.poll_rate("FunctionSetAssignmentsList"),
-            FunctionSetAssignments=[views.fsa(record, self.fsa_mrid(record))])
+            href=views.Hrefs(record.id).path("fsa"), all=len(fsas), results=len(fsas),
+            subscribable=1, pollRate=self.poll_rate("FunctionSetAssignmentsList"),
+            FunctionSetAssignments=fsas)
 
-    async def program_list(self, record: EndDeviceRecord) -> m.DERProgramList:
+    def fsa(self, record: EndDeviceRecord, number: int) -> m.FunctionSetAssignments:
+        layout = self.layout_of(record)
+        if number not in programs.fsa_numbers(layout):
+            raise NotFound("no such FunctionSetAssignments")
+        return views.fsa(record, number, layout, self.fsa_mrid(record, number))
+
+    async def program_list(self, record: EndDeviceRecord, fsa: int | None = None
+                           ) -> m.DERProgramList:
+        """The DER's programs (its AssociatedDERProgramList), or those of one FSA; by
+        primacy."""
+        layout = self.layout_of(record)
+        specs = programs.in_fsa(layout, fsa) if fsa is not None else \
+            sorted(layout, key=lambda p: (p.primacy, p.index))
+        h = views.Hrefs(record.id)
+        docs = [await self.program(record, spec) for spec in specs]
         return m.DERProgramList(
-            href=views.Hrefs(record.id).path("derp"), all=1, results=1, subscribable=1,
-            pollRate=self.poll_rate("DERProgramList"), DERProgram=[await self.program(record)])
+            href=h.path("derp") if fsa is None else h.fsa_programs(fsa), all=len(docs),
+            results=len(docs), subscribable=1, pollRate=self.poll_rate("DERProgramList"),
+            DERProgram=docs)
 
     # --- discovery ------------------------------------------------------------------------
 
@@ -142,7 +169,8 @@ class Ieee2030Service:
         return [self.end_device_doc(scope, r) for r in self.registry.visible(scope)]
 
     def end_device_doc(self, scope: ClientScope, record: EndDeviceRecord) -> m.EndDevice:
-        return views.end_device(record, holds_subscriptions=record.lfdi == scope.lfdi)
+        return views.end_device(record, holds_subscriptions=record.lfdi == scope.lfdi,
+                                fsas=len(programs.fsa_numbers(self.layout_of(record))))
 
     def end_device(self, scope: ClientScope, edev_id: int) -> EndDeviceRecord:
         return self.registry.get(scope, edev_id)
@@ -176,44 +204,58 @@ class Ieee2030Service:
 
     # --- programs -------------------------------------------------------------------------
 
-    def fsa_mrid(self, record: EndDeviceRecord) -> str:
-        return mapper.server_mrid(self.pen, "fsa", record.id)
+    def fsa_mrid(self, record: EndDeviceRecord, number: int = 1) -> str:
+        key = (record.id,) if number == 1 else (record.id, number)
+        return mapper.server_mrid(self.pen, "fsa", *key)
 
     def fsa_mrid_for_set(self) -> str:
         return mapper.server_mrid(self.pen, "rsps", views.RESPONSE_SET)
 
-    async def program(self, record: EndDeviceRecord) -> m.DERProgram:
-        controls = await self.controls(record)
-        curves = await self.curves(record)
-        doc = self.program_settings(record.lfdi)
-        return views.der_program(record, mapper.server_mrid(self.pen, "derp", record.id),
-                                 int(doc.get("primacy", self.default_primacy)), len(controls),
-                                 len(curves))
+    def program_spec(self, record: EndDeviceRecord, index: int) -> programs.ProgramSpec:
+        spec = programs.by_index(self.layout_of(record), index)
+        if spec is None:
+            raise NotFound("no such DERProgram")
+        return spec
 
-    async def controls(self, record: EndDeviceRecord, active_only: bool = False
-                       ) -> list[m.DERControl]:
+    async def program(self, record: EndDeviceRecord, spec: programs.ProgramSpec
+                      ) -> m.DERProgram:
+        controls = await self.controls(record, spec)
+        curves = await self.curves(record, spec)
+        key = (record.id,) if spec.index == 1 else (record.id, spec.index)
+        return views.der_program(record, spec, mapper.server_mrid(self.pen, "derp", *key),
+                                 len(controls), len(curves))
+
+    async def controls(self, record: EndDeviceRecord, spec: programs.ProgramSpec,
+                       active_only: bool = False) -> list[m.DERControl]:
         if record.resource_id is None:
             return []
         now = int(time.time())
-        rows = sorted(await self.publisher.published(record.resource_id), key=control_order)
+        rows = sorted((c for c in await self.publisher.published(record.resource_id)
+                       if c.program == spec.index), key=control_order)
         if active_only:
             rows = [c for c in rows if live_status(c, now) == 1]
-        base = views.Hrefs(record.id).path("derp", 1, "derc")
+        base = views.Hrefs(record.id).program(spec.index, "derc")
         return [der_control(c, f"{base}/{c.mrid}", f"/rsps/{views.RESPONSE_SET}/rsp", now)
                 for c in rows]
 
-    async def default_control(self, record: EndDeviceRecord) -> m.DefaultDERControl:
-        href = views.Hrefs(record.id).path("derp", 1, "dderc")
+    async def default_control(self, record: EndDeviceRecord, spec: programs.ProgramSpec
+                              ) -> m.DefaultDERControl:
+        if "default" not in spec.carries:
+            raise NotFound("this DERProgram carries no DefaultDERControl")
+        href = views.Hrefs(record.id).program(spec.index, "dderc")
         control = await self.publisher.effective(record.resource_id) if record.resource_id else None
         settings = (control.default_control if control else None) or {}
         return mapper.default_control(settings, mapper.server_mrid(
             self.pen, "dderc", record.id, sorted(settings.items())), href)
 
-    async def curves(self, record: EndDeviceRecord) -> list[m.DERCurve]:
-        control = await self.publisher.effective(record.resource_id) if record.resource_id else None
+    async def curves(self, record: EndDeviceRecord, spec: programs.ProgramSpec
+                     ) -> list[m.DERCurve]:
+        if "curves" not in spec.carries or record.resource_id is None:
+            return []
+        control = await self.publisher.effective(record.resource_id)
         settings = (control.function_settings if control else None) or {}
         out = []
-        base = views.Hrefs(record.id).path("derp", 1, "dc")
+        base = views.Hrefs(record.id).program(spec.index, "dc")
         for n, (key, curve) in enumerate(mapper.curves(settings, mapper.from_epoch(0)), 1):
             curve.href = f"{base}/{n}"
             curve.mRID = mapper.server_mrid(self.pen, "dc", record.id, key)
@@ -243,7 +285,8 @@ class Ieee2030Service:
         await self.announce_new_devices(grown)
         changes = await self.publisher.refresh_many(
             {rid: resources[rid].nameplate.export_max_w for rid in records},
-            {rid: self.program_settings(rec.lfdi) for rid, rec in records.items()})
+            {rid: (self.program_settings(rec.lfdi), self.layout_of(rec))
+             for rid, rec in records.items()})
         outgoing = []
         for rid in sorted(changes.controls | changes.defaults):
             outgoing += await self._control_notifications(
@@ -257,14 +300,16 @@ class Ieee2030Service:
             return []
         h = views.Hrefs(record.id)
         out = []
-        derc, dderc = h.path("derp", 1, "derc"), h.path("derp", 1, "dderc")
-        if controls and any(s.resource == derc for s in subs):
-            items = await self.controls(record)
-            lst = m.DERControlList(href=derc, all=len(items), results=len(items),
-                                   subscribable=1, DERControl=items)
-            out += self.notifier.notifications(subs, derc, lst)
-        if default and any(s.resource == dderc for s in subs):
-            out += self.notifier.notifications(subs, dderc, await self.default_control(record))
+        for spec in self.layout_of(record):
+            derc, dderc = h.program(spec.index, "derc"), h.program(spec.index, "dderc")
+            if controls and any(s.resource == derc for s in subs):
+                items = await self.controls(record, spec)
+                lst = m.DERControlList(href=derc, all=len(items), results=len(items),
+                                       subscribable=1, DERControl=items)
+                out += self.notifier.notifications(subs, derc, lst)
+            if default and "default" in spec.carries and any(s.resource == dderc for s in subs):
+                out += self.notifier.notifications(subs, dderc,
+                                                   await self.default_control(record, spec))
         return out
 
     def subscribers(self, record: EndDeviceRecord) -> list[Any]:

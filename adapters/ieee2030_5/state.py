@@ -51,6 +51,7 @@ class ControlRecord:
     status: int = 0  # 0 live (scheduled/active by time), 2 cancelled, 4 superseded
     status_time: int = 0
     randomize_start: int | None = None
+    program: int = 1  # which of the DER's DERPrograms carries it (see programs.py)
 
 
 @dataclass(slots=True)
@@ -210,8 +211,8 @@ class AdapterState:
         await self.records.put("settings", "rates", rates)
 
     async def program(self, lfdi: str) -> dict[str, Any]:
-        """DERProgram settings for a DER's LFDI (primacy, randomize_start), set by the platform
-        even before the device first connects."""
+        """DERProgram settings for a DER's LFDI (primacy, randomize_start, programs), set by
+        the platform even before the device first connects."""
         return await self.records.get("program", lfdi.upper()) or {}
 
     async def save_program(self, lfdi: str, doc: dict[str, Any]) -> None:

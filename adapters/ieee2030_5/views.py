@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from adapters.ieee2030_5 import programs
 from adapters.ieee2030_5.codec import models as m
+from adapters.ieee2030_5.programs import Layout, ProgramSpec
 from adapters.ieee2030_5.state import EndDeviceRecord
 
 DER_DOCS = {"dercap": "DERCapability", "derg": "DERSettings", "ders": "DERStatus",
@@ -26,9 +28,12 @@ class Hrefs:
     def path(self, *parts: object) -> str:
         return "/".join([self.root, *map(str, parts)])
 
-    @property
-    def program(self) -> str:
-        return self.path("derp", 1)
+    def program(self, index: int, *parts: object) -> str:
+        return self.path("derp", index, *parts)
+
+    def fsa_programs(self, fsa: int) -> str:
+        """The DERProgramList of one FunctionSetAssignments."""
+        return self.path("fsa", fsa, "derp")
 
 
 def poll(rates: dict[str, dict[str, int]], name: str, default: int) -> int:
@@ -53,7 +58,8 @@ def time_doc(rates: dict[str, dict[str, int]]) -> m.Time:
                   dstOffset=0, dstStartTime=0, localTime=now, quality=7, tzOffset=0)
 
 
-def end_device(r: EndDeviceRecord, holds_subscriptions: bool = True) -> m.EndDevice:
+def end_device(r: EndDeviceRecord, holds_subscriptions: bool = True, fsas: int = 1
+               ) -> m.EndDevice:
     """`holds_subscriptions`: only the EndDevice where the viewing client keeps its
     subscriptions links a SubscriptionList (an aggregator's own, a device's itself)."""
     h = Hrefs(r.id)
@@ -63,7 +69,8 @@ def end_device(r: EndDeviceRecord, holds_subscriptions: bool = True) -> m.EndDev
         DERListLink=m.ListLink(href=h.path("der"), all=1) if is_der else None,
         lFDI=r.lfdi, LogEventListLink=m.ListLink(href=h.path("lel")),
         sFDI=r.sfdi, changedTime=r.changed_time, enabled=r.enabled,
-        FunctionSetAssignmentsListLink=m.ListLink(href=h.path("fsa"), all=1) if is_der else None,
+        FunctionSetAssignmentsListLink=m.ListLink(href=h.path("fsa"), all=fsas)
+        if is_der else None,
         postRate=r.post_rate,
         RegistrationLink=m.Link(href=h.path("rg")),
         SubscriptionListLink=m.ListLink(href=h.path("sub")) if holds_subscriptions else None,
@@ -76,33 +83,39 @@ def registration(r: EndDeviceRecord, rates: dict[str, dict[str, int]]) -> m.Regi
                           dateTimeRegistered=r.registered_time, pIN=r.pin)
 
 
-def fsa(r: EndDeviceRecord, mrid: str) -> m.FunctionSetAssignments:
+def fsa(r: EndDeviceRecord, number: int, layout: Layout, mrid: str
+        ) -> m.FunctionSetAssignments:
     h = Hrefs(r.id)
     return m.FunctionSetAssignments(
-        href=h.path("fsa", 1), subscribable=0,
-        DERProgramListLink=m.ListLink(href=h.path("derp"), all=1),
+        href=h.path("fsa", number), subscribable=0,
+        DERProgramListLink=m.ListLink(href=h.fsa_programs(number),
+                                      all=len(programs.in_fsa(layout, number))),
         ResponseSetListLink=m.ListLink(href="/rsps", all=1),
         TimeLink=m.Link(href="/tm"), mRID=mrid, description="DER programs")
 
 
-def der_program(r: EndDeviceRecord, mrid: str, primacy: int, controls: int,
+def der_program(r: EndDeviceRecord, spec: ProgramSpec, mrid: str, controls: int,
                 curves: int) -> m.DERProgram:
+    """Links only to what this program carries (DefaultDERControl, DERCurves)."""
     h = Hrefs(r.id)
+    n = spec.index
     return m.DERProgram(
-        href=h.program, subscribable=0, mRID=mrid, description="effective controls",
-        ActiveDERControlListLink=m.ListLink(href=h.path("derp", 1, "actderc"), all=None),
-        DefaultDERControlLink=m.Link(href=h.path("derp", 1, "dderc")),
-        DERControlListLink=m.ListLink(href=h.path("derp", 1, "derc"), all=controls),
-        DERCurveListLink=m.ListLink(href=h.path("derp", 1, "dc"), all=curves),
-        primacy=primacy)
+        href=h.program(n), subscribable=0, mRID=mrid, description=spec.description,
+        ActiveDERControlListLink=m.ListLink(href=h.program(n, "actderc"), all=None),
+        DefaultDERControlLink=m.Link(href=h.program(n, "dderc"))
+        if "default" in spec.carries else None,
+        DERControlListLink=m.ListLink(href=h.program(n, "derc"), all=controls),
+        DERCurveListLink=m.ListLink(href=h.program(n, "dc"), all=curves)
+        if "curves" in spec.carries else None,
+        primacy=spec.primacy)
 
 
-def der(r: EndDeviceRecord) -> m.DER:
+def der(r: EndDeviceRecord, layout: Layout) -> m.DER:
     h = Hrefs(r.id)
     return m.DER(
         href=h.path("der", 1), subscribable=0,
-        AssociatedDERProgramListLink=m.ListLink(href=h.path("derp"), all=1),
-        CurrentDERProgramLink=m.Link(href=h.program),
+        AssociatedDERProgramListLink=m.ListLink(href=h.path("derp"), all=len(layout)),
+        CurrentDERProgramLink=m.Link(href=h.program(programs.current(layout).index)),
         DERAvailabilityLink=m.Link(href=h.path("der", 1, "dera")),
         DERCapabilityLink=m.Link(href=h.path("der", 1, "dercap")),
         DERSettingsLink=m.Link(href=h.path("der", 1, "derg")),

@@ -104,3 +104,21 @@ def test_accepted_documents_are_also_officially_valid(official_schema):
     ]
     for doc in docs:
         check(official_schema, serialize(doc), type(doc).__name__)
+
+
+async def test_multi_program_documents_validate(server, official_schema):
+    """Two FSAs and two DERPrograms (links only to what each carries) stay schema-valid."""
+    layout = [{"primacy": 1, "carries": ["limits", "connection", "default", "curves"]},
+              {"primacy": 2, "carries": ["dispatch"]}]
+    await server.service.set_program(server.lfdi("device-1"), {"programs": layout})
+    server.gateway.controls["der-1"] = limit_control("der-1", 4000)
+    await server.service.on_control_changed("der-1")
+    e = f"/edev/{server.service.registry.by_resource('der-1').id}"
+    paths = [f"{e}/fsa", f"{e}/fsa/1", f"{e}/fsa/2", f"{e}/fsa/1/derp", f"{e}/fsa/2/derp",
+             f"{e}/derp", f"{e}/derp/1", f"{e}/derp/2", f"{e}/derp/1/derc", f"{e}/derp/2/derc",
+             f"{e}/derp/1/dderc", f"{e}/der/1"]
+    async with server.client("device-1") as c:
+        for path in paths:
+            async with c.get(path) as resp:
+                assert resp.status == 200, path
+                check(official_schema, await resp.read(), path)

@@ -25,6 +25,7 @@ LDC, AGG, CP = "ldc-cactus", "agg-cactus", "cp-cactus"
 ADAPTER = "/v1/adapters/ieee2030_5"
 LIMITS = {"opModExpLimW": "export_max_w", "opModImpLimW": "import_max_w",
           "opModGenLimW": "generation_max_w", "opModLoadLimW": "load_max_w"}
+PARTS = ("limits", "dispatch", "connection", "curves", "default")
 
 
 def _iso(when: datetime) -> str:
@@ -39,15 +40,69 @@ def _rid(client: Any) -> str:
     return f"cactus-{client.id}"
 
 
+class ProgramPlan:
+    """The FSAs and DERPrograms a procedure asks for, as a gateway program layout.
+
+    The gateway publishes each part of a DER's coordinated control (limits, dispatch,
+    connection, curves, default) in exactly one DERProgram. With one program everything is
+    in it; with several, an admin step that creates a control "in the program of primacy p"
+    routes that control's parts to that program - as an operator would configure it.
+    """
+
+    def __init__(self) -> None:
+        self.fsas: list[str] = []  # annotations, in the order ensured: FSA 1, 2, ...
+        self.programs: list[tuple[str, int]] = []  # (FSA annotation, primacy), in order
+        self.routes: dict[str, int] = {}  # part -> primacy of the program carrying it
+
+    def ensure_fsa(self, annotation: str) -> None:
+        if annotation not in self.fsas:
+            self.fsas.append(annotation)
+
+    def ensure_program(self, fsa: str, primacy: int) -> None:
+        self.ensure_fsa(fsa)
+        if (fsa, primacy) not in self.programs:
+            self.programs.append((fsa, primacy))
+
+    def route(self, parts: list[str], primacy: int) -> None:
+        if any(p == primacy for _, p in self.programs):
+            self.routes.update(dict.fromkeys(parts, primacy))
+
+    def layout(self) -> list[dict[str, Any]] | None:
+        """The layout to PUT (None: a single program, left to the plain primacy setting)."""
+        if len(self.programs) < 2:
+            return None
+        carries: dict[int, list[str]] = {n: [] for n in range(len(self.programs))}
+        for part in PARTS:
+            primacy = self.routes.get(part)
+            n = next((i for i, (_, p) in enumerate(self.programs) if p == primacy), 0)
+            carries[n].append(part)
+        used = [f for f in self.fsas if any(f == fsa for fsa, _ in self.programs)]
+        return [{"primacy": primacy, "fsa": used.index(fsa) + 1, "carries": carries[n]}
+                for n, (fsa, primacy) in enumerate(self.programs)]
+
+
+def _parts(params: dict[str, Any]) -> list[str]:
+    """The layout parts a create-der-control step's parameters express."""
+    parts = []
+    if any(k in params for k in LIMITS):
+        parts.append("limits")
+    if "opModConnect" in params or "opModEnergize" in params:
+        parts.append("connection")
+    if "opModFixedW" in params:
+        parts.append("dispatch")
+    return parts
+
+
 class DerGatewayAdmin:
     """Per-run state: the instructions this run created (so that they can be cleared)."""
 
     def __init__(self) -> None:
         self.created: list[str] = []
         self.next_scheduled: datetime | None = None
+        self.plan = ProgramPlan()
         self.handlers: dict[str, Callable[[dict[str, Any], Any, Any], Awaitable[None]]] = {
             "ensure-end-device": self.ensure_end_device,
-            "ensure-fsa": self.ensure_program,
+            "ensure-fsa": self.ensure_fsa,
             "ensure-der-program": self.ensure_program,
             "ensure-der-control-list": self.nothing,
             "ensure-mup-list-empty": self.nothing,  # each procedure runs on a fresh gateway
@@ -68,7 +123,7 @@ class DerGatewayAdmin:
 
     @hookimpl
     async def admin_setup(self, context: Any) -> ActionResult:
-        self.created, self.next_scheduled = [], None
+        self.created, self.next_scheduled, self.plan = [], None, ProgramPlan()
         try:
             await self.seed()
             for client in context.client_configs.values():
@@ -137,11 +192,38 @@ class DerGatewayAdmin:
     async def set_client_access(self, params: dict[str, Any], client: Any, context: Any) -> None:
         await self.grant(client, bool(params.get("granted", True)))
 
+    async def ensure_fsa(self, params: dict[str, Any], client: Any, context: Any) -> None:
+        self.plan.ensure_fsa(str(params.get("annotation", "fsa1")))
+        await self.ensure_program({}, client, context)
+
     async def ensure_program(self, params: dict[str, Any], client: Any, context: Any) -> None:
-        """Every DER has its FSA and DERProgram; this sets primacy (if given) and makes the
-        server re-announce both lists to their subscribers."""
-        body = {"primacy": int(params["primacy"])} if "primacy" in params else {}
+        """Every DER has at least one FSA and DERProgram; this records the program asked for,
+        sets the layout (several programs) or primacy (one), and makes the server
+        re-announce the lists to their subscribers."""
+        if "primacy" in params:
+            self.plan.ensure_program(str(params.get("fsa_annotation", "fsa1")),
+                                     int(params["primacy"]))
+        layout = self.plan.layout()
+        body: dict[str, Any] = {"programs": layout} if layout else \
+            ({"primacy": int(params["primacy"])} if "primacy" in params else {})
         await self.api.call("admin", "PUT", f"{ADAPTER}/programs/{client.lfdi.upper()}", body)
+
+    async def _place(self, parts: list[str], params: dict[str, Any], client: Any) -> None:
+        """Put a new control's parts in the program of the primacy the step names (several
+        programs), or give the single program that primacy and randomizeStart."""
+        program: dict[str, Any] = {}
+        if "randomizeStart_seconds" in params:
+            program["randomize_start"] = int(params["randomizeStart_seconds"])
+        if "primacy" in params:
+            self.plan.route(parts, int(params["primacy"]))
+            layout = self.plan.layout()
+            if layout:
+                program["programs"] = layout
+            else:
+                program["primacy"] = int(params["primacy"])
+        if program:
+            await self.api.call("admin", "PUT", f"{ADAPTER}/programs/{client.lfdi.upper()}",
+                                program, ok=(400,))
 
     def _window(self, params: dict[str, Any]) -> tuple[datetime, datetime]:
         now = datetime.now(UTC).replace(microsecond=0)
@@ -160,11 +242,7 @@ class DerGatewayAdmin:
         target = {"kind": "resource", "id": _rid(client)}
         window = {"target": target, "start": _iso(start), "end": _iso(end),
                   "reason": "cactus create-der-control"}
-        if "randomizeStart_seconds" in params or "primacy" in params:
-            program = {k: int(params[p]) for p, k in (("randomizeStart_seconds", "randomize_start"),
-                                                      ("primacy", "primacy")) if p in params}
-            await self.api.call("admin", "PUT", f"{ADAPTER}/programs/{client.lfdi.upper()}",
-                                program, ok=(400,))
+        await self._place(_parts(params), params, client)
         bodies = []
         limits = {LIMITS[k]: float(v) for k, v in params.items() if k in LIMITS}
         if limits:
@@ -186,6 +264,7 @@ class DerGatewayAdmin:
         settings: dict[str, Any] = {LIMITS[k]: float(v) for k, v in params.items() if k in LIMITS}
         if "setGradW" in params:
             settings["set_grad_w"] = int(params["setGradW"])
+        await self._place(["default"], params, client)
         now = datetime.now(UTC).replace(microsecond=0)
         created = await self.api.call(LDC, "POST", "/v1/instructions", {
             "kind": "default_control", "target": {"kind": "resource", "id": _rid(client)},
