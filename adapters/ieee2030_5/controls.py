@@ -4,6 +4,10 @@ Each effective interval is one DERControl whose mRID is a digest of what it says
 unchanged interval keeps its mRID across re-renders. A published control that disappears is
 marked superseded (a new control overlaps it) or cancelled (nothing replaces it), and kept
 for `retain_s` so clients polling late still see the change.
+
+A control that runs to its end leaves the lists at once (2030.5 has no "completed"
+status: the client reports completion), but stays on record for `retain_s` so its late
+Responses still find it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,15 @@ def live_status(control: ControlRecord, now: int) -> int:
     if control.status != LIVE:
         return control.status
     return ACTIVE if control.start <= now else SCHEDULED
+
+
+def listed(control: ControlRecord, now: int) -> bool:
+    """Whether a DERControlList shows the control: until it ends if in force; a cancelled or
+    superseded one while retained, but not past a minute after its window."""
+    end = control.start + control.duration
+    if control.status == LIVE:
+        return end > now
+    return end > now - 60
 
 
 class ControlPublisher:
@@ -117,7 +130,8 @@ class ControlPublisher:
                     CANCELLED_RANDOM if c.randomize_start else CANCELLED)
                 c.status_time = now
                 changed = True
-            if c.status_time + self.options.retain_s > now and c.start + c.duration > now - 60:
+            retained_from = c.start + c.duration if c.status == LIVE else c.status_time
+            if retained_from + self.options.retain_s > now:
                 kept.append(c)
         for c in fresh:
             if c.mrid in by_id:

@@ -13,7 +13,13 @@ from typing import Any
 from adapters.ieee2030_5 import mapper, nmi, programs, views
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import serialize
-from adapters.ieee2030_5.controls import ControlPublisher, PublishOptions, der_control, live_status
+from adapters.ieee2030_5.controls import (
+    ControlPublisher,
+    PublishOptions,
+    der_control,
+    listed,
+    live_status,
+)
 from adapters.ieee2030_5.controls import sort_key as control_order
 from adapters.ieee2030_5.feedback import Feedback
 from adapters.ieee2030_5.notify import Notifier
@@ -231,7 +237,7 @@ class Ieee2030Service:
             return []
         now = int(time.time())
         rows = sorted((c for c in await self.publisher.published(record.resource_id)
-                       if c.program == spec.index), key=control_order)
+                       if c.program == spec.index and listed(c, now)), key=control_order)
         if active_only:
             rows = [c for c in rows if live_status(c, now) == 1]
         base = views.Hrefs(record.id).program(spec.index, "derc")

@@ -326,3 +326,32 @@ async def test_poll_rate_change_notifies_list_subscribers(server):
                if i.url == "https://127.0.0.1:9/edev"]
     assert note.find("s:Resource", NS).get("pollRate") == "30"
     assert note.find("s:Resource", NS).get("all") == "2"
+
+
+async def test_ended_control_leaves_the_list_but_takes_late_responses(server):
+    """2030.5 has no 'completed' status: a control that ran to its end is no longer listed,
+    and the client's 'completed' Response after the end is still accepted."""
+    import asyncio
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    control = limit_control("der-1")
+    short = replace(control.intervals[0], end=datetime.now(UTC) + timedelta(seconds=2))
+    server.gateway.controls["der-1"] = replace(control, intervals=(short,))
+    await server.service.on_control_changed("der-1")
+    edev = server.service.registry.by_resource("der-1").id
+    async with server.client("device-1") as c:
+        _, lst = await get(c, f"/edev/{edev}/derp/1/derc")
+        mrid = text(lst, "s:DERControl/s:mRID")
+        assert lst.get("all") == "1" and mrid
+        await asyncio.sleep(2.2)
+        await server.service.on_control_changed("der-1")  # a re-render keeps it on record
+        _, lst = await get(c, f"/edev/{edev}/derp/1/derc")
+        assert lst.get("all") == "0"
+        _, program = await get(c, f"/edev/{edev}/derp/1")
+        assert program.find("s:DERControlListLink", NS).get("all") == "0"
+        done = m.DERControlResponse(createdDateTime=int(datetime.now(UTC).timestamp()),
+                                    endDeviceLFDI=server.lfdi("device-1"), status=3,
+                                    subject=mrid)
+        async with c.post("/rsps/1/rsp", data=serialize(done), headers=CT) as resp:
+            assert resp.status == 201
