@@ -18,7 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import math
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -60,24 +63,44 @@ def scenario(n: int) -> dict:
     }
 
 
-async def one(n: int, work: Path) -> dict:
+PROTOCOL_OF = {"s": "ieee2030_5", "v": "openadr3", "m": "modbus"}  # by fleet name prefix
+
+
+def figures(latencies: list[float]) -> dict[str, float]:
+    values = sorted(latencies)
+    if not values:
+        return {}
+    return {"p50": round(statistics.median(values), 2),
+            "p95": round(values[int(0.95 * (len(values) - 1))], 2), "max": round(values[-1], 2)}
+
+
+async def one(n: int, work: Path, progress: bool = False) -> dict:
     spec = parse(scenario(n))
     child = GatewayChild(work / f"fanout-{n}", modbus={"poll_interval_s": 1.0,
                                                        "telemetry_interval_s": 3600})
-    endpoints = await child.start()
     started = time.monotonic()
+    endpoints = await child.start()
+    gateway_s = time.monotonic() - started
     try:
         run = Run(spec, endpoints, RunOptions(ack_timeout_s=max(60.0, n / 20), settle_s=0.0,
-                                              status_every_s=10.0, quiet=True),
-                  Console(io.StringIO(), quiet=True))
+                                              status_every_s=10.0, quiet=not progress),
+                  Console(sys.stderr if progress else io.StringIO(), quiet=not progress))
         summary = await run.run()
         peak = child.peak_rss_mb()
     finally:
         await child.stop()
     p = summary.steps[0].pending
-    lat = p.latencies() if p else {}
-    return {"ders": n, "acked": len(p.acked) if p else 0, "expected": len(p.expected) if p else 0,
-            **{k: round(v, 2) for k, v in lat.items()}, "peak_rss_mb": round(peak or 0),
+    acked = p.acked if p else {}
+    by_protocol: dict[str, list[float]] = {}
+    for der_id, latency in acked.items():
+        by_protocol.setdefault(PROTOCOL_OF[der_id[0]], []).append(latency)
+    return {"ders": n, "acked": len(acked), "expected": len(p.expected) if p else 0,
+            **figures(list(acked.values())),
+            "by_protocol": {k: {"acked": len(v), **figures(v)}
+                            for k, v in sorted(by_protocol.items())},
+            "peak_rss_mb": round(peak or 0),
+            "startup_s": {"gateway": round(gateway_s, 1),
+                          **{k: round(v, 1) for k, v in run.phases.items()}},
             "wall_s": round(time.monotonic() - started, 1)}
 
 
@@ -86,14 +109,29 @@ async def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--workdir", type=Path, default=Path("var/bench"))
+    ap.add_argument("--progress", action="store_true", help="narrate each run on stderr")
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results")
+                    / "fanout.json", help="where the raw figures go (JSON)")
     args = ap.parse_args()
     print("mix: 50% 2030.5 (aggregator clients, subscriptions), 25% OpenADR 3 (VENs, webhooks),"
           " 25% SunSpec Modbus")
-    print(f"{'DERs':>6} {'acked':>11} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'gw peak MB':>10}")
+    print(f"{'DERs':>6} {'acked':>11} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'gw peak MB':>10}"
+          "  start-up s (gateway, registered, connected)")
+    results = []
     for n in args.sizes:
-        r = await one(n, args.workdir)
+        r = await one(n, args.workdir, args.progress)
+        results.append(r)
+        up = r["startup_s"]
         print(f"{r['ders']:>6} {r['acked']:>5}/{r['expected']:<5} {r.get('p50', '-'):>7} "
-              f"{r.get('p95', '-'):>7} {r.get('max', '-'):>7} {r['peak_rss_mb']:>10}", flush=True)
+              f"{r.get('p95', '-'):>7} {r.get('max', '-'):>7} {r['peak_rss_mb']:>10}  "
+              f"{up['gateway']}, {up.get('registered', '-')}, {up.get('connected', '-')}",
+              flush=True)
+        for proto, f in r["by_protocol"].items():
+            print(f"{'':>6} {proto:>11} {f.get('p50', '-'):>7} {f.get('p95', '-'):>7} "
+                  f"{f.get('max', '-'):>7}   ({f['acked']} acked)", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"cpu_count": os.cpu_count(), "runs": results}, indent=2)
+                        + "\n")
 
 
 if __name__ == "__main__":

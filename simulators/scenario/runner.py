@@ -62,6 +62,7 @@ class Run:
         self.labels: dict[str, str] = {}  # step label -> instruction id
         self.operators: dict[str, tuple[str, str]] = {}
         self.t0 = time.monotonic()
+        self.phases: dict[str, float] = {}  # phase -> seconds since the run began
 
     @property
     def elapsed(self) -> float:
@@ -86,10 +87,12 @@ class Run:
             await setup.register_ders(self.platform, self.ders)
             await self._prepare_protocols(clients, listeners)
             self._attach_feeder()
+            self.phases["registered"] = self.elapsed
             self.say(f"{len(self.ders)} DERs registered; starting the fleet")
             async with asyncio.TaskGroup() as group:
                 background = self._start_background(group, clients, vens)
                 await self._wait_ready(background["ready"])
+                self.phases["connected"] = self.elapsed
                 self.say("fleet connected; playing the timeline")
                 try:
                     await self._play()
