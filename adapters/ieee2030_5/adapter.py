@@ -34,6 +34,9 @@ class Ieee2030Adapter:
             ctx.gateway, ctx.records, ctx.deliveries, ctx.config, pen=ctx.settings.iana_pen,
             horizon_s=ctx.settings.horizon_s, ssl_name=SSL_NAME)
         self.bound_port: int | None = None
+        # Re-render everything this often: extends open-ended controls before they lapse and
+        # drops records past retention. Unchanged controls keep their mRIDs: no notifications.
+        self.refresh_s = float(ctx.config.get("refresh_s", 3600))
 
     def listeners(self) -> list[str]:
         return [self.listen]
@@ -62,15 +65,26 @@ class Ieee2030Adapter:
         site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=512)
         await site.start()
         self.bound_port = runner.addresses[0][1] if runner.addresses else port
-        follower = asyncio.create_task(self._follow(), name="ieee2030_5-controls")
+        tasks = [asyncio.create_task(self._follow(), name="ieee2030_5-controls"),
+                 asyncio.create_task(self._refresh_periodically(), name="ieee2030_5-refresh")]
         try:
             await self._refresh_all()
             yield
         finally:
-            follower.cancel()
-            with suppress(asyncio.CancelledError):
-                await follower
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with suppress(asyncio.CancelledError):
+                    await task
             await runner.cleanup()
+
+    async def _refresh_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self._refresh_all()
+            except Exception:  # the next round tries again
+                log.exception("periodic refresh of 2030.5 controls failed")
 
     async def _refresh_all(self) -> None:
         """After a start, rebuild every DER's controls from the store (events may be missed)."""

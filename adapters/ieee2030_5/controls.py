@@ -13,6 +13,7 @@ Responses still find it.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,14 @@ def live_status(control: ControlRecord, now: int) -> int:
     if control.status != LIVE:
         return control.status
     return ACTIVE if control.start <= now else SCHEDULED
+
+
+def open_end(start: int, now: int, horizon: int) -> int:
+    """End of a DERControl for an open-ended interval: whole horizons from its start, at
+    least half a horizon ahead. Stable between renders (so is the mRID); a re-render (the
+    adapter's periodic refresh) extends it well before it lapses."""
+    spans = max(1, math.ceil((now - start) / horizon + 0.5))
+    return start + spans * horizon
 
 
 def listed(control: ControlRecord, now: int) -> bool:
@@ -94,7 +103,8 @@ class ControlPublisher:
         out = []
         for interval in control.intervals:
             start = mapper.epoch(interval.start)
-            end = mapper.epoch(interval.end) if interval.end else now + self.options.horizon_s
+            end = mapper.epoch(interval.end) if interval.end else \
+                open_end(start, now, self.options.horizon_s)
             if end <= now or not interval.sources:
                 continue
             base = mapper.control_base(interval, options)

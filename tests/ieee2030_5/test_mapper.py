@@ -88,3 +88,20 @@ def test_nmi_validation(value, valid):
     from adapters.ieee2030_5 import nmi
 
     assert nmi.is_valid(value) is valid
+
+
+def test_open_ended_control_end_is_stable_and_extended_ahead():
+    from adapters.ieee2030_5.controls import open_end
+
+    day, start = 86_400, 1_700_000_000
+    first = open_end(start, start + 10, 7 * day)
+    assert first == start + 7 * day
+    # re-rendered an hour or three days later: same end, so the same mRID
+    assert open_end(start, start + 3600, 7 * day) == first
+    assert open_end(start, start + 3 * day, 7 * day) == first
+    # past half the horizon: extended by a whole horizon, always half a horizon ahead
+    later = start + 4 * day
+    assert open_end(start, later, 7 * day) == start + 14 * day
+    for now in range(start, start + 30 * day, 6 * 3600):
+        assert open_end(start, now, 7 * day) - now >= 3.5 * day
+    assert open_end(start + day, start, 7 * day) == start + 8 * day  # starts in the future
