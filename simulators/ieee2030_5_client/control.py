@@ -38,6 +38,23 @@ def envelope_of(base: m.DERControlBase | None, rating_w: float) -> Envelope:
     )
 
 
+def layered(bases: list[m.DERControlBase], rating_w: float) -> Envelope | None:
+    """Events of several programs, lowest primacy first, applied mode by mode: each quantity
+    comes from the first event that sets it."""
+    if not bases:
+        return None
+    fields: dict[str, Any] = {}
+    for base in bases:
+        env = envelope_of(base, rating_w)
+        for name in ("export_max_w", "import_max_w", "setpoint_w"):
+            if name not in fields and getattr(env, name) is not None:
+                fields[name] = getattr(env, name)
+        if "connected" not in fields and (base.opModConnect is not None
+                                          or base.opModEnergize is not None):
+            fields["connected"] = env.connected
+    return Envelope(**fields)
+
+
 def merged(active: Envelope | None, default: Envelope) -> Envelope:
     """The active event's envelope with the default control filling what it leaves out."""
     if active is None:

@@ -103,8 +103,8 @@ class DeviceAgent:
             envelope, self.active_mrid = self.default, None  # failsafe: DefaultDERControl
         else:
             self.active_mrid = active.mrid if active else None
-            envelope = control.merged(
-                control.envelope_of(active.base, self.rating_w) if active else None, self.default)
+            envelope = control.merged(control.layered(
+                [e.base for e in self.schedule.in_force], self.rating_w), self.default)
         if envelope != self.applied:
             self.der.apply(envelope)
             self.applied = envelope

@@ -5,7 +5,8 @@ Pure and clock-driven (`tick(now)`), so that tests can walk through time:
   per-device, per-event random draw (seeded, so a run is reproducible);
 - the server's EventStatus wins: cancelled (2, 3) and superseded (4) end an event;
 - within one primacy a newer overlapping event supersedes an older one locally as well;
-- the active event is the one with the lowest primacy, then the newest creationTime;
+- in force are the newest running event of each primacy (programs apply mode by mode, the
+  lowest primacy first: see `in_force`); the "active" one is that of the lowest primacy;
 - Responses (1 received, 2 started, 3 completed, 6 cancelled, 7 superseded) are sent once
   each, when the control asks for them (responseRequired).
 """
@@ -69,6 +70,7 @@ class Schedule:
         self._windows: dict[str, tuple[int, int]] = {}
         self._sent: dict[str, set[int]] = {}
         self._done: set[str] = set()
+        self.in_force: list[Event] = []  # by primacy, lowest first; set by tick()
 
     def update(self, events: Iterable[Event]) -> None:
         """What the server lists now, for every program; a control it dropped is forgotten."""
@@ -126,11 +128,13 @@ class Schedule:
                 self._end(e, SUPERSEDED, due)
                 live.remove(e)
         running = [e for e in live if self.window(e)[0] <= now]
-        if not running:
-            return None, due
-        active = min(running, key=lambda e: (e.primacy, -e.created))
-        self._say(active, STARTED, due)
-        return active, due
+        newest: dict[int, Event] = {}
+        for e in sorted(running, key=lambda e: e.created):
+            newest[e.primacy] = e
+        self.in_force = [newest[p] for p in sorted(newest)]
+        for e in self.in_force:
+            self._say(e, STARTED, due)
+        return (self.in_force[0] if self.in_force else None), due
 
     def _supersedes(self, newer: Event, older: Event) -> bool:
         if newer is older or newer.primacy != older.primacy or newer.created <= older.created:

@@ -114,3 +114,21 @@ def test_comms_loss_falls_back_to_the_default_control():
     assert agent.applied == Envelope(export_max_w=2000.0) and agent.active_mrid is None
     der.step(1.0)
     assert der.measurement().w == 2000.0
+
+
+def test_programs_apply_mode_by_mode_lowest_primacy_first():
+    """An envelope limit in program 1 and a dispatch in program 2 are both in force; where
+    both set the same quantity, the lower primacy wins."""
+    s = Schedule("dev")
+    dispatch = Event(mrid="D", primacy=2, created=T0, start=T0, duration=60, status=0,
+                     base=m.DERControlBase(opModTargetW=m.ActivePower(multiplier=0, value=3000),
+                                           opModExpLimW=m.ActivePower(multiplier=0,
+                                                                      value=9000)),
+                     reply_to="/rsps/1/rsp", response_required=3)
+    s.update([event("E", T0, 60, primacy=1, export_w=4000), dispatch])
+    active, due = s.tick(T0 + 1)
+    assert active.mrid == "E" and [e.mrid for e in s.in_force] == ["E", "D"]
+    assert ("D", STARTED) in statuses(due) and ("E", STARTED) in statuses(due)
+    env = control.layered([e.base for e in s.in_force], rating_w=10_000)
+    assert env == Envelope(export_max_w=4000.0, setpoint_w=3000.0)
+    assert control.layered([], 10_000) is None
