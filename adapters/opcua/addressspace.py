@@ -3,13 +3,18 @@
 Values are staged in a dict (latest wins, so it is bounded by the number of variables) and
 written in one pass by `flush()`: a reading costs the bus consumer one dict store, and
 asyncua's per-write work (type check, data-change callbacks) runs once per flush interval.
+
+Every node below an LDC object (its properties, T-D nodes, connection points, DERs and their
+variables) is recorded with that LDC as its *owner*: the access checks (`access.py`) decide
+from the owner alone whether an operator may see a node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,9 +51,20 @@ class NodeBatch:
         self.refs: list[ua.AddReferencesItem] = []
         self.variables: dict[str, Dt] = {}
         self.initial: dict[str, Value] = {}
+        self.owners: dict[str, str] = {}  # node ident -> the LDC whose area it belongs to
+        self._owner: str | None = None
 
     def nid(self, ident: str) -> ua.NodeId:
         return ua.NodeId(ident, self.ns)
+
+    @contextmanager
+    def owned_by(self, ldc_id: str) -> Iterator[None]:
+        """Nodes added inside the block belong to `ldc_id`'s area."""
+        previous, self._owner = self._owner, ldc_id
+        try:
+            yield
+        finally:
+            self._owner = previous
 
     def obj(self, ident: str, parent: ua.NodeId, name: str, type_id: ua.NodeId,
             ref: int = ua.ObjectIds.Organizes) -> ua.NodeId:
@@ -56,6 +72,7 @@ class NodeBatch:
         attrs.DisplayName = ua.LocalizedText(name)
         self.items.append(self._item(ident, parent, name, ua.NodeClass.Object, ref, type_id,
                                      attrs))
+        self._own(ident)
         return self.nid(ident)
 
     def var(self, parent_ident: str, spec: VariableSpec, *, prop: bool = False,
@@ -75,6 +92,11 @@ class NodeBatch:
                                      ua.NodeClass.Variable, ref, ua.NodeId(type_id), attrs))
         self.variables[ident] = spec.dtype
         self.initial[ident] = value
+        self._own(ident)
+
+    def _own(self, ident: str) -> None:
+        if self._owner is not None:
+            self.owners[ident] = self._owner
 
     def reference(self, source: ua.NodeId, target: ua.NodeId, ref: int,
                   target_class: ua.NodeClass) -> None:
@@ -109,6 +131,7 @@ class AddressSpace:
         self._variables: dict[str, tuple[ua.NodeId, ua.VariantType]] = {}
         self._objects: set[str] = set()
         self._pending: dict[str, tuple[Value, datetime | None]] = {}
+        self._owners: dict[str, str] = {}
         self.types: dict[str, ua.NodeId] = {}
         self.methods: dict[str, ua.NodeId] = {}
 
@@ -140,12 +163,22 @@ class AddressSpace:
     def has_object(self, ident: str) -> bool:
         return ident in self._objects
 
+    def owner(self, node_id: ua.NodeId) -> str | None:
+        """The LDC whose area a node of ours belongs to; None for shared nodes (the fleet
+        folder, types, methods), for other namespaces and for nodes that do not exist."""
+        if node_id.NamespaceIndex != self.ns or not isinstance(node_id.Identifier, str):
+            return None
+        return self._owners.get(node_id.Identifier)
+
     async def apply(self, batch: NodeBatch) -> None:
         results = await self._session.add_nodes(batch.items)
         for item, result in zip(batch.items, results, strict=True):
             if result.StatusCode.is_good():
+                ident = item.RequestedNewNodeId.Identifier
+                if ident in batch.owners:
+                    self._owners[ident] = batch.owners[ident]
                 if item.NodeClass == ua.NodeClass.Object:
-                    self._objects.add(item.RequestedNewNodeId.Identifier)
+                    self._objects.add(ident)
             else:
                 log.warning("opcua: could not add node %s: %s", item.RequestedNewNodeId,
                             result.StatusCode.name)
@@ -158,40 +191,46 @@ class AddressSpace:
 
     def add_ldc(self, batch: NodeBatch, ldc_id: str, props: dict[str, Value]) -> None:
         ident = NodeIds.ldc(ldc_id)
-        batch.obj(ident, batch.nid(NodeIds.FLEET), ldc_id, self.types["LdcType"])
-        for spec in LDC_PROPERTIES:
-            batch.var(ident, spec, prop=True, value=props.get(spec.name))
-        batch.obj(NodeIds.td_folder(ldc_id), batch.nid(ident), "TdNodes",
-                  ua.NodeId(ua.ObjectIds.FolderType))
+        with batch.owned_by(ldc_id):
+            batch.obj(ident, batch.nid(NodeIds.FLEET), ldc_id, self.types["LdcType"])
+            for spec in LDC_PROPERTIES:
+                batch.var(ident, spec, prop=True, value=props.get(spec.name))
+            batch.obj(NodeIds.td_folder(ldc_id), batch.nid(ident), "TdNodes",
+                      ua.NodeId(ua.ObjectIds.FolderType))
 
     def add_td_node(self, batch: NodeBatch, ldc_id: str, td_node: str) -> None:
         ident = NodeIds.td_node(ldc_id, td_node)
-        batch.obj(ident, batch.nid(NodeIds.td_folder(ldc_id)), td_node, self.types["TdNodeType"])
-        self._aggregates(batch, ident)
+        with batch.owned_by(ldc_id):
+            batch.obj(ident, batch.nid(NodeIds.td_folder(ldc_id)), td_node,
+                      self.types["TdNodeType"])
+            self._aggregates(batch, ident)
 
     def add_cp(self, batch: NodeBatch, cp_id: str, props: dict[str, str]) -> None:
         ident = NodeIds.cp(cp_id)
         ldc_id, td_node = props["Ldc"], props["TdNode"]
-        batch.obj(ident, batch.nid(NodeIds.ldc(ldc_id)), cp_id,
-                  self.types["ConnectionPointType"])
-        for spec in CP_PROPERTIES:
-            batch.var(ident, spec, prop=True, value=props.get(spec.name))
-        self._aggregates(batch, ident)
+        with batch.owned_by(ldc_id):
+            batch.obj(ident, batch.nid(NodeIds.ldc(ldc_id)), cp_id,
+                      self.types["ConnectionPointType"])
+            for spec in CP_PROPERTIES:
+                batch.var(ident, spec, prop=True, value=props.get(spec.name))
+            self._aggregates(batch, ident)
         batch.reference(batch.nid(NodeIds.td_node(ldc_id, td_node)), batch.nid(ident),
                         ua.ObjectIds.Organizes, ua.NodeClass.Object)
 
-    def add_der(self, batch: NodeBatch, resource_id: str, cp_id: str,
+    def add_der(self, batch: NodeBatch, resource_id: str, cp_id: str, ldc_id: str,
                 props: dict[str, Value]) -> None:
         ident = NodeIds.der(resource_id)
-        der = batch.obj(ident, batch.nid(NodeIds.cp(cp_id)), resource_id, self.types["DerType"])
-        for spec in DER_PROPERTIES:
-            batch.var(ident, spec, prop=True, value=props.get(spec.name))
-        for group, specs in DER_GROUPS.items():
-            group_ident = NodeIds.member(ident, group)
-            batch.obj(group_ident, der, group, ua.NodeId(ua.ObjectIds.BaseObjectType),
-                      ref=ua.ObjectIds.HasComponent)
-            for spec in specs:
-                batch.var(group_ident, spec)
+        with batch.owned_by(ldc_id):
+            der = batch.obj(ident, batch.nid(NodeIds.cp(cp_id)), resource_id,
+                            self.types["DerType"])
+            for spec in DER_PROPERTIES:
+                batch.var(ident, spec, prop=True, value=props.get(spec.name))
+            for group, specs in DER_GROUPS.items():
+                group_ident = NodeIds.member(ident, group)
+                batch.obj(group_ident, der, group, ua.NodeId(ua.ObjectIds.BaseObjectType),
+                          ref=ua.ObjectIds.HasComponent)
+                for spec in specs:
+                    batch.var(group_ident, spec)
         for method in self.methods.values():
             batch.reference(der, method, ua.ObjectIds.HasComponent, ua.NodeClass.Method)
 
@@ -211,6 +250,8 @@ class AddressSpace:
         for key in [k for k in self._variables if k.startswith(prefix)]:
             del self._variables[key]
             self._pending.pop(key, None)
+        for key in [k for k in self._owners if k == ident or k.startswith(prefix)]:
+            del self._owners[key]
 
     # -- values ----------------------------------------------------------------------------
 

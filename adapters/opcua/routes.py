@@ -1,7 +1,8 @@
 """Platform routes to provision OPC UA operators (mounted under /v1/adapters/opcua).
 
-The admin may manage every user; an LDC manages the users that act for itself. Passwords
-are hashed on arrival and never returned.
+The admin may manage every user, including users acting for the admin participant (who see
+the whole fleet, read-only); an LDC manages the users that act for itself. Passwords are
+hashed on arrival and never returned.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ class UserRoutes:
             raise InvalidInput("expected {password, role, ldc_id}")
         account = account_from_doc({**body, "name": name})
         participant = await self.ctx.gateway.participant(account.ldc_id)
-        if participant is None or participant.role not in {Role.LDC, Role.SCADA}:
-            raise InvalidInput(f"ldc_id {account.ldc_id!r} is not an LDC or SCADA participant")
+        acts_for = {Role.LDC, Role.SCADA} | ({Role.ADMIN} if actor.role is Role.ADMIN else set())
+        if participant is None or participant.role not in acts_for:
+            raise InvalidInput(f"ldc_id {account.ldc_id!r} is not an LDC or SCADA participant"
+                               + (" (or the admin)" if actor.role is Role.ADMIN else ""))
         await self._may_manage(actor, account.ldc_id)
         if self.users.is_fixed(name):
             raise Conflict("this user is defined in the configuration file")

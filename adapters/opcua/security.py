@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification
 
+from adapters.opcua.access import AreaAccess, AreaView
 from adapters.opcua.users import OperatorAccount, OperatorRole, UserDirectory
 
 log = logging.getLogger(__name__)
@@ -184,16 +185,69 @@ CURRENT_OPERATOR: contextvars.ContextVar[OperatorAccount | None] = contextvars.C
 
 
 class OperatorSession(InternalSession):
+    """A client's session: every node it reads, browses, monitors or calls a method on must
+    lie in its operator's area (`access.AreaAccess`); the rest does not exist for it."""
+
+    iserver: OperatorInternalServer
+
+    @property
+    def _account(self) -> OperatorAccount | None:
+        return getattr(self.user, "account", None)
+
+    async def _view(self) -> tuple[AreaAccess, AreaView] | None:
+        """The area filter for this session, or None when nothing is filtered."""
+        access = self.iserver.access
+        if not self.external:
+            return None  # the server's own session
+        if access is None:  # no model yet: only shared nodes exist
+            return None
+        return access, await access.view(self._account)
+
+    async def read(self, params: ua.ReadParameters) -> list[ua.DataValue]:
+        scope = await self._view()
+        if scope is None:
+            return await super().read(params)
+        access, view = scope
+        return await access.read(view, params, super().read)
+
+    async def browse(self, params: ua.BrowseParameters) -> list[ua.BrowseResult]:
+        results = await super().browse(params)
+        scope = await self._view()
+        return results if scope is None else scope[0].browse(scope[1], params, results)
+
+    async def translate_browsepaths_to_nodeids(
+        self, params: list[ua.BrowsePath]
+    ) -> list[ua.BrowsePathResult]:
+        results = await super().translate_browsepaths_to_nodeids(params)
+        scope = await self._view()
+        return results if scope is None else scope[0].translate(scope[1], params, results)
+
+    async def create_monitored_items(
+        self, params: ua.CreateMonitoredItemsParameters
+    ) -> list[ua.MonitoredItemCreateResult]:
+        scope = await self._view()
+        if scope is None:
+            return await super().create_monitored_items(params)
+        access, view = scope
+        return await access.create_monitored_items(view, params, super().create_monitored_items)
+
     async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
-        token = CURRENT_OPERATOR.set(getattr(self.user, "account", None))
+        token = CURRENT_OPERATOR.set(self._account)
         try:
-            return await super().call(params)
+            scope = await self._view()
+            if scope is None:
+                return await super().call(params)
+            access, view = scope
+            return await access.call(view, params, super().call)
         finally:
             CURRENT_OPERATOR.reset(token)
 
 
 class OperatorInternalServer(InternalServer):
-    """Creates sessions that make the calling operator known to method callbacks."""
+    """Creates sessions that make the calling operator known to method callbacks and that
+    show each operator only its area (`access` is set once the model exists)."""
+
+    access: AreaAccess | None = None
 
     def create_session(self, name: str, user: User | None = None,
                        external: bool = False) -> InternalSession:

@@ -11,6 +11,7 @@ from pathlib import Path
 from asyncua import Server, ua
 from cryptography import x509
 
+from adapters.opcua.access import AreaAccess
 from adapters.opcua.addressspace import AddressSpace
 from adapters.opcua.codec import NAMESPACE_URI
 from adapters.opcua.config import OpcUaConfig
@@ -82,6 +83,9 @@ class OpcUaServer:
         server = await self._build()
         self.ns = await server.register_namespace(NAMESPACE_URI)
         space = AddressSpace(server, self.ns)
+        iserver = server.iserver
+        assert isinstance(iserver, OperatorInternalServer)
+        iserver.access = AreaAccess(self.ctx.gateway, space)  # before any client connects
         service = ModelService(self.ctx, space, flush_interval=self.config.flush_interval,
                                restore_window_s=self.config.restore_window_s)
         methods = ControlMethods(self.ctx.gateway, self.ns, service.resource_of_node)

@@ -208,7 +208,7 @@ class ModelService:
             self.space.add_cp(batch, cp.id, {"TdNode": cp.td_node, "Feeder": cp.feeder,
                                              "Ldc": cp.ldc_id})
         if old is None:
-            self.space.add_der(batch, res.id, cp.id, _der_properties(res))
+            self.space.add_der(batch, res.id, cp.id, cp.ldc_id, _der_properties(res))
         await self.space.apply(batch)
         self._cps[cp.id] = cp
         self.resources[res.id] = res

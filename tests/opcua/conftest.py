@@ -6,7 +6,7 @@ import asyncio
 
 import pytest_asyncio
 
-from tests.opcua.support import CONTROLLER, NAMESPACE_URI, VIEWER, make_client
+from tests.opcua.support import ADMIN_VIEWER, CONFIG_USERS, NAMESPACE_URI, make_client
 from tests.support.gateway import GatewayHandle, free_port, gateway_in_process
 from tests.support.seed import seed_platform
 
@@ -16,7 +16,8 @@ SEEDED = {"d1": ("ldc-a", "cp-a1"), "d2": ("ldc-b", "cp-b1"), "d3": ("ldc-b", "c
 
 async def wait_model_ready(gw: GatewayHandle, within: float = 15.0) -> None:
     """Until every seeded DER is browsable over OPC UA with its effective control."""
-    async with await make_client(gw.adapter_listen("opcua"), gw.pki, user=VIEWER) as client:
+    async with await make_client(gw.adapter_listen("opcua"), gw.pki,
+                                 user=ADMIN_VIEWER) as client:
         ns = await client.get_namespace_index(NAMESPACE_URI)
         deadline = asyncio.get_running_loop().time() + within
         missing = set(SEEDED)
@@ -40,7 +41,7 @@ async def wait_model_ready(gw: GatewayHandle, within: float = 15.0) -> None:
 async def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("opcua")
     listen = f"opc.tcp://127.0.0.1:{free_port()}"
-    config = {"listen": listen, "users": [CONTROLLER, VIEWER], "flush_interval_ms": 50}
+    config = {"listen": listen, "users": CONFIG_USERS, "flush_interval_ms": 50}
     async with gateway_in_process(tmp, opcua=config) as gw:
         clients = await seed_platform(gw)
         await wait_model_ready(gw)

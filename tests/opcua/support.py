@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
+from asyncua.common.subscription import DataChangeNotif
 from asyncua.crypto import uacrypto
 from asyncua.crypto.security_policies import (
     SecurityPolicyAes128Sha256RsaOaep,
@@ -24,6 +26,16 @@ NAMESPACE_URI = "urn:der-gateway:opcua:der-model:1"
 CONTROLLER = {"name": "op-ctl", "password": "controller-pass-1", "role": "controller",
               "ldc_id": "ldc-a"}
 VIEWER = {"name": "op-view", "password": "viewer-pass-1", "role": "viewer", "ldc_id": "ldc-a"}
+# Users seeing other areas: ldc-b's own, the host ldc-h (sees embedded ldc-e), the whole fleet
+# (acting for the admin participant), and nothing (acting for an aggregator).
+VIEWER_B = {"name": "op-view-b", "password": "viewer-b-pass-1", "role": "viewer",
+            "ldc_id": "ldc-b"}
+HOST_VIEWER = {"name": "op-host", "password": "host-pass-1", "role": "viewer", "ldc_id": "ldc-h"}
+ADMIN_VIEWER = {"name": "op-admin", "password": "admin-pass-1", "role": "viewer",
+                "ldc_id": "admin"}
+AGGREGATOR_VIEWER = {"name": "op-agg", "password": "agg-pass-1", "role": "viewer",
+                     "ldc_id": "agg-x"}
+CONFIG_USERS = [CONTROLLER, VIEWER, VIEWER_B, HOST_VIEWER, ADMIN_VIEWER, AGGREGATOR_VIEWER]
 POLICIES = {
     "Basic256Sha256": SecurityPolicyBasic256Sha256,
     "Aes128Sha256RsaOaep": SecurityPolicyAes128Sha256RsaOaep,
@@ -46,3 +58,21 @@ async def make_client(url: str, pki: Path, *, cert: Path | None = None,
         client.set_user(user["name"])
         client.set_password(user["password"])
     return client
+
+
+async def wait_for(predicate, within: float = 10.0):
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.values: asyncio.Queue = asyncio.Queue()
+
+    def datachange_notification(self, node, val, data: DataChangeNotif) -> None:
+        self.values.put_nowait(val)

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.pki.devpki import load_pair
-from tests.opcua.support import CORE_WARNINGS, NAMESPACE_URI, VIEWER
+from tests.opcua.support import ADMIN_VIEWER, CORE_WARNINGS, NAMESPACE_URI
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), *CORE_WARNINGS]
 NODE_DIR = Path(__file__).parent / "node"
@@ -68,7 +68,7 @@ async def test_node_opcua_reads_and_subscribes_with_sign_and_encrypt(served, tmp
         node_pki(gw.pki, tmp_path / "node-pki")), "CERT": str(cert),
         "KEY": str(cert.with_suffix(".key")),
         "APP_URI": "urn:der-gateway:opcua:client:scada-operator",
-        "OPCUA_USER": VIEWER["name"], "OPCUA_PASSWORD": VIEWER["password"],
+        "OPCUA_USER": ADMIN_VIEWER["name"], "OPCUA_PASSWORD": ADMIN_VIEWER["password"],
         "NS_URI": NAMESPACE_URI, "NODE": "der/d5.Control.ExportLimitW", "CHANGES": "2"}
     proc = await asyncio.create_subprocess_exec(
         "node", str(NODE_DIR / "client.mjs"), cwd=NODE_DIR, env=env,

@@ -1,0 +1,185 @@
+"""Which nodes an operator may see: the platform's area of the participant it acts for.
+
+An operator acting for an LDC (or for a SCADA participant of an LDC) sees the nodes of that
+LDC and of every LDC embedded below it (a host LDC sees its embedded LDCs' DERs, as the
+platform's tri-party rule says); an operator acting for a participant the platform lets see
+everything (`authz.area_of` is None: the admin, the ISO) sees the whole fleet; anyone else
+sees only the shared nodes (the `DerFleet` folder, the types, the server object).
+
+asyncua's permission ruleset decides per *service* (it can only refuse a whole request), and
+its AccessLevel/UserAccessLevel attributes are the same for every user and are checked on
+writes only. So the per-node check is done where the session serves Read, Browse,
+TranslateBrowsePathsToNodeIds, CreateMonitoredItems and Call (`security.OperatorSession`),
+with the functions below. A node outside the operator's area answers Bad_NodeIdUnknown, the
+status asyncua gives for a node that does not exist: the operator's address space simply has
+no such node, so neither a read nor a call tells it which DER ids other LDCs have (the same
+choice as the platform API, whose GET /v1/resources/{id} answers 404 outside the caller's view).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from asyncua import ua
+
+from adapters.opcua.addressspace import AddressSpace
+from adapters.opcua.users import OperatorAccount
+from gateway import authz
+from gateway.coordination.topology import Topology
+from gateway.domain import Participant, Role
+from gateway.services import GatewayServices
+
+HIDDEN = ua.StatusCodes.BadNodeIdUnknown
+# asyncua answers Browse, TranslateBrowsePaths and Call on an absent node with
+# Bad_NodeIdInvalid (the spec's code for a malformed id); we answer Bad_NodeIdUnknown, so that
+# an absent node and a hidden one look the same.
+_ABSENT = ua.StatusCodes.BadNodeIdInvalid
+
+
+@dataclass(frozen=True, slots=True)
+class AreaView:
+    """The LDC areas one operator sees (`everything`: the whole fleet)."""
+
+    everything: bool = False
+    ldcs: frozenset[str] = frozenset()
+
+    def sees(self, owner: str | None) -> bool:
+        """Nodes without an owner are shared (fleet folder, types, methods, server)."""
+        return owner is None or self.everything or owner in self.ldcs
+
+
+EVERYTHING = AreaView(everything=True)
+NOTHING = AreaView()
+
+
+def area_view(participant: Participant | None, topology: Topology) -> AreaView:
+    """The platform's area of `participant` as a set of LDCs whose nodes it sees."""
+    if participant is None:
+        return NOTHING
+    if authz.area_of(participant, topology) is None:
+        return EVERYTHING
+    if participant.role is Role.LDC:
+        ldc_id: str | None = participant.id
+    elif participant.role is Role.SCADA:
+        ldc_id = participant.ldc_id
+    else:  # an aggregator's DERs are not an LDC control room's business
+        return NOTHING
+    ldc = topology.participants.get(ldc_id or "")
+    if ldc is None or ldc.role is not Role.LDC:
+        return NOTHING
+    return AreaView(ldcs=frozenset(topology.area_ldcs(ldc.id)))
+
+
+class AreaAccess:
+    """Per-request views of the address space, cached until the platform topology changes."""
+
+    def __init__(self, gateway: GatewayServices, space: AddressSpace) -> None:
+        self._gateway = gateway
+        self._space = space
+        self._views: dict[str, tuple[Topology, AreaView]] = {}
+
+    async def view(self, account: OperatorAccount | None) -> AreaView:
+        if account is None:
+            return NOTHING
+        topology = await self._gateway.topology()
+        cached = self._views.get(account.ldc_id)
+        if cached is not None and cached[0] is topology:
+            return cached[1]
+        view = area_view(topology.participants.get(account.ldc_id), topology)
+        self._views[account.ldc_id] = (topology, view)
+        return view
+
+    def visible(self, view: AreaView, node_id: ua.NodeId) -> bool:
+        return view.everything or view.sees(self._space.owner(node_id))
+
+    # -- the services, filtered -------------------------------------------------------------
+
+    async def read(self, view: AreaView, params: ua.ReadParameters,
+                   serve: Callable[[ua.ReadParameters], Awaitable[list[ua.DataValue]]]
+                   ) -> list[ua.DataValue]:
+        shown = [self.visible(view, r.NodeId) for r in params.NodesToRead]
+        return await _serve_shown(
+            shown, params.NodesToRead,
+            lambda allowed: serve(dataclasses.replace(params, NodesToRead=allowed)),
+            lambda: ua.DataValue(StatusCode=ua.StatusCode(HIDDEN)))
+
+    def browse(self, view: AreaView, params: ua.BrowseParameters,
+               results: list[ua.BrowseResult]) -> list[ua.BrowseResult]:
+        """Hidden starting nodes answer Bad_NodeIdUnknown; hidden targets are left out."""
+        results = [_unknown_if_absent(r) for r in results]
+        if view.everything:
+            return results
+        out = []
+        for desc, result in zip(params.NodesToBrowse, results, strict=True):
+            if not self.visible(view, desc.NodeId):
+                out.append(ua.BrowseResult(StatusCode=ua.StatusCode(HIDDEN)))
+                continue
+            refs = [r for r in result.References if self.visible(view, r.NodeId)]
+            out.append(dataclasses.replace(result, References=refs)
+                       if len(refs) != len(result.References) else result)
+        return out
+
+    def translate(self, view: AreaView, paths: list[ua.BrowsePath],
+                  results: list[ua.BrowsePathResult]) -> list[ua.BrowsePathResult]:
+        results = [_unknown_if_absent(r) for r in results]
+        if view.everything:
+            return results
+        out = []
+        for path, result in zip(paths, results, strict=True):
+            if not self.visible(view, path.StartingNode):
+                out.append(ua.BrowsePathResult(StatusCode=ua.StatusCode(HIDDEN)))
+                continue
+            targets = [t for t in result.Targets if self.visible(view, t.TargetId)]
+            if len(targets) == len(result.Targets):
+                out.append(result)
+            elif targets:
+                out.append(dataclasses.replace(result, Targets=targets))
+            else:
+                out.append(ua.BrowsePathResult(
+                    StatusCode=ua.StatusCode(ua.StatusCodes.BadNoMatch)))
+        return out
+
+    async def create_monitored_items(
+        self, view: AreaView, params: ua.CreateMonitoredItemsParameters,
+        serve: Callable[[ua.CreateMonitoredItemsParameters],
+                        Awaitable[list[ua.MonitoredItemCreateResult]]],
+    ) -> list[ua.MonitoredItemCreateResult]:
+        """Hidden nodes are refused before anything samples them."""
+        shown = [self.visible(view, i.ItemToMonitor.NodeId) for i in params.ItemsToCreate]
+        return await _serve_shown(
+            shown, params.ItemsToCreate,
+            lambda allowed: serve(dataclasses.replace(params, ItemsToCreate=allowed)),
+            lambda: ua.MonitoredItemCreateResult(StatusCode=ua.StatusCode(HIDDEN)))
+
+    async def call(self, view: AreaView, requests: list[ua.CallMethodRequest],
+                   serve: Callable[[list[ua.CallMethodRequest]],
+                                   Awaitable[list[ua.CallMethodResult]]],
+                   ) -> list[ua.CallMethodResult]:
+        """A method called on a hidden object: as if the object did not exist."""
+        shown = [self.visible(view, r.ObjectId) for r in requests]
+        results = await _serve_shown(
+            shown, requests, serve,
+            lambda: ua.CallMethodResult(StatusCode=ua.StatusCode(HIDDEN)))
+        return [_unknown_if_absent(r) for r in results]
+
+
+def _unknown_if_absent[R: (ua.BrowseResult, ua.BrowsePathResult, ua.CallMethodResult)](
+    result: R,
+) -> R:
+    if result.StatusCode.value == _ABSENT:
+        return dataclasses.replace(result, StatusCode=ua.StatusCode(HIDDEN))
+    return result
+
+
+async def _serve_shown[Item, Result](
+    shown: list[bool], items: list[Item], serve: Callable[[list[Item]], Awaitable[list[Result]]],
+    hidden: Callable[[], Result],
+) -> list[Result]:
+    """Serve the visible items (one request), answer `hidden()` for the others, in order."""
+    if all(shown):
+        return await serve(items)
+    allowed = [item for item, ok in zip(items, shown, strict=True) if ok]
+    served = iter(await serve(allowed) if allowed else [])
+    return [next(served) if ok else hidden() for ok in shown]
