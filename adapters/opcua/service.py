@@ -95,6 +95,7 @@ class ModelService:
         for rid, control in controls.items():
             await self._render(rid, control)
         await self._restore_readings()
+        await self._restore_acknowledgements()
         await self.flush()
 
     async def _restore_readings(self) -> None:
@@ -107,6 +108,14 @@ class ModelService:
             if len(page) < 1000:
                 return
             since_id = page[-1].id or since_id + len(page)
+
+    async def _restore_acknowledgements(self) -> None:
+        """Each DER's latest acknowledgement, however old: it is the latest until another
+        arrives. Bus events queued while loading are applied after this, in order, so the
+        newest still wins."""
+        latest = await self.ctx.gateway.latest_acknowledgements()
+        for ack in latest.values():
+            self._on_acknowledgement(to_json(ack))
 
     # -- the bus ---------------------------------------------------------------------------
 
