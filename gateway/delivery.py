@@ -1,8 +1,10 @@
 """Durable outbound notifications: commit first, then POST with retries and back-off.
 
 Used by adapters for 2030.5 notifications and OpenADR webhooks. A delivery survives a
-restart (it is a row); a receiver that is down gets exponential back-off up to
-`max_attempts`; callback URLs are checked against SSRF before they are accepted.
+restart (it is a row); a receiver that is down gets exponential back-off (1 s doubling to
+at most 5 min) for `max_attempts` tries - by default about an hour, so a receiver that is
+away for a maintenance window or a comms loss still gets what was committed for it;
+callback URLs are checked against SSRF before they are accepted.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from gateway.domain import utcnow
 from gateway.errors import InvalidInput
 from gateway.store.engine import Database
 from gateway.store.tables import DeliveryRow
+
+# 1+2+...+256 s, then 300 s apart: the last try is about an hour after the first.
+DEFAULT_ATTEMPTS = 20
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +124,12 @@ class DeliveryQueue:
 
     async def enqueue(self, url: str, body: bytes, *, content_type: str,
                       headers: dict[str, str] | None = None, ssl_name: str | None = None,
-                      max_attempts: int = 8) -> int:
+                      max_attempts: int = DEFAULT_ATTEMPTS) -> int:
         (row_id,) = await self.enqueue_many(
             [Outgoing(url, body, content_type, headers, ssl_name)], max_attempts=max_attempts)
         return row_id
 
-    async def enqueue_many(self, items: Sequence[Outgoing], *, max_attempts: int = 8) -> list[int]:
+    async def enqueue_many(self, items: Sequence[Outgoing], *, max_attempts: int = DEFAULT_ATTEMPTS) -> list[int]:
         now = utcnow()
         rows = [DeliveryRow(adapter=self.adapter, url=i.url, body=i.body,
                             content_type=i.content_type, headers=i.headers or {},
