@@ -215,6 +215,8 @@ def main() -> int:
     parser.add_argument("ids", nargs="*", help="procedure ids (default: the CI set)")
     parser.add_argument("--all", action="store_true", help="every procedure except S-ALL-50")
     parser.add_argument("--timeout", type=int, default=600, help="per procedure, seconds")
+    parser.add_argument("--retries", type=int, default=0,
+                        help="run a failed procedure again up to N times (reported as such)")
     parser.add_argument("--no-notifications", action="store_true",
                         help="do not run cactus-client-notifications (S-ALL-25..40 then fail)")
     args = parser.parse_args()
@@ -230,19 +232,28 @@ def main() -> int:
     results = {}
     try:
         for proc_id in chosen:
-            started = time.monotonic()
-            code = run_one(proc_id, assign_clients(available[proc_id]), port, config,
-                           args.timeout)
-            results[proc_id] = {"passed": code == 0, "exit": code,
-                                "seconds": round(time.monotonic() - started, 1)}
-            print(f"{proc_id}: {'PASS' if code == 0 else f'FAIL ({code})'}", flush=True)
+            for attempt in range(1, args.retries + 2):
+                started = time.monotonic()
+                code = run_one(proc_id, assign_clients(available[proc_id]), port, config,
+                               args.timeout)
+                results[proc_id] = {"passed": code == 0, "exit": code, "attempts": attempt,
+                                    "seconds": round(time.monotonic() - started, 1)}
+                verdict = "PASS" if code == 0 else f"FAIL ({code})"
+                print(f"{proc_id}: {verdict}" + (f" on attempt {attempt}" if attempt > 1 else ""),
+                      flush=True)
+                if code == 0:
+                    break
+                kept = WORK / "runs" / f"{proc_id}.failed-{attempt}"  # its logs, for the record
+                shutil.rmtree(kept, ignore_errors=True)
+                shutil.move(WORK / "runs" / proc_id, kept)
     finally:
         if receiver is not None:
             receiver.terminate()
             receiver.wait(10)
     passed = sum(r["passed"] for r in results.values())
     (WORK / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{passed} passed, {len(results) - passed} failed")
+    retried = sum(1 for r in results.values() if r["passed"] and r["attempts"] > 1)
+    print(f"{passed} passed ({retried} only on a retry), {len(results) - passed} failed")
     return 0 if passed == len(results) else 1
 
 
