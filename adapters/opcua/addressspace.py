@@ -7,6 +7,10 @@ asyncua's per-write work (type check, data-change callbacks) runs once per flush
 Every node below an LDC object (its properties, T-D nodes, connection points, DERs and their
 variables) is recorded with that LDC as its *owner*: the access checks (`access.py`) decide
 from the owner alone whether an operator may see a node.
+
+Objects are linked to their parent here rather than by asyncua (see `_add_objects`): asyncua
+scans every reference of the parent for each child it adds, so the DERs of one connection
+point, or the connection points of one LDC, cost O(N²) to place.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class NodeBatch:
         self.refs: list[ua.AddReferencesItem] = []
         self.variables: dict[str, Dt] = {}
         self.initial: dict[str, Value] = {}
+        self.properties: dict[str, set[str]] = {}  # parent ident -> its property names
         self.owners: dict[str, str] = {}  # node ident -> the LDC whose area it belongs to
         self._owner: str | None = None
 
@@ -90,6 +95,8 @@ class NodeBatch:
                         else (ua.ObjectIds.HasComponent, ua.ObjectIds.BaseDataVariableType))
         self.items.append(self._item(ident, self.nid(parent_ident), spec.name,
                                      ua.NodeClass.Variable, ref, ua.NodeId(type_id), attrs))
+        if prop:
+            self.properties.setdefault(parent_ident, set()).add(spec.name)
         self.variables[ident] = spec.dtype
         self.initial[ident] = value
         self._own(ident)
@@ -128,6 +135,9 @@ class AddressSpace:
         self.ns = ns
         self._aspace = server.iserver.aspace
         self._session = server.iserver.isession
+        self._nodes = server.iserver.node_mgt_service
+        self._property_names: dict[str, frozenset[str]] = {}  # object ident -> its properties
+        self._name_sets: dict[frozenset[str], frozenset[str]] = {}  # one copy of each set
         self._variables: dict[str, tuple[ua.NodeId, ua.VariantType]] = {}
         self._objects: set[str] = set()
         self._pending: dict[str, tuple[Value, datetime | None]] = {}
@@ -171,8 +181,13 @@ class AddressSpace:
         return self._owners.get(node_id.Identifier)
 
     async def apply(self, batch: NodeBatch) -> None:
-        results = await self._session.add_nodes(batch.items)
-        for item, result in zip(batch.items, results, strict=True):
+        for parent, names in batch.properties.items():
+            known = frozenset(names | self._property_names.get(parent, frozenset()))
+            self._property_names[parent] = self._name_sets.setdefault(known, known)
+        objects = [i for i in batch.items if i.NodeClass == ua.NodeClass.Object]
+        others = [i for i in batch.items if i.NodeClass != ua.NodeClass.Object]
+        results = await self._add_objects(objects) + await self._session.add_nodes(others)
+        for item, result in zip(objects + others, results, strict=True):
             if result.StatusCode.is_good():
                 ident = item.RequestedNewNodeId.Identifier
                 if ident in batch.owners:
@@ -188,6 +203,40 @@ class AddressSpace:
             self._variables[ident] = (batch.nid(ident), _VARIANT[dtype])
         for ident, value in batch.initial.items():
             self.stage(ident, value)
+
+    async def _add_objects(self, items: list[ua.AddNodesItem]) -> list[ua.AddNodesResult]:
+        """Add Objects without asyncua's scans of the parent's references, then link them.
+
+        For each child asyncua compares the parent's references with it twice: a property
+        browse-name check and a duplicate-reference check. A new node has no reference yet,
+        so the second is needless; the first is kept, against the property names recorded
+        for the parent. The links are asyncua's own: the parent's forward reference (built
+        as asyncua builds it) and the child's inverse one (through asyncua)."""
+        results = []
+        for item in items:
+            parent_id = item.ParentNodeId
+            parent = self._aspace.get(parent_id)
+            if parent is None:
+                results.append(_result(ua.StatusCodes.BadParentNodeIdInvalid))
+                continue
+            if item.BrowseName.Name in self._property_names.get(parent_id.Identifier, ()):
+                results.append(_result(ua.StatusCodes.BadBrowseNameDuplicated))
+                continue
+            if item.RequestedNewNodeId in self._aspace:
+                results.append(_result(ua.StatusCodes.BadNodeIdExists))
+                continue
+            item.ParentNodeId = ua.NodeId()  # so asyncua adds it without looking at a parent
+            try:
+                failed = list(self._nodes.try_add_nodes([item], self._session.user, check=False))
+            finally:
+                item.ParentNodeId = parent_id
+            if failed:  # e.g. an unknown type definition
+                results.append(_result(ua.StatusCodes.BadNodeIdRejected))
+                continue
+            parent.references.append(_forward(item))
+            await self._session.add_references([_inverse(item, parent)])
+            results.append(_result(ua.StatusCodes.Good))
+        return results
 
     def add_ldc(self, batch: NodeBatch, ldc_id: str, props: dict[str, Value]) -> None:
         ident = NodeIds.ldc(ldc_id)
@@ -286,6 +335,36 @@ class AddressSpace:
     def read(self, ident: str) -> ua.DataValue:
         node_id, _ = self._variables[ident]
         return self.server.read_attribute_value(node_id)
+
+
+def _result(code: int) -> ua.AddNodesResult:
+    result = ua.AddNodesResult()
+    result.StatusCode = ua.StatusCode(code)
+    return result
+
+
+def _forward(item: ua.AddNodesItem) -> ua.ReferenceDescription:
+    """The parent's reference to a new child, as asyncua's AddNodes makes it."""
+    ref = ua.ReferenceDescription()
+    ref.ReferenceTypeId = item.ReferenceTypeId
+    ref.NodeId = item.RequestedNewNodeId
+    ref.NodeClass = item.NodeClass
+    ref.BrowseName = item.BrowseName
+    ref.DisplayName = item.NodeAttributes.DisplayName
+    ref.TypeDefinition = item.TypeDefinition
+    ref.IsForward = True
+    return ref
+
+
+def _inverse(item: ua.AddNodesItem, parent: Any) -> ua.AddReferencesItem:
+    """The child's reference back to its parent."""
+    ref = ua.AddReferencesItem()
+    ref.SourceNodeId = item.RequestedNewNodeId
+    ref.TargetNodeId = item.ParentNodeId
+    ref.ReferenceTypeId = item.ReferenceTypeId
+    ref.IsForward = False
+    ref.TargetNodeClass = parent.attributes[ua.AttributeIds.NodeClass].value.Value.Value
+    return ref
 
 
 def _data_value(value: Value, variant: ua.VariantType, source_time: datetime | None,
