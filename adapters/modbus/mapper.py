@@ -1,9 +1,9 @@
 """Canonical model <-> SunSpec points: pure functions, no I/O.
 
 Down: the effective control active now becomes a `ControlPlan` of 703/704 point values in
-engineering units (the codec applies each device's scale factors), plus an optional volt-var
-curve for 705. Up: 701/713 registers become canonical Readings; a read-back of 704 becomes
-an Acknowledgement.
+engineering units (the codec applies each device's scale factors), plus the function
+settings as 705/711 curves (`curves.py`). Up: 701/713 registers become canonical Readings; a
+read-back of 704 becomes an Acknowledgement.
 
 Rendering rules:
 - WMaxLimPct = min(export_max_w, generation_max_w) as % of the device's WMax; at or above
@@ -12,6 +12,9 @@ Rendering rules:
 - 703 ES = connect and energize (ES 0: cease to energize).
 - Reversion: every timed control carries RvrtTms; the reversion values are the platform's
   default (failsafe) control when there is one, else "limit off, no setpoint".
+
+The 704/703 part and the function part are acknowledged separately: the first for the
+instructions of the interval in force, the second for the function-settings instruction.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from adapters.modbus.codec import ModelLayout
+from adapters.modbus.curves import FunctionPlan, function_plan
 from gateway.domain import (
     Acknowledgement,
     AckStatus,
@@ -46,12 +50,13 @@ WSET_POINTS = ("WSetEna", "WSetMod", "WSet", "WSetRvrt", "WSetEnaRvrt", "WSetRvr
 class ControlPlan:
     ctl_704: tuple[tuple[str, float], ...]
     enter_service: int | None  # 703 ES, None: leave alone
-    volt_var: tuple[tuple[float, float], ...] | None = None  # (V %, var % of VarMax)
-    instruction_ids: tuple[str, ...] = field(default=(), compare=False)
+    functions: FunctionPlan = field(default_factory=FunctionPlan)  # 705/711 curves
+    instruction_ids: tuple[str, ...] = field(default=(), compare=False)  # of 704/703
 
     @property
     def fingerprint(self) -> str:
-        body = json.dumps([self.ctl_704, self.enter_service, self.volt_var, self.instruction_ids])
+        """Of the 704/703 part (the function part has its own)."""
+        body = json.dumps([self.ctl_704, self.enter_service, self.instruction_ids])
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -70,7 +75,7 @@ def _pct(cap_w: float | None, w_max: float) -> tuple[int, float]:
 
 
 def plan_for(control: EffectiveControl | None, now: datetime, w_max: float,
-             reversion_s: int) -> ControlPlan:
+             reversion_s: int, nominal_hz: float = 60.0) -> ControlPlan:
     interval = control.at(now) if control else None
     default = (control.default_control if control else None) or {}
     ena, pct = _pct(_cap_w(interval) if interval else None, w_max)
@@ -85,16 +90,12 @@ def plan_for(control: EffectiveControl | None, now: datetime, w_max: float,
         ("WSetRvrtTms", reversion_s),
     ]
     es = ENABLED if interval is None or (interval.connect and interval.energize) else DISABLED
-    settings = (control.function_settings if control else None) or {}
-    curve = settings.get("volt_var")
-    ids = list(interval.instruction_ids) if interval else []
-    if curve and control is not None and control.function_source is not None:
-        ids.append(control.function_source.instruction_id)
-    return ControlPlan(
-        ctl_704=tuple(points), enter_service=es,
-        volt_var=tuple((float(v), float(q)) for v, q in curve) if curve else None,
-        instruction_ids=tuple(dict.fromkeys(ids)),
-    )
+    source = control.function_source if control else None
+    functions = function_plan(control.function_settings if control else None,
+                              source.instruction_id if source else None, nominal_hz)
+    ids = interval.instruction_ids if interval else ()
+    return ControlPlan(ctl_704=tuple(points), enter_service=es, functions=functions,
+                       instruction_ids=tuple(dict.fromkeys(ids)))
 
 
 def verify_704(layout: ModelLayout, regs: Sequence[int], plan: ControlPlan) -> list[str]:
@@ -109,13 +110,15 @@ def verify_704(layout: ModelLayout, regs: Sequence[int], plan: ControlPlan) -> l
     return wrong
 
 
-def acknowledgements(resource_id: str, plan: ControlPlan, status: AckStatus, protocol_status: str,
-                     at: datetime, detail: str = "") -> list[Acknowledgement]:
-    ref = f"sunspec:{plan.fingerprint}"
+def acknowledgements(resource_id: str, instruction_ids: Sequence[str], fingerprint: str,
+                     status: AckStatus, protocol_status: str, at: datetime,
+                     detail: str = "") -> list[Acknowledgement]:
+    """One acknowledgement per instruction of a rendered part (704/703, or the functions)."""
+    ref = f"sunspec:{fingerprint}"
     return [Acknowledgement(resource_id=resource_id, status=status, protocol=Protocol.MODBUS,
                             protocol_status=protocol_status, at=at, instruction_id=iid,
                             control_ref=ref, detail=detail)
-            for iid in plan.instruction_ids]
+            for iid in instruction_ids]
 
 
 # -- up: telemetry -------------------------------------------------------------------------

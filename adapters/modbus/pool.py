@@ -1,10 +1,12 @@
 """The client pool: one connection and one loop per device, bounded concurrency, back-off.
 
 Each device runs its own loop (discover once, render its control when it changes or its
-reversion timers need a refresh, read telemetry when due). A failure closes that device's
-connection and backs it off exponentially; after `offline_after` failures in a row it is
-marked offline. Nothing a device does can raise out of its loop, and a slow device only
-holds one of the `max_concurrency` slots, for at most its time-out.
+reversion timers need a refresh, read telemetry when due). The 704/703 part of a control and
+its function settings (705/711 curves) are rendered, refreshed and acknowledged separately.
+A failure closes that device's connection and backs it off exponentially; after
+`offline_after` failures in a row it is marked offline. Nothing a device does can raise out
+of its loop, and a slow device only holds one of the `max_concurrency` slots, for at most
+its time-out.
 """
 
 from __future__ import annotations
@@ -28,8 +30,16 @@ from adapters.modbus.client import (
     discover,
     read_model,
 )
+from adapters.modbus.curves import FunctionPlan
 from adapters.modbus.mapper import ControlPlan, acknowledgements, plan_for
-from adapters.modbus.render import apply_plan, telemetry
+from adapters.modbus.render import (
+    Outcome,
+    apply_plan,
+    combine,
+    disable_curve,
+    ensure_curve,
+    telemetry,
+)
 from gateway.domain import Acknowledgement, AckStatus, EffectiveControl, Reading
 
 log = logging.getLogger(__name__)
@@ -49,8 +59,9 @@ class Sink(Protocol):
 class PoolConfig:
     poll_interval_s: float = 5.0  # how often a device loop wakes up without being woken
     telemetry_interval_s: float = 10.0
-    reversion_s: int = 60  # RvrtTms written with every control
+    reversion_s: int = 60  # RvrtTms written with every control and curve
     refresh_fraction: float = 1 / 3  # rewrite controls after this share of reversion_s
+    nominal_hz: float = 60.0  # the grid's nominal frequency (711 dead bands from freq_watt)
     timeout_s: float = 2.0
     max_concurrency: int = 100
     backoff_initial_s: float = 1.0
@@ -71,8 +82,11 @@ class Device:
     link: ModbusLink
     control: EffectiveControl | None = None
     dmap: DeviceMap | None = None
-    plan_fp: str | None = None
+    plan_fp: str | None = None  # of the 704/703 part last rendered
     written_at: float = -1e18
+    functions_fp: str | None = None  # of the function settings last rendered
+    curves_at: float = -1e18
+    curves_on: set[int] = field(default_factory=set)  # curve models we enabled (705, 711)
     telemetry_at: float = -1e18
     failures: int = 0
     online: bool | None = None
@@ -188,30 +202,83 @@ class DevicePool:
         return await self._succeeded(dev)
 
     async def _render(self, dev: Device) -> None:
+        plan: ControlPlan = plan_for(dev.control, _utcnow(), dev.w_max, self.config.reversion_s,
+                                     self.config.nominal_hz)
+        await self._render_704(dev, plan)
+        await self._render_functions(dev, plan.functions)
+
+    def _refresh_due(self, written_at: float) -> bool:
+        return self.clock() - written_at >= self.config.reversion_s * self.config.refresh_fraction
+
+    async def _render_704(self, dev: Device, plan: ControlPlan) -> None:
         assert dev.dmap is not None
-        plan: ControlPlan = plan_for(dev.control, _utcnow(), dev.w_max, self.config.reversion_s)
         now = self.clock()
         changed = plan.fingerprint != dev.plan_fp
         if not dev.dmap.has(704):  # e.g. a legacy-only (12x models) device
             if changed:
                 dev.plan_fp = plan.fingerprint
-                await self.sink.acknowledge(acknowledgements(
-                    dev.resource_id, plan, AckStatus.CANNOT_COMPLY, "no model 704", _utcnow(),
+                await self._acknowledge(dev, plan.instruction_ids, plan.fingerprint, Outcome(
+                    AckStatus.CANNOT_COMPLY, "no model 704",
                     "the device does not implement SunSpec DER AC controls (704)"))
             return
-        refresh_due = now - dev.written_at >= self.config.reversion_s * self.config.refresh_fraction
-        if not (changed or refresh_due):
+        if not (changed or self._refresh_due(dev.written_at)):
             return
         outcome = await apply_plan(dev.link, dev.dmap, plan, full=changed)
         dev.written_at = now
         dev.plan_fp = plan.fingerprint
         if changed:
-            await self.sink.acknowledge(acknowledgements(
-                dev.resource_id, plan, outcome.status, outcome.protocol_status, _utcnow(),
-                outcome.detail))
-            if outcome.detail:
-                log.warning("modbus %s: %s: %s", dev.resource_id, outcome.protocol_status,
-                            outcome.detail)
+            await self._acknowledge(dev, plan.instruction_ids, plan.fingerprint, outcome)
+
+    async def _render_functions(self, dev: Device, functions: FunctionPlan) -> None:
+        """Adopt the curves when the settings change (and turn off withdrawn ones); in
+        between, restart their reversion timers, re-adopting a curve the device lost."""
+        assert dev.dmap is not None
+        now = self.clock()
+        reversion_s = self.config.reversion_s
+        if functions.fingerprint == dev.functions_fp:
+            if dev.curves_on and self._refresh_due(dev.curves_at):
+                await self._refresh_curves(dev, functions)
+                dev.curves_at = now
+            return
+        for model_id in sorted(dev.curves_on - functions.models):  # withdrawn: off at once
+            await disable_curve(dev.link, dev.dmap, model_id)
+            dev.curves_on.discard(model_id)
+        outcomes = []
+        for curve in functions.curves:
+            outcome = await ensure_curve(dev.link, dev.dmap, curve, reversion_s)
+            outcomes.append(outcome)
+            if outcome.ok:
+                dev.curves_on.add(curve.model_id)
+            elif curve.model_id in dev.curves_on:  # the old curve must not stay in force
+                dev.curves_on.discard(curve.model_id)
+                await disable_curve(dev.link, dev.dmap, curve.model_id)
+        dev.functions_fp, dev.curves_at = functions.fingerprint, now
+        if functions.instruction_id is not None and functions.has_work:
+            await self._acknowledge(dev, (functions.instruction_id,), functions.fingerprint,
+                                    combine(outcomes, functions.refusals))
+
+    async def _refresh_curves(self, dev: Device, functions: FunctionPlan) -> None:
+        """Restart the timers of the curves in force; one the device lost is adopted again
+        (logged: another master, or a reversion during an outage), one it refuses is lost."""
+        assert dev.dmap is not None
+        for curve in functions.curves:
+            if curve.model_id not in dev.curves_on:
+                continue
+            outcome = await ensure_curve(dev.link, dev.dmap, curve, self.config.reversion_s)
+            if not outcome.ok:
+                dev.curves_on.discard(curve.model_id)
+            if outcome.adopted or not outcome.ok:
+                log.warning("modbus %s: %d was no longer in force: %s %s", dev.resource_id,
+                            curve.model_id, outcome.protocol_status, outcome.detail)
+
+    async def _acknowledge(self, dev: Device, instruction_ids: Sequence[str], fingerprint: str,
+                           outcome: Outcome) -> None:
+        await self.sink.acknowledge(acknowledgements(
+            dev.resource_id, instruction_ids, fingerprint, outcome.status,
+            outcome.protocol_status, _utcnow(), outcome.detail))
+        if outcome.detail:
+            log.warning("modbus %s: %s: %s", dev.resource_id, outcome.protocol_status,
+                        outcome.detail)
 
     async def _failed(self, dev: Device, reason: str) -> PassResult:
         dev.failures += 1
@@ -222,7 +289,7 @@ class DevicePool:
         if dev.failures >= self.config.offline_after and dev.online is not False:
             dev.online = False
             dev.dmap = None  # rediscover when it comes back: it may have been replaced
-            dev.plan_fp = None  # and re-render everything
+            dev.plan_fp = dev.functions_fp = None  # and re-render everything
             await self._mark(dev, False)
         backoff = min(self.config.backoff_max_s,
                       self.config.backoff_initial_s * 2 ** (dev.failures - 1))

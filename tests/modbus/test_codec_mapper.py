@@ -105,7 +105,12 @@ def test_volt_var_settings_carry_their_instruction():
                                                       InstructionKind.FUNCTION_SETTINGS,
                                                       "volt_var"))
     plan = plan_for(control, NOW, 10_000.0, 60)
-    assert plan.volt_var == ((95.0, 30.0), (105.0, -30.0)) and plan.instruction_ids == ("ins-f",)
+    [curve] = plan.functions.curves
+    assert curve.model_id == 705 and dict(curve.points) == {
+        "ActPt": 2, "DeptRef": 1, "Pt[0].V": 95.0, "Pt[0].Var": 30.0, "Pt[1].V": 105.0,
+        "Pt[1].Var": -30.0}
+    assert plan.functions.instruction_id == "ins-f"
+    assert plan.instruction_ids == ()  # the 704 part has no instruction in force
 
 
 def test_read_back_verification_and_readings_use_scale_factors():

@@ -102,3 +102,62 @@ async def test_export_limit_reaches_inverter_and_reverts_when_gateway_stops(tmp_
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_function_settings_reach_705_and_711_and_lapse_when_gateway_stops(tmp_path):
+    """An LDC's function settings through the platform: a freq_watt curve 711 cannot express
+    is acknowledged cannot_comply with its reason; the next settings (freq-droop parameters
+    and a volt-var curve) are adopted, verified and acknowledged, the inverter's output
+    follows the grid frequency, and both functions stay while the gateway refreshes their
+    timers and lapse when it stops."""
+    async with running_fleet(FleetConfig(count=1, first_port=0, tick_s=0.1,
+                                         ramp_pct_s=0.0)) as fleet:
+        [inv] = fleet.inverters
+        proc = GatewayProcess(tmp_path, modbus=MODBUS_SETTINGS)
+        gw = await proc.start()
+        try:
+            host, port, unit = fleet.address(0)
+            der = modbus_der("d1", "cp-a1", 10_000, unit=unit)
+            der["binding"]["address"].update(host=host, port=port)
+            clients = await seed_platform(gw, [der])
+            admin, ldc = clients["admin"], clients["ldc-a"]
+            now = datetime.now(UTC).replace(microsecond=0)
+
+            async def settle(settings: dict) -> dict:
+                status, body = await ldc.post("/v1/instructions", {
+                    "kind": "function_settings", "target": {"kind": "resource", "id": "d1"},
+                    "start": iso(now - timedelta(minutes=1)), "settings": settings,
+                    "reason": "IEEE 1547 settings for F-A1"})
+                assert status == 201, body
+
+                async def acknowledged():
+                    _, acks = await admin.get(f"/v1/acknowledgements?instruction_id={body['id']}")
+                    return acks
+                [ack] = await eventually(acknowledged)
+                return ack
+
+            ack = await settle({"freq_watt": [[60.0, 70], [60.5, 70], [62.0, 0]]})
+            assert (ack["status"], ack["protocol_status"]) == ("cannot_comply",
+                                                               "not representable")
+            assert "a cap belongs in a limit" in ack["detail"], ack
+            assert not inv.model.freq_watt.enabled
+
+            ack = await settle({"freq_droop": {"db_of_hz": 0.036, "db_uf_hz": 0.036,
+                                               "k_of": 0.05, "k_uf": 0.05, "response_s": 1},
+                                "volt_var": [[94, 40], [99, 0], [101, 0], [106, -40]]})
+            assert ack["status"] == "completed", ack
+            assert ack["protocol_status"] == ("705 adopted, read-back verified; "
+                                              "711 adopted, read-back verified")
+            fleet.set_grid(240.0, 60.336)  # 0.3 Hz past the dead band: 10 % less
+            await asyncio.sleep(2.0)
+            assert inv.model.measurement().w == pytest.approx(7_000.0, abs=50.0)
+            await asyncio.sleep(REVERSION_S + 1)  # refreshed: the timers never fire
+            for setting in (inv.model.volt_var, inv.model.freq_watt):
+                assert setting.enabled and setting.reverted == 0
+        finally:
+            assert await proc.stop() == 0, proc.log()[-3000:]
+        await asyncio.sleep(REVERSION_S + 0.5)  # the gateway has gone: both lapse
+        for setting in (inv.model.volt_var, inv.model.freq_watt):
+            assert not setting.enabled and setting.reverted == 1
+        await asyncio.sleep(1.0)
+        assert inv.model.measurement().w == pytest.approx(8_000.0, abs=50.0)  # no droop

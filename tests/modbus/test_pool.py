@@ -131,5 +131,5 @@ async def test_a_curve_the_device_cannot_hold_is_cannot_comply(fleet):
         function_source=Source("ins-6", "ldc-a", InstructionKind.FUNCTION_SETTINGS, "volt_var")))
     await pool.poll_cycle()
     [ack] = sink.acks
-    assert ack.status == AckStatus.CANNOT_COMPLY and "4 points" in ack.detail
+    assert ack.status == AckStatus.CANNOT_COMPLY and "NPt=4" in ack.detail
     assert not fleet.inverters[1].model.volt_var.enabled

@@ -1,0 +1,152 @@
+"""IEEE 1547 function settings on simulated inverters over real sockets (no gateway core):
+711 freq-droop and 705 volt-var adoption, read-back and acknowledgement; reversion timers
+refreshed while the pool runs, re-adoption of a curve the device lost, lapse when it stops."""
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+from adapters.modbus.pool import DevicePool, PoolConfig
+from gateway.domain import AckStatus, EffectiveControl, InstructionKind, Source
+from simulators.sunspec.fleet import FleetConfig, running_fleet
+from tests.modbus.support import RecordingSink, export_limit
+
+DROOP = {"db_of_hz": 0.036, "db_uf_hz": 0.036, "k_of": 0.05, "k_uf": 0.05, "response_s": 1}
+VOLT_VAR = [[94.0, 40.0], [99.0, 0.0], [101.0, 0.0], [106.0, -40.0]]
+
+
+@pytest.fixture
+async def fleet():
+    async with running_fleet(FleetConfig(count=3, first_port=0, units_per_port=3,
+                                         tick_s=0.1, ramp_pct_s=0.0)) as running:
+        yield running
+
+
+def make_pool(fleet, sink, **config):
+    pool = DevicePool(sink, PoolConfig(**{"timeout_s": 0.5, "backoff_initial_s": 0.1,
+                                          "backoff_max_s": 0.5, **config}))
+    for i in range(len(fleet.inverters)):
+        host, port, unit = fleet.address(i)
+        pool.upsert(f"d{i}", {"host": host, "port": port, "unit_id": unit}, 10_000.0)
+    return pool
+
+
+def settings(rid: str, instruction_id: str = "ins-f", base: EffectiveControl | None = None,
+             **values) -> EffectiveControl:
+    source = Source(instruction_id, "ldc-a", InstructionKind.FUNCTION_SETTINGS, "settings")
+    base = base or EffectiveControl(rid, ())
+    return replace(base, function_settings=values, function_source=source)
+
+
+async def test_freq_droop_is_adopted_verified_acknowledged_and_followed(fleet):
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink, reversion_s=30)
+    inv = fleet.inverters[0]
+    await asyncio.sleep(0.3)
+    assert inv.model.measurement().w == pytest.approx(8_000.0) and not inv.model.freq_watt.enabled
+    pool.set_control("d0", settings("d0", freq_droop=DROOP))
+    await pool.poll_cycle()
+    [ack] = sink.acks
+    assert (ack.instruction_id, ack.status) == ("ins-f", AckStatus.COMPLETED)
+    assert ack.protocol_status == "711 adopted, read-back verified"
+    assert inv.image.get(711, "AdptCtlRslt") == 1 and inv.image.get(711, "Ena") == 1
+    assert inv.image.get(711, "RvrtTms") == 30
+    assert inv.image.value(711, "Ctl[0].KOf") == pytest.approx(0.05)
+    assert inv.image.value(711, "Ctl[0].RspTms") == pytest.approx(1.0)
+    droop = inv.model.freq_watt
+    assert droop.enabled and droop.value.k_of == pytest.approx(0.05)
+    # the physics follows: 60.336 Hz is 0.3 Hz past the 0.036 Hz dead band; 5 % droop on
+    # 60 Hz gives 0.3 / 3 = 10 % of 10 kW less, 8 kW -> 7 kW
+    fleet.set_grid(240.0, 60.336)
+    await asyncio.sleep(2.0)  # 99 % of the way after a 1 s response time
+    assert inv.model.measurement().w == pytest.approx(7_000.0, abs=50.0)
+    assert fleet.inverters[1].model.measurement().w == pytest.approx(8_000.0)  # no droop
+    await pool.poll_cycle()
+    assert len(sink.acks) == 1  # unchanged settings are not acknowledged again
+
+
+async def test_limit_and_functions_are_acknowledged_each_for_itself(fleet):
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink)
+    control = settings("d1", base=export_limit("d1", 3_000.0, "ins-lim"),
+                       freq_watt=[[60.0, 80.0], [60.5, 80.0], [62.0, 0.0]],  # a cap: no droop
+                       volt_var=VOLT_VAR)
+    pool.set_control("d1", control)
+    await pool.poll_cycle()
+    acks = {a.instruction_id: a for a in sink.acks}
+    assert acks["ins-lim"].status is AckStatus.COMPLETED
+    assert acks["ins-lim"].protocol_status == "704 read-back verified"
+    function = acks["ins-f"]
+    assert function.status is AckStatus.CANNOT_COMPLY
+    assert function.protocol_status == "not representable"
+    assert "freq_watt" in function.detail and "belongs in a limit" in function.detail
+    inv = fleet.inverters[1]
+    assert inv.model.volt_var.enabled  # the part that can be expressed is in force
+    assert not inv.model.freq_watt.enabled and inv.image.get(711, "AdptCtlRslt") == 1
+
+
+async def test_a_droop_the_device_refuses_to_adopt_is_cannot_comply(fleet):
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink)
+    # k_of 0.5: encodable, but outside what the inverter accepts (0.01..0.1): FAILED
+    pool.set_control("d2", settings("d2", freq_droop={**DROOP, "k_of": 0.5}))
+    await pool.poll_cycle()
+    [ack] = sink.acks
+    assert (ack.status, ack.protocol_status) == (AckStatus.CANNOT_COMPLY, "711 adoption failed")
+    assert ack.detail == "AdptCtlRslt=2"
+    assert not fleet.inverters[2].model.freq_watt.enabled
+
+
+async def test_curve_reversion_is_refreshed_while_the_pool_runs_and_lapses_after(fleet):
+    """A short reversion (2 s): the pool restarts the 705 and 711 timers before they run out,
+    re-adopts a curve the device lost meanwhile, and once it stops both functions lapse."""
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink, reversion_s=2, poll_interval_s=0.2, refresh_fraction=0.3)
+    inv = fleet.inverters[0]
+    pool.set_control("d0", settings("d0", volt_var=VOLT_VAR, freq_droop=DROOP))
+    runner = asyncio.create_task(pool.run())
+    try:
+        await asyncio.sleep(4.5)  # more than twice the reversion time
+        assert inv.image.get(705, "RvrtTms") == 2 and inv.image.get(711, "RvrtTms") == 2
+        for setting in (inv.model.volt_var, inv.model.freq_watt):
+            assert setting.enabled and setting.reverted == 0
+        [ack] = sink.acks
+        assert ack.status is AckStatus.COMPLETED
+        assert ack.protocol_status == ("705 adopted, read-back verified; "
+                                       "711 adopted, read-back verified")
+        # another master adopts the default curve (3) in place of ours, volt-var still on
+        block = inv.image.block(705)
+        inv.write(inv.image.base + block.start + block.layout.point("AdptCrvReq").offset, [3])
+        await asyncio.sleep(0.3)
+        assert inv.model.volt_var.value.points != tuple(tuple(p) for p in VOLT_VAR)
+        await asyncio.sleep(1.2)  # the next refresh finds it and adopts ours again
+        assert inv.model.volt_var.enabled
+        assert inv.model.volt_var.value.points == tuple(tuple(p) for p in VOLT_VAR)
+        assert len(sink.acks) == 1  # a repair, not a new acknowledgement
+    finally:
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+    await asyncio.sleep(2.5)  # the gateway is gone: the timers run out
+    for setting in (inv.model.volt_var, inv.model.freq_watt):
+        assert not setting.enabled and setting.reverted == 1
+    assert inv.image.get(705, "Ena") == 0 and inv.image.get(711, "Ena") == 0
+
+
+async def test_withdrawn_settings_turn_the_function_off_at_once(fleet):
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink, reversion_s=60)
+    inv = fleet.inverters[1]
+    pool.set_control("d1", settings("d1", volt_var=VOLT_VAR, freq_droop=DROOP))
+    await pool.poll_cycle()
+    assert inv.model.volt_var.enabled and inv.model.freq_watt.enabled
+    pool.set_control("d1", settings("d1", "ins-g", volt_var=VOLT_VAR))
+    await pool.poll_cycle()
+    assert inv.model.volt_var.enabled and not inv.model.freq_watt.enabled
+    assert inv.image.get(711, "Ena") == 0 and inv.image.get(711, "RvrtTms") == 0
+    assert [(a.instruction_id, a.status, a.protocol_status) for a in sink.acks[1:]] == [
+        ("ins-g", AckStatus.COMPLETED, "705 in force, read-back verified")]
+    pool.set_control("d1", None)
+    await pool.poll_cycle()
+    assert not inv.model.volt_var.enabled and inv.image.get(705, "Ena") == 0
