@@ -340,15 +340,32 @@ class GatewayServices:
         topo = await self.topology()
         if resource_id not in topo.resources:
             raise NotFound(f"no resource {resource_id!r}")
-        async with self._write() as session:
-            if not await repo.set_online(session, resource_id, online):
-                return
-            self._invalidate()
-            await repo.add_outbox(session, Topic.RESOURCE_CHANGED,
-                                  {"resource_id": resource_id, "online": online})
-            ldc = (await self.topology(session)).ldc_of(resource_id)
-            await self._recompute(session, {ldc.id} if ldc else set())
+        await self.set_online_many({resource_id: online})
+
+    async def set_online_many(self, marks: dict[str, bool]) -> dict[str, bool]:
+        """Record whether DERs are reachable, all in one transaction with one recompute of
+        the LDC trees they sit in (one at a time, thousands of devices coming online each
+        reloaded the topology and recomputed their whole area). Unknown ids are skipped;
+        returns the flags that changed."""
+        if not marks:
+            return {}
+        try:
+            async with self._write() as session:
+                changed = await repo.set_online(session, marks)
+                if not changed:
+                    return {}
+                self._invalidate()
+                await repo.add_outbox_many(session, [
+                    (Topic.RESOURCE_CHANGED, {"resource_id": rid, "online": online})
+                    for rid, online in changed.items()])
+                topo = await self.topology(session)
+                ldcs = {ldc.id for rid in changed if (ldc := topo.ldc_of(rid)) is not None}
+                await self._recompute(session, ldcs)
+        except BaseException:
+            self._invalidate()  # the cached topology may hold flags that were rolled back
+            raise
         self._on_commit()
+        return changed
 
     # -- instructions ----------------------------------------------------------------------
 

@@ -32,14 +32,17 @@ log = logging.getLogger(__name__)
 
 
 class GatewaySink:
-    """Acknowledgements and online marks go to the core at once; readings are batched into
-    one transaction per `flush_interval_s`, in a bounded buffer (oldest dropped, counted)."""
+    """Acknowledgements go to the core at once. Online marks (latest per device wins) and
+    readings are batched into one transaction each per `flush_interval_s`: a pool of
+    thousands of devices coming online at start-up would otherwise recompute their area once
+    per device. Readings wait in a bounded buffer (oldest dropped, counted)."""
 
     def __init__(self, gateway: GatewayServices, flush_interval_s: float = 1.0,
                  max_pending: int = 20_000) -> None:
         self.gateway = gateway
         self.flush_interval_s = flush_interval_s
         self._pending: deque[Reading] = deque(maxlen=max_pending)
+        self._online: dict[str, bool] = {}  # bounded by the number of devices
         self.dropped = 0
 
     async def readings(self, readings: Sequence[Reading]) -> None:
@@ -59,12 +62,16 @@ class GatewaySink:
                 log.warning("modbus %s: acknowledgement not recorded: %s", ack.resource_id, exc)
 
     async def online(self, resource_id: str, online: bool) -> None:
-        try:
-            await self.gateway.set_online(resource_id, online)
-        except NotFound:
-            log.info("modbus %s: resource gone; online=%s not recorded", resource_id, online)
+        self._online[resource_id] = online
 
     async def flush(self) -> None:
+        marks, self._online = self._online, {}
+        if marks:
+            try:
+                await self.gateway.set_online_many(marks)
+            except GatewayError:
+                self._online = {**marks, **self._online}  # keep them for the next flush
+                raise
         batch = list(self._pending)
         self._pending.clear()
         if not batch:
@@ -83,7 +90,8 @@ class GatewaySink:
             try:
                 await self.flush()
             except GatewayError as exc:
-                log.warning("modbus: %d readings not recorded: %s", len(self._pending), exc)
+                log.warning("modbus: online marks or %d readings not recorded: %s",
+                            len(self._pending), exc)
 
 
 class ModbusAdapter:

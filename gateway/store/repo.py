@@ -184,14 +184,21 @@ async def resource(session: AsyncSession, resource_id: str) -> Resource | None:
     return _resource(row) if row else None
 
 
-async def set_online(session: AsyncSession, resource_id: str, online: bool) -> bool:
-    """Returns True when the flag changed."""
-    result = await session.execute(
-        update(ResourceRow)
-        .where(ResourceRow.id == resource_id, ResourceRow.online != online)
-        .values(online=online)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+async def set_online(session: AsyncSession, marks: dict[str, bool]) -> dict[str, bool]:
+    """Set many DERs' online flags; returns those that changed (unknown ids are skipped)."""
+    changed: dict[str, bool] = {}
+    ids = list(marks)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        rows = await session.execute(select(ResourceRow.id, ResourceRow.online).where(
+            ResourceRow.id.in_(chunk)))  # type: ignore[attr-defined]
+        changed.update({rid: marks[rid] for rid, online in rows.all() if online != marks[rid]})
+    for value in (True, False):
+        flip = [rid for rid, on in changed.items() if on is value]
+        for start in range(0, len(flip), 500):
+            await session.execute(update(ResourceRow).where(
+                ResourceRow.id.in_(flip[start:start + 500])).values(online=value))  # type: ignore[attr-defined]
+    return changed
 
 
 async def update_resource(session: AsyncSession, r: Resource) -> None:

@@ -1,0 +1,86 @@
+"""Online marks in bulk: one transaction, one recompute, the same outcome as one by one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from gateway.bus import Topic
+from gateway.domain import (
+    Binding,
+    ConnectionPoint,
+    DerKind,
+    DsoModel,
+    InstructionDraft,
+    InstructionKind,
+    Nameplate,
+    Participant,
+    Protocol,
+    Resource,
+    Role,
+    SetpointStep,
+    Target,
+    TargetKind,
+)
+from gateway.errors import NotFound
+from gateway.services import GatewayServices
+from gateway.store.engine import Database
+from gateway.store.tables import OutboxRow
+
+
+async def total_dso_with_dispatch(tmp_path, ders: int) -> tuple[Database, GatewayServices]:
+    """An ISO dispatch of 1,000 W per DER at a total DSO's T-D node, shared among the
+    online DERs below it."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}")
+    await db.upgrade()
+    services = GatewayServices(db)
+    admin = Participant("admin", Role.ADMIN)
+    await services.register_participants(admin, [
+        admin, Participant("iso", Role.ISO), Participant("a", Role.LDC, dso_model=DsoModel.TOTAL)])
+    await services.register_connection_points(admin, [ConnectionPoint("cp", "a", "N")])
+    await services.register_resources(admin, [Resource(
+        f"d{i}", "cp", DerKind.PV, Nameplate(10_000), Binding(
+            Protocol.MODBUS, {"host": "h", "port": 502, "unit_id": i})) for i in range(ders)])
+    now = datetime.now(UTC)
+    hour = (SetpointStep(now, now + timedelta(hours=1), 1000.0 * ders),)
+    await services.submit_instruction(await services.participant("iso"), InstructionDraft(
+        InstructionKind.DISPATCH, Target(TargetKind.NODE, "N"), now, now + timedelta(hours=1),
+        schedule=hour))
+    return db, services
+
+
+async def setpoints(services: GatewayServices) -> dict[str, float | None]:
+    now = datetime.now(UTC)
+    controls = await services.effective_controls()
+    return {rid: (i.setpoint_w if (i := c.at(now)) else None) for rid, c in controls.items()}
+
+
+async def test_a_batch_of_marks_is_one_recompute_with_the_outcome_of_single_marks(tmp_path):
+    db, services = await total_dso_with_dispatch(tmp_path, 4)
+    try:
+        await marks_in_bulk(db, services)
+    finally:
+        await db.close()
+
+
+async def marks_in_bulk(db: Database, services: GatewayServices) -> None:
+    assert list((await setpoints(services)).values()) == [pytest.approx(1000.0)] * 4
+
+    changed = await services.set_online_many({"d0": False, "d1": False, "d2": True, "gone": False})
+    assert changed == {"d0": False, "d1": False}  # d2 was online already; unknown ids skipped
+    after = await setpoints(services)
+    assert after["d2"] == pytest.approx(2000.0) and after["d3"] == pytest.approx(2000.0)
+    assert not (await services.resource("d0")).online
+    async with db.read() as session:
+        marks = [r.payload for r in (await session.execute(select(OutboxRow).where(
+            OutboxRow.topic == Topic.RESOURCE_CHANGED))).scalars() if "online" in r.payload]
+    assert sorted((m["resource_id"], m["online"]) for m in marks) == [("d0", False),
+                                                                       ("d1", False)]
+    assert await services.set_online_many({"d0": False}) == {}
+
+    await services.set_online("d0", True)  # the single mark is the same path
+    assert (await setpoints(services))["d0"] == pytest.approx(4000.0 / 3)
+    with pytest.raises(NotFound):
+        await services.set_online("gone", True)
