@@ -100,7 +100,7 @@ class AreaAccess:
                    serve: Callable[[ua.ReadParameters], Awaitable[list[ua.DataValue]]]
                    ) -> list[ua.DataValue]:
         shown = [self.visible(view, r.NodeId) for r in params.NodesToRead]
-        return await _serve_shown(
+        return await serve_allowed(
             shown, params.NodesToRead,
             lambda allowed: serve(dataclasses.replace(params, NodesToRead=allowed)),
             lambda: ua.DataValue(StatusCode=ua.StatusCode(HIDDEN)))
@@ -148,7 +148,7 @@ class AreaAccess:
     ) -> list[ua.MonitoredItemCreateResult]:
         """Hidden nodes are refused before anything samples them."""
         shown = [self.visible(view, i.ItemToMonitor.NodeId) for i in params.ItemsToCreate]
-        return await _serve_shown(
+        return await serve_allowed(
             shown, params.ItemsToCreate,
             lambda allowed: serve(dataclasses.replace(params, ItemsToCreate=allowed)),
             lambda: ua.MonitoredItemCreateResult(StatusCode=ua.StatusCode(HIDDEN)))
@@ -159,7 +159,7 @@ class AreaAccess:
                    ) -> list[ua.CallMethodResult]:
         """A method called on a hidden object: as if the object did not exist."""
         shown = [self.visible(view, r.ObjectId) for r in requests]
-        results = await _serve_shown(
+        results = await serve_allowed(
             shown, requests, serve,
             lambda: ua.CallMethodResult(StatusCode=ua.StatusCode(HIDDEN)))
         return [_unknown_if_absent(r) for r in results]
@@ -173,11 +173,11 @@ def _unknown_if_absent[R: (ua.BrowseResult, ua.BrowsePathResult, ua.CallMethodRe
     return result
 
 
-async def _serve_shown[Item, Result](
+async def serve_allowed[Item, Result](
     shown: list[bool], items: list[Item], serve: Callable[[list[Item]], Awaitable[list[Result]]],
     hidden: Callable[[], Result],
 ) -> list[Result]:
-    """Serve the visible items (one request), answer `hidden()` for the others, in order."""
+    """Serve the items allowed (one request), answer `hidden()` for the others, in order."""
     if all(shown):
         return await serve(items)
     allowed = [item for item, ok in zip(items, shown, strict=True) if ok]

@@ -9,6 +9,7 @@ secure channel's own peer certificate when the session is activated.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification
 
-from adapters.opcua.access import AreaAccess, AreaView
+from adapters.opcua.access import AreaAccess, AreaView, serve_allowed
 from adapters.opcua.users import OperatorAccount, OperatorRole, UserDirectory
 
 log = logging.getLogger(__name__)
@@ -222,14 +223,93 @@ class OperatorSession(InternalSession):
         scope = await self._view()
         return results if scope is None else scope[0].translate(scope[1], params, results)
 
+    # -- subscriptions: asyncua keeps them server-wide and lets any session use any id ------
+
+    def _own(self, subscription_id: int) -> None:
+        """Refuse another session's subscription, as if it did not exist (spec: ids are per
+        session); otherwise its items could be changed, or its notifications republished."""
+        sub = self.subscription_service.subscriptions.get(int(subscription_id))
+        if self.external and (sub is None or sub.session_id != self.session_id):
+            raise ServiceError(ua.StatusCodes.BadSubscriptionIdInvalid)
+
+    def _owned(self, ids: list[int]) -> list[bool]:
+        subs = self.subscription_service.subscriptions
+        return [not self.external or (int(i) in subs and subs[int(i)].session_id ==
+                                      self.session_id) for i in ids]
+
+    async def create_subscription(self, params: ua.CreateSubscriptionParameters,
+                                  callback: Any, request_callback: Any = None
+                                  ) -> ua.CreateSubscriptionResult:
+        result = await super().create_subscription(params, callback, request_callback)
+        owners, live = self.iserver.subscription_owners, self.subscription_service.subscriptions
+        for gone in [i for i in owners if i not in live]:  # bounded by live subscriptions
+            del owners[gone]
+        account = self._account
+        owners[int(result.SubscriptionId)] = account.name if account else None
+        return result
+
     async def create_monitored_items(
         self, params: ua.CreateMonitoredItemsParameters
     ) -> list[ua.MonitoredItemCreateResult]:
+        self._own(params.SubscriptionId)
         scope = await self._view()
         if scope is None:
             return await super().create_monitored_items(params)
         access, view = scope
         return await access.create_monitored_items(view, params, super().create_monitored_items)
+
+    async def modify_monitored_items(
+        self, params: ua.ModifyMonitoredItemsParameters
+    ) -> list[ua.MonitoredItemModifyResult]:
+        self._own(params.SubscriptionId)
+        return await super().modify_monitored_items(params)
+
+    async def delete_monitored_items(
+        self, params: ua.DeleteMonitoredItemsParameters
+    ) -> list[ua.StatusCode]:
+        self._own(params.SubscriptionId)
+        return await super().delete_monitored_items(params)
+
+    async def set_monitoring_mode(self, params: ua.SetMonitoringModeParameters
+                                  ) -> list[ua.StatusCode]:
+        self._own(params.SubscriptionId)
+        return await super().set_monitoring_mode(params)
+
+    def modify_subscription(self, params: ua.ModifySubscriptionParameters
+                            ) -> ua.ModifySubscriptionResult:
+        self._own(params.SubscriptionId)
+        return super().modify_subscription(params)
+
+    def republish(self, params: ua.RepublishParameters) -> ua.NotificationMessage:
+        self._own(params.SubscriptionId)
+        return super().republish(params)
+
+    async def set_publishing_mode(self, params: ua.SetPublishingModeParameters
+                                  ) -> list[ua.StatusCode]:
+        serve = super().set_publishing_mode
+        return await serve_allowed(
+            self._owned(params.SubscriptionIds), params.SubscriptionIds,
+            lambda ids: serve(dataclasses.replace(params, SubscriptionIds=ids)),
+            lambda: ua.StatusCode(ua.StatusCodes.BadSubscriptionIdInvalid))
+
+    async def delete_subscriptions(self, ids: list[int]) -> list[ua.StatusCode]:
+        return await serve_allowed(
+            self._owned(ids), ids, super().delete_subscriptions,
+            lambda: ua.StatusCode(ua.StatusCodes.BadSubscriptionIdInvalid))
+
+    async def transfer_subscriptions(  # type: ignore[override]
+        self, params: ua.TransferSubscriptionsParameters, callback: Any
+    ) -> list[ua.TransferResult]:
+        """Only the same user's subscriptions (OPC UA Part 4, 5.13.7): Bad_UserAccessDenied."""
+        account = self._account
+        allowed = [not self.external or (account is not None and
+                                         self.iserver.subscription_owners.get(int(i)) ==
+                                         account.name) for i in params.SubscriptionIds]
+        serve = super().transfer_subscriptions
+        return await serve_allowed(
+            allowed, params.SubscriptionIds,
+            lambda ids: serve(dataclasses.replace(params, SubscriptionIds=ids), callback),
+            lambda: ua.TransferResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)))
 
     async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
         token = CURRENT_OPERATOR.set(self._account)
@@ -247,7 +327,10 @@ class OperatorInternalServer(InternalServer):
     """Creates sessions that make the calling operator known to method callbacks and that
     show each operator only its area (`access` is set once the model exists)."""
 
-    access: AreaAccess | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.access: AreaAccess | None = None  # set once the model exists
+        self.subscription_owners: dict[int, str | None] = {}  # id -> user who created it
 
     def create_session(self, name: str, user: User | None = None,
                        external: bool = False) -> InternalSession:

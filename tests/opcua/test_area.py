@@ -196,3 +196,39 @@ async def test_the_view_follows_the_platform_topology(served):
     async with await connect(gw, {"name": "x-admin", **body}) as client:
         assert "d9" in set().union(*(await fleet_tree(client)).values())
     assert (await admin.request("DELETE", "/v1/adapters/opcua/users/x-admin"))[0] == 204
+
+
+async def test_another_users_subscription_cannot_be_used_or_taken_over(served):
+    """asyncua keeps subscriptions server-wide: ldc-a's operator must not add items to,
+    delete, or transfer to itself the subscription of ldc-b's operator (whose notifications
+    carry ldc-b's DERs)."""
+    gw, _ = served
+    async with await connect(gw, VIEWER_B) as b, await connect(gw, VIEWER) as a:
+        ns = await b.get_namespace_index(NAMESPACE_URI)
+        handler = Collector()
+        sub = await b.create_subscription(50, handler)
+        await sub.subscribe_data_change(b.get_node(var(ns, "der/d2.Control.ExportLimitW")))
+        assert await asyncio.wait_for(handler.values.get(), 5) == 10_000.0
+        theirs = sub.subscription_id
+
+        item = ua.MonitoredItemCreateRequest()
+        item.ItemToMonitor.NodeId = var(ns, "der/d1.Control.ExportLimitW")  # a's own node
+        item.ItemToMonitor.AttributeId = ua.AttributeIds.Value
+        item.MonitoringMode = ua.MonitoringMode.Reporting
+        item.RequestedParameters.ClientHandle = 99
+        params = ua.CreateMonitoredItemsParameters()
+        params.SubscriptionId, params.ItemsToCreate = theirs, [item]
+        with pytest.raises(ua.uaerrors.BadSubscriptionIdInvalid):
+            await a.uaclient.create_monitored_items(params)
+        assert [s.name for s in await a.uaclient.delete_subscriptions([theirs])] == [
+            "BadSubscriptionIdInvalid"]
+        transfer = ua.TransferSubscriptionsParameters()
+        transfer.SubscriptionIds = [theirs]
+        [result] = await a.uaclient.transfer_subscriptions(transfer)
+        assert result.StatusCode.name == "BadUserAccessDenied"
+        # b's subscription is untouched and still b's
+        items = await sub.subscribe_data_change(
+            b.get_node(var(ns, "der/d3.Control.ExportLimitW")))
+        assert isinstance(items, int)
+        assert await asyncio.wait_for(handler.values.get(), 5) == 5_000.0
+        await sub.delete()
