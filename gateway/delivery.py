@@ -129,7 +129,8 @@ class DeliveryQueue:
             [Outgoing(url, body, content_type, headers, ssl_name)], max_attempts=max_attempts)
         return row_id
 
-    async def enqueue_many(self, items: Sequence[Outgoing], *, max_attempts: int = DEFAULT_ATTEMPTS) -> list[int]:
+    async def enqueue_many(self, items: Sequence[Outgoing], *,
+                           max_attempts: int = DEFAULT_ATTEMPTS) -> list[int]:
         now = utcnow()
         rows = [DeliveryRow(adapter=self.adapter, url=i.url, body=i.body,
                             content_type=i.content_type, headers=i.headers or {},
