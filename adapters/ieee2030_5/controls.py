@@ -186,10 +186,12 @@ class Changes:
 
 
 def default_digest(control: EffectiveControl | None) -> str | None:
-    """Identity of what a DefaultDERControl says (None: no default control)."""
-    if control is None or not control.default_control:
+    """Identity of what a DefaultDERControl says: the default control and the standing
+    1547 settings whose curves it links (None: neither)."""
+    if control is None or not (control.default_control or control.function_settings):
         return None
-    return json.dumps(control.default_control, sort_keys=True, default=str)
+    return json.dumps([control.default_control, control.function_settings], sort_keys=True,
+                      default=str)
 
 
 def der_control(c: ControlRecord, href: str, reply_to: str, now: int) -> m.DERControl:

@@ -172,6 +172,13 @@ def curves(settings: Mapping[str, Any], now: datetime) -> list[tuple[str, m.DERC
     return out
 
 
+def curve_links(settings: Mapping[str, Any], base_href: str) -> dict[str, str]:
+    """DERControlBase element -> href of its DERCurve (`base_href`/n, numbered as `curves`
+    lists them) for each curve in a function-settings document."""
+    keys = [key for key in CURVE_TYPES if settings.get(key)]
+    return {CURVE_ELEMENTS[key]: f"{base_href}/{n}" for n, key in enumerate(keys, 1)}
+
+
 # --- identifiers ----------------------------------------------------------------------------
 
 

@@ -248,11 +248,19 @@ class Ieee2030Service:
                               ) -> m.DefaultDERControl:
         if "default" not in spec.carries:
             raise NotFound("this DERProgram carries no DefaultDERControl")
-        href = views.Hrefs(record.id).program(spec.index, "dderc")
+        h = views.Hrefs(record.id)
         control = await self.publisher.effective(record.resource_id) if record.resource_id else None
         settings = (control.default_control if control else None) or {}
-        return mapper.default_control(settings, mapper.server_mrid(
-            self.pen, "dderc", record.id, sorted(settings.items())), href)
+        functions = (control.function_settings if control else None) or {}
+        curve_base = h.program(programs.carrying(self.layout_of(record), "curves").index, "dc")
+        links = mapper.curve_links(functions, curve_base)
+        dderc = mapper.default_control(settings, mapper.server_mrid(
+            self.pen, "dderc", record.id, sorted(settings.items()), sorted(links.items())),
+            h.program(spec.index, "dderc"))
+        # Standing 1547 settings apply by default: the DefaultDERControl links their curves.
+        for element, href in links.items():
+            setattr(dderc.DERControlBase, element, m.Link(href=href))
+        return dderc
 
     async def curves(self, record: EndDeviceRecord, spec: programs.ProgramSpec
                      ) -> list[m.DERCurve]:

@@ -355,3 +355,26 @@ async def test_ended_control_leaves_the_list_but_takes_late_responses(server):
                                     subject=mrid)
         async with c.post("/rsps/1/rsp", data=serialize(done), headers=CT) as resp:
             assert resp.status == 201
+
+
+async def test_standing_curves_are_linked_from_the_default_control(server):
+    """1547 settings are standing: the DefaultDERControl links each DERCurve, so a client
+    applies them whenever no event says otherwise; a change is notified."""
+    from dataclasses import replace
+
+    server.gateway.controls["der-1"] = replace(
+        limit_control("der-1"), function_settings={"volt_var": [[95, 40], [105, -40]],
+                                                   "freq_watt": [[60.2, 100], [61.0, 0]]})
+    await server.service.on_control_changed("der-1")
+    edev = server.service.registry.by_resource("der-1").id
+    async with server.client("device-1") as c:
+        _, dderc = await get(c, f"/edev/{edev}/derp/1/dderc")
+        base = dderc.find("s:DERControlBase", NS)
+        links = {el.tag.split("}")[1]: el.get("href") for el in base
+                 if el.get("href") is not None}
+        assert set(links) == {"opModVoltVar", "opModFreqWatt"}
+        _, curve = await get(c, links["opModVoltVar"])
+        assert text(curve, "s:curveType") == "11"
+        _, curve = await get(c, links["opModFreqWatt"])
+        assert text(curve, "s:curveType") == "0"
+        assert text(curve, "s:CurveData/s:xvalue") == "6020"  # Hz, multiplier -2
