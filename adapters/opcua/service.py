@@ -28,12 +28,14 @@ from gateway.adapters import AdapterContext
 from gateway.bus import Event, Topic
 from gateway.domain import ConnectionPoint, EffectiveControl, Resource, Role
 from gateway.jsonform import to_json
+from gateway.pacing import Pacer
 
 log = logging.getLogger(__name__)
 
 _REASON_CACHE = 4096
 _REFRESH_BATCH = 500
 _BUS_QUEUE = 100_000  # 10 s of 10,000 readings/s: room for a slow flush
+_PLACE_SHARE = 0.5  # at most this share of the event loop goes to building the model
 
 
 class ModelService:
@@ -52,6 +54,7 @@ class ModelService:
         self._dirty_resources: set[str] = set()
         self._dirty_controls: set[str] = set()
         self._wake = asyncio.Event()
+        self._pacer = Pacer(share=_PLACE_SHARE)
         self.resync_count = 0
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             Topic.READING: self._on_reading,
@@ -169,6 +172,7 @@ class ModelService:
 
     async def _refresh_loop(self) -> None:
         while True:
+            self._pacer.idle()
             await self._wake.wait()
             self._wake.clear()
             try:
@@ -195,6 +199,7 @@ class ModelService:
             controls = await self.ctx.gateway.effective_controls(batch)
             for rid in batch:
                 await self._render(rid, controls.get(rid))
+                await self._pacer.step()
 
     async def _place(self, res: Resource, ldcs: dict[str, Any]) -> None:
         """Create (or move, or update) a DER's nodes, with its LDC, T-D node and CP if new."""
@@ -224,9 +229,9 @@ class ModelService:
         self._aggregates.place(res.id, _groups(cp), online=res.online)
         self.space.stage(NodeIds.member(NodeIds.member(NodeIds.der(res.id), "Measurements"),
                                         "Online"), res.online)
-        # asyncua adds nodes without yielding (a few ms per DER): let the other listeners
-        # breathe between DERs, or placing thousands stalls every protocol for many seconds.
-        await asyncio.sleep(0)
+        # asyncua adds nodes without yielding (a few ms per DER): placing thousands must
+        # leave the other listeners most of the loop, not just one turn between DERs.
+        await self._pacer.step()
 
     async def _drop(self, rid: str) -> None:
         if self.resources.pop(rid, None) is None:
