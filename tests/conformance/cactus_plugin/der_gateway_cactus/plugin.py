@@ -98,7 +98,7 @@ class DerGatewayAdmin:
 
     def __init__(self) -> None:
         self.created: list[str] = []
-        self.next_scheduled: datetime | None = None
+        self.scheduled_ends: dict[str, datetime] = {}  # instruction id -> end, if scheduled
         self.plan = ProgramPlan()
         self.handlers: dict[str, Callable[[dict[str, Any], Any, Any], Awaitable[None]]] = {
             "ensure-end-device": self.ensure_end_device,
@@ -123,7 +123,7 @@ class DerGatewayAdmin:
 
     @hookimpl
     async def admin_setup(self, context: Any) -> ActionResult:
-        self.created, self.next_scheduled, self.plan = [], None, ProgramPlan()
+        self.created, self.scheduled_ends, self.plan = [], {}, ProgramPlan()
         try:
             await self.seed()
             for client in context.client_configs.values():
@@ -230,9 +230,11 @@ class DerGatewayAdmin:
         duration = timedelta(seconds=int(params.get("duration_seconds", 300)))
         if params.get("status", "active") == "scheduled":
             start = now + timedelta(seconds=int(params.get("start_offset_seconds", 120)))
-            if self.next_scheduled is not None and start < self.next_scheduled:
-                start = self.next_scheduled  # stack scheduled controls end to start
-            self.next_scheduled = start + duration
+            # Scheduled controls still in force are stacked end to start (a procedure that
+            # creates several wants them all scheduled, not superseding one another).
+            ends = [end for i, end in self.scheduled_ends.items() if i in self.created]
+            if ends and start < max(ends):
+                start = max(ends)
             return start, start + duration
         return now - timedelta(seconds=30), now + duration
 
@@ -259,6 +261,8 @@ class DerGatewayAdmin:
         for body in bodies:
             created = await self.api.call(LDC, "POST", "/v1/instructions", body)
             self.created.append(created["id"])
+            if params.get("status", "active") == "scheduled":
+                self.scheduled_ends[created["id"]] = end
 
     async def create_default(self, params: dict[str, Any], client: Any, context: Any) -> None:
         settings: dict[str, Any] = {LIMITS[k]: float(v) for k, v in params.items() if k in LIMITS}
