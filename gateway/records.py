@@ -26,24 +26,12 @@ class AdapterRecords:
             return dict(row.doc) if row else None
 
     async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None:
-        async with self._db.write() as session:
-            row = await session.get(AdapterRecordRow, (self.adapter, kind, key))
-            if row is None:
-                session.add(AdapterRecordRow(adapter=self.adapter, kind=kind, key=key, doc=doc,
-                                             updated_at=utcnow()))
-            else:
-                row.doc, row.updated_at = doc, utcnow()
+        await self.put_many(kind, {key: doc})
 
     async def put_many(self, kind: str, docs: dict[str, dict[str, Any]]) -> None:
-        """Write several documents in one transaction."""
+        """Write several documents in one transaction (one statement)."""
         async with self._db.write() as session:
-            for key, doc in docs.items():
-                row = await session.get(AdapterRecordRow, (self.adapter, kind, key))
-                if row is None:
-                    session.add(AdapterRecordRow(adapter=self.adapter, kind=kind, key=key,
-                                                 doc=doc, updated_at=utcnow()))
-                else:
-                    row.doc, row.updated_at = doc, utcnow()
+            await repo.put_records(session, self.adapter, kind, docs, utcnow())
 
     async def delete(self, kind: str, key: str) -> bool:
         async with self._db.write() as session:

@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.domain import (
@@ -45,6 +47,7 @@ from gateway.jsonform import (
 )
 from gateway.store.tables import (
     AcknowledgementRow,
+    AdapterRecordRow,
     ApiTokenRow,
     ConnectionPointRow,
     EffectiveControlRow,
@@ -538,11 +541,28 @@ async def mark_published(session: AsyncSession, ids: Sequence[int], at: datetime
     )
 
 
+def _insert(session: AsyncSession, table: Any) -> Any:
+    """The database's own INSERT (SQLite or PostgreSQL), for ON CONFLICT upserts: one
+    statement where get-then-add costs two round trips and the ORM's bookkeeping."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+
+
 async def next_sequence(session: AsyncSession, name: str) -> int:
-    row = await session.get(SequenceRow, name)
-    if row is None:
-        row = SequenceRow(name=name, value=0)
-        session.add(row)
-    row.value += 1
-    await session.flush()
-    return row.value
+    table = SequenceRow.__table__  # type: ignore[attr-defined]
+    stmt = _insert(session, table).values(name=name, value=1)
+    stmt = stmt.on_conflict_do_update(index_elements=["name"],
+                                      set_={"value": table.c.value + 1})
+    return int((await session.execute(stmt.returning(table.c.value))).scalar_one())
+
+
+async def put_records(session: AsyncSession, adapter: str, kind: str,
+                      docs: dict[str, dict[str, Any]], at: datetime) -> None:
+    """Insert or replace adapters' documents, one statement for all of them."""
+    if not docs:
+        return
+    stmt = _insert(session, AdapterRecordRow.__table__)  # type: ignore[attr-defined]
+    stmt = stmt.on_conflict_do_update(index_elements=["adapter", "kind", "key"], set_={
+        "doc": stmt.excluded.doc, "updated_at": stmt.excluded.updated_at})
+    await session.execute(stmt, [{"adapter": adapter, "kind": kind, "key": key, "doc": doc,
+                                  "updated_at": at} for key, doc in docs.items()])
