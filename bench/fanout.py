@@ -82,7 +82,10 @@ async def one(n: int, work: Path, progress: bool = False) -> dict:
     endpoints = await child.start()
     gateway_s = time.monotonic() - started
     try:
-        run = Run(spec, endpoints, RunOptions(ack_timeout_s=max(60.0, n / 20), settle_s=0.0,
+        # The fleet may take long to connect (it is not what is measured); the wait for
+        # acknowledgements only bounds a run that would never complete.
+        run = Run(spec, endpoints, RunOptions(ack_timeout_s=max(60.0, n / 20),
+                                              ready_timeout_s=max(120.0, n / 20), settle_s=0.0,
                                               status_every_s=10.0, quiet=not progress),
                   Console(sys.stderr if progress else io.StringIO(), quiet=not progress))
         summary = await run.run()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from cryptography import x509
 
 from adapters.ieee2030_5.codec import models as m
@@ -51,7 +53,9 @@ class ClientConfig:
     tick_s: float = 0.25
     connections: int = 8
     readings: bool = True
-    discover_timeout_s: float = 60.0
+    discover_timeout_s: float = 60.0  # how long to wait for out-of-band EndDevices to appear
+    retry_initial_s: float = 2.0  # discovery back-off after a failure, doubling ...
+    retry_max_s: float = 60.0  # ... up to this (with +-20 % jitter)
 
 
 @dataclass
@@ -63,6 +67,7 @@ class ClientStats:
     notifications: int = 0
     readings_posted: int = 0
     reading_errors: int = 0
+    discovery_retries: int = 0
 
 
 @dataclass
@@ -93,10 +98,9 @@ class Ieee2030Client:
         async with tls_session(self.config.url, self.config.pki, self.config.name,
                                self.config.connections) as http, AsyncExitStack() as stack:
             sep = Sep(http)
-            await self.connect(sep)
-            if self.config.subscribe:
-                uri = await stack.enter_async_context(receiving(self._notified))
-                await self.subscribe(sep, uri)
+            uri = await stack.enter_async_context(receiving(self._notified)) \
+                if self.config.subscribe else None
+            await self._retrying(lambda: self._join(sep, uri))
             if ready is not None:
                 ready()
             async with asyncio.TaskGroup() as group:
@@ -109,6 +113,29 @@ class Ieee2030Client:
 
     # -- discovery and registration --------------------------------------------------------
 
+    async def _join(self, sep: Sep, uri: str | None) -> None:
+        await self.connect(sep)
+        if uri is not None:
+            await self.subscribe(sep, uri)
+
+    async def _retrying(self, attempt: Callable[[], Any]) -> None:
+        """Retry discovery as a field client does: after a time-out, a dropped connection or
+        a server error, back off (doubling, with jitter) and carry on where it stopped."""
+        delay = self.config.retry_initial_s
+        while True:
+            try:
+                await attempt()
+                return
+            except (ServerError, OSError, TimeoutError, aiohttp.ClientError) as exc:
+                if isinstance(exc, ServerError) and exc.status < 500:
+                    raise  # refused, not failed: retrying would not change the answer
+                self.stats.discovery_retries += 1
+                wait = delay * random.uniform(0.8, 1.2)
+                log.warning("%s: discovery failed (%s); retrying in %.0f s", self.config.name,
+                            exc.__class__.__name__, wait)
+                await asyncio.sleep(wait)
+                delay = min(2 * delay, self.config.retry_max_s)
+
     async def connect(self, sep: Sep) -> None:
         await sep.get("/dcap", m.DeviceCapability)
         if self.config.in_band:
@@ -116,7 +143,8 @@ class Ieee2030Client:
         edevs = await self._wait_for_end_devices(sep)
         for edev in edevs:
             lfdi = (edev.lFDI or "").upper()
-            if lfdi not in self.ders or edev.FunctionSetAssignmentsListLink is None:
+            if lfdi not in self.ders or edev.FunctionSetAssignmentsListLink is None \
+                    or lfdi in self.agents:  # (discovered before a retry)
                 continue
             if self.config.pin is not None and edev.RegistrationLink is not None:
                 await self._check_pin(sep, edev.RegistrationLink.href)
@@ -148,8 +176,11 @@ class Ieee2030Client:
             raise RegistrationError(f"Registration PIN {registration.pIN} is not the device's")
 
     async def _wait_for_end_devices(self, sep: Sep) -> list[m.EndDevice]:
-        """Out-of-band DERs appear once the platform registered them: wait for all of ours."""
+        """Out-of-band DERs appear once the platform registered them: wait for all of ours,
+        re-reading the list after 0.5 s, then less and less often (each read is the whole
+        EndDeviceList, every page of it)."""
         deadline = time.monotonic() + self.config.discover_timeout_s
+        pause = 0.5
         while True:
             edevs = await sep.get_all("/edev", m.EndDeviceList, "EndDevice")
             seen = {(e.lFDI or "").upper() for e in edevs if e.FunctionSetAssignmentsListLink}
@@ -158,7 +189,8 @@ class Ieee2030Client:
                 if missing:
                     log.warning("%s: %d DERs have no EndDevice", self.config.name, len(missing))
                 return edevs
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(2 * pause, 10.0)
 
     async def subscribe(self, sep: Sep, uri: str) -> None:
         holder = self.self_href
@@ -167,7 +199,7 @@ class Ieee2030Client:
         for agent in self.agents.values():
             for program in agent.programs:
                 for href in (program.controls_href, program.default_href):
-                    if href is None:
+                    if href is None or href in self._subs:  # (subscribed before a retry)
                         continue
                     await sep.send("POST", f"{holder}/sub", m.Subscription(
                         subscribedResource=href, encoding=0, level="+S1", limit=255,

@@ -61,10 +61,10 @@ class DeviceAgent:
                                      m.FunctionSetAssignmentsList, "FunctionSetAssignments"):
             if fsa.DERProgramListLink is None:
                 continue
-            first = await sep.get(fsa.DERProgramListLink.href, m.DERProgramList)
+            first, listed = await sep.get_list(fsa.DERProgramListLink.href, m.DERProgramList,
+                                               "DERProgram")
             self.poll_s = float(first.pollRate or self.poll_s)
-            for p in await sep.get_all(fsa.DERProgramListLink.href, m.DERProgramList,
-                                       "DERProgram"):
+            for p in listed:
                 programs.append(Program(
                     p.primacy, p.DERControlListLink.href if p.DERControlListLink else None,
                     p.DefaultDERControlLink.href if p.DefaultDERControlLink else None))

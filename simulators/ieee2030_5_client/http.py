@@ -56,11 +56,19 @@ class Sep:
 
     async def get_all(self, href: str, expect: type, field: str, page: int = 255) -> list[Any]:
         """Every item of a paged list (s, l)."""
+        return (await self.get_list(href, expect, field, page))[1]
+
+    async def get_list(self, href: str, expect: type, field: str, page: int = 255
+                       ) -> tuple[Any, list[Any]]:
+        """A paged list's first page (for the list's own attributes, e.g. pollRate) and
+        every item of it."""
         items: list[Any] = []
+        first = None
         while True:
             sep = "&" if "?" in href else "?"
             doc = await self.get(f"{href}{sep}s={len(items)}&l={page}", expect)
+            first = first or doc
             got = getattr(doc, field)
             items.extend(got)
             if not got or len(items) >= (doc.all or 0):
-                return items
+                return first, items

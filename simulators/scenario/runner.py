@@ -37,6 +37,7 @@ def iso(dt: datetime) -> str:
 @dataclass
 class RunOptions:
     ack_timeout_s: float = 30.0  # how long a step's acknowledgements may take
+    ready_timeout_s: float = 120.0  # how long the fleet may take to connect before the timeline
     settle_s: float = 3.0  # outputs are checked this long after the last acknowledgement
     status_every_s: float = 2.0
     step_s: float = 0.2  # physics step of the 2030.5 and OpenADR DER models
@@ -91,7 +92,7 @@ class Run:
             self.say(f"{len(self.ders)} DERs registered; starting the fleet")
             async with asyncio.TaskGroup() as group:
                 background = self._start_background(group, clients, vens)
-                await self._wait_ready(background["ready"])
+                await self._wait_ready(background["ready"], self.options.ready_timeout_s)
                 self.phases["connected"] = self.elapsed
                 self.say("fleet connected; playing the timeline")
                 try:
@@ -190,7 +191,8 @@ class Run:
             name=name, url=self.endpoints.ieee2030_5, pki=self.endpoints.pki, in_band=in_band,
             connection_point=next(iter(cps)) if in_band else None, subscribe=fleet.subscribe,
             comms_loss_s=max(120.0, 10 * self.scenario.rates.ieee2030_5_poll_s),
-            min_poll_s=0.5, connections=4 if len(ders) < 100 else 16)
+            min_poll_s=0.5, connections=4 if len(ders) < 100 else 16,
+            discover_timeout_s=self.options.ready_timeout_s)
         return Ieee2030Client(config, {d.binding["lfdi"]: d.controlled for d in ders
                                        if d.controlled is not None})
 
@@ -206,7 +208,7 @@ class Run:
                   {d.id: d.controlled for d in ders if d.controlled is not None})
         await ven.run(ready)
 
-    async def _wait_ready(self, ready: list[asyncio.Event], wait_s: float = 120.0) -> None:
+    async def _wait_ready(self, ready: list[asyncio.Event], wait_s: float) -> None:
         async with asyncio.timeout(wait_s):
             await asyncio.gather(*(e.wait() for e in ready))
 

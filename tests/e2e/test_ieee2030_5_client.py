@@ -156,3 +156,51 @@ async def test_in_band_registration_with_connection_point(tmp_path):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+async def test_discovery_is_retried_with_back_off_until_the_server_answers(tmp_path):
+    """A client whose server is not reachable yet keeps trying, as a field client does,
+    and connects once it is (here: the listener appears behind a relay after a while)."""
+    listen = f"https://127.0.0.1:{free_port()}"
+    async with gateway_in_process(tmp_path, ieee2030_5={"listen": listen}) as gw:
+        import json
+        agg_lfdi = json.loads((gw.pki / "identities.json").read_text())[
+            "ieee2030_5/aggregator-1"]["lfdi"]
+        lfdi = fake_lfdi("late-1")
+        clients = await seed_platform(gw, [resource("late-1", lfdi)])
+        await clients["admin"].ok("PUT", f"/v1/adapters/ieee2030_5/clients/{agg_lfdi}",
+                                  {"aggregator_id": "agg-x"})
+        relay_port = free_port()
+        client = Ieee2030Client(ClientConfig(
+            "aggregator-1", f"https://127.0.0.1:{relay_port}", gw.pki, readings=False,
+            retry_initial_s=0.2, retry_max_s=0.5), {lfdi: der()})
+        ready = asyncio.Event()
+        task = asyncio.create_task(client.run(ready.set))
+        try:
+            await until(lambda: _true(client.stats.discovery_retries >= 2))  # refused twice
+            gw_port = int(listen.rsplit(":", 1)[1])
+
+            async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", gw_port)
+                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+            server = await asyncio.start_server(relay, "127.0.0.1", relay_port)
+            async with asyncio.timeout(20):
+                await ready.wait()
+            assert list(client.agents) == [lfdi]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        server.close()
