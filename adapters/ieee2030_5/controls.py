@@ -127,8 +127,15 @@ class ControlPublisher:
                ) -> tuple[list[ControlRecord], bool]:
         """Fresh controls plus the old ones kept as cancelled/superseded; and whether a client
         would see a change."""
-        fresh_ids = {c.mrid for c in fresh}
         by_id = {c.mrid: c for c in old}
+        for c in fresh:
+            # The same window and values as a control that was cancelled or superseded (a
+            # new instruction repeating a cancelled one, an interval restored when what
+            # superseded it is cancelled) is a new event to clients: it gets a new mRID,
+            # derived from the dead one so that it is stable across renders.
+            while (dead := by_id.get(c.mrid)) is not None and dead.status != LIVE:
+                c.mrid = mapper.server_mrid(self.options.pen, c.mrid, dead.status_time)
+        fresh_ids = {c.mrid for c in fresh}
         changed = False
         kept: list[ControlRecord] = []
         for c in old:

@@ -378,3 +378,27 @@ async def test_standing_curves_are_linked_from_the_default_control(server):
         _, curve = await get(c, links["opModFreqWatt"])
         assert text(curve, "s:curveType") == "0"
         assert text(curve, "s:CurveData/s:xvalue") == "6020"  # Hz, multiplier -2
+
+
+async def test_repeating_a_cancelled_control_is_a_new_event(server):
+    """A new instruction with the window and values of a cancelled one (CSIP-AUS S-ALL-41:
+    cancel, then schedule the same again) gets its own mRID, stable across renders."""
+    control = limit_control("der-1")
+    server.gateway.controls["der-1"] = control
+    await server.service.on_control_changed("der-1")
+    del server.gateway.controls["der-1"]
+    await server.service.on_control_changed("der-1")
+    server.gateway.controls["der-1"] = control
+    await server.service.on_control_changed("der-1")
+    edev = server.service.registry.by_resource("der-1").id
+
+    async def listed():
+        async with server.client("device-1") as c:
+            _, lst = await get(c, f"/edev/{edev}/derp/1/derc")
+        return {text(d, "s:mRID"): text(d, "s:EventStatus/s:currentStatus")
+                for d in lst.findall("s:DERControl", NS)}
+
+    first = await listed()
+    assert sorted(first.values()) == ["1", "2"] and len(first) == 2
+    await server.service.on_control_changed("der-1")
+    assert await listed() == first
