@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import func, select
 
+from gateway import heap
 from gateway.adapters import Adapter, AdapterContext, PkiPaths, discover
 from gateway.api.app import make_platform_app
 from gateway.bus import InProcessBus
@@ -166,6 +167,7 @@ async def serve_forever(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running_gateway(settings) as gw:
+        heap.freeze()  # what start-up built (asyncua's standard nodes...) stays for good
         print(_banner(gw), flush=True)
         await stop.wait()
 
