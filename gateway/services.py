@@ -205,11 +205,14 @@ class GatewayServices:
                         aggregator_id: str | None = None,
                         ids: Iterable[str] | None = None) -> list[Resource]:
         topo = await self.topology()
-        wanted = set(ids) if ids is not None else None
-        return [r for rid, r in sorted(topo.resources.items())
-                if (protocol is None or r.binding.protocol is protocol)
-                and (aggregator_id is None or r.aggregator_id == aggregator_id)
-                and (wanted is None or rid in wanted)]
+        # Look up the ids asked for, filter, then sort only what matched (adapters ask for a
+        # few DERs, or one protocol's, out of tens of thousands).
+        pool = topo.resources.values() if ids is None else \
+            [r for rid in set(ids) if (r := topo.resources.get(rid)) is not None]
+        return sorted((r for r in pool
+                       if (protocol is None or r.binding.protocol is protocol)
+                       and (aggregator_id is None or r.aggregator_id == aggregator_id)),
+                      key=_by_id)
 
     async def visible_resources(self, actor: Participant) -> list[Resource]:
         topo = await self.topology()
@@ -551,6 +554,10 @@ class GatewayServices:
         async with self.db.read() as session:
             return await repo.readings(session, resource_ids=ids, quantity=quantity, since=since,
                                        since_id=since_id, limit=limit)
+
+
+def _by_id(resource: Resource) -> str:
+    return resource.id
 
 
 def notice_visible(actor: Participant, notice: LimitationNotice, topo: Topology) -> bool:
