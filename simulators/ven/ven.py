@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from simulators.feeder.envelope import ControlledDer, Envelope
 from simulators.ven import events
 from simulators.ven.http import VtnClient, VtnError
@@ -21,6 +24,7 @@ from simulators.ven.receiver import receiving
 
 log = logging.getLogger(__name__)
 TARGETS_PER_QUERY = 20  # keeps request lines short
+REPORT_RETRY_MAX_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class VenConfig:
     report_s: float = 10.0
     tick_s: float = 0.25
     connections: int = 8
+    report_retry_s: float = 1.0  # a failed report is sent again after this, doubling to 60 s
 
 
 @dataclass
@@ -54,6 +59,7 @@ class _Resource:
     event_id: str | None = None
     applied: Envelope = field(default_factory=Envelope)
     acked_ref: str | None = None  # id@modificationDateTime last acknowledged by a report
+    retry_s: float = 0.0  # back-off of a failed report
 
 
 class Ven:
@@ -136,14 +142,17 @@ class Ven:
 
     def apply(self, now: datetime) -> None:
         """Each resource follows the event that targets it (the newest, if several)."""
+        by_target: dict[str, list[_Resource]] = {}
+        for res in self.resources.values():
+            for target in res.targets:
+                by_target.setdefault(target, []).append(res)
         chosen: dict[str, dict[str, Any]] = {}
         for event in self.events.values():
             targets = {t for t in event.get("targets") or () if isinstance(t, str)}
-            for res in self.resources.values():
-                if targets & res.targets:
-                    best = chosen.get(res.name)
-                    if best is None or _stamp(event) > _stamp(best):
-                        chosen[res.name] = event
+            for res in {r.name: r for t in targets for r in by_target.get(t, ())}.values():
+                best = chosen.get(res.name)
+                if best is None or _stamp(event) > _stamp(best):
+                    chosen[res.name] = event
         for res in self.resources.values():
             event = chosen.get(res.name)
             envelope = (events.envelope_at(event, now) if event else None) or Envelope()
@@ -166,6 +175,8 @@ class Ven:
     async def _report_worker(self, vtn: VtnClient) -> None:
         while True:
             res, event = await self._reports.get()
+            if _ref(event) != res.acked_ref:
+                continue  # superseded: the event the resource follows now has its own report
             m = res.der.measurement()
             body = events.report_body(
                 event, self.config.ven_name, res.name, m.w,
@@ -174,9 +185,20 @@ class Ven:
             try:
                 await vtn.call("POST", "/reports", body)
                 self.stats.reports += 1
-            except (VtnError, OSError, TimeoutError) as exc:
+                res.retry_s = 0.0
+            except (VtnError, OSError, TimeoutError, aiohttp.ClientError) as exc:
                 self.stats.report_errors += 1
-                log.info("%s: report for %s failed: %s", self.config.ven_name, res.name, exc)
+                if isinstance(exc, VtnError) and exc.status < 500:
+                    log.info("%s: report for %s refused: %s", self.config.ven_name, res.name,
+                             exc)
+                    continue
+                # As a field VEN does: send it again later, backing off (with jitter).
+                res.retry_s = min(max(2 * res.retry_s, self.config.report_retry_s),
+                                  REPORT_RETRY_MAX_S)
+                log.info("%s: report for %s failed (%s); again in %.0f s", self.config.ven_name,
+                         res.name, exc.__class__.__name__, res.retry_s)
+                asyncio.get_running_loop().call_later(
+                    res.retry_s * random.uniform(0.8, 1.2), self._queue_report, res, event)
 
     async def _periodic_reports(self) -> None:
         while True:
