@@ -11,7 +11,8 @@ from gateway import heap
 
 state = [[i] for i in range(100_000)]  # long-lived, tracked by the collector
 before = len(gc.get_objects(2)) + len(gc.get_objects(1)) + len(gc.get_objects(0))
-frozen = heap.freeze()
+heap.freeze()
+frozen = gc.get_freeze_count()
 after = len(gc.get_objects(2)) + len(gc.get_objects(1)) + len(gc.get_objects(0))
 print(frozen >= 100_000, after < 1_000 < before)
 """
