@@ -100,7 +100,7 @@ class Ieee2030Client:
             sep = Sep(http)
             uri = await stack.enter_async_context(receiving(self._notified)) \
                 if self.config.subscribe else None
-            await self._retrying(lambda: self._join(sep, uri))
+            await self._retrying(sep, lambda: self._join(sep, uri))
             if ready is not None:
                 ready()
             async with asyncio.TaskGroup() as group:
@@ -118,7 +118,7 @@ class Ieee2030Client:
         if uri is not None:
             await self.subscribe(sep, uri)
 
-    async def _retrying(self, attempt: Callable[[], Any]) -> None:
+    async def _retrying(self, sep: Sep, attempt: Callable[[], Any]) -> None:
         """Retry discovery as a field client does: after a time-out, a dropped connection or
         a server error, back off (doubling, with jitter) and carry on where it stopped."""
         delay = self.config.retry_initial_s
@@ -131,8 +131,8 @@ class Ieee2030Client:
                     raise  # refused, not failed: retrying would not change the answer
                 self.stats.discovery_retries += 1
                 wait = delay * random.uniform(0.8, 1.2)
-                log.warning("%s: discovery failed (%s); retrying in %.0f s", self.config.name,
-                            exc.__class__.__name__, wait)
+                log.warning("%s: discovery failed at %s (%s); retrying in %.0f s",
+                            self.config.name, sep.last, exc.__class__.__name__, wait)
                 await asyncio.sleep(wait)
                 delay = min(2 * delay, self.config.retry_max_s)
 

@@ -36,9 +36,11 @@ class Sep:
     def __init__(self, http: aiohttp.ClientSession) -> None:
         self.http = http
         self.requests = 0
+        self.last = ""  # the request most recently started, for diagnostics
 
     async def get(self, href: str, expect: type | None = None) -> Any:
         self.requests += 1
+        self.last = f"GET {href}"
         async with self.http.get(href) as resp:
             data = await resp.read()
             if resp.status != 200:
@@ -48,6 +50,7 @@ class Sep:
     async def send(self, method: str, href: str, model: Any) -> str | None:
         """POST or PUT a document; the answer's Location (if any)."""
         self.requests += 1
+        self.last = f"{method} {href}"
         async with self.http.request(method, href, data=wire.serialize(model),
                                      headers={"Content-Type": wire.MEDIA_TYPE}) as resp:
             if resp.status not in (200, 201, 204):
