@@ -19,7 +19,7 @@ from adapters.openadr3.server import ProblemAppRunner, VtnServer
 from adapters.openadr3.service import VtnService
 from adapters.openadr3.store import ObjectStore
 from gateway.adapters import AdapterContext
-from gateway.bus import Topic
+from gateway.bus import Event, Topic
 from gateway.domain import Protocol
 from gateway.pki.tls import server_context
 from gateway.settings import split_listen
@@ -124,13 +124,28 @@ class OpenAdr3Adapter:
                 async with self.ctx.bus.subscription(*topics) as sub:
                     await self.rebuild()
                     async for event in sub:
-                        protocol = event.payload.get("protocol")
-                        if protocol in (None, Protocol.OPENADR3, Protocol.OPENADR3.value):
-                            await self._render_safely(str(event.payload["resource_id"]))
+                        # What queued up meanwhile is rendered once per DER, in order.
+                        batch = [event]
+                        while not sub.queue.empty():
+                            batch.append(sub.queue.get_nowait())
+                        for rid in dict.fromkeys(_to_render(e) for e in batch):
+                            if rid is not None:
+                                await self._render_safely(rid)
                 log.warning("OpenADR 3 control follower fell behind; rebuilding from the store")
             except Exception:  # the core was unavailable: retry rather than stop following
                 log.exception("OpenADR 3 control follower failed; retrying")
                 await asyncio.sleep(1.0)
+
+
+def _to_render(event: Event) -> str | None:
+    """The DER an event asks to re-render, if it may concern OpenADR. A DER's online mark
+    does not: the control it changes comes as its own event."""
+    payload = event.payload
+    if event.topic == Topic.RESOURCE_CHANGED and "online" in payload:
+        return None
+    if payload.get("protocol") not in (None, Protocol.OPENADR3, Protocol.OPENADR3.value):
+        return None
+    return str(payload["resource_id"])
 
 
 def _bound_port(site: web.TCPSite) -> int | None:
