@@ -12,11 +12,19 @@ by code that has just built a large amount of long-lived state. The price: an ob
 while alive that later becomes part of an unreachable reference cycle is never reclaimed
 (reference counting still frees everything that is not in a cycle), so it is not called on
 a timer or per request.
+
+`configure()` (the `serve` process) also makes the young generation large: under load many
+objects live just long enough (a request, a transaction) to be promoted by the default
+700-allocation threshold, and every promotion counts towards the next full collection. With
+the defaults the 10,000-DER bench paused 0.6-0.7 s for a full collection every 2.5 s during
+the fan-out.
 """
 
 from __future__ import annotations
 
 import gc
+
+THRESHOLDS = (50_000, 20, 10)  # young collection every 50,000 net allocations
 
 
 def freeze() -> None:
@@ -24,3 +32,10 @@ def freeze() -> None:
     the whole permanent generation: not for a hot path.)"""
     gc.collect(1)
     gc.freeze()
+
+
+def configure() -> None:
+    """The serving process's collector: a large young generation, and what start-up built
+    frozen."""
+    gc.set_threshold(*THRESHOLDS)
+    freeze()

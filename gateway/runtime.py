@@ -167,7 +167,7 @@ async def serve_forever(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running_gateway(settings) as gw:
-        heap.freeze()  # what start-up built (asyncua's standard nodes...) stays for good
+        heap.configure()  # start-up's state (asyncua's standard nodes...) stays for good
         print(_banner(gw), flush=True)
         await stop.wait()
 
