@@ -12,9 +12,15 @@ from typing import Any
 
 import aiohttp
 
+FOOTER = "-----END CERTIFICATE-----"
+
 
 def cert_sha256(pem: Path) -> str:
-    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.read_text())).hexdigest()
+    """SHA-256 of the first certificate in a PEM file (a chain file holds several: the
+    standard library's decoder must be given exactly one)."""
+    text = pem.read_text()
+    first = text[:text.index(FOOTER) + len(FOOTER)]
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(first.strip())).hexdigest()
 
 
 def cert_lfdi(pem: Path) -> str:
