@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import PoolResetState
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -31,9 +33,14 @@ class Database:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
+        # SQLite: the pool's rollback on return only if a transaction is still open (see
+        # _rollback_if_open), not always.
+        self.engine: AsyncEngine = create_async_engine(
+            url, pool_pre_ping=not self.is_sqlite,
+            **({"pool_reset_on_return": None} if self.is_sqlite else {}))
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "reset", _rollback_if_open)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite allows one writer; serialising writers here avoids "database is locked".
         self.write_lock = asyncio.Lock()
@@ -64,6 +71,17 @@ def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")  # big recomputes commit tens of MB
     cursor.close()
+
+
+def _rollback_if_open(dbapi_conn: Any, _record: object, state: PoolResetState) -> None:
+    """A connection goes back to the pool: roll back what is still open. Sessions end their
+    transactions themselves, so the pool's unconditional rollback was one more trip through
+    aiosqlite's thread and the event loop per use (a fifth of a small write's trips); the
+    check itself reads sqlite3's flag without a trip."""
+    inner = getattr(dbapi_conn, "_connection", dbapi_conn)
+    if state.asyncio_safe and not state.terminate_only and getattr(inner, "in_transaction",
+                                                                    True):
+        dbapi_conn.rollback()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
