@@ -297,9 +297,7 @@ class Bridge:
         """A DER rebound elsewhere (or unbound): its old resource object and event go."""
         kept = {(v.version, v.id) for v in serving}
         for version in VERSIONS:
-            for res in list(self.service.objects_of(version, "resource")):
-                if res.meta.get("resource_id") != resource_id:
-                    continue
+            for res in self.service.store.standing_for(version, resource_id):
                 if (version, res.body.get("venID")) in kept:
                     continue
                 if res.meta.get("origin") == GATEWAY:

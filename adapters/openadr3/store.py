@@ -103,6 +103,10 @@ class ObjectStore:
         self._by_target: dict[tuple[str, str], dict[str, set[str]]] = {
             (v, k): {} for v in VERSIONS for k in KINDS
         }
+        # A platform DER -> the resource objects standing for it (meta "resource_id"), per
+        # version: rendering one DER finds its own without scanning every resource object.
+        self._by_der: dict[str, dict[str, set[str]]] = {v: {} for v in VERSIONS}
+        self._der_of: dict[tuple[str, str], str] = {}  # (version, object id) -> DER
         self._seq = 0
         # Bumped on every ven/resource write: caches of granted targets compare against it.
         self.grants_generation = 0
@@ -151,12 +155,30 @@ class ObjectStore:
         ids = set().union(*(index.get(t, ()) for t in targets)) if targets else set()
         return sorted((bucket[i] for i in ids if i in bucket), key=lambda o: o.seq)
 
+    def standing_for(self, version: str, resource_id: str) -> list[StoredObject]:
+        """The resource objects standing for a platform DER, in creation order."""
+        bucket = self._index[(version, "resource")]
+        ids = self._by_der[version].get(resource_id, ())
+        return sorted((bucket[i] for i in ids if i in bucket), key=lambda o: o.seq)
+
     def _link(self, obj: StoredObject) -> None:
         index = self._by_target[(obj.version, obj.kind)]
         for target in obj.targets:
             index.setdefault(target, set()).add(obj.id)
+        der = obj.meta.get("resource_id") if obj.kind == "resource" else None
+        if der:
+            self._by_der[obj.version].setdefault(der, set()).add(obj.id)
+            self._der_of[(obj.version, obj.id)] = der
 
     def _unlink(self, obj: StoredObject) -> None:
+        # By what was linked, not by obj.meta: callers may have changed the meta in place.
+        der = self._der_of.pop((obj.version, obj.id), None)
+        if der is not None:
+            ids = self._by_der[obj.version].get(der)
+            if ids is not None:
+                ids.discard(obj.id)
+                if not ids:
+                    del self._by_der[obj.version][der]
         index = self._by_target[(obj.version, obj.kind)]
         for target in obj.targets:
             ids = index.get(target)
