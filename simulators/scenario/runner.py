@@ -62,6 +62,7 @@ class Run:
         self.results: list[StepResult] = []
         self.labels: dict[str, str] = {}  # step label -> instruction id
         self.operators: dict[str, tuple[str, str]] = {}
+        self.credentials: dict[str, dict[str, Any]] = {}  # VEN name -> its credential
         self.t0 = time.monotonic()
         self.phases: dict[str, float] = {}  # phase -> seconds since the run began
 
@@ -86,7 +87,7 @@ class Run:
                 _only(self.scenario, fleets), self.endpoints.pki)
             self.ders = modbus + controlled
             await setup.register_ders(self.platform, self.ders)
-            await self._prepare_protocols(clients, listeners)
+            await self._prepare_protocols(clients, vens, listeners)
             self._attach_feeder()
             self.phases["registered"] = self.elapsed
             self.say(f"{len(self.ders)} DERs registered; starting the fleet")
@@ -138,8 +139,15 @@ class Run:
         return out
 
     async def _prepare_protocols(self, clients: dict[str, list[SimDer]],
+                                 vens: dict[str, list[SimDer]],
                                  listeners: dict[str, list[str]]) -> None:
+        """What parties set up before their devices connect: 2030.5 grants and rates, VEN
+        credentials (an aggregator provisions them when commissioning its VENs, not as they
+        connect), SCADA accounts."""
         rates = self.scenario.rates
+        for ven_name, ders in vens.items():
+            self.credentials[ven_name] = await setup.provision_ven(
+                self.platform, ven_name, ders[0].fleet.aggregator)
         if clients:
             await setup.grant_aggregator_clients(self.platform, clients)
             await setup.set_ieee2030_5_rates(self.platform, rates.ieee2030_5_poll_s,
@@ -198,7 +206,7 @@ class Run:
 
     async def _run_ven(self, ven_name: str, ders: list[SimDer], ready: Any) -> None:
         fleet = ders[0].fleet
-        cred = await setup.provision_ven(self.platform, ven_name, fleet.aggregator)
+        cred = self.credentials[ven_name]
         rates = self.scenario.rates
         ven = Ven(VenConfig(ven_name, f"{self.endpoints.openadr3}/openadr3/3.1.0",
                             self.endpoints.pki / "platform/ca.pem", cred["client_id"],
