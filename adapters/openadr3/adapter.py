@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+RENDER_BATCH = 500  # DERs rendered per batch (one write of their events)
+
+
 class OpenAdr3Adapter:
     """VTN for OpenADR 3.1.0 and 3.0.1 on its own TLS listener."""
 
@@ -108,14 +111,22 @@ class OpenAdr3Adapter:
 
     async def rebuild(self) -> None:
         """Render every OpenADR-bound DER from the store (start-up and after a bus overflow)."""
-        for resource in await self.ctx.gateway.resources(protocol=Protocol.OPENADR3):
-            await self._render_safely(resource.id)
+        ids = [r.id for r in await self.ctx.gateway.resources(protocol=Protocol.OPENADR3)]
+        for start in range(0, len(ids), RENDER_BATCH):
+            await self._render_safely(ids[start:start + RENDER_BATCH])
 
-    async def _render_safely(self, resource_id: str) -> None:
+    async def _render_safely(self, resource_ids: list[str]) -> None:
         try:
-            await self.bridge.render(resource_id)
-        except Exception:  # one bad DER must not stop the others
-            log.exception("rendering the control of %s as an OpenADR event failed", resource_id)
+            await self.bridge.render_many(resource_ids)
+            return
+        except Exception:  # one bad DER must not stop the others: render them one by one
+            log.exception("rendering %d DERs' controls as OpenADR events failed; one by one",
+                          len(resource_ids))
+        for rid in resource_ids:
+            try:
+                await self.bridge.render(rid)
+            except Exception:
+                log.exception("rendering the control of %s as an OpenADR event failed", rid)
 
     async def _follow_controls(self) -> None:
         topics = (Topic.EFFECTIVE_CONTROL_CHANGED, Topic.RESOURCE_CHANGED)
@@ -124,13 +135,14 @@ class OpenAdr3Adapter:
                 async with self.ctx.bus.subscription(*topics) as sub:
                     await self.rebuild()
                     async for event in sub:
-                        # What queued up meanwhile is rendered once per DER, in order.
+                        # What queued up meanwhile is rendered together, once per DER.
                         batch = [event]
-                        while not sub.queue.empty():
+                        while len(batch) < RENDER_BATCH and not sub.queue.empty():
                             batch.append(sub.queue.get_nowait())
-                        for rid in dict.fromkeys(_to_render(e) for e in batch):
-                            if rid is not None:
-                                await self._render_safely(rid)
+                        ids = [rid for rid in dict.fromkeys(_to_render(e) for e in batch)
+                               if rid is not None]
+                        if ids:
+                            await self._render_safely(ids)
                 log.warning("OpenADR 3 control follower fell behind; rebuilding from the store")
             except Exception:  # the core was unavailable: retry rather than stop following
                 log.exception("OpenADR 3 control follower failed; retrying")

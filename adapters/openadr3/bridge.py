@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import chain
@@ -74,6 +75,10 @@ class Bridge:
             by_resource = await self._submit(change)
             change.obj.meta["instructions"] = [i for ids in by_resource.values() for i in ids]
             change.obj.meta["by_resource"] = by_resource
+
+    async def after_writes(self, changes: list[Change]) -> None:
+        for change in changes:
+            await self.after_write(change)
 
     async def after_write(self, change: Change) -> None:
         if change.operation == "DELETE":
@@ -276,22 +281,56 @@ class Bridge:
             return
         await self.render_resource(resource)
 
+    async def render_many(self, resource_ids: list[str]) -> None:
+        """Render several DERs: one read of their controls, their changed events stored with
+        one write and notified in one batch (a fleet-wide instruction changes thousands)."""
+        found = {r.id: r for r in await self.gateway.resources(ids=resource_ids)
+                 if r.binding.protocol == Protocol.OPENADR3}
+        for rid in resource_ids:
+            if rid not in found:
+                await self._forget_stale(rid, [])
+        ours = [found[rid] for rid in resource_ids if rid in found]
+        controls = await self.gateway.effective_controls([r.id for r in ours])
+        async with AsyncExitStack() as stack:
+            for resource in ours:  # (a single render holds one lock only: no deadlock)
+                await stack.enter_async_context(self._render_lock(resource.id))
+            changes: list[Change] = []
+            for resource in ours:
+                changes += await self._event_changes(resource, controls.get(resource.id))
+            await self.service.put_objects([c for c in changes if c.operation != "DELETE"])
+            for change in changes:
+                if change.operation == "DELETE":
+                    await self.service.remove(change)
+
     async def render_resource(self, resource: Resource) -> None:
         # One render per DER at a time: a bus event and a VEN's provisioning may render the
         # same DER together, and each checks-then-creates its resource object and event.
-        async with self._render_locks.setdefault(resource.id, asyncio.Lock()):
-            await self._render_resource(resource)
+        async with self._render_lock(resource.id):
+            control = await self.gateway.effective_control(resource.id)
+            for change in await self._event_changes(resource, control):
+                if change.operation == "DELETE":
+                    await self.service.remove(change)
+                else:
+                    await self.service.put_object(change)
 
-    async def _render_resource(self, resource: Resource) -> None:
+    def _render_lock(self, resource_id: str) -> asyncio.Lock:
+        return self._render_locks.setdefault(resource_id, asyncio.Lock())
+
+    async def _event_changes(self, resource: Resource, control: Any) -> list[Change]:
+        """Make sure the DER's resource objects exist and stale ones are gone; the changes
+        its events need (stored by the caller)."""
         ven_name = str(resource.binding.address.get("ven", ""))
-        control = await self.gateway.effective_control(resource.id)
         serving = self._vens_serving(resource)
+        changes: list[Change] = []
         for ven in serving:
             res_obj = await self._ensure_resource(ven, resource)
             target = resource_target(ven_name, res_obj.body["resourceName"])
             program_id = await self._program(ven.version, resource)
-            await self._upsert_event(ven.version, resource, control, program_id, target)
+            change = self._event_change(ven.version, resource, control, program_id, target)
+            if change is not None:
+                changes.append(change)
         await self._forget_stale(resource.id, serving)
+        return changes
 
     async def _forget_stale(self, resource_id: str, serving: list[StoredObject]) -> None:
         """A DER rebound elsewhere (or unbound): its old resource object and event go."""
@@ -333,9 +372,10 @@ class Bridge:
             obj.meta = {"origin": GATEWAY, "ldc_id": ldc}
             await self.service.put_object(Change(version, "program", "CREATE", None, obj))
 
-    async def _upsert_event(
+    def _event_change(
         self, version: str, resource: Resource, control: Any, program_id: str, target: str
-    ) -> None:
+    ) -> Change | None:
+        """The write the DER's event needs in one API version, or None."""
         event_id = f"gw-{_digest(version, resource.id)}"
         old = self.service.store.get(version, "event", event_id)
         body = (
@@ -346,11 +386,9 @@ class Bridge:
             else None
         )
         if body is None:
-            if old is not None:
-                await self.service.remove(Change(version, "event", "DELETE", None, old, old))
-            return
+            return None if old is None else Change(version, "event", "DELETE", None, old, old)
         if old is not None and _same(old.body, body):
-            return
+            return None
         seq = old.seq if old else self.service.store.next_seq()
         stamp = now_text()
         created = old.body["createdDateTime"] if old else stamp
@@ -360,9 +398,7 @@ class Bridge:
             "resource_id": resource.id,
             "instructions": mapper.control_sources(control),
         }
-        await self.service.put_object(
-            Change(version, "event", "UPDATE" if old else "CREATE", None, obj, old)
-        )
+        return Change(version, "event", "UPDATE" if old else "CREATE", None, obj, old)
 
 
 def _acknowledged(event: StoredObject) -> dict[str, list[str]]:

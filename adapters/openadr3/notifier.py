@@ -128,11 +128,16 @@ class Notifier:
                 check_callback(op["callbackUrl"], self._dev_mode)
 
     async def after_write(self, change: Change) -> None:
-        word = OPERATION_WORDS[change.version][change.operation]
-        object_type = change.obj.body["objectType"]
+        await self.after_writes([change])
+
+    async def after_writes(self, changes: list[Change]) -> None:
+        """Every subscription's notifications of the changes, enqueued together."""
         posts: list[tuple[str, dict[str, Any], str | None]] = []
-        for sub in self._service.objects_of(change.version, "subscription"):
-            posts += self._posts_for(sub, change, object_type, word)
+        for change in changes:
+            word = OPERATION_WORDS[change.version][change.operation]
+            object_type = change.obj.body["objectType"]
+            for sub in self._service.objects_of(change.version, "subscription"):
+                posts += self._posts_for(sub, change, object_type, word)
         await self._channel.send(posts)
 
     def _posts_for(

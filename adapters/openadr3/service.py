@@ -63,6 +63,9 @@ class Hooks(Protocol):
 
     async def after_write(self, change: Change) -> None: ...
 
+    async def after_writes(self, changes: list[Change]) -> None:
+        """After several writes stored together (the gateway's batched renders)."""
+
 
 def now_text() -> str:
     return rfc3339(datetime.now(UTC))
@@ -152,6 +155,21 @@ class VtnService:
     async def put_object(self, change: Change) -> None:
         """A write by the gateway itself (rendered events, synced resources)."""
         await self._write(change)
+
+    async def put_objects(self, changes: list[Change]) -> None:
+        """Several writes by the gateway itself (not deletions): stored with one write per
+        record kind, then the hooks see them together (one batch of notifications)."""
+        if not changes:
+            return
+        for change in changes:
+            for hook in self.hooks:
+                await hook.before_write(change)
+        async with self._names:
+            for change in changes:
+                self._check_references(change.version, change.kind, change.obj.body, change.old)
+            await self.store.save_many([c.obj for c in changes])
+        for hook in self.hooks:
+            await hook.after_writes(changes)
 
     async def remove(self, change: Change) -> None:
         for hook in self.hooks:

@@ -23,6 +23,8 @@ class Records(Protocol):
 
     async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None: ...
 
+    async def put_many(self, kind: str, docs: dict[str, dict[str, Any]]) -> None: ...
+
     async def delete(self, kind: str, key: str) -> None: ...
 
     async def list(self, kind: str, prefix: str | None = None) -> Any: ...
@@ -134,6 +136,9 @@ class ObjectStore:
 
     async def save(self, obj: StoredObject) -> None:
         await self._records.put(record_kind(obj.version, obj.kind), obj.id, obj.to_doc())
+        self._index_saved(obj)
+
+    def _index_saved(self, obj: StoredObject) -> None:
         # New objects carry the highest sequence and append; updates keep their place.
         old = self._index[(obj.version, obj.kind)].get(obj.id)
         if old is not None:
@@ -141,6 +146,16 @@ class ObjectStore:
         self._index[(obj.version, obj.kind)][obj.id] = obj
         self._link(obj)
         self._touched(obj)
+
+    async def save_many(self, objs: list[StoredObject]) -> None:
+        """Several objects, one write per record kind (then the index, as `save`)."""
+        by_kind: dict[str, dict[str, dict[str, Any]]] = {}
+        for obj in objs:
+            by_kind.setdefault(record_kind(obj.version, obj.kind), {})[obj.id] = obj.to_doc()
+        for kind, docs in by_kind.items():
+            await self._records.put_many(kind, docs)
+        for obj in objs:
+            self._index_saved(obj)
 
     async def remove(self, obj: StoredObject) -> None:
         await self._records.delete(record_kind(obj.version, obj.kind), obj.id)

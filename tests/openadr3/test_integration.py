@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.openadr3.service import Change
 from tests.openadr3.conftest import CORE_WARNINGS, V31, V301, until
 from tests.support.gateway import free_port
 
@@ -248,3 +249,32 @@ async def test_unbound_der_loses_its_resource_object_and_event(vtn):
     assert await events() == []
     _, resources = await vtn.call("GET", "/resources", token)
     assert [r["resourceName"] for r in resources] == ["bat-2"]
+
+
+async def test_a_batch_render_writes_what_one_by_one_renders_would(vtn):
+    """Events rendered together (the follower's batches) are the events a render of each
+    DER makes: removed, they come back the same; unchanged, nothing is rewritten."""
+    await vtn.provision("agg-x", {"role": "ven", "ven_name": "ven-x"})
+    await submit_limit(vtn, 3_000)
+    adapter = vtn.gw.gateway.adapters["openadr3"]
+    store = adapter.store
+
+    def rendered() -> dict[str, dict[str, Any]]:
+        return {e.id: e.body for e in store.all(V31, "event") if e.meta.get("origin")}
+
+    async def limited():  # the limit is on o1; o2 has nothing to render
+        return rendered()
+
+    first = await until(limited)
+    assert len(first) == 1
+    await adapter.bridge.render_many(["o1", "o2", "no-such-der"])
+    assert rendered() == first  # nothing changed, nothing written
+    for event in list(store.all(V31, "event")):
+        await adapter.service.remove(Change(V31, "event", "DELETE", None, event, event))
+    await adapter.bridge.render_many(["o1", "o2"])
+    stamp = ("createdDateTime", "modificationDateTime")
+    again = rendered()
+    assert sorted(again) == sorted(first)
+    for event_id, body in again.items():
+        assert {k: v for k, v in body.items() if k not in stamp} == \
+            {k: v for k, v in first[event_id].items() if k not in stamp}
