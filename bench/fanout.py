@@ -10,7 +10,9 @@ reporting that DER's acknowledgement. Protocol mix (state it with the figures):
   50 % IEEE 2030.5 behind aggregator clients (500 EndDevices per certificate, subscriptions),
   25 % OpenADR 3 resources behind VENs (250 per VEN, webhook subscriptions),
   25 % SunSpec Modbus TCP inverters (the gateway polls them; 100 unit ids per port).
-Reported: p50 / p95 / max latency, time until all acknowledged, gateway peak RSS (VmHWM).
+Reported: p50 / p95 / max latency, overall and per protocol; gateway peak RSS (VmHWM);
+start-up: seconds to start the gateway, then into the run until the fleet is registered
+(topology, 2030.5 grants, VEN credentials) and connected. Raw figures: --out (JSON).
 """
 
 from __future__ import annotations
