@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import authz
+from gateway.batching import Coalescer
 from gateway.bus import Topic
 from gateway.coordination.engine import Coordinator
 from gateway.coordination.topology import Topology
@@ -62,6 +63,8 @@ class GatewayServices:
         self._versions: dict[str, str] | None = None
         self._on_commit = on_commit or (lambda: None)  # wakes the outbox relay
         self._pending_versions: dict[str, str] = {}
+        self._acks: Coalescer[Acknowledgement, Acknowledgement] = Coalescer(
+            self._store_acknowledgements)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
@@ -500,9 +503,14 @@ class GatewayServices:
     # -- feedback --------------------------------------------------------------------------
 
     async def record_acknowledgement(self, ack: Acknowledgement) -> Acknowledgement:
+        """Store and announce an acknowledgement. Concurrent ones share a transaction
+        (gateway.batching); a refusal of an aggregate dispatch, which recomputes, has its
+        own."""
         topo = await self.topology()
         if ack.resource_id not in topo.resources:
             raise NotFound(f"no resource {ack.resource_id!r}")
+        if not (ack.status in REFUSALS and ack.instruction_id):
+            return await self._acks.submit(ack)
         async with self._write() as session:
             ack_id = await repo.add_acknowledgement(session, ack)
             stored = replace(ack, id=ack_id)
@@ -512,6 +520,16 @@ class GatewayServices:
                 if ins and ins.kind is InstructionKind.DISPATCH and (
                         ins.target.kind is not TargetKind.RESOURCE):
                     await self._recompute(session, topo.target_ldcs(ins.target))
+        self._on_commit()
+        return stored
+
+    async def _store_acknowledgements(self, acks: list[Acknowledgement]
+                                      ) -> list[Acknowledgement]:
+        async with self.db.write() as session:
+            ids = await repo.add_acknowledgements(session, acks)
+            stored = [replace(a, id=i) for a, i in zip(acks, ids, strict=True)]
+            await repo.add_outbox_many(session, [(Topic.ACKNOWLEDGEMENT, to_json(s))
+                                                 for s in stored])
         self._on_commit()
         return stored
 

@@ -420,14 +420,20 @@ async def notices(
 
 
 async def add_acknowledgement(session: AsyncSession, ack: Acknowledgement) -> int:
-    row = AcknowledgementRow(
+    return (await add_acknowledgements(session, [ack]))[0]
+
+
+async def add_acknowledgements(session: AsyncSession, acks: Sequence[Acknowledgement]
+                               ) -> list[int]:
+    """Store acknowledgements (one flush); their ids, in order."""
+    rows = [AcknowledgementRow(
         resource_id=ack.resource_id, instruction_id=ack.instruction_id,
         control_ref=ack.control_ref, status=ack.status.value, protocol=ack.protocol.value,
         protocol_status=ack.protocol_status, detail=ack.detail[:1024], at=ack.at,
-    )
-    session.add(row)
+    ) for ack in acks]
+    session.add_all(rows)
     await session.flush()
-    return row.id  # type: ignore[return-value]
+    return [row.id for row in rows]  # type: ignore[misc]
 
 
 async def acknowledgements(
