@@ -54,6 +54,8 @@ class AdapterRecords:
             rows = (await session.execute(query.order_by(AdapterRecordRow.key))).all()
         return [(key, doc) for key, doc in rows]
 
-    async def next_sequence(self, name: str) -> int:
+    async def next_sequence(self, name: str, count: int = 1) -> int:
+        """The next number of a sequence; with `count`, that many at once (one transaction
+        for a batch of new records): the last of them is returned."""
         async with self._db.write() as session:
-            return await repo.next_sequence(session, f"{self.adapter}:{name}")
+            return await repo.next_sequence(session, f"{self.adapter}:{name}", count)

@@ -554,11 +554,15 @@ def _insert(session: AsyncSession, table: Any) -> Any:
     return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
 
 
-async def next_sequence(session: AsyncSession, name: str) -> int:
+async def next_sequence(session: AsyncSession, name: str, count: int = 1) -> int:
+    """Take `count` numbers of a sequence at once; returns the last (the first is
+    last - count + 1)."""
+    if count < 1:
+        raise ValueError("count must be at least 1")
     table = SequenceRow.__table__  # type: ignore[attr-defined]
-    stmt = _insert(session, table).values(name=name, value=1)
+    stmt = _insert(session, table).values(name=name, value=count)
     stmt = stmt.on_conflict_do_update(index_elements=["name"],
-                                      set_={"value": table.c.value + 1})
+                                      set_={"value": table.c.value + count})
     return int((await session.execute(stmt.returning(table.c.value))).scalar_one())
 
 

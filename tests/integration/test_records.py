@@ -51,5 +51,7 @@ async def test_sequences_count_from_one_without_gaps_or_repeats(kind, tmp_path):
             got = await asyncio.gather(*(a.next_sequence("edev") for _ in range(20)))
             assert sorted(got) == list(range(1, 21))
             assert await b.next_sequence("edev") == 1  # each adapter has its own
+            assert await a.next_sequence("edev", 500) == 520  # 21..520 taken at once
+            assert await a.next_sequence("edev") == 521
         finally:
             await db.close()
