@@ -3,6 +3,8 @@ readings. Every check happens before anything is stored."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import time
 from typing import Any
 
@@ -16,18 +18,53 @@ from gateway.domain import Acknowledgement, Protocol, Reading, utcnow
 from gateway.errors import InvalidInput, NotFound
 
 
+class MupIndex:
+    """Every MirrorUsagePoint, read from the store once and kept current by this adapter
+    (their only writer), so a POST does not list them all: by id, mRID, device and owned
+    MirrorMeterReading mRID."""
+
+    def __init__(self, records: list[MupRecord]) -> None:
+        self.by_id: dict[int, MupRecord] = {}
+        self.by_mrid: dict[str, int] = {}
+        self.by_lfdi: dict[str, set[int]] = {}
+        self.reading_owner: dict[str, int] = {}
+        for record in records:
+            self.put(record)
+
+    def put(self, record: MupRecord) -> None:
+        self.drop(record.id)
+        self.by_id[record.id] = record
+        self.by_mrid[record.mrid] = record.id
+        self.by_lfdi.setdefault(record.lfdi, set()).add(record.id)
+        for mrid in record.readings:
+            self.reading_owner[mrid] = record.id
+
+    def drop(self, mup_id: int) -> None:
+        old = self.by_id.pop(mup_id, None)
+        if old is None:
+            return
+        self.by_mrid.pop(old.mrid, None)
+        self.by_lfdi.get(old.lfdi, set()).discard(mup_id)
+        for mrid in old.readings:
+            if self.reading_owner.get(mrid) == mup_id:
+                del self.reading_owner[mrid]
+
+
 class Feedback:
     def __init__(self, gateway: Any, state: AdapterState, registry: EndDeviceRegistry) -> None:
         self.gateway = gateway
         self.state = state
         self.registry = registry
+        self._mups: MupIndex | None = None
+        # A MirrorUsagePoint POST is check-then-write across awaits (two POSTs of one new
+        # mRID must not both create it), and the index changes only after the store does.
+        self._mup_writes = asyncio.Lock()
 
     def _visible_device(self, scope: ClientScope, lfdi: str) -> Any:
-        lfdi = lfdi.upper()
-        for record in self.registry.visible(scope):
-            if record.lfdi == lfdi and record.resource_id is not None:
-                return record
-        raise NotFound("unknown endDeviceLFDI for this client")
+        record = self.registry.visible_device(scope, lfdi)
+        if record is None:
+            raise NotFound("unknown endDeviceLFDI for this client")
+        return record
 
     # --- responses ----------------------------------------------------------------------
 
@@ -54,51 +91,75 @@ class Feedback:
 
     # --- mirror usage points ----------------------------------------------------------------
 
+    async def _index(self) -> MupIndex:
+        if self._mups is None:
+            self._mups = MupIndex(await self.state.mups())
+        return self._mups
+
     async def upsert_mup(self, scope: ClientScope, doc: m.MirrorUsagePoint) -> MupRecord:
         device = self._visible_device(scope, doc.deviceLFDI)
-        existing = next((r for r in await self.state.mups() if r.mrid == doc.mRID.upper()), None)
-        if existing is not None and existing.lfdi != device.lfdi:
-            raise InvalidInput("mRID belongs to another device's MirrorUsagePoint")
-        record = existing or MupRecord(
-            id=await self.state.next_id("mup"), mrid=doc.mRID.upper(), lfdi=device.lfdi,
-            edev_id=device.id, role_flags=doc.roleFlags, service_category=doc.serviceCategoryKind,
-            status=doc.status)
-        record.description = doc.description
-        record.role_flags, record.status = doc.roleFlags, doc.status
-        await self._readings(record, device.resource_id, doc.MirrorMeterReading)
-        await self.state.save_mup(record)
+        async with self._mup_writes:
+            index = await self._index()
+            known = index.by_id.get(index.by_mrid.get(doc.mRID.upper(), -1))
+            if known is not None and known.lfdi != device.lfdi:
+                raise InvalidInput("mRID belongs to another device's MirrorUsagePoint")
+            record = _copy(known) if known is not None else MupRecord(
+                id=await self.state.next_id("mup"), mrid=doc.mRID.upper(), lfdi=device.lfdi,
+                edev_id=device.id, role_flags=doc.roleFlags,
+                service_category=doc.serviceCategoryKind, status=doc.status)
+            record.description = doc.description
+            record.role_flags, record.status = doc.roleFlags, doc.status
+            await self._readings(index, record, device.resource_id, doc.MirrorMeterReading)
+            await self.state.save_mup(record)
+            index.put(record)
         return record
 
     async def post_readings(self, scope: ClientScope, mup_id: int,
                             mmrs: list[m.MirrorMeterReading]) -> MupRecord:
-        record = await self.mup(scope, mup_id)
-        device = self._visible_device(scope, record.lfdi)
-        await self._readings(record, device.resource_id, mmrs)
-        await self.state.save_mup(record)
+        async with self._mup_writes:
+            index = await self._index()
+            record = _copy(await self.mup(scope, mup_id))
+            device = self._visible_device(scope, record.lfdi)
+            await self._readings(index, record, device.resource_id, mmrs)
+            await self.state.save_mup(record)
+            index.put(record)
         return record
 
+    async def delete_mup(self, scope: ClientScope, mup_id: int) -> None:
+        async with self._mup_writes:
+            record = await self.mup(scope, mup_id)
+            await self.state.delete_mup(record.id)
+            (await self._index()).drop(record.id)
+
     async def mup(self, scope: ClientScope, mup_id: int) -> MupRecord:
-        record = await self.state.mup(mup_id)
-        visible = {r.lfdi for r in self.registry.visible(scope)}
-        if record is None or record.lfdi not in visible:
+        record = (await self._index()).by_id.get(mup_id)
+        if record is None or not self.registry.sees_lfdi(scope, record.lfdi):
             raise NotFound("no such MirrorUsagePoint")
         return record
 
     async def mups(self, scope: ClientScope) -> list[MupRecord]:
-        visible = {r.lfdi for r in self.registry.visible(scope)}
-        return [r for r in await self.state.mups() if r.lfdi in visible]
+        index = await self._index()
+        ids = sorted(i for lfdi in {r.lfdi for r in self.registry.visible(scope)}
+                     for i in index.by_lfdi.get(lfdi, ()))
+        return [index.by_id[i] for i in ids]
 
-    async def _check_mmr_owners(self, record: MupRecord,
-                                mmrs: list[m.MirrorMeterReading]) -> None:
+    async def mup_count(self, scope: ClientScope) -> int:
+        index = await self._index()
+        return sum(len(index.by_lfdi.get(lfdi, ()))
+                   for lfdi in {r.lfdi for r in self.registry.visible(scope)})
+
+    @staticmethod
+    def _check_mmr_owners(index: MupIndex, record: MupRecord,
+                          mmrs: list[m.MirrorMeterReading]) -> None:
         """A MirrorMeterReading mRID belongs to one MirrorUsagePoint: refuse a second owner."""
-        wanted = {mmr.mRID.upper() for mmr in mmrs}
-        for other in await self.state.mups():
-            if other.id != record.id and wanted & set(other.readings):
+        for mmr in mmrs:
+            owner = index.reading_owner.get(mmr.mRID.upper())
+            if owner is not None and owner != record.id:
                 raise InvalidInput("MirrorMeterReading mRID belongs to another MirrorUsagePoint")
 
-    async def _readings(self, record: MupRecord, resource_id: str,
+    async def _readings(self, index: MupIndex, record: MupRecord, resource_id: str,
                         mmrs: list[m.MirrorMeterReading]) -> None:
-        await self._check_mmr_owners(record, mmrs)
+        self._check_mmr_owners(index, record, mmrs)
         now = utcnow()
         readings: list[Reading] = []
         for mmr in mmrs:
@@ -121,3 +182,8 @@ class Feedback:
             }
         if readings:
             await self.gateway.record_readings(readings)
+
+
+def _copy(record: MupRecord) -> MupRecord:
+    """A working copy: the indexed record changes only once the store has the new one."""
+    return copy.deepcopy(record)

@@ -38,6 +38,10 @@ class EndDeviceRegistry:
         self._aggregators: dict[str, str] = {}  # granted aggregator client LFDI -> aggregator
         self._denied: set[str] = set()  # client LFDIs whose access the platform revoked
         self._synced: dict[str, float] = {}  # client LFDI -> monotonic time of its last sync
+        # What each client sees, by id, is asked on every request: kept until the index
+        # changes (an aggregator's list can hold thousands of EndDevices).
+        self._generation = 0
+        self._visible: dict[tuple[str, str | None], tuple[int, list[EndDeviceRecord]]] = {}
         # Creating an EndDevice is check-then-write across an await: the bus follower and a
         # polling client may race for the same DER, so creation is serialised.
         self._creating = asyncio.Lock()
@@ -58,6 +62,7 @@ class EndDeviceRegistry:
         self._denied = {k for k, d in access.items() if not d.get("granted", True)}
 
     def _index(self, record: EndDeviceRecord) -> None:
+        self._generation += 1
         old = self._by_id.get(record.id)
         if old is not None:
             self._unindex(old)
@@ -69,6 +74,7 @@ class EndDeviceRegistry:
             self._by_resource[record.resource_id] = record
 
     def _unindex(self, record: EndDeviceRecord) -> None:
+        self._generation += 1
         self._by_id.pop(record.id, None)
         if record in self._by_lfdi.get(record.lfdi, []):
             self._by_lfdi[record.lfdi].remove(record)
@@ -114,23 +120,44 @@ class EndDeviceRegistry:
 
     async def ensure_resource(self, resource: Resource) -> EndDeviceRecord | None:
         """The EndDevice of a canonical 2030.5 resource, made on first sight."""
-        if resource.binding.protocol != Protocol.IEEE2030_5:
-            return None
-        existing = self.by_resource(resource.id)
-        if existing is not None:
-            return existing
-        address = resource.binding.address
-        lfdi = str(address.get("lfdi", "")).upper()
-        if not lfdi:
-            return None
-        async with self._creating:
+        return (await self.ensure_resources([resource])).get(resource.id)
+
+    async def ensure_resources(self, resources: list[Resource]) -> dict[str, EndDeviceRecord]:
+        """The EndDevices of canonical 2030.5 resources by resource id; the missing ones are
+        made together: one block of ids and one write, however many there are."""
+        found: dict[str, EndDeviceRecord] = {}
+        missing: list[Resource] = []
+        for resource in resources:
+            if resource.binding.protocol != Protocol.IEEE2030_5:
+                continue
             existing = self.by_resource(resource.id)
             if existing is not None:
-                return existing
-            return await self._new(lfdi=lfdi, sfdi=int(address.get("sfdi") or 0),
-                                   pin=int(address.get("pin") or self.default_pin),
-                                   resource_id=resource.id, aggregator_id=resource.aggregator_id,
-                                   connection_point_id=resource.connection_point_id)
+                found[resource.id] = existing
+            elif str(resource.binding.address.get("lfdi", "")):
+                missing.append(resource)
+        if not missing:
+            return found
+        async with self._creating:
+            missing = list({r.id: r for r in missing if self.by_resource(r.id) is None}.values())
+            if missing:
+                last = await self.state.next_ids("edev", len(missing))
+                now = int(time.time())
+                made = [EndDeviceRecord(
+                    id=last - len(missing) + n, changed_time=now, registered_time=now,
+                    lfdi=str(r.binding.address["lfdi"]).upper(),
+                    sfdi=int(r.binding.address.get("sfdi") or 0),
+                    pin=int(r.binding.address.get("pin") or self.default_pin),
+                    resource_id=r.id, aggregator_id=r.aggregator_id,
+                    connection_point_id=r.connection_point_id)
+                    for n, r in enumerate(missing, 1)]
+                await self.state.save_end_devices(made)
+                for record in made:
+                    self._index(record)
+        for resource in resources:
+            record = self.by_resource(resource.id)
+            if record is not None:
+                found[resource.id] = record
+        return found
 
     async def sync(self, scope: ClientScope) -> None:
         """Make sure every canonical resource this client may see has an EndDevice.
@@ -151,8 +178,7 @@ class EndDeviceRegistry:
                                     aggregator_id=scope.aggregator_id)
         else:
             resources = await self.gateway.find_resources(Protocol.IEEE2030_5, lfdi=scope.lfdi)
-        for resource in resources:
-            await self.ensure_resource(resource)
+        await self.ensure_resources(list(resources))
 
     # --- visibility -------------------------------------------------------------------------
 
@@ -164,12 +190,27 @@ class EndDeviceRegistry:
         return record.lfdi == scope.lfdi
 
     def visible(self, scope: ClientScope) -> list[EndDeviceRecord]:
+        """The EndDevices `scope` may see, by id (a shared list: do not change it)."""
+        key = (scope.lfdi, scope.aggregator_id if scope.is_aggregator else None)
+        cached = self._visible.get(key)
+        if cached is not None and cached[0] == self._generation:
+            return cached[1]
         if scope.is_aggregator:
             rows = [r for r in self._by_aggregator.get(scope.aggregator_id or "", ())
                     if self.can_see(scope, r)]
         else:
             rows = self.by_lfdi(scope.lfdi)
-        return sorted(rows, key=lambda r: r.id)
+        rows.sort(key=lambda r: r.id)
+        self._visible[key] = (self._generation, rows)
+        return rows
+
+    def visible_device(self, scope: ClientScope, lfdi: str) -> EndDeviceRecord | None:
+        """The DER EndDevice with this LFDI that `scope` may see, if any."""
+        return next((r for r in self._by_lfdi.get(lfdi.upper(), ())
+                     if r.resource_id is not None and self.can_see(scope, r)), None)
+
+    def sees_lfdi(self, scope: ClientScope, lfdi: str) -> bool:
+        return any(self.can_see(scope, r) for r in self._by_lfdi.get(lfdi.upper(), ()))
 
     def get(self, scope: ClientScope, edev_id: int) -> EndDeviceRecord:
         record = self._by_id.get(edev_id)

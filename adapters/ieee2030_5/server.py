@@ -94,9 +94,12 @@ def _item_time(item: Any) -> int | None:
     return None
 
 
-def page(request: web.Request, items: list[Any]) -> tuple[list[Any], int]:
+def page(request: web.Request, items: list[Any],
+         time_of: Callable[[Any], int | None] | None = None) -> tuple[list[Any], int]:
     """Apply 2030.5 paging: `a` (after: items at or after that time, for time-stamped
-    items), then `s` (start index) and `l` (limit); `all` counts the whole list."""
+    items), then `s` (start index) and `l` (limit); `all` counts the whole list.
+    `time_of` reads an item's time where the items are records, not documents, so a
+    long list is cut before its documents are built."""
     try:
         start = int(request.query.get("s", "0"))
         limit = int(request.query.get("l", "255"))
@@ -107,7 +110,8 @@ def page(request: web.Request, items: list[Any]) -> tuple[list[Any], int]:
         raise DocumentError("s and l must not be negative")
     total = len(items)
     if after is not None:
-        items = [i for i in items if (t := _item_time(i)) is None or t >= after]
+        when = time_of or _item_time
+        items = [i for i in items if (t := when(i)) is None or t >= after]
     return items[start:start + limit], total
 
 
@@ -139,8 +143,9 @@ async def get_time(request: web.Request) -> web.Response:
 
 
 async def get_edev_list(request: web.Request) -> web.Response:
-    svc = service_of(request)
-    items, total = page(request, svc.end_devices(scope_of(request)))
+    svc, scope = service_of(request), scope_of(request)
+    rows, total = page(request, svc.registry.visible(scope), lambda r: r.changed_time)
+    items = [svc.end_device_doc(scope, r) for r in rows]
     return xml(m.EndDeviceList(href="/edev", all=total, results=len(items), subscribable=1,
                                pollRate=svc.poll_rate("EndDeviceList"), EndDevice=items))
 
@@ -413,9 +418,11 @@ async def get_rsp_list(request: web.Request) -> web.Response:
     svc, scope = service_of(request), scope_of(request)
     if _int(request, "r") != views.RESPONSE_SET:
         raise NotFound("no such ResponseSet")
-    visible = {r.lfdi for r in svc.registry.visible(scope)}
-    rows = [r for r in await svc.state.responses(views.RESPONSE_SET) if r.lfdi in visible]
-    items, total = page(request, [_response_doc(r) for r in rows])
+    seen: dict[str, bool] = {}
+    rows = [r for r in await svc.state.responses(views.RESPONSE_SET)
+            if seen.setdefault(r.lfdi, svc.registry.sees_lfdi(scope, r.lfdi))]
+    rows, total = page(request, rows, lambda r: r.created)
+    items = [_response_doc(r) for r in rows]
     return xml(m.ResponseList(href=f"/rsps/{views.RESPONSE_SET}/rsp", all=total,
                               results=len(items), Response=items))
 
@@ -431,12 +438,10 @@ async def post_rsp(request: web.Request) -> web.Response:
 
 async def get_rsp(request: web.Request) -> web.Response:
     svc, scope = service_of(request), scope_of(request)
-    visible = {r.lfdi for r in svc.registry.visible(scope)}
-    rid = _int(request, "n")
-    for r in await svc.state.responses(_int(request, "r")):
-        if r.id == rid and r.lfdi in visible:
-            return xml(_response_doc(r))
-    raise NotFound("no such Response")
+    r = await svc.state.response(_int(request, "r"), _int(request, "n"))
+    if r is None or not svc.registry.sees_lfdi(scope, r.lfdi):
+        raise NotFound("no such Response")
+    return xml(_response_doc(r))
 
 
 # --- mirror usage points ------------------------------------------------------------------
@@ -478,9 +483,7 @@ async def post_mup_readings(request: web.Request) -> web.Response:
 
 
 async def delete_mup(request: web.Request) -> web.Response:
-    svc = service_of(request)
-    stored = await svc.feedback.mup(scope_of(request), _int(request, "m"))
-    await svc.state.delete_mup(stored.id)
+    await service_of(request).feedback.delete_mup(scope_of(request), _int(request, "m"))
     return web.Response(status=204)
 
 

@@ -106,16 +106,19 @@ class Ieee2030Service:
             scope = ClientScope(holder.lfdi, holder.sfdi,
                                 self.registry.aggregator_clients.get(holder.lfdi))
             for sub in subs:
-                doc = await self.list_document(scope, sub.resource)
+                doc = await self.list_document(scope, sub.resource, sub.limit)
                 if doc is not None:
                     outgoing += self.notifier.notifications([sub], sub.resource, doc)
         await self.notifier.send(outgoing)
 
-    async def list_document(self, scope: ClientScope, href: str) -> Any:
-        """The current EndDeviceList, FSA list or DERProgramList at `href`, as `scope` sees it."""
+    async def list_document(self, scope: ClientScope, href: str,
+                            limit: int | None = None) -> Any:
+        """The current EndDeviceList, FSA list or DERProgramList at `href`, as `scope` sees
+        it; an EndDeviceList only up to `limit` (what a notification carries)."""
         if href == "/edev":
-            devices = self.end_devices(scope)
-            return m.EndDeviceList(href="/edev", all=len(devices), results=len(devices),
+            rows = self.registry.visible(scope)
+            devices = [self.end_device_doc(scope, r) for r in rows[:limit]]
+            return m.EndDeviceList(href="/edev", all=len(rows), results=len(devices),
                                    subscribable=1, pollRate=self.poll_rate("EndDeviceList"),
                                    EndDevice=devices)
         parts = href.strip("/").split("/")
@@ -168,11 +171,8 @@ class Ieee2030Service:
     async def device_capability(self, scope: ClientScope) -> m.DeviceCapability:
         visible = self.registry.visible(scope)
         own = next((r for r in visible if r.lfdi == scope.lfdi), None)
-        mups = len(await self.feedback.mups(scope))
+        mups = await self.feedback.mup_count(scope)
         return views.device_capability(own, len(visible), mups, self.rates)
-
-    def end_devices(self, scope: ClientScope) -> list[m.EndDevice]:
-        return [self.end_device_doc(scope, r) for r in self.registry.visible(scope)]
 
     def end_device_doc(self, scope: ClientScope, record: EndDeviceRecord) -> m.EndDevice:
         return views.end_device(record, holds_subscriptions=record.lfdi == scope.lfdi,
@@ -189,10 +189,12 @@ class Ieee2030Service:
     async def announce_end_devices(self, scope: ClientScope) -> None:
         """Notify the client's own EndDevice subscriptions to /edev of the current list."""
         for own in [r for r in self.registry.visible(scope) if r.lfdi == scope.lfdi]:
-            subs = self.notifier.subscriptions(own.id)
-            if not any(s.resource == "/edev" for s in subs):
+            subs = [s for s in self.notifier.subscriptions(own.id) if s.resource == "/edev"]
+            if not subs:
                 continue
-            await self.notifier.announce(subs, "/edev", await self.list_document(scope, "/edev"))
+            limit = max(s.limit for s in subs)
+            await self.notifier.announce(subs, "/edev",
+                                         await self.list_document(scope, "/edev", limit))
 
     async def announce_new_devices(self, aggregator_ids: set[str]) -> None:
         """New DERs of an aggregator change what its clients' EndDeviceList shows."""
@@ -287,15 +289,10 @@ class Ieee2030Service:
             return
         resources = {r.id: r for r in await self.gateway.resources(ids=wanted)
                      if r.binding.protocol == Protocol.IEEE2030_5}
-        records: dict[str, EndDeviceRecord] = {}
-        grown: set[str] = set()
-        for rid, resource in resources.items():
-            known = self.registry.by_resource(rid) is not None
-            record = await self.registry.ensure_resource(resource)
-            if record is not None:
-                records[rid] = record
-                if not known and record.aggregator_id:
-                    grown.add(record.aggregator_id)
+        new = {rid for rid in resources if self.registry.by_resource(rid) is None}
+        records = await self.registry.ensure_resources(list(resources.values()))
+        grown = {rec.aggregator_id for rid, rec in records.items()
+                 if rid in new and rec.aggregator_id}
         await self.announce_new_devices(grown)
         changes = await self.publisher.refresh_many(
             {rid: resources[rid].nameplate.export_max_w for rid in records},

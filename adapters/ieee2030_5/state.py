@@ -19,7 +19,7 @@ class Records(Protocol):
         self, kind: str, prefix: str | None = None
     ) -> list[tuple[str, dict[str, Any]]]: ...
     # optional: put_many(kind, {key: doc}) in one transaction
-    async def next_sequence(self, name: str) -> int: ...
+    async def next_sequence(self, name: str, count: int = 1) -> int: ...
 
 
 @dataclass(slots=True)
@@ -119,8 +119,23 @@ class AdapterState:
     async def save_end_device(self, record: EndDeviceRecord) -> None:
         await self.records.put("edev", _key(record.id), asdict(record))
 
+    async def save_end_devices(self, records: list[EndDeviceRecord]) -> None:
+        await self._put_many("edev", {_key(r.id): asdict(r) for r in records})
+
     async def next_id(self, name: str) -> int:
         return await self.records.next_sequence(name)
+
+    async def next_ids(self, name: str, count: int) -> int:
+        """Take `count` numbers at once; the last of them is returned."""
+        return await self.records.next_sequence(name, count)
+
+    async def _put_many(self, kind: str, docs: dict[str, dict[str, Any]]) -> None:
+        put_many = getattr(self.records, "put_many", None)
+        if put_many is not None:
+            await put_many(kind, docs)
+            return
+        for key, doc in docs.items():
+            await self.records.put(kind, key, doc)
 
     async def client_access(self) -> dict[str, dict[str, Any]]:
         """Client certificate LFDI -> {"aggregator_id": id or None, "granted": bool}."""
@@ -144,12 +159,7 @@ class AdapterState:
         """One transaction for many DERs (a limit on a feeder changes thousands at once)."""
         docs = {rid: {"controls": [asdict(c) for c in p.controls], "default": p.default}
                 for rid, p in published.items()}
-        put_many = getattr(self.records, "put_many", None)
-        if put_many is not None:
-            await put_many("derc", docs)
-            return
-        for rid, doc in docs.items():
-            await self.records.put("derc", rid, doc)
+        await self._put_many("derc", docs)
 
     async def programs(self) -> dict[str, dict[str, Any]]:
         return dict(await self.records.list("program"))
@@ -179,6 +189,10 @@ class AdapterState:
 
     async def responses(self, set_id: int) -> list[ResponseRecord]:
         return [ResponseRecord(**d) for _, d in await self.records.list("rsp", f"{_key(set_id)}/")]
+
+    async def response(self, set_id: int, response_id: int) -> ResponseRecord | None:
+        doc = await self.records.get("rsp", f"{_key(set_id)}/{_key(response_id)}")
+        return ResponseRecord(**doc) if doc else None
 
     async def save_response(self, record: ResponseRecord) -> None:
         await self.records.put("rsp", f"{_key(record.set_id)}/{_key(record.id)}", asdict(record))

@@ -35,8 +35,8 @@ class FakeRecords:
         return sorted((k, dict(d)) for (kd, k), d in self.docs.items()
                       if kd == kind and (prefix is None or k.startswith(prefix)))
 
-    async def next_sequence(self, name: str) -> int:
-        self.seq[name] = self.seq.get(name, 0) + 1
+    async def next_sequence(self, name: str, count: int = 1) -> int:
+        self.seq[name] = self.seq.get(name, 0) + count
         return self.seq[name]
 
 
