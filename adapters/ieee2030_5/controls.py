@@ -13,6 +13,7 @@ Responses still find it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ from adapters.ieee2030_5 import mapper, programs
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import build, serialize
 from adapters.ieee2030_5.state import AdapterState, ControlRecord, Published
-from gateway.domain import EffectiveControl
+from gateway.domain import Acknowledgement, AckStatus, EffectiveControl, Protocol, utcnow
+
+log = logging.getLogger(__name__)
 
 SCHEDULED, ACTIVE, CANCELLED, CANCELLED_RANDOM, SUPERSEDED = 0, 1, 2, 3, 4
 LIVE = 0  # stored status of a control still in force (scheduled or active by time)
@@ -99,7 +102,8 @@ class ControlPublisher:
         ramp = settings.get("ramp_s")
         options = mapper.RenderOptions(
             dispatch_as=self.options.dispatch_as, rating_w=rating,
-            ramp_tms=None if ramp is None else min(65535, round(float(ramp) * 100)))
+            ramp_tms=None if ramp is None else min(65535, round(float(ramp) * 100)),
+            freq_droop=mapper.standing_functions(settings).freq_droop)
         out = []
         for interval in control.intervals:
             start = mapper.epoch(interval.start)
@@ -167,6 +171,7 @@ class ControlPublisher:
         controls = await self.gateway.effective_controls(list(resources))
         updates: dict[str, Published] = {}
         changes = Changes(set(), set())
+        refusals: list[Acknowledgement] = []
         for rid, rating in resources.items():
             control = controls.get(rid)
             old = await self._load(rid)
@@ -178,11 +183,17 @@ class ControlPublisher:
                 changes.controls.add(rid)
             if default != old.default:
                 changes.defaults.add(rid)
+                if _functions_of(default) != _functions_of(old.default):
+                    refusals += refused_settings(control)
             if changed or default != old.default or len(merged) != len(old.controls):
                 updates[rid] = Published(merged, default)
         if updates:
             await self.state.save_published(updates)
             self._published.update(updates)
+        for ack in refusals:
+            log.warning("2030.5 %s: function settings %s not representable: %s",
+                        ack.resource_id, ack.instruction_id, ack.detail)
+            await self.gateway.record_acknowledgement(ack)
         return changes
 
 
@@ -199,6 +210,25 @@ def default_digest(control: EffectiveControl | None) -> str | None:
         return None
     return json.dumps([control.default_control, control.function_settings], sort_keys=True,
                       default=str)
+
+
+def _functions_of(digest: str | None) -> Any:
+    """The function settings a `default_digest` was made of."""
+    return None if digest is None else json.loads(digest)[1]
+
+
+def refused_settings(control: EffectiveControl | None) -> list[Acknowledgement]:
+    """A cannot_comply acknowledgement of the function-settings instruction when part of it
+    cannot be expressed in 2030.5 (what can is still published); none otherwise."""
+    if control is None or control.function_source is None:
+        return []
+    refusals = mapper.standing_functions(control.function_settings or {}).refusals
+    if not refusals:
+        return []
+    return [Acknowledgement(
+        resource_id=control.resource_id, status=AckStatus.CANNOT_COMPLY,
+        protocol=Protocol.IEEE2030_5, protocol_status="not representable", at=utcnow(),
+        instruction_id=control.function_source.instruction_id, detail="; ".join(refusals))]
 
 
 def der_control(c: ControlRecord, href: str, reply_to: str, now: int) -> m.DERControl:

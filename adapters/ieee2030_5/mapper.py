@@ -2,7 +2,8 @@
 
 Down: an EffectiveInterval becomes one DERControlBase (CSIP-AUS limits, setpoints,
 connection); a default control becomes a DefaultDERControl; 1547 curve settings become
-DERCurves. Up: Response status codes become AckStatus, mirrored readings become Readings.
+DERCurves, the frequency-droop parameters an inline opModFreqDroop. Up: Response status
+codes become AckStatus, mirrored readings become Readings.
 """
 
 from __future__ import annotations
@@ -66,13 +67,14 @@ class RenderOptions:
     dispatch_as: str = "target_w"  # "target_w" (opModTargetW, W) or "fixed_w" (% of rating)
     rating_w: float = 0.0  # the DER's nameplate export rating, for percentages
     ramp_tms: int | None = None  # hundredths of a second
+    freq_droop: m.FreqDroopType | None = None  # standing 1547 setting, sent with every control
 
 
 def control_base(interval: EffectiveInterval, options: RenderOptions) -> m.DERControlBase:
     """One effective interval as a DERControlBase; only instructed quantities are emitted."""
     quantities = {s.quantity for s in interval.sources}
     kinds = {s.kind for s in interval.sources}
-    base = m.DERControlBase(rampTms=options.ramp_tms)
+    base = m.DERControlBase(rampTms=options.ramp_tms, opModFreqDroop=options.freq_droop)
     for quantity, element in _LIMIT_ELEMENTS.items():
         value = _instructed_limit(interval, quantity)
         if value is not None:
@@ -124,13 +126,18 @@ def base_from_settings(settings: Mapping[str, Any]) -> m.DERControlBase:
     return base
 
 
-def default_control(settings: Mapping[str, Any], mrid: str, href: str) -> m.DefaultDERControl:
+def default_control(settings: Mapping[str, Any], mrid: str, href: str,
+                    functions: Mapping[str, Any] | None = None) -> m.DefaultDERControl:
+    """The DefaultDERControl of a default-control settings document; with `functions`, the
+    standing 1547 parameters (`freq_droop`) it can carry inline as well."""
     grad = settings.get("set_grad_w")  # hundredths of a percent of rating per second
+    base = base_from_settings(settings)
+    base.opModFreqDroop = standing_functions(functions or {}).freq_droop
     return m.DefaultDERControl(
         href=href,
         mRID=mrid,
         description="default control",
-        DERControlBase=base_from_settings(settings),
+        DERControlBase=base,
         setGradW=None if grad is None else min(65535, int(grad)),
         setESDelay=_opt_int(settings.get("es_delay_s")),
         setESRandomDelay=_opt_int(settings.get("es_random_delay_s")),
@@ -139,6 +146,80 @@ def default_control(settings: Mapping[str, Any], mrid: str, href: str) -> m.Defa
 
 def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+# 1547 parameters carried inline in DERControlBase (not as DERCurves).
+
+UINT16_MAX, UINT32_MAX = 65535, 2**32 - 1
+DEFAULT_OPEN_LOOP_S = 5.0  # IEEE 1547-2018 default open-loop response time of freq-droop
+
+
+class Unrenderable(ValueError):
+    """A function setting 2030.5 cannot carry; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class StandingFunctions:
+    """The inline 1547 elements of a function-settings document, and what could not be
+    expressed (``"key: reason"``; a setting refused whole is left out)."""
+
+    freq_droop: m.FreqDroopType | None = None
+    refusals: tuple[str, ...] = ()
+
+
+def standing_functions(settings: Mapping[str, Any]) -> StandingFunctions:
+    """Never raises: a malformed or out-of-range setting becomes a refusal."""
+    params = settings.get("freq_droop")
+    if params is None:
+        return StandingFunctions()
+    try:
+        droop, notes = freq_droop(params)
+    except Unrenderable as exc:
+        return StandingFunctions(refusals=(f"freq_droop: {exc}",))
+    return StandingFunctions(droop, tuple(f"freq_droop: {n}" for n in notes))
+
+
+_DROOP_KEYS = ("db_of_hz", "db_uf_hz", "k_of", "k_uf")
+
+
+def freq_droop(params: Any) -> tuple[m.FreqDroopType, list[str]]:
+    """`{db_of_hz, db_uf_hz, k_of, k_uf[, response_s][, p_min_pct]}` as a FreqDroopType
+    (dead bands in mHz, gains in thousandths, openLoopTms in hundredths of a second; no
+    `response_s`: the 1547 default of 5 s). FreqDroopType has no minimum power, so a
+    non-zero `p_min_pct` is left out and noted; anything else wrong raises Unrenderable."""
+    if not isinstance(params, Mapping):
+        raise Unrenderable("expected {db_of_hz, db_uf_hz, k_of, k_uf[, response_s]"
+                           "[, p_min_pct]}")
+    missing = [key for key in _DROOP_KEYS if params.get(key) is None]
+    if missing:
+        raise Unrenderable(f"missing {', '.join(missing)}")
+    response = params.get("response_s")
+    droop = m.FreqDroopType(
+        dBOF=_scaled(params["db_of_hz"], 1000, "db_of_hz", 0, UINT32_MAX),
+        dBUF=_scaled(params["db_uf_hz"], 1000, "db_uf_hz", 0, UINT32_MAX),
+        kOF=_scaled(params["k_of"], 1000, "k_of", 1, UINT16_MAX),
+        kUF=_scaled(params["k_uf"], 1000, "k_uf", 1, UINT16_MAX),
+        openLoopTms=_scaled(DEFAULT_OPEN_LOOP_S if response is None else response, 100,
+                            "response_s", 0, UINT16_MAX))
+    notes = []
+    p_min = params.get("p_min_pct")
+    if p_min is not None and _number(p_min, "p_min_pct") != 0:
+        notes.append(f"p_min_pct {p_min} not sent: 2030.5 FreqDroopType has no minimum power")
+    return droop, notes
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise Unrenderable(f"{what} must be a finite number, not {value!r}")
+    return float(value)
+
+
+def _scaled(value: Any, scale: int, what: str, low: int, high: int) -> int:
+    """`value` x `scale`, rounded, within [low, high] (the 2030.5 element's range)."""
+    raw = round(_number(value, what) * scale)
+    if not low <= raw <= high:
+        raise Unrenderable(f"{what} {value} is outside {low / scale:g}..{high / scale:g}")
+    return raw
 
 
 # 1547 curve settings: key -> DERCurveType (2030.5 enumeration).

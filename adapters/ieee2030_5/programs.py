@@ -132,11 +132,12 @@ def current(layout: Layout) -> ProgramSpec:
 def part_of(base: m.DERControlBase, carries: frozenset[str]) -> m.DERControlBase | None:
     """The elements of `base` that a program carrying `carries` publishes (None: none).
 
-    rampTms travels with every part, since it says how fast to move to what the part sets.
+    rampTms travels with every part, since it says how fast to move to what the part sets;
+    so does opModFreqDroop, a standing 1547 setting that stays in force through any event.
     """
     if carries >= frozenset(_ELEMENTS):
         return base
-    out = m.DERControlBase(rampTms=base.rampTms)
+    out = m.DERControlBase(rampTms=base.rampTms, opModFreqDroop=base.opModFreqDroop)
     found = False
     for part, elements in _ELEMENTS.items():
         if part not in carries:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulators.der import DerModel, EnterService, Measurement
+from simulators.der import DerModel, EnterService, FreqDroop, Measurement
 from simulators.feeder.voltwatt import VoltWatt
 
 
@@ -22,6 +22,7 @@ class Envelope:
     import_max_w: float | None = None
     setpoint_w: float | None = None
     connected: bool = True
+    freq_droop: FreqDroop | None = None  # None: the DER's own frequency-droop setting
 
 
 class ControlledDer:
@@ -29,6 +30,7 @@ class ControlledDer:
         self.model = model
         self.volt_watt = volt_watt
         self.envelope = Envelope()
+        self._droop_told = False
         self._push()
 
     def apply(self, envelope: Envelope) -> None:
@@ -65,3 +67,16 @@ class ControlledDer:
             model.w_set.write(enabled=False)
         if env.connected != model.enter_service.enabled:
             model.enter_service = EnterService() if env.connected else EnterService(enabled=False)
+        self._push_droop(env.freq_droop)
+
+    def _push_droop(self, droop: FreqDroop | None) -> None:
+        """A told droop is adopted (only when it changes: a write restarts the timer); when
+        no longer told, the DER falls back to its own (reversion) setting."""
+        setting = self.model.freq_watt
+        if droop is not None:
+            if not setting.enabled or setting.value != droop:
+                setting.write(value=droop, enabled=True)
+            self._droop_told = True
+        elif self._droop_told:
+            setting.write(value=setting.revert_value, enabled=setting.revert_enabled)
+            self._droop_told = False

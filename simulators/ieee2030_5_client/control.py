@@ -1,17 +1,23 @@
 """DERControlBase -> the envelope the shared DER model obeys. Pure.
 
 Active powers are value x 10^multiplier W; opModFixedW and opModMaxLimW are hundredths of a
-percent of the DER's rated power. Elements an active event leaves out fall back to the
+percent of the DER's rated power; opModFreqDroop dead bands are mHz, gains thousandths and
+openLoopTms hundredths of a second. Elements an active event leaves out fall back to the
 DefaultDERControl's (CSIP-AUS: the default control covers every mode no event sets).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any
 
 from adapters.ieee2030_5.codec import models as m
+from simulators.der import CurveError, FreqDroop
 from simulators.feeder.envelope import Envelope
+
+log = logging.getLogger(__name__)
+_MERGED = ("export_max_w", "import_max_w", "setpoint_w", "freq_droop")
 
 
 def _w(value: m.ActivePower | None) -> float | None:
@@ -21,6 +27,20 @@ def _w(value: m.ActivePower | None) -> float | None:
 def _lowest(*values: float | None) -> float | None:
     present = [v for v in values if v is not None]
     return min(present) if present else None
+
+
+def freq_droop_of(wire: m.FreqDroopType | None) -> FreqDroop | None:
+    """The DER's droop for an opModFreqDroop; one the DER refuses (out of its ranges) is
+    logged and not adopted."""
+    if wire is None:
+        return None
+    try:
+        return FreqDroop(db_of_hz=wire.dBOF / 1000, db_uf_hz=wire.dBUF / 1000,
+                         k_of=wire.kOF / 1000, k_uf=wire.kUF / 1000,
+                         response_s=wire.openLoopTms / 100)
+    except CurveError as exc:
+        log.warning("opModFreqDroop not adopted: %s", exc)
+        return None
 
 
 def envelope_of(base: m.DERControlBase | None, rating_w: float) -> Envelope:
@@ -35,6 +55,7 @@ def envelope_of(base: m.DERControlBase | None, rating_w: float) -> Envelope:
         import_max_w=_lowest(_w(base.opModImpLimW), _w(base.opModLoadLimW)),
         setpoint_w=setpoint,
         connected=base.opModConnect is not False and base.opModEnergize is not False,
+        freq_droop=freq_droop_of(base.opModFreqDroop),
     )
 
 
@@ -46,7 +67,7 @@ def layered(bases: list[m.DERControlBase], rating_w: float) -> Envelope | None:
     fields: dict[str, Any] = {}
     for base in bases:
         env = envelope_of(base, rating_w)
-        for name in ("export_max_w", "import_max_w", "setpoint_w"):
+        for name in _MERGED:
             if name not in fields and getattr(env, name) is not None:
                 fields[name] = getattr(env, name)
         if "connected" not in fields and (base.opModConnect is not None
@@ -60,7 +81,7 @@ def merged(active: Envelope | None, default: Envelope) -> Envelope:
     if active is None:
         return default
     fill: dict[str, Any] = {}
-    for name in ("export_max_w", "import_max_w", "setpoint_w"):
+    for name in _MERGED:
         if getattr(active, name) is None and getattr(default, name) is not None:
             fill[name] = getattr(default, name)
     return replace(active, **fill) if fill else active

@@ -204,3 +204,63 @@ async def test_discovery_is_retried_with_back_off_until_the_server_answers(tmp_p
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         server.close()
+
+
+async def test_freq_droop_function_settings_reach_the_simulated_der(tmp_path):
+    """A function_settings instruction with freq_droop travels as opModFreqDroop over mTLS
+    and the simulated client adopts it as the DER's frequency droop; an unrepresentable one is
+    acknowledged cannot_comply."""
+    from simulators.der import FreqDroop
+
+    listen = f"https://127.0.0.1:{free_port()}"
+    async with gateway_in_process(tmp_path, ieee2030_5={"listen": listen}) as gw:
+        import json
+        ids = json.loads((gw.pki / "identities.json").read_text())
+        dev_lfdi = ids["ieee2030_5/device-1"]["lfdi"]
+        clients = await seed_platform(gw, [resource("dev-1", dev_lfdi)])
+        admin, ldc = clients["admin"], clients["ldc-a"]
+        await admin.ok("PUT", "/v1/adapters/ieee2030_5/rates/poll",
+                       {"resource": "DERProgramList", "seconds": 1})
+        dev_der = der()
+        device = Ieee2030Client(ClientConfig("device-1", listen, gw.pki, pin=424242),
+                                {dev_lfdi: dev_der})
+        ready = asyncio.Event()
+        now = datetime.now(UTC)
+        window = {"start": iso(now - timedelta(seconds=5)), "end": iso(now + timedelta(hours=1))}
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(device.run(ready.set)),
+                     group.create_task(stepping([dev_der]))]
+            try:
+                async with asyncio.timeout(30):
+                    await ready.wait()
+                await ldc.ok("POST", "/v1/instructions", {
+                    "kind": "limit", "target": {"kind": "resource", "id": "dev-1"}, **window,
+                    "limits": {"export_max_w": 6_000}, "reason": "feeder F-A1"})
+                await ldc.ok("POST", "/v1/instructions", {
+                    "kind": "function_settings", "target": {"kind": "resource", "id": "dev-1"},
+                    "start": window["start"], "reason": "IEEE 1547 settings for F-A1",
+                    "settings": {"freq_droop": {"db_of_hz": 0.017, "db_uf_hz": 0.036,
+                                                "k_of": 0.03, "k_uf": 0.05, "response_s": 2}}})
+                wanted = FreqDroop(db_of_hz=0.017, db_uf_hz=0.036, k_of=0.03, k_uf=0.05,
+                                   response_s=2.0)
+                setting = dev_der.model.freq_watt
+                await until(lambda: _true(setting.enabled and setting.value == wanted))
+                await until(lambda: _true(abs(dev_der.measurement().w - 6_000) < 1))  # and the limit
+
+                _, body = await ldc.post("/v1/instructions", {
+                    "kind": "function_settings", "target": {"kind": "resource", "id": "dev-1"},
+                    "start": window["start"], "reason": "a bad droop",
+                    "settings": {"freq_droop": {"db_of_hz": 0.017, "db_uf_hz": 0.036,
+                                                "k_of": 0, "k_uf": 0.05}}})
+
+                async def refused():
+                    _, rows = await admin.get(f"/v1/acknowledgements?instruction_id={body['id']}")
+                    return [r for r in rows if r["status"] == "cannot_comply"]
+
+                (ack,) = await until(refused)
+                assert "k_of 0 is outside" in ack["detail"]
+                # no longer told: the DER is back on its own setting
+                await until(lambda: _true(not setting.enabled))
+            finally:
+                for t in tasks:
+                    t.cancel()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from adapters.ieee2030_5.codec import models as m
-from simulators.der import Constant, DerModel, Rating
+from simulators.der import Constant, DerModel, FreqDroop, Rating
 from simulators.feeder.envelope import ControlledDer, Envelope
 from simulators.ieee2030_5_client import control
 from simulators.ieee2030_5_client.device import DeviceAgent
@@ -132,3 +132,24 @@ def test_programs_apply_mode_by_mode_lowest_primacy_first():
     env = control.layered([e.base for e in s.in_force], rating_w=10_000)
     assert env == Envelope(export_max_w=4000.0, setpoint_w=3000.0)
     assert control.layered([], 10_000) is None
+
+
+def test_freq_droop_is_adopted_by_the_der_and_falls_back_to_the_default():
+    """opModFreqDroop (mHz, thousandths, hundredths of a second) becomes the DER model's
+    FreqDroop; an event without one leaves the default's in force; a droop the DER refuses
+    is not adopted; once no longer told, the DER reverts to its own setting."""
+    wire = m.FreqDroopType(dBOF=17, dBUF=36, kOF=30, kUF=50, openLoopTms=200)
+    droop = FreqDroop(db_of_hz=0.017, db_uf_hz=0.036, k_of=0.03, k_uf=0.05, response_s=2.0)
+    assert control.envelope_of(m.DERControlBase(opModFreqDroop=wire), 1.0).freq_droop == droop
+    refused = m.FreqDroopType(dBOF=17, dBUF=36, kOF=500, kUF=50, openLoopTms=200)
+    assert control.envelope_of(m.DERControlBase(opModFreqDroop=refused), 1.0).freq_droop is None
+    default = Envelope(freq_droop=droop)
+    assert control.merged(Envelope(export_max_w=1.0), default).freq_droop == droop
+    event_droop = FreqDroop(k_of=0.02)
+    assert control.layered([m.DERControlBase(opModFreqDroop=m.FreqDroopType(
+        dBOF=36, dBUF=36, kOF=20, kUF=50, openLoopTms=500))], 1.0).freq_droop == event_droop
+    der = ControlledDer(DerModel(Rating(w_max=10_000), profile=Constant(1.0), ramp_pct_s=0))
+    der.apply(default)
+    assert der.model.freq_watt.enabled and der.model.freq_watt.value == droop
+    der.apply(Envelope())
+    assert not der.model.freq_watt.enabled and der.model.freq_watt.value == FreqDroop()

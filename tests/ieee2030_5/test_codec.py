@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from lxml import etree
 
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.schema import XSD_DIR, generate
-from adapters.ieee2030_5.codec.xml import DocumentError, parse, serialize
+from adapters.ieee2030_5.codec.xml import DocumentError, build, parse, serialize
 
 SEP = "urn:ieee:std:2030.5:ns"
 
@@ -74,3 +75,18 @@ def test_posted_reading_list_without_counts_is_accepted():
            b"</MirrorMeterReading></MirrorMeterReadingList>")
     parsed = parse(doc, ("MirrorMeterReadingList",)).model
     assert parsed.MirrorMeterReading[0].Reading.value == 1000
+
+
+def test_freq_droop_round_trips_in_its_sequence_position():
+    """opModFreqDroop sits between opModFixedW and opModFreqWatt, its children in the
+    FreqDroopType order (dBOF, dBUF, kOF, kUF, openLoopTms)."""
+    droop = m.FreqDroopType(dBOF=36, dBUF=36, kOF=50, kUF=50, openLoopTms=500)
+    base = m.DERControlBase(opModFixedW=100, opModFreqDroop=droop,
+                            opModFreqWatt=m.Link(href="/dc/1"), rampTms=10)
+    root = etree.fromstring(serialize(base))
+    names = [etree.QName(el).localname for el in root]
+    assert names == ["opModFixedW", "opModFreqDroop", "opModFreqWatt", "rampTms"]
+    assert [etree.QName(el).localname for el in root[1]] == [
+        "dBOF", "dBUF", "kOF", "kUF", "openLoopTms"]
+    back = build(m.DERControlBase, root)
+    assert back == base

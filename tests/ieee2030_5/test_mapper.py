@@ -105,3 +105,64 @@ def test_open_ended_control_end_is_stable_and_extended_ahead():
     for now in range(start, start + 30 * day, 6 * 3600):
         assert open_end(start, now, 7 * day) - now >= 3.5 * day
     assert open_end(start + day, start, 7 * day) == start + 8 * day  # starts in the future
+
+
+DROOP = {"db_of_hz": 0.036, "db_uf_hz": 0.017, "k_of": 0.05, "k_uf": 0.04, "response_s": 2.5}
+
+
+def test_freq_droop_settings_become_freq_droop_type():
+    """Dead bands in mHz, gains in thousandths, openLoopTms in hundredths of a second."""
+    standing = mapper.standing_functions({"freq_droop": DROOP})
+    assert standing.freq_droop == m.FreqDroopType(dBOF=36, dBUF=17, kOF=50, kUF=40,
+                                                  openLoopTms=250)
+    assert standing.refusals == ()
+    no_time = mapper.standing_functions({"freq_droop": {**DROOP, "response_s": None}})
+    assert no_time.freq_droop.openLoopTms == 500  # the 1547 default, 5 s
+    assert mapper.standing_functions({"volt_var": [[95, 40], [105, -40]]}) == \
+        mapper.StandingFunctions()
+
+
+def test_freq_droop_goes_into_default_control_and_every_control():
+    dderc = mapper.default_control({"export_max_w": 1500}, "AB", "/dderc", {"freq_droop": DROOP})
+    assert dderc.DERControlBase.opModFreqDroop.kOF == 50
+    assert dderc.DERControlBase.opModExpLimW is not None
+    assert mapper.default_control({}, "AB", "/dderc").DERControlBase.opModFreqDroop is None
+    interval = EffectiveInterval(
+        start=T0, end=None, export_max_w=5000.0, import_max_w=0.0,
+        sources=(Source("i1", "ldc", InstructionKind.LIMIT, "export_max_w", 5000.0),))
+    droop = mapper.standing_functions({"freq_droop": DROOP}).freq_droop
+    base = mapper.control_base(interval, mapper.RenderOptions(freq_droop=droop))
+    assert base.opModFreqDroop == droop
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ([0.036, 0.036, 0.05, 0.05], "expected"),
+        ({"db_of_hz": 0.036, "k_of": 0.05, "k_uf": 0.05}, "missing db_uf_hz"),
+        ({**DROOP, "k_of": "0.05"}, "k_of must be a finite number"),
+        ({**DROOP, "db_uf_hz": float("nan")}, "db_uf_hz must be a finite number"),
+        ({**DROOP, "k_uf": True}, "k_uf must be a finite number"),
+        ({**DROOP, "db_of_hz": -0.01}, "db_of_hz -0.01 is outside"),
+        ({**DROOP, "k_of": 0}, "k_of 0 is outside"),
+        ({**DROOP, "k_uf": 70}, "k_uf 70 is outside"),
+        ({**DROOP, "response_s": 700}, "response_s 700 is outside"),
+    ],
+    ids=["not-a-mapping", "missing", "string", "nan", "bool", "negative-band", "zero-gain",
+         "gain-too-big", "response-too-long"],
+)
+def test_bad_freq_droop_is_refused_not_raised(params, reason):
+    standing = mapper.standing_functions({"freq_droop": params})
+    assert standing.freq_droop is None
+    (refusal,) = standing.refusals
+    assert refusal.startswith("freq_droop: ") and reason in refusal
+    dderc = mapper.default_control({}, "AB", "/dderc", {"freq_droop": params})
+    assert dderc.DERControlBase.opModFreqDroop is None
+
+
+def test_freq_droop_minimum_power_is_noted_as_not_sent():
+    standing = mapper.standing_functions({"freq_droop": {**DROOP, "p_min_pct": 20}})
+    assert standing.freq_droop is not None
+    (refusal,) = standing.refusals
+    assert "p_min_pct 20 not sent" in refusal
+    assert mapper.standing_functions({"freq_droop": {**DROOP, "p_min_pct": 0}}).refusals == ()

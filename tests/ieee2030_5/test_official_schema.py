@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from lxml import etree
 
+from adapters.ieee2030_5 import mapper
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import serialize
 from tests.ieee2030_5.conftest import limit_control
@@ -26,7 +27,9 @@ async def populate(server):
     server.gateway.controls["der-1"] = type(control)(
         resource_id="der-1", intervals=control.intervals,
         default_control={"export_max_w": 1500, "set_grad_w": 27, "ramp_s": 10},
-        function_settings={"volt_var": [[95, 40], [100, 0], [105, -40]]})
+        function_settings={"volt_var": [[95, 40], [100, 0], [105, -40]],
+                           "freq_droop": {"db_of_hz": 0.036, "db_uf_hz": 0.036, "k_of": 0.05,
+                                          "k_uf": 0.05, "response_s": 5}})
     await server.service.on_control_changed("der-1")
     edev = server.service.registry.by_resource("der-1").id
     async with server.client("device-1") as c:
@@ -122,3 +125,18 @@ async def test_multi_program_documents_validate(server, official_schema):
             async with c.get(path) as resp:
                 assert resp.status == 200, path
                 check(official_schema, await resp.read(), path)
+
+
+async def test_freq_droop_documents_validate(server, official_schema):
+    """opModFreqDroop, in a published DERControl and in a DefaultDERControl, is officially
+    valid (element order, FreqDroopType children and their types)."""
+    edev, mrid = await populate(server)
+    async with server.client("device-1") as c, c.get(f"/edev/{edev}/derp/1/derc/{mrid}") as resp:
+        data = await resp.read()
+    check(official_schema, data, "DERControl")
+    assert b"opModFreqDroop" in data
+    dderc = mapper.default_control(
+        {"export_max_w": 1500, "ramp_s": 10}, "AB" * 16, "/dderc",
+        {"freq_droop": {"db_of_hz": 0.017, "db_uf_hz": 0.5, "k_of": 0.03, "k_uf": 0.1}})
+    assert dderc.DERControlBase.opModFreqDroop is not None
+    check(official_schema, serialize(dderc), "DefaultDERControl")

@@ -51,6 +51,17 @@ def test_part_of_keeps_only_the_programs_elements():
     assert programs.part_of(base, frozenset(programs.PARTS)) is base
 
 
+def test_freq_droop_travels_with_every_part():
+    """A standing setting in force through any event, like rampTms."""
+    droop = m.FreqDroopType(dBOF=36, dBUF=36, kOF=50, kUF=50, openLoopTms=500)
+    base = m.DERControlBase(opModExpLimW=m.ActivePower(multiplier=0, value=5000),
+                            opModTargetW=m.ActivePower(multiplier=0, value=2000),
+                            opModFreqDroop=droop)
+    assert programs.part_of(base, frozenset({"limits"})).opModFreqDroop == droop
+    assert programs.part_of(base, frozenset({"dispatch"})).opModFreqDroop == droop
+    assert programs.part_of(base, frozenset({"connection"})) is None
+
+
 def _mixed(rid: str):
     """A limit and a dispatch in one effective interval, plus a default control."""
     control = limit_control(rid, 5000.0)

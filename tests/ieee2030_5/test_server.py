@@ -402,3 +402,64 @@ async def test_repeating_a_cancelled_control_is_a_new_event(server):
     assert sorted(first.values()) == ["1", "2"] and len(first) == 2
     await server.service.on_control_changed("der-1")
     assert await listed() == first
+
+
+FREQ_DROOP = {"db_of_hz": 0.036, "db_uf_hz": 0.036, "k_of": 0.05, "k_uf": 0.05,
+              "response_s": 5}
+
+
+def _with_functions(rid: str, functions: dict):
+    from dataclasses import replace
+
+    from gateway.domain import InstructionKind, Source
+
+    return replace(limit_control(rid), function_settings=functions, function_source=Source(
+        "ins-fs", "ldc-1", InstructionKind.FUNCTION_SETTINGS, "function_settings"))
+
+
+async def test_freq_droop_is_carried_inline_by_the_controls(server):
+    """freq_droop is a FreqDroopType inside DERControlBase (no DERCurve): every DERControl
+    carries it, since it stays in force through any event."""
+    server.gateway.controls["der-1"] = _with_functions("der-1", {"freq_droop": FREQ_DROOP})
+    await server.service.on_control_changed("der-1")
+    edev = server.service.registry.by_resource("der-1").id
+    async with server.client("device-1") as c:
+        _, derc = await get(c, f"/edev/{edev}/derp/1/derc")
+        droop = derc.find("s:DERControl/s:DERControlBase/s:opModFreqDroop", NS)
+        assert [(etree.QName(el).localname, el.text) for el in droop] == [
+            ("dBOF", "36"), ("dBUF", "36"), ("kOF", "50"), ("kUF", "50"), ("openLoopTms", "500")]
+        _, curves = await get(c, f"/edev/{edev}/derp/1/dc")
+        assert text(curves, "s:DERCurve") is None  # nothing to link
+    assert server.gateway.acks == []
+
+
+@pytest.mark.xfail(strict=True, reason="service.default_control does not yet pass the "
+                   "function settings to mapper.default_control (see docs/ieee2030_5.md)")
+async def test_freq_droop_is_in_the_default_control(server):
+    server.gateway.controls["der-1"] = _with_functions("der-1", {"freq_droop": FREQ_DROOP})
+    await server.service.on_control_changed("der-1")
+    edev = server.service.registry.by_resource("der-1").id
+    async with server.client("device-1") as c:
+        _, dderc = await get(c, f"/edev/{edev}/derp/1/dderc")
+    assert text(dderc, "s:DERControlBase/s:opModFreqDroop/s:kOF") == "50"
+
+
+async def test_unrepresentable_freq_droop_is_acknowledged_cannot_comply(server, caplog):
+    """A bad freq_droop is left out (the rest is still published), logged, and acknowledged
+    cannot_comply once per change of the function settings."""
+    bad = {"volt_var": [[95, 40], [105, -40]], "freq_droop": {**FREQ_DROOP, "k_of": -1}}
+    server.gateway.controls["der-1"] = _with_functions("der-1", bad)
+    await server.service.on_control_changed("der-1")
+    await server.service.on_control_changed("der-1")  # unchanged: no second acknowledgement
+    (ack,) = server.gateway.acks
+    assert (ack.status, ack.instruction_id, ack.resource_id) == (
+        "cannot_comply", "ins-fs", "der-1")
+    assert "k_of -1 is outside" in ack.detail
+    assert "not representable" in caplog.text
+    edev = server.service.registry.by_resource("der-1").id
+    async with server.client("device-1") as c:
+        _, derc = await get(c, f"/edev/{edev}/derp/1/derc")
+        assert derc.find("s:DERControl/s:DERControlBase/c:opModExpLimW", NS) is not None
+        assert derc.find(".//s:opModFreqDroop", NS) is None
+        _, dderc = await get(c, f"/edev/{edev}/derp/1/dderc")
+        assert dderc.find("s:DERControlBase/s:opModVoltVar", NS) is not None

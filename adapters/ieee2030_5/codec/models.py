@@ -154,6 +154,19 @@ class FixedVar:
 
 
 @W
+class FreqDroopType:
+    """Frequency-droop (frequency-watt) parameters: dead bands in thousandths of Hz, gains in
+    thousandths (per-unit frequency change per per-unit power change), openLoopTms in
+    hundredths of a second (0: no limit)."""
+
+    dBOF: UInt32
+    dBUF: UInt32
+    kOF: UInt16
+    kUF: UInt16
+    openLoopTms: UInt16
+
+
+@W
 class DateTimeInterval:
     duration: UInt32
     start: TimeType
@@ -281,6 +294,7 @@ class DERControlBase:
     opModFixedPFInjectW: PowerFactorWithExcitation | None = None
     opModFixedVar: FixedVar | None = None
     opModFixedW: SignedPerCent | None = None
+    opModFreqDroop: FreqDroopType | None = None
     opModFreqWatt: Link | None = None
     opModMaxLimW: PerCent | None = None
     opModTargetVar: ReactivePower | None = None
