@@ -6,6 +6,7 @@ to the core only through the adapter context (gateway services, records, deliver
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -256,9 +257,10 @@ class Ieee2030Service:
         functions = (control.function_settings if control else None) or {}
         curve_base = h.program(programs.carrying(self.layout_of(record), "curves").index, "dc")
         links = mapper.curve_links(functions, curve_base)
+        droop = json.dumps(functions.get("freq_droop"), sort_keys=True, default=str)
         dderc = mapper.default_control(settings, mapper.server_mrid(
-            self.pen, "dderc", record.id, sorted(settings.items()), sorted(links.items())),
-            h.program(spec.index, "dderc"))
+            self.pen, "dderc", record.id, sorted(settings.items()), sorted(links.items()),
+            droop), h.program(spec.index, "dderc"), functions)
         # Standing 1547 settings apply by default: the DefaultDERControl links their curves.
         for element, href in links.items():
             setattr(dderc.DERControlBase, element, m.Link(href=href))

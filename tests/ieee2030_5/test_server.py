@@ -433,8 +433,6 @@ async def test_freq_droop_is_carried_inline_by_the_controls(server):
     assert server.gateway.acks == []
 
 
-@pytest.mark.xfail(strict=True, reason="service.default_control does not yet pass the "
-                   "function settings to mapper.default_control (see docs/ieee2030_5.md)")
 async def test_freq_droop_is_in_the_default_control(server):
     server.gateway.controls["der-1"] = _with_functions("der-1", {"freq_droop": FREQ_DROOP})
     await server.service.on_control_changed("der-1")
