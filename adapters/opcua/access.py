@@ -58,14 +58,14 @@ def area_view(participant: Participant | None, topology: Topology) -> AreaView:
     """The platform's area of `participant` as a set of LDCs whose nodes it sees."""
     if participant is None:
         return NOTHING
-    if authz.area_of(participant, topology) is None:
-        return EVERYTHING
     if participant.role is Role.LDC:
         ldc_id: str | None = participant.id
     elif participant.role is Role.SCADA:
         ldc_id = participant.ldc_id
-    else:  # an aggregator's DERs are not an LDC control room's business
+    elif participant.role is Role.AGGREGATOR:  # its DERs are not a control room's business
         return NOTHING
+    else:
+        return EVERYTHING if authz.area_of(participant, topology) is None else NOTHING
     ldc = topology.participants.get(ldc_id or "")
     if ldc is None or ldc.role is not Role.LDC:
         return NOTHING
@@ -73,23 +73,51 @@ def area_view(participant: Participant | None, topology: Topology) -> AreaView:
 
 
 class AreaAccess:
-    """Per-request views of the address space, cached until the platform topology changes."""
+    """The area of each participant that operators act for, shared by all their sessions.
+
+    A request costs one dict lookup (`view`). The views are recomputed once per platform
+    topology change (`refresh`, driven by the model's bus follower), not per request; a
+    participant seen for the first time is computed from the platform's current topology."""
 
     def __init__(self, gateway: GatewayServices, space: AddressSpace) -> None:
         self._gateway = gateway
         self._space = space
-        self._views: dict[str, tuple[Topology, AreaView]] = {}
+        self._views: dict[str, AreaView] = {}  # participant id -> its area
+        self._topology: Topology | None = None  # the one the views were computed from
 
     async def view(self, account: OperatorAccount | None) -> AreaView:
         if account is None:
             return NOTHING
-        topology = await self._gateway.topology()
-        cached = self._views.get(account.ldc_id)
-        if cached is not None and cached[0] is topology:
-            return cached[1]
-        view = area_view(topology.participants.get(account.ldc_id), topology)
-        self._views[account.ldc_id] = (topology, view)
+        view = self._views.get(account.ldc_id)
+        if view is None:
+            topology = await self._gateway.topology()
+            view = self._views[account.ldc_id] = area_view(
+                topology.participants.get(account.ldc_id), topology)
         return view
+
+    def cached_view(self, account: OperatorAccount | None) -> AreaView:
+        """`view` without I/O, for notifications (a participant not yet seen is computed from
+        the topology of the last refresh)."""
+        if account is None:
+            return NOTHING
+        view = self._views.get(account.ldc_id)
+        if view is None:
+            if self._topology is None:
+                return NOTHING
+            view = self._views[account.ldc_id] = area_view(
+                self._topology.participants.get(account.ldc_id), self._topology)
+        return view
+
+    def refresh(self, topology: Topology) -> bool:
+        """Recompute every known participant's area; True if any of them changed."""
+        self._topology = topology
+        changed = False
+        for participant_id, old in list(self._views.items()):
+            new = area_view(topology.participants.get(participant_id), topology)
+            if new != old:
+                self._views[participant_id] = new
+                changed = True
+        return changed
 
     def visible(self, view: AreaView, node_id: ua.NodeId) -> bool:
         return view.everything or view.sees(self._space.owner(node_id))

@@ -290,17 +290,71 @@ class AddressSpace:
         for spec in AGGREGATES:
             batch.var(group, spec, value=0 if spec.dtype is Dt.UINT32 else 0.0)
 
-    async def remove(self, ident: str) -> None:
-        """Remove an object and everything below it (a DER that moved or left)."""
-        prefix = (f"{ident}.",)
-        await self.server.delete_nodes([self.server.get_node(ua.NodeId(ident, self.ns))],
-                                       recursive=True)
-        self._objects = {o for o in self._objects if o != ident and not o.startswith(prefix)}
-        for key in [k for k in self._variables if k.startswith(prefix)]:
-            del self._variables[key]
+    async def move_der(self, resource_id: str, old_cp: str, new_cp: str, ldc_id: str) -> None:
+        """Hang a DER under another connection point (and LDC), keeping its nodes: sessions
+        that still see it keep their monitored items; the area checks follow the new owner."""
+        ident = NodeIds.der(resource_id)
+        der, organizes = ua.NodeId(ident, self.ns), ua.NodeId(ua.ObjectIds.Organizes)
+        unlink = ua.DeleteReferencesItem()
+        unlink.SourceNodeId, unlink.TargetNodeId = ua.NodeId(NodeIds.cp(old_cp), self.ns), der
+        unlink.ReferenceTypeId, unlink.IsForward = organizes, True
+        unlink.DeleteBidirectional = True
+        await self._session.delete_references([unlink])
+        links = []
+        for source, target, forward in ((NodeIds.cp(new_cp), ident, True),
+                                        (ident, NodeIds.cp(new_cp), False)):
+            item = ua.AddReferencesItem()
+            item.SourceNodeId, item.TargetNodeId = (ua.NodeId(source, self.ns),
+                                                    ua.NodeId(target, self.ns))
+            item.ReferenceTypeId, item.IsForward = organizes, forward
+            item.TargetNodeClass = ua.NodeClass.Object
+            links.append(item)
+        await self._session.add_references(links)
+        for key in _der_idents(ident):
+            if key in self._owners:
+                self._owners[key] = ldc_id
+
+    async def remove_der(self, resource_id: str, cp_id: str) -> None:
+        """Remove a DER's nodes (a DER that left the fleet), and only those: the control
+        methods it references are shared by every DER, so no recursive delete.
+
+        Monitored items on the removed nodes get one Bad_NodeIdUnknown value and then nothing
+        (OPC UA Part 4: an item whose node is deleted reports Bad_NodeIdUnknown); they are
+        told here, because asyncua's own notice on deletion is never delivered."""
+        ident = NodeIds.der(resource_id)
+        unlink = ua.DeleteReferencesItem()
+        unlink.SourceNodeId, unlink.TargetNodeId = (ua.NodeId(NodeIds.cp(cp_id), self.ns),
+                                                    ua.NodeId(ident, self.ns))
+        unlink.ReferenceTypeId = ua.NodeId(ua.ObjectIds.Organizes)
+        unlink.IsForward, unlink.DeleteBidirectional = True, True
+        await self._session.delete_references([unlink])
+        doomed = _der_idents(ident)
+        await self._detach_monitors(doomed)
+        params = ua.DeleteNodesParameters()
+        for key in doomed:  # its nodes reference only each other, types and the methods
+            item = ua.DeleteNodesItem()
+            item.NodeId, item.DeleteTargetReferences = ua.NodeId(key, self.ns), False
+            params.NodesToDelete.append(item)
+        await self._session.delete_nodes(params)
+        for key in doomed:
+            self._objects.discard(key)
+            self._variables.pop(key, None)
             self._pending.pop(key, None)
-        for key in [k for k in self._owners if k == ident or k.startswith(prefix)]:
-            del self._owners[key]
+            self._owners.pop(key, None)
+            self._property_names.pop(key, None)
+
+    async def _detach_monitors(self, idents: list[str]) -> None:
+        gone = ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
+        for ident in idents:
+            node = self._aspace.get(ua.NodeId(ident, self.ns))
+            for attribute in node.attributes.values() if node is not None else ():
+                for handle, callback in list(attribute.datachange_callbacks.items()):
+                    self._aspace.delete_datachange_callback(handle)
+                    try:
+                        await callback(handle, None, gone)
+                    except Exception:  # one subscription's failure must not stop the removal
+                        log.exception("opcua: telling monitored item %s of a removal failed",
+                                      handle)
 
     # -- values ----------------------------------------------------------------------------
 
@@ -335,6 +389,15 @@ class AddressSpace:
     def read(self, ident: str) -> ua.DataValue:
         node_id, _ = self._variables[ident]
         return self.server.read_attribute_value(node_id)
+
+
+def _der_idents(ident: str) -> list[str]:
+    """Every node of one DER (as `add_der` makes them), without scanning the model."""
+    out = [ident, *(NodeIds.member(ident, spec.name) for spec in DER_PROPERTIES)]
+    for group, specs in DER_GROUPS.items():
+        group_ident = NodeIds.member(ident, group)
+        out += [group_ident, *(NodeIds.member(group_ident, spec.name) for spec in specs)]
+    return out
 
 
 def _result(code: int) -> ua.AddNodesResult:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification
 
 from adapters.opcua.access import AreaAccess, AreaView, serve_allowed
+from adapters.opcua.sessions import AreaMonitoredItems
 from adapters.opcua.users import OperatorAccount, OperatorRole, UserDirectory
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,10 @@ class ClientCertificateValidator:
 
 @dataclass
 class Operator(User):
-    """An authenticated OPC UA user, with the platform identity it acts for."""
+    """An authenticated OPC UA user, with the platform identity it acts for.
+
+    `account` follows the user directory while the session is open (`sessions.AreaFollower`):
+    None once the user is removed, which refuses every further request."""
 
     account: OperatorAccount | None = None
 
@@ -192,7 +196,7 @@ class OperatorSession(InternalSession):
     iserver: OperatorInternalServer
 
     @property
-    def _account(self) -> OperatorAccount | None:
+    def account(self) -> OperatorAccount | None:
         return getattr(self.user, "account", None)
 
     async def _view(self) -> tuple[AreaAccess, AreaView] | None:
@@ -202,7 +206,7 @@ class OperatorSession(InternalSession):
             return None  # the server's own session
         if access is None:  # no model yet: only shared nodes exist
             return None
-        return access, await access.view(self._account)
+        return access, await access.view(self.account)
 
     async def read(self, params: ua.ReadParameters) -> list[ua.DataValue]:
         scope = await self._view()
@@ -241,10 +245,14 @@ class OperatorSession(InternalSession):
                                   callback: Any, request_callback: Any = None
                                   ) -> ua.CreateSubscriptionResult:
         result = await super().create_subscription(params, callback, request_callback)
+        isub = self.subscription_service.subscriptions[result.SubscriptionId]
+        iserver = self.iserver
+        isub.monitored_item_srv = AreaMonitoredItems(  # no items yet: nothing to carry over
+            isub, self.aspace, lambda: iserver.area_of_session(isub.session_id))
         owners, live = self.iserver.subscription_owners, self.subscription_service.subscriptions
         for gone in [i for i in owners if i not in live]:  # bounded by live subscriptions
             del owners[gone]
-        account = self._account
+        account = self.account
         owners[int(result.SubscriptionId)] = account.name if account else None
         return result
 
@@ -301,7 +309,7 @@ class OperatorSession(InternalSession):
         self, params: ua.TransferSubscriptionsParameters, callback: Any
     ) -> list[ua.TransferResult]:
         """Only the same user's subscriptions (OPC UA Part 4, 5.13.7): Bad_UserAccessDenied."""
-        account = self._account
+        account = self.account
         allowed = [not self.external or (account is not None and
                                          self.iserver.subscription_owners.get(int(i)) ==
                                          account.name) for i in params.SubscriptionIds]
@@ -311,8 +319,14 @@ class OperatorSession(InternalSession):
             lambda ids: serve(dataclasses.replace(params, SubscriptionIds=ids), callback),
             lambda: ua.TransferResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)))
 
+    def monitored_items(self) -> list[AreaMonitoredItems]:
+        """The monitored items of this session's subscriptions, per subscription."""
+        return [sub.monitored_item_srv for sub in self.subscription_service.subscriptions.values()
+                if sub.session_id == self.session_id
+                and isinstance(sub.monitored_item_srv, AreaMonitoredItems)]
+
     async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
-        token = CURRENT_OPERATOR.set(self._account)
+        token = CURRENT_OPERATOR.set(self.account)
         try:
             scope = await self._view()
             if scope is None:
@@ -331,6 +345,31 @@ class OperatorInternalServer(InternalServer):
         super().__init__(*args, **kwargs)
         self.access: AreaAccess | None = None  # set once the model exists
         self.subscription_owners: dict[int, str | None] = {}  # id -> user who created it
+        self._sessions: dict[ua.NodeId, OperatorSession] = {}  # open external sessions by id
+
+    def register_external_session(self, session: InternalSession) -> None:
+        super().register_external_session(session)
+        if isinstance(session, OperatorSession):
+            self._sessions[session.session_id] = session
+
+    def unregister_external_session(self, session: InternalSession) -> None:
+        super().unregister_external_session(session)
+        self._sessions.pop(session.session_id, None)
+
+    def all_sessions(self) -> list[OperatorSession]:
+        return list(self._sessions.values())
+
+    def sessions_of(self, user_name: str) -> list[OperatorSession]:
+        return [s for s in self._sessions.values()
+                if isinstance(s.user, Operator) and s.user.name == user_name]
+
+    def area_of_session(self, session_id: ua.NodeId) -> tuple[AreaAccess, AreaView] | None:
+        """The area filter for notifications of a subscription owned by `session_id` (None:
+        nothing to filter, e.g. a subscription waiting to be transferred)."""
+        session = self._sessions.get(session_id)
+        if self.access is None or session is None:
+            return None
+        return self.access, self.access.cached_view(session.account)
 
     def create_session(self, name: str, user: User | None = None,
                        external: bool = False) -> InternalSession:

@@ -25,6 +25,7 @@ from adapters.opcua.security import (
     security_policies,
 )
 from adapters.opcua.service import ModelService
+from adapters.opcua.sessions import AreaFollower
 from adapters.opcua.users import UserDirectory
 from gateway.adapters import AdapterContext
 
@@ -86,12 +87,15 @@ class OpcUaServer:
         iserver = server.iserver
         assert isinstance(iserver, OperatorInternalServer)
         iserver.access = AreaAccess(self.ctx.gateway, space)  # before any client connects
+        areas = AreaFollower(self.ctx.gateway, iserver, self.users)
         service = ModelService(self.ctx, space, flush_interval=self.config.flush_interval,
-                               restore_window_s=self.config.restore_window_s)
+                               restore_window_s=self.config.restore_window_s,
+                               on_topology=areas.topology_changed)
         methods = ControlMethods(self.ctx.gateway, self.ns, service.resource_of_node)
         await space.build_base(methods.handlers())
         self.server, self.service = server, service
-        async with service.running():  # the model is loaded before clients can connect
+        # the model is loaded before clients can connect; open sessions follow its changes
+        async with areas.running(), service.running():
             await server.start()
             log.info("opcua: serving %s (namespace %s)", self.config.listen, NAMESPACE_URI)
             try:

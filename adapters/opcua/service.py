@@ -42,8 +42,12 @@ _FREEZE_EVERY = 50  # DERs placed between freezes of the heap (gateway.heap)
 
 class ModelService:
     def __init__(self, ctx: AdapterContext, space: AddressSpace, *,
-                 flush_interval: float = 0.1, restore_window_s: float = 120.0) -> None:
+                 flush_interval: float = 0.1, restore_window_s: float = 120.0,
+                 on_topology: Callable[[bool], None] = lambda moved: None) -> None:
         self.ctx = ctx
+        # told once per change of the model (True: DERs moved to other connection points)
+        self._on_topology = on_topology
+        self._moved = False
         self.space = space
         self.flush_interval = flush_interval
         self.restore_window_s = restore_window_s
@@ -100,6 +104,7 @@ class ModelService:
         controls = await self.ctx.gateway.effective_controls(list(self.resources))
         for rid, control in controls.items():
             await self._render(rid, control)
+        self._topology_changed()
         await self._restore_readings()
         await self._restore_acknowledgements()
         await self.flush()
@@ -196,6 +201,7 @@ class ModelService:
                     self._dirty_controls.add(rid)
                 else:
                     await self._drop(rid)
+            self._topology_changed()
         while self._dirty_controls:
             batch = sorted(self._dirty_controls)[:_REFRESH_BATCH]
             self._dirty_controls.difference_update(batch)
@@ -204,15 +210,16 @@ class ModelService:
                 await self._render(rid, controls.get(rid))
                 await self._pacer.step()
 
+    def _topology_changed(self) -> None:
+        moved, self._moved = self._moved, False
+        self._on_topology(moved)
+
     async def _place(self, res: Resource, ldcs: dict[str, Any]) -> None:
         """Create (or move, or update) a DER's nodes, with its LDC, T-D node and CP if new."""
         cp = await self.ctx.gateway.connection_point(res.connection_point_id)
         if cp is None:
             return
         old = self.resources.get(res.id)
-        if old is not None and old.connection_point_id != res.connection_point_id:
-            await self._drop(res.id)
-            old = None
         batch = self.space.batch()
         if not self.space.has_object(NodeIds.ldc(cp.ldc_id)):
             ldc = ldcs.get(cp.ldc_id)
@@ -227,6 +234,9 @@ class ModelService:
         if old is None:
             self.space.add_der(batch, res.id, cp.id, cp.ldc_id, _der_properties(res))
         await self.space.apply(batch)
+        if old is not None and old.connection_point_id != cp.id:
+            await self.space.move_der(res.id, old.connection_point_id, cp.id, cp.ldc_id)
+            self._moved = True
         self._cps[cp.id] = cp
         self.resources[res.id] = res
         self._aggregates.place(res.id, _groups(cp), online=res.online)
@@ -240,11 +250,12 @@ class ModelService:
             heap.freeze()  # ~3,200 long-lived objects per DER: keep full collections short
 
     async def _drop(self, rid: str) -> None:
-        if self.resources.pop(rid, None) is None:
+        res = self.resources.pop(rid, None)
+        if res is None:
             return
         self._aggregates.remove(rid)
         self._controls.pop(rid, None)
-        await self.space.remove(NodeIds.der(rid))
+        await self.space.remove_der(rid, res.connection_point_id)
 
     async def _render(self, rid: str, control: EffectiveControl | None) -> None:
         if rid not in self.resources:

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -84,24 +85,45 @@ def account_from_doc(doc: dict[str, Any]) -> OperatorAccount:
     return OperatorAccount(name, role, ldc_id, encoded)
 
 
+AccountWatcher = Callable[[str, "OperatorAccount | None"], None]
+
+
 class UserDirectory:
-    """In-memory view of the accounts, consulted synchronously at session activation."""
+    """In-memory view of the accounts, consulted synchronously at session activation.
+
+    Watchers hear of every change, synchronously, with the user's new account (None: the
+    user was removed), so that open sessions follow it before the next request."""
 
     def __init__(self) -> None:
         self._accounts: dict[str, OperatorAccount] = {}
+        self._watchers: list[AccountWatcher] = []
         self._fixed: set[str] = set()  # from config: platform routes may not change them
         self._pepper = secrets.token_bytes(32)  # the cache never holds a password
         self._verified: OrderedDict[tuple[str, bytes], str] = OrderedDict()
+
+    def watch(self, watcher: AccountWatcher) -> None:
+        self._watchers.append(watcher)
+
+    def unwatch(self, watcher: AccountWatcher) -> None:
+        self._watchers.remove(watcher)
 
     def add(self, account: OperatorAccount, *, fixed: bool = False) -> None:
         self._accounts[account.name] = account
         if fixed:
             self._fixed.add(account.name)
         self._forget(account.name)
+        self._changed(account.name, account)
 
     def remove(self, name: str) -> bool:
         self._forget(name)
-        return self._accounts.pop(name, None) is not None
+        removed = self._accounts.pop(name, None) is not None
+        if removed:
+            self._changed(name, None)
+        return removed
+
+    def _changed(self, name: str, account: OperatorAccount | None) -> None:
+        for watcher in self._watchers:
+            watcher(name, account)
 
     def is_fixed(self, name: str) -> bool:
         return name in self._fixed

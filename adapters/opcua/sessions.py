@@ -1,0 +1,186 @@
+"""Open sessions follow their operator's area while it changes.
+
+The area of a session is not fixed at activation. When the platform topology changes (a DER
+registered, moved or deleted, an embedded LDC attached or detached) or an operator's account
+changes (another participant or role, or the user removed), open sessions see the new area
+from their next request, and their monitored items follow it:
+
+- an item whose node leaves the session's area delivers one value with status
+  Bad_NodeIdUnknown, then nothing while the node stays outside; if the node comes back (a DER
+  moved back, a host re-attached), the item delivers the node's current value again. The item
+  itself is not deleted: the client created it and is the one to delete it (OPC UA Part 4
+  gives the server no way to tell a client that an item vanished);
+- an item whose node is deleted (a DER removed from the platform) gets the same
+  Bad_NodeIdUnknown value from `AddressSpace.remove` and stays silent for good, as for any
+  deleted node;
+- every notification is also checked against the session's area when it is queued (one
+  dict lookup), so nothing leaks in the moment between a change and `AreaFollower` noticing it;
+- the sessions of a removed user are closed (their subscriptions deleted) and every further
+  request on them answers Bad_UserAccessDenied; a replaced user's sessions act with the new
+  account (role and participant) from their next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from asyncua import ua
+from asyncua.server.monitored_item_service import MonitoredItemService
+
+from adapters.opcua.access import AreaAccess, AreaView
+from adapters.opcua.users import OperatorAccount, UserDirectory
+from gateway.services import GatewayServices
+
+if TYPE_CHECKING:
+    from adapters.opcua.security import OperatorInternalServer
+
+log = logging.getLogger(__name__)
+
+Scope = Callable[[], "tuple[AreaAccess, AreaView] | None"]
+
+
+def _unknown() -> ua.DataValue:
+    return ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown))
+
+
+class AreaMonitoredItems(MonitoredItemService):
+    """asyncua's monitored items of one subscription, each delivering only while its node
+    lies in the area of the session owning the subscription (`scope`, read at each use)."""
+
+    def __init__(self, isub: Any, aspace: Any, scope: Scope) -> None:
+        super().__init__(isub, aspace)
+        self._scope = scope
+        self.hidden: set[int] = set()  # outside the area: told Bad_NodeIdUnknown once
+        self.gone: set[int] = set()  # their node was deleted
+
+    def _shown(self, mid: int) -> bool:
+        scope = self._scope()
+        mdata = self._monitored_items.get(mid)
+        if scope is None or mdata is None or mdata.read_value_id is None:
+            return True
+        access, view = scope
+        return access.visible(view, mdata.read_value_id.NodeId)
+
+    async def datachange_callback(self, handle: int, value: ua.DataValue,
+                                  error: ua.StatusCode | None = None) -> None:
+        mid = self._monitored_datachange.get(handle)
+        if mid is None or mid in self.gone:
+            return
+        if error is not None:  # the node was deleted (AddressSpace.remove)
+            if mid not in self.hidden:
+                await super().datachange_callback(handle, _unknown())
+            self.gone.add(mid)
+            self.hidden.discard(mid)
+            return
+        if mid in self.hidden:
+            return
+        if not self._shown(mid):
+            await self._hide(mid)
+            return
+        await super().datachange_callback(handle, value)
+
+    async def _hide(self, mid: int) -> None:
+        mdata = self._monitored_items[mid]
+        self.hidden.add(mid)
+        if mdata.callback_handle is not None:
+            await super().datachange_callback(mdata.callback_handle, _unknown())
+
+    async def follow_area(self) -> None:
+        """Hide the items whose node left the area, show again those whose node is back."""
+        for mid, mdata in list(self._monitored_items.items()):
+            if mdata.callback_handle is None or mdata.read_value_id is None or mid in self.gone:
+                continue  # an event item (server object only), or a deleted node's
+            shown = self._shown(mid)
+            if not shown and mid not in self.hidden:
+                await self._hide(mid)
+            elif shown and mid in self.hidden:
+                self.hidden.discard(mid)
+                if mdata.mode != ua.MonitoringMode.Disabled:
+                    await self.trigger_datachange(mdata.callback_handle,
+                                                  mdata.read_value_id.NodeId,
+                                                  mdata.read_value_id.AttributeId)
+
+    def _delete_monitored_items(self, mid: int) -> ua.StatusCode:
+        self.hidden.discard(mid)
+        self.gone.discard(mid)
+        return super()._delete_monitored_items(mid)
+
+
+class AreaFollower:
+    """Carries platform and account changes to the open sessions, in one task.
+
+    Per change: the views of the participants in use are recomputed once (`AreaAccess
+    .refresh`), and only if a view changed, a DER moved, or an account changed are the
+    monitored items of the sessions concerned re-checked (one dict lookup per item)."""
+
+    def __init__(self, gateway: GatewayServices, iserver: OperatorInternalServer,
+                 users: UserDirectory) -> None:
+        self._gateway = gateway
+        self._iserver = iserver
+        self._users = users
+        self._wake = asyncio.Event()
+        self._topology = False
+        self._moved = False
+        self._accounts: set[str] = set()  # user names whose account changed
+
+    def topology_changed(self, moved: bool) -> None:
+        """The model changed (`moved`: DERs now hang under other connection points)."""
+        self._topology = True
+        self._moved |= moved
+        self._wake.set()
+
+    def account_changed(self, name: str, account: OperatorAccount | None) -> None:
+        """At once, so that the very next request of those sessions uses the new account."""
+        for session in self._iserver.sessions_of(name):
+            if session.account is not None:  # a removed user's session stays refused
+                session.user.account = account
+        self._accounts.add(name)
+        self._wake.set()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        self._users.watch(self.account_changed)
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(self._loop(), name="opcua-areas")
+            try:
+                yield
+            finally:
+                task.cancel()
+                self._users.unwatch(self.account_changed)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.follow()
+            except Exception:  # the store may be briefly unavailable; retry on the next change
+                log.exception("opcua: carrying an area change to the sessions failed")
+
+    async def follow(self) -> None:
+        access = self._iserver.access
+        if access is None:
+            return
+        recheck_all, self._moved = self._moved, False
+        if self._topology:
+            self._topology = False
+            recheck_all |= access.refresh(await self._gateway.topology())
+        names, self._accounts = self._accounts, set()
+        if not recheck_all and not names:
+            return
+        for session in self._iserver.all_sessions():
+            account = session.account
+            changed_user = session.user.name in names
+            if changed_user and account is None:
+                log.info("opcua: user %s removed; closing its session %s", session.user.name,
+                         session.session_id)
+                await session.close_session(delete_subs=True)
+                continue
+            if recheck_all or changed_user:
+                await access.view(account)  # a new participant: computed once, then cached
+                for items in session.monitored_items():
+                    await items.follow_area()
