@@ -2,8 +2,8 @@
 
 Down: the effective control active now becomes a `ControlPlan` of 703/704 point values in
 engineering units (the codec applies each device's scale factors), plus the function
-settings as 705/711 curves (`curves.py`). Up: 701/713 registers become canonical Readings; a
-read-back of 704 becomes an Acknowledgement.
+settings as 705/706/711/712 curves and ramp points (`curves.py`). Up: 701/713 registers
+become canonical Readings; a read-back of 704 becomes an Acknowledgement.
 
 Rendering rules:
 - WMaxLimPct = min(export_max_w, generation_max_w) as % of the device's WMax; at or above
@@ -50,7 +50,7 @@ WSET_POINTS = ("WSetEna", "WSetMod", "WSet", "WSetRvrt", "WSetEnaRvrt", "WSetRvr
 class ControlPlan:
     ctl_704: tuple[tuple[str, float], ...]
     enter_service: int | None  # 703 ES, None: leave alone
-    functions: FunctionPlan = field(default_factory=FunctionPlan)  # 705/711 curves
+    functions: FunctionPlan = field(default_factory=FunctionPlan)  # curves, ramp points
     instruction_ids: tuple[str, ...] = field(default=(), compare=False)  # of 704/703
 
     @property

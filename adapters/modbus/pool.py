@@ -2,11 +2,11 @@
 
 Each device runs its own loop (discover once, render its control when it changes or its
 reversion timers need a refresh, read telemetry when due). The 704/703 part of a control and
-its function settings (705/711 curves) are rendered, refreshed and acknowledged separately.
-A failure closes that device's connection and backs it off exponentially; after
-`offline_after` failures in a row it is marked offline. Nothing a device does can raise out
-of its loop, and a slow device only holds one of the `max_concurrency` slots, for at most
-its time-out.
+its function settings (705/706/711/712 curves, 704/703 ramp points) are rendered, refreshed
+and acknowledged separately. A failure closes that device's connection and backs it off
+exponentially; after `offline_after` failures in a row it is marked offline. Nothing a
+device does can raise out of its loop, and a slow device only holds one of the
+`max_concurrency` slots, for at most its time-out.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from adapters.modbus.render import (
     combine,
     disable_curve,
     ensure_curve,
+    ensure_points,
     telemetry,
 )
 from gateway.domain import Acknowledgement, AckStatus, EffectiveControl, Reading
@@ -86,7 +87,7 @@ class Device:
     written_at: float = -1e18
     functions_fp: str | None = None  # of the function settings last rendered
     curves_at: float = -1e18
-    curves_on: set[int] = field(default_factory=set)  # curve models we enabled (705, 711)
+    curves_on: set[int] = field(default_factory=set)  # curve models we enabled (705, 711...)
     telemetry_at: float = -1e18
     failures: int = 0
     online: bool | None = None
@@ -230,8 +231,9 @@ class DevicePool:
             await self._acknowledge(dev, plan.instruction_ids, plan.fingerprint, outcome)
 
     async def _render_functions(self, dev: Device, functions: FunctionPlan) -> None:
-        """Adopt the curves when the settings change (and turn off withdrawn ones); in
-        between, restart their reversion timers, re-adopting a curve the device lost."""
+        """Adopt the curves and write the ramp points when the settings change (and turn
+        off withdrawn curves); in between, restart the curves' reversion timers, re-adopting
+        a curve the device lost."""
         assert dev.dmap is not None
         now = self.clock()
         reversion_s = self.config.reversion_s
@@ -252,6 +254,8 @@ class DevicePool:
             elif curve.model_id in dev.curves_on:  # the old curve must not stay in force
                 dev.curves_on.discard(curve.model_id)
                 await disable_curve(dev.link, dev.dmap, curve.model_id)
+        for setting in functions.settings:  # standing points: no timer to refresh later
+            outcomes.append(await ensure_points(dev.link, dev.dmap, setting))
         dev.functions_fp, dev.curves_at = functions.fingerprint, now
         if functions.instruction_id is not None and functions.has_work:
             await self._acknowledge(dev, (functions.instruction_id,), functions.fingerprint,

@@ -2,12 +2,14 @@
 read telemetry. No scheduling and no core calls here: the pool decides when, the service
 decides where results go.
 
-Curves (705 volt-var, 711 freq-droop) go through SunSpec's adoption handshake: copy the
-active curve into a staging curve, write our points over it, request adoption (AdptCrvReq /
-AdptCtlReq), poll the result, then enable the function with a reversion timer (RvrtTms).
-Re-ensuring a curve that is already in force only rewrites Ena and RvrtTms, which restarts
-the device's timer: while the gateway keeps doing that the curve stays; when it stops, the
-device reverts (to RvrtCrv/RvrtCtl, or with the function off) once the timer runs out.
+Curves (705 volt-var, 706 volt-watt, 711 freq-droop, 712 watt-var) go through SunSpec's
+adoption handshake: copy the active curve into a staging curve, write our points over it,
+request adoption (AdptCrvReq / AdptCtlReq), poll the result, then enable the function with a
+reversion timer (RvrtTms). Re-ensuring a curve that is already in force only rewrites Ena
+and RvrtTms, which restarts the device's timer: while the gateway keeps doing that the curve
+stays; when it stops, the device reverts (to RvrtCrv/RvrtCtl, or with the function off) once
+the timer runs out. Standing settings without a timer (704 WRmp, 703 ESRmpTms) are written
+and read back.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from adapters.modbus.client import (
     write_runs,
 )
 from adapters.modbus.codec import CodecError, ModelLayout, count_points, encode_point
-from adapters.modbus.curves import CurvePlan
+from adapters.modbus.curves import CurvePlan, PointPlan
 from adapters.modbus.mapper import ControlPlan, readings_701, readings_713, verify_704
 from gateway.domain import AckStatus, Reading
 
@@ -98,7 +100,7 @@ async def _enter_service(link: ModbusLink, dmap: DeviceMap, plan: ControlPlan) -
     await link.write(ref.address + spec.offset, encode_point(spec, plan.enter_service))
 
 
-# -- curves (705, 711) ---------------------------------------------------------------------
+# -- curves (705, 706, 711, 712) ----------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,9 @@ class CurveModel:
 
 CURVE_MODELS = MappingProxyType({
     705: CurveModel("Crv", "AdptCrvReq", "AdptCrvRslt"),
+    706: CurveModel("Crv", "AdptCrvReq", "AdptCrvRslt"),
     711: CurveModel("Ctl", "AdptCtlReq", "AdptCtlRslt"),
+    712: CurveModel("Crv", "AdptCrvReq", "AdptCrvRslt"),
 })
 
 
@@ -146,6 +150,39 @@ async def ensure_curve(link: ModbusLink, dmap: DeviceMap, curve: CurvePlan,
         return Outcome(AckStatus.CANNOT_COMPLY, f"{mid} read-back mismatch", "; ".join(wrong))
     how = "adopted" if adopted else "in force"
     return Outcome(AckStatus.COMPLETED, f"{mid} {how}, read-back verified", adopted=adopted)
+
+
+async def ensure_points(link: ModbusLink, dmap: DeviceMap, setting: PointPlan) -> Outcome:
+    """Write a standing setting's points (unless the device already holds them) and verify
+    them by reading the model back."""
+    mid = setting.model_id
+    if not dmap.has(mid):
+        return Outcome(AckStatus.CANNOT_COMPLY, f"no model {mid}",
+                       f"the device does not implement SunSpec model {mid}")
+    ref = dmap.models[mid]
+    regs = await read_model(link, ref)
+    absent = [p for p, _ in setting.points
+              if p not in ref.layout.points or ref.layout.raw(regs, p) is None]
+    if absent:
+        return Outcome(AckStatus.CANNOT_COMPLY, "not representable",
+                       f"{setting.setting}: the device does not implement {mid} "
+                       f"{', '.join(absent)}")
+    held = not _point_mismatches(ref.layout, regs, setting.points)
+    try:
+        if not held:
+            _encode(ref.layout, regs, setting.points)
+            await _write(link, ref, regs, [p for p, _ in setting.points])
+            regs = await read_model(link, ref)
+    except CodecError as exc:
+        return Outcome(AckStatus.CANNOT_COMPLY, "not representable", f"{mid}: {exc}")
+    except DeviceRefused as exc:
+        return Outcome(AckStatus.REJECTED, f"exception 0x{exc.code:02X}", str(exc))
+    wrong = _point_mismatches(ref.layout, regs, setting.points)
+    if wrong:
+        return Outcome(AckStatus.CANNOT_COMPLY, f"{mid} read-back mismatch", "; ".join(wrong))
+    names = "/".join(p for p, _ in setting.points)
+    how = "in force" if held else "written"
+    return Outcome(AckStatus.COMPLETED, f"{mid} {names} {how}, read-back verified")
 
 
 async def disable_curve(link: ModbusLink, dmap: DeviceMap, model_id: int) -> None:
@@ -202,9 +239,15 @@ async def _enable(link: ModbusLink, ref: ModelRef, regs: list[int], ena: int,
 def _curve_mismatches(layout: ModelLayout, regs: Sequence[int], names: CurveModel,
                       curve: CurvePlan) -> list[str]:
     """Points of the active curve that differ from the plan (after the device's rounding)."""
+    return _point_mismatches(layout, regs, [(f"{names.group}[{ACTIVE}].{point}", wanted)
+                                            for point, wanted in curve.points])
+
+
+def _point_mismatches(layout: ModelLayout, regs: Sequence[int],
+                      points: Sequence[tuple[str, float]]) -> list[str]:
+    """Points whose value differs from the plan (after the device's rounding)."""
     wrong = []
-    for point, wanted in curve.points:
-        path = f"{names.group}[{ACTIVE}].{point}"
+    for path, wanted in points:
         spec = layout.point(path) if path in layout.points else None
         got = layout.value(regs, path) if spec else None
         step = 10.0 ** layout.scale(regs, spec) if spec and spec.is_scaled else 1.0

@@ -2,11 +2,15 @@
 
 from simulators.der.curves import (
     DEFAULT_VOLT_VAR,
+    DEFAULT_VOLT_WATT,
+    DEFAULT_WATT_VAR,
     CurveError,
     FreqDroop,
     PowerFactor,
     Priority,
     VoltVarCurve,
+    VoltWattCurve,
+    WattVarCurve,
 )
 from simulators.der.model import (
     DerModel,
@@ -22,6 +26,8 @@ from simulators.der.settings import TimedSetting
 
 __all__ = [
     "DEFAULT_VOLT_VAR",
+    "DEFAULT_VOLT_WATT",
+    "DEFAULT_WATT_VAR",
     "ClearSky",
     "Constant",
     "CurveError",
@@ -38,4 +44,6 @@ __all__ = [
     "Throttle",
     "TimedSetting",
     "VoltVarCurve",
+    "VoltWattCurve",
+    "WattVarCurve",
 ]

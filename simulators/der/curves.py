@@ -1,4 +1,5 @@
-"""IEEE 1547-2018 response curves: volt-var and frequency-droop (freq-watt). Pure.
+"""IEEE 1547-2018 response curves: volt-var, volt-watt, watt-var and frequency-droop
+(freq-watt). Pure.
 
 Curves carry their own validity rules so that a front-end can refuse to adopt a bad one
 (the SunSpec adoption handshake answers FAILED) before the physics ever sees it.
@@ -42,14 +43,70 @@ class VoltVarCurve:
             raise CurveError("volt-var response time must lie within 0..90 s")
 
     def var_pct(self, v_pct: float) -> float:
-        """Piecewise-linear interpolation, flat beyond the first and last points."""
-        pts = self.points
-        if v_pct <= pts[0][0]:
-            return pts[0][1]
-        for (v0, q0), (v1, q1) in itertools.pairwise(pts):
-            if v_pct <= v1:
-                return q0 + (q1 - q0) * (v_pct - v0) / (v1 - v0)
-        return pts[-1][1]
+        return _interpolate(self.points, v_pct)
+
+
+def _interpolate(pts: tuple[tuple[float, float], ...], x: float) -> float:
+    """Piecewise-linear interpolation, flat beyond the first and last points."""
+    if x <= pts[0][0]:
+        return pts[0][1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return pts[-1][1]
+
+
+def _check_points(what: str, points: tuple[tuple[float, float], ...],
+                  x_range: tuple[float, float], x_unit: str, y_unit: str) -> None:
+    if not 2 <= len(points) <= 10:
+        raise CurveError(f"a {what} curve needs 2 to 10 points")
+    xs = [x for x, _ in points]
+    if any(b <= a for a, b in itertools.pairwise(xs)):
+        raise CurveError(f"{what} x values must strictly increase")
+    low, high = x_range
+    if any(not low <= x <= high for x in xs):
+        raise CurveError(f"{what} x values must lie within {low:g}..{high:g} {x_unit}")
+    if any(abs(y) > 100.0 + 1e-9 for _, y in points):  # converted units: rounding
+        raise CurveError(f"{what} y values must lie within -100..100 {y_unit}")
+
+
+@dataclass(frozen=True, slots=True)
+class VoltWattCurve:
+    """A cap on active power (% of w_max, or of the available power) against voltage (% of
+    nominal): output above the curve is curtailed."""
+
+    points: tuple[tuple[float, float], ...]
+    of_available: bool = False  # y in % of the available power instead of w_max
+    response_s: float = 10.0  # open-loop response time
+
+    def __post_init__(self) -> None:
+        _check_points("volt-watt", self.points, (50.0, 150.0), "% of nominal", "%")
+        if not 0.0 <= self.response_s <= 90.0:
+            raise CurveError("volt-watt response time must lie within 0..90 s")
+
+    def w_pct(self, v_pct: float) -> float:
+        return _interpolate(self.points, v_pct)
+
+
+# IEEE 1547-2018 default volt-watt curve for a DER that cannot absorb active power.
+DEFAULT_VOLT_WATT = VoltWattCurve(((106.0, 100.0), (110.0, 0.0)))
+
+
+@dataclass(frozen=True, slots=True)
+class WattVarCurve:
+    """Reactive power (% of var_max, + injects) against active power (% of w_max)."""
+
+    points: tuple[tuple[float, float], ...]
+
+    def __post_init__(self) -> None:
+        _check_points("watt-var", self.points, (-100.0, 100.0), "% of w_max", "% of var_max")
+
+    def var_pct(self, w_pct: float) -> float:
+        return _interpolate(self.points, w_pct)
+
+
+# IEEE 1547-2018 default watt-var curve (category B): absorb up to var_max at full output.
+DEFAULT_WATT_VAR = WattVarCurve(((20.0, 0.0), (50.0, 0.0), (100.0, -100.0)))
 
 
 # IEEE 1547-2018 category B default volt-var curve (V % nominal, var % of rating).

@@ -11,8 +11,9 @@ the SunSpec-side behaviour (reversion timers, WSet, curve adoption) would still 
 
 Order of a step: reversion timers, enter-service/cease-to-energize, active-power target
 (WSet, else available power; WMaxLimPct caps it), ramp, frequency-droop on top (it is not
-held back by the ramp, as IEEE 1547 requires), reactive power (volt-var > VarSet > constant
-PF), the VA limit by priority, then the battery's state of charge and the energy counters.
+held back by the ramp, as IEEE 1547 requires), the volt-watt cap, reactive power (volt-var >
+watt-var > VarSet > constant PF), the VA limit by priority, then the battery's state of
+charge and the energy counters.
 """
 
 from __future__ import annotations
@@ -21,7 +22,17 @@ import math
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 
-from simulators.der.curves import DEFAULT_VOLT_VAR, FreqDroop, PowerFactor, Priority, VoltVarCurve
+from simulators.der.curves import (
+    DEFAULT_VOLT_VAR,
+    DEFAULT_VOLT_WATT,
+    DEFAULT_WATT_VAR,
+    FreqDroop,
+    PowerFactor,
+    Priority,
+    VoltVarCurve,
+    VoltWattCurve,
+    WattVarCurve,
+)
 from simulators.der.profile import Constant, Profile
 from simulators.der.settings import TimedSetting
 
@@ -42,6 +53,8 @@ class Throttle(IntFlag):
     FIXED_PF = 8
     VOLT_VAR = 16
     FREQ_WATT = 32
+    VOLT_WATT = 64
+    WATT_VAR = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +155,10 @@ class DerModel:
         default_factory=lambda: TimedSetting(DEFAULT_VOLT_VAR, DEFAULT_VOLT_VAR))
     freq_watt: TimedSetting[FreqDroop] = field(
         default_factory=lambda: TimedSetting(FreqDroop(), FreqDroop()))
+    volt_watt: TimedSetting[VoltWattCurve] = field(
+        default_factory=lambda: TimedSetting(DEFAULT_VOLT_WATT, DEFAULT_VOLT_WATT))
+    watt_var: TimedSetting[WattVarCurve] = field(
+        default_factory=lambda: TimedSetting(DEFAULT_WATT_VAR, DEFAULT_WATT_VAR))
 
     def __post_init__(self) -> None:
         if self.grid is None:
@@ -152,6 +169,7 @@ class DerModel:
         self._soft_start = False
         self._p_sched = 0.0  # ramped setpoint, before frequency-droop
         self._droop_w = 0.0
+        self._vw_pct = 100.0  # the volt-watt cap after its response time
         self._q = 0.0
         self._p = 0.0
         self._available = 0.0
@@ -167,7 +185,7 @@ class DerModel:
 
     def timed_settings(self) -> tuple[TimedSetting, ...]:
         return (self.w_max_lim, self.w_set, self.var_set, self.pf_inj, self.pf_abs,
-                self.volt_var, self.freq_watt)
+                self.volt_var, self.freq_watt, self.volt_watt, self.watt_var)
 
     def step(self, dt: float) -> None:
         if dt <= 0:
@@ -181,13 +199,14 @@ class DerModel:
         target, throttle = self._active_target(pv, p_lo, p_hi)
         self._p_sched = self._ramp(self._p_sched, target, dt)
         p, droop = self._droop(self._p_sched, p_lo, p_hi, dt)
+        p, volt_watt = self._volt_watt(p, p_lo, p_hi, dt)
         q, var_mode = self._reactive(p, dt)
         p, q = self._va_limit(p, q)
         self._battery(p, pv, dt)
         self._count_energy(p, q, dt)
         self._p, self._q = p, q
         self._available = p_hi if self.rating.battery else min(pv, self.rating.w_max)
-        self._throttle = throttle | droop | var_mode
+        self._throttle = throttle | droop | volt_watt | var_mode
 
     def _update_connection(self, dt: float) -> None:
         es = self.enter_service
@@ -257,6 +276,22 @@ class DerModel:
         out = min(max(p + self._droop_w, p_lo), p_hi)
         return out, (Throttle.FREQ_WATT if abs(self._droop_w) > 1e-6 else Throttle.NONE)
 
+    def _volt_watt(self, p: float, p_lo: float, p_hi: float, dt: float
+                   ) -> tuple[float, Throttle]:
+        """Cap active power by the volt-watt curve at the grid voltage (first-order)."""
+        if not (self.connected and self.volt_watt.enabled):
+            self._vw_pct = 100.0
+            return p, Throttle.NONE
+        curve = self.volt_watt.value
+        assert self.grid is not None
+        target = curve.w_pct(100.0 * self.grid.v / self.rating.v_nom)
+        self._vw_pct = _first_order(self._vw_pct, target, dt, curve.response_s)
+        base = p_hi if curve.of_available else self.rating.w_max
+        cap = max(self._vw_pct / 100.0 * base, p_lo)
+        if p <= cap:
+            return p, Throttle.NONE
+        return cap, Throttle.VOLT_WATT
+
     def _reactive(self, p: float, dt: float) -> tuple[float, Throttle]:
         assert self.grid is not None
         if not self.connected:
@@ -267,6 +302,9 @@ class DerModel:
             curve = self.volt_var.value
             target = curve.var_pct(100.0 * self.grid.v / self.rating.v_nom) / 100.0 * var_max
             q, mode = _first_order(self._q, target, dt, curve.response_s), Throttle.VOLT_VAR
+        elif self.watt_var.enabled:
+            w_pct = 100.0 * p / self.rating.w_max
+            q, mode = self.watt_var.value.var_pct(w_pct) / 100.0 * var_max, Throttle.WATT_VAR
         elif self.var_set.enabled:
             q, mode = self.var_set.value, Throttle.FIXED_VAR
         elif p >= 0 and self.pf_inj.enabled:
@@ -330,7 +368,8 @@ class DerModel:
             return RunState.OFF
         if not self.connected:
             return RunState.STARTING
-        if self._throttle & (Throttle.MAX_W | Throttle.FIXED_W | Throttle.FREQ_WATT):
+        if self._throttle & (Throttle.MAX_W | Throttle.FIXED_W | Throttle.FREQ_WATT
+                             | Throttle.VOLT_WATT):
             return RunState.THROTTLED
         if self._available <= 0 and not self.rating.battery:
             return RunState.SLEEPING

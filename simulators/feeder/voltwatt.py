@@ -1,7 +1,8 @@
 """IEEE 1547-2018 volt-watt: an active-power cap that falls as the terminal voltage rises.
 
-The shared DER model (simulators.der) has volt-var but no volt-watt, so the feeder's front
-ends apply this cap on top of whatever export cap the gateway instructed. Pure.
+The shared DER model's own volt-watt (simulators.der, set through SunSpec 706) is off unless
+a controller enables it, so the feeder's front ends apply this fixed cap on top of whatever
+export cap the gateway instructed (with both on, the lower cap wins). Pure.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""SunSpec control models (703, 704, 705, 711) <-> the shared DER model's settings.
+"""SunSpec control models (703, 704, 705, 706, 711, 712) <-> the shared DER model's settings.
 
 Each 704 control is one row of a table: its point-name stem gives Ena, EnaRvrt, RvrtTms and
 RvrtRem; a reader turns registers into the model's SI value (for the live or the reversion
-set). Curves (705, 711) become VoltVarCurve / FreqDroop objects; a bad curve raises
-CurveError, which the adoption handshake reports as FAILED.
+set). Curves (705, 706, 711, 712) become VoltVarCurve / VoltWattCurve / FreqDroop /
+WattVarCurve objects; a bad curve raises CurveError, which the adoption handshake reports as
+FAILED.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from simulators.der import (
     Priority,
     Rating,
     VoltVarCurve,
+    VoltWattCurve,
+    WattVarCurve,
 )
 from simulators.der.curves import CurveError
 from simulators.sunspec.image import RegisterImage
@@ -27,6 +30,7 @@ from simulators.sunspec.image import RegisterImage
 ENABLED = 1
 OVER_EXCITED = 0
 VAR_MAX_PCT = 1  # 705 DeptRef
+W_MAX_PCT, W_AVAL_PCT = 0, 1  # 706 DeptRef
 READ_ONLY = 1  # ReadOnly point of a curve: R
 
 
@@ -138,31 +142,63 @@ def control_of(path: str) -> TimedControl | None:
     return None
 
 
-# -- 705 / 711 curves ----------------------------------------------------------------------
+# -- 705 / 706 / 711 / 712 curves ----------------------------------------------------------
 
 
-def read_volt_var(image: RegisterImage, index: int) -> VoltVarCurve:
-    """Curve `index` (0-based) of model 705 as a VoltVarCurve; CurveError when unusable."""
+def _curve_points(image: RegisterImage, model_id: int, index: int, x: str, y: str
+                  ) -> tuple[tuple[float, float], ...]:
+    """The ActPt (x, y) points of curve `index` (0-based); CurveError when unusable."""
     prefix = f"Crv[{index}]."
-    if image.get(705, prefix + "DeptRef") != VAR_MAX_PCT:
-        raise CurveError("only DeptRef VAR_MAX_PCT curves are supported")
-    n = image.get(705, prefix + "ActPt")
-    npt = image.get(705, "NPt")
+    n = image.get(model_id, prefix + "ActPt")
+    npt = image.get(model_id, "NPt")
     if not isinstance(n, int) or not isinstance(npt, int) or not 2 <= n <= npt:
         raise CurveError("ActPt out of range")
     points = []
     for j in range(n):
-        v = image.value(705, f"{prefix}Pt[{j}].V")
-        q = image.value(705, f"{prefix}Pt[{j}].Var")
-        if v is None or q is None:
+        a = image.value(model_id, f"{prefix}Pt[{j}].{x}")
+        b = image.value(model_id, f"{prefix}Pt[{j}].{y}")
+        if a is None or b is None:
             raise CurveError(f"point {j + 1} is not set")
-        points.append((v, q))
+        points.append((a, b))
+    return tuple(points)
+
+
+def read_volt_var(image: RegisterImage, index: int, rating: Rating) -> VoltVarCurve:
+    """Curve `index` (0-based) of model 705 as a VoltVarCurve; CurveError when unusable."""
+    del rating
+    prefix = f"Crv[{index}]."
+    if image.get(705, prefix + "DeptRef") != VAR_MAX_PCT:
+        raise CurveError("only DeptRef VAR_MAX_PCT curves are supported")
+    points = _curve_points(image, 705, index, "V", "Var")
     pri = image.get(705, prefix + "Pri")
-    return VoltVarCurve(tuple(points), response_s=_num(image, 705, prefix + "RspTms", 5.0),
+    return VoltVarCurve(points, response_s=_num(image, 705, prefix + "RspTms", 5.0),
                         priority=Priority.ACTIVE if pri == 0 else Priority.REACTIVE)
 
 
-def read_freq_droop(image: RegisterImage, index: int) -> FreqDroop:
+def read_volt_watt(image: RegisterImage, index: int, rating: Rating) -> VoltWattCurve:
+    """Curve `index` of model 706 (W in % of WMax, or of the available power)."""
+    del rating
+    prefix = f"Crv[{index}]."
+    ref = image.get(706, prefix + "DeptRef")
+    if ref not in (W_MAX_PCT, W_AVAL_PCT):
+        raise CurveError("DeptRef must be W_MAX_PCT or W_AVAL_PCT")
+    return VoltWattCurve(_curve_points(image, 706, index, "V", "W"),
+                         of_available=ref == W_AVAL_PCT,
+                         response_s=_num(image, 706, prefix + "RspTms", 10.0))
+
+
+def read_watt_var(image: RegisterImage, index: int, rating: Rating) -> WattVarCurve:
+    """Curve `index` of model 712, its var points converted to % of var_max."""
+    ref = image.get(712, f"Crv[{index}].DeptRef")
+    if ref not in _VAR_BASE:
+        raise CurveError("DeptRef must be W_MAX_PCT, VAR_MAX_PCT, VAR_AVAL_PCT or VA_MAX_PCT")
+    ratio = _VAR_BASE[ref](rating) / rating.var_max
+    points = _curve_points(image, 712, index, "W", "Var")
+    return WattVarCurve(tuple((w, q * ratio) for w, q in points))
+
+
+def read_freq_droop(image: RegisterImage, index: int, rating: Rating) -> FreqDroop:
+    del rating
     prefix = f"Ctl[{index}]."
     values = {name: image.value(711, prefix + name) for name in ("DbOf", "DbUf", "KOf", "KUf")}
     missing = [name for name, v in values.items() if v is None]

@@ -1,4 +1,5 @@
-"""The 705 (volt-var) and 711 (freq-droop) curve functions and their adoption handshake.
+"""The 705 (volt-var), 706 (volt-watt), 711 (freq-droop) and 712 (watt-var) curve functions
+and their adoption handshake.
 
 A controller writes a staging curve (index 2..N), writes its index to AdptCrvReq/AdptCtlReq,
 and polls AdptCrvRslt: IN_PROGRESS until the next step, then COMPLETED (the staging curve is
@@ -14,9 +15,15 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from simulators.der import DerModel
+from simulators.der import DerModel, Rating
 from simulators.der.curves import CurveError
-from simulators.sunspec.controls import ENABLED, read_freq_droop, read_volt_var
+from simulators.sunspec.controls import (
+    ENABLED,
+    read_freq_droop,
+    read_volt_var,
+    read_volt_watt,
+    read_watt_var,
+)
 from simulators.sunspec.image import RegisterImage
 
 
@@ -29,7 +36,7 @@ class CurveFunction:
     rslt: str
     rvrt: str
     count: str
-    read: Callable[[RegisterImage, int], Any]
+    read: Callable[[RegisterImage, int, Rating], Any]
 
     IN_PROGRESS: ClassVar[int] = 0
     COMPLETED: ClassVar[int] = 1
@@ -48,7 +55,7 @@ class CurveFunction:
         revert_value = None
         if revert is not None:
             try:
-                revert_value = self.read(image, revert)
+                revert_value = self.read(image, revert, model.rating)
             except CurveError:
                 revert = None
         setting.write(
@@ -60,7 +67,7 @@ class CurveFunction:
 
     def adopt(self, image: RegisterImage, model: DerModel, index: int) -> None:
         """Validate curve `index` and make it the active one; CurveError leaves all as it was."""
-        curve = self.read(image, index)
+        curve = self.read(image, index, model.rating)
         self.copy_group(image, index, 0)
         getattr(model, self.setting).write(value=curve)
 
@@ -82,6 +89,10 @@ class CurveFunction:
 CURVES: MappingProxyType[int, CurveFunction] = MappingProxyType({
     705: CurveFunction(705, "volt_var", "Crv", "AdptCrvReq", "AdptCrvRslt", "RvrtCrv", "NCrv",
                        read_volt_var),
+    706: CurveFunction(706, "volt_watt", "Crv", "AdptCrvReq", "AdptCrvRslt", "RvrtCrv", "NCrv",
+                       read_volt_watt),
     711: CurveFunction(711, "freq_watt", "Ctl", "AdptCtlReq", "AdptCtlRslt", "RvrtCtl", "NCtl",
                        read_freq_droop),
+    712: CurveFunction(712, "watt_var", "Crv", "AdptCrvReq", "AdptCrvRslt", "RvrtCrv", "NCrv",
+                       read_watt_var),
 })

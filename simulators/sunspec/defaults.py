@@ -10,7 +10,16 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from simulators.der import DEFAULT_VOLT_VAR, FreqDroop, Measurement, Rating, RunState, Throttle
+from simulators.der import (
+    DEFAULT_VOLT_VAR,
+    DEFAULT_VOLT_WATT,
+    DEFAULT_WATT_VAR,
+    FreqDroop,
+    Measurement,
+    Rating,
+    RunState,
+    Throttle,
+)
 from simulators.sunspec.image import RegisterImage
 
 if TYPE_CHECKING:
@@ -23,7 +32,8 @@ INV_ST = MappingProxyType({RunState.OFF: 0, RunState.SLEEPING: 1, RunState.START
                            RunState.RUNNING: 3, RunState.THROTTLED: 4})
 THROT_SRC = MappingProxyType({Throttle.MAX_W: 0, Throttle.FIXED_W: 1, Throttle.FIXED_VAR: 2,
                               Throttle.FIXED_PF: 3, Throttle.VOLT_VAR: 4,
-                              Throttle.FREQ_WATT: 5})
+                              Throttle.FREQ_WATT: 5, Throttle.WATT_VAR: 9,
+                              Throttle.VOLT_WATT: 10})
 
 
 def power_sf(max_abs: float) -> int:
@@ -33,7 +43,8 @@ def power_sf(max_abs: float) -> int:
 
 def models(spec: InverterSpec) -> list[tuple[int, dict[str, int]]]:
     counts = {"NCrv": spec.curves, "NPt": spec.curve_points, "NCtl": spec.curves}
-    out = [(1, {}), (701, {}), (702, {}), (703, {}), (704, {}), (705, counts), (711, counts)]
+    out: list[tuple[int, dict[str, int]]] = [(1, {}), (701, {}), (702, {}), (703, {}), (704, {})]
+    out += [(mid, counts) for mid in sorted(spec.functions)]
     if spec.rating.battery:
         out.append((713, {}))
     return out
@@ -53,8 +64,10 @@ def populate(image: RegisterImage, spec: InverterSpec) -> None:
     for path, value in {"ESVHi": 105.0, "ESVLo": 91.7, "ESHzHi": 60.1, "ESHzLo": 59.5}.items():
         image.set_value(703, path, value)
     _populate_704(image, spec, w_sf)
-    _populate_705(image, spec)
-    _populate_711(image, spec)
+    populaters = {705: _populate_705, 706: _populate_706, 711: _populate_711,
+                  712: _populate_712}
+    for mid in sorted(spec.functions):
+        populaters[mid](image, spec)
     if r.battery:
         wh_sf = power_sf(r.wh_max)
         image.set_many(713, {"WH_SF": wh_sf, "Pct_SF": V_SF, "Sta": 0})
@@ -119,6 +132,35 @@ def _populate_705(image: RegisterImage, spec: InverterSpec) -> None:
             image.set_value(705, f"{c}Pt[{j}].Var", q)
 
 
+def _populate_706(image: RegisterImage, spec: InverterSpec) -> None:
+    image.set_many(706, {"Ena": 0, "AdptCrvReq": 0, "AdptCrvRslt": 1, "NPt": spec.curve_points,
+                         "NCrv": spec.curves, "RvrtTms": 0, "RvrtRem": 0, "RvrtCrv": 0,
+                         "V_SF": PCT_SF, "DeptRef_SF": PCT_SF, "RspTms_SF": 0})
+    curve = DEFAULT_VOLT_WATT
+    for i in range(spec.curves):
+        c = f"Crv[{i}]."
+        image.set_many(706, {c + "ActPt": len(curve.points), c + "DeptRef": 0,
+                             c + "RspTms": round(curve.response_s),
+                             c + "ReadOnly": 1 if i == 0 else 0})
+        for j, (v, w) in enumerate(curve.points[: spec.curve_points]):
+            image.set_value(706, f"{c}Pt[{j}].V", v)
+            image.set_value(706, f"{c}Pt[{j}].W", w)
+
+
+def _populate_712(image: RegisterImage, spec: InverterSpec) -> None:
+    image.set_many(712, {"Ena": 0, "AdptCrvReq": 0, "AdptCrvRslt": 1, "NPt": spec.curve_points,
+                         "NCrv": spec.curves, "RvrtTms": 0, "RvrtRem": 0, "RvrtCrv": 0,
+                         "W_SF": PCT_SF, "DeptRef_SF": PCT_SF})
+    curve = DEFAULT_WATT_VAR
+    for i in range(spec.curves):
+        c = f"Crv[{i}]."
+        image.set_many(712, {c + "ActPt": len(curve.points), c + "DeptRef": 1, c + "Pri": 1,
+                             c + "ReadOnly": 1 if i == 0 else 0})
+        for j, (w, q) in enumerate(curve.points[: spec.curve_points]):
+            image.set_value(712, f"{c}Pt[{j}].W", w)
+            image.set_value(712, f"{c}Pt[{j}].Var", q)
+
+
 def _populate_711(image: RegisterImage, spec: InverterSpec) -> None:
     image.set_many(711, {"Ena": 0, "AdptCtlReq": 0, "AdptCtlRslt": 1, "NCtl": spec.curves,
                          "RvrtTms": 0, "RvrtRem": 0, "RvrtCtl": 0, "Db_SF": -3, "K_SF": -3,
@@ -163,7 +205,10 @@ RANGES: MappingProxyType[tuple[int, str], Bounds] = MappingProxyType({
     (704, "WRmp"): _fixed(0.0, 1000.0),
     (703, "ESVHi"): _fixed(50.0, 150.0), (703, "ESVLo"): _fixed(50.0, 150.0),
     (703, "ESHzHi"): _fixed(45.0, 66.0), (703, "ESHzLo"): _fixed(45.0, 66.0),
+    (703, "ESRmpTms"): _fixed(0.0, 3600.0),
     (705, "AdptCrvReq"): _count(705, "NCrv"), (705, "RvrtCrv"): _count(705, "NCrv"),
+    (706, "AdptCrvReq"): _count(706, "NCrv"), (706, "RvrtCrv"): _count(706, "NCrv"),
+    (712, "AdptCrvReq"): _count(712, "NCrv"), (712, "RvrtCrv"): _count(712, "NCrv"),
     (711, "AdptCtlReq"): _count(711, "NCtl"), (711, "RvrtCtl"): _count(711, "NCtl"),
     (711, "Ctl[*].PMin"): _fixed(-100.0, 100.0),
 })

@@ -36,8 +36,9 @@ class InverterSpec:
     profile: Profile = field(default_factory=lambda: Constant(0.8))
     soc_pct: float = 50.0
     ramp_pct_s: float = 20.0
-    curves: int = 3  # 705 NCrv and 711 NCtl (curve 1 is the active, read-only one)
-    curve_points: int = 4  # 705 NPt
+    curves: int = 3  # NCrv / NCtl of each curve model (curve 1 is the active, read-only one)
+    curve_points: int = 4  # NPt of 705, 706 and 712
+    functions: frozenset[int] = frozenset(CURVES)  # curve models implemented (705, 706, ...)
 
 
 class SunSpecInverter:
@@ -50,6 +51,7 @@ class SunSpecInverter:
         defaults.populate(self.image, spec)
         self._seen_reversions: dict[str, int] = {}
         self._pending: dict[int, int] = {}  # model id -> curve index waiting for adoption
+        self.curves = {mid: c for mid, c in CURVES.items() if mid in self.image.blocks}
         self._meter = _MeterWriters(self.image, spec.rating)
         self.writes = 0
         self._sync_settings_from_image()
@@ -119,7 +121,7 @@ class SunSpecInverter:
     # -- registers -> model --------------------------------------------------------------
 
     def _apply(self, model_id: int, paths: set[str]) -> None:
-        if (curve := CURVES.get(model_id)) is not None:
+        if (curve := self.curves.get(model_id)) is not None:
             self._apply_curve(curve, paths)
             return
         appliers: dict[int, Callable[[set[str]], None]] = {
@@ -150,13 +152,14 @@ class SunSpecInverter:
         self.model.enter_service = read_enter_service(self.image)
         for control in CONTROLS_704:
             control.apply(self.image, self.model)
-        for curve in CURVES.values():
+        for curve in self.curves.values():
             curve.push_settings(self.image, self.model)
-            getattr(self.model, curve.setting).write(value=curve.read(self.image, 0))
+            getattr(self.model, curve.setting).write(
+                value=curve.read(self.image, 0, self.model.rating))
         self._seen_reversions = {s: getattr(self.model, s).reverted for s in self._settings()}
 
     def _settings(self) -> list[str]:
-        return [c.setting for c in CONTROLS_704] + [c.setting for c in CURVES.values()]
+        return [c.setting for c in CONTROLS_704] + [c.setting for c in self.curves.values()]
 
     # -- time ------------------------------------------------------------------------------
 
@@ -168,7 +171,7 @@ class SunSpecInverter:
 
     def _adopt_pending(self) -> None:
         for model_id, index in list(self._pending.items()):
-            curve = CURVES[model_id]
+            curve = self.curves[model_id]
             try:
                 curve.adopt(self.image, self.model, index)
             except CurveError:
@@ -183,7 +186,7 @@ class SunSpecInverter:
             if setting.reverted != self._seen_reversions[control.setting]:
                 control.revert_registers(self.image)
             self.image.set(704, control.rem, math.ceil(setting.remaining_s))
-        for curve in CURVES.values():
+        for curve in self.curves.values():
             setting = getattr(self.model, curve.setting)
             if setting.reverted != self._seen_reversions[curve.setting]:
                 curve.revert_registers(self.image, setting.enabled)

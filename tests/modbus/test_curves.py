@@ -1,4 +1,5 @@
-"""Function settings -> 705/711 curve points (pure): what 711 can express, and why not."""
+"""Function settings -> 705/706/711/712 curve points and 704/703 ramp points (pure): what
+SunSpec can express, and why not."""
 
 import pytest
 
@@ -69,7 +70,70 @@ def test_freq_droop_wins_over_freq_watt_and_settings_without_curves_are_not_ours
     p = plan({"freq_droop": {"db_of_hz": 0.1, "db_uf_hz": 0.1, "k_of": 0.05, "k_uf": 0.05},
               "freq_watt": [[60.0, 80], [61.0, 0]]})  # not expressible, but not used either
     assert [c.setting for c in p.curves] == ["freq_droop"] and p.refusals == ()
-    nothing = plan({"ramp_s": 10})
+    nothing = plan({"volt_watt_y_ref": 7, "es_delay_s": 5})  # no function of ours in it
     assert not nothing.has_work
     assert plan({"freq_watt": [[60.036, 100], [62.4, 0]]}).fingerprint != plan(
         {"freq_watt": [[60.036, 100], [62.0, 0]]}).fingerprint
+
+
+def test_volt_watt_becomes_a_706_curve_with_its_dependent_reference():
+    p = plan({"volt_watt": [[106, 100], [110, 0]]})
+    [curve] = p.curves
+    assert (curve.model_id, curve.setting) == (706, "volt_watt")
+    assert dict(curve.points) == {"ActPt": 2, "DeptRef": 0,  # W_MAX_PCT (2030.5 %setMaxW)
+                                  "Pt[0].V": 106.0, "Pt[0].W": 100.0,
+                                  "Pt[1].V": 110.0, "Pt[1].W": 0.0}
+    [curve] = plan({"volt_watt": [[106, 100], [110, 0]], "volt_watt_y_ref": 7,
+                    "volt_watt_response_s": 2}).curves
+    assert dict(curve.points)["DeptRef"] == 1  # W_AVAL_PCT (2030.5 %statWAvail)
+    assert dict(curve.points)["RspTms"] == 2.0
+    assert p.refusals == () and p.settings == ()
+
+
+def test_watt_var_becomes_a_712_curve_with_its_dependent_reference():
+    [curve] = plan({"watt_var": [[20, 0], [50, 0], [100, -44]]}).curves
+    assert (curve.model_id, curve.setting) == (712, "watt_var")
+    assert dict(curve.points) == {"ActPt": 3, "DeptRef": 0,  # W_MAX_PCT, as 2030.5 defaults
+                                  "Pt[0].W": 20.0, "Pt[0].Var": 0.0, "Pt[1].W": 50.0,
+                                  "Pt[1].Var": 0.0, "Pt[2].W": 100.0, "Pt[2].Var": -44.0}
+    for y_ref, dept_ref in ((2, 1), (3, 2)):  # %setMaxVar, %statVarAvail
+        [curve] = plan({"watt_var": [[0, 0], [100, -100]], "watt_var_y_ref": y_ref}).curves
+        assert dict(curve.points)["DeptRef"] == dept_ref
+
+
+@pytest.mark.parametrize(("settings", "why"), [
+    ({"volt_watt": [[106, 100], [110, 0]], "volt_watt_y_ref": 2}, "no DeptRef in 706"),
+    ({"watt_var": [[0, 0], [100, -44]], "watt_var_y_ref": 4}, "no DeptRef in 712"),
+    ({"watt_var": [[100, 0], [50, 0]]}, "strictly increase"),
+    ({"volt_watt": [[106, 100], [110, 0]], "volt_watt_response_s": -1}, "negative"),
+    ({"watt_pf": [[0, 1], [100, 0.9]]}, "no watt-power-factor curve"),
+])
+def test_curves_sunspec_cannot_express_are_refused_with_a_reason(settings, why):
+    p = plan(settings)
+    assert p.curves == ()
+    [refusal] = p.refusals
+    assert why in refusal
+
+
+def test_ramp_rates_become_704_wrmp_and_703_esrmptms():
+    p = plan({"set_grad_w": 2000, "set_soft_grad_w": 50})  # 20 %/s; 0.5 %/s soft start
+    assert [(s.model_id, s.setting, dict(s.points)) for s in p.settings] == [
+        (704, "set_grad_w", {"WRmp": 20.0, "WRmpRef": 1}),  # W_MAX
+        (703, "set_soft_grad_w", {"ESRmpTms": 200.0}),  # 100 % at 0.5 %/s
+    ]
+    assert p.curves == () and p.refusals == () and p.has_work
+    assert plan({"set_grad_w": 2000}).fingerprint != plan({"set_grad_w": 1000}).fingerprint
+
+
+@pytest.mark.parametrize(("settings", "why"), [
+    ({"ramp_s": 10}, "a time is not a rate"),
+    ({"set_grad_w": 150}, "not a whole percent per second"),
+    ({"set_grad_w": 0}, "no value for no limit"),
+    ({"set_soft_grad_w": 20_000}, "under a second"),
+    ({"set_soft_grad_w": "fast"}, "finite number"),
+])
+def test_ramp_settings_sunspec_cannot_express_are_refused_with_a_reason(settings, why):
+    p = plan(settings)
+    assert p.settings == () and p.has_work
+    [refusal] = p.refusals
+    assert refusal.startswith(f"{next(iter(settings))}: ") and why in refusal

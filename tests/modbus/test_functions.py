@@ -1,6 +1,8 @@
 """IEEE 1547 function settings on simulated inverters over real sockets (no gateway core):
-711 freq-droop and 705 volt-var adoption, read-back and acknowledgement; reversion timers
-refreshed while the pool runs, re-adoption of a curve the device lost, lapse when it stops."""
+705 volt-var, 706 volt-watt, 711 freq-droop and 712 watt-var adoption, read-back and
+acknowledgement, and the physics following them; ramp rates written to 704/703; reversion
+timers refreshed while the pool runs, re-adoption of a curve the device lost, lapse when it
+stops; a device without a model answers cannot_comply."""
 
 import asyncio
 from dataclasses import replace
@@ -9,11 +11,16 @@ import pytest
 
 from adapters.modbus.pool import DevicePool, PoolConfig
 from gateway.domain import AckStatus, EffectiveControl, InstructionKind, Source
+from simulators.der import Rating
 from simulators.sunspec.fleet import FleetConfig, running_fleet
+from simulators.sunspec.inverter import InverterSpec, SunSpecInverter
+from simulators.sunspec.server import PortServer
 from tests.modbus.support import RecordingSink, export_limit
 
 DROOP = {"db_of_hz": 0.036, "db_uf_hz": 0.036, "k_of": 0.05, "k_uf": 0.05, "response_s": 1}
 VOLT_VAR = [[94.0, 40.0], [99.0, 0.0], [101.0, 0.0], [106.0, -40.0]]
+VOLT_WATT = [[104.0, 100.0], [108.0, 20.0]]
+WATT_VAR = [[50.0, 0.0], [100.0, -44.0]]  # y in % of max W (2030.5's default yRefType)
 
 
 @pytest.fixture
@@ -150,3 +157,85 @@ async def test_withdrawn_settings_turn_the_function_off_at_once(fleet):
     pool.set_control("d1", None)
     await pool.poll_cycle()
     assert not inv.model.volt_var.enabled and inv.image.get(705, "Ena") == 0
+
+
+async def test_volt_watt_and_watt_var_are_adopted_acknowledged_and_followed(fleet):
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink, reversion_s=30)
+    vw, wv, untouched = fleet.inverters
+    pool.set_control("d0", settings("d0", volt_watt=VOLT_WATT, volt_watt_response_s=0))
+    pool.set_control("d1", settings("d1", "ins-w", watt_var=WATT_VAR))
+    await pool.poll_cycle()
+    acks = {a.instruction_id: a for a in sink.acks}
+    assert (acks["ins-f"].status, acks["ins-f"].protocol_status) == (
+        AckStatus.COMPLETED, "706 adopted, read-back verified")
+    assert (acks["ins-w"].status, acks["ins-w"].protocol_status) == (
+        AckStatus.COMPLETED, "712 adopted, read-back verified")
+    assert vw.image.get(706, "Ena") == 1 and vw.image.get(706, "RvrtTms") == 30
+    assert vw.image.value(706, "Crv[0].Pt[1].W") == pytest.approx(20.0)
+    assert wv.image.get(712, "Ena") == 1 and wv.image.get(712, "Crv[0].DeptRef") == 0
+    # the physics: 8 kW is 80 % of 10 kW, 60 % of the way from 50 % to 100 % output, so
+    # 60 % of -44 % of 10 kW: 2.64 kvar absorbed
+    await asyncio.sleep(0.3)
+    assert wv.model.measurement().var == pytest.approx(-2_640.0, abs=5.0)
+    assert untouched.model.measurement().var == pytest.approx(0.0)
+    # 106 % voltage: the curve allows 60 % of 10 kW; the inverter curtails 8 kW to 6 kW
+    fleet.set_grid(254.4, 60.0)
+    await asyncio.sleep(0.3)
+    assert vw.model.measurement().w == pytest.approx(6_000.0, abs=5.0)
+    assert untouched.model.measurement().w == pytest.approx(8_000.0)
+    await pool.poll_cycle()
+    assert len(sink.acks) == 2  # unchanged settings are not acknowledged again
+
+
+async def test_ramp_rates_are_written_to_704_and_703_and_ramp_time_is_refused(fleet):
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink)
+    inv = fleet.inverters[2]
+    pool.set_control("d2", settings("d2", set_grad_w=1_000, set_soft_grad_w=50))
+    await pool.poll_cycle()
+    [ack] = sink.acks
+    assert (ack.status, ack.protocol_status) == (
+        AckStatus.COMPLETED, "704 WRmp/WRmpRef written, read-back verified; "
+                             "703 ESRmpTms written, read-back verified")
+    assert inv.image.get(704, "WRmp") == 10 and inv.image.get(704, "WRmpRef") == 1
+    assert inv.image.get(703, "ESRmpTms") == 200  # 100 % at 0.5 %/s
+    assert inv.model.ramp_pct_s == 10.0 and inv.model.enter_service.ramp_s == 200.0
+    pool.set_control("d2", settings("d2", "ins-r", set_grad_w=1_000, ramp_s=30))
+    await pool.poll_cycle()
+    ack = sink.acks[-1]
+    assert (ack.instruction_id, ack.status, ack.protocol_status) == (
+        "ins-r", AckStatus.CANNOT_COMPLY, "not representable")
+    assert ack.detail.startswith("ramp_s: a time to move from one control to the next has "
+                                 "no SunSpec point")
+    assert inv.image.get(704, "WRmp") == 10  # the part SunSpec can carry is in force
+
+
+async def test_a_device_without_712_acknowledges_watt_var_cannot_comply():
+    """An inverter that implements 705, 706 and 711 but not 712: the volt-watt curve is
+    adopted, the watt-var curve is acknowledged cannot_comply with the reason."""
+    inv = SunSpecInverter(InverterSpec("NO-712", Rating(w_max=10_000.0), ramp_pct_s=0.0,
+                                       functions=frozenset({705, 706, 711})))
+    server = PortServer("127.0.0.1", 0, {1: inv})
+    await server.start()
+
+    async def tick() -> None:  # the physics step that completes an adoption
+        while True:
+            await asyncio.sleep(0.1)
+            inv.step(0.1)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        sink = RecordingSink()
+        pool = DevicePool(sink, PoolConfig(timeout_s=0.5))
+        pool.upsert("d9", {"host": "127.0.0.1", "port": server.bound_port, "unit_id": 1},
+                    10_000.0)
+        pool.set_control("d9", settings("d9", volt_watt=VOLT_WATT, watt_var=WATT_VAR))
+        await pool.poll_cycle()
+    finally:
+        ticker.cancel()
+        await server.stop()
+    [ack] = sink.acks
+    assert (ack.status, ack.protocol_status) == (AckStatus.CANNOT_COMPLY, "no model 712")
+    assert ack.detail == "the device does not implement SunSpec model 712"
+    assert inv.model.volt_watt.enabled and inv.image.get(706, "Ena") == 1

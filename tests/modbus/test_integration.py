@@ -161,3 +161,48 @@ async def test_function_settings_reach_705_and_711_and_lapse_when_gateway_stops(
             assert not setting.enabled and setting.reverted == 1
         await asyncio.sleep(1.0)
         assert inv.model.measurement().w == pytest.approx(8_000.0, abs=50.0)  # no droop
+
+
+async def test_volt_watt_and_watt_var_reach_706_and_712_through_the_gateway(tmp_path):
+    """Function settings with a volt-watt and a watt-var curve, from the platform API: both
+    are adopted and verified on the inverter, the acknowledgement is recorded in the
+    platform, and the inverter curtails with voltage and absorbs vars with output."""
+    async with running_fleet(FleetConfig(count=1, first_port=0, tick_s=0.1,
+                                         ramp_pct_s=0.0)) as fleet:
+        [inv] = fleet.inverters
+        proc = GatewayProcess(tmp_path, modbus=MODBUS_SETTINGS)
+        gw = await proc.start()
+        try:
+            host, port, unit = fleet.address(0)
+            der = modbus_der("d1", "cp-a1", 10_000, unit=unit)
+            der["binding"]["address"].update(host=host, port=port)
+            clients = await seed_platform(gw, [der])
+            admin, ldc = clients["admin"], clients["ldc-a"]
+            now = datetime.now(UTC).replace(microsecond=0)
+            status, body = await ldc.post("/v1/instructions", {
+                "kind": "function_settings", "target": {"kind": "resource", "id": "d1"},
+                "start": iso(now - timedelta(minutes=1)),
+                "settings": {"volt_watt": [[104, 100], [108, 20]], "volt_watt_response_s": 0,
+                             "watt_var": [[50, 0], [100, -44]]},
+                "reason": "IEEE 1547 volt-watt and watt-var for F-A1"})
+            assert status == 201, body
+
+            async def acknowledged():
+                _, acks = await admin.get(f"/v1/acknowledgements?instruction_id={body['id']}")
+                return acks
+
+            [ack] = await eventually(acknowledged)
+            assert (ack["status"], ack["protocol"]) == ("completed", "modbus"), ack
+            assert ack["protocol_status"] == ("706 adopted, read-back verified; "
+                                              "712 adopted, read-back verified")
+            assert inv.model.volt_watt.enabled and inv.model.watt_var.enabled
+            fleet.set_grid(254.4, 60.0)  # 106 %: 60 % of 10 kW allowed
+            await asyncio.sleep(0.5)
+            m = inv.model.measurement()
+            assert m.w == pytest.approx(6_000.0, abs=5.0)
+            # 60 % output: a fifth of the way from 50 % to 100 %, -44 % x 0.2 of 10 kW
+            assert m.var == pytest.approx(-880.0, abs=5.0)
+        finally:
+            assert await proc.stop() == 0, proc.log()[-3000:]
+        await asyncio.sleep(REVERSION_S + 0.5)  # the gateway has gone: both lapse
+        assert not inv.model.volt_watt.enabled and not inv.model.watt_var.enabled

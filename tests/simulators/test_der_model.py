@@ -16,6 +16,8 @@ from simulators.der import (
     RunState,
     Throttle,
     VoltVarCurve,
+    VoltWattCurve,
+    WattVarCurve,
 )
 
 PV = Rating(w_max=10_000.0, va_max=10_000.0, var_max=4_400.0)
@@ -100,6 +102,37 @@ def test_volt_var_absorbs_at_high_voltage_with_its_response_time():
     assert m.pf < 0 and m.throttle & Throttle.VOLT_VAR
 
 
+def test_volt_watt_curtails_active_power_with_voltage_and_its_response_time():
+    model = DerModel(PV, profile=Constant(0.8), ramp_pct_s=0.0, grid=Grid(240.0, 60.0))
+    model.volt_watt.write(value=VoltWattCurve(((106.0, 100.0), (110.0, 0.0)), response_s=2.0),
+                          enabled=True)
+    model.step(1.0)
+    assert model.measurement().w == pytest.approx(8_000.0)  # 100 %: nothing to curtail
+    model.grid = Grid(259.2, 60.0)  # 108 %: the curve allows 50 % of w_max
+    model.step(2.0)  # one response time: 90 % of the way from 100 % to 50 %
+    assert model.measurement().w == pytest.approx(10_000.0 * (1.0 - 0.5 * 0.9), rel=0.01)
+    run(model, 20.0, dt=1.0)
+    m = model.measurement()
+    assert m.w == pytest.approx(5_000.0, rel=1e-3)
+    assert m.throttle & Throttle.VOLT_WATT and m.state == RunState.THROTTLED
+    model.volt_watt.write(value=VoltWattCurve(((106.0, 100.0), (110.0, 0.0)),
+                                              of_available=True, response_s=0.0))
+    model.step(1.0)
+    assert model.measurement().w == pytest.approx(4_000.0)  # 50 % of the 8 kW available
+
+
+def test_watt_var_sets_reactive_power_from_active_power():
+    model = DerModel(PV, profile=Constant(0.75), ramp_pct_s=0.0)
+    model.watt_var.write(value=WattVarCurve(((50.0, 0.0), (100.0, -100.0))), enabled=True)
+    model.step(1.0)
+    m = model.measurement()  # 75 % of w_max: half-way down to -100 % of var_max
+    assert m.w == pytest.approx(7_500.0) and m.var == pytest.approx(-2_200.0)
+    assert m.throttle & Throttle.WATT_VAR
+    model.volt_var.write(enabled=True)  # volt-var, when on, takes precedence
+    model.step(1.0)
+    assert not model.measurement().throttle & Throttle.WATT_VAR
+
+
 def test_freq_droop_reduces_output_above_the_dead_band():
     model = DerModel(PV, profile=Constant(1.0), ramp_pct_s=0.0, grid=Grid(240.0, 60.5))
     model.freq_watt.write(value=FreqDroop(response_s=0.0), enabled=True)
@@ -154,6 +187,13 @@ def test_cease_to_energize_and_enter_service_delay():
 def test_bad_volt_var_curves_are_refused(points):
     with pytest.raises(CurveError):
         VoltVarCurve(points)
+
+
+def test_bad_volt_watt_and_watt_var_curves_are_refused():
+    with pytest.raises(CurveError, match="strictly increase"):
+        VoltWattCurve(((110.0, 0.0), (106.0, 100.0)))
+    with pytest.raises(CurveError, match="within -100"):
+        WattVarCurve(((0.0, 0.0), (100.0, -150.0)))
 
 
 def test_bad_droop_and_pf_are_refused():

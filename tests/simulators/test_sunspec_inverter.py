@@ -128,6 +128,51 @@ def test_freq_droop_from_711_with_grid_frequency(inv):
     assert inv.image.get(701, "ThrotSrc") & (1 << 5)
 
 
+def test_volt_watt_curve_from_706_curtails_with_grid_voltage(inv):
+    write(inv, 706, {"Crv[1].ActPt": 2, "Crv[1].DeptRef": 0, "Crv[1].RspTms": 0,
+                     "Crv[1].Pt[0].V": 104.0, "Crv[1].Pt[0].W": 100.0,
+                     "Crv[1].Pt[1].V": 108.0, "Crv[1].Pt[1].W": 20.0})
+    write(inv, 706, {"AdptCrvReq": 2, "Ena": 1})
+    inv.step(1.0)
+    assert inv.image.get(706, "AdptCrvRslt") == 1
+    assert inv.image.value(706, "Crv[0].Pt[1].W") == pytest.approx(20.0)
+    inv.model.grid = type(inv.model.grid)(252.0, 60.0)  # 105 %: 80 % of WMax allowed
+    inv.step(1.0)
+    assert inv.image.value(701, "W") == pytest.approx(8_000.0, abs=1.0)
+    inv.model.grid = type(inv.model.grid)(254.4, 60.0)  # 106 %: 60 %
+    inv.step(1.0)
+    assert inv.image.value(701, "W") == pytest.approx(6_000.0, abs=1.0)
+    assert inv.image.get(701, "ThrotSrc") & (1 << 10)  # VOLT_WATT
+
+
+def test_watt_var_curve_from_712_in_any_dependent_reference(inv):
+    # var in % of WMax (DeptRef W_MAX_PCT): at 80 % output, -22 % of 10 kW = -2.2 kvar
+    write(inv, 712, {"Crv[2].ActPt": 2, "Crv[2].DeptRef": 0, "Crv[2].Pt[0].W": 60.0,
+                     "Crv[2].Pt[0].Var": 0.0, "Crv[2].Pt[1].W": 100.0,
+                     "Crv[2].Pt[1].Var": -44.0})
+    write(inv, 712, {"AdptCrvReq": 3, "Ena": 1})
+    inv.step(1.0)
+    inv.step(1.0)
+    assert inv.image.get(712, "AdptCrvRslt") == 1
+    assert inv.image.value(701, "Var") == pytest.approx(-2_200.0, abs=1.0)
+    assert inv.image.get(701, "ThrotSrc") & (1 << 9)  # WATT_VAR
+    # more than the inverter's var_max (4.4 kvar): the curve is refused, the old one stays
+    write(inv, 712, {"Crv[1].ActPt": 2, "Crv[1].DeptRef": 0, "Crv[1].Pt[0].W": 0.0,
+                     "Crv[1].Pt[0].Var": 0.0, "Crv[1].Pt[1].W": 100.0,
+                     "Crv[1].Pt[1].Var": -80.0})
+    write(inv, 712, {"AdptCrvReq": 2})
+    inv.step(1.0)
+    assert inv.image.get(712, "AdptCrvRslt") == 2  # FAILED
+    assert inv.image.value(712, "Crv[0].Pt[1].Var") == pytest.approx(-44.0)
+
+
+def test_an_inverter_without_712_has_no_such_block():
+    inverter = SunSpecInverter(InverterSpec("T-2", Rating(w_max=10_000.0),
+                                            functions=frozenset({705, 711})))
+    assert sorted(inverter.image.blocks) == [1, 701, 702, 703, 704, 705, 711]
+    assert not inverter.model.watt_var.enabled
+
+
 def test_cease_to_energize_through_703(inv):
     write(inv, 703, {"ES": 0})
     inv.step(1.0)

@@ -51,7 +51,7 @@ async def test_pysunspec2_scans_models_and_reads_scaled_values(served):
     device = await asyncio.to_thread(scan, server.bound_port, 7)
     try:
         ids = sorted(mid for mid in device.models if isinstance(mid, int))
-        assert ids == [1, 701, 702, 703, 704, 705, 711, 713]
+        assert ids == [1, 701, 702, 703, 704, 705, 706, 711, 712, 713]
         common = device.common[0]
         assert (common.Mn.value, common.SN.value) == ("der-gateway", "SCAN-7")
         meas = device.DERMeasureAC[0]
@@ -68,6 +68,10 @@ async def test_pysunspec2_scans_models_and_reads_scaled_values(served):
         assert ctl.PFWInj.PF.cvalue == pytest.approx(1.0)
         assert device.DERStorageCapacity[0].SoC.cvalue == pytest.approx(big.model.soc_pct, abs=0.1)
         assert device.DERCapacity[0].WMaxRtg.cvalue == pytest.approx(100_000.0)
+        volt_watt = device.DERVoltWatt[0].Crv[0]
+        assert (volt_watt.Pt[1].V.cvalue, volt_watt.Pt[1].W.cvalue) == (110.0, 0.0)
+        watt_var = device.DERWattVar[0].Crv[0]
+        assert watt_var.Pt[2].Var.cvalue == pytest.approx(-100.0)
     finally:
         device.disconnect()
 
