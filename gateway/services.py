@@ -65,6 +65,7 @@ class GatewayServices:
         self._pending_versions: dict[str, str] = {}
         self._acks: Coalescer[Acknowledgement, Acknowledgement] = Coalescer(
             self._store_acknowledgements)
+        self._readings: Coalescer[Sequence[Reading], int] = Coalescer(self._store_readings)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
@@ -540,13 +541,19 @@ class GatewayServices:
         unknown = {r.resource_id for r in readings} - set(topo.resources)
         if unknown:
             raise NotFound(f"no resource {sorted(unknown)[0]!r}")
+        return await self._readings.submit(readings)
+
+    async def _store_readings(self, batches: list[Sequence[Reading]]) -> list[int]:
+        """Concurrent callers' readings in one transaction (telemetry arrives from thousands
+        of DERs at once, like acknowledgements)."""
+        readings = [r for batch in batches for r in batch]
         async with self.db.write() as session:
             ids = await repo.add_readings(session, readings)
             await repo.add_outbox_many(session, [
                 (Topic.READING, to_json(replace(r, id=rid)))
                 for rid, r in zip(ids, readings, strict=True)])
         self._on_commit()
-        return len(readings)
+        return [len(batch) for batch in batches]
 
     async def acknowledgements(self, *, resource_id: str | None = None,
                                resource_ids: Iterable[str] | None = None,

@@ -31,6 +31,7 @@ from gateway.errors import GatewayError
 log = logging.getLogger(__name__)
 GATEWAY = "gateway"  # owner and origin of what the gateway itself writes
 ACK = "ack"
+ACKED_CACHE = 100_000  # (event, DER) acknowledgements kept in memory
 
 
 def _digest(*parts: str, n: int = 20) -> str:
@@ -60,6 +61,9 @@ class Bridge:
         # an LDC's program must not race, or two renders create it twice.
         self._program_lock = asyncio.Lock()
         self._render_locks: dict[str, asyncio.Lock] = {}
+        # The last acknowledgement per (event, DER), as in the records: periodic reports
+        # repeat it, and must not cost a read each. Bounded; the records stay the truth.
+        self._acked: dict[str, dict[str, Any]] = {}
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -153,8 +157,8 @@ class Bridge:
     async def _feedback(self, report: StoredObject) -> None:
         names = {
             r.body["resourceName"]: r.meta["resource_id"]
-            for r in self.service.objects_of(report.version, "resource")
-            if r.owner == report.owner and "resource_id" in r.meta
+            for r in self.service.store.owned(report.version, "resource", report.owner)
+            if "resource_id" in r.meta
         }
         if not names:
             return
@@ -182,8 +186,11 @@ class Bridge:
         status, word = mapper.report_ack_status(entry)
         ref = f"{event.id}@{event.body['modificationDateTime']}"
         key = f"{event.version}:{event.id}:{rid}"
-        last = await self.records.get(ACK, key)
-        if last and last.get("ref") == ref and last.get("status") == status.value:
+        last = self._acked.get(key)
+        if last is None:
+            last = await self.records.get(ACK, key) or {}
+        if last.get("ref") == ref and last.get("status") == status.value:
+            self._acked[key] = last
             return  # periodic reports repeat themselves; acknowledge a change only
         await self.gateway.record_acknowledgement(
             Acknowledgement(
@@ -196,7 +203,11 @@ class Bridge:
                 control_ref=ref,
             )
         )
+        self._acked.pop(key, None)
         await self.records.put(ACK, key, {"ref": ref, "status": status.value})
+        if len(self._acked) >= ACKED_CACHE:
+            self._acked.clear()
+        self._acked[key] = {"ref": ref, "status": status.value}
 
     # -- the VEN's DERs as resource objects ------------------------------------------------
 

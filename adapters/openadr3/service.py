@@ -113,7 +113,9 @@ class VtnService:
     async def _retain_reports(self, version: str, owner: str) -> None:
         """Keep a VEN's newest `max_reports` reports: periodic reports must not grow memory
         (and the records) without bound. The data they carried is in the core already."""
-        mine = [r for r in self.store.all(version, "report") if r.owner == owner]
+        if self.store.count_owned(version, "report", owner) <= self.max_reports:
+            return
+        mine = self.store.owned(version, "report", owner)
         for old in mine[: max(0, len(mine) - self.max_reports)]:
             await self.remove(Change(version, "report", "DELETE", None, old, old))
 

@@ -109,6 +109,12 @@ class ObjectStore:
         # version: rendering one DER finds its own without scanning every resource object.
         self._by_der: dict[str, dict[str, set[str]]] = {v: {} for v in VERSIONS}
         self._der_of: dict[tuple[str, str], str] = {}  # (version, object id) -> DER
+        # Owner (clientID) -> ids of its objects, per (version, kind): a report finds its
+        # VEN's resources, and report retention its VEN's reports, without a full scan.
+        self._by_owner: dict[tuple[str, str], dict[str, set[str]]] = {
+            (v, k): {} for v in VERSIONS for k in KINDS
+        }
+        self._owner_of: dict[tuple[str, str, str], str] = {}  # (version, kind, id) -> owner
         self._seq = 0
         # Bumped on every ven/resource write: caches of granted targets compare against it.
         self.grants_generation = 0
@@ -176,7 +182,18 @@ class ObjectStore:
         ids = self._by_der[version].get(resource_id, ())
         return sorted((bucket[i] for i in ids if i in bucket), key=lambda o: o.seq)
 
+    def owned(self, version: str, kind: str, owner: str) -> list[StoredObject]:
+        """The objects of one owner, in creation order."""
+        bucket = self._index[(version, kind)]
+        ids = self._by_owner[(version, kind)].get(owner, ())
+        return sorted((bucket[i] for i in ids if i in bucket), key=lambda o: o.seq)
+
+    def count_owned(self, version: str, kind: str, owner: str) -> int:
+        return len(self._by_owner[(version, kind)].get(owner, ()))
+
     def _link(self, obj: StoredObject) -> None:
+        self._by_owner[(obj.version, obj.kind)].setdefault(obj.owner, set()).add(obj.id)
+        self._owner_of[(obj.version, obj.kind, obj.id)] = obj.owner
         index = self._by_target[(obj.version, obj.kind)]
         for target in obj.targets:
             index.setdefault(target, set()).add(obj.id)
@@ -187,6 +204,13 @@ class ObjectStore:
 
     def _unlink(self, obj: StoredObject) -> None:
         # By what was linked, not by obj.meta: callers may have changed the meta in place.
+        owner = self._owner_of.pop((obj.version, obj.kind, obj.id), None)
+        if owner is not None:
+            owned = self._by_owner[(obj.version, obj.kind)].get(owner)
+            if owned is not None:
+                owned.discard(obj.id)
+                if not owned:
+                    del self._by_owner[(obj.version, obj.kind)][owner]
         der = self._der_of.pop((obj.version, obj.id), None)
         if der is not None:
             ids = self._by_der[obj.version].get(der)

@@ -27,6 +27,13 @@ def _units(event: dict[str, Any]) -> dict[str, float]:
 def current_interval(event: dict[str, Any], now: datetime) -> dict[str, Any] | None:
     """The interval of `event` in force at `now` (intervals without a period follow on from
     the event's own intervalPeriod, one after another)."""
+    found = current_window(event, now)
+    return found[0] if found else None
+
+
+def current_window(event: dict[str, Any], now: datetime
+                   ) -> tuple[dict[str, Any], datetime, datetime | None] | None:
+    """The interval in force at `now`, with its start and end (None: open-ended)."""
     default = event.get("intervalPeriod") or {}
     cursor = parse_start(default.get("start"), now)
     for interval in event.get("intervals") or ():
@@ -34,15 +41,18 @@ def current_interval(event: dict[str, Any], now: datetime) -> dict[str, Any] | N
         start = parse_start(period.get("start"), now) if interval.get("intervalPeriod") else cursor
         start, end = window(start, parse_duration(period.get("duration")))
         if start <= now and (end is None or now < end):
-            return interval
+            return interval, start, end
         cursor = end or cursor
     return None
 
 
 def envelope_at(event: dict[str, Any], now: datetime) -> Envelope | None:
     interval = current_interval(event, now)
-    if interval is None:
-        return None
+    return envelope_of(event, interval) if interval is not None else None
+
+
+def envelope_of(event: dict[str, Any], interval: dict[str, Any]) -> Envelope:
+    """What one interval of `event` asks of its resource."""
     units = _units(event)
     fields: dict[str, Any] = {}
     for payload in interval.get("payloads") or ():

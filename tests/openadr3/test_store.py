@@ -35,3 +35,32 @@ async def test_resource_objects_are_found_by_the_der_they_stand_for(tmp_path):
         assert [o.id for o in again.standing_for("3.1.0", "d1")] == ["resource-1"]
     finally:
         await db.close()
+
+
+async def test_objects_are_found_by_owner_in_creation_order(tmp_path):
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+    await db.upgrade()
+    try:
+        store = ObjectStore(AdapterRecords(db, "openadr3"))
+        for n in (1, 2, 3):
+            await store.save(resource(n, None))
+        other = resource(4, None)
+        other.owner = "someone-else"
+        await store.save(other)
+        assert [o.id for o in store.owned("3.1.0", "resource", "client")] == [
+            "resource-1", "resource-2", "resource-3"]
+        first = store.get("3.1.0", "resource", "resource-1")
+        first.body = {**first.body, "resourceName": "renamed"}
+        await store.save(first)  # an update keeps its place
+        await store.remove(store.get("3.1.0", "resource", "resource-2"))
+        assert [o.id for o in store.owned("3.1.0", "resource", "client")] == [
+            "resource-1", "resource-3"]
+        assert store.count_owned("3.1.0", "resource", "someone-else") == 1
+        assert store.owned("3.0.1", "resource", "client") == []
+
+        again = ObjectStore(AdapterRecords(db, "openadr3"))  # a restart
+        await again.load()
+        assert [o.id for o in again.owned("3.1.0", "resource", "client")] == [
+            "resource-1", "resource-3"]
+    finally:
+        await db.close()

@@ -91,3 +91,51 @@ async def test_a_refused_report_is_given_up():
     await run_worker(v, edge, lambda: v.stats.report_errors == 1)
     await asyncio.sleep(0.2)
     assert edge.sent == [] and v._reports.empty()
+
+
+def test_the_envelope_follows_interval_boundaries_and_new_versions():
+    v = ven()
+    two = {**event("2030-01-01T00:00:00Z"),
+           "intervalPeriod": {"start": "2030-06-01T00:00:00Z", "duration": "PT1H"},
+           "intervals": [{"id": 0, "payloads": [{"type": "EXPORT_CAPACITY_LIMIT",
+                                                 "values": [3.0]}]},
+                         {"id": 1, "payloads": [{"type": "EXPORT_CAPACITY_LIMIT",
+                                                 "values": [1.0]}]}]}
+    v.events = {"e1": two}
+    r1 = v.resources["r1"]
+    v.apply(datetime(2030, 6, 1, 0, 30, tzinfo=UTC))
+    assert r1.applied.export_max_w == 3000.0
+    v.apply(datetime(2030, 6, 1, 0, 59, tzinfo=UTC))  # same interval: kept
+    assert r1.applied.export_max_w == 3000.0
+    v.apply(datetime(2030, 6, 1, 1, 0, tzinfo=UTC))  # the next interval
+    assert r1.applied.export_max_w == 1000.0
+    v.apply(datetime(2030, 6, 1, 2, 0, tzinfo=UTC))  # after the event: nothing asked
+    assert r1.applied.export_max_w is None
+    newer = {**two, "modificationDateTime": "2030-01-02T00:00:00Z", "intervals": [
+        {"id": 0, "payloads": [{"type": "EXPORT_CAPACITY_LIMIT", "values": [4.0]}]}]}
+    v.events = {"e1": newer}
+    v.apply(datetime(2030, 6, 1, 0, 30, tzinfo=UTC))  # a new version is read again
+    assert r1.applied.export_max_w == 4000.0
+
+
+async def test_a_burst_of_notifications_is_applied_once():
+    v = ven()
+    applied = []
+    original = v.apply
+    v.apply = lambda now: (applied.append(now), original(now))  # type: ignore[method-assign]
+    tick = asyncio.create_task(v._tick_loop())
+    try:
+        await asyncio.sleep(0.05)
+        applied.clear()
+        for n in range(50):
+            await v._notified({"objectType": "EVENT", "operation": "UPDATE",
+                               "object": {**event(f"2030-01-01T00:00:{n:02d}Z"),
+                                          "intervalPeriod": {"start": "2020-01-01T00:00:00Z",
+                                                             "duration": "P9999Y"}}})
+        await asyncio.sleep(0.05)
+        assert 1 <= len(applied) <= 2  # not one per notification
+        assert v.resources["r1"].applied.export_max_w == 2000.0
+    finally:
+        tick.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tick

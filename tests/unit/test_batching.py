@@ -20,6 +20,8 @@ from gateway.domain import (
     Nameplate,
     Participant,
     Protocol,
+    Quantity,
+    Reading,
     Resource,
     Role,
 )
@@ -90,5 +92,33 @@ async def test_concurrent_acknowledgements_share_transactions_and_are_announced_
         with pytest.raises(Exception, match="no resource"):
             await services.record_acknowledgement(
                 Acknowledgement("gone", AckStatus.COMPLETED, Protocol.MODBUS, "ok", now))
+    finally:
+        await db.close()
+
+
+async def test_concurrent_readings_share_transactions_and_are_all_stored(tmp_path):
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    await db.upgrade()
+    try:
+        services = GatewayServices(db)
+        admin = Participant("admin", Role.ADMIN)
+        await services.register_participants(admin, [
+            admin, Participant("a", Role.LDC, dso_model=DsoModel.DUAL_PARTICIPATION)])
+        await services.register_connection_points(admin, [ConnectionPoint("cp", "a", "N")])
+        await services.register_resources(admin, [Resource(
+            f"d{i}", "cp", DerKind.PV, Nameplate(1000), Binding(
+                Protocol.MODBUS, {"host": "h", "port": 502, "unit_id": i})) for i in range(10)])
+        now = datetime.now(UTC)
+        batches = [[Reading(f"d{i}", Quantity.ACTIVE_POWER, float(i * 10 + k), now, Protocol.MODBUS)
+                    for k in range(i % 3 + 1)] for i in range(10)]
+        counts = await asyncio.gather(*(services.record_readings(b) for b in batches))
+        assert counts == [len(b) for b in batches] and services._readings.batches < 10
+        async with db.read() as session:
+            rows = (await session.execute(select(OutboxRow).where(
+                OutboxRow.topic == Topic.READING).order_by(OutboxRow.id))).scalars()
+            values = sorted(r.payload["value"] for r in rows)
+        assert values == sorted(r.value for b in batches for r in b)
+        with pytest.raises(Exception, match="no resource"):
+            await services.record_readings([Reading("gone", Quantity.ACTIVE_POWER, 1.0, now, Protocol.MODBUS)])
     finally:
         await db.close()
