@@ -60,6 +60,7 @@ class GatewayServices:
         self.db = db
         self.coordinator = coordinator or Coordinator()
         self._topology: Topology | None = None
+        self._topology_generation = 0  # bumped by every invalidation
         self._versions: dict[str, str] | None = None
         self._on_commit = on_commit or (lambda: None)  # wakes the outbox relay
         self._pending_versions: dict[str, str] = {}
@@ -85,18 +86,27 @@ class GatewayServices:
     # -- topology cache --------------------------------------------------------------------
 
     async def topology(self, session: AsyncSession | None = None) -> Topology:
-        if self._topology is None:
-            if session is None:
-                async with self.db.read() as s:
-                    return await self.topology(s)
-            parts = {p.id: p for p in await repo.participants(session)}
-            cps = {c.id: c for c in await repo.connection_points(session)}
-            res = {r.id: r for r in await repo.resources(session)}
-            self._topology = Topology(parts, cps, res)
-        return self._topology
+        cached = self._topology
+        if cached is not None:
+            return cached
+        if session is None:
+            async with self.db.read() as s:
+                return await self.topology(s)
+        generation = self._topology_generation
+        parts = {p.id: p for p in await repo.participants(session)}
+        cps = {c.id: c for c in await repo.connection_points(session)}
+        res = {r.id: r for r in await repo.resources(session)}
+        loaded = Topology(parts, cps, res)
+        # A write that committed (and invalidated) while this was read may be missing from
+        # it: keep it only if nothing was invalidated meanwhile, or a stale topology would
+        # outlive the write (a new LDC "not found" right after it was registered).
+        if generation == self._topology_generation:
+            self._topology = loaded
+        return loaded
 
     def _invalidate(self) -> None:
         self._topology = None
+        self._topology_generation += 1
 
     # -- participants and credentials ------------------------------------------------------
 
