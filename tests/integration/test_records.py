@@ -55,3 +55,27 @@ async def test_sequences_count_from_one_without_gaps_or_repeats(kind, tmp_path):
             assert await a.next_sequence("edev") == 521
         finally:
             await db.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_concurrent_writes_share_transactions_and_a_bad_one_fails_alone(kind, tmp_path):
+    with database_url(kind, tmp_path) as url:
+        db = Database(url)
+        await db.upgrade()
+        try:
+            records = AdapterRecords(db, "a")
+            await records.put("k", "gone", {"n": -1})
+            writes = [records.put("k", f"d{n:03d}", {"n": n}) for n in range(50)]
+            writes.append(records.put("k", "bad", {"n": object()}))  # not JSON
+            writes += [records.next_sequence("s") for _ in range(10)]
+            writes.append(records.delete("k", "gone"))
+            outcomes = await asyncio.gather(*writes, return_exceptions=True)
+            assert isinstance(outcomes[50], Exception)
+            assert not any(isinstance(o, Exception) for i, o in enumerate(outcomes) if i != 50)
+            assert sorted(outcomes[51:61]) == list(range(1, 11))  # each its own number
+            assert outcomes[61] is True
+            listed = await records.list("k")
+            assert [k for k, _ in listed] == [f"d{n:03d}" for n in range(50)]
+            assert records._writes.batches < 20  # shared, not one transaction each
+        finally:
+            await db.close()
