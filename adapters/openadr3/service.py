@@ -187,7 +187,13 @@ class VtnService:
     async def _write(self, change: Change) -> None:
         for hook in self.hooks:
             await hook.before_write(change)  # may refuse: nothing is stored then
-        async with self._names:  # two concurrent writers must not both take one name
+        if change.kind in NAMED_KINDS:
+            async with self._names:  # two concurrent writers must not both take one name
+                if change.operation != "DELETE":
+                    self._check_references(change.version, change.kind, change.obj.body,
+                                           change.old)
+                await self.store.save(change.obj)
+        else:  # nothing unique to claim: concurrent writes (reports) share transactions
             if change.operation != "DELETE":
                 self._check_references(change.version, change.kind, change.obj.body, change.old)
             await self.store.save(change.obj)
@@ -253,7 +259,7 @@ class VtnService:
     def _check_quota(self, version: str, kind: str, principal: Principal) -> None:
         if kind != "subscription" or principal.is_bl:
             return
-        mine = sum(1 for o in self.store.all(version, kind) if o.owner == principal.client_id)
+        mine = self.store.count_owned(version, kind, principal.client_id)
         if mine >= self.max_subscriptions:
             raise conflict(f"a VEN may hold {self.max_subscriptions} subscriptions")
 
@@ -476,6 +482,10 @@ def _resource_refs(
     ):
         raise conflict(f"ven {ven_id} has a resource named {name!r}")
 
+
+# Kinds whose names are unique (programName; venName; resourceName within a ven): their
+# check-then-save is serialised.
+NAMED_KINDS = frozenset({"program", "ven", "resource"})
 
 REFERENCE_CHECKS: dict[
     str, Callable[[VtnService, str, dict[str, Any], StoredObject | None], None]
