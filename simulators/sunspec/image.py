@@ -6,6 +6,7 @@ only places blocks one after another and reads/writes points by (model id, path)
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -99,10 +100,14 @@ class RegisterImage:
         end = start + spec.size
         scale = 10.0 ** b.layout.scale(self.regs[b.start : b.start + b.layout.size], spec)
         regs = self.regs
+        last: list[float | None] = [math.nan]  # a fleet steps thousands of these a second
 
         def put(value: float | None) -> None:
+            if value == last[0]:
+                return
             raw = None if value is None else clamp_raw(spec, round(value / scale))
             regs[start:end] = encode_point(spec, raw)
+            last[0] = value
 
         return put
 

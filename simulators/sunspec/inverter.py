@@ -51,6 +51,7 @@ class SunSpecInverter:
         defaults.populate(self.image, spec)
         self._seen_reversions: dict[str, int] = {}
         self._pending: dict[int, int] = {}  # model id -> curve index waiting for adoption
+        self._countdowns: dict[tuple[int, str], int] = {}  # read-only countdowns as written
         self.curves = {mid: c for mid, c in CURVES.items() if mid in self.image.blocks}
         self._meter = _MeterWriters(self.image, spec.rating)
         self.writes = 0
@@ -185,14 +186,22 @@ class SunSpecInverter:
             setting = getattr(self.model, control.setting)
             if setting.reverted != self._seen_reversions[control.setting]:
                 control.revert_registers(self.image)
-            self.image.set(704, control.rem, math.ceil(setting.remaining_s))
+            self._set_countdown(704, control.rem, math.ceil(setting.remaining_s))
         for curve in self.curves.values():
             setting = getattr(self.model, curve.setting)
             if setting.reverted != self._seen_reversions[curve.setting]:
                 curve.revert_registers(self.image, setting.enabled)
-            self.image.set(curve.model_id, "RvrtRem", math.ceil(setting.remaining_s))
+            self._set_countdown(curve.model_id, "RvrtRem", math.ceil(setting.remaining_s))
         self._seen_reversions = {s: getattr(self.model, s).reverted for s in self._settings()}
-        self.image.set(703, "ESDlyRemTms", math.ceil(self.model.enter_service_remaining_s))
+        self._set_countdown(703, "ESDlyRemTms", math.ceil(self.model.enter_service_remaining_s))
+
+    def _set_countdown(self, model_id: int, path: str, seconds: int) -> None:
+        """A read-only countdown point, written only when it changes (a fleet steps
+        thousands of inverters a second, and most timers are idle)."""
+        key = (model_id, path)
+        if self._countdowns.get(key) != seconds:
+            self.image.set(model_id, path, seconds)
+            self._countdowns[key] = seconds
 
 
 class _MeterWriters:
