@@ -5,7 +5,10 @@ the platform API. Then the gateway stops and the inverter reverts when its timer
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -32,6 +35,22 @@ async def eventually(check, timeout: float = 10.0, every: float = 0.2):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"not within {timeout} s: {check.__name__}")
         await asyncio.sleep(every)
+
+
+@asynccontextmanager
+async def gateway_polling(tmp_path, fleet: Any) -> AsyncIterator[dict[str, Any]]:
+    """`der-gateway serve` polling the fleet's first inverter as d1 on cp-a1, the platform
+    seeded; yields the platform clients. The gateway must stop cleanly on leaving."""
+    proc = GatewayProcess(tmp_path, modbus=MODBUS_SETTINGS)
+    gw = await proc.start()
+    try:
+        host, port, unit = fleet.address(0)
+        der = modbus_der("d1", "cp-a1", 10_000, unit=unit)
+        der["binding"]["address"].update(host=host, port=port)
+        yield await seed_platform(gw, [der])
+    finally:
+        assert await proc.stop() == 0, proc.log()[-3000:]
+
 
 
 async def test_export_limit_reaches_inverter_and_reverts_when_gateway_stops(tmp_path):
@@ -113,13 +132,7 @@ async def test_function_settings_reach_705_and_711_and_lapse_when_gateway_stops(
     async with running_fleet(FleetConfig(count=1, first_port=0, tick_s=0.1,
                                          ramp_pct_s=0.0)) as fleet:
         [inv] = fleet.inverters
-        proc = GatewayProcess(tmp_path, modbus=MODBUS_SETTINGS)
-        gw = await proc.start()
-        try:
-            host, port, unit = fleet.address(0)
-            der = modbus_der("d1", "cp-a1", 10_000, unit=unit)
-            der["binding"]["address"].update(host=host, port=port)
-            clients = await seed_platform(gw, [der])
+        async with gateway_polling(tmp_path, fleet) as clients:
             admin, ldc = clients["admin"], clients["ldc-a"]
             now = datetime.now(UTC).replace(microsecond=0)
 
@@ -154,8 +167,6 @@ async def test_function_settings_reach_705_and_711_and_lapse_when_gateway_stops(
             await asyncio.sleep(REVERSION_S + 1)  # refreshed: the timers never fire
             for setting in (inv.model.volt_var, inv.model.freq_watt):
                 assert setting.enabled and setting.reverted == 0
-        finally:
-            assert await proc.stop() == 0, proc.log()[-3000:]
         await asyncio.sleep(REVERSION_S + 0.5)  # the gateway has gone: both lapse
         for setting in (inv.model.volt_var, inv.model.freq_watt):
             assert not setting.enabled and setting.reverted == 1
@@ -170,13 +181,7 @@ async def test_volt_watt_and_watt_var_reach_706_and_712_through_the_gateway(tmp_
     async with running_fleet(FleetConfig(count=1, first_port=0, tick_s=0.1,
                                          ramp_pct_s=0.0)) as fleet:
         [inv] = fleet.inverters
-        proc = GatewayProcess(tmp_path, modbus=MODBUS_SETTINGS)
-        gw = await proc.start()
-        try:
-            host, port, unit = fleet.address(0)
-            der = modbus_der("d1", "cp-a1", 10_000, unit=unit)
-            der["binding"]["address"].update(host=host, port=port)
-            clients = await seed_platform(gw, [der])
+        async with gateway_polling(tmp_path, fleet) as clients:
             admin, ldc = clients["admin"], clients["ldc-a"]
             now = datetime.now(UTC).replace(microsecond=0)
             status, body = await ldc.post("/v1/instructions", {
@@ -202,7 +207,5 @@ async def test_volt_watt_and_watt_var_reach_706_and_712_through_the_gateway(tmp_
             assert m.w == pytest.approx(6_000.0, abs=5.0)
             # 60 % output: a fifth of the way from 50 % to 100 %, -44 % x 0.2 of 10 kW
             assert m.var == pytest.approx(-880.0, abs=5.0)
-        finally:
-            assert await proc.stop() == 0, proc.log()[-3000:]
         await asyncio.sleep(REVERSION_S + 0.5)  # the gateway has gone: both lapse
         assert not inv.model.volt_watt.enabled and not inv.model.watt_var.enabled

@@ -66,17 +66,8 @@ async def test_a_failed_batch_fails_its_callers_only_and_a_caller_may_give_up():
 
 
 async def test_concurrent_acknowledgements_share_transactions_and_are_announced_in_order(tmp_path):
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
-    await db.upgrade()
+    db, services = await services_with_ders(tmp_path, 20)
     try:
-        services = GatewayServices(db)
-        admin = Participant("admin", Role.ADMIN)
-        await services.register_participants(admin, [
-            admin, Participant("a", Role.LDC, dso_model=DsoModel.DUAL_PARTICIPATION)])
-        await services.register_connection_points(admin, [ConnectionPoint("cp", "a", "N")])
-        await services.register_resources(admin, [Resource(
-            f"d{i}", "cp", DerKind.PV, Nameplate(1000), Binding(
-                Protocol.MODBUS, {"host": "h", "port": 502, "unit_id": i})) for i in range(20)])
         now = datetime.now(UTC)
         acks = [Acknowledgement(f"d{i}", AckStatus.COMPLETED, Protocol.MODBUS, "ok", now)
                 for i in range(20)]
@@ -97,17 +88,8 @@ async def test_concurrent_acknowledgements_share_transactions_and_are_announced_
 
 
 async def test_concurrent_readings_share_transactions_and_are_all_stored(tmp_path):
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
-    await db.upgrade()
+    db, services = await services_with_ders(tmp_path, 10)
     try:
-        services = GatewayServices(db)
-        admin = Participant("admin", Role.ADMIN)
-        await services.register_participants(admin, [
-            admin, Participant("a", Role.LDC, dso_model=DsoModel.DUAL_PARTICIPATION)])
-        await services.register_connection_points(admin, [ConnectionPoint("cp", "a", "N")])
-        await services.register_resources(admin, [Resource(
-            f"d{i}", "cp", DerKind.PV, Nameplate(1000), Binding(
-                Protocol.MODBUS, {"host": "h", "port": 502, "unit_id": i})) for i in range(10)])
         now = datetime.now(UTC)
         batches = [[Reading(f"d{i}", Quantity.ACTIVE_POWER, float(i * 10 + k), now, Protocol.MODBUS)
                     for k in range(i % 3 + 1)] for i in range(10)]
@@ -122,3 +104,18 @@ async def test_concurrent_readings_share_transactions_and_are_all_stored(tmp_pat
             await services.record_readings([Reading("gone", Quantity.ACTIVE_POWER, 1.0, now, Protocol.MODBUS)])
     finally:
         await db.close()
+
+
+async def services_with_ders(tmp_path, count: int) -> tuple[Database, GatewayServices]:
+    """A store with one LDC and `count` Modbus DERs d0, d1, ... on one connection point."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
+    await db.upgrade()
+    services = GatewayServices(db)
+    admin = Participant("admin", Role.ADMIN)
+    await services.register_participants(admin, [
+        admin, Participant("a", Role.LDC, dso_model=DsoModel.DUAL_PARTICIPATION)])
+    await services.register_connection_points(admin, [ConnectionPoint("cp", "a", "N")])
+    await services.register_resources(admin, [Resource(
+        f"d{i}", "cp", DerKind.PV, Nameplate(1000), Binding(
+            Protocol.MODBUS, {"host": "h", "port": 502, "unit_id": i})) for i in range(count)])
+    return db, services

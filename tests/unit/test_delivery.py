@@ -40,8 +40,9 @@ async def test_retries_until_the_receiver_recovers_and_survives_restart(tmp_path
     worker = DeliveryQueue(db, dev_mode=True)
     worker.base_backoff_s = 0.05
     async with worker.running():
-        for _ in range(100):
-            if received:
+        for _ in range(100):  # until it is recorded, not only received (a worker stopped
+            # between the two sends it again after a restart: at least once)
+            if (await worker.stats())["delivered"]:
                 break
             await asyncio.sleep(0.05)
     assert received == [b"<Notification/>"]
