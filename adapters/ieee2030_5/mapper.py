@@ -2,7 +2,8 @@
 
 Down: an EffectiveInterval becomes one DERControlBase (CSIP-AUS limits, setpoints,
 connection); a default control becomes a DefaultDERControl; 1547 curve settings become
-DERCurves, the frequency-droop parameters an inline opModFreqDroop. Up: Response status
+DERCurves, the frequency-droop parameters an inline opModFreqDroop, the ramp rates the
+DefaultDERControl's setGradW and setSoftGradW. Up: Response status
 codes become AckStatus, mirrored readings become Readings.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters import function_settings as canonical
 from adapters.ieee2030_5.codec import models as m
 from gateway.domain import AckStatus, EffectiveInterval, InstructionKind, Quantity
 
@@ -129,18 +131,21 @@ def base_from_settings(settings: Mapping[str, Any]) -> m.DERControlBase:
 def default_control(settings: Mapping[str, Any], mrid: str, href: str,
                     functions: Mapping[str, Any] | None = None) -> m.DefaultDERControl:
     """The DefaultDERControl of a default-control settings document; with `functions`, the
-    standing 1547 parameters (`freq_droop`) it can carry inline as well."""
-    grad = settings.get("set_grad_w")  # hundredths of a percent of rating per second
+    standing 1547 parameters it carries inline as well (`freq_droop`, the ramp rates
+    `set_grad_w` and `set_soft_grad_w`; `set_grad_w` also from the default control when the
+    function settings have none)."""
     base = base_from_settings(settings)
-    base.opModFreqDroop = standing_functions(functions or {}).freq_droop
+    standing = standing_functions(canonical.with_default_control(functions, settings)[0])
+    base.opModFreqDroop = standing.freq_droop
     return m.DefaultDERControl(
         href=href,
         mRID=mrid,
         description="default control",
         DERControlBase=base,
-        setGradW=None if grad is None else min(65535, int(grad)),
         setESDelay=_opt_int(settings.get("es_delay_s")),
         setESRandomDelay=_opt_int(settings.get("es_random_delay_s")),
+        setGradW=standing.set_grad_w,
+        setSoftGradW=standing.set_soft_grad_w,
     )
 
 
@@ -160,23 +165,40 @@ class Unrenderable(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class StandingFunctions:
-    """The inline 1547 elements of a function-settings document, and what could not be
-    expressed (``"key: reason"``; a setting refused whole is left out)."""
+    """The 1547 elements of a function-settings document carried outside its DERCurves, and
+    what could not be expressed, curves included (``"key: reason"``; a setting refused whole
+    is left out)."""
 
     freq_droop: m.FreqDroopType | None = None
     refusals: tuple[str, ...] = ()
+    set_grad_w: int | None = None  # setGradW, hundredths of a % of setMaxW per second
+    set_soft_grad_w: int | None = None  # setSoftGradW, the same units
+
+
+GRADIENTS = ("set_grad_w", "set_soft_grad_w")  # UInt16 in the DefaultDERControl; 0: no limit
 
 
 def standing_functions(settings: Mapping[str, Any]) -> StandingFunctions:
     """Never raises: a malformed or out-of-range setting becomes a refusal."""
-    params = settings.get("freq_droop")
-    if params is None:
-        return StandingFunctions()
-    try:
-        droop, notes = freq_droop(params)
-    except Unrenderable as exc:
-        return StandingFunctions(refusals=(f"freq_droop: {exc}",))
-    return StandingFunctions(droop, tuple(f"freq_droop: {n}" for n in notes))
+    refusals: list[str] = []
+    droop = None
+    if (params := settings.get("freq_droop")) is not None:
+        try:
+            droop, notes = freq_droop(params)
+            refusals += [f"freq_droop: {n}" for n in notes]
+        except Unrenderable as exc:
+            refusals.append(f"freq_droop: {exc}")
+    gradients: dict[str, int] = {}
+    for key in GRADIENTS:
+        if settings.get(key) is None:
+            continue
+        try:
+            gradients[key] = _scaled(settings[key], 1, key, 0, UINT16_MAX)
+        except Unrenderable as exc:
+            refusals.append(f"{key}: {exc}")
+    refusals += [refusal for _, refusal in _curves(settings, from_epoch(0))
+                 if isinstance(refusal, str)]
+    return StandingFunctions(droop, tuple(refusals), **gradients)
 
 
 _DROOP_KEYS = ("db_of_hz", "db_uf_hz", "k_of", "k_uf")
@@ -233,30 +255,63 @@ CURVE_ELEMENTS = {
 }
 
 
+MAX_CURVE_POINTS = 10  # DERCurve holds 1 to 10 CurveData
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
 def curves(settings: Mapping[str, Any], now: datetime) -> list[tuple[str, m.DERCurve]]:
-    """Each curve in a function-settings document: points are [x, y] pairs (% values)."""
-    out = []
+    """Each curve in a function-settings document that 2030.5 can carry: points are [x, y]
+    pairs (% values, Hz for freq-watt), the y axis as `<key>_y_ref` says (the platform's
+    default when absent), volt-watt's `volt_watt_response_s` as its openLoopTms."""
+    return [(key, curve) for key, curve in _curves(settings, now)
+            if isinstance(curve, m.DERCurve)]
+
+
+def _curves(settings: Mapping[str, Any], now: datetime
+            ) -> list[tuple[str, m.DERCurve | str]]:
+    """Each curve of the document, or the refusal (``"key: reason"``) of one that cannot be
+    expressed."""
+    out: list[tuple[str, m.DERCurve | str]] = []
     for key, curve_type in CURVE_TYPES.items():
         points = settings.get(key)
         if not points:
             continue
-        out.append((key, m.DERCurve(
-            mRID="00",  # the service assigns the real mRID and href
-            creationTime=epoch(now),
-            CurveData=[m.CurveData(xvalue=round(float(x) * 100), yvalue=round(float(y) * 100))
-                       for x, y in points],
-            curveType=curve_type,
-            xMultiplier=-2,
-            yMultiplier=-2,
-            yRefType=int(settings.get(f"{key}_y_ref", 1)),
-        )))
+        try:
+            out.append((key, _curve(settings, key, curve_type, points, now)))
+        except (Unrenderable, canonical.InvalidSetting) as exc:
+            out.append((key, f"{key}: {exc}"))
     return out
+
+
+def _curve(settings: Mapping[str, Any], key: str, curve_type: int, points: Any,
+           now: datetime) -> m.DERCurve:
+    if not isinstance(points, list | tuple) or len(points) > MAX_CURVE_POINTS:
+        raise Unrenderable(f"expected a list of 1 to {MAX_CURVE_POINTS} [x, y] points "
+                           "(a DERCurve holds at most 10)")
+    data = []
+    for point in points:
+        if not isinstance(point, list | tuple) or len(point) != 2:
+            raise Unrenderable(f"points are [x, y] pairs, not {point!r}")
+        data.append(m.CurveData(xvalue=_scaled(point[0], 100, "x", INT32_MIN, INT32_MAX),
+                                yvalue=_scaled(point[1], 100, "y", INT32_MIN, INT32_MAX)))
+    response = settings.get("volt_watt_response_s") if key == "volt_watt" else None
+    return m.DERCurve(
+        mRID="00",  # the service assigns the real mRID and href
+        creationTime=epoch(now),
+        CurveData=data,
+        curveType=curve_type,
+        openLoopTms=None if response is None else _scaled(
+            response, 100, "volt_watt_response_s", 0, UINT16_MAX),
+        xMultiplier=-2,
+        yMultiplier=-2,
+        yRefType=canonical.y_ref(settings, key),
+    )
 
 
 def curve_links(settings: Mapping[str, Any], base_href: str) -> dict[str, str]:
     """DERControlBase element -> href of its DERCurve (`base_href`/n, numbered as `curves`
     lists them) for each curve in a function-settings document."""
-    keys = [key for key in CURVE_TYPES if settings.get(key)]
+    keys = [key for key, _ in curves(settings, from_epoch(0))]
     return {CURVE_ELEMENTS[key]: f"{base_href}/{n}" for n, key in enumerate(keys, 1)}
 
 

@@ -258,9 +258,11 @@ class Ieee2030Service:
         curve_base = h.program(programs.carrying(self.layout_of(record), "curves").index, "dc")
         links = mapper.curve_links(functions, curve_base)
         droop = json.dumps(functions.get("freq_droop"), sort_keys=True, default=str)
+        gradients = [(key, functions[key]) for key in mapper.GRADIENTS
+                     if functions.get(key) is not None]  # (none: the mRID stays as it was)
         dderc = mapper.default_control(settings, mapper.server_mrid(
             self.pen, "dderc", record.id, sorted(settings.items()), sorted(links.items()),
-            droop), h.program(spec.index, "dderc"), functions)
+            droop, *gradients), h.program(spec.index, "dderc"), functions)
         # Standing 1547 settings apply by default: the DefaultDERControl links their curves.
         for element, href in links.items():
             setattr(dderc.DERControlBase, element, m.Link(href=href))

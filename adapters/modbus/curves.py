@@ -3,8 +3,9 @@
 The platform's function settings are one document (`EffectiveControl.function_settings`);
 the keys this adapter renders, and how:
 
-- `volt_var`: ``[[V % of nominal, var % of VarMax], ...]`` -> one 705 curve (DeptRef
-  VAR_MAX_PCT).
+- `volt_var`: ``[[V % of nominal, var %], ...]`` -> one 705 curve. The y axis is what
+  `volt_var_y_ref` says (2030.5 DERUnitRefType, default 2): 1 %setMaxW -> DeptRef
+  W_MAX_PCT, 2 %setMaxVar -> VAR_MAX_PCT, 3 %statVarAvail -> VAR_AVAL_PCT.
 - `freq_droop`: ``{db_of_hz, db_uf_hz, k_of, k_uf[, response_s][, p_min_pct]}``, the IEEE
   1547-2018 frequency-droop parameters (2030.5's opModFreqDroop dBOF/dBUF/kOF/kUF/openLoopTms)
   -> one 711 control (DbOf, DbUf, KOf, KUf, RspTms, PMin).
@@ -16,15 +17,15 @@ the keys this adapter renders, and how:
   (a cap inside the dead band, a rise, several slopes) is not a droop and cannot be expressed
   in 711. With `freq_droop` present, `freq_watt` is not used.
 - `volt_watt`: ``[[V % of nominal, W %], ...]`` -> one 706 curve. The y axis is what
-  `volt_watt_y_ref` says (2030.5 DERUnitRefType, as the 2030.5 adapter sends it; default 1):
-  1 %setMaxW -> DeptRef W_MAX_PCT, 7 %statWAvail -> W_AVAL_PCT; other references cannot be
-  expressed in 706. `volt_watt_response_s` (optional, seconds) -> the curve's open-loop
+  `volt_watt_y_ref` says (default 1): 1 %setMaxW -> DeptRef W_MAX_PCT, 7 %statWAvail ->
+  W_AVAL_PCT. `volt_watt_response_s` (optional, seconds) -> the curve's open-loop
   response time `RspTms` (2030.5 DERCurve openLoopTms); without it the device's stays.
 - `watt_var`: ``[[W % of max W, var %], ...]`` -> one 712 curve; `watt_var_y_ref` (default
   1): 1 %setMaxW -> DeptRef W_MAX_PCT, 2 %setMaxVar -> VAR_MAX_PCT, 3 %statVarAvail ->
   VAR_AVAL_PCT.
 - `set_grad_w`: the normal ramp rate in hundredths of a percent of the maximum active power
-  per second (2030.5 setGradW units) -> 704 `WRmp` (whole % of WMax per second, no scale
+  per second (2030.5 setGradW units; also read from the default control, see
+  `adapters.function_settings`) -> 704 `WRmp` (whole % of WMax per second, no scale
   factor) with `WRmpRef` W_MAX. SunSpec applies it to increases of active power.
 - `set_soft_grad_w`: the soft-start ramp rate, same units (2030.5 setSoftGradW) -> 703
   `ESRmpTms`, the enter-service ramp time: 10000 / set_soft_grad_w seconds from zero to full
@@ -34,7 +35,9 @@ the keys this adapter renders, and how:
   always refused.
 - `watt_pf`: SunSpec's DER models (701-715) have no watt-power-factor curve: always refused.
 
-A setting that cannot be expressed becomes a refusal (a sentence saying why), acknowledged
+The y references each curve may use and their defaults are the platform's
+(`adapters.function_settings`); a reference outside them is refused. A setting that cannot be
+expressed becomes a refusal (a sentence saying why), acknowledged
 as cannot_comply; the others are still rendered.
 """
 
@@ -49,16 +52,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from adapters import function_settings as canonical
 from adapters.modbus.codec import model_definition
 
 VOLT_VAR_MODEL, VOLT_WATT_MODEL, FREQ_DROOP_MODEL, WATT_VAR_MODEL = 705, 706, 711, 712
 ENTER_SERVICE_MODEL, CONTROLS_MODEL = 703, 704
-VAR_MAX_PCT = 1  # 705 DeptRef
 # 2030.5 DERUnitRefType of a curve's y axis -> the DeptRef symbol of the SunSpec model
-# (names from pysunspec2's 706 / 712 definitions).
+# (names from pysunspec2's 705 / 706 / 712 definitions).
+VOLT_VAR_DEPT_REF = MappingProxyType({1: "W_MAX_PCT", 2: "VAR_MAX_PCT", 3: "VAR_AVAL_PCT"})
 VOLT_WATT_DEPT_REF = MappingProxyType({1: "W_MAX_PCT", 7: "W_AVAL_PCT"})
 WATT_VAR_DEPT_REF = MappingProxyType({1: "W_MAX_PCT", 2: "VAR_MAX_PCT", 3: "VAR_AVAL_PCT"})
-DEFAULT_Y_REF = 1  # %setMaxW, the 2030.5 adapter's default yRefType
 W_MAX_REF = "W_MAX"  # 704 WRmpRef
 HUNDREDTHS = 100.0  # 2030.5 gradients are in hundredths of a percent per second
 _HZ_BAND = 0.1  # freq-watt x values must lie within nominal +-10 %
@@ -119,7 +122,7 @@ def function_plan(settings: Mapping[str, Any] | None, instruction_id: str | None
                   nominal_hz: float) -> FunctionPlan:
     settings = settings or {}
     builders: dict[str, Callable[[Any], CurvePlan | PointPlan]] = {
-        "volt_var": volt_var,
+        "volt_var": lambda points: volt_var(points, settings.get("volt_var_y_ref")),
         "volt_watt": lambda points: volt_watt(points, settings.get("volt_watt_y_ref"),
                                               settings.get("volt_watt_response_s")),
         "freq_droop": freq_droop,
@@ -169,12 +172,11 @@ def _pairs(points: Any, what: str) -> list[tuple[float, float]]:
     return out
 
 
-def volt_var(points: Any) -> CurvePlan:
+def volt_var(points: Any, y_ref: Any = None) -> CurvePlan:
+    """Reactive power against voltage (% of nominal) as one 705 curve."""
     pts = _pairs(points, "volt_var")
-    values: list[tuple[str, float]] = [("ActPt", len(pts)), ("DeptRef", VAR_MAX_PCT)]
-    for j, (v, q) in enumerate(pts):
-        values += [(f"Pt[{j}].V", v), (f"Pt[{j}].Var", q)]
-    return CurvePlan(VOLT_VAR_MODEL, "volt_var", tuple(values))
+    ref = _y_ref(y_ref, "volt_var", VOLT_VAR_DEPT_REF, VOLT_VAR_MODEL)
+    return _curve(VOLT_VAR_MODEL, "volt_var", ref, pts, "V", "Var")
 
 
 def symbol(model_id: int, point: str, name: str) -> int:
@@ -195,12 +197,17 @@ def symbol(model_id: int, point: str, name: str) -> int:
     return int(found)
 
 
-def _y_ref(value: Any, key: str, table: Mapping[int, str], model_id: int) -> int:
-    """The DeptRef symbol value for a 2030.5 yRefType, or why the model has none."""
-    ref = DEFAULT_Y_REF if value is None else value
-    if isinstance(ref, bool) or not isinstance(ref, int) or ref not in table:
+def _y_ref(value: Any, curve: str, table: Mapping[int, str], model_id: int) -> int:
+    """The DeptRef symbol value for the curve's y reference (2030.5 DERUnitRefType, the
+    platform's default when absent), or why the model has none."""
+    try:
+        ref = canonical.y_ref({f"{curve}_y_ref": value}, curve)
+    except canonical.InvalidSetting as exc:
+        raise Unexpressible(str(exc)) from None
+    if ref not in table:
         known = ", ".join(f"{k} ({v})" for k, v in table.items())
-        raise Unexpressible(f"{key} {value!r} has no DeptRef in {model_id}; it can be {known}")
+        raise Unexpressible(f"{curve}_y_ref {ref} has no DeptRef in {model_id}; it can be "
+                            f"{known}")
     return symbol(model_id, "DeptRef", table[ref])
 
 
@@ -215,7 +222,7 @@ def _curve(model_id: int, setting: str, dept_ref: int, pts: list[tuple[float, fl
 def volt_watt(points: Any, y_ref: Any = None, response_s: Any = None) -> CurvePlan:
     """Active power against voltage (% of nominal) as one 706 curve."""
     pts = _pairs(points, "volt_watt")
-    ref = _y_ref(y_ref, "volt_watt_y_ref", VOLT_WATT_DEPT_REF, VOLT_WATT_MODEL)
+    ref = _y_ref(y_ref, "volt_watt", VOLT_WATT_DEPT_REF, VOLT_WATT_MODEL)
     curve = _curve(VOLT_WATT_MODEL, "volt_watt", ref, pts, "V", "W")
     if response_s is None:
         return curve
@@ -229,7 +236,7 @@ def volt_watt(points: Any, y_ref: Any = None, response_s: Any = None) -> CurvePl
 def watt_var(points: Any, y_ref: Any = None) -> CurvePlan:
     """Reactive power against active power (% of the maximum) as one 712 curve."""
     pts = _pairs(points, "watt_var")
-    ref = _y_ref(y_ref, "watt_var_y_ref", WATT_VAR_DEPT_REF, WATT_VAR_MODEL)
+    ref = _y_ref(y_ref, "watt_var", WATT_VAR_DEPT_REF, WATT_VAR_MODEL)
     return _curve(WATT_VAR_MODEL, "watt_var", ref, pts, "W", "Var")
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from adapters import function_settings as canonical
 from adapters.modbus.codec import ModelLayout
 from adapters.modbus.curves import FunctionPlan, function_plan
 from gateway.domain import (
@@ -90,12 +91,22 @@ def plan_for(control: EffectiveControl | None, now: datetime, w_max: float,
         ("WSetRvrtTms", reversion_s),
     ]
     es = ENABLED if interval is None or (interval.connect and interval.energize) else DISABLED
-    source = control.function_source if control else None
-    functions = function_plan(control.function_settings if control else None,
-                              source.instruction_id if source else None, nominal_hz)
+    functions = function_plan(*_function_settings(control), nominal_hz)
     ids = interval.instruction_ids if interval else ()
     return ControlPlan(ctl_704=tuple(points), enter_service=es, functions=functions,
                        instruction_ids=tuple(dict.fromkeys(ids)))
+
+
+def _function_settings(control: EffectiveControl | None) -> tuple[dict[str, Any], str | None]:
+    """The function settings (with `set_grad_w` from the default control when only that
+    carries one) and the instruction their acknowledgement goes to: the function-settings
+    instruction, else the default control's when the ramp is all there is."""
+    if control is None:
+        return {}, None
+    settings, taken = canonical.with_default_control(control.function_settings,
+                                                     control.default_control)
+    source = control.function_source or (control.default_source if taken else None)
+    return settings, source.instruction_id if source else None
 
 
 def verify_704(layout: ModelLayout, regs: Sequence[int], plan: ControlPlan) -> list[str]:

@@ -23,6 +23,9 @@ class Envelope:
     setpoint_w: float | None = None
     connected: bool = True
     freq_droop: FreqDroop | None = None  # None: the DER's own frequency-droop setting
+    # Standing settings: once told they stay (None: the DER keeps what it has).
+    ramp_pct_s: float | None = None  # normal ramp rate, % of w_max per second; 0: no limit
+    soft_start_s: float | None = None  # enter service: zero to full output; 0: normal ramp
 
 
 class ControlledDer:
@@ -65,8 +68,12 @@ class ControlledDer:
             model.w_set.write(value=setpoint, enabled=True)
         elif model.w_set.enabled:
             model.w_set.write(enabled=False)
-        if env.connected != model.enter_service.enabled:
-            model.enter_service = EnterService() if env.connected else EnterService(enabled=False)
+        if env.ramp_pct_s is not None:
+            model.ramp_pct_s = env.ramp_pct_s
+        es = model.enter_service
+        soft_start = es.ramp_s if env.soft_start_s is None else env.soft_start_s
+        if env.connected != es.enabled or soft_start != es.ramp_s:
+            model.enter_service = EnterService(enabled=env.connected, ramp_s=soft_start)
         self._push_droop(env.freq_droop)
 
     def _push_droop(self, droop: FreqDroop | None) -> None:

@@ -3,7 +3,9 @@
 Active powers are value x 10^multiplier W; opModFixedW and opModMaxLimW are hundredths of a
 percent of the DER's rated power; opModFreqDroop dead bands are mHz, gains thousandths and
 openLoopTms hundredths of a second. Elements an active event leaves out fall back to the
-DefaultDERControl's (CSIP-AUS: the default control covers every mode no event sets).
+DefaultDERControl's (CSIP-AUS: the default control covers every mode no event sets). The
+DefaultDERControl's setGradW and setSoftGradW (hundredths of a percent of setMaxW per
+second, 0: no limit) update the DER's ramp settings and stay.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from simulators.der import CurveError, FreqDroop
 from simulators.feeder.envelope import Envelope
 
 log = logging.getLogger(__name__)
-_MERGED = ("export_max_w", "import_max_w", "setpoint_w", "freq_droop")
+_MERGED = ("export_max_w", "import_max_w", "setpoint_w", "freq_droop", "ramp_pct_s",
+           "soft_start_s")
+FULL_OUTPUT_HUNDREDTHS = 10_000  # 100 % in hundredths of a percent
 
 
 def _w(value: m.ActivePower | None) -> float | None:
@@ -57,6 +61,16 @@ def envelope_of(base: m.DERControlBase | None, rating_w: float) -> Envelope:
         connected=base.opModConnect is not False and base.opModEnergize is not False,
         freq_droop=freq_droop_of(base.opModFreqDroop),
     )
+
+
+def default_envelope(dderc: m.DefaultDERControl, rating_w: float) -> Envelope:
+    """A DefaultDERControl's envelope, with the ramp settings it updates."""
+    envelope = envelope_of(dderc.DERControlBase, rating_w)
+    soft = dderc.setSoftGradW
+    return replace(
+        envelope,
+        ramp_pct_s=None if dderc.setGradW is None else dderc.setGradW / 100,
+        soft_start_s=None if soft is None else (FULL_OUTPUT_HUNDREDTHS / soft if soft else 0.0))
 
 
 def layered(bases: list[m.DERControlBase], rating_w: float) -> Envelope | None:

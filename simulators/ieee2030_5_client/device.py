@@ -82,7 +82,7 @@ class DeviceAgent:
                 events += [Event.of(c, program.primacy) for c in controls]
             if program.default_href and default is None:
                 dderc = await sep.get(program.default_href, m.DefaultDERControl)
-                default = control.envelope_of(dderc.DERControlBase, self.rating_w)
+                default = control.default_envelope(dderc, self.rating_w)
         self.schedule.update(events)
         self.default = default or Envelope()
         self.last_ok = time.monotonic()
@@ -94,7 +94,7 @@ class DeviceAgent:
         self.last_ok = time.monotonic()
 
     def take_default(self, dderc: m.DefaultDERControl) -> None:
-        self.default = control.envelope_of(dderc.DERControlBase, self.rating_w)
+        self.default = control.default_envelope(dderc, self.rating_w)
 
     def tick(self, now: int, comms_loss_s: float) -> list[Due]:
         """Apply what is in force now; the Responses that became due."""

@@ -29,7 +29,6 @@ from simulators.sunspec.image import RegisterImage
 
 ENABLED = 1
 OVER_EXCITED = 0
-VAR_MAX_PCT = 1  # 705 DeptRef
 W_MAX_PCT, W_AVAL_PCT = 0, 1  # 706 DeptRef
 READ_ONLY = 1  # ReadOnly point of a curve: R
 
@@ -97,7 +96,7 @@ def _w_set(image: RegisterImage, rating: Rating, revert: bool) -> float:
 
 _VAR_BASE: dict[int, Callable[[Rating], float]] = {
     0: lambda r: r.w_max,  # W_MAX_PCT
-    1: lambda r: r.var_max,  # VAR_MAX_PCT
+    1: lambda r: r.var_max,  # VAR_MAX_PCT (705, 712 DeptRef; 704 VarSetMod)
     2: lambda r: r.var_max,  # VAR_AVAIL_PCT: the simulated DER always has var_max available
     3: lambda r: r.va_max,  # VA_MAX_PCT
 }
@@ -164,12 +163,14 @@ def _curve_points(image: RegisterImage, model_id: int, index: int, x: str, y: st
 
 
 def read_volt_var(image: RegisterImage, index: int, rating: Rating) -> VoltVarCurve:
-    """Curve `index` (0-based) of model 705 as a VoltVarCurve; CurveError when unusable."""
-    del rating
+    """Curve `index` (0-based) of model 705 as a VoltVarCurve, its var points converted to %
+    of var_max; CurveError when unusable."""
     prefix = f"Crv[{index}]."
-    if image.get(705, prefix + "DeptRef") != VAR_MAX_PCT:
-        raise CurveError("only DeptRef VAR_MAX_PCT curves are supported")
-    points = _curve_points(image, 705, index, "V", "Var")
+    ref = image.get(705, prefix + "DeptRef")
+    if ref not in _VAR_BASE:
+        raise CurveError("DeptRef must be W_MAX_PCT, VAR_MAX_PCT, VAR_AVAL_PCT or VA_MAX_PCT")
+    ratio = _VAR_BASE[ref](rating) / rating.var_max
+    points = tuple((v, q * ratio) for v, q in _curve_points(image, 705, index, "V", "Var"))
     pri = image.get(705, prefix + "Pri")
     return VoltVarCurve(points, response_s=_num(image, 705, prefix + "RspTms", 5.0),
                         priority=Priority.ACTIVE if pri == 0 else Priority.REACTIVE)

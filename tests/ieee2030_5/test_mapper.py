@@ -166,3 +166,78 @@ def test_freq_droop_minimum_power_is_noted_as_not_sent():
     (refusal,) = standing.refusals
     assert "p_min_pct 20 not sent" in refusal
     assert mapper.standing_functions({"freq_droop": {**DROOP, "p_min_pct": 0}}).refusals == ()
+
+
+def test_curve_y_references_follow_the_platform_defaults_and_the_settings():
+    """yRefType is `<curve>_y_ref`; absent, volt-var vars are %setMaxVar (2) and every other
+    curve's y is %setMaxW (1), as the SunSpec adapter reads them."""
+    settings = {"volt_var": [[95, 40], [105, -40]], "volt_watt": [[106, 100], [110, 0]],
+                "watt_var": [[50, 0], [100, -44]]}
+    refs = {key: c.yRefType for key, c in mapper.curves(settings, T0)}
+    assert refs == {"volt_var": 2, "volt_watt": 1, "watt_var": 1}
+    chosen = {**settings, "volt_var_y_ref": 3, "volt_watt_y_ref": 7, "watt_var_y_ref": 2}
+    refs = {key: c.yRefType for key, c in mapper.curves(chosen, T0)}
+    assert refs == {"volt_var": 3, "volt_watt": 7, "watt_var": 2}
+    assert mapper.standing_functions(chosen).refusals == ()
+
+
+def test_volt_watt_response_time_is_the_curves_open_loop_time():
+    settings = {"volt_watt": [[106, 100], [110, 0]], "volt_watt_response_s": 2.5,
+                "volt_var": [[95, 40], [105, -40]]}
+    curves = dict(mapper.curves(settings, T0))
+    assert curves["volt_watt"].openLoopTms == 250  # hundredths of a second
+    assert curves["volt_var"].openLoopTms is None  # volt_watt_response_s is volt-watt's only
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ({"volt_var_y_ref": 7}, "volt_var: volt_var_y_ref 7 is not a y reference of a "
+                                "volt_var curve; it can be 1 (%setMaxW), 2 (%setMaxVar)"),
+        ({"volt_watt_y_ref": 2}, "volt_watt: volt_watt_y_ref 2 is not a y reference"),
+        ({"watt_var_y_ref": "1"}, "watt_var: watt_var_y_ref '1' is not a y reference"),
+        ({"volt_watt_response_s": -1}, "volt_watt: volt_watt_response_s -1 is outside"),
+        ({"volt_watt_response_s": 700}, "volt_watt: volt_watt_response_s 700 is outside"),
+        ({"volt_var": [[90 + i, 0] for i in range(11)]}, "volt_var: expected a list of 1 to 10"),
+        ({"watt_var": [[50, "x"], [100, 0]]}, "watt_var: y must be a finite number"),
+    ],
+    ids=["volt-var-ref", "volt-watt-ref", "ref-not-int", "negative-time", "time-too-long",
+         "too-many-points", "not-a-number"],
+)
+def test_curves_2030_5_cannot_express_are_refused_and_left_out(settings, reason):
+    base = {"volt_var": [[95, 40], [105, -40]], "volt_watt": [[106, 100], [110, 0]],
+            "watt_var": [[50, 0], [100, -44]]}
+    settings = {**base, **settings}
+    (refusal,) = mapper.standing_functions(settings).refusals
+    assert refusal.startswith(reason)
+    refused = refusal.split(":", 1)[0]
+    kept = [key for key, _ in mapper.curves(settings, T0)]
+    assert refused not in kept and len(kept) == 2
+    links = mapper.curve_links(settings, "/dc")
+    assert mapper.CURVE_ELEMENTS[refused] not in links
+    assert sorted(links.values()) == ["/dc/1", "/dc/2"]  # numbered as `curves` lists them
+
+
+def test_ramp_rates_go_into_the_default_control():
+    """setGradW / setSoftGradW: hundredths of a percent of setMaxW per second (0: no limit).
+    `set_grad_w` has one meaning in either document; the function settings win."""
+    dderc = mapper.default_control({}, "AB", "/dderc", {"set_grad_w": 2000,
+                                                          "set_soft_grad_w": 50})
+    assert (dderc.setGradW, dderc.setSoftGradW) == (2000, 50)
+    assert mapper.default_control({"set_grad_w": 27}, "AB", "/dderc").setGradW == 27
+    both = mapper.default_control({"set_grad_w": 27}, "AB", "/dderc", {"set_grad_w": 0})
+    assert both.setGradW == 0
+    none = mapper.default_control({}, "AB", "/dderc", {"volt_var": [[95, 40], [105, -40]]})
+    assert (none.setGradW, none.setSoftGradW) == (None, None)
+
+
+@pytest.mark.parametrize(("settings", "reason"), [
+    ({"set_grad_w": -1}, "set_grad_w: set_grad_w -1 is outside 0..65535"),
+    ({"set_soft_grad_w": 70_000}, "set_soft_grad_w: set_soft_grad_w 70000 is outside"),
+    ({"set_soft_grad_w": "fast"}, "set_soft_grad_w: set_soft_grad_w must be a finite number"),
+])
+def test_ramp_rates_2030_5_cannot_express_are_refused_and_not_sent(settings, reason):
+    (refusal,) = mapper.standing_functions(settings).refusals
+    assert refusal.startswith(reason)
+    dderc = mapper.default_control({}, "AB", "/dderc", settings)
+    assert (dderc.setGradW, dderc.setSoftGradW) == (None, None)

@@ -28,6 +28,10 @@ async def populate(server):
         resource_id="der-1", intervals=control.intervals,
         default_control={"export_max_w": 1500, "set_grad_w": 27, "ramp_s": 10},
         function_settings={"volt_var": [[95, 40], [100, 0], [105, -40]],
+                           "volt_var_y_ref": 3,
+                           "volt_watt": [[106, 100], [110, 0]], "volt_watt_response_s": 2,
+                           "watt_var": [[50, 0], [100, -44]], "watt_var_y_ref": 2,
+                           "set_soft_grad_w": 50,
                            "freq_droop": {"db_of_hz": 0.036, "db_uf_hz": 0.036, "k_of": 0.05,
                                           "k_uf": 0.05, "response_s": 5}})
     await server.service.on_control_changed("der-1")
@@ -92,6 +96,24 @@ async def test_every_emitted_document_validates(server, official_schema):
                 "ResponseSet", "ResponseList", "DERControlResponse", "MirrorUsagePointList",
                 "MirrorUsagePoint", "Error", "Notification"}
     assert expected <= seen, expected - seen
+
+
+def test_ramp_rates_and_curve_elements_validate(official_schema):
+    """setGradW and setSoftGradW sit at the end of DefaultDERControl (after setESRandomDelay);
+    openLoopTms sits after curveType in DERCurve."""
+    settings = {"set_grad_w": 2000, "set_soft_grad_w": 50, "volt_var": [[95, 40], [105, -40]],
+                "volt_var_y_ref": 3, "volt_watt": [[106, 100], [110, 0]],
+                "volt_watt_response_s": 2.5, "watt_var": [[50, 0], [100, -44]],
+                "watt_var_y_ref": 2}
+    dderc = mapper.default_control({"export_max_w": 1500, "es_delay_s": 30,
+                                    "es_random_delay_s": 10}, "AB" * 16, "/dderc", settings)
+    doc = etree.fromstring(serialize(dderc))
+    tail = [etree.QName(e).localname for e in doc][-4:]
+    assert tail == ["setESDelay", "setESRandomDelay", "setGradW", "setSoftGradW"]
+    check(official_schema, serialize(dderc), "DefaultDERControl")
+    for key, curve in mapper.curves(settings, mapper.from_epoch(0)):
+        curve.href, curve.mRID = f"/dc/{key}", "CD" * 16
+        check(official_schema, serialize(curve), key)
 
 
 def test_accepted_documents_are_also_officially_valid(official_schema):

@@ -461,3 +461,44 @@ async def test_unrepresentable_freq_droop_is_acknowledged_cannot_comply(server, 
         assert derc.find(".//s:opModFreqDroop", NS) is None
         _, dderc = await get(c, f"/edev/{edev}/derp/1/dderc")
         assert dderc.find("s:DERControlBase/s:opModVoltVar", NS) is not None
+
+
+async def test_ramp_rates_and_curve_references_reach_the_client(server):
+    """Over mTLS: setGradW (from the function settings, winning over the default control's)
+    and setSoftGradW in the DefaultDERControl, openLoopTms on the volt-watt DERCurve, each
+    curve's yRefType; a curve with a y reference its type cannot use is left out, unlinked,
+    and acknowledged cannot_comply."""
+    from dataclasses import replace
+
+    functions = {"set_grad_w": 2000, "set_soft_grad_w": 50,
+                 "volt_var": [[95, 40], [105, -40]],  # no y_ref: %setMaxVar
+                 "volt_watt": [[106, 100], [110, 0]], "volt_watt_response_s": 2,
+                 "watt_var": [[50, 0], [100, -44]], "watt_var_y_ref": 3,
+                 "freq_watt": [[60.036, 100], [62.4, 0]], "freq_watt_y_ref": 2}
+    control = _with_functions("der-1", functions)
+    server.gateway.controls["der-1"] = replace(control, default_control={"set_grad_w": 27})
+    await server.service.on_control_changed("der-1")
+    edev = server.service.registry.by_resource("der-1").id
+    async with server.client("device-1") as c:
+        _, dderc = await get(c, f"/edev/{edev}/derp/1/dderc")
+        _, curves = await get(c, f"/edev/{edev}/derp/1/dc")
+    assert (text(dderc, "s:setGradW"), text(dderc, "s:setSoftGradW")) == ("2000", "50")
+    got = {text(dc, "s:curveType"): (text(dc, "s:yRefType"), text(dc, "s:openLoopTms"),
+                                     dc.get("href"))
+           for dc in curves.findall("s:DERCurve", NS)}
+    base = f"/edev/{edev}/derp/1/dc"
+    assert got == {"11": ("2", None, f"{base}/1"), "12": ("1", "200", f"{base}/2"),
+                   "14": ("3", None, f"{base}/3")}  # no freq-watt (0)
+    assert dderc.find("s:DERControlBase/s:opModFreqWatt", NS) is None
+    assert dderc.find("s:DERControlBase/s:opModWattVar", NS).get("href") == f"{base}/3"
+    (ack,) = server.gateway.acks
+    assert (ack.status, ack.instruction_id) == ("cannot_comply", "ins-fs")
+    assert ack.detail.startswith("freq_watt: freq_watt_y_ref 2 is not a y reference")
+    # the default control's set_grad_w applies when the function settings carry none
+    server.gateway.controls["der-1"] = replace(
+        control, function_settings={"volt_var": [[95, 40], [105, -40]]},
+        default_control={"set_grad_w": 27})
+    await server.service.on_control_changed("der-1")
+    async with server.client("device-1") as c:
+        _, dderc = await get(c, f"/edev/{edev}/derp/1/dderc")
+    assert (text(dderc, "s:setGradW"), text(dderc, "s:setSoftGradW")) == ("27", None)

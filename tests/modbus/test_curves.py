@@ -1,9 +1,13 @@
 """Function settings -> 705/706/711/712 curve points and 704/703 ramp points (pure): what
 SunSpec can express, and why not."""
 
+from datetime import UTC, datetime
+
 import pytest
 
 from adapters.modbus.curves import function_plan
+from adapters.modbus.mapper import plan_for
+from gateway.domain import EffectiveControl, InstructionKind, Source
 
 
 def plan(settings, nominal_hz=60.0):
@@ -101,9 +105,47 @@ def test_watt_var_becomes_a_712_curve_with_its_dependent_reference():
         assert dict(curve.points)["DeptRef"] == dept_ref
 
 
+def test_volt_var_honours_its_y_reference_as_705_deptref():
+    """The y reference (2030.5 yRefType) is the platform's: absent, volt-var vars are % of
+    the maximum reactive power (DeptRef VAR_MAX_PCT), as before."""
+    [curve] = plan({"volt_var": [[95, 40], [105, -40]]}).curves
+    assert (curve.model_id, dict(curve.points)) == (705, {
+        "ActPt": 2, "DeptRef": 1, "Pt[0].V": 95.0, "Pt[0].Var": 40.0, "Pt[1].V": 105.0,
+        "Pt[1].Var": -40.0})
+    for y_ref, dept_ref in ((1, 0), (2, 1), (3, 2)):  # W_MAX_PCT, VAR_MAX_PCT, VAR_AVAL_PCT
+        p = plan({"volt_var": [[95, 40], [105, -40]], "volt_var_y_ref": y_ref})
+        assert dict(p.curves[0].points)["DeptRef"] == dept_ref and p.refusals == ()
+    assert plan({"volt_var": [[95, 40], [105, -40]], "volt_var_y_ref": 3}).fingerprint != \
+        plan({"volt_var": [[95, 40], [105, -40]]}).fingerprint
+
+
+def test_set_grad_w_is_also_read_from_the_default_control():
+    """One meaning in either document; the function settings win when both carry it, and
+    the acknowledgement goes to the instruction the ramp came from."""
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    dflt = Source("ins-d", "ldc-a", InstructionKind.DEFAULT_CONTROL, "default")
+    func = Source("ins-f", "ldc-a", InstructionKind.FUNCTION_SETTINGS, "settings")
+    only_default = EffectiveControl("d", (), default_control={"set_grad_w": 500},
+                                    default_source=dflt)
+    functions = plan_for(only_default, now, 10_000.0, 60).functions
+    assert [dict(s.points) for s in functions.settings] == [{"WRmp": 5.0, "WRmpRef": 1}]
+    assert functions.instruction_id == "ins-d"
+    both = EffectiveControl("d", (), default_control={"set_grad_w": 500}, default_source=dflt,
+                            function_settings={"set_grad_w": 2000}, function_source=func)
+    functions = plan_for(both, now, 10_000.0, 60).functions
+    assert [dict(s.points) for s in functions.settings] == [{"WRmp": 20.0, "WRmpRef": 1}]
+    assert functions.instruction_id == "ins-f"
+    no_ramp = EffectiveControl("d", (), default_control={"export_max_w": 1}, default_source=dflt)
+    assert not plan_for(no_ramp, now, 10_000.0, 60).functions.has_work
+
+
 @pytest.mark.parametrize(("settings", "why"), [
-    ({"volt_watt": [[106, 100], [110, 0]], "volt_watt_y_ref": 2}, "no DeptRef in 706"),
-    ({"watt_var": [[0, 0], [100, -44]], "watt_var_y_ref": 4}, "no DeptRef in 712"),
+    ({"volt_watt": [[106, 100], [110, 0]], "volt_watt_y_ref": 2},
+     "not a y reference of a volt_watt curve; it can be 1 (%setMaxW), 7 (%statWAvail)"),
+    ({"watt_var": [[0, 0], [100, -44]], "watt_var_y_ref": 4}, "not a y reference"),
+    ({"volt_var": [[95, 40], [105, -40]], "volt_var_y_ref": 7},
+     "it can be 1 (%setMaxW), 2 (%setMaxVar), 3 (%statVarAvail)"),
+    ({"volt_var": [[95, 40], [105, -40]], "volt_var_y_ref": "2"}, "not a y reference"),
     ({"watt_var": [[100, 0], [50, 0]]}, "strictly increase"),
     ({"volt_watt": [[106, 100], [110, 0]], "volt_watt_response_s": -1}, "negative"),
     ({"watt_pf": [[0, 1], [100, 0.9]]}, "no watt-power-factor curve"),

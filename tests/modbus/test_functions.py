@@ -239,3 +239,33 @@ async def test_a_device_without_712_acknowledges_watt_var_cannot_comply():
     assert (ack.status, ack.protocol_status) == (AckStatus.CANNOT_COMPLY, "no model 712")
     assert ack.detail == "the device does not implement SunSpec model 712"
     assert inv.model.volt_watt.enabled and inv.image.get(706, "Ena") == 1
+
+
+async def test_volt_var_y_reference_and_a_default_control_ramp_reach_the_inverter(fleet):
+    """volt_var_y_ref 1 (%setMaxW) is 705 DeptRef W_MAX_PCT, and the inverter converts the
+    curve to its own var base; a reference 705 cannot use is refused with the reason; a
+    set_grad_w carried by the default control is written to 704 WRmp and acknowledged
+    against the default control."""
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink, reversion_s=30)
+    by_w, refused, ramped = fleet.inverters
+    pool.set_control("d0", settings("d0", "ins-w", volt_var=VOLT_VAR, volt_var_y_ref=1))
+    pool.set_control("d1", settings("d1", "ins-x", volt_var=VOLT_VAR, volt_var_y_ref=7))
+    dflt = Source("ins-d", "ldc-a", InstructionKind.DEFAULT_CONTROL, "settings")
+    pool.set_control("d2", EffectiveControl("d2", (), default_control={"set_grad_w": 500},
+                                            default_source=dflt))
+    await pool.poll_cycle()
+    acks = {a.instruction_id: a for a in sink.acks}
+    assert (acks["ins-w"].status, acks["ins-w"].protocol_status) == (
+        AckStatus.COMPLETED, "705 adopted, read-back verified")
+    assert by_w.image.get(705, "Crv[0].DeptRef") == 0  # W_MAX_PCT
+    # 40 % of 10 kW is 4 kvar, 90.9 % of the inverter's 4.4 kvar var_max
+    assert by_w.model.volt_var.enabled
+    assert by_w.model.volt_var.value.points[0] == pytest.approx((94.0, 40.0 * 10_000 / 4_400))
+    assert (acks["ins-x"].status, acks["ins-x"].protocol_status) == (
+        AckStatus.CANNOT_COMPLY, "not representable")
+    assert acks["ins-x"].detail.startswith("volt_var: volt_var_y_ref 7 is not a y reference")
+    assert refused.image.get(705, "Ena") != 1
+    assert (acks["ins-d"].status, acks["ins-d"].protocol_status) == (
+        AckStatus.COMPLETED, "704 WRmp/WRmpRef written, read-back verified")
+    assert ramped.image.get(704, "WRmp") == 5 and ramped.model.ramp_pct_s == 5.0

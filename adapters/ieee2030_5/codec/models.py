@@ -354,6 +354,7 @@ class DERCurve(IdentifiedObject):
     creationTime: TimeType
     CurveData: list[CurveData] = many()
     curveType: UInt8
+    openLoopTms: UInt16 | None = None
     xMultiplier: PowerOfTen
     yMultiplier: PowerOfTen
     yRefType: UInt8
