@@ -63,3 +63,26 @@ def area_of(actor: Participant, topology: Topology) -> set[str] | None:
     if not ldc_id:
         return set()
     return set(topology.resolve(Target(TargetKind.AREA, ldc_id)))
+
+
+def sees_participant(viewer: Participant, participant_id: str, topology: Topology) -> bool:
+    """Whether `viewer` is told that participant `participant_id` was registered.
+
+    The admin: everyone. Everyone: itself. The ISO: LDCs and aggregators, its counterparties
+    (not the LDCs' SCADA clients). An LDC, and a SCADA client as its LDC: the LDCs of its area
+    (itself and those embedded below it) and their SCADA clients. An aggregator: itself only.
+    """
+    if viewer.role is Role.ADMIN or viewer.id == participant_id:
+        return True
+    subject = topology.participants.get(participant_id)
+    if subject is None:
+        return False
+    if viewer.role is Role.ISO:
+        return subject.role in {Role.LDC, Role.AGGREGATOR}
+    if viewer.role not in {Role.LDC, Role.SCADA} or subject.role not in {Role.LDC, Role.SCADA}:
+        return False
+    ldc_id = viewer.ldc_id if viewer.role is Role.SCADA else viewer.id
+    owner = subject.ldc_id if subject.role is Role.SCADA else subject.id
+    if not ldc_id or not owner:
+        return False
+    return owner in topology.area_ldcs(ldc_id)

@@ -27,6 +27,7 @@ class Topic:
     NOTICE = "notice"  # LimitationNotice fields
     RESOURCE_CHANGED = "resource.changed"  # {"resource_id", "protocol"}
     INSTRUCTION_CHANGED = "instruction.changed"  # {"instruction_id", "status"}
+    PARTICIPANT_CHANGED = "participant.changed"  # {"participant_id", "change"}
 
 
 @dataclass(frozen=True, slots=True)

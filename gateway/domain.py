@@ -31,6 +31,14 @@ class Role(StrEnum):
     SCADA = "scada"  # an LDC's control-room client, acting for its LDC
 
 
+class ParticipantChange(StrEnum):
+    """What a `participant.changed` event announces (never the credential itself)."""
+
+    REGISTERED = "registered"
+    TOKEN_ISSUED = "token_issued"  # noqa: S105 - an event name: a bearer token was issued
+    TOKEN_REVOKED = "token_revoked"  # noqa: S105 - an event name
+
+
 class DsoModel(StrEnum):
     DUAL_PARTICIPATION = "dual_participation"
     TOTAL = "total"

@@ -30,7 +30,6 @@ from gateway.pki.tls import server_context
 from gateway.records import AdapterRecords
 from gateway.services import GatewayServices
 from gateway.settings import Settings
-from gateway.store import repo
 from gateway.store.engine import Database
 from gateway.store.tables import AcknowledgementRow, OutboxRow, ReadingRow
 
@@ -82,13 +81,8 @@ async def ensure_admin(services: GatewayServices, settings: Settings) -> None:
     """The platform operator's participant, bound to the dev admin certificate if there is one."""
     admin_cert = settings.pki_dir / "platform/clients/admin.pem"
     fingerprint = sha256_hex(load_pair(admin_cert)[0]) if admin_cert.exists() else None
-    existing = await services.participant(ADMIN_ID)
-    if existing is not None:
-        return
-    async with services.db.write() as session:
-        await repo.add_participants(session, [Participant(ADMIN_ID, Role.ADMIN, "platform operator",
-                                                          cert_sha256=fingerprint)])
-    services._invalidate()
+    await services.ensure_participant(Participant(ADMIN_ID, Role.ADMIN, "platform operator",
+                                                  cert_sha256=fingerprint))
 
 
 @asynccontextmanager

@@ -35,6 +35,7 @@ from gateway.domain import (
     InstructionKind,
     LimitationNotice,
     Participant,
+    ParticipantChange,
     Protocol,
     Quantity,
     Reading,
@@ -131,14 +132,30 @@ class GatewayServices:
             raise InvalidInput("duplicate participant id in the request")
         for p in participants:
             _check_participant(p, topo.participants, batch)
+        await self._add_participants(participants)
+        return list(participants)
+
+    async def ensure_participant(self, participant: Participant) -> bool:
+        """Register `participant` unless one of its id exists: the start-up bootstrap of the
+        admin, which no one could register. True if it was added."""
+        if await self.participant(participant.id) is not None:
+            return False
+        await self._add_participants([participant])
+        return True
+
+    async def _add_participants(self, participants: Sequence[Participant]) -> None:
+        """Store participants and announce each, in one transaction."""
         try:
             async with self.db.write() as session:
                 await repo.add_participants(session, participants)
+                await repo.add_outbox_many(session, [
+                    _participant_event(p.id, ParticipantChange.REGISTERED)
+                    for p in participants])
         except IntegrityError as exc:
             raise Conflict("a participant with that id or certificate already exists") from exc
         finally:
             self._invalidate()
-        return list(participants)
+        self._on_commit()
 
     async def issue_token(self, actor: Participant, participant_id: str,
                           ttl: timedelta | None = timedelta(days=90),
@@ -154,6 +171,9 @@ class GatewayServices:
             await repo.add_token(session, ApiTokenRow(
                 id=token_id, participant_id=participant_id, created_at=now, expires_at=expires,
                 secret_hash=sha256(secret.encode()).hexdigest()))
+            await repo.add_outbox_many(session, [
+                _participant_event(participant_id, ParticipantChange.TOKEN_ISSUED)])
+        self._on_commit()
         return f"{TOKEN_PREFIX}{token_id}.{secret}", expires
 
     async def revoke_token(self, actor: Participant, token_id: str) -> None:
@@ -162,7 +182,12 @@ class GatewayServices:
             row = await repo.token(session, token_id)
             if row is None:
                 raise NotFound("no such token")
+            if row.revoked_at is not None:
+                return  # revoked before: keep that time, announce nothing new
             row.revoked_at = utcnow()
+            await repo.add_outbox_many(session, [
+                _participant_event(row.participant_id, ParticipantChange.TOKEN_REVOKED)])
+        self._on_commit()
 
     async def authenticate_token(self, token: str) -> Participant:
         token_id, _, secret = token.removeprefix(TOKEN_PREFIX).partition(".")
@@ -593,6 +618,13 @@ class GatewayServices:
 
 def _by_id(resource: Resource) -> str:
     return resource.id
+
+
+def _participant_event(participant_id: str, change: ParticipantChange
+                       ) -> tuple[str, dict[str, Any]]:
+    """A participant's outbox row: who and what happened, never a credential (no token, no
+    certificate fingerprint)."""
+    return Topic.PARTICIPANT_CHANGED, {"participant_id": participant_id, "change": change}
 
 
 def notice_visible(actor: Participant, notice: LimitationNotice, topo: Topology) -> bool:

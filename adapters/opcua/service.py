@@ -2,7 +2,8 @@
 
 Three loops, all owned by `running()`:
 - the bus follower: readings and acknowledgements become staged values (no I/O); control
-  and topology changes only mark resources dirty;
+  and topology changes only mark resources dirty; participant changes go straight to the
+  sessions' areas (`on_topology`);
 - the refresher: re-reads dirty resources and controls from the store in batches;
 - the flusher: every `flush_interval` publishes the staged values and touched aggregates,
   and re-renders controls whose interval has just begun or ended.
@@ -68,6 +69,7 @@ class ModelService:
             Topic.ACKNOWLEDGEMENT: self._on_acknowledgement,
             Topic.EFFECTIVE_CONTROL_CHANGED: self._on_control_changed,
             Topic.RESOURCE_CHANGED: self._on_resource_changed,
+            Topic.PARTICIPANT_CHANGED: self._on_participant_changed,
         }
 
     def resource_of_node(self, identifier: object) -> str | None:
@@ -175,6 +177,11 @@ class ModelService:
     def _on_resource_changed(self, payload: dict[str, Any]) -> None:
         self._dirty_resources.add(str(payload["resource_id"]))
         self._wake.set()
+
+    def _on_participant_changed(self, payload: dict[str, Any]) -> None:
+        """No node changes (a participant's nodes come with its first DER), but the areas
+        may: a participant an operator acts for now exists, an LDC is embedded below a host."""
+        self._on_topology(False)
 
     # -- refresh from the store ------------------------------------------------------------
 

@@ -62,8 +62,9 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/v1/notices", r.get_notices, "Limitation and shortfall notices for you",
               query=("after", "limit")),
     RouteSpec("GET", "/v1/events", stream_events,
-              "Server-sent events: acknowledgements, readings, notices, control changes",
-              query=("after",)),
+              "Server-sent events: acknowledgements, readings, notices, control, instruction "
+              "and participant changes (topics: comma-separated subset)",
+              query=("after", "topics")),
 )
 
 

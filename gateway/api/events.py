@@ -18,14 +18,15 @@ from gateway.api.keys import BUS, DATABASE, SERVICES
 from gateway.api.routes import actor
 from gateway.bus import Event, Topic
 from gateway.coordination.topology import Topology
-from gateway.domain import Participant, Role
+from gateway.domain import Participant, ParticipantChange, Role
 from gateway.errors import InvalidInput
 from gateway.jsonform import notice_from_parts
 from gateway.services import notice_visible
 from gateway.store import repo
 
 STREAM_TOPICS = (Topic.ACKNOWLEDGEMENT, Topic.READING, Topic.NOTICE,
-                 Topic.EFFECTIVE_CONTROL_CHANGED, Topic.INSTRUCTION_CHANGED)
+                 Topic.EFFECTIVE_CONTROL_CHANGED, Topic.INSTRUCTION_CHANGED,
+                 Topic.PARTICIPANT_CHANGED)
 KEEPALIVE_S = 15.0
 
 
@@ -44,6 +45,10 @@ def visible(event: Event, who: Participant, topo: Topology, area: set[str] | Non
         return notice_visible(who, notice, topo)
     if event.topic == Topic.INSTRUCTION_CHANGED:
         return who.role in {Role.ADMIN, Role.ISO, Role.LDC}
+    if event.topic == Topic.PARTICIPANT_CHANGED:
+        if payload.get("change") != ParticipantChange.REGISTERED:
+            return who.role is Role.ADMIN  # credential changes: the admin's business alone
+        return authz.sees_participant(who, str(payload.get("participant_id", "")), topo)
     return area is None or payload.get("resource_id") in area
 
 

@@ -35,7 +35,11 @@ ADMIN_VIEWER = {"name": "op-admin", "password": "admin-pass-1", "role": "viewer"
                 "ldc_id": "admin"}
 AGGREGATOR_VIEWER = {"name": "op-agg", "password": "agg-pass-1", "role": "viewer",
                      "ldc_id": "agg-x"}
-CONFIG_USERS = [CONTROLLER, VIEWER, VIEWER_B, HOST_VIEWER, ADMIN_VIEWER, AGGREGATOR_VIEWER]
+# Configured for a SCADA participant that the platform registers only later (in a test).
+LATE_VIEWER = {"name": "op-late", "password": "late-pass-1", "role": "viewer",
+               "ldc_id": "scada-late"}
+CONFIG_USERS = [CONTROLLER, VIEWER, VIEWER_B, HOST_VIEWER, ADMIN_VIEWER, AGGREGATOR_VIEWER,
+                LATE_VIEWER]
 POLICIES = {
     "Basic256Sha256": SecurityPolicyBasic256Sha256,
     "Aes128Sha256RsaOaep": SecurityPolicyAes128Sha256RsaOaep,

@@ -3,7 +3,9 @@ clients over Basic256Sha256 + SignAndEncrypt, changes made through the platform 
 
 A DER registered in the area becomes readable in the session already open; a DER moved to
 another LDC or deleted answers Bad_NodeIdUnknown at once, and its monitored item delivers one
-Bad_NodeIdUnknown value and then nothing; a removed user's session is refused and closed.
+Bad_NodeIdUnknown value and then nothing; a participant registered while a session acting for
+it is open gives that session its area, with no DER changing; a removed user's session is
+refused and closed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from asyncua import ua
 from tests.opcua.support import (
     ADMIN_VIEWER,
     CORE_WARNINGS,
+    LATE_VIEWER,
     NAMESPACE_URI,
     VIEWER,
     VIEWER_B,
@@ -185,3 +188,27 @@ async def test_a_users_new_participant_and_removal_reach_its_open_session(served
         assert (await admin.request("DELETE", "/v1/adapters/opcua/users/mover"))[0] == 204
         with pytest.raises(ua.uaerrors.BadUserAccessDenied):
             await client.get_node(ua.NodeId(d2, ns)).read_value()
+
+
+async def test_a_participant_registered_later_gives_the_open_session_its_area(served):
+    """Only a participant.changed event: no DER is registered, moved or controlled."""
+    gw, clients = served
+    async with await connect(gw, LATE_VIEWER) as client:
+        ns = await client.get_namespace_index(NAMESPACE_URI)
+        d2 = "der/d2.Control.ExportLimitW"
+        # acting for a participant the platform does not know yet: nothing but shared nodes
+        assert await read_status(client, ns, d2) == "BadNodeIdUnknown"
+        assert await browse_status(client, ns, "ldc/ldc-b") == "BadNodeIdUnknown"
+        await clients["admin"].ok("POST", "/v1/participants", [
+            {"id": "scada-late", "role": "scada", "ldc_id": "ldc-b"}])
+
+        async def shown() -> bool:
+            return await read_status(client, ns, d2) == "Good"
+        await wait_for(shown, within=5.0)
+        assert await browse_status(client, ns, "ldc/ldc-b") == "Good"
+        assert await read_status(client, ns, "der/d1.Control.ExportLimitW") == "BadNodeIdUnknown"
+        handler = StatusCollector()
+        sub = await client.create_subscription(50, handler)
+        await sub.subscribe_data_change(client.get_node(ua.NodeId(d2, ns)))
+        assert (await next_value(handler)).StatusCode.is_good()
+        await sub.delete()
