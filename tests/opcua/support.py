@@ -64,6 +64,12 @@ async def make_client(url: str, pki: Path, *, cert: Path | None = None,
     return client
 
 
+def connect_encrypted(gw, user):
+    """A client of the gateway's OPC UA server as `user`, SignAndEncrypt."""
+    return make_client(gw.adapter_listen("opcua"), gw.pki, user=user,
+                       mode=ua.MessageSecurityMode.SignAndEncrypt)
+
+
 async def wait_for(predicate, within: float = 10.0):
     deadline = asyncio.get_running_loop().time() + within
     while asyncio.get_running_loop().time() < deadline:

@@ -23,16 +23,11 @@ from tests.opcua.support import (
     VIEWER,
     VIEWER_B,
     Collector,
-    make_client,
+    connect_encrypted,
     wait_for,
 )
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), *CORE_WARNINGS]
-
-
-def connect(gw, user):
-    return make_client(gw.adapter_listen("opcua"), gw.pki, user=user,
-                       mode=ua.MessageSecurityMode.SignAndEncrypt)
 
 
 async def fleet_tree(client) -> dict[str, set[str]]:
@@ -75,7 +70,7 @@ async def read_statuses(client, node_ids) -> list[str]:
 
 async def test_two_ldc_operators_see_only_their_own_areas(served):
     gw, _ = served
-    async with await connect(gw, VIEWER) as a, await connect(gw, VIEWER_B) as b:
+    async with await connect_encrypted(gw, VIEWER) as a, await connect_encrypted(gw, VIEWER_B) as b:
         tree_a, tree_b = await fleet_tree(a), await fleet_tree(b)
         assert tree_a == {"ldc-a": {"d1"}}
         assert tree_b == {"ldc-b": {"d2", "d3"}}
@@ -102,7 +97,7 @@ async def test_two_ldc_operators_see_only_their_own_areas(served):
 
 async def test_subscribing_to_a_hidden_node_is_refused_and_the_rest_is_served(served):
     gw, clients = served
-    async with await connect(gw, VIEWER_B) as client:
+    async with await connect_encrypted(gw, VIEWER_B) as client:
         ns = await client.get_namespace_index(NAMESPACE_URI)
         handler = Collector()
         sub = await client.create_subscription(50, handler)
@@ -135,23 +130,23 @@ async def test_subscribing_to_a_hidden_node_is_refused_and_the_rest_is_served(se
 
 async def test_a_host_ldc_sees_its_embedded_ldcs_ders(served):
     gw, _ = served
-    async with await connect(gw, HOST_VIEWER) as client:
+    async with await connect_encrypted(gw, HOST_VIEWER) as client:
         assert await fleet_tree(client) == {"ldc-e": {"d6", "d7"}}
 
 
 async def test_admin_sees_everything_and_an_aggregator_nothing(served):
     gw, _ = served
-    async with await connect(gw, ADMIN_VIEWER) as client:
+    async with await connect_encrypted(gw, ADMIN_VIEWER) as client:
         tree = await fleet_tree(client)
         assert {"ldc-a", "ldc-b", "ldc-c", "ldc-e"} <= set(tree)
         assert {"d1", "d2", "d3", "d5", "d6", "d7"} <= set().union(*tree.values())
-    async with await connect(gw, AGGREGATOR_VIEWER) as client:
+    async with await connect_encrypted(gw, AGGREGATOR_VIEWER) as client:
         assert await fleet_tree(client) == {}
 
 
 async def test_a_controller_cannot_reach_other_areas_but_steers_its_own(served):
     gw, clients = served
-    async with await connect(gw, CONTROLLER) as client:
+    async with await connect_encrypted(gw, CONTROLLER) as client:
         ns = await client.get_namespace_index(NAMESPACE_URI)
         other = client.get_node(var(ns, "der/d5"))
         with pytest.raises(ua.uaerrors.BadNodeIdUnknown):
@@ -183,7 +178,7 @@ async def test_the_view_follows_the_platform_topology(served):
         "PUT", f"/v1/adapters/opcua/users/{user['name']}",
         {k: user[k] for k in ("password", "role", "ldc_id")})
     assert status == 201, body
-    async with await connect(gw, user) as b, await connect(gw, VIEWER) as a:
+    async with await connect_encrypted(gw, user) as b, await connect_encrypted(gw, VIEWER) as a:
         async def d9_shown():
             return "d9" in (await fleet_tree(b)).get("ldc-b", set())
         await wait_for(d9_shown)
@@ -193,7 +188,7 @@ async def test_the_view_follows_the_platform_topology(served):
     assert status == 400
     status, _ = await admin.request("PUT", "/v1/adapters/opcua/users/x-admin", body)
     assert status == 201
-    async with await connect(gw, {"name": "x-admin", **body}) as client:
+    async with await connect_encrypted(gw, {"name": "x-admin", **body}) as client:
         assert "d9" in set().union(*(await fleet_tree(client)).values())
     assert (await admin.request("DELETE", "/v1/adapters/opcua/users/x-admin"))[0] == 204
 
@@ -203,7 +198,7 @@ async def test_another_users_subscription_cannot_be_used_or_taken_over(served):
     delete, or transfer to itself the subscription of ldc-b's operator (whose notifications
     carry ldc-b's DERs)."""
     gw, _ = served
-    async with await connect(gw, VIEWER_B) as b, await connect(gw, VIEWER) as a:
+    async with await connect_encrypted(gw, VIEWER_B) as b, await connect_encrypted(gw, VIEWER) as a:
         ns = await b.get_namespace_index(NAMESPACE_URI)
         handler = Collector()
         sub = await b.create_subscription(50, handler)

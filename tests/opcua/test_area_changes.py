@@ -23,17 +23,12 @@ from tests.opcua.support import (
     VIEWER,
     VIEWER_B,
     Collector,
-    make_client,
+    connect_encrypted,
     wait_for,
 )
 from tests.support.seed import modbus_der
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), *CORE_WARNINGS]
-
-
-def connect(gw, user):
-    return make_client(gw.adapter_listen("opcua"), gw.pki, user=user,
-                       mode=ua.MessageSecurityMode.SignAndEncrypt)
 
 
 async def read(client, ns: int, ident: str) -> ua.DataValue:
@@ -88,7 +83,7 @@ async def limit(client, rid: str, export_w: float) -> str:
 
 async def test_a_der_registered_later_is_readable_in_the_open_session(served):
     gw, clients = served
-    async with await connect(gw, VIEWER) as client:
+    async with await connect_encrypted(gw, VIEWER) as client:
         ns = await client.get_namespace_index(NAMESPACE_URI)
         ident = "der/n1.Control.ExportLimitW"
         assert await read_status(client, ns, ident) == "BadNodeIdUnknown"
@@ -107,8 +102,8 @@ async def test_a_der_moved_to_another_ldc_disappears_from_the_open_session(serve
     gw, clients = served
     await clients["ldc-a"].ok("POST", "/v1/resources",
                               [modbus_der("m1", "cp-a1", 6_000, unit=32)])
-    async with (await connect(gw, VIEWER) as a, await connect(gw, VIEWER_B) as b,
-                await connect(gw, ADMIN_VIEWER) as admin):
+    async with (await connect_encrypted(gw, VIEWER) as a, await connect_encrypted(gw, VIEWER_B) as b,
+                await connect_encrypted(gw, ADMIN_VIEWER) as admin):
         ns = await a.get_namespace_index(NAMESPACE_URI)
         ident = "der/m1.Control.ExportLimitW"
         await wait_value(a, ns, ident, 6_000.0)
@@ -143,7 +138,7 @@ async def test_a_deleted_der_stops_delivering_to_the_open_session(served):
     gw, clients = served
     await clients["ldc-a"].ok("POST", "/v1/resources",
                               [modbus_der("x1", "cp-a1", 7_000, unit=33)])
-    async with await connect(gw, VIEWER) as client:
+    async with await connect_encrypted(gw, VIEWER) as client:
         ns = await client.get_namespace_index(NAMESPACE_URI)
         ident = "der/x1.Control.ExportLimitW"
         await wait_value(client, ns, ident, 7_000.0)
@@ -171,7 +166,7 @@ async def test_a_users_new_participant_and_removal_reach_its_open_session(served
     user = {"name": "mover", "password": "mover-pass-1", "role": "viewer", "ldc_id": "ldc-a"}
     body = {k: user[k] for k in ("password", "role", "ldc_id")}
     assert (await admin.request("PUT", "/v1/adapters/opcua/users/mover", body))[0] == 201
-    async with await connect(gw, user) as client:
+    async with await connect_encrypted(gw, user) as client:
         ns = await client.get_namespace_index(NAMESPACE_URI)
         d1, d2 = "der/d1.Control.ExportLimitW", "der/d2.Control.ExportLimitW"
         handler = StatusCollector()
@@ -193,7 +188,7 @@ async def test_a_users_new_participant_and_removal_reach_its_open_session(served
 async def test_a_participant_registered_later_gives_the_open_session_its_area(served):
     """Only a participant.changed event: no DER is registered, moved or controlled."""
     gw, clients = served
-    async with await connect(gw, LATE_VIEWER) as client:
+    async with await connect_encrypted(gw, LATE_VIEWER) as client:
         ns = await client.get_namespace_index(NAMESPACE_URI)
         d2 = "der/d2.Control.ExportLimitW"
         # acting for a participant the platform does not know yet: nothing but shared nodes
