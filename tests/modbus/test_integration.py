@@ -51,6 +51,23 @@ async def gateway_polling(tmp_path, fleet: Any) -> AsyncIterator[dict[str, Any]]
     finally:
         assert await proc.stop() == 0, proc.log()[-3000:]
 
+async def settings_acknowledged(clients: dict[str, Any], settings: dict) -> dict:
+    """Function settings for d1 from LDC A, in force since a minute ago; its (one)
+    acknowledgement, once the platform has it."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    status, body = await clients["ldc-a"].post("/v1/instructions", {
+        "kind": "function_settings", "target": {"kind": "resource", "id": "d1"},
+        "start": iso(now - timedelta(minutes=1)), "settings": settings,
+        "reason": "IEEE 1547 settings for F-A1"})
+    assert status == 201, body
+
+    async def acknowledged():
+        _, acks = await clients["admin"].get(f"/v1/acknowledgements?instruction_id={body['id']}")
+        return acks
+
+    [ack] = await eventually(acknowledged)
+    return ack
+
 
 
 async def test_export_limit_reaches_inverter_and_reverts_when_gateway_stops(tmp_path):
@@ -133,21 +150,8 @@ async def test_function_settings_reach_705_and_711_and_lapse_when_gateway_stops(
                                          ramp_pct_s=0.0)) as fleet:
         [inv] = fleet.inverters
         async with gateway_polling(tmp_path, fleet) as clients:
-            admin, ldc = clients["admin"], clients["ldc-a"]
-            now = datetime.now(UTC).replace(microsecond=0)
-
-            async def settle(settings: dict) -> dict:
-                status, body = await ldc.post("/v1/instructions", {
-                    "kind": "function_settings", "target": {"kind": "resource", "id": "d1"},
-                    "start": iso(now - timedelta(minutes=1)), "settings": settings,
-                    "reason": "IEEE 1547 settings for F-A1"})
-                assert status == 201, body
-
-                async def acknowledged():
-                    _, acks = await admin.get(f"/v1/acknowledgements?instruction_id={body['id']}")
-                    return acks
-                [ack] = await eventually(acknowledged)
-                return ack
+            def settle(settings: dict) -> Any:
+                return settings_acknowledged(clients, settings)
 
             ack = await settle({"freq_watt": [[60.0, 70], [60.5, 70], [62.0, 0]]})
             assert (ack["status"], ack["protocol_status"]) == ("cannot_comply",
@@ -182,21 +186,9 @@ async def test_volt_watt_and_watt_var_reach_706_and_712_through_the_gateway(tmp_
                                          ramp_pct_s=0.0)) as fleet:
         [inv] = fleet.inverters
         async with gateway_polling(tmp_path, fleet) as clients:
-            admin, ldc = clients["admin"], clients["ldc-a"]
-            now = datetime.now(UTC).replace(microsecond=0)
-            status, body = await ldc.post("/v1/instructions", {
-                "kind": "function_settings", "target": {"kind": "resource", "id": "d1"},
-                "start": iso(now - timedelta(minutes=1)),
-                "settings": {"volt_watt": [[104, 100], [108, 20]], "volt_watt_response_s": 0,
-                             "watt_var": [[50, 0], [100, -44]]},
-                "reason": "IEEE 1547 volt-watt and watt-var for F-A1"})
-            assert status == 201, body
-
-            async def acknowledged():
-                _, acks = await admin.get(f"/v1/acknowledgements?instruction_id={body['id']}")
-                return acks
-
-            [ack] = await eventually(acknowledged)
+            ack = await settings_acknowledged(clients, {
+                "volt_watt": [[104, 100], [108, 20]], "volt_watt_response_s": 0,
+                "watt_var": [[50, 0], [100, -44]]})
             assert (ack["status"], ack["protocol"]) == ("completed", "modbus"), ack
             assert ack["protocol_status"] == ("706 adopted, read-back verified; "
                                               "712 adopted, read-back verified")
