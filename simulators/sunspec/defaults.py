@@ -6,7 +6,7 @@ values are chosen here.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -116,49 +116,43 @@ def _populate_704(image: RegisterImage, spec: InverterSpec, w_sf: int) -> None:
 
 
 def _populate_705(image: RegisterImage, spec: InverterSpec) -> None:
-    image.set_many(705, {"Ena": 0, "AdptCrvReq": 0, "AdptCrvRslt": 1, "NPt": spec.curve_points,
-                         "NCrv": spec.curves, "RvrtTms": 0, "RvrtRem": 0, "RvrtCrv": 0,
-                         "V_SF": PCT_SF, "DeptRef_SF": PCT_SF, "RspTms_SF": 0})
     curve = DEFAULT_VOLT_VAR
+    _populate_curves(image, 705, spec, curve.points, ("V", "Var"),
+                     {"V_SF": PCT_SF, "DeptRef_SF": PCT_SF, "RspTms_SF": 0},
+                     {"DeptRef": 1, "Pri": 1, "VRefAutoEna": 0, "VRefAutoTms": 0,
+                      "RspTms": round(curve.response_s)})
     for i in range(spec.curves):
-        c = f"Crv[{i}]."
-        image.set_many(705, {c + "ActPt": len(curve.points), c + "DeptRef": 1, c + "Pri": 1,
-                             c + "VRefAutoEna": 0, c + "VRefAutoTms": 0,
-                             c + "RspTms": round(curve.response_s),
-                             c + "ReadOnly": 1 if i == 0 else 0})
-        image.set_value(705, c + "VRef", 100.0)
-        for j, (v, q) in enumerate(curve.points[: spec.curve_points]):
-            image.set_value(705, f"{c}Pt[{j}].V", v)
-            image.set_value(705, f"{c}Pt[{j}].Var", q)
+        image.set_value(705, f"Crv[{i}].VRef", 100.0)
 
 
 def _populate_706(image: RegisterImage, spec: InverterSpec) -> None:
-    image.set_many(706, {"Ena": 0, "AdptCrvReq": 0, "AdptCrvRslt": 1, "NPt": spec.curve_points,
-                         "NCrv": spec.curves, "RvrtTms": 0, "RvrtRem": 0, "RvrtCrv": 0,
-                         "V_SF": PCT_SF, "DeptRef_SF": PCT_SF, "RspTms_SF": 0})
     curve = DEFAULT_VOLT_WATT
-    for i in range(spec.curves):
-        c = f"Crv[{i}]."
-        image.set_many(706, {c + "ActPt": len(curve.points), c + "DeptRef": 0,
-                             c + "RspTms": round(curve.response_s),
-                             c + "ReadOnly": 1 if i == 0 else 0})
-        for j, (v, w) in enumerate(curve.points[: spec.curve_points]):
-            image.set_value(706, f"{c}Pt[{j}].V", v)
-            image.set_value(706, f"{c}Pt[{j}].W", w)
+    _populate_curves(image, 706, spec, curve.points, ("V", "W"),
+                     {"V_SF": PCT_SF, "DeptRef_SF": PCT_SF, "RspTms_SF": 0},
+                     {"DeptRef": 0, "RspTms": round(curve.response_s)})
 
 
 def _populate_712(image: RegisterImage, spec: InverterSpec) -> None:
-    image.set_many(712, {"Ena": 0, "AdptCrvReq": 0, "AdptCrvRslt": 1, "NPt": spec.curve_points,
-                         "NCrv": spec.curves, "RvrtTms": 0, "RvrtRem": 0, "RvrtCrv": 0,
-                         "W_SF": PCT_SF, "DeptRef_SF": PCT_SF})
-    curve = DEFAULT_WATT_VAR
+    _populate_curves(image, 712, spec, DEFAULT_WATT_VAR.points, ("W", "Var"),
+                     {"W_SF": PCT_SF, "DeptRef_SF": PCT_SF}, {"DeptRef": 1, "Pri": 1})
+
+
+def _populate_curves(image: RegisterImage, model_id: int, spec: InverterSpec,
+                     points: Sequence[tuple[float, float]], axes: tuple[str, str],
+                     header: dict[str, Any], per_curve: dict[str, Any]) -> None:
+    """A curve model (705, 706, 712): disabled, adoption idle, `spec.curves` curves each
+    holding `points` (x, y on `axes`); curve 0 read-only, as SunSpec reserves it."""
+    image.set_many(model_id, {"Ena": 0, "AdptCrvReq": 0, "AdptCrvRslt": 1,
+                              "NPt": spec.curve_points, "NCrv": spec.curves, "RvrtTms": 0,
+                              "RvrtRem": 0, "RvrtCrv": 0, **header})
+    x, y = axes
     for i in range(spec.curves):
         c = f"Crv[{i}]."
-        image.set_many(712, {c + "ActPt": len(curve.points), c + "DeptRef": 1, c + "Pri": 1,
-                             c + "ReadOnly": 1 if i == 0 else 0})
-        for j, (w, q) in enumerate(curve.points[: spec.curve_points]):
-            image.set_value(712, f"{c}Pt[{j}].W", w)
-            image.set_value(712, f"{c}Pt[{j}].Var", q)
+        image.set_many(model_id, {c + "ActPt": len(points), c + "ReadOnly": 1 if i == 0 else 0,
+                                  **{c + name: value for name, value in per_curve.items()}})
+        for j, (a, b) in enumerate(points[: spec.curve_points]):
+            image.set_value(model_id, f"{c}Pt[{j}].{x}", a)
+            image.set_value(model_id, f"{c}Pt[{j}].{y}", b)
 
 
 def _populate_711(image: RegisterImage, spec: InverterSpec) -> None:
