@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import serialize
-from gateway.pki.tls import client_context, ieee2030_5_server_context
+from pki.tls import client_context, ieee2030_5_server_context
 from tests.support.gateway import GatewayProcess, free_port
 from tests.support.seed import seed_platform
 

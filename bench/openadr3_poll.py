@@ -31,7 +31,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.pki.tls import client_context, server_context
+from pki.tls import client_context, server_context
 from tests.support.gateway import GatewayProcess, free_port
 from tests.support.seed import seed_platform
 

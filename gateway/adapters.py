@@ -39,7 +39,7 @@ ENTRY_POINT_GROUP = "der_gateway.adapters"
 
 @dataclass(frozen=True)
 class PkiPaths:
-    """Where the dev (or production) PKI files live; see gateway.pki.devpki for the layout."""
+    """Where the dev (or production) PKI files live; see pki.devpki for the layout."""
 
     root: Path
 

@@ -34,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_certs_init(args: argparse.Namespace) -> int:
-    from gateway.pki.devpki import DEFAULT_DEVICES, DevPki
+    from pki.devpki import DEFAULT_DEVICES, DevPki
 
     settings = _settings(args)
     devices = tuple(f"device-{i}" for i in range(1, args.devices + 1)) if args.devices else (
@@ -45,7 +45,7 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
 
 
 def cmd_certs_issue(args: argparse.Namespace) -> int:
-    from gateway.pki.devpki import DevPki
+    from pki.devpki import DevPki
 
     settings = _settings(args)
     pki = DevPki(settings.pki_dir)

@@ -8,8 +8,8 @@ from typing import Any
 
 import aiohttp
 
-from gateway.pki.tls import client_context
 from gateway.settings import Settings
+from pki.tls import client_context
 
 
 class PlatformClient:

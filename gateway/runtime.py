@@ -24,14 +24,14 @@ from gateway.coordination.engine import Coordinator
 from gateway.delivery import DeliveryQueue
 from gateway.domain import Participant, Role
 from gateway.outbox import OutboxRelay
-from gateway.pki.devpki import DevPki, load_pair
-from gateway.pki.identity import sha256_hex
-from gateway.pki.tls import server_context
 from gateway.records import AdapterRecords
 from gateway.services import GatewayServices
 from gateway.settings import Settings
 from gateway.store.engine import Database
 from gateway.store.tables import AcknowledgementRow, OutboxRow, ReadingRow
+from pki.devpki import DevPki, load_pair
+from pki.identity import sha256_hex
+from pki.tls import server_context
 
 log = logging.getLogger(__name__)
 ADMIN_ID = "admin"

@@ -16,8 +16,8 @@ from adapters.ieee2030_5.service import Ieee2030Service
 from gateway.adapters import AdapterContext
 from gateway.bus import Topic
 from gateway.domain import Protocol
-from gateway.pki.tls import client_context, ieee2030_5_server_context
 from gateway.settings import split_listen
+from pki.tls import client_context, ieee2030_5_server_context
 
 log = logging.getLogger(__name__)
 SSL_NAME = "ieee2030_5"

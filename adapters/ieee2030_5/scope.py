@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.pki.identity import fingerprint, lfdi_from_fingerprint, sfdi_from_fingerprint
+from pki.identity import fingerprint, lfdi_from_fingerprint, sfdi_from_fingerprint
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from adapters.ieee2030_5.codec.xml import MEDIA_TYPE, DocumentError, parse, seri
 from adapters.ieee2030_5.scope import ClientScope, identity_from_der
 from adapters.ieee2030_5.service import Ieee2030Service
 from gateway.errors import GatewayError, NotFound
-from gateway.pki.tls import peer_certificate_der
+from pki.tls import peer_certificate_der
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from gateway.adapters import AdapterContext
 from gateway.bus import Event, Topic
 from gateway.domain import Acknowledgement, Protocol, Reading
 from gateway.errors import GatewayError, NotFound
-from gateway.pki.tls import client_context
 from gateway.services import GatewayServices
+from pki.tls import client_context
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.adapters import PkiPaths
-from gateway.pki.devpki import OPCUA_SERVER_URI
+from pki.devpki import OPCUA_SERVER_URI
 
 DEFAULT_LISTEN = "opc.tcp://127.0.0.1:4840"
 

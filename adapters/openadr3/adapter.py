@@ -21,8 +21,8 @@ from adapters.openadr3.store import ObjectStore
 from gateway.adapters import AdapterContext
 from gateway.bus import Event, Topic
 from gateway.domain import Protocol
-from gateway.pki.tls import server_context
 from gateway.settings import split_listen
+from pki.tls import server_context
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from gateway.api.keys import ACTOR, SERVICES
 from gateway.api.problem import Handler
 from gateway.domain import Participant
 from gateway.errors import Unauthenticated
-from gateway.pki.identity import sha256_hex
-from gateway.pki.tls import peer_certificate_der
+from pki.identity import sha256_hex
+from pki.tls import peer_certificate_der
 
 PUBLIC_PATHS = frozenset({"/v1/health", "/v1/openapi.json"})
 

@@ -25,7 +25,7 @@ from gateway.domain import (
     TargetKind,
     require_utc,
 )
-from gateway.pki.identity import sha256_hex
+from pki.identity import sha256_hex
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/-]+$")]
 Watts = Annotated[float, Field(ge=0, le=1e10, allow_inf_nan=False)]

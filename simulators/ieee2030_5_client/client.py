@@ -23,8 +23,8 @@ import aiohttp
 from cryptography import x509
 
 from adapters.ieee2030_5.codec import models as m
-from gateway.pki.identity import lfdi as lfdi_of
-from gateway.pki.identity import sfdi_from_fingerprint
+from pki.identity import lfdi as lfdi_of
+from pki.identity import sfdi_from_fingerprint
 from simulators.feeder.envelope import ControlledDer
 from simulators.ieee2030_5_client.device import DeviceAgent
 from simulators.ieee2030_5_client.events import Due

@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.pki.tls import client_context
+from pki.tls import client_context
 from simulators.ieee2030_5_client import wire
 
 TIMEOUT = aiohttp.ClientTimeout(total=30)

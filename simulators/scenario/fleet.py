@@ -14,8 +14,8 @@ from typing import Any
 
 from cryptography import x509
 
-from gateway.pki.devpki import DevPki
-from gateway.pki.identity import lfdi as lfdi_of
+from pki.devpki import DevPki
+from pki.identity import lfdi as lfdi_of
 from simulators.der import Constant, DerModel, Rating
 from simulators.feeder.envelope import ControlledDer
 from simulators.feeder.voltwatt import VoltWatt

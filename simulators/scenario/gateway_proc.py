@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.pki.tls import client_context
+from pki.tls import client_context
 
 
 def free_port() -> int:

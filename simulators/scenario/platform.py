@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 from cryptography import x509
 
-from gateway.pki.devpki import DevPki
-from gateway.pki.identity import sha256_hex
-from gateway.pki.tls import client_context
+from pki.devpki import DevPki
+from pki.identity import sha256_hex
+from pki.tls import client_context
 
 EventHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.pki.tls import client_context
+from pki.tls import client_context
 
 TIMEOUT = aiohttp.ClientTimeout(total=30)
 

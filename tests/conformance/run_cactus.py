@@ -63,7 +63,7 @@ def ensure_venvs(with_notifications: bool) -> None:
 def ensure_pki() -> dict:
     """Dev PKI for the runs: 2030.5 device/aggregator clients, platform clients."""
     code = (
-        "import sys; from pathlib import Path; from gateway.pki.devpki import DevPki; "
+        "import sys; from pathlib import Path; from pki.devpki import DevPki; "
         f"p = DevPki(Path({str(PKI)!r})); "
         f"p.init(devices={DEVICES!r}, aggregators={AGGREGATORS!r}, "
         "platform_clients=('admin', 'ldc-cactus', 'agg-cactus'))"

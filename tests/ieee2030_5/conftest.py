@@ -26,8 +26,8 @@ from gateway.domain import (
     Role,
     Source,
 )
-from gateway.pki.devpki import DevPki
-from gateway.pki.tls import client_context, ieee2030_5_server_context
+from pki.devpki import DevPki
+from pki.tls import client_context, ieee2030_5_server_context
 from tests.ieee2030_5.fakes import FakeDeliveries, FakeGateway, FakeRecords
 
 PEN = 37244

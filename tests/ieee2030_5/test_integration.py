@@ -13,7 +13,7 @@ from lxml import etree
 
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import serialize
-from gateway.pki.tls import client_context
+from pki.tls import client_context
 from tests.support.gateway import GatewayProcess, free_port
 from tests.support.seed import seed_platform
 

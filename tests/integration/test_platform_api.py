@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 
-from gateway.pki.devpki import DevPki
-from gateway.pki.tls import client_context
+from pki.devpki import DevPki
+from pki.tls import client_context
 from tests.support.gateway import GatewayProcess, PlatformClient
 from tests.support.seed import seed_platform
 

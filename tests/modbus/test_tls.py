@@ -4,8 +4,8 @@ import pytest
 
 from adapters.modbus.pool import DevicePool, PoolConfig
 from gateway.domain import AckStatus, Quantity
-from gateway.pki.devpki import DevPki
-from gateway.pki.tls import client_context
+from pki.devpki import DevPki
+from pki.tls import client_context
 from simulators.sunspec.fleet import FleetConfig, running_fleet
 from simulators.sunspec.security import security_from_pki
 from tests.modbus.support import RecordingSink, export_limit

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from gateway.pki.devpki import load_pair
+from pki.devpki import load_pair
 from tests.opcua.support import ADMIN_VIEWER, CORE_WARNINGS, NAMESPACE_URI
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), *CORE_WARNINGS]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from asyncua import Client, ua
 
-from gateway.pki.devpki import DevPki, issue_certificate, load_pair, new_key, write_pem
+from pki.devpki import DevPki, issue_certificate, load_pair, new_key, write_pem
 from tests.opcua.support import CONTROLLER, CORE_WARNINGS, NAMESPACE_URI, VIEWER, make_client
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), *CORE_WARNINGS]

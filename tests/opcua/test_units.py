@@ -20,7 +20,7 @@ from adapters.opcua.users import UserDirectory, account_from_doc, hash_password,
 from gateway import errors
 from gateway.adapters import PkiPaths
 from gateway.domain import EffectiveInterval, InstructionKind, Nameplate, Source
-from gateway.pki.devpki import DevPki, issue_certificate, new_key
+from pki.devpki import DevPki, issue_certificate, new_key
 
 NOW = datetime(2030, 1, 1, 12, tzinfo=UTC)
 

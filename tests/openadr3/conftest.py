@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.pki.tls import client_context
+from pki.tls import client_context
 from tests.support.gateway import GatewayHandle, PlatformClient, free_port, gateway_in_process
 from tests.support.seed import seed_platform
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway.pki.tls import client_context
+from pki.tls import client_context
 from tests.openadr3.conftest import CORE_WARNINGS, V31, V301
 
 pytestmark = CORE_WARNINGS

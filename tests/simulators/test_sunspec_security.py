@@ -3,8 +3,8 @@
 import pytest
 from pymodbus.client import AsyncModbusTlsClient
 
-from gateway.pki.devpki import DevPki
-from gateway.pki.tls import client_context
+from pki.devpki import DevPki
+from pki.tls import client_context
 from simulators.der import Rating
 from simulators.sunspec.inverter import InverterSpec, SunSpecInverter
 from simulators.sunspec.security import security_from_pki

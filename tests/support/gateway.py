@@ -19,9 +19,9 @@ from typing import Any
 
 import aiohttp
 
-from gateway.pki.devpki import DevPki
-from gateway.pki.tls import client_context
 from gateway.settings import Settings, load_settings
+from pki.devpki import DevPki
+from pki.tls import client_context
 
 
 def free_port() -> int:

@@ -57,7 +57,7 @@ async def seed_platform(gw: GatewayHandle, resources: list[dict[str, Any]] | Non
 def _sha(client: PlatformClient) -> str:
     from cryptography import x509
 
-    from gateway.pki.identity import sha256_hex
+    from pki.identity import sha256_hex
 
     assert client.cert is not None
     return sha256_hex(x509.load_pem_x509_certificate(client.cert.read_bytes()))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from gateway.pki.devpki import DevPki, load_pair
-from gateway.pki.identity import lfdi, lfdi_from_fingerprint, sfdi, sfdi_from_fingerprint
+from pki.devpki import DevPki, load_pair
+from pki.identity import lfdi, lfdi_from_fingerprint, sfdi, sfdi_from_fingerprint
 
 # IEEE 2030.5-2018 §6.3.4 example: the certificate fingerprint and the identities derived from it.
 SPEC_FINGERPRINT = "3E4F45AB31EDFE5B67E343E5E4562E31984E23E5349E2AD745672ED145EE213A"

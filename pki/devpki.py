@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from gateway.pki.identity import lfdi, sfdi, sha256_hex
+from pki.identity import lfdi, sfdi, sha256_hex
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
