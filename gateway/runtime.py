@@ -23,6 +23,7 @@ from gateway.bus import InProcessBus
 from gateway.coordination.engine import Coordinator
 from gateway.delivery import DeliveryQueue
 from gateway.domain import Participant, Role
+from gateway.metrics import GatewayMetrics
 from gateway.outbox import OutboxRelay
 from gateway.records import AdapterRecords
 from gateway.services import GatewayServices
@@ -45,6 +46,7 @@ class Gateway:
     services: GatewayServices
     relay: OutboxRelay
     deliveries: DeliveryQueue
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     adapters: dict[str, Adapter] = field(default_factory=dict)
     listeners: dict[str, list[str]] = field(default_factory=dict)
     ready: bool = False  # every adapter has started
@@ -100,15 +102,19 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     deliveries = DeliveryQueue(db, dev_mode=settings.dev_mode)
     gw = Gateway(settings, db, bus, services, relay, deliveries)
     await ensure_admin(services, settings)
+    gw.metrics.watch_database(db)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(db.close)
+        await stack.enter_async_context(gw.metrics.measuring_loop_lag())
         await stack.enter_async_context(relay.running())
         await stack.enter_async_context(deliveries.running())
         adapter_routes = _build_adapters(gw)
         platform = make_platform_app(services, bus, db, status=gw.status,
                                      ready=lambda: gw.ready,
                                      max_body_bytes=settings.max_body_bytes,
-                                     adapter_routes=adapter_routes)
+                                     adapter_routes=adapter_routes, metrics=gw.metrics,
+                                     listeners=lambda: gw.listeners,
+                                     metrics_allow_loopback=settings.metrics_allow_loopback)
         await stack.enter_async_context(_serve_platform(platform, settings))
         gw.listeners["platform"] = [settings.platform_listen]
         for name, adapter in gw.adapters.items():
@@ -130,7 +136,8 @@ def _build_adapters(gw: Gateway) -> dict[str, tuple[list[web.AbstractRouteDef], 
         ctx = AdapterContext(name=name, settings=gw.settings, config=config,
                              gateway=gw.services, bus=gw.bus,
                              deliveries=gw.deliveries.for_adapter(name),
-                             records=AdapterRecords(gw.db, name), pki=PkiPaths(gw.settings.pki_dir))
+                             records=AdapterRecords(gw.db, name), pki=PkiPaths(gw.settings.pki_dir),
+                             extra={"metrics": gw.metrics})
         adapter = factory(ctx)
         gw.adapters[name] = adapter
         if hasattr(adapter, "platform_routes"):
