@@ -148,6 +148,12 @@ def make_platform_app(
         sub.add_routes(defs)
         app.add_subapp(prefix, sub)
         extra.update({prefix + path: item for path, item in openapi_paths.items()})
+    extra["/metrics"] = {"get": {
+        "summary": "Prometheus metrics (the admin; or a loopback scraper if allowed)",
+        "operationId": "metrics",
+        "responses": {"200": {"description": "Prometheus text exposition format",
+                              "content": {"text/plain": {}}},
+                      "4XX": {"$ref": "#/components/responses/Problem"}}}}
     document = build_openapi(extra)
 
     async def openapi(_request: web.Request) -> web.Response:
