@@ -15,7 +15,7 @@ SECURITY_HEADERS = {
                                 "img-src 'self' data:; connect-src 'self'; "
                                 "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make form POSTs say "Origin: null"
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
 }

@@ -1,6 +1,10 @@
 // Shared plotting helpers for the status page (uPlot, served from this package).
 "use strict";
 window.dergwPlots = (function () {
+  // One point (or equal times) would give uPlot an empty range: pad it by half an hour.
+  const timeRange = function (u, min, max) {
+    return min === max ? [min - 1800, max + 1800] : [min, max];
+  };
   function size(el) {
     return { width: Math.max(320, el.clientWidth || 800), height: 220 };
   }
@@ -13,7 +17,7 @@ window.dergwPlots = (function () {
     }
     const opts = Object.assign(size(el), {
       title: el.dataset.title,
-      scales: { x: { time: true } },
+      scales: { x: { time: true, range: timeRange } },
       series: [{}].concat(series.map(function (s) {
         return { label: s.label, stroke: s.stroke, width: 2, spanGaps: false };
       })),
@@ -29,7 +33,7 @@ window.dergwPlots = (function () {
     }
     const opts = Object.assign(size(el), {
       title: el.dataset.title,
-      scales: { x: { time: true }, y: { range: [-0.5, labels.length - 0.5] } },
+      scales: { x: { time: true, range: timeRange }, y: { range: [-0.5, labels.length - 0.5] } },
       axes: [{}, { values: function (u, ticks) {
         return ticks.map(function (t) { return labels[t] || ""; });
       }, size: 110 }],
