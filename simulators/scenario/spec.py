@@ -104,8 +104,13 @@ class Step:
 
     @property
     def title(self) -> str:
-        return self.label or f"{self.by} {self.kind} {self.target.get('kind', '')}:" \
-                             f"{self.target.get('id', '')}"
+        if self.label:
+            return self.label
+        if self.kind == "cancel":  # its target is the instruction it names
+            return f"{self.by} cancel {self.body.get('instruction', '?')}"
+        if self.kind == "frequency":
+            return f"frequency {self.body.get('hz', '?')} Hz"
+        return f"{self.by} {self.kind} {self.target.get('kind', '?')}:{self.target.get('id', '?')}"
 
 
 @dataclass(frozen=True)
