@@ -121,7 +121,7 @@ def _voltage_line(v_range: tuple[float, float], band: tuple[float, float],
     if last is None:
         return line + ": left the band during the run"
     inside = band[0] <= last.v_min_pu and last.v_max_pu <= band[1]
-    return line + (f": left the band during the run, back within it after the last step "
+    return line + (f": left the band during the run, back within it at the last check "
                    f"({last.v_min_pu:.3f}..{last.v_max_pu:.3f} pu)" if inside else
-                   f": STILL OUTSIDE the band after the last step "
+                   f": STILL OUTSIDE the band at the last check "
                    f"({last.v_min_pu:.3f}..{last.v_max_pu:.3f} pu)")

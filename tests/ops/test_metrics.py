@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from simulators.der import Constant, DerModel, Rating
@@ -25,6 +28,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
     pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning"),
 ]
+DOCS = Path(__file__).parents[2] / "docs"
 NAMES = ("pv-1", "pv-2", "pv-3", "pv-4")
 
 
@@ -109,6 +113,13 @@ async def test_metrics_move_during_a_fan_out(tmp_path):
         assert total(after, "dergw_outbox_lag_seconds") < 30
         # ids never become label values: the route is the pattern
         assert not any("o1" in v for (_, lab) in after for _, v in lab)
+
+        # Every metric the example alert rules use is one we export.
+        rules = yaml.safe_load((DOCS / "prometheus/alerts.yml").read_text())
+        exprs = " ".join(r["expr"] for g in rules["groups"] for r in g["rules"])
+        exported = {name for name, _ in after}
+        for used in set(re.findall(r"dergw_[a-z_]+", exprs)):
+            assert used in exported, used
 
         # Who may read it: the admin only (by default).
         status, body = await clients["ldc-a"].get("/metrics")
