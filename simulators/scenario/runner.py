@@ -402,7 +402,7 @@ def _interval_at(control: dict[str, Any], when: datetime) -> dict[str, Any] | No
         end = interval.get("end")
         if start <= when and (end is None or when < datetime.fromisoformat(
                 end.replace("Z", "+00:00"))):
-            return interval
+            return dict(interval)
     return None
 
 

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,7 @@ class Scenario:
 
 
 def _take(table: dict[str, Any], cls: type, where: str, **extra: Any) -> Any:
-    known = set(cls.__dataclass_fields__)
+    known = {f.name for f in fields(cls)}
     unknown = set(table) - known
     if unknown:
         raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -177,6 +177,7 @@ def _fleet(raw: dict[str, Any], n: int) -> FleetSpec:
     for ok, message in checks:
         if not ok:
             raise ScenarioError(f"{where}: {message}")
+    assert isinstance(fleet, FleetSpec)
     return fleet
 
 
