@@ -25,6 +25,7 @@ from gateway.bus import InProcessBus
 from gateway.coordination.engine import Coordinator
 from gateway.delivery import DeliveryQueue
 from gateway.domain import Participant, Role
+from gateway.metrics import GatewayMetrics
 from gateway.outbound import OutboundGuard
 from gateway.outbox import OutboxRelay
 from gateway.ports import Access, PlatformRoute
@@ -49,6 +50,7 @@ class Gateway:
     services: GatewayServices
     relay: OutboxRelay
     deliveries: DeliveryQueue
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     adapters: dict[str, Adapter] = field(default_factory=dict)
     listeners: dict[str, list[str]] = field(default_factory=dict)
     ready: bool = False  # every adapter has started
@@ -108,8 +110,10 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     deliveries = DeliveryQueue(db, guard=guard)
     gw = Gateway(settings, db, bus, services, relay, deliveries)
     await ensure_admin(services, settings)
+    gw.metrics.watch_database(db)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(db.close)
+        await stack.enter_async_context(gw.metrics.measuring_loop_lag())
         await stack.enter_async_context(relay.running())
         await stack.enter_async_context(deliveries.running())
         adapter_routes = _build_adapters(gw, installed, guard)
@@ -118,7 +122,9 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         platform = make_platform_app(services, bus, db, status=gw.status,
                                      ready=lambda: gw.ready,
                                      max_body_bytes=settings.max_body_bytes,
-                                     adapter_routes=adapter_routes)
+                                     adapter_routes=adapter_routes, metrics=gw.metrics,
+                                     listeners=lambda: gw.listeners,
+                                     metrics_allow_loopback=settings.metrics_allow_loopback)
         await stack.enter_async_context(_serve_platform(platform, settings))
         gw.listeners["platform"] = [settings.platform_listen]
         for name, adapter in gw.adapters.items():
@@ -144,7 +150,8 @@ def _build_adapters(gw: Gateway, installed: dict[str, InstalledAdapter],
                              deliveries=gw.deliveries.for_adapter(name),
                              records=AdapterRecords(gw.db, name,
                                                     on_deliveries=gw.deliveries.wake),
-                             pki=PkiPaths(gw.settings.pki_dir), outbound=guard, body=body)
+                             pki=PkiPaths(gw.settings.pki_dir), outbound=guard, body=body,
+                             metrics=gw.metrics)
         adapter = entry.create(ctx)
         gw.adapters[name] = adapter
         if hasattr(adapter, "platform_routes"):
