@@ -72,7 +72,7 @@ class GatewayServices:
         self._acks: Coalescer[Acknowledgement, Acknowledgement] = Coalescer(
             self._store_acknowledgements)
         self._readings: Coalescer[Sequence[Reading], int] = Coalescer(self._store_readings)
-        self.delivery_states = DeliveryStates(db, self.topology, self._wake)
+        self._delivery = DeliveryStates(db, self.topology, self._wake)
 
     def _wake(self) -> None:
         self._on_commit()
@@ -372,7 +372,7 @@ class GatewayServices:
             self._invalidate()
         if self._versions is not None:
             self._versions.pop(resource_id, None)
-        self.delivery_states.forget(resource_id)
+        self._delivery.forget(resource_id)
         self._on_commit()
 
     async def update_binding_settings(self, resource_id: str, settings: dict[str, Any]) -> Resource:
@@ -609,12 +609,16 @@ class GatewayServices:
     async def mark_delivery(self, marks: Sequence[DeliveryMark]) -> None:
         """What adapters know of getting DERs' controls to them (gateway.delivery_state);
         a first contact marks a DER online."""
-        first = await self.delivery_states.mark(marks)
+        first = await self._delivery.mark(marks)
         if first:
             await self.set_online_many(dict.fromkeys(first, True))
 
     async def resource_delivery(self, resource_id: str) -> ResourceDelivery | None:
-        return await self.delivery_states.state(resource_id)
+        return (await self.delivery_states([resource_id])).get(resource_id)
+
+    async def delivery_states(self, resource_ids: Iterable[str]) -> dict[str, ResourceDelivery]:
+        async with self.db.read() as session:
+            return await repo.resource_deliveries(session, resource_ids)
 
     async def acknowledgements(self, *, resource_id: str | None = None,
                                resource_ids: Iterable[str] | None = None,

@@ -573,12 +573,17 @@ async def put_resource_deliveries(session: AsyncSession, marks: Sequence[Deliver
     return changes
 
 
-async def resource_delivery(session: AsyncSession, resource_id: str) -> ResourceDelivery | None:
-    row = await session.get(ResourceDeliveryRow, resource_id)
-    if row is None:
-        return None
-    return ResourceDelivery(DeliveryState(row.state), row.since, row.reason, row.fetched_at,
-                            row.delivered_at)
+async def resource_deliveries(session: AsyncSession, resource_ids: Iterable[str]
+                              ) -> dict[str, ResourceDelivery]:
+    ids = list(resource_ids)
+    found: dict[str, ResourceDelivery] = {}
+    for start in range(0, len(ids), 500):
+        rows = (await session.execute(select(ResourceDeliveryRow).where(
+            col(ResourceDeliveryRow.resource_id).in_(ids[start:start + 500])))).scalars()
+        found.update({row.resource_id: ResourceDelivery(
+            DeliveryState(row.state), row.since, row.reason, row.fetched_at, row.delivered_at)
+            for row in rows})
+    return found
 
 
 async def add_outbox(session: AsyncSession, topic: str, payload: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from gateway import authz
-from gateway.api.routes import _instruction_visible as instruction_visible
+from gateway.authz import instruction_visible
 from gateway.coordination.topology import Topology
 from gateway.domain import (
     Acknowledgement,
@@ -43,21 +43,20 @@ MAX_POINTS = 5_000
 
 
 def der_state(resource: Resource, delivery: dict[str, str]) -> str:
-    """online | offline | undeliverable. `delivery` maps DER ids to the core's latest
-    delivery state (docs/adapters.md, mark_delivery); undeliverable wins over online."""
+    """online | offline | undeliverable | unconnected (nothing has connected for it yet).
+    `delivery` maps DER ids to the core's latest delivery state (gateway.delivery_state);
+    undeliverable wins over online."""
     if delivery.get(resource.id) == "undeliverable":
         return "undeliverable"
+    if resource.online is None:
+        return "unconnected"
     return "online" if resource.online else "offline"
 
 
 async def delivery_states(services: GatewayServices, ids: set[str]) -> dict[str, str]:
-    """The hook for the core's per-DER delivery state. Until `GatewayServices` offers it
-    (`delivery_states(ids) -> {id: state}`), nothing is known to be undeliverable."""
-    reader = getattr(services, "delivery_states", None)
-    if reader is None:
-        return {}
-    found: dict[str, Any] = await reader(ids)
-    return {rid: str(getattr(v, "state", v)) for rid, v in found.items()}
+    """Each DER's latest delivery state (fetched, delivered, pending, undeliverable)."""
+    found = await services.delivery_states(ids)
+    return {rid: state.state.value for rid, state in found.items()}
 
 
 @dataclass
@@ -95,7 +94,7 @@ async def fleet(services: GatewayServices, actor: Participant) -> FleetView:
         cps.setdefault(der.connection_point_id,
                        ConnectionPointView(der.connection_point_id)).ders.append((der, state))
         states[state] += 1
-        by_protocol[der.binding.protocol.value][state] += 1
+        by_protocol[der.binding.protocol][state] += 1
     tree: dict[str, dict[str, list[ConnectionPointView]]] = {}
     for cp_id, view in sorted(cps.items()):
         cp = topo.connection_points[cp_id]
