@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -13,10 +14,12 @@ from aiohttp import web
 from adapters.ieee2030_5 import platform
 from adapters.ieee2030_5.server import create_app
 from adapters.ieee2030_5.service import Ieee2030Service
+from adapters.ieee2030_5.settings import NotificationTls, Settings
 from gateway.adapters import AdapterContext
 from gateway.bus import Topic
 from gateway.domain import Protocol
 from gateway.settings import split_listen
+from pki.devpki import DevPki
 from pki.tls import client_context, ieee2030_5_server_context
 
 log = logging.getLogger(__name__)
@@ -29,14 +32,13 @@ class Ieee2030Adapter:
 
     def __init__(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
-        self.listen = str(ctx.config.get("listen", "https://127.0.0.1:8443"))
+        self.settings = Settings.from_config(ctx.config)
+        self.listen = self.settings.listen
         self.service = Ieee2030Service(
-            ctx.gateway, ctx.records, ctx.deliveries, ctx.config, pen=ctx.settings.iana_pen,
+            ctx.gateway, ctx.records, ctx.deliveries, self.settings, pen=ctx.settings.iana_pen,
             horizon_s=ctx.settings.horizon_s, ssl_name=SSL_NAME)
         self.bound_port: int | None = None
-        # Re-render everything this often: extends open-ended controls before they lapse and
-        # drops records past retention. Unchanged controls keep their mRIDs: no notifications.
-        self.refresh_s = float(ctx.config.get("refresh_s", 3600))
+        self.refresh_s = self.settings.refresh_s
 
     def listeners(self) -> list[str]:
         return [self.listen]
@@ -53,14 +55,11 @@ class Ieee2030Adapter:
         tls = ieee2030_5_server_context(pki.path("ieee2030_5", "server-chain.pem"),
                                         pki.path("ieee2030_5", "server.key"),
                                         pki.path("ieee2030_5", "ca-chain.pem"))
-        # Notifications go out with the server's own identity, trusting the 2030.5 CA.
-        self.ctx.deliveries.register_ssl(SSL_NAME, client_context(
-            pki.path("ieee2030_5", "ca-chain.pem"), pki.path("ieee2030_5", "server-chain.pem"),
-            pki.path("ieee2030_5", "server.key")))
+        self.ctx.deliveries.register_ssl(SSL_NAME, self._notification_context())
         await self.service.start()
         host, port = split_listen(self.listen)
-        runner = web.AppRunner(create_app(self.service, int(self.ctx.config.get(
-            "max_body_bytes", 64 * 1024))), access_log=None)
+        runner = web.AppRunner(create_app(self.service, self.settings.max_body_bytes),
+                               access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=512)
         await site.start()
@@ -77,6 +76,17 @@ class Ieee2030Adapter:
                 with suppress(asyncio.CancelledError):
                     await task
             await runner.cleanup()
+
+    def _notification_context(self) -> ssl.SSLContext:
+        """The TLS client context notifications go out with (see NotificationTls)."""
+        tls: NotificationTls = self.settings.notification_tls
+        root = self.ctx.pki.root
+        if self.ctx.dev_mode and not (root / tls.cert_chain).exists():
+            DevPki(root).issue_2030_5_notifier()  # a dev PKI made before the notifier existed
+        context = client_context(root / tls.trust_chain, root / tls.cert_chain, root / tls.key,
+                                 ieee2030_5=True)
+        context.check_hostname = tls.check_hostname
+        return context
 
     async def _refresh_periodically(self) -> None:
         while True:

@@ -26,6 +26,7 @@ from adapters.ieee2030_5.feedback import Feedback
 from adapters.ieee2030_5.notify import Notifier
 from adapters.ieee2030_5.registry import EndDeviceRegistry
 from adapters.ieee2030_5.scope import ClientIdentity, ClientScope, scope_for
+from adapters.ieee2030_5.settings import Settings
 from adapters.ieee2030_5.state import AdapterState, EndDeviceRecord
 from gateway.domain import Protocol
 from gateway.errors import Forbidden, InvalidInput, NotFound
@@ -37,18 +38,18 @@ DEFAULT_POLL = {"DERControlList": 300, "DERProgramList": 300, "EndDeviceList": 3
 
 
 class Ieee2030Service:
-    def __init__(self, gateway: Any, records: Any, deliveries: Any, config: dict[str, Any],
+    def __init__(self, gateway: Any, records: Any, deliveries: Any, config: Settings,
                  *, pen: int, horizon_s: int, ssl_name: str | None = None) -> None:
         self.gateway = gateway
         self.state = AdapterState(records)
         self.pen = pen
         self.registry = EndDeviceRegistry(gateway, self.state, config)
         self.publisher = ControlPublisher(gateway, self.state, PublishOptions(
-            pen=pen, horizon_s=horizon_s, dispatch_as=str(config.get("dispatch_as", "target_w"))))
+            pen=pen, horizon_s=horizon_s, dispatch_as=config.dispatch_as))
         self.feedback = Feedback(gateway, self.state, self.registry)
         self.notifier = Notifier(self.state, deliveries, ssl_name)
-        self.layout = programs.parse(config["programs"]) if config.get("programs") else \
-            programs.single(int(config.get("primacy", 1)))
+        self.layout = programs.parse(config.programs) if config.programs else \
+            programs.single(config.primacy)
         self.rates: dict[str, dict[str, int]] = {"poll": {}, "post": {}}
         # DER LFDI -> primacy, randomize_start, programs (its own layout)
         self.programs: dict[str, dict[str, Any]] = {}

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from adapters.ieee2030_5.server import create_app
 from adapters.ieee2030_5.service import Ieee2030Service
+from adapters.ieee2030_5.settings import Settings
 from gateway.domain import (
     Binding,
     DerKind,
@@ -87,7 +88,7 @@ async def server(pki) -> AsyncIterator[Server]:
             binding=Binding(Protocol.IEEE2030_5, {"lfdi": entry["lfdi"], "sfdi": entry["sfdi"]}),
             aggregator_id=agg)
     deliveries = FakeDeliveries()
-    service = Ieee2030Service(gateway, FakeRecords(), deliveries, {}, pen=PEN,
+    service = Ieee2030Service(gateway, FakeRecords(), deliveries, Settings(), pen=PEN,
                               horizon_s=7 * 86400, ssl_name="ieee2030_5")
     await service.start()
     await service.registry.set_client_access(ids["ieee2030_5/aggregator-1"]["lfdi"], "agg-1", True)
