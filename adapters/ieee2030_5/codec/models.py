@@ -29,6 +29,7 @@ from adapters.ieee2030_5.codec.simple import (
     PowerOfTen,
     Primacy,
     SignedPerCent,
+    String6,
     String16,
     String32,
     String192,
@@ -470,11 +471,18 @@ class PercentStatusValue:
 
 
 @W
+class ManufacturerStatusValue:
+    dateTime: TimeType
+    value: String6
+
+
+@W
 class DERStatus(SubscribableResource):
     alarmStatus: HexBinary32 | None = None
     genConnectStatus: HexStatusValue | None = None
     inverterStatus: StatusValue | None = None
     localControlModeStatus: StatusValue | None = None
+    manufacturerStatus: ManufacturerStatusValue | None = None
     operationalModeStatus: StatusValue | None = None
     readingTime: TimeType
     stateOfChargeStatus: PercentStatusValue | None = None
@@ -529,9 +537,20 @@ class ResponseSetList(SepList):
 
 
 @W
+class UnitValue:
+    """UnitValueType: a value with its unit (calorific value, conversion factor)."""
+
+    multiplier: PowerOfTen
+    unit: UInt8
+    value: Int32
+
+
+@W
 class ReadingType(Resource):
     accumulationBehaviour: UInt8 | None = None
+    calorificValue: UnitValue | None = None
     commodity: UInt8 | None = None
+    conversionFactor: UnitValue | None = None
     dataQualifier: UInt8 | None = None
     flowDirection: UInt8 | None = None
     intervalLength: UInt32 | None = None
