@@ -20,6 +20,18 @@ SUBSCRIBABLE_SUFFIXES = ("/edev", "/fsa", "/derp", "/derc", "/dderc")
 STATUS_DEFAULT = 0
 
 
+class LimitReached(InvalidInput):
+    """2030.5 Error reasonCode 2: resource limit reached."""
+
+    reason_code = 2
+
+
+class Unsupported(InvalidInput):
+    """2030.5 Error reasonCode 3: conditional subscription field not supported."""
+
+    reason_code = 3
+
+
 def subscribable(href: str) -> bool:
     return href.rstrip("/").endswith(SUBSCRIBABLE_SUFFIXES)
 
@@ -41,12 +53,20 @@ class Notifier:
     def subscriptions(self, edev_id: int) -> list[Subscription]:
         return list(self._subs.get(edev_id, ()))
 
+    def count(self, edev_ids: list[int]) -> int:
+        return sum(len(self._subs.get(e, ())) for e in edev_ids)
+
     async def subscribe(self, edev_id: int, doc: m.Subscription,
-                        allowed: Callable[[str], bool]) -> Subscription:
+                        allowed: Callable[[str], bool], *, held: int, cap: int) -> Subscription:
+        """`held`: how many subscriptions the client already holds; `cap`: how many it may."""
         if not subscribable(doc.subscribedResource) or not allowed(doc.subscribedResource):
             raise InvalidInput("subscribedResource is not a subscribable resource of this client")
         if doc.limit < 1:
             raise InvalidInput("limit must be at least 1")
+        if doc.Condition is not None:
+            raise Unsupported("conditional subscriptions are not supported")
+        if held >= cap:
+            raise LimitReached(f"this client holds {held} subscriptions, the most it may")
         sub = Subscription(id=await self.state.next_id("sub"), edev_id=edev_id,
                            resource=doc.subscribedResource, notification_uri=doc.notificationURI,
                            limit=doc.limit, encoding=doc.encoding, level=doc.level)

@@ -207,9 +207,11 @@ class EndDeviceRegistry:
         return rows
 
     def visible_device(self, scope: ClientScope, lfdi: str) -> EndDeviceRecord | None:
-        """The DER EndDevice with this LFDI that `scope` may see, if any."""
+        """The DER EndDevice with this LFDI that `scope` may see, if any: a canonical DER's,
+        or one registered in-band (a DER the platform may not know yet)."""
         return next((r for r in self._by_lfdi.get(lfdi.upper(), ())
-                     if r.resource_id is not None and self.can_see(scope, r)), None)
+                     if (r.resource_id is not None or r.inband) and self.can_see(scope, r)),
+                    None)
 
     def sees_lfdi(self, scope: ClientScope, lfdi: str) -> bool:
         return any(self.can_see(scope, r) for r in self._by_lfdi.get(lfdi.upper(), ()))

@@ -41,6 +41,7 @@ class Ieee2030Service:
     def __init__(self, gateway: Any, records: Any, deliveries: Any, config: Settings,
                  *, pen: int, horizon_s: int, ssl_name: str | None = None) -> None:
         self.gateway = gateway
+        self.settings = config
         self.state = AdapterState(records)
         self.pen = pen
         self.registry = EndDeviceRegistry(gateway, self.state, config)
@@ -172,9 +173,8 @@ class Ieee2030Service:
 
     async def device_capability(self, scope: ClientScope) -> m.DeviceCapability:
         visible = self.registry.visible(scope)
-        own = next((r for r in visible if r.lfdi == scope.lfdi), None)
         mups = await self.feedback.mup_count(scope)
-        return views.device_capability(own, len(visible), mups, self.rates)
+        return views.device_capability(len(visible), mups, self.rates)
 
     def end_device_doc(self, scope: ClientScope, record: EndDeviceRecord) -> m.EndDevice:
         return views.end_device(record, holds_subscriptions=record.lfdi == scope.lfdi,

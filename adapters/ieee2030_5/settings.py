@@ -53,8 +53,11 @@ class Settings(BaseModel):
     # aggregator client's DERs are its aggregator's). None: such DERs stay EndDevices only.
     inband_owner: str | None = None
     sync_interval_s: float = Field(10.0, gt=0)
-    # Subscriptions one client certificate may hold (issue 12: one device made 1,000).
-    max_subscriptions: int = Field(64, ge=1, le=100_000)
+    # Subscriptions one client certificate may hold: this many, plus so many per DER it may
+    # see (a DER has about six subscribable lists per DERProgram). Issue 12: one device made
+    # 1,000, multiplying every notification.
+    max_subscriptions: int = Field(16, ge=1, le=100_000)
+    max_subscriptions_per_der: int = Field(8, ge=0, le=1_000)
     notification_tls: NotificationTls = Field(default_factory=NotificationTls)
     # The listener under abuse: a TLS handshake and a request's headers must arrive within
     # these; at most so many connections in all and per client certificate.
