@@ -222,8 +222,14 @@ async def get_derp(request: web.Request) -> web.Response:
     return xml(await service_of(request).program(*_program_of(request)))
 
 
+def served(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type=MEDIA_TYPE)
+
+
 async def get_derc_list(request: web.Request) -> web.Response:
     rec, spec = _program_of(request)
+    if not request.query_string:  # the whole list, as rendered
+        return served(await service_of(request).rendered(rec, spec, "derc"))
     items, total = page(request, await service_of(request).controls(rec, spec))
     return xml(m.DERControlList(href=views.Hrefs(rec.id).program(spec.index, "derc"),
                                 all=total, results=len(items), subscribable=1,
@@ -232,6 +238,8 @@ async def get_derc_list(request: web.Request) -> web.Response:
 
 async def get_actderc(request: web.Request) -> web.Response:
     rec, spec = _program_of(request)
+    if not request.query_string:
+        return served(await service_of(request).rendered(rec, spec, "actderc"))
     items, total = page(request, await service_of(request).controls(rec, spec, active_only=True))
     return xml(m.DERControlList(href=views.Hrefs(rec.id).program(spec.index, "actderc"),
                                 all=total, results=len(items), DERControl=items))
@@ -247,7 +255,10 @@ async def get_derc(request: web.Request) -> web.Response:
 
 
 async def get_dderc(request: web.Request) -> web.Response:
-    return xml(await service_of(request).default_control(*_program_of(request)))
+    rec, spec = _program_of(request)
+    if "default" not in spec.carries:
+        raise NotFound("this DERProgram carries no DefaultDERControl")
+    return served(await service_of(request).rendered(rec, spec, "dderc"))
 
 
 async def get_curve_list(request: web.Request) -> web.Response:
