@@ -19,6 +19,7 @@ from adapters.ieee2030_5.service import Ieee2030Service
 from adapters.ieee2030_5.settings import NotificationTls, Settings
 from gateway.adapters import AdapterContext
 from gateway.bus import Topic
+from gateway.delivery import check_callback_url
 from gateway.domain import Protocol
 from gateway.settings import split_listen
 from pki.devpki import DevPki
@@ -38,7 +39,7 @@ class Ieee2030Adapter:
         self.listen = self.settings.listen
         self.service = Ieee2030Service(
             ctx.gateway, ctx.records, ctx.deliveries, self.settings, pen=ctx.settings.iana_pen,
-            horizon_s=ctx.settings.horizon_s, ssl_name=SSL_NAME)
+            horizon_s=ctx.settings.horizon_s, check_url=self._check_url, ssl_name=SSL_NAME)
         self.bound_port: int | None = None
         self.refresh_s = self.settings.refresh_s
 
@@ -80,6 +81,14 @@ class Ieee2030Adapter:
                 with suppress(asyncio.CancelledError):
                     await task
             await listener.close()
+
+    async def _check_url(self, url: str) -> None:
+        """The gateway's one outbound guard for a notificationURI (InvalidInput: refused)."""
+        outbound = getattr(self.ctx, "outbound", None)
+        if outbound is not None:
+            await outbound.check(url)
+        else:  # (until the seam's OutboundGuard lands on main)
+            await check_callback_url(url, dev_mode=self.ctx.dev_mode)
 
     def _notification_context(self) -> ssl.SSLContext:
         """The TLS client context notifications go out with (see NotificationTls)."""

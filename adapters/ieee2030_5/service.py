@@ -23,7 +23,7 @@ from adapters.ieee2030_5.controls import (
 )
 from adapters.ieee2030_5.controls import sort_key as control_order
 from adapters.ieee2030_5.feedback import Feedback
-from adapters.ieee2030_5.notify import Notifier
+from adapters.ieee2030_5.notify import Notifier, UrlCheck
 from adapters.ieee2030_5.registry import EndDeviceRegistry
 from adapters.ieee2030_5.scope import ClientIdentity, ClientScope, scope_for
 from adapters.ieee2030_5.settings import Settings
@@ -40,7 +40,8 @@ DEFAULT_POLL = {"DERControlList": 300, "DERProgramList": 300, "EndDeviceList": 3
 
 class Ieee2030Service:
     def __init__(self, gateway: Any, records: Any, deliveries: Any, config: Settings,
-                 *, pen: int, horizon_s: int, ssl_name: str | None = None) -> None:
+                 *, pen: int, horizon_s: int, check_url: UrlCheck,
+                 ssl_name: str | None = None) -> None:
         self.gateway = gateway
         self.settings = config
         self.state = AdapterState(records)
@@ -49,7 +50,7 @@ class Ieee2030Service:
         self.publisher = ControlPublisher(gateway, self.state, PublishOptions(
             pen=pen, horizon_s=horizon_s, dispatch_as=config.dispatch_as))
         self.feedback = Feedback(gateway, self.state, self.registry)
-        self.notifier = Notifier(self.state, deliveries, ssl_name)
+        self.notifier = Notifier(self.state, deliveries, ssl_name, check_url)
         self.layout = programs.parse(config.programs) if config.programs else \
             programs.single(config.primacy)
         self.rates: dict[str, dict[str, int]] = {"poll": {}, "post": {}}

@@ -16,6 +16,7 @@ from adapters.ieee2030_5.listener import GuardedListener, Limits
 from adapters.ieee2030_5.server import create_app
 from adapters.ieee2030_5.service import Ieee2030Service
 from adapters.ieee2030_5.settings import Settings
+from gateway.delivery import check_callback_url
 from gateway.domain import (
     Binding,
     DerKind,
@@ -63,6 +64,7 @@ class Server:
     pki: Path
     ids: dict
     listener: GuardedListener
+    guard: dict
 
     def client(self, name: str) -> aiohttp.ClientSession:
         base = self.pki / "ieee2030_5"
@@ -91,14 +93,19 @@ async def server(pki) -> AsyncIterator[Server]:
             binding=Binding(Protocol.IEEE2030_5, {"lfdi": entry["lfdi"], "sfdi": entry["sfdi"]}),
             aggregator_id=agg)
     deliveries = FakeDeliveries()
+    guard = {"dev_mode": True}  # (embedded defaults; a test may turn it off)
+
+    async def check_url(url: str) -> None:  # the core's guard, as in production
+        await check_callback_url(url, dev_mode=guard["dev_mode"])
+
     service = Ieee2030Service(gateway, FakeRecords(), deliveries, Settings(), pen=PEN,
-                              horizon_s=7 * 86400, ssl_name="ieee2030_5")
+                              horizon_s=7 * 86400, check_url=check_url, ssl_name="ieee2030_5")
     await service.start()
     await service.registry.set_client_access(ids["ieee2030_5/aggregator-1"]["lfdi"], "agg-1", True)
     await service.registry.set_client_access(ids["ieee2030_5/aggregator-2"]["lfdi"], "agg-2", True)
     async with listening(service, root) as (port, listener):
         yield Server(f"https://127.0.0.1:{port}", gateway, deliveries, service, root, ids,
-                     listener)
+                     listener, guard)
 
 
 @asynccontextmanager
