@@ -413,7 +413,9 @@ class DERCapability(Resource):
     rtgUnderExcitedW: ActivePower | None = None
     rtgVNom: UnsignedValue | None = None
     type: UInt8
-    doeModesSupported: HexBinary8 = aus()
+    # Required by CSIP-AUS, absent from plain 2030.5: a plain CSIP client (or a CSIP-AUS one
+    # before it has seen our DeviceCapability) sends none, and is not refused for it.
+    doeModesSupported: HexBinary8 | None = aus()
 
 
 @W
