@@ -156,9 +156,8 @@ class EndDeviceRegistry:
                 for record in made:
                     self._index(record)
         for resource in resources:
-            record = self.by_resource(resource.id)
-            if record is not None:
-                found[resource.id] = record
+            if (known := self.by_resource(resource.id)) is not None:
+                found[resource.id] = known
         return found
 
     async def sync(self, scope: ClientScope) -> None:

@@ -148,7 +148,7 @@ class Ieee2030Client:
                 continue
             if self.config.pin is not None and edev.RegistrationLink is not None:
                 await self._check_pin(sep, edev.RegistrationLink.href)
-            agent = DeviceAgent(edev.href, lfdi, self.ders[lfdi])
+            agent = DeviceAgent(edev.href or "", lfdi, self.ders[lfdi])
             await agent.discover(sep)
             self.agents[lfdi] = agent
         # Subscriptions live on the client's own EndDevice (the one carrying its own LFDI

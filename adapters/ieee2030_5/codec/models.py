@@ -8,7 +8,7 @@ is required. Lists of child elements use ``list[...]``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, dataclass_transform
 
 from adapters.ieee2030_5.codec.simple import (
     MRID,
@@ -57,7 +57,11 @@ def many() -> Any:
     return field(default_factory=list)
 
 
-W = dataclass(kw_only=True, slots=True)  # every wire model: keyword-only, ordered, slotted
+@dataclass_transform(kw_only_default=True, field_specifiers=(field,))
+def W[T](cls: type[T]) -> type[T]:
+    """Every wire model: a keyword-only, ordered, slotted dataclass (dataclass_transform
+    tells type checkers so: a required field may follow an optional one)."""
+    return dataclass(kw_only=True, slots=True)(cls)
 
 
 # --- base types -----------------------------------------------------------------------------
