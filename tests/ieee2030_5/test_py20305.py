@@ -64,6 +64,7 @@ def client_config(tmp: Path, pki: Path, name: str, url: str, lfdi: str, *, inban
         "logging": {"level": "INFO", "file": str(tmp / f"{name}.log")},
         "connection": {"initial_delay_seconds": 1.0, "max_delay_seconds": 5.0},
         "register_on_start": inband,
+        "history": {"enabled": False},  # (it would write a database into the cwd)
     }
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(config, indent=2))
