@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from adapters.ieee2030_5.adapter import Ieee2030Adapter
-    from gateway.adapters import AdapterContext
+    from gateway.ports import AdapterContext
 
 
 def create_adapter(ctx: AdapterContext) -> Ieee2030Adapter:

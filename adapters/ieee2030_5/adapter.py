@@ -1,78 +1,120 @@
-"""The adapter object the core loads: lifespan (listener + bus loop) and platform routes."""
+"""The adapter object the core loads: wiring, lifespan (the guarded TLS listener, the event-log
+follower, the periodic refresh and the reach watch) and platform routes."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
 
-from aiohttp import web
-
-from adapters.ieee2030_5 import platform
-from adapters.ieee2030_5.listener import GuardedListener, Limits
-from adapters.ieee2030_5.scope import identity_from_der
-from adapters.ieee2030_5.server import create_app
-from adapters.ieee2030_5.service import Ieee2030Service
+from adapters.ieee2030_5.feedback import Feedback
+from adapters.ieee2030_5.function_sets import programs
+from adapters.ieee2030_5.function_sets.end_devices import EndDeviceRegistry
+from adapters.ieee2030_5.function_sets.listener import GuardedListener, Limits
+from adapters.ieee2030_5.function_sets.pubsub import Notifier
+from adapters.ieee2030_5.function_sets.reach import ReachTracker
+from adapters.ieee2030_5.function_sets.scope import identity_from_der
+from adapters.ieee2030_5.function_sets.tree import ControlSource, ResourceTree
+from adapters.ieee2030_5.platform import PlatformRoutes
+from adapters.ieee2030_5.render import ControlPublisher, PublishOptions, Renderer
+from adapters.ieee2030_5.server import Parts, create_app
 from adapters.ieee2030_5.settings import NotificationTls, Settings
-from gateway.adapters import AdapterContext
-from gateway.bus import Topic
-from gateway.delivery import check_callback_url
-from gateway.domain import Protocol
-from gateway.settings import split_listen
+from adapters.ieee2030_5.state import AdapterState
+from gateway.ports import (
+    AdapterContext,
+    ControlChanged,
+    GatewayPort,
+    PlatformRoute,
+    RecordsPort,
+    ResourceChanged,
+    Topic,
+    TypedEvent,
+    follow,
+)
 from pki.devpki import DevPki
 from pki.tls import client_context, ieee2030_5_server_context, peer_certificate_der
 
 log = logging.getLogger(__name__)
-SSL_NAME = "ieee2030_5"
-BATCH = 500  # DERs re-rendered per transaction
+TLS_NAME = "ieee2030_5"  # the notification client's TLS context, as deliveries name it
+TOPICS = {Topic.EFFECTIVE_CONTROL_CHANGED, Topic.RESOURCE_CHANGED}
+
+
+def assemble(name: str, gateway: GatewayPort, records: RecordsPort, settings: Settings, *,
+             pen: int, horizon_s: int, check_url: Callable[[str], Awaitable[None]]) -> Parts:
+    """The adapter's function sets, wired (no I/O): what the routes call."""
+    state = AdapterState(records)
+    registry = EndDeviceRegistry(gateway, state, settings, name)
+    notifier = Notifier(state, TLS_NAME, check_url)
+    publisher = ControlPublisher(gateway, state, PublishOptions(
+        pen=pen, horizon_s=horizon_s, protocol=name, dispatch_as=settings.dispatch_as))
+    layout = programs.parse(settings.programs) if settings.programs else \
+        programs.single(settings.primacy)
+    tree = ResourceTree(registry, state, ControlSource(publisher.published, publisher.effective),
+                        layout, pen)
+    renderer = Renderer(gateway, state, registry, tree, notifier, publisher, name)
+    feedback = Feedback(gateway, state, registry, name)
+    reach = ReachTracker(gateway, registry, notifier, publisher.published,
+                         lambda: float(tree.poll_rate("DERProgramList")), settings.missed_polls)
+    return Parts(settings, state, registry, tree, renderer, notifier, feedback, reach)
+
+
+async def load(parts: Parts) -> None:
+    """Read the adapter's records (EndDevices, client access, subscriptions, settings)."""
+    await parts.registry.load()
+    await parts.notifier.load()
+    await parts.tree.load()
 
 
 class Ieee2030Adapter:
-    name = "ieee2030_5"
-
     def __init__(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
+        self.name = ctx.name
         self.settings = Settings.from_config(ctx.config)
-        self.listen = self.settings.listen
-        self.service = Ieee2030Service(
-            ctx.gateway, ctx.records, ctx.deliveries, self.settings, pen=ctx.settings.iana_pen,
-            horizon_s=ctx.settings.horizon_s, check_url=self._check_url, ssl_name=SSL_NAME)
+        self.parts = assemble(ctx.name, ctx.gateway, ctx.records, self.settings,
+                              pen=ctx.settings.iana_pen, horizon_s=ctx.settings.horizon_s,
+                              check_url=ctx.outbound.check)
         self.bound_port: int | None = None
-        self.refresh_s = self.settings.refresh_s
 
     def listeners(self) -> list[str]:
-        return [self.listen]
+        return [self.settings.listen]
 
-    def platform_routes(self) -> list[web.AbstractRouteDef]:
-        return platform.routes(self.service)
-
-    def platform_openapi(self) -> dict[str, Any]:
-        return platform.OPENAPI
+    def platform_routes(self) -> list[PlatformRoute]:
+        p = self.parts
+        return PlatformRoutes(self.name, self.ctx.gateway, self.ctx.body, p.registry, p.tree,
+                              p.renderer, p.state).routes()
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        pki = self.ctx.pki
+        pki, s = self.ctx.pki, self.settings
         tls = ieee2030_5_server_context(pki.path("ieee2030_5", "server-chain.pem"),
                                         pki.path("ieee2030_5", "server.key"),
                                         pki.path("ieee2030_5", "ca-chain.pem"))
-        self.ctx.deliveries.register_ssl(SSL_NAME, self._notification_context())
-        await self.service.start()
-        host, port = split_listen(self.listen)
-        s = self.settings
+        self.ctx.deliveries.register_tls(TLS_NAME, self._notification_context())
+        self.ctx.deliveries.on_outcomes(self.parts.reach.on_outcomes)
+        await load(self.parts)
+        host, port = s.host_port
         listener = GuardedListener(
-            create_app(self.service, s.max_body_bytes), tls,
+            create_app(self.parts, s.max_body_bytes,
+                       middlewares=[self.ctx.metrics.http_middleware(self.name)]), tls,
             Limits(s.handshake_timeout_s, s.header_timeout_s, s.max_connections,
                    s.max_connections_per_client),
             client_of, keepalive_timeout_s=s.keepalive_timeout_s)
         self.listener = listener
         self.bound_port = await listener.start(host, port)
-        tasks = [asyncio.create_task(self._follow(), name="ieee2030_5-controls"),
-                 asyncio.create_task(self._refresh_periodically(), name="ieee2030_5-refresh")]
+        renderer = self.parts.renderer
+        tasks = [
+            asyncio.create_task(follow(self.ctx.bus, TOPICS, on_batch=self._on_events,
+                                       resync=renderer.refresh_all, name=f"{self.name}-controls"),
+                                name=f"{self.name}-controls"),
+            asyncio.create_task(self._every(lambda: s.refresh_s, renderer.refresh_all,
+                                            "periodic refresh of 2030.5 controls"),
+                                name=f"{self.name}-refresh"),
+            asyncio.create_task(self._every(self._watch_period, self.parts.reach.check,
+                                            "2030.5 reach watch"), name=f"{self.name}-reach"),
+        ]
         try:
-            await self._refresh_all()
             yield
         finally:
             for task in tasks:
@@ -82,13 +124,33 @@ class Ieee2030Adapter:
                     await task
             await listener.close()
 
-    async def _check_url(self, url: str) -> None:
-        """The gateway's one outbound guard for a notificationURI (InvalidInput: refused)."""
-        outbound = getattr(self.ctx, "outbound", None)
-        if outbound is not None:
-            await outbound.check(url)
-        else:  # (until the seam's OutboundGuard lands on main)
-            await check_callback_url(url, dev_mode=self.ctx.dev_mode)
+    async def _on_events(self, events: list[TypedEvent]) -> None:
+        """Re-render the DERs whose effective control or registration changed (one batch);
+        a change of only the online flag (this adapter's own marks among them) changes
+        nothing a client sees."""
+        ids = [e.resource_id for e in events
+               if isinstance(e, ControlChanged | ResourceChanged)
+               and e.protocol in (None, self.name)
+               and not (isinstance(e, ResourceChanged) and e.online is not None
+                        and not e.deleted)]
+        moved = [e.resource_id for e in events if isinstance(e, ResourceChanged)
+                 and e.protocol not in (None, self.name)
+                 and self.parts.registry.by_resource(e.resource_id) is not None]
+        await self.parts.renderer.on_controls_changed(dict.fromkeys(ids + moved))
+
+    def _watch_period(self) -> float:
+        """Check reach a few times per poll interval, at least once a minute."""
+        return max(1.0, min(60.0, self.parts.tree.poll_rate("DERProgramList") / 2))
+
+    @staticmethod
+    async def _every(period: Callable[[], float], work: Callable[[], Awaitable[None]],
+                     what: str) -> None:
+        while True:
+            await asyncio.sleep(period())
+            try:
+                await work()
+            except Exception:  # the next round tries again
+                log.exception("%s failed", what)
 
     def _notification_context(self) -> ssl.SSLContext:
         """The TLS client context notifications go out with (see NotificationTls)."""
@@ -100,40 +162,6 @@ class Ieee2030Adapter:
                                  ieee2030_5=True)
         context.check_hostname = tls.check_hostname
         return context
-
-    async def _refresh_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_s)
-            try:
-                await self._refresh_all()
-            except Exception:  # the next round tries again
-                log.exception("periodic refresh of 2030.5 controls failed")
-
-    async def _refresh_all(self) -> None:
-        """After a start, rebuild every DER's controls from the store (events may be missed)."""
-        ids = [r.id for r in await self.ctx.gateway.resources(protocol=Protocol.IEEE2030_5)]
-        for start in range(0, len(ids), BATCH):
-            await self.service.on_controls_changed(ids[start:start + BATCH])
-
-    async def _follow(self) -> None:
-        """Re-render on effective-control changes, in batches of what has queued up; resync
-        from the store when the bus says we fell behind."""
-        while True:
-            async with self.ctx.bus.subscription(Topic.EFFECTIVE_CONTROL_CHANGED,
-                                                 Topic.RESOURCE_CHANGED) as events:
-                async for event in events:
-                    batch = [event]
-                    while len(batch) < BATCH and not events.queue.empty():
-                        batch.append(events.queue.get_nowait())
-                    ids = list(dict.fromkeys(
-                        str(e.payload["resource_id"]) for e in batch
-                        if "resource_id" in e.payload
-                        and e.payload.get("protocol") in (None, Protocol.IEEE2030_5.value)))
-                    try:
-                        await self.service.on_controls_changed(ids)
-                    except Exception:  # a bad batch must not stop the follower
-                        log.exception("rendering controls for %d DERs failed", len(ids))
-            await self._refresh_all()
 
 
 def client_of(transport: asyncio.BaseTransport) -> str | None:

@@ -1,21 +1,35 @@
 """Up the stack: Responses become canonical acknowledgements, mirrored readings canonical
-readings. Every check happens before anything is stored."""
+readings; DER documents (capability, settings, status, availability) and LogEvents are
+kept as posted. Every check happens before anything is stored.
+
+A Response is acknowledged once per (device, DERControl, status): a client that retries a
+POST it had no answer to gets the Response stored the first time (the core is idempotent
+on the same key)."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.ieee2030_5 import mapper
 from adapters.ieee2030_5.codec import models as m
-from adapters.ieee2030_5.registry import EndDeviceRegistry
-from adapters.ieee2030_5.scope import ClientScope
-from adapters.ieee2030_5.state import PENDING_READINGS, AdapterState, MupRecord, ResponseRecord
-from adapters.ieee2030_5.views import RESPONSE_SET
-from gateway.domain import Acknowledgement, Protocol, Quantity, Reading, utcnow
+from adapters.ieee2030_5.codec.xml import serialize
+from adapters.ieee2030_5.function_sets.documents import DER_DOCS, RESPONSE_SET, Hrefs
+from adapters.ieee2030_5.function_sets.end_devices import EndDeviceRegistry
+from adapters.ieee2030_5.function_sets.scope import ClientScope
+from adapters.ieee2030_5.state import (
+    PENDING_READINGS,
+    AdapterState,
+    EndDeviceRecord,
+    MupRecord,
+    ResponseRecord,
+)
+from gateway.domain import Acknowledgement, Quantity, Reading, utcnow
 from gateway.errors import InvalidInput, NotFound
+from gateway.ports import GatewayPort
 
 
 class MupIndex:
@@ -50,17 +64,26 @@ class MupIndex:
                 del self.reading_owner[mrid]
 
 
+@dataclass(slots=True)
+class _Waiting:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    count: int = 0
+
+
 class Feedback:
-    def __init__(self, gateway: Any, state: AdapterState, registry: EndDeviceRegistry) -> None:
+    def __init__(self, gateway: GatewayPort, state: AdapterState, registry: EndDeviceRegistry,
+                 protocol: str) -> None:
         self.gateway = gateway
         self.state = state
         self.registry = registry
+        self.protocol = protocol
+        self._responding: dict[tuple[str, str, int], _Waiting] = {}
         self._mups: MupIndex | None = None
         # A MirrorUsagePoint POST is check-then-write across awaits (two POSTs of one new
         # mRID must not both create it), and the index changes only after the store does.
         self._mup_writes = asyncio.Lock()
 
-    def _visible_device(self, scope: ClientScope, lfdi: str) -> Any:
+    def _visible_device(self, scope: ClientScope, lfdi: str) -> EndDeviceRecord:
         record = self.registry.visible_device(scope, lfdi)
         if record is None:
             raise NotFound("unknown endDeviceLFDI for this client")
@@ -78,16 +101,37 @@ class Feedback:
         control = next((c for c in controls if c.mrid.upper() == doc.subject.upper()), None)
         if control is None:
             raise NotFound("Response subject is not a DERControl of this EndDevice")
+        # One at a time per (device, DERControl, status): a retry arriving while the first
+        # is still being written finds it stored instead of storing another.
+        key = (record.lfdi, control.mrid, doc.status)
+        entry = self._responding.setdefault(key, _Waiting())
+        entry.count += 1
+        try:
+            async with entry.lock:
+                return await self._respond_once(record, control.mrid, control.instruction_ids,
+                                                doc)
+        finally:
+            entry.count -= 1
+            if entry.count == 0:
+                del self._responding[key]
+
+    async def _respond_once(self, record: EndDeviceRecord, mrid: str,
+                            instruction_ids: list[str], doc: m.Response) -> ResponseRecord:
+        assert doc.status is not None and record.resource_id is not None
+        known = await self.state.response_once(record.lfdi, mrid, doc.status)
+        if known is not None:
+            return known
         now = int(time.time())
         stored = ResponseRecord(id=await self.state.next_id("rsp"), set_id=RESPONSE_SET,
-                                subject=control.mrid, lfdi=record.lfdi, status=doc.status,
+                                subject=mrid, lfdi=record.lfdi, status=doc.status,
                                 created=doc.createdDateTime or now)
+        # The core keeps one acknowledgement per (DER, instruction, control, status).
         await self.gateway.record_acknowledgement(Acknowledgement(
             resource_id=record.resource_id, status=mapper.ack_status(doc.status),
-            protocol=Protocol.IEEE2030_5, protocol_status=str(doc.status),
+            protocol=self.protocol, protocol_status=str(doc.status),
             at=mapper.from_epoch(stored.created),
-            instruction_id=control.instruction_ids[0] if control.instruction_ids else None,
-            control_ref=control.mrid))
+            instruction_id=instruction_ids[0] if instruction_ids else None,
+            control_ref=mrid))
         await self.state.save_response(stored)
         return stored
 
@@ -186,10 +230,30 @@ class Feedback:
             return
         readings = [Reading(resource_id=resource_id, quantity=Quantity(p["quantity"]),
                             value=p["value"], at=mapper.from_epoch(p["at"]),
-                            protocol=Protocol.IEEE2030_5) for p in record.pending]
+                            protocol=self.protocol) for p in record.pending]
         if readings:
             await self.gateway.record_readings(readings)
         record.pending = []
+
+
+    # --- DER documents and log events ---------------------------------------------------------
+
+    async def der_document(self, record: EndDeviceRecord, which: str) -> bytes:
+        stored = await self.state.der_document(record.id, which)
+        if stored is None:
+            raise NotFound(f"no {DER_DOCS[which]} has been posted")
+        return stored.encode()
+
+    async def put_der_document(self, record: EndDeviceRecord, which: str, model: Any) -> None:
+        model.href = Hrefs(record.id).path("der", 1, which)
+        await self.state.save_der_document(record.id, which, serialize(model).decode())
+
+    async def log_event(self, record: EndDeviceRecord, model: m.LogEvent) -> str:
+        log_id = await self.state.next_id("log")
+        href = Hrefs(record.id).path("lel", log_id)
+        model.href = href
+        await self.state.save_log_event(record.id, log_id, serialize(model).decode())
+        return href
 
 
 def _copy(record: MupRecord) -> MupRecord:

@@ -1,82 +1,147 @@
-"""Platform routes (mounted under /v1/adapters/ieee2030_5 behind platform authentication):
-2030.5 settings that the platform changes - poll and post rates, aggregator client access,
-program layout, primacy and randomisation."""
+"""Platform routes (mounted under /v1/adapters/<name>): the 2030.5 settings the platform
+changes - poll and post rates, client certificates' access, a DER's program layout, primacy
+and randomisation - and a DER's 2030.5 documents.
+
+Who may do what (the core checks `Access` first: the role, then that every DER a call
+`concerns` is in the caller's area; docs/ieee2030_5.md has the table):
+
+- a DER's program settings (read or change): the admin, or an LDC whose area holds the DER
+  that the LFDI names; an LFDI that names no DER yet only the admin may pre-provision;
+- a client certificate's access (an aggregator's view of its DERs, or revoked), and the
+  poll and post rates every client gets: the admin only;
+- a DER's 2030.5 documents: whoever sees the DER (the admin and the ISO every DER, an LDC
+  those in its area, an aggregator its own).
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
 
-from adapters.ieee2030_5 import programs, views
-from adapters.ieee2030_5.service import Ieee2030Service
-from gateway.api.keys import ACTOR
-from gateway.authz import area_of
+from adapters.ieee2030_5.function_sets import documents, programs
+from adapters.ieee2030_5.function_sets.end_devices import EndDeviceRegistry
+from adapters.ieee2030_5.function_sets.tree import ResourceTree
+from adapters.ieee2030_5.render import Renderer
+from adapters.ieee2030_5.state import AdapterState
 from gateway.domain import Role
-from gateway.errors import Forbidden, InvalidInput, NotFound
+from gateway.errors import InvalidInput, NotFound
+from gateway.ports import Access, BodyReader, Concern, GatewayPort, PlatformRoute, actor
+
+ADMIN = frozenset({Role.ADMIN})
+DER_STEWARDS = frozenset({Role.ADMIN, Role.LDC})
+EVERYONE = frozenset(Role)
+_LFDI = re.compile(r"^[0-9A-F]{40}$")
+_BODY = "ieee2030_5.body"  # the parsed body, on the request (read once)
 
 
-def _admin(request: web.Request) -> Any:
-    actor = request.get(ACTOR)
-    if actor is None or actor.role not in (Role.ADMIN, Role.LDC):
-        raise Forbidden("only the platform operator or an LDC may change 2030.5 settings")
-    return actor
+class PlatformRoutes:
+    def __init__(self, name: str, gateway: GatewayPort, body: BodyReader,
+                 registry: EndDeviceRegistry, tree: ResourceTree, renderer: Renderer,
+                 state: AdapterState) -> None:
+        self.name = name
+        self.gateway = gateway
+        self.body = body
+        self.registry = registry
+        self.tree = tree
+        self.renderer = renderer
+        self.state = state
 
+    def routes(self) -> list[PlatformRoute]:
+        program = Access(DER_STEWARDS, concerns=self.der_of_lfdi)
+        return [
+            PlatformRoute("GET", "/rates", self.get_rates, "2030.5 poll and post rates",
+                          Access(DER_STEWARDS), openapi=_ok("rates by kind and resource")),
+            PlatformRoute("PUT", "/rates/{kind}", self.put_rate,
+                          "Set a pollRate (kind=poll) or postRate (kind=post) for every client",
+                          Access(ADMIN), openapi=_ok("the new rates")),
+            PlatformRoute("PUT", "/clients/{lfdi}", self.put_client,
+                          "Grant a client certificate an aggregator's view, or revoke it",
+                          Access(ADMIN), openapi=_ok("recorded")),
+            PlatformRoute("PUT", "/programs/{lfdi}", self.put_program,
+                          "Set a DER's DERProgram layout, primacy, randomizeStart", program,
+                          openapi=_ok("the DER's program settings")),
+            PlatformRoute("GET", "/programs/{lfdi}", self.get_program,
+                          "A DER's DERProgram layout and settings", program,
+                          openapi=_ok("the DER's program settings")),
+            PlatformRoute("GET", "/ders/{resource_id}", self.get_der_documents,
+                          "A DER's DERCapability, DERSettings, DERStatus and DERAvailability "
+                          "as its client posted them",
+                          Access(EVERYONE, concerns=self.der_of_path),
+                          openapi=_ok("the documents (XML), null where none")),
+        ]
 
-async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        doc = await request.json()
-    except ValueError:
-        raise InvalidInput("body must be JSON") from None
-    if not isinstance(doc, dict):
-        raise InvalidInput("body must be a JSON object")
-    return doc
+    # --- what a call concerns ---------------------------------------------------------------
 
+    async def der_of_lfdi(self, request: web.Request) -> Concern:
+        """The DERs the path's LFDI names. One that names none is the admin's alone."""
+        lfdi = _lfdi(request)
+        found = await self.gateway.find_resources(self.name, lfdi=lfdi)
+        if not found and actor(request).role is not Role.ADMIN:
+            raise NotFound(f"no 2030.5 DER with LFDI {lfdi} in your view")
+        return Concern(resources=frozenset(r.id for r in found))
 
-def routes(service: Ieee2030Service) -> list[web.AbstractRouteDef]:
-    async def put_rate(request: web.Request) -> web.Response:
-        _admin(request)
-        doc = await _json(request)
-        kind = request.match_info["kind"]
+    async def der_of_path(self, request: web.Request) -> Concern:
+        return Concern(resources=frozenset({request.match_info["resource_id"]}))
+
+    # --- handlers ---------------------------------------------------------------------------
+
+    async def _json(self, request: web.Request) -> dict[str, Any]:
+        doc = request.get(_BODY)
+        if doc is None:
+            doc = request[_BODY] = await self.body.read_json(request)
+        if not isinstance(doc, dict):
+            raise InvalidInput("body must be a JSON object")
+        return doc
+
+    async def get_rates(self, request: web.Request) -> web.Response:
+        return web.json_response(self.tree.rates)
+
+    async def put_rate(self, request: web.Request) -> web.Response:
+        doc = await self._json(request)
         try:
-            await service.set_rate(kind, str(doc["resource"]), int(doc["seconds"]))
-        except (KeyError, TypeError, ValueError):
-            raise InvalidInput("expected {\"resource\": name, \"seconds\": n}") from None
-        return web.json_response(service.rates)
+            resource, seconds = str(doc["resource"]), doc["seconds"]
+        except KeyError:
+            raise InvalidInput('expected {"resource": name, "seconds": n}') from None
+        if not isinstance(seconds, int) or isinstance(seconds, bool):
+            raise InvalidInput("seconds must be an integer")
+        await self.renderer.set_rate(request.match_info["kind"], resource, seconds)
+        return web.json_response(self.tree.rates)
 
-    async def put_client(request: web.Request) -> web.Response:
-        _admin(request)
-        doc = await _json(request)
-        lfdi = request.match_info["lfdi"].upper()
-        if len(lfdi) != 40 or any(c not in "0123456789ABCDEF" for c in lfdi):
-            raise InvalidInput("lfdi must be 40 hex characters")
+    async def put_client(self, request: web.Request) -> web.Response:
+        doc = await self._json(request)
+        lfdi = _lfdi(request)
+        unknown = set(doc) - {"aggregator_id", "granted"}
+        if unknown:
+            raise InvalidInput(f"unknown keys {sorted(unknown)}")
         aggregator = doc.get("aggregator_id")
-        await service.registry.set_client_access(
-            lfdi, None if aggregator is None else str(aggregator), bool(doc.get("granted", True)))
+        granted = doc.get("granted", True)
+        if not isinstance(granted, bool):
+            raise InvalidInput("granted must be true or false")
+        if aggregator is not None:
+            found = await self.gateway.participant(str(aggregator))
+            if found is None or found.role is not Role.AGGREGATOR:
+                raise InvalidInput(f"{aggregator!r} is not an aggregator participant")
+        await self.registry.set_client_access(
+            lfdi, None if aggregator is None else str(aggregator), granted)
         return web.json_response({"lfdi": lfdi, **doc})
 
-    def _lfdi(request: web.Request) -> str:
-        lfdi = request.match_info["lfdi"].upper()
-        if len(lfdi) != 40 or any(c not in "0123456789ABCDEF" for c in lfdi):
-            raise InvalidInput("lfdi must be 40 hex characters")
-        return lfdi
-
-    def _shown(lfdi: str) -> dict[str, Any]:
-        settings = service.program_settings(lfdi)
-        layout = programs.resolve(service.layout, settings)
+    def _shown(self, lfdi: str) -> dict[str, Any]:
+        settings = self.tree.program_settings(lfdi)
+        layout = programs.resolve(self.tree.layout, settings)
         return {**{k: v for k, v in settings.items() if k != "programs"},
                 "programs": programs.to_json(layout)}
 
-    async def put_program(request: web.Request) -> web.Response:
+    async def put_program(self, request: web.Request) -> web.Response:
         """Merge primacy / randomize_start / programs (a layout; null: the configured one)
         into a DER's program settings."""
-        _admin(request)
-        doc = await _json(request)
+        doc = await self._json(request)
         lfdi = _lfdi(request)
         unknown = set(doc) - {"primacy", "randomize_start", "programs"}
         if unknown:
             raise InvalidInput(f"unknown keys {sorted(unknown)}")
-        settings = dict(service.program_settings(lfdi))
+        settings = dict(self.tree.program_settings(lfdi))
         for key in ("primacy", "randomize_start"):
             if key in doc:
                 value = doc[key]
@@ -92,56 +157,30 @@ def routes(service: Ieee2030Service) -> list[web.AbstractRouteDef]:
             else:
                 settings["programs"] = programs.to_json(programs.parse(doc["programs"]))
                 settings.pop("primacy", None)  # the layout states every program's primacy
-        await service.set_program(lfdi, settings)
-        return web.json_response(_shown(lfdi))
+        await self.renderer.set_program(lfdi, settings)
+        return web.json_response(self._shown(lfdi))
 
-    async def get_program(request: web.Request) -> web.Response:
-        _admin(request)
-        return web.json_response(_shown(_lfdi(request)))
+    async def get_program(self, request: web.Request) -> web.Response:
+        return web.json_response(self._shown(_lfdi(request)))
 
-    async def get_der_documents(request: web.Request) -> web.Response:
+    async def get_der_documents(self, request: web.Request) -> web.Response:
         """What a DER's 2030.5 client last PUT: DERCapability, DERSettings, DERStatus,
-        DERAvailability (each as the XML it sent, null if none yet). Admin and ISO see
-        every DER, an LDC those in its area, an aggregator its own."""
-        actor = request.get(ACTOR)
+        DERAvailability (each as the XML it sent, null if none yet)."""
         rid = request.match_info["resource_id"]
-        area = area_of(actor, await service.gateway.topology()) if actor else set()
-        record = service.registry.by_resource(rid)
-        if (area is not None and rid not in area) or record is None:
+        record = self.registry.by_resource(rid)
+        if record is None:
             raise NotFound("no such 2030.5 DER")
-        docs = {}
-        for which, name in views.DER_DOCS.items():
-            stored = await service.state.der_document(record.id, which)
-            docs[name] = stored
+        docs = {name: await self.state.der_document(record.id, which)
+                for which, name in documents.DER_DOCS.items()}
         return web.json_response({"resource_id": rid, "lfdi": record.lfdi, **docs})
 
-    async def get_rates(request: web.Request) -> web.Response:
-        _admin(request)
-        return web.json_response(service.rates)
 
-    return [
-        web.get("/rates", get_rates),
-        web.put("/rates/{kind}", put_rate),
-        web.put("/clients/{lfdi}", put_client),
-        web.put("/programs/{lfdi}", put_program),
-        web.get("/programs/{lfdi}", get_program),
-        web.get("/ders/{resource_id}", get_der_documents),
-    ]
+def _lfdi(request: web.Request) -> str:
+    lfdi = request.match_info["lfdi"].upper()
+    if not _LFDI.match(lfdi):
+        raise InvalidInput("lfdi must be 40 hex characters")
+    return lfdi
 
 
-OPENAPI: dict[str, Any] = {
-    "/rates": {"get": {"summary": "2030.5 poll and post rates", "responses": {"200": {
-        "description": "rates by kind and resource name"}}}},
-    "/rates/{kind}": {"put": {"summary": "Set a pollRate (kind=poll) or postRate (kind=post)",
-                              "responses": {"200": {"description": "the new rates"}}}},
-    "/clients/{lfdi}": {"put": {"summary": "Grant or revoke a client certificate",
-                                "responses": {"200": {"description": "recorded"}}}},
-    "/ders/{resource_id}": {"get": {
-        "summary": "A DER's DERCapability, DERSettings, DERStatus and DERAvailability as posted",
-        "responses": {"200": {"description": "the documents (XML), null where none"}}}},
-    "/programs/{lfdi}": {
-        "put": {"summary": "Set a DER's DERProgram layout, primacy, randomizeStart",
-                "responses": {"200": {"description": "the DER's program settings"}}},
-        "get": {"summary": "A DER's DERProgram layout and settings",
-                "responses": {"200": {"description": "the DER's program settings"}}}},
-}
+def _ok(description: str) -> dict[str, Any]:
+    return {"responses": {"200": {"description": description}}}

@@ -1,33 +1,57 @@
 """The 2030.5 I/O edge: aiohttp routes over mutual TLS, certificate -> scope, <Error> bodies.
 
-Every handler is small: parse (hardened, validated), call the service with the client's
-scope, serialise the answer. Domain and document errors become a 2030.5 <Error> once, in
-the middleware.
+Every handler is small: parse (hardened, validated), call the function set with the
+client's scope, serialise the answer. Domain and document errors become a 2030.5 <Error>
+once, in the middleware.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestPayloadError
 
-from adapters.ieee2030_5 import programs, views
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import MEDIA_TYPE, DocumentError, parse, serialize
-from adapters.ieee2030_5.scope import ClientScope, identity_from_der
-from adapters.ieee2030_5.service import Ieee2030Service
+from adapters.ieee2030_5.feedback import Feedback
+from adapters.ieee2030_5.function_sets import documents as views
+from adapters.ieee2030_5.function_sets import programs
+from adapters.ieee2030_5.function_sets.end_devices import EndDeviceRegistry
+from adapters.ieee2030_5.function_sets.pubsub import Notifier
+from adapters.ieee2030_5.function_sets.reach import ReachTracker
+from adapters.ieee2030_5.function_sets.scope import ClientScope, identity_from_der
+from adapters.ieee2030_5.function_sets.tree import ResourceTree
+from adapters.ieee2030_5.render import Renderer
+from adapters.ieee2030_5.settings import Settings
+from adapters.ieee2030_5.state import AdapterState, EndDeviceRecord
 from gateway.errors import GatewayError, NotFound
 from pki.tls import peer_certificate_der
 
 log = logging.getLogger(__name__)
 
-SERVICE = web.AppKey("ieee2030_5_service", Ieee2030Service)
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What the routes call (built by adapter.py): one adapter's function sets."""
+
+    settings: Settings
+    state: AdapterState
+    registry: EndDeviceRegistry
+    tree: ResourceTree
+    renderer: Renderer
+    notifier: Notifier
+    feedback: Feedback
+    reach: ReachTracker
+
+
+SERVICE = web.AppKey("ieee2030_5_parts", Parts)
 MAX_BODY = web.AppKey("ieee2030_5_max_body", int)
 SCOPE = web.RequestKey("ieee2030_5_scope", ClientScope)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,12 +76,12 @@ def created(location: str) -> web.Response:
 @web.middleware
 async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Identify the client from its certificate; map every refusal to an <Error>."""
-    service = request.app[SERVICE]
+    parts = request.app[SERVICE]
     try:
         cert = peer_certificate_der(request.transport)
         if cert is None:
             return error_response(403)
-        request[SCOPE] = await service.scope(identity_from_der(cert))
+        request[SCOPE] = await parts.registry.scope(identity_from_der(cert))
         return await handler(request)
     except DocumentError as exc:
         log.info("refused document: %s", exc.detail)
@@ -80,7 +104,7 @@ def scope_of(request: web.Request) -> ClientScope:
     return request[SCOPE]
 
 
-def service_of(request: web.Request) -> Ieee2030Service:
+def service_of(request: web.Request) -> Parts:
     return request.app[SERVICE]
 
 
@@ -129,11 +153,11 @@ async def body(request: web.Request, *roots: str) -> Any:
     return parse(data, roots or None, request.app[MAX_BODY]).model
 
 
-def record(request: web.Request) -> Any:
-    return service_of(request).end_device(scope_of(request), _int(request, "e"))
+def record(request: web.Request) -> EndDeviceRecord:
+    return service_of(request).registry.get(scope_of(request), _int(request, "e"))
 
 
-def der_record(request: web.Request) -> Any:
+def der_record(request: web.Request) -> EndDeviceRecord:
     rec = record(request)
     if rec.resource_id is None and not rec.inband:
         raise NotFound("this EndDevice has no DERs")
@@ -144,33 +168,34 @@ def der_record(request: web.Request) -> Any:
 
 
 async def get_dcap(request: web.Request) -> web.Response:
-    return xml(await service_of(request).device_capability(scope_of(request)))
+    parts, scope = service_of(request), scope_of(request)
+    return xml(parts.tree.device_capability(scope, await parts.feedback.mup_count(scope)))
 
 
 async def get_time(request: web.Request) -> web.Response:
-    return xml(views.time_doc(service_of(request).rates))
+    return xml(views.time_doc(service_of(request).tree.rates))
 
 
 async def get_edev_list(request: web.Request) -> web.Response:
     svc, scope = service_of(request), scope_of(request)
     rows, total = page(request, svc.registry.visible(scope), lambda r: r.changed_time)
-    items = [svc.end_device_doc(scope, r) for r in rows]
-    return xml(m.EndDeviceList(href="/edev", all=total, results=len(items), subscribable=1,
-                               pollRate=svc.poll_rate("EndDeviceList"), EndDevice=items))
+    return xml(svc.tree.end_device_list(scope, rows, total))
 
 
 async def post_edev(request: web.Request) -> web.Response:
     doc = await body(request, "EndDevice")
-    rec = await service_of(request).register(scope_of(request), doc)
+    parts, scope = service_of(request), scope_of(request)
+    rec = await parts.registry.register_inband(scope, doc)
+    await parts.renderer.announce_end_devices(scope)
     return created(views.Hrefs(rec.id).root)
 
 
 async def get_edev(request: web.Request) -> web.Response:
-    return xml(service_of(request).end_device_doc(scope_of(request), record(request)))
+    return xml(service_of(request).tree.end_device_doc(scope_of(request), record(request)))
 
 
 async def get_rg(request: web.Request) -> web.Response:
-    return xml(views.registration(record(request), service_of(request).rates))
+    return xml(views.registration(record(request), service_of(request).tree.rates))
 
 
 async def get_cp(request: web.Request) -> web.Response:
@@ -185,7 +210,7 @@ async def put_cp(request: web.Request) -> web.Response:
     """PUT (or POST) the CSIP-AUS ConnectionPoint: an NMI, or a platform connection point."""
     rec = der_record(request)
     doc = await body(request, "ConnectionPoint")
-    await service_of(request).set_connection_point(rec, doc.connectionPointId)
+    await service_of(request).registry.set_connection_point(rec, doc.connectionPointId)
     return created(views.Hrefs(rec.id).path("cp"))
 
 
@@ -193,13 +218,13 @@ async def put_cp(request: web.Request) -> web.Response:
 
 
 async def get_fsa_list(request: web.Request) -> web.Response:
-    lst = service_of(request).fsa_list(der_record(request))
+    lst = service_of(request).tree.fsa_list(der_record(request))
     items, total = page(request, lst.FunctionSetAssignments)
     return xml(replace(lst, all=total, results=len(items), FunctionSetAssignments=items))
 
 
 async def get_fsa(request: web.Request) -> web.Response:
-    return xml(service_of(request).fsa(der_record(request), _int(request, "f")))
+    return xml(service_of(request).tree.fsa(der_record(request), _int(request, "f")))
 
 
 async def get_derp_list(request: web.Request) -> web.Response:
@@ -207,30 +232,40 @@ async def get_derp_list(request: web.Request) -> web.Response:
     svc, rec = service_of(request), der_record(request)
     fsa = _int(request, "f") if "f" in request.match_info else None
     if fsa is not None:
-        svc.fsa(rec, fsa)  # 404 for an FSA the DER does not have
-    lst = await svc.program_list(rec, fsa)
+        svc.tree.fsa(rec, fsa)  # 404 for an FSA the DER does not have
+    lst = await svc.tree.program_list(rec, fsa)
     items, total = page(request, lst.DERProgram)
     return xml(replace(lst, all=total, results=len(items), DERProgram=items))
 
 
-def _program_of(request: web.Request) -> tuple[Any, Any]:
+def _program_of(request: web.Request) -> tuple[EndDeviceRecord, programs.ProgramSpec]:
     rec = der_record(request)
-    return rec, service_of(request).program_spec(rec, _int(request, "p"))
+    return rec, service_of(request).tree.program_spec(rec, _int(request, "p"))
 
 
 async def get_derp(request: web.Request) -> web.Response:
-    return xml(await service_of(request).program(*_program_of(request)))
+    return xml(await service_of(request).tree.program(*_program_of(request)))
 
 
 def served(body: bytes) -> web.Response:
     return web.Response(body=body, content_type=MEDIA_TYPE)
 
 
+async def control_document(request: web.Request, kind: str) -> web.Response:
+    """A program's DERControlList, ActiveDERControlList or DefaultDERControl, as rendered;
+    its DER's control has now been fetched (the core's delivery state)."""
+    parts = service_of(request)
+    rec, spec = _program_of(request)
+    body = await parts.renderer.rendered(rec, spec, kind)
+    await parts.reach.fetched(rec)
+    return served(body)
+
+
 async def get_derc_list(request: web.Request) -> web.Response:
     rec, spec = _program_of(request)
     if not request.query_string:  # the whole list, as rendered
-        return served(await service_of(request).rendered(rec, spec, "derc"))
-    items, total = page(request, await service_of(request).controls(rec, spec))
+        return await control_document(request, "derc")
+    items, total = page(request, await service_of(request).tree.controls(rec, spec))
     return xml(m.DERControlList(href=views.Hrefs(rec.id).program(spec.index, "derc"),
                                 all=total, results=len(items), subscribable=1,
                                 DERControl=items))
@@ -239,8 +274,9 @@ async def get_derc_list(request: web.Request) -> web.Response:
 async def get_actderc(request: web.Request) -> web.Response:
     rec, spec = _program_of(request)
     if not request.query_string:
-        return served(await service_of(request).rendered(rec, spec, "actderc"))
-    items, total = page(request, await service_of(request).controls(rec, spec, active_only=True))
+        return await control_document(request, "actderc")
+    active = await service_of(request).tree.controls(rec, spec, active_only=True)
+    items, total = page(request, active)
     return xml(m.DERControlList(href=views.Hrefs(rec.id).program(spec.index, "actderc"),
                                 all=total, results=len(items), DERControl=items))
 
@@ -248,28 +284,28 @@ async def get_actderc(request: web.Request) -> web.Response:
 async def get_derc(request: web.Request) -> web.Response:
     rec, spec = _program_of(request)
     mrid = request.match_info["mrid"].upper()
-    for control in await service_of(request).controls(rec, spec):
+    for control in await service_of(request).tree.controls(rec, spec):
         if control.mRID == mrid:
             return xml(control)
     raise NotFound("no such DERControl")
 
 
 async def get_dderc(request: web.Request) -> web.Response:
-    rec, spec = _program_of(request)
+    _rec, spec = _program_of(request)
     if "default" not in spec.carries:
         raise NotFound("this DERProgram carries no DefaultDERControl")
-    return served(await service_of(request).rendered(rec, spec, "dderc"))
+    return await control_document(request, "dderc")
 
 
 async def get_curve_list(request: web.Request) -> web.Response:
     rec, spec = _program_of(request)
-    items, total = page(request, await service_of(request).curves(rec, spec))
+    items, total = page(request, await service_of(request).tree.curves(rec, spec))
     return xml(m.DERCurveList(href=views.Hrefs(rec.id).program(spec.index, "dc"), all=total,
                               results=len(items), DERCurve=items))
 
 
 async def get_curve(request: web.Request) -> web.Response:
-    curves = await service_of(request).curves(*_program_of(request))
+    curves = await service_of(request).tree.curves(*_program_of(request))
     n = _int(request, "n")
     if not 1 <= n <= len(curves):
         raise NotFound("no such DERCurve")
@@ -281,9 +317,9 @@ async def get_curve(request: web.Request) -> web.Response:
 
 async def get_der_list(request: web.Request) -> web.Response:
     svc, rec = service_of(request), der_record(request)
-    items, total = page(request, [views.der(rec, svc.layout_of(rec))])
+    items, total = page(request, [views.der(rec, svc.tree.layout_of(rec))])
     return xml(m.DERList(href=views.Hrefs(rec.id).path("der"), all=total, results=len(items),
-                         pollRate=svc.poll_rate("DERList"), DER=items))
+                         pollRate=svc.tree.poll_rate("DERList"), DER=items))
 
 
 def _der_which(request: web.Request) -> tuple[Any, str]:
@@ -298,19 +334,19 @@ async def get_der(request: web.Request) -> web.Response:
     svc, rec = service_of(request), der_record(request)
     if _int(request, "d") != 1:
         raise NotFound("no such DER")
-    return xml(views.der(rec, svc.layout_of(rec)))
+    return xml(views.der(rec, svc.tree.layout_of(rec)))
 
 
 async def get_der_doc(request: web.Request) -> web.Response:
     rec, which = _der_which(request)
-    data = await service_of(request).der_document(rec, which)
+    data = await service_of(request).feedback.der_document(rec, which)
     return web.Response(body=data, content_type=MEDIA_TYPE)
 
 
 async def put_der_doc(request: web.Request) -> web.Response:
     rec, which = _der_which(request)
     doc = await body(request, views.DER_DOCS[which])
-    await service_of(request).put_der_document(rec, which, doc)
+    await service_of(request).feedback.put_der_document(rec, which, doc)
     return web.Response(status=204)
 
 
@@ -323,7 +359,8 @@ async def get_sub_list(request: web.Request) -> web.Response:
     docs = [_subscription(s) for s in subs]
     items, total = page(request, docs)
     return xml(m.SubscriptionList(href=views.Hrefs(rec.id).path("sub"), all=total,
-                                  results=len(items), pollRate=svc.poll_rate("SubscriptionList"),
+                                  results=len(items),
+                                  pollRate=svc.tree.poll_rate("SubscriptionList"),
                                   Subscription=items))
 
 
@@ -338,7 +375,7 @@ def _subscription(s: Any) -> m.Subscription:
 SUBSCRIBABLE_TAIL = re.compile(r"fsa|derp|fsa/(\d+)/derp|derp/(\d+)/(derc|dderc)")
 
 
-def _may_subscribe(svc: Ieee2030Service, scope: ClientScope) -> Callable[[str], bool]:
+def _may_subscribe(svc: Parts, scope: ClientScope) -> Callable[[str], bool]:
     """Whether an href is a subscribable list of an EndDevice this client may see."""
 
     def allowed(href: str) -> bool:
@@ -354,7 +391,7 @@ def _may_subscribe(svc: Ieee2030Service, scope: ClientScope) -> Callable[[str], 
         found = SUBSCRIBABLE_TAIL.fullmatch(parts[2])
         if found is None:
             return False
-        layout = svc.layout_of(record)
+        layout = svc.tree.layout_of(record)
         fsa, program, what = found.groups()
         if fsa is not None:
             return int(fsa) in programs.fsa_numbers(layout)
@@ -400,7 +437,7 @@ async def get_log_list(request: web.Request) -> web.Response:
     events = [parse_stored(x) for _, x in await svc.state.log_events(rec.id)]
     items, total = page(request, events)
     return xml(m.LogEventList(href=views.Hrefs(rec.id).path("lel"), all=total, results=len(items),
-                              pollRate=svc.poll_rate("LogEventList"), LogEvent=items))
+                              pollRate=svc.tree.poll_rate("LogEventList"), LogEvent=items))
 
 
 def parse_stored(text: str) -> Any:
@@ -418,7 +455,7 @@ async def get_log(request: web.Request) -> web.Response:
 async def post_log(request: web.Request) -> web.Response:
     svc, rec = service_of(request), record(request)
     doc = await body(request, "LogEvent")
-    return created(await svc.log_event(rec, doc))
+    return created(await svc.feedback.log_event(rec, doc))
 
 
 # --- responses ----------------------------------------------------------------------------
@@ -426,19 +463,19 @@ async def post_log(request: web.Request) -> web.Response:
 
 async def get_rsps(request: web.Request) -> web.Response:
     svc = service_of(request)
-    sets = [m.ResponseSet(href=f"/rsps/{views.RESPONSE_SET}", mRID=svc.fsa_mrid_for_set(),
+    sets = [m.ResponseSet(href=f"/rsps/{views.RESPONSE_SET}", mRID=svc.tree.response_set_mrid(),
                           description="DERControl responses",
                           ResponseListLink=m.ListLink(href=f"/rsps/{views.RESPONSE_SET}/rsp"))]
     items, total = page(request, sets)
     return xml(m.ResponseSetList(href="/rsps", all=total, results=len(items),
-                                 pollRate=svc.poll_rate("ResponseSetList"), ResponseSet=items))
+                                 pollRate=svc.tree.poll_rate("ResponseSetList"), ResponseSet=items))
 
 
 async def get_rsp_set(request: web.Request) -> web.Response:
     svc = service_of(request)
     if _int(request, "r") != views.RESPONSE_SET:
         raise NotFound("no such ResponseSet")
-    return xml(m.ResponseSet(href=f"/rsps/{views.RESPONSE_SET}", mRID=svc.fsa_mrid_for_set(),
+    return xml(m.ResponseSet(href=f"/rsps/{views.RESPONSE_SET}", mRID=svc.tree.response_set_mrid(),
                              description="DERControl responses",
                              ResponseListLink=m.ListLink(href=f"/rsps/{views.RESPONSE_SET}/rsp")))
 
@@ -481,11 +518,11 @@ async def get_rsp(request: web.Request) -> web.Response:
 # --- mirror usage points ------------------------------------------------------------------
 
 
-def _mup_doc(svc: Ieee2030Service, r: Any) -> m.MirrorUsagePoint:
+def _mup_doc(svc: Parts, r: Any) -> m.MirrorUsagePoint:
     return m.MirrorUsagePoint(
         href=f"/mup/{r.id}", mRID=r.mrid, description=r.description, roleFlags=r.role_flags,
         serviceCategoryKind=r.service_category, status=r.status, deviceLFDI=r.lfdi,
-        postRate=r.post_rate or svc.rates.get("post", {}).get("MirrorUsagePoint", 60))
+        postRate=r.post_rate or svc.tree.rates.get("post", {}).get("MirrorUsagePoint", 60))
 
 
 async def get_mup_list(request: web.Request) -> web.Response:
@@ -493,7 +530,7 @@ async def get_mup_list(request: web.Request) -> web.Response:
     rows = await svc.feedback.mups(scope_of(request))
     items, total = page(request, [_mup_doc(svc, r) for r in rows])
     return xml(m.MirrorUsagePointList(href="/mup", all=total, results=len(items),
-                                      pollRate=svc.poll_rate("MirrorUsagePointList"),
+                                      pollRate=svc.tree.poll_rate("MirrorUsagePointList"),
                                       MirrorUsagePoint=items))
 
 
@@ -570,10 +607,12 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 )
 
 
-def create_app(service: Ieee2030Service, max_body: int = 64 * 1024) -> web.Application:
-    """The 2030.5 application; TLS and the listener are the caller's (see adapter.py)."""
-    app = web.Application(middlewares=[edge], client_max_size=max_body)
-    app[SERVICE] = service
+def create_app(parts: Parts, max_body: int = 64 * 1024,
+               middlewares: Sequence[Middleware] = ()) -> web.Application:
+    """The 2030.5 application; TLS and the listener are the caller's (see adapter.py).
+    `middlewares` run first (the gateway's request metrics), then the <Error> edge."""
+    app = web.Application(middlewares=[*middlewares, edge], client_max_size=max_body)
+    app[SERVICE] = parts
     app[MAX_BODY] = max_body
     for method, path, handler in ROUTES:
         if method == "GET":  # HEAD too, wherever GET is served

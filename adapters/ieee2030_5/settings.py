@@ -66,6 +66,10 @@ class Settings(BaseModel):
     keepalive_timeout_s: float = Field(75.0, gt=0)
     max_connections: int = Field(4096, ge=1)
     max_connections_per_client: int = Field(64, ge=1)
+    # No silent loss of control: a DER whose client has not read its control documents for
+    # this many poll intervals (the DERProgramList pollRate) is offline, and a live control
+    # nobody read within as many is undeliverable (function_sets/reach.py).
+    missed_polls: int = Field(3, ge=1, le=1000)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:
@@ -76,3 +80,10 @@ class Settings(BaseModel):
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or '(table)'}: {e['msg']}" for e in exc.errors())
             raise InvalidInput(f"adapters.ieee2030_5: {problems}") from None
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """'https://127.0.0.1:8443' -> ('127.0.0.1', 8443)."""
+        rest = self.listen.split("://", 1)[-1].rstrip("/")
+        host, _, port = rest.rpartition(":")
+        return host.strip("[]"), int(port)

@@ -6,20 +6,9 @@ Typed records in, typed records out; nothing HTTP-shaped is stored here.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-
-class Records(Protocol):
-    """The part of gateway.records.AdapterRecords this adapter uses."""
-
-    async def get(self, kind: str, key: str) -> dict[str, Any] | None: ...
-    async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None: ...
-    async def delete(self, kind: str, key: str) -> bool: ...
-    async def list(
-        self, kind: str, prefix: str | None = None
-    ) -> list[tuple[str, dict[str, Any]]]: ...
-    # optional: put_many(kind, {key: doc}) in one transaction
-    async def next_sequence(self, name: str, count: int = 1) -> int: ...
+from gateway.ports import RecordsPort, RecordWrite
 
 
 @dataclass(slots=True)
@@ -95,6 +84,10 @@ class MupRecord:
 PENDING_READINGS = 1000
 
 
+def _response_ref(lfdi: str, subject: str, status: int) -> str:
+    return f"{lfdi.upper()}/{subject.upper()}/{status}"
+
+
 @dataclass(slots=True)
 class Published:
     """What a DER's clients currently see: its DERControls and its DefaultDERControl digest."""
@@ -107,11 +100,26 @@ def _key(n: int) -> str:
     return f"{n:010d}"
 
 
+def subscription_key(edev_id: int, sub_id: int) -> tuple[str, str]:
+    """The (kind, key) a Subscription is stored under."""
+    return "sub", f"{_key(edev_id)}/{_key(sub_id)}"
+
+
+def published_docs(published: dict[str, Published]) -> dict[str, dict[str, Any]]:
+    """DERs' published controls as the documents `derc` records hold (by resource id)."""
+    return {rid: {"controls": [asdict(c) for c in p.controls], "default": p.default}
+            for rid, p in published.items()}
+
+
 class AdapterState:
     """Typed access to the 2030.5 adapter's records."""
 
-    def __init__(self, records: Records) -> None:
+    def __init__(self, records: RecordsPort) -> None:
         self.records = records
+
+    async def write(self, change: RecordWrite) -> None:
+        """Records, the notifications they imply and cancellations: one transaction."""
+        await self.records.write(change)
 
     # --- end devices and clients --------------------------------------------------------
 
@@ -126,7 +134,11 @@ class AdapterState:
         await self.records.put("edev", _key(record.id), asdict(record))
 
     async def save_end_devices(self, records: list[EndDeviceRecord]) -> None:
-        await self._put_many("edev", {_key(r.id): asdict(r) for r in records})
+        await self.records.put_many("edev", {_key(r.id): asdict(r) for r in records})
+
+    @staticmethod
+    def end_device_key(edev_id: int) -> tuple[str, str]:
+        return "edev", _key(edev_id)
 
     async def next_id(self, name: str) -> int:
         return await self.records.next_sequence(name)
@@ -134,14 +146,6 @@ class AdapterState:
     async def next_ids(self, name: str, count: int) -> int:
         """Take `count` numbers at once; the last of them is returned."""
         return await self.records.next_sequence(name, count)
-
-    async def _put_many(self, kind: str, docs: dict[str, dict[str, Any]]) -> None:
-        put_many = getattr(self.records, "put_many", None)
-        if put_many is not None:
-            await put_many(kind, docs)
-            return
-        for key, doc in docs.items():
-            await self.records.put(kind, key, doc)
 
     async def client_access(self) -> dict[str, dict[str, Any]]:
         """Client certificate LFDI -> {"aggregator_id": id or None, "granted": bool}."""
@@ -163,9 +167,7 @@ class AdapterState:
 
     async def save_published(self, published: dict[str, Published]) -> None:
         """One transaction for many DERs (a limit on a feeder changes thousands at once)."""
-        docs = {rid: {"controls": [asdict(c) for c in p.controls], "default": p.default}
-                for rid, p in published.items()}
-        await self._put_many("derc", docs)
+        await self.records.put_many("derc", published_docs(published))
 
     async def programs(self) -> dict[str, dict[str, Any]]:
         return dict(await self.records.list("program"))
@@ -177,10 +179,7 @@ class AdapterState:
         return [Subscription(**d) for _, d in await self.records.list("sub", prefix)]
 
     async def save_subscription(self, sub: Subscription) -> None:
-        await self.records.put("sub", f"{_key(sub.edev_id)}/{_key(sub.id)}", asdict(sub))
-
-    async def delete_subscription(self, edev_id: int, sub_id: int) -> bool:
-        return await self.records.delete("sub", f"{_key(edev_id)}/{_key(sub_id)}")
+        await self.records.put(*subscription_key(sub.edev_id, sub.id), asdict(sub))
 
     # --- DER documents (capability, settings, status, availability) ------------------------
 
@@ -200,8 +199,17 @@ class AdapterState:
         doc = await self.records.get("rsp", f"{_key(set_id)}/{_key(response_id)}")
         return ResponseRecord(**doc) if doc else None
 
+    async def response_once(self, lfdi: str, subject: str, status: int) -> ResponseRecord | None:
+        """The Response already stored for this device, DERControl and status (a retry)."""
+        ref = await self.records.get("rspkey", _response_ref(lfdi, subject, status))
+        return await self.response(ref["set_id"], ref["id"]) if ref else None
+
     async def save_response(self, record: ResponseRecord) -> None:
-        await self.records.put("rsp", f"{_key(record.set_id)}/{_key(record.id)}", asdict(record))
+        """The Response and its (device, DERControl, status) index, in one transaction."""
+        ref = _response_ref(record.lfdi, record.subject, record.status or 0)
+        await self.records.write(RecordWrite(puts={
+            "rsp": {f"{_key(record.set_id)}/{_key(record.id)}": asdict(record)},
+            "rspkey": {ref: {"set_id": record.set_id, "id": record.id}}}))
 
     async def log_events(self, edev_id: int) -> list[tuple[int, str]]:
         return [(d["id"], d["xml"]) for _, d in await self.records.list("log", f"{_key(edev_id)}/")]

@@ -11,12 +11,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adapters.ieee2030_5.adapter import client_of
-from adapters.ieee2030_5.listener import GuardedListener, Limits
-from adapters.ieee2030_5.server import create_app
-from adapters.ieee2030_5.service import Ieee2030Service
+from adapters.ieee2030_5.adapter import assemble, client_of, load
+from adapters.ieee2030_5.function_sets.listener import GuardedListener, Limits
+from adapters.ieee2030_5.server import Parts, create_app
 from adapters.ieee2030_5.settings import Settings
-from gateway.delivery import check_callback_url
 from gateway.domain import (
     Binding,
     DerKind,
@@ -25,11 +23,11 @@ from gateway.domain import (
     InstructionKind,
     Nameplate,
     Participant,
-    Protocol,
     Resource,
     Role,
     Source,
 )
+from gateway.ports import OutboundGuard
 from pki.devpki import DevPki
 from pki.tls import client_context, ieee2030_5_server_context
 from tests.ieee2030_5.fakes import FakeDeliveries, FakeGateway, FakeRecords
@@ -60,7 +58,7 @@ class Server:
     url: str
     gateway: FakeGateway
     deliveries: FakeDeliveries
-    service: Ieee2030Service
+    parts: Parts
     pki: Path
     ids: dict
     listener: GuardedListener
@@ -90,33 +88,33 @@ async def server(pki) -> AsyncIterator[Server]:
         gateway.resources_[f"der-{n}"] = Resource(
             id=f"der-{n}", connection_point_id="cp-1", kind=DerKind.PV,
             nameplate=Nameplate(export_max_w=10000.0),
-            binding=Binding(Protocol.IEEE2030_5, {"lfdi": entry["lfdi"], "sfdi": entry["sfdi"]}),
+            binding=Binding("ieee2030_5", {"lfdi": entry["lfdi"], "sfdi": entry["sfdi"]}),
             aggregator_id=agg)
     deliveries = FakeDeliveries()
     guard = {"dev_mode": True}  # (embedded defaults; a test may turn it off)
 
     async def check_url(url: str) -> None:  # the core's guard, as in production
-        await check_callback_url(url, dev_mode=guard["dev_mode"])
+        await OutboundGuard(dev_mode=guard["dev_mode"]).check(url)
 
-    service = Ieee2030Service(gateway, FakeRecords(), deliveries, Settings(), pen=PEN,
-                              horizon_s=7 * 86400, check_url=check_url, ssl_name="ieee2030_5")
-    await service.start()
-    await service.registry.set_client_access(ids["ieee2030_5/aggregator-1"]["lfdi"], "agg-1", True)
-    await service.registry.set_client_access(ids["ieee2030_5/aggregator-2"]["lfdi"], "agg-2", True)
-    async with listening(service, root) as (port, listener):
-        yield Server(f"https://127.0.0.1:{port}", gateway, deliveries, service, root, ids,
+    parts = assemble("ieee2030_5", gateway, FakeRecords(deliveries), Settings(), pen=PEN,
+                     horizon_s=7 * 86400, check_url=check_url)
+    await load(parts)
+    await parts.registry.set_client_access(ids["ieee2030_5/aggregator-1"]["lfdi"], "agg-1", True)
+    await parts.registry.set_client_access(ids["ieee2030_5/aggregator-2"]["lfdi"], "agg-2", True)
+    async with listening(parts, root) as (port, listener):
+        yield Server(f"https://127.0.0.1:{port}", gateway, deliveries, parts, root, ids,
                      listener, guard)
 
 
 @asynccontextmanager
-async def listening(service: Ieee2030Service, root: Path, limits: Limits | None = None
+async def listening(parts: Parts, root: Path, limits: Limits | None = None
                     ) -> AsyncIterator[tuple[int, GuardedListener]]:
     """The 2030.5 application on the adapter's own guarded listener, on a free port."""
     limits = limits or Limits()
     base = root / "ieee2030_5"
     tls = ieee2030_5_server_context(base / "server-chain.pem", base / "server.key",
                                     base / "ca-chain.pem")
-    listener = GuardedListener(create_app(service), tls, limits, client_of)
+    listener = GuardedListener(create_app(parts), tls, limits, client_of)
     port = await listener.start("127.0.0.1", 0)
     try:
         yield port, listener

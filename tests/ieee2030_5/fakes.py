@@ -9,17 +9,44 @@ from typing import Any
 
 from gateway.domain import (
     Acknowledgement,
+    DeliveryMark,
     EffectiveControl,
     Participant,
     Reading,
     Resource,
 )
+from gateway.ports import RecordWrite
+
+
+class FakeDeliveries:
+    """What was committed for delivery, and what was cancelled (by subject)."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.cancelled: list[str] = []
+
+    async def enqueue_many(self, items: list[Any], **_: Any) -> list[int]:
+        self.items.extend(items)
+        return list(range(len(items)))
 
 
 class FakeRecords:
-    def __init__(self) -> None:
+    def __init__(self, deliveries: FakeDeliveries | None = None) -> None:
         self.docs: dict[tuple[str, str], dict[str, Any]] = {}
         self.seq: dict[str, int] = {}
+        self.deliveries = deliveries or FakeDeliveries()
+
+    async def put_many(self, kind: str, docs: dict[str, dict[str, Any]]) -> None:
+        for key, doc in docs.items():
+            self.docs[(kind, key)] = dict(doc)
+
+    async def write(self, change: RecordWrite) -> list[int]:
+        for kind, docs in change.puts.items():
+            await self.put_many(kind, docs)
+        for kind, key in change.deletes:
+            self.docs.pop((kind, key), None)
+        self.deliveries.cancelled.extend(change.cancel)
+        return await self.deliveries.enqueue_many(change.deliveries)
 
     async def get(self, kind: str, key: str) -> dict[str, Any] | None:
         doc = self.docs.get((kind, key))
@@ -48,6 +75,8 @@ class FakeGateway:
     acks: list[Acknowledgement] = field(default_factory=list)
     readings_: list[Reading] = field(default_factory=list)
     connection_points_: dict[str, Any] = field(default_factory=dict)
+    marks: list[DeliveryMark] = field(default_factory=list)
+    online: dict[str, bool] = field(default_factory=dict)
 
     async def resource(self, rid: str) -> Resource | None:
         return self.resources_.get(rid)
@@ -86,11 +115,9 @@ class FakeGateway:
     async def record_readings(self, readings: list[Reading]) -> None:
         self.readings_.extend(readings)
 
+    async def mark_delivery(self, marks: list[DeliveryMark]) -> None:
+        self.marks.extend(marks)
 
-class FakeDeliveries:
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-
-    async def enqueue_many(self, items: list[Any], **_: Any) -> list[int]:
-        self.items.extend(items)
-        return list(range(len(items)))
+    async def set_online_many(self, marks: dict[str, bool]) -> dict[str, bool]:
+        self.online.update(marks)
+        return marks

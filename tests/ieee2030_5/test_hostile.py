@@ -43,7 +43,7 @@ async def test_hostile_body_refused_and_nothing_stored(server, name, body, statu
             error = etree.fromstring(await resp.read())
             assert error.tag == f"{{{SEP}}}Error"
             assert error.findtext(f"{{{SEP}}}reasonCode") in ("0", "1")
-        assert await server.service.state.mups() == []
+        assert await server.parts.state.mups() == []
         async with c.post("/mup", data=mup(lfdi), headers=CT) as resp:
             assert resp.status == 201, "the server keeps serving"
 
@@ -66,7 +66,7 @@ async def test_a_malformed_compressed_body_gets_an_error_document(server, encodi
             assert 400 <= resp.status < 500, resp.status
             assert resp.content_type == "application/sep+xml"
             assert etree.fromstring(await resp.read()).tag == f"{{{SEP}}}Error"
-        assert await server.service.state.mups() == []
+        assert await server.parts.state.mups() == []
         async with c.post("/mup", data=mup(server.lfdi("device-1")), headers=CT) as resp:
             assert resp.status == 201, "the server keeps serving"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import serialize
 from adapters.ieee2030_5.feedback import Feedback
-from adapters.ieee2030_5.scope import ClientScope
-from gateway.domain import Binding, DerKind, Nameplate, Protocol, Resource
+from adapters.ieee2030_5.function_sets.scope import ClientScope
+from gateway.domain import Binding, DerKind, Nameplate, Resource
 from tests.ieee2030_5.test_server import CT, NS, get, text
 
 
@@ -15,7 +15,7 @@ def _der(n: int, aggregator: str = "agg-1") -> Resource:
     lfdi = f"{n:040X}"
     return Resource(id=f"bulk-{n}", connection_point_id="cp-1", kind=DerKind.PV,
                     nameplate=Nameplate(export_max_w=5000.0),
-                    binding=Binding(Protocol.IEEE2030_5, {"lfdi": lfdi, "sfdi": n}),
+                    binding=Binding("ieee2030_5", {"lfdi": lfdi, "sfdi": n}),
                     aggregator_id=aggregator)
 
 
@@ -26,8 +26,8 @@ async def test_a_batch_of_new_ders_becomes_end_devices_at_once(server):
         ders = [_der(n) for n in range(1, 41)]
         for der in ders:
             server.gateway.resources_[der.id] = der
-        await server.service.on_controls_changed([d.id for d in ders])
-        ids = sorted(server.service.registry.by_resource(d.id).id for d in ders)
+        await server.parts.renderer.on_controls_changed([d.id for d in ders])
+        ids = sorted(server.parts.registry.by_resource(d.id).id for d in ders)
         assert ids == list(range(ids[0], ids[0] + 40))  # one block of ids
         _, after = await get(c, "/edev")
         assert int(after.get("all")) == first + 40  # the cached list was renewed
@@ -39,7 +39,7 @@ async def test_a_batch_of_new_ders_becomes_end_devices_at_once(server):
         _, other = await get(c, "/edev")
         lfdis = {text(e, "s:lFDI") for e in other.findall("s:EndDevice", NS)}
         assert not lfdis & {d.binding.address["lfdi"] for d in ders}
-    stored = {r.resource_id for r in await server.service.state.end_devices()}
+    stored = {r.resource_id for r in await server.parts.state.end_devices()}
     assert {d.id for d in ders} <= stored
 
 
@@ -62,14 +62,14 @@ async def test_mirror_usage_points_index_matches_the_store(server):
             assert r.status == 400
         _, doc = await get(c, location)
         assert text(doc, "s:description") == "pv meter"
-        (stored,) = await server.service.state.mups()
+        (stored,) = await server.parts.state.mups()
         assert set(stored.readings) == {"AA01"}
         async with c.delete(location) as r:
             assert r.status == 204
         assert (await get(c, location))[0] == 404
         _, lst = await get(c, "/mup")
         assert lst.get("all") == "0"
-    assert await server.service.state.mups() == []
+    assert await server.parts.state.mups() == []
     # the deleted MUP's MirrorMeterReading mRID is free again
     async with server.client("device-2") as c, \
             c.post("/mup", data=_mup(two, "B1", "AA01"), headers=CT) as r:
@@ -81,7 +81,7 @@ async def test_mirror_usage_points_index_matches_the_store(server):
         assert (await get(c, location))[0] == 404
 
     # a restarted adapter reads the same from the store
-    fresh = Feedback(server.gateway, server.service.state, server.service.registry)
+    fresh = Feedback(server.gateway, server.parts.state, server.parts.registry, "ieee2030_5")
     scope = ClientScope(two, server.sfdi("device-2"), None)
     (mup,) = await fresh.mups(scope)
     assert (mup.mrid, set(mup.readings)) == ("B1", {"AA01"})
@@ -92,8 +92,8 @@ async def test_response_lookup_is_by_key_and_by_owner(server):
     from tests.ieee2030_5.conftest import limit_control
 
     server.gateway.controls["der-1"] = limit_control("der-1", 4000.0)
-    await server.service.on_control_changed("der-1")
-    (control,) = await server.service.state.controls("der-1")
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    (control,) = await server.parts.state.controls("der-1")
     rsp = m.DERControlResponse(endDeviceLFDI=server.lfdi("device-1"), status=1,
                                subject=control.mrid, createdDateTime=1_700_000_000)
     async with server.client("device-1") as c:

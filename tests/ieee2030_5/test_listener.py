@@ -11,7 +11,7 @@ import ssl
 
 import pytest
 
-from adapters.ieee2030_5.listener import Limits
+from adapters.ieee2030_5.function_sets.listener import Limits
 from pki.tls import client_context
 from tests.ieee2030_5.conftest import listening
 
@@ -57,7 +57,7 @@ async def test_idle_connections_cost_little_and_are_closed(server):
     """Sockets that never send a ClientHello: no TLS buffers set aside for them (before,
     ~256 KiB each), closed when the handshake time is up, and nobody else is held up."""
     loop = asyncio.get_running_loop()
-    async with listening(server.service, server.pki, Limits(handshake_timeout_s=2.0)) as (
+    async with listening(server.parts, server.pki, Limits(handshake_timeout_s=2.0)) as (
             port, listener):
         await get_dcap(port, tls(server.pki))  # warm up (first TLS context use, imports)
         before = rss_bytes()
@@ -80,7 +80,7 @@ async def test_idle_connections_cost_little_and_are_closed(server):
 
 async def test_a_stalled_handshake_is_closed(server):
     """A client that starts TLS and stops half-way is cut off at the handshake deadline."""
-    async with listening(server.service, server.pki, Limits(handshake_timeout_s=1.0)) as (
+    async with listening(server.parts, server.pki, Limits(handshake_timeout_s=1.0)) as (
             port, listener):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"\x16\x03\x01\x00\xff\x01\x00")  # the start of a ClientHello, no more
@@ -92,7 +92,7 @@ async def test_a_stalled_handshake_is_closed(server):
 async def test_slow_request_headers_are_timed_out(server):
     """An authenticated client that sends its request head a byte at a time is closed at
     the header deadline; a prompt one on another connection is served meanwhile."""
-    async with listening(server.service, server.pki, Limits(header_timeout_s=1.0)) as (
+    async with listening(server.parts, server.pki, Limits(header_timeout_s=1.0)) as (
             port, listener):
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls(server.pki))
         head = b"GET /dcap HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
@@ -114,7 +114,7 @@ async def test_slow_request_headers_are_timed_out(server):
 
 
 async def test_connections_are_capped_per_client_certificate(server):
-    async with listening(server.service, server.pki, Limits(max_connections_per_client=2)) as (
+    async with listening(server.parts, server.pki, Limits(max_connections_per_client=2)) as (
             port, listener):
         held = [await asyncio.open_connection("127.0.0.1", port, ssl=tls(server.pki))
                 for _ in range(2)]
@@ -130,7 +130,7 @@ async def test_connections_are_capped_per_client_certificate(server):
 
 
 async def test_connections_are_capped_per_listener(server):
-    async with listening(server.service, server.pki, Limits(max_connections=3)) as (
+    async with listening(server.parts, server.pki, Limits(max_connections=3)) as (
             port, listener):
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
         await until(lambda: not (listener.connections < 3), 5)
@@ -146,7 +146,7 @@ async def test_connections_are_capped_per_listener(server):
 
 @pytest.mark.parametrize("line", [b"BREW /dcap HTCPCP/1.0\r\n\r\n", b"\x00\x01garbage\r\n\r\n"])
 async def test_a_bad_request_line_gets_an_error_document(server, line):
-    async with listening(server.service, server.pki) as (port, _):
+    async with listening(server.parts, server.pki) as (port, _):
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls(server.pki))
         writer.write(line)
         data = await reader.read()

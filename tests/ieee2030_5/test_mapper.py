@@ -85,13 +85,13 @@ def test_each_limit_element_carries_its_own_instructed_value():
     ("41020000003", False), ("NOTAVALIDID", False), ("4102", False), ("410200000023", False),
 ])
 def test_nmi_validation(value, valid):
-    from adapters.ieee2030_5 import nmi
+    from adapters.ieee2030_5.function_sets import nmi
 
     assert nmi.is_valid(value) is valid
 
 
 def test_open_ended_control_end_is_stable_and_extended_ahead():
-    from adapters.ieee2030_5.controls import open_end
+    from adapters.ieee2030_5.render import open_end
 
     day, start = 86_400, 1_700_000_000
     first = open_end(start, start + 10, 7 * day)

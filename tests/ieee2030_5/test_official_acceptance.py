@@ -69,7 +69,7 @@ async def test_a_full_der_status_is_stored_and_served_whole(server, official_xml
     document = build(official_xmlschema, f"{{{SEP}}}DERStatus", HIGH)
     async with server.client("device-1") as c:
         await c.get("/edev")
-        edev = server.service.registry.by_resource("der-1").id
+        edev = server.parts.registry.by_resource("der-1").id
         href = f"/edev/{edev}/der/1/ders"
         async with c.put(href, data=etree.tostring(document),
                          headers={"Content-Type": "application/sep+xml"}) as resp:

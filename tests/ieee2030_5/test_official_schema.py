@@ -34,8 +34,8 @@ async def populate(server):
                            "set_soft_grad_w": 50,
                            "freq_droop": {"db_of_hz": 0.036, "db_uf_hz": 0.036, "k_of": 0.05,
                                           "k_uf": 0.05, "response_s": 5}})
-    await server.service.on_control_changed("der-1")
-    edev = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    edev = server.parts.registry.by_resource("der-1").id
     async with server.client("device-1") as c:
         await c.get("/edev")
         for which, doc in (
@@ -61,7 +61,7 @@ async def populate(server):
         await c.post("/mup", data=serialize(mup), headers=CT)
         server.gateway.controls["der-1"] = replace(
             server.gateway.controls["der-1"], intervals=limit_control("der-1", 4000).intervals)
-        await server.service.on_control_changed("der-1")  # notifies the subscription
+        await server.parts.renderer.on_controls_changed(["der-1"])  # notifies the subscription
         derc = await (await c.get(f"/edev/{edev}/derp/1/derc")).read()
         mrid = etree.fromstring(derc).findtext(".//{urn:ieee:std:2030.5:ns}mRID")
         rsp = m.DERControlResponse(endDeviceLFDI=server.lfdi("device-1"), status=1, subject=mrid)
@@ -135,10 +135,10 @@ async def test_multi_program_documents_validate(server, official_schema):
     """Two FSAs and two DERPrograms (links only to what each carries) stay schema-valid."""
     layout = [{"primacy": 1, "carries": ["limits", "connection", "default", "curves"]},
               {"primacy": 2, "carries": ["dispatch"]}]
-    await server.service.set_program(server.lfdi("device-1"), {"programs": layout})
+    await server.parts.renderer.set_program(server.lfdi("device-1"), {"programs": layout})
     server.gateway.controls["der-1"] = limit_control("der-1", 4000)
-    await server.service.on_control_changed("der-1")
-    e = f"/edev/{server.service.registry.by_resource('der-1').id}"
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    e = f"/edev/{server.parts.registry.by_resource('der-1').id}"
     paths = [f"{e}/fsa", f"{e}/fsa/1", f"{e}/fsa/2", f"{e}/fsa/1/derp", f"{e}/fsa/2/derp",
              f"{e}/derp", f"{e}/derp/1", f"{e}/derp/2", f"{e}/derp/1/derc", f"{e}/derp/2/derc",
              f"{e}/derp/1/dderc", f"{e}/der/1"]

@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 from lxml import etree
 
-from adapters.ieee2030_5 import programs
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.codec.xml import serialize
+from adapters.ieee2030_5.function_sets import programs
 from gateway.domain import InstructionKind, Source
 from gateway.errors import InvalidInput
 from tests.ieee2030_5.conftest import limit_control
@@ -79,10 +79,10 @@ async def _get(c, path: str) -> tuple[int, etree._Element | None]:
 
 async def test_two_programs_in_two_fsas(server):
     lfdi = server.lfdi("device-1")
-    await server.service.set_program(lfdi, {"programs": TWO})
+    await server.parts.renderer.set_program(lfdi, {"programs": TWO})
     server.gateway.controls["der-1"] = _mixed("der-1")
-    await server.service.on_control_changed("der-1")
-    edev = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    edev = server.parts.registry.by_resource("der-1").id
     async with server.client("device-1") as c:
         _, fsas = await _get(c, f"/edev/{edev}/fsa")
         assert fsas.get("all") == "2"
@@ -126,8 +126,8 @@ async def test_layout_change_cancels_and_notifies(server):
     cancelled in program 1, the new ones appear, and subscribers of both lists hear of it."""
     lfdi = server.lfdi("device-1")
     server.gateway.controls["der-1"] = _mixed("der-1")
-    await server.service.on_control_changed("der-1")
-    edev = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    edev = server.parts.registry.by_resource("der-1").id
     async with server.client("device-1") as c:
         for n, tail in enumerate(("derp/1/derc", "derp/2/derc", "fsa/2/derp")):
             sub = m.Subscription(subscribedResource=f"/edev/{edev}/{tail}", encoding=0,
@@ -136,7 +136,7 @@ async def test_layout_change_cancels_and_notifies(server):
             async with c.post(f"/edev/{edev}/sub", data=serialize(sub), headers=CT) as resp:
                 # program 2 and FSA 2 do not exist yet
                 assert resp.status == (201 if n == 0 else 400)
-        await server.service.set_program(lfdi, {"programs": TWO})
+        await server.parts.renderer.set_program(lfdi, {"programs": TWO})
         for n, tail in enumerate(("derp/2/derc", "fsa/2/derp"), 1):
             sub = m.Subscription(subscribedResource=f"/edev/{edev}/{tail}", encoding=0,
                                  level="+S1", limit=5,
@@ -149,13 +149,13 @@ async def test_layout_change_cancels_and_notifies(server):
         assert statuses == ["1", "4"]  # the new envelope-only control supersedes the old
     sent = {i.url for i in server.deliveries.items}
     assert "https://127.0.0.1:9/n0" in sent
-    await server.service.on_control_changed("der-1")  # unchanged now: no new notification
+    await server.parts.renderer.on_controls_changed(["der-1"])  # unchanged now: no new notification
     before = len(server.deliveries.items)
     server.gateway.controls["der-1"] = replace(
         _mixed("der-1"), intervals=(replace(_mixed("der-1").intervals[0], setpoint_w=1000.0,
                                             sources=(Source("ins-3", "iso",
                                                             InstructionKind.DISPATCH,
                                                             "setpoint_w", 1000.0),)),))
-    await server.service.on_control_changed("der-1")
+    await server.parts.renderer.on_controls_changed(["der-1"])
     urls = [i.url for i in server.deliveries.items[before:]]
     assert "https://127.0.0.1:9/n1" in urls

@@ -28,8 +28,8 @@ class Counting:
 async def test_polls_are_served_from_rendered_state(server):
     server.gateway.controls["der-1"] = replace(limit_control("der-1"),
                                                default_control={"export_max_w": 1500})
-    await server.service.on_control_changed("der-1")
-    edev = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    edev = server.parts.registry.by_resource("der-1").id
     counting = Counting(server.gateway)
     server.gateway.effective_control = counting
     p = f"/edev/{edev}/derp/1"
@@ -45,7 +45,7 @@ async def test_polls_are_served_from_rendered_state(server):
         # A change is a new render.
         server.gateway.controls["der-1"] = replace(limit_control("der-1", 3000),
                                                    default_control={"export_max_w": 900})
-        await server.service.on_control_changed("der-1")
+        await server.parts.renderer.on_controls_changed(["der-1"])
         async with c.get(f"{p}/derc") as resp:
             derc = etree.fromstring(await resp.read())
         async with c.get(f"{p}/dderc") as resp:
@@ -64,8 +64,8 @@ async def test_time_moves_a_rendered_control_to_active(server, monkeypatch):
     control = limit_control("der-1")
     interval = replace(control.intervals[0], start=start, end=start + timedelta(hours=1))
     server.gateway.controls["der-1"] = replace(control, intervals=(interval,))
-    await server.service.on_control_changed("der-1")
-    edev = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    edev = server.parts.registry.by_resource("der-1").id
     path = f"/edev/{edev}/derp/1/derc"
     async with server.client("device-1") as c:
         async with c.get(path) as resp:
@@ -73,7 +73,8 @@ async def test_time_moves_a_rendered_control_to_active(server, monkeypatch):
                 ".//s:EventStatus/s:currentStatus", namespaces=NS)
         assert status == "0"  # scheduled
         later = real_time.time() + 60
-        monkeypatch.setattr("adapters.ieee2030_5.service.time.time", lambda: later)
+        for module in ("render", "function_sets.tree"):
+            monkeypatch.setattr(f"adapters.ieee2030_5.{module}.time.time", lambda: later)
         async with c.get(path) as resp:
             status = etree.fromstring(await resp.read()).findtext(
                 ".//s:EventStatus/s:currentStatus", namespaces=NS)

@@ -29,7 +29,7 @@ def text(el: etree._Element, path: str) -> str:
 async def test_discovery_to_active_limit(server):
     """A device discovers its EndDevice and sees a platform limit as an active DERControl."""
     server.gateway.controls["der-1"] = limit_control("der-1", 5000.0)
-    await server.service.on_control_changed("der-1")
+    await server.parts.renderer.on_controls_changed(["der-1"])
     async with server.client("device-1") as c:
         status, dcap = await get(c, "/dcap")
         assert status == 200
@@ -61,7 +61,7 @@ async def test_device_sees_only_itself_and_aggregator_only_its_own(server):
         lfdis = {text(e, "s:lFDI") for e in edevs.findall("s:EndDevice", NS)}
         assert server.lfdi("device-1") in lfdis
         assert server.lfdi("device-2") not in lfdis  # another aggregator's DER
-    other = server.service.registry.by_resource("der-2")
+    other = server.parts.registry.by_resource("der-2")
     async with server.client("aggregator-1") as c:
         status, body = await get(c, f"/edev/{other.id}")
         assert status == 404
@@ -70,8 +70,8 @@ async def test_device_sees_only_itself_and_aggregator_only_its_own(server):
 
 async def test_response_becomes_acknowledgement(server):
     server.gateway.controls["der-1"] = limit_control("der-1")
-    await server.service.on_control_changed("der-1")
-    rid = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    rid = server.parts.registry.by_resource("der-1").id
     async with server.client("device-1") as c:
         _, controls = await get(c, f"/edev/{rid}/derp/1/derc")
         control = controls.find("s:DERControl", NS)
@@ -96,9 +96,9 @@ async def test_response_becomes_acknowledgement(server):
 
 
 async def test_cancelled_control_and_notification(server):
-    rid = server.service.registry
+    rid = server.parts.registry
     server.gateway.controls["der-1"] = limit_control("der-1")
-    await server.service.on_control_changed("der-1")
+    await server.parts.renderer.on_controls_changed(["der-1"])
     edev = rid.by_resource("der-1").id
     href = f"/edev/{edev}/derp/1/derc"
     async with server.client("device-1") as c:
@@ -111,7 +111,7 @@ async def test_cancelled_control_and_notification(server):
         async with c.post(f"/edev/{edev}/sub", data=serialize(bad), headers=CT) as resp:
             assert resp.status == 400
         del server.gateway.controls["der-1"]
-        await server.service.on_control_changed("der-1")
+        await server.parts.renderer.on_controls_changed(["der-1"])
         _, controls = await get(c, href)
         assert text(controls, "s:DERControl/s:EventStatus/s:currentStatus") == "2"
     sent = [i for i in server.deliveries.items if i.url == "https://127.0.0.1:9/notify"]
@@ -121,7 +121,7 @@ async def test_cancelled_control_and_notification(server):
 
 
 async def test_der_settings_put_persisted_and_incomplete_refused(server):
-    edev = server.service.registry
+    edev = server.parts.registry
     async with server.client("device-1") as c:
         await get(c, "/edev")
         rid = edev.by_resource("der-1").id
@@ -230,10 +230,10 @@ async def test_mirror_meter_reading_mrid_has_one_owner(server):
 async def test_revoked_client_is_refused(server):
     async with server.client("device-1") as c:
         assert (await get(c, "/edev"))[0] == 200
-        await server.service.registry.set_client_access(server.lfdi("device-1"), None, False)
+        await server.parts.registry.set_client_access(server.lfdi("device-1"), None, False)
         status, body = await get(c, "/edev")
         assert status == 403 and body.tag.endswith("Error")
-        await server.service.registry.set_client_access(server.lfdi("device-1"), None, True)
+        await server.parts.registry.set_client_access(server.lfdi("device-1"), None, True)
         assert (await get(c, "/edev"))[0] == 200
 
 
@@ -242,17 +242,17 @@ async def test_concurrent_first_sight_makes_one_end_device(server):
     import asyncio
 
     resource = server.gateway.resources_["der-1"]
-    made = await asyncio.gather(*(server.service.registry.ensure_resource(resource)
+    made = await asyncio.gather(*(server.parts.registry.ensure_resource(resource)
                                   for _ in range(5)))
     assert len({r.id for r in made}) == 1
-    assert len(server.service.registry.by_lfdi(server.lfdi("device-1"))) == 1
+    assert len(server.parts.registry.by_lfdi(server.lfdi("device-1"))) == 1
 
 
 async def test_connection_point_must_be_an_nmi_or_known(server):
     rid = None
     async with server.client("device-1") as c:
         await get(c, "/edev")
-        rid = server.service.registry.by_resource("der-1").id
+        rid = server.parts.registry.by_resource("der-1").id
         bad = serialize(m.ConnectionPoint(connectionPointId="NOTAVALIDID"))
         async with c.put(f"/edev/{rid}/cp", data=bad, headers=CT) as r:
             assert r.status == 400
@@ -268,8 +268,8 @@ async def test_default_control_change_is_notified(server):
     from dataclasses import replace
 
     server.gateway.controls["der-1"] = limit_control("der-1")
-    await server.service.on_control_changed("der-1")
-    edev = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    edev = server.parts.registry.by_resource("der-1").id
     href = f"/edev/{edev}/derp/1/dderc"
     async with server.client("device-1") as c:
         sub = m.Subscription(subscribedResource=href, encoding=0, level="+S1", limit=1,
@@ -278,8 +278,8 @@ async def test_default_control_change_is_notified(server):
             assert resp.status == 201
     server.gateway.controls["der-1"] = replace(server.gateway.controls["der-1"],
                                                default_control={"export_max_w": 1500})
-    await server.service.on_control_changed("der-1")
-    await server.service.on_control_changed("der-1")  # unchanged: no second notification
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    await server.parts.renderer.on_controls_changed(["der-1"])  # unchanged: no second notification
     sent = [i for i in server.deliveries.items if i.url == "https://127.0.0.1:9/dderc"]
     assert len(sent) == 1
     note = etree.fromstring(sent[0].body)
@@ -288,8 +288,8 @@ async def test_default_control_change_is_notified(server):
 
 async def test_paging_after_filters_by_time(server):
     server.gateway.controls["der-1"] = limit_control("der-1")
-    await server.service.on_control_changed("der-1")
-    edev = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    edev = server.parts.registry.by_resource("der-1").id
     async with server.client("device-1") as c:
         _, lst = await get(c, f"/edev/{edev}/derp/1/derc")
         created = int(text(lst, "s:DERControl/s:creationTime"))
@@ -321,7 +321,7 @@ async def test_poll_rate_change_notifies_list_subscribers(server):
                              notificationURI="https://127.0.0.1:9/edev")
         async with c.post(own.get("href") + "/sub", data=serialize(sub), headers=CT) as resp:
             assert resp.status == 201
-    await server.service.set_rate("poll", "EndDeviceList", 30)
+    await server.parts.renderer.set_rate("poll", "EndDeviceList", 30)
     (note,) = [etree.fromstring(i.body) for i in server.deliveries.items
                if i.url == "https://127.0.0.1:9/edev"]
     assert note.find("s:Resource", NS).get("pollRate") == "30"
@@ -338,14 +338,14 @@ async def test_ended_control_leaves_the_list_but_takes_late_responses(server):
     control = limit_control("der-1")
     short = replace(control.intervals[0], end=datetime.now(UTC) + timedelta(seconds=2))
     server.gateway.controls["der-1"] = replace(control, intervals=(short,))
-    await server.service.on_control_changed("der-1")
-    edev = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    edev = server.parts.registry.by_resource("der-1").id
     async with server.client("device-1") as c:
         _, lst = await get(c, f"/edev/{edev}/derp/1/derc")
         mrid = text(lst, "s:DERControl/s:mRID")
         assert lst.get("all") == "1" and mrid
         await asyncio.sleep(2.2)
-        await server.service.on_control_changed("der-1")  # a re-render keeps it on record
+        await server.parts.renderer.on_controls_changed(["der-1"])  # a re-render keeps it on record
         _, lst = await get(c, f"/edev/{edev}/derp/1/derc")
         assert lst.get("all") == "0"
         _, program = await get(c, f"/edev/{edev}/derp/1")
@@ -365,8 +365,8 @@ async def test_standing_curves_are_linked_from_the_default_control(server):
     server.gateway.controls["der-1"] = replace(
         limit_control("der-1"), function_settings={"volt_var": [[95, 40], [105, -40]],
                                                    "freq_watt": [[60.2, 100], [61.0, 0]]})
-    await server.service.on_control_changed("der-1")
-    edev = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    edev = server.parts.registry.by_resource("der-1").id
     async with server.client("device-1") as c:
         _, dderc = await get(c, f"/edev/{edev}/derp/1/dderc")
         base = dderc.find("s:DERControlBase", NS)
@@ -385,12 +385,12 @@ async def test_repeating_a_cancelled_control_is_a_new_event(server):
     cancel, then schedule the same again) gets its own mRID, stable across renders."""
     control = limit_control("der-1")
     server.gateway.controls["der-1"] = control
-    await server.service.on_control_changed("der-1")
+    await server.parts.renderer.on_controls_changed(["der-1"])
     del server.gateway.controls["der-1"]
-    await server.service.on_control_changed("der-1")
+    await server.parts.renderer.on_controls_changed(["der-1"])
     server.gateway.controls["der-1"] = control
-    await server.service.on_control_changed("der-1")
-    edev = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    edev = server.parts.registry.by_resource("der-1").id
 
     async def listed():
         async with server.client("device-1") as c:
@@ -400,7 +400,7 @@ async def test_repeating_a_cancelled_control_is_a_new_event(server):
 
     first = await listed()
     assert sorted(first.values()) == ["1", "2"] and len(first) == 2
-    await server.service.on_control_changed("der-1")
+    await server.parts.renderer.on_controls_changed(["der-1"])
     assert await listed() == first
 
 
@@ -421,8 +421,8 @@ async def test_freq_droop_is_carried_inline_by_the_controls(server):
     """freq_droop is a FreqDroopType inside DERControlBase (no DERCurve): every DERControl
     carries it, since it stays in force through any event."""
     server.gateway.controls["der-1"] = _with_functions("der-1", {"freq_droop": FREQ_DROOP})
-    await server.service.on_control_changed("der-1")
-    edev = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    edev = server.parts.registry.by_resource("der-1").id
     async with server.client("device-1") as c:
         _, derc = await get(c, f"/edev/{edev}/derp/1/derc")
         droop = derc.find("s:DERControl/s:DERControlBase/s:opModFreqDroop", NS)
@@ -435,8 +435,8 @@ async def test_freq_droop_is_carried_inline_by_the_controls(server):
 
 async def test_freq_droop_is_in_the_default_control(server):
     server.gateway.controls["der-1"] = _with_functions("der-1", {"freq_droop": FREQ_DROOP})
-    await server.service.on_control_changed("der-1")
-    edev = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    edev = server.parts.registry.by_resource("der-1").id
     async with server.client("device-1") as c:
         _, dderc = await get(c, f"/edev/{edev}/derp/1/dderc")
     assert text(dderc, "s:DERControlBase/s:opModFreqDroop/s:kOF") == "50"
@@ -447,14 +447,14 @@ async def test_unrepresentable_freq_droop_is_acknowledged_cannot_comply(server, 
     cannot_comply once per change of the function settings."""
     bad = {"volt_var": [[95, 40], [105, -40]], "freq_droop": {**FREQ_DROOP, "k_of": -1}}
     server.gateway.controls["der-1"] = _with_functions("der-1", bad)
-    await server.service.on_control_changed("der-1")
-    await server.service.on_control_changed("der-1")  # unchanged: no second acknowledgement
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    await server.parts.renderer.on_controls_changed(["der-1"])  # unchanged: no second acknowledgement
     (ack,) = server.gateway.acks
     assert (ack.status, ack.instruction_id, ack.resource_id) == (
         "cannot_comply", "ins-fs", "der-1")
     assert "k_of -1 is outside" in ack.detail
     assert "not representable" in caplog.text
-    edev = server.service.registry.by_resource("der-1").id
+    edev = server.parts.registry.by_resource("der-1").id
     async with server.client("device-1") as c:
         _, derc = await get(c, f"/edev/{edev}/derp/1/derc")
         assert derc.find("s:DERControl/s:DERControlBase/c:opModExpLimW", NS) is not None
@@ -477,8 +477,8 @@ async def test_ramp_rates_and_curve_references_reach_the_client(server):
                  "freq_watt": [[60.036, 100], [62.4, 0]], "freq_watt_y_ref": 2}
     control = _with_functions("der-1", functions)
     server.gateway.controls["der-1"] = replace(control, default_control={"set_grad_w": 27})
-    await server.service.on_control_changed("der-1")
-    edev = server.service.registry.by_resource("der-1").id
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    edev = server.parts.registry.by_resource("der-1").id
     async with server.client("device-1") as c:
         _, dderc = await get(c, f"/edev/{edev}/derp/1/dderc")
         _, curves = await get(c, f"/edev/{edev}/derp/1/dc")
@@ -498,7 +498,7 @@ async def test_ramp_rates_and_curve_references_reach_the_client(server):
     server.gateway.controls["der-1"] = replace(
         control, function_settings={"volt_var": [[95, 40], [105, -40]]},
         default_control={"set_grad_w": 27})
-    await server.service.on_control_changed("der-1")
+    await server.parts.renderer.on_controls_changed(["der-1"])
     async with server.client("device-1") as c:
         _, dderc = await get(c, f"/edev/{edev}/derp/1/dderc")
     assert (text(dderc, "s:setGradW"), text(dderc, "s:setSoftGradW")) == ("27", None)
@@ -526,7 +526,7 @@ async def test_an_inband_device_mirrors_readings_from_the_start(server):
             where = r.headers["Location"]
         assert server.gateway.readings_ == []  # the platform does not know the DER yet
         server.gateway.connection_points_["cp-9"] = object()
-        server.service.registry.inband_owner = "agg-1"
+        server.parts.registry.inband_owner = "agg-1"
         async with c.put(f"{edev}/cp", data=serialize(m.ConnectionPoint(
                 connectionPointId="cp-9")), headers=CT) as r:
             assert r.status == 201
@@ -541,11 +541,11 @@ async def test_an_inband_device_mirrors_readings_from_the_start(server):
 async def test_subscriptions_are_capped_per_client(server):
     """Issue 12, finding 4: one device made 1,000 Subscriptions. Past the cap: 400 with
     reasonCode 2 (resource limit reached), nothing stored; deleting one makes room."""
-    settings = server.service.settings
+    settings = server.parts.settings
     cap = settings.max_subscriptions + settings.max_subscriptions_per_der  # one DER
     async with server.client("device-1") as c:
         await c.get("/edev")
-        edev = server.service.registry.by_resource("der-1").id
+        edev = server.parts.registry.by_resource("der-1").id
         sub = m.Subscription(subscribedResource=f"/edev/{edev}/derp/1/derc", encoding=0,
                              level="+S1", limit=1, notificationURI="https://127.0.0.1:9/n")
         for _ in range(cap):
@@ -554,7 +554,7 @@ async def test_subscriptions_are_capped_per_client(server):
         async with c.post(f"/edev/{edev}/sub", data=serialize(sub), headers=CT) as r:
             assert r.status == 400
             assert text(etree.fromstring(await r.read()), "s:reasonCode") == "2"
-        assert len(await server.service.state.subscriptions(edev)) == cap
+        assert len(await server.parts.state.subscriptions(edev)) == cap
         async with c.delete(f"/edev/{edev}/sub/1") as r:
             assert r.status == 204
         async with c.post(f"/edev/{edev}/sub", data=serialize(sub), headers=CT) as r:

@@ -42,7 +42,7 @@ REFUSED = [
 async def subscribe(server, uri: str):
     async with server.client("device-1") as c:
         await c.get("/edev")
-        edev = server.service.registry.by_resource("der-1").id
+        edev = server.parts.registry.by_resource("der-1").id
         sub = m.Subscription(subscribedResource=f"/edev/{edev}/derp/1/derc", encoding=0,
                              level="+S1", limit=1, notificationURI=uri)
         async with c.post(f"/edev/{edev}/sub", data=serialize(sub), headers=CT) as resp:
@@ -55,7 +55,7 @@ async def test_a_forbidden_notification_uri_is_refused_with_an_error(server, uri
     status, body, edev = await subscribe(server, uri)
     assert status == 400, uri
     assert body.tag == f"{{{SEP}}}Error"
-    assert await server.service.state.subscriptions(edev) == []
+    assert await server.parts.state.subscriptions(edev) == []
 
 
 async def test_loopback_is_allowed_in_development_mode_only(server):

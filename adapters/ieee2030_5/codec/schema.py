@@ -87,8 +87,8 @@ class _Generator:
         occurs = {"minOccurs": "1" if spec.required else "0",
                   "maxOccurs": "unbounded" if spec.repeated else "1"}
         if spec.ns == doc.ns:
-            etree.SubElement(seq, _x("element"), name=spec.name, type=self.type_of(doc, spec),
-                             **occurs)
+            etree.SubElement(seq, _x("element"),
+                             {"name": spec.name, "type": self.type_of(doc, spec), **occurs})
             return
         # A foreign-namespace element: declare it globally in its own document, refer to it.
         other = self.docs[spec.ns]
@@ -96,7 +96,7 @@ class _Generator:
             other.done.add(spec.name)
             etree.SubElement(other.root, _x("element"), name=spec.name,
                              type=self.type_of(other, spec))
-        etree.SubElement(seq, _x("element"), ref=f"{PREFIX[spec.ns]}:{spec.name}", **occurs)
+        etree.SubElement(seq, _x("element"), {"ref": f"{PREFIX[spec.ns]}:{spec.name}", **occurs})
 
     def root_element(self, cls: type) -> None:
         doc = self.docs[getattr(cls, "ns", SEP_NS)]

@@ -61,7 +61,7 @@ def _fill(element: etree._Element, model: Any) -> None:
 
 def to_element(model: Any) -> etree._Element:
     cls = type(model)
-    nsmap = dict(NSMAP)
+    nsmap: dict[Any, str] = dict(NSMAP)  # (lxml takes None for the default namespace)
     if any(s.xsi_typed for s in specs(cast(object, cls))):
         nsmap["xsi"] = XSI_NS
     root = etree.Element(etree.QName(getattr(cls, "ns", SEP_NS), cls.__name__), nsmap=nsmap)
@@ -139,7 +139,8 @@ def parse(
     except etree.XMLSyntaxError as exc:
         raise DocumentError(f"malformed XML: {exc.msg}") from None
     tree = root.getroottree()
-    if tree.docinfo.doctype or any(isinstance(n, etree._Entity) for n in root.iter()):
+    doctype = getattr(tree.docinfo, "doctype", None)
+    if doctype or any(isinstance(n, etree._Entity) for n in root.iter()):
         raise DocumentError("DOCTYPE and entities are not accepted")
     qname = etree.QName(root)
     if qname.namespace not in (SEP_NS, CSIPAUS_NS):
@@ -151,6 +152,6 @@ def parse(
         raise DocumentError(f"expected one of {', '.join(accept)}, got {qname.localname}")
     schema = accept_schema()
     if not schema.validate(root):
-        first = schema.error_log.last_error
+        first = getattr(schema.error_log, "last_error", None)
         raise DocumentError(f"invalid {qname.localname}: {first.message if first else '?'}")
     return Parsed(qname.localname, build(cls, root))

@@ -1,6 +1,6 @@
 """EndDevices: which exist, who may see them, and registration (out-of-band and in-band).
 
-Out-of-band: the platform registers a canonical Resource bound with Protocol.IEEE2030_5 and
+Out-of-band: the platform registers a canonical Resource bound to this adapter and
 address {"lfdi", "sfdi", "pin"?}; its EndDevice record is made on first sight. In-band: a
 client POSTs an EndDevice; it becomes a canonical Resource once it names a known
 connection point (CSIP-AUS ConnectionPoint) or `inband_connection_point` is configured.
@@ -15,18 +15,22 @@ from collections import defaultdict
 from typing import Any
 
 from adapters.ieee2030_5.codec import models as m
-from adapters.ieee2030_5.scope import ClientScope
+from adapters.ieee2030_5.function_sets import nmi
+from adapters.ieee2030_5.function_sets.scope import ClientIdentity, ClientScope, scope_for
 from adapters.ieee2030_5.settings import Settings
 from adapters.ieee2030_5.state import AdapterState, EndDeviceRecord
-from gateway.domain import Binding, DerKind, Nameplate, Protocol, Resource, Role
+from gateway.domain import Binding, ConnectionPoint, DerKind, Nameplate, Participant, Resource, Role
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
+from gateway.ports import GatewayPort
 
 log = logging.getLogger(__name__)
 
 
 class EndDeviceRegistry:
-    def __init__(self, gateway: Any, state: AdapterState, config: Settings) -> None:
+    def __init__(self, gateway: GatewayPort, state: AdapterState, config: Settings,
+                 protocol: str) -> None:
         self.gateway = gateway
+        self.protocol = protocol
         self.state = state
         self.default_pin = config.default_pin
         self.inband_cp = config.inband_connection_point
@@ -85,9 +89,23 @@ class EndDeviceRegistry:
         if record.resource_id is not None:
             self._by_resource.pop(record.resource_id, None)
 
+    def remove(self, records: list[EndDeviceRecord]) -> None:
+        """Forget EndDevices whose deletion has committed."""
+        for record in records:
+            self._unindex(record)
+
     @property
     def aggregator_clients(self) -> dict[str, str]:
         return self._aggregators
+
+    async def scope(self, identity: ClientIdentity) -> ClientScope:
+        """Who a client certificate is here (403 if the platform revoked it); what it may
+        see is synced with the platform's registrations first."""
+        if self.denied(identity.lfdi):
+            raise Forbidden("this client's access has been revoked")
+        scope = scope_for(identity, self._aggregators)
+        await self.sync(scope)
+        return scope
 
     def denied(self, lfdi: str) -> bool:
         return lfdi.upper() in self._denied
@@ -108,6 +126,9 @@ class EndDeviceRegistry:
         """The aggregator's own EndDevices (one per aggregator client certificate)."""
         return [r for r in self._by_aggregator.get(aggregator_id, ())
                 if r.resource_id is None and not r.inband]
+
+    def by_id(self, edev_id: int) -> EndDeviceRecord | None:
+        return self._by_id.get(edev_id)
 
     def by_resource(self, resource_id: str) -> EndDeviceRecord | None:
         return self._by_resource.get(resource_id)
@@ -130,7 +151,7 @@ class EndDeviceRegistry:
         found: dict[str, EndDeviceRecord] = {}
         missing: list[Resource] = []
         for resource in resources:
-            if resource.binding.protocol != Protocol.IEEE2030_5:
+            if resource.binding.protocol != self.protocol:
                 continue
             existing = self.by_resource(resource.id)
             if existing is not None:
@@ -171,14 +192,14 @@ class EndDeviceRegistry:
             return
         self._synced[scope.lfdi] = now
         if scope.is_aggregator:
-            resources = await self.gateway.resources(protocol=Protocol.IEEE2030_5,
+            resources = await self.gateway.resources(protocol=self.protocol,
                                                      aggregator_id=scope.aggregator_id)
             async with self._creating:
                 if not any(r.resource_id is None for r in self.by_lfdi(scope.lfdi)):
                     await self._new(lfdi=scope.lfdi, sfdi=scope.sfdi, pin=self.default_pin,
                                     aggregator_id=scope.aggregator_id)
         else:
-            resources = await self.gateway.find_resources(Protocol.IEEE2030_5, lfdi=scope.lfdi)
+            resources = await self.gateway.find_resources(self.protocol, lfdi=scope.lfdi)
         await self.ensure_resources(list(resources))
 
     # --- visibility -------------------------------------------------------------------------
@@ -258,7 +279,7 @@ class EndDeviceRegistry:
                 resource = Resource(
                     id=f"2030.5-{record.lfdi.lower()}", connection_point_id=cp_id,
                     kind=DerKind.OTHER, nameplate=Nameplate(export_max_w=0.0),
-                    binding=Binding(Protocol.IEEE2030_5,
+                    binding=Binding(self.protocol,
                                     {"lfdi": record.lfdi, "sfdi": record.sfdi}),
                     aggregator_id=owner)
                 await self.gateway.register_resources(actor, [resource])
@@ -266,7 +287,15 @@ class EndDeviceRegistry:
         await self.state.save_end_device(record)
         self._index(record)
 
-    async def known_connection_point(self, cp_id: str) -> Any:
+    async def set_connection_point(self, record: EndDeviceRecord, cp_id: str) -> None:
+        """The CSIP-AUS ConnectionPoint a client PUTs: an NMI or a platform connection point."""
+        cp_id = cp_id.strip()
+        if not nmi.is_valid(cp_id.upper()) and await self.known_connection_point(cp_id) is None:
+            raise InvalidInput("connectionPointId is neither a valid NMI nor a known "
+                               "connection point")
+        await self.bind_connection_point(record, cp_id)
+
+    async def known_connection_point(self, cp_id: str) -> ConnectionPoint | None:
         """The canonical connection point, or None (the core answers None or NotFound)."""
         try:
             return await self.gateway.connection_point(cp_id)
@@ -276,7 +305,7 @@ class EndDeviceRegistry:
     def _is_aggregator_self(self, record: EndDeviceRecord) -> bool:
         return record.lfdi in self._aggregators and record.resource_id is None
 
-    async def _actor(self, record: EndDeviceRecord) -> Any:
+    async def _actor(self, record: EndDeviceRecord) -> Participant | None:
         """Who registers an in-band DER with the platform: its aggregator, or for a device
         client the configured `inband_owner` (None: it stays an EndDevice only)."""
         owner = record.aggregator_id or self.inband_owner

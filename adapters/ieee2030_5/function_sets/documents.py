@@ -1,14 +1,23 @@
-"""Wire documents for one EndDevice's resource tree: hrefs and links in one place."""
+"""Wire documents for one EndDevice's resource tree: hrefs and links in one place, and each
+published control as the DERControl a client reads (pure functions)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
-from adapters.ieee2030_5 import programs
+from lxml import etree
+
 from adapters.ieee2030_5.codec import models as m
-from adapters.ieee2030_5.programs import Layout, ProgramSpec
-from adapters.ieee2030_5.state import EndDeviceRecord
+from adapters.ieee2030_5.codec.xml import build
+from adapters.ieee2030_5.function_sets import programs
+from adapters.ieee2030_5.function_sets.programs import Layout, ProgramSpec
+from adapters.ieee2030_5.state import ControlRecord, EndDeviceRecord
+
+# EventStatus currentStatus values; LIVE is the stored status of a control still in force
+# (scheduled or active by time).
+SCHEDULED, ACTIVE, CANCELLED, CANCELLED_RANDOM, SUPERSEDED = 0, 1, 2, 3, 4
+LIVE = 0
 
 DER_DOCS = {"dercap": "DERCapability", "derg": "DERSettings", "ders": "DERStatus",
             "dera": "DERAvailability"}
@@ -122,3 +131,41 @@ def der(r: EndDeviceRecord, layout: Layout) -> m.DER:
         DERSettingsLink=m.Link(href=h.path("der", 1, "derg")),
         DERStatusLink=m.Link(href=h.path("der", 1, "ders")),
     )
+
+
+# --- DERControls ---------------------------------------------------------------------------
+
+
+def live_status(control: ControlRecord, now: int) -> int:
+    if control.status != LIVE:
+        return control.status
+    return ACTIVE if control.start <= now else SCHEDULED
+
+
+def listed(control: ControlRecord, now: int) -> bool:
+    """Whether a DERControlList shows the control: until it ends if in force; a cancelled or
+    superseded one while retained, but not past a minute after its window."""
+    end = control.start + control.duration
+    if control.status == LIVE:
+        return end > now
+    return end > now - 60
+
+
+def der_control(c: ControlRecord, href: str, reply_to: str, now: int) -> m.DERControl:
+    base_el = etree.fromstring(c.base_xml.encode())
+    status = live_status(c, now)
+    return m.DERControl(
+        href=href, replyTo=reply_to, responseRequired="03", subscribable=0,
+        mRID=c.mrid, description="effective control", version=0, creationTime=c.created,
+        EventStatus=m.EventStatus(currentStatus=status,
+                                  dateTime=c.status_time if c.status != LIVE else c.created,
+                                  potentiallySuperseded=False),
+        interval=m.DateTimeInterval(duration=c.duration, start=c.start),
+        randomizeStart=c.randomize_start,
+        DERControlBase=build(m.DERControlBase, base_el),
+    )
+
+
+def sort_key(c: ControlRecord) -> tuple[int, int, str]:
+    """DERControlList order: start ascending, then newest creation, then mRID descending."""
+    return (c.start, -c.created, "".join(chr(255 - ord(x)) for x in c.mrid))
