@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, field_validator
 ENV_PREFIX = "DERGW_"
 
 DEFAULT_ADAPTERS: dict[str, dict[str, Any]] = {
-    "ieee2030_5": {"listen": "https://127.0.0.1:8443"},
+    "ieee2030_5": {},  # its defaults are its own (adapters/ieee2030_5/settings.py)
     "openadr3": {"listen": "https://127.0.0.1:8444"},
     "opcua": {"listen": "opc.tcp://127.0.0.1:4840"},
     "modbus": {},

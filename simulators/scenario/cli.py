@@ -63,7 +63,8 @@ def _endpoints_from_settings(args: argparse.Namespace) -> Endpoints:
 
     settings = load_settings(getattr(args, "config", None))
     return Endpoints(platform=settings.platform_listen,
-                     ieee2030_5=str(settings.adapter_config("ieee2030_5").get("listen", "")),
+                     ieee2030_5=str(settings.adapter_config("ieee2030_5").get(
+                         "listen", "https://127.0.0.1:8443")),  # (the adapter's default)
                      openadr3=str(settings.adapter_config("openadr3").get("listen", "")),
                      opcua=str(settings.adapter_config("opcua").get("listen", "")),
                      pki=settings.pki_dir)
