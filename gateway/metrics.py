@@ -163,7 +163,11 @@ class GatewayMetrics:
                 histogram.observe(time.perf_counter() - started)
 
         def forget(conn: Any) -> None:
-            conn.info.pop("dergw_tx_started", None)
+            # A transaction cancelled mid-way (a task cancelled at shutdown) leaves the
+            # connection invalid: reading its `info` raises, and raising here would stop the
+            # rollback, so the connection was never returned and shutdown hung.
+            with suppress(Exception):
+                conn.info.pop("dergw_tx_started", None)
 
         event.listen(sync_engine, "begin", begin)
         event.listen(sync_engine, "commit", commit)
