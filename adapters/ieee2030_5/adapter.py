@@ -39,6 +39,7 @@ from pki.tls import client_context, ieee2030_5_server_context, peer_certificate_
 log = logging.getLogger(__name__)
 TLS_NAME = "ieee2030_5"  # the notification client's TLS context, as deliveries name it
 TOPICS = {Topic.EFFECTIVE_CONTROL_CHANGED, Topic.RESOURCE_CHANGED}
+FLUSH_S = 1.0  # fetches are told to the core this often, off the requests' path
 
 
 def assemble(name: str, gateway: GatewayPort, records: RecordsPort, settings: Settings, *,
@@ -113,6 +114,9 @@ class Ieee2030Adapter:
                                 name=f"{self.name}-refresh"),
             asyncio.create_task(self._every(self._watch_period, self.parts.reach.check,
                                             "2030.5 reach watch"), name=f"{self.name}-reach"),
+            asyncio.create_task(self._every(lambda: FLUSH_S, self.parts.reach.flush,
+                                            "telling the core of fetches"),
+                                name=f"{self.name}-fetches"),
         ]
         try:
             yield

@@ -33,7 +33,7 @@ ADMIN = frozenset({Role.ADMIN})
 DER_STEWARDS = frozenset({Role.ADMIN, Role.LDC})
 EVERYONE = frozenset(Role)
 _LFDI = re.compile(r"^[0-9A-F]{40}$")
-_BODY = "ieee2030_5.body"  # the parsed body, on the request (read once)
+_BODY = web.RequestKey("ieee2030_5_body", object)  # the parsed body (read once)
 
 
 class PlatformRoutes:
@@ -90,7 +90,8 @@ class PlatformRoutes:
     async def _json(self, request: web.Request) -> dict[str, Any]:
         doc = request.get(_BODY)
         if doc is None:
-            doc = request[_BODY] = await self.body.read_json(request)
+            doc = await self.body.read_json(request)
+            request[_BODY] = doc
         if not isinstance(doc, dict):
             raise InvalidInput("body must be a JSON object")
         return doc

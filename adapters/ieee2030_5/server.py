@@ -257,7 +257,7 @@ async def control_document(request: web.Request, kind: str) -> web.Response:
     parts = service_of(request)
     rec, spec = _program_of(request)
     body = await parts.renderer.rendered(rec, spec, kind)
-    await parts.reach.fetched(rec)
+    parts.reach.fetched(rec)
     return served(body)
 
 

@@ -58,23 +58,33 @@ class ReachTracker:
         self._fetched: dict[str, float] = {}  # DER -> when its client last read its controls
         self._told: dict[str, _Told] = {}
         self._offline: set[str] = set()  # DERs this adapter marked offline
+        self._unflushed: set[str] = set()  # DERs fetched since the last flush
 
     @property
     def patience_s(self) -> float:
         """How long a DER's client may leave its controls unread."""
         return self.missed_polls * self.poll_interval_s()
 
-    async def fetched(self, record: EndDeviceRecord) -> None:
-        """A client read the DER's control documents."""
+    def fetched(self, record: EndDeviceRecord) -> None:
+        """A client read the DER's control documents (told to the core by `flush`, off
+        the request's path: a poll never waits for the core's bookkeeping)."""
         rid = record.resource_id
         if rid is None:
             return
-        now = time.time()
-        self._fetched[rid] = now
-        if rid in self._offline:
-            self._offline.discard(rid)
-            await self.gateway.set_online_many({rid: True})
-        await self._tell({rid: (DeliveryState.FETCHED, "")}, now)
+        self._fetched[rid] = time.time()
+        self._unflushed.add(rid)
+
+    async def flush(self) -> None:
+        """Tell the core of the fetches since the last flush (and bring back online the
+        DERs this marked offline)."""
+        fetched, self._unflushed = self._unflushed, set()
+        if not fetched:
+            return
+        back = {rid: True for rid in fetched if rid in self._offline}
+        if back:
+            self._offline.difference_update(back)
+            await self.gateway.set_online_many(back)
+        await self._tell({rid: (DeliveryState.FETCHED, "") for rid in fetched}, time.time())
 
     async def on_outcomes(self, outcomes: list[DeliveryOutcome]) -> None:
         """What became of notifications: delivered, or failed for good (the DER they were
