@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 
@@ -149,8 +150,14 @@ class Ieee2030Adapter:
     @staticmethod
     async def _every(period: Callable[[], float], work: Callable[[], Awaitable[None]],
                      what: str) -> None:
+        """Run `work` every `period()` seconds; the period is read again each second (a
+        pollRate the platform shortens takes effect at once)."""
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(period())
+            await asyncio.sleep(min(1.0, period()))
+            if time.monotonic() - last < period():
+                continue
+            last = time.monotonic()
             try:
                 await work()
             except Exception:  # the next round tries again
