@@ -5,6 +5,11 @@ client (one certificate, many EndDevices), each EndDevice driving one shared DER
     for the platform's EndDevice) -> check the Registration PIN -> FSA -> DERPrograms ->
     subscribe (optional) -> loops: poll at the server's pollRate, apply the schedule and post
     Responses, post mirrored readings at the server's postRate.
+
+Like a certified client in the field it rides through a server restart: no loop dies of a
+dropped connection, a Response that could not be posted is tried again with back-off
+(`response_attempts` tries, 1 s doubling to 30 s), and readings that could not be posted
+are kept (bounded) and sent first once the server answers again.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class ClientConfig:
     discover_timeout_s: float = 60.0  # how long to wait for out-of-band EndDevices to appear
     retry_initial_s: float = 2.0  # discovery back-off after a failure, doubling ...
     retry_max_s: float = 60.0  # ... up to this (with +-20 % jitter)
+    response_attempts: int = 12  # a Response is posted at most this often (1 s doubling)
+    response_backoff_max_s: float = 30.0
 
 
 @dataclass
@@ -63,7 +70,8 @@ class ClientStats:
     polls: int = 0
     poll_errors: int = 0
     responses: int = 0
-    response_errors: int = 0
+    response_errors: int = 0  # failed posts (each retried until attempts run out)
+    responses_lost: int = 0  # Responses given up on (refused by the server, or no attempts left)
     notifications: int = 0
     readings_posted: int = 0
     reading_errors: int = 0
@@ -74,6 +82,20 @@ class ClientStats:
 class _Subscribed:
     agent: DeviceAgent
     primacy: int
+
+
+@dataclass
+class _Owed:
+    """A Response still to be posted: its attempts so far, and when to try again."""
+
+    agent: DeviceAgent
+    due: Due
+    attempts: int = 0
+    not_before: float = 0.0
+
+
+# What a dropped connection or a server away looks like to a client: try again later.
+TRANSIENT = (OSError, TimeoutError, aiohttp.ClientError)
 
 
 @dataclass
@@ -90,7 +112,8 @@ class Ieee2030Client:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         self.lfdi = lfdi_of(cert)
         self._subs: dict[str, _Subscribed] = {}
-        self._responses: asyncio.Queue[tuple[DeviceAgent, Due]] = asyncio.Queue(10_000)
+        self._responses: asyncio.Queue[_Owed] = asyncio.Queue(10_000)
+        self._retries: list[_Owed] = []  # Responses waiting for their next attempt
 
     # -- the whole life ------------------------------------------------------------------
 
@@ -234,7 +257,7 @@ class Ieee2030Client:
                     await agent.poll(sep)
                     self.stats.polls += 1
                     agent.next_poll = time.monotonic() + max(self.config.min_poll_s, agent.poll_s)
-                except (ServerError, OSError, TimeoutError, ValueError) as exc:
+                except (ServerError, ValueError, *TRANSIENT) as exc:
                     self.stats.poll_errors += 1
                     log.info("%s: poll of %s failed: %s", self.config.name, agent.edev_href, exc)
                     agent.next_poll = time.monotonic() + min(agent.poll_s, 5.0)
@@ -248,28 +271,52 @@ class Ieee2030Client:
 
     def _tick_agent(self, agent: DeviceAgent, now: int) -> None:
         for due in agent.tick(now, self.config.comms_loss_s):
-            try:
-                self._responses.put_nowait((agent, due))
-            except asyncio.QueueFull:
-                self.stats.response_errors += 1
+            self._owe(_Owed(agent, due))
+
+    def _owe(self, owed: _Owed) -> None:
+        try:
+            self._responses.put_nowait(owed)
+        except asyncio.QueueFull:
+            self.stats.responses_lost += 1
 
     async def _tick_loop(self) -> None:
         while True:
             now = int(time.time())
             for agent in self.agents.values():
                 self._tick_agent(agent, now)
+            moment = time.monotonic()
+            ready = [o for o in self._retries if o.not_before <= moment]
+            if ready:
+                self._retries = [o for o in self._retries if o.not_before > moment]
+                for owed in ready:
+                    self._owe(owed)
             await asyncio.sleep(self.config.tick_s)
 
     async def _respond_worker(self, sep: Sep) -> None:
         while True:
-            agent, due = await self._responses.get()
+            owed = await self._responses.get()
             try:
-                await agent.respond(sep, due)
+                await owed.agent.respond(sep, owed.due)
                 self.stats.responses += 1
-            except (ServerError, OSError, TimeoutError) as exc:
+            except (ServerError, *TRANSIENT) as exc:
                 self.stats.response_errors += 1
-                log.info("%s: Response %s for %s failed: %s", self.config.name, due.status,
-                         due.mrid, exc)
+                self._retry_later(owed, exc)
+
+    def _retry_later(self, owed: _Owed, exc: BaseException) -> None:
+        """Back off and try again - unless the server refused it (4xx: the same Response
+        would be refused again) or its attempts ran out."""
+        owed.attempts += 1
+        refused = isinstance(exc, ServerError) and exc.status < 500
+        if refused or owed.attempts >= self.config.response_attempts:
+            self.stats.responses_lost += 1
+            log.warning("%s: Response %s for %s given up after %d attempts: %s",
+                        self.config.name, owed.due.status, owed.due.mrid, owed.attempts, exc)
+            return
+        delay = min(self.config.response_backoff_max_s, 2.0 ** (owed.attempts - 1))
+        owed.not_before = time.monotonic() + delay
+        self._retries.append(owed)
+        log.info("%s: Response %s for %s failed (%s); again in %.0f s", self.config.name,
+                 owed.due.status, owed.due.mrid, exc.__class__.__name__, delay)
 
     async def _readings_loop(self, sep: Sep) -> None:
         while True:
@@ -278,7 +325,7 @@ class Ieee2030Client:
                 try:
                     await agent.post_readings(sep)
                     self.stats.readings_posted += 1
-                except (ServerError, OSError, TimeoutError) as exc:
+                except (ServerError, *TRANSIENT) as exc:
                     self.stats.reading_errors += 1
                     log.info("%s: readings of %s failed: %s", self.config.name, agent.lfdi, exc)
                 agent.next_post = now + max(self.config.min_post_s, agent.post_s)

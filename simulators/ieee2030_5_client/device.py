@@ -14,6 +14,7 @@ from simulators.ieee2030_5_client.events import Due, Event, Schedule
 from simulators.ieee2030_5_client.http import Sep
 
 log = logging.getLogger(__name__)
+UNSENT_READINGS = 100  # readings kept while the server is away (one post each)
 
 
 @dataclass(slots=True)
@@ -40,6 +41,8 @@ class DeviceAgent:
     applied: Envelope = field(default_factory=Envelope)
     active_mrid: str | None = None
     responses: dict[str, list[int]] = field(default_factory=dict)  # mRID -> statuses posted
+    # Readings not posted yet (the server was away): sent first next time, newest kept.
+    unsent: list[m.MirrorMeterReadingList] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.schedule = Schedule(self.lfdi)
@@ -129,6 +132,10 @@ class DeviceAgent:
                 mup = await sep.get(location, m.MirrorUsagePoint)
                 self.post_s = float(mup.postRate or self.post_s)
             return
-        await sep.send("POST", self.mup_href, m.MirrorMeterReadingList(
+        self.unsent.append(m.MirrorMeterReadingList(
             MirrorMeterReading=readings.meter_readings(self.lfdi, measurement, now,
                                                        int(self.post_s))))
+        del self.unsent[:-UNSENT_READINGS]
+        while self.unsent:  # oldest first; what fails stays for the next round
+            await sep.send("POST", self.mup_href, self.unsent[0])
+            self.unsent.pop(0)

@@ -13,7 +13,7 @@ from simulators.der import Constant, DerModel, Rating
 from simulators.feeder.envelope import ControlledDer
 from simulators.ieee2030_5_client.client import ClientConfig, Ieee2030Client, RegistrationError
 from simulators.ieee2030_5_client.readings import mrid
-from tests.support.gateway import free_port, gateway_in_process
+from tests.support.gateway import GatewayProcess, free_port, gateway_in_process
 from tests.support.seed import seed_platform
 
 pytestmark = [
@@ -264,3 +264,70 @@ async def test_freq_droop_function_settings_reach_the_simulated_der(tmp_path):
             finally:
                 for t in tasks:
                     t.cancel()
+
+
+async def test_the_simulated_client_rides_through_a_gateway_restart(tmp_path):
+    """Issue 17, finding 9: the gateway restarts under a running simulated client. The
+    client keeps running, reconnects, and what it owed while the gateway was away (the
+    control's "completed" Response, its readings) arrives once it is back."""
+    listen = f"https://127.0.0.1:{free_port()}"
+    proc = GatewayProcess(tmp_path, ieee2030_5={"listen": listen})
+    gw = await proc.start()
+    import json
+    dev_lfdi = json.loads((gw.pki / "identities.json").read_text())["ieee2030_5/device-1"]["lfdi"]
+    clients = await seed_platform(gw, [resource("dev-1", dev_lfdi)])
+    admin, ldc = clients["admin"], clients["ldc-a"]
+    for kind, name in (("poll", "DERProgramList"), ("post", "MirrorUsagePoint")):
+        await admin.ok("PUT", f"/v1/adapters/ieee2030_5/rates/{kind}",
+                       {"resource": name, "seconds": 1})
+    dev_der = der()
+    device = Ieee2030Client(ClientConfig("device-1", listen, gw.pki, pin=424242),
+                            {dev_lfdi: dev_der})
+    ready = asyncio.Event()
+    run = asyncio.create_task(device.run(ready.set))
+    stepper = asyncio.create_task(stepping([dev_der]))
+
+    async def acked(instruction_id: str, wanted: set[str]) -> bool:
+        _, rows = await admin.get(f"/v1/acknowledgements?instruction_id={instruction_id}")
+        return wanted <= {r["status"] for r in rows}
+
+    try:
+        async with asyncio.timeout(30):
+            await ready.wait()
+        now = datetime.now(UTC)
+        status, first = await ldc.post("/v1/instructions", {
+            "kind": "limit", "target": {"kind": "resource", "id": "dev-1"},
+            "start": iso(now - timedelta(minutes=1)), "end": iso(now + timedelta(seconds=8)),
+            "limits": {"export_max_w": 6_000}, "reason": "feeder F-A1"})
+        assert status == 201, first
+        await until(lambda: acked(first["id"], {"received", "started"}))
+        assert await proc.stop() == 0
+        await asyncio.sleep(9)  # the control ends while the gateway is away: "completed" fails
+        assert not run.done() and device.stats.response_errors >= 1
+        gw = await proc.start()
+        await until(lambda: acked(first["id"], {"completed"}), within=60)
+        now = datetime.now(UTC)
+        status, second = await ldc.post("/v1/instructions", {
+            "kind": "limit", "target": {"kind": "resource", "id": "dev-1"},
+            "start": iso(now - timedelta(seconds=5)), "end": iso(now + timedelta(hours=1)),
+            "limits": {"export_max_w": 5_000}, "reason": "feeder F-A1"})
+        assert status == 201, second
+        await until(lambda: acked(second["id"], {"started"}), within=30)
+        await until(lambda: _true(abs(dev_der.measurement().w - 5_000) < 1))
+        assert not run.done()
+        assert device.stats.responses_lost == 0
+        # every Response the client counted as posted is on the platform, once
+        _, rows = await admin.get("/v1/acknowledgements?resource_id=dev-1&limit=1000")
+        stored = [(r["control_ref"], r["protocol_status"]) for r in rows
+                  if r.get("protocol") == "ieee2030_5" and r.get("control_ref")]
+        agent = device.agents[dev_lfdi.upper()]
+        posted = [(mrid, str(s)) for mrid, statuses in agent.responses.items() for s in statuses]
+        assert sorted(stored) == sorted(set(posted)), (stored, posted)
+        assert not agent.unsent  # readings kept while it was away went out
+    finally:
+        run.cancel()
+        stepper.cancel()
+        for task in (run, stepper):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await proc.stop()
