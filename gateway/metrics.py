@@ -163,7 +163,10 @@ class GatewayMetrics:
                 histogram.observe(time.perf_counter() - started)
 
         def forget(conn: Any) -> None:
-            conn.info.pop("dergw_tx_started", None)
+            # A connection invalidated mid-transaction (cancelled at shutdown) refuses even
+            # `.info`: the timing is lost with it, and the rollback must go on.
+            with suppress(Exception):
+                conn.info.pop("dergw_tx_started", None)
 
         event.listen(sync_engine, "begin", begin)
         event.listen(sync_engine, "commit", commit)

@@ -47,6 +47,7 @@ from gateway.domain import (
     Quantity,
     Reading,
     Resource,
+    ResourceDelivery,
     Role,
 )
 from gateway.events import (
@@ -167,6 +168,9 @@ class GatewayPort(Protocol):
                        since_id: int = 0, limit: int = 100) -> list[Reading]: ...
 
     async def mark_delivery(self, marks: Sequence[DeliveryMark]) -> None: ...
+
+    async def delivery_states(self, resource_ids: Iterable[str] | None = None
+                              ) -> dict[str, ResourceDelivery]: ...
 
 
 class RecordsPort(Protocol):

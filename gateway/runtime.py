@@ -52,6 +52,22 @@ class Gateway:
     adapters: dict[str, Adapter] = field(default_factory=dict)
     listeners: dict[str, list[str]] = field(default_factory=dict)
     ready: bool = False  # every adapter has started
+    starting: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+
+    def readiness(self) -> dict[str, str]:
+        """Each adapter's state: "ready" once its lifespan started and it says it is ready
+        (an adapter may fill in behind an open listener: its optional `ready` flag),
+        "starting" before, "failed" if its start failed."""
+        states: dict[str, str] = {}
+        for name, adapter in self.adapters.items():
+            future = self.starting.get(name)
+            if future is None or not future.done():
+                states[name] = "starting"
+            elif future.cancelled() or future.exception() is not None:
+                states[name] = "failed"
+            else:
+                states[name] = "ready" if getattr(adapter, "ready", True) else "starting"
+        return states
 
     async def status(self) -> dict[str, Any]:
         topo = await self.services.topology()
@@ -112,20 +128,58 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         guard.add_own_listeners([settings.platform_listen,
                                  *(u for a in gw.adapters.values() for u in a.listeners())])
         platform = make_platform_app(services, bus, db, status=gw.status,
-                                     ready=lambda: gw.ready,
+                                     ready=gw.readiness,
                                      max_body_bytes=settings.max_body_bytes,
                                      adapter_routes=adapter_routes, metrics=gw.metrics,
                                      listeners=lambda: gw.listeners,
                                      metrics_allow_loopback=settings.metrics_allow_loopback)
         await stack.enter_async_context(_serve_platform(platform, settings))
         gw.listeners["platform"] = [settings.platform_listen]
-        for name, adapter in gw.adapters.items():
-            await stack.enter_async_context(adapter.lifespan())
-            gw.listeners[name] = adapter.listeners()
-            log.info("adapter %s started: %s", name, ", ".join(gw.listeners[name]) or "-")
+        await stack.enter_async_context(_run_adapters(gw))
         gw.ready = True
         yield gw
         log.info("shutting down")
+
+
+@asynccontextmanager
+async def _run_adapters(gw: Gateway) -> AsyncIterator[None]:
+    """Start every adapter at once, each in its own task, so that no listener waits for
+    another adapter's start-up; leave them all on exit. An adapter that fails to start
+    stops the gateway (with its error), rather than leaving a half-served fleet."""
+    stop = asyncio.Event()
+    started: dict[str, asyncio.Future[None]] = {}
+    tasks: list[asyncio.Task[None]] = []
+
+    async def hold(name: str, adapter: Adapter, ready: asyncio.Future[None]) -> None:
+        try:
+            async with adapter.lifespan():
+                gw.listeners[name] = adapter.listeners()
+                log.info("adapter %s started: %s", name, ", ".join(gw.listeners[name]) or "-")
+                ready.set_result(None)
+                await stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            raise
+
+    loop = asyncio.get_running_loop()
+    for name, adapter in gw.adapters.items():
+        started[name] = loop.create_future()
+        gw.starting[name] = started[name]
+        tasks.append(asyncio.create_task(hold(name, adapter, started[name]),
+                                         name=f"adapter-{name}"))
+    try:
+        await asyncio.gather(*started.values())
+        yield
+    finally:
+        stop.set()
+        for task in reversed(tasks):  # (each leaves its lifespan; a failed one is reported)
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("adapter %s failed while stopping", task.get_name())
 
 
 def _build_adapters(gw: Gateway, installed: dict[str, InstalledAdapter],

@@ -86,10 +86,12 @@ def int_query(request: web.Request, name: str, default: int, maximum: int = 1000
 
 
 async def health(request: web.Request) -> web.Response:
-    """200 once every adapter has started; 503 while the gateway is still starting."""
-    if request.app[STATUS]["ready"]():
-        return reply({"status": "ok"})
-    return reply({"status": "starting"}, 503)
+    """200 once every adapter is ready; 503 while any is still starting (or failed), naming
+    each adapter's state."""
+    adapters: dict[str, str] = request.app[STATUS]["ready"]()
+    if all(state == "ready" for state in adapters.values()):
+        return reply({"status": "ok", "adapters": adapters})
+    return reply({"status": "starting", "adapters": adapters}, 503)
 
 
 async def me(request: web.Request) -> web.Response:

@@ -601,16 +601,22 @@ async def put_resource_deliveries(session: AsyncSession, marks: Sequence[Deliver
     return changes
 
 
-async def resource_deliveries(session: AsyncSession, resource_ids: Iterable[str]
+async def resource_deliveries(session: AsyncSession, resource_ids: Iterable[str] | None
                               ) -> dict[str, ResourceDelivery]:
+    """Delivery states of these DERs (of every DER with None)."""
+    def state(row: ResourceDeliveryRow) -> ResourceDelivery:
+        return ResourceDelivery(DeliveryState(row.state), row.since, row.reason,
+                                row.fetched_at, row.delivered_at)
+
+    if resource_ids is None:
+        rows = (await session.execute(select(ResourceDeliveryRow))).scalars()
+        return {row.resource_id: state(row) for row in rows}
     ids = list(resource_ids)
     found: dict[str, ResourceDelivery] = {}
     for start in range(0, len(ids), 500):
         rows = (await session.execute(select(ResourceDeliveryRow).where(
             col(ResourceDeliveryRow.resource_id).in_(ids[start:start + 500])))).scalars()
-        found.update({row.resource_id: ResourceDelivery(
-            DeliveryState(row.state), row.since, row.reason, row.fetched_at, row.delivered_at)
-            for row in rows})
+        found.update({row.resource_id: state(row) for row in rows})
     return found
 
 
