@@ -9,7 +9,9 @@ if TYPE_CHECKING:
 
 
 def create_adapter(ctx: AdapterContext) -> Adapter:
+    """The adapter, its settings checked (an unknown or bad key stops the start, named)."""
     # Imported here so that the codec (shared with the simulators) does not pull in the core.
-    from adapters.modbus.service import ModbusAdapter
+    from adapters.modbus.adapter import ModbusAdapter
+    from adapters.modbus.settings import load
 
-    return ModbusAdapter(ctx)
+    return ModbusAdapter(ctx, load(ctx.config, f"adapters.{ctx.name}"))

@@ -22,12 +22,15 @@ class RecordingSink:
         self.received: list[Reading] = []
         self.acks: list[Acknowledgement] = []
         self.marks: list[tuple[str, bool]] = []
+        self.acked: dict[str, dict] = {}  # what the ledger would remember, per DER
 
     async def readings(self, readings) -> None:
         self.received.extend(readings)
 
-    async def acknowledge(self, acks) -> None:
+    async def acknowledge(self, resource_id, acks, acked) -> bool:
         self.acks.extend(acks)
+        self.acked[resource_id] = dict(acked)
+        return True
 
     async def online(self, resource_id: str, online: bool) -> None:
         self.marks.append((resource_id, online))

@@ -6,7 +6,8 @@ import asyncio
 import pytest
 from pymodbus.constants import ExcCodes
 
-from adapters.modbus.pool import DevicePool, PoolConfig
+from adapters.modbus.settings import Settings
+from adapters.modbus.sunspec.pool import DevicePool
 from gateway.domain import Quantity
 from simulators.sunspec.fleet import FleetConfig, running_fleet
 from tests.modbus.support import RecordingSink
@@ -27,7 +28,7 @@ def faults(fleet, index):
 def make_pool(fleet, sink, **config):
     base = {"timeout_s": 0.5, "backoff_initial_s": 0.1, "backoff_max_s": 0.4,
             "offline_after": 2, "poll_interval_s": 0.1, "telemetry_interval_s": 0.1}
-    pool = DevicePool(sink, PoolConfig(**{**base, **config}))
+    pool = DevicePool(sink, Settings(**{**base, **config}))
     for i in range(len(fleet.inverters)):
         host, port, unit = fleet.address(i)
         pool.upsert(f"d{i}", {"host": host, "port": port, "unit_id": unit}, 10_000.0)

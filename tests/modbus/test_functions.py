@@ -9,7 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from adapters.modbus.pool import DevicePool, PoolConfig
+from adapters.modbus.settings import Settings
+from adapters.modbus.sunspec.pool import DevicePool
 from gateway.domain import AckStatus, EffectiveControl, InstructionKind, Source
 from simulators.der import Rating
 from simulators.sunspec.fleet import FleetConfig, running_fleet
@@ -31,7 +32,7 @@ async def fleet():
 
 
 def make_pool(fleet, sink, **config):
-    pool = DevicePool(sink, PoolConfig(**{"timeout_s": 0.5, "backoff_initial_s": 0.1,
+    pool = DevicePool(sink, Settings(**{"timeout_s": 0.5, "backoff_initial_s": 0.1,
                                           "backoff_max_s": 0.5, **config}))
     for i in range(len(fleet.inverters)):
         host, port, unit = fleet.address(i)
@@ -227,7 +228,7 @@ async def test_a_device_without_712_acknowledges_watt_var_cannot_comply():
     ticker = asyncio.create_task(tick())
     try:
         sink = RecordingSink()
-        pool = DevicePool(sink, PoolConfig(timeout_s=0.5))
+        pool = DevicePool(sink, Settings(timeout_s=0.5))
         pool.upsert("d9", {"host": "127.0.0.1", "port": server.bound_port, "unit_id": 1},
                     10_000.0)
         pool.set_control("d9", settings("d9", volt_watt=VOLT_WATT, watt_var=WATT_VAR))

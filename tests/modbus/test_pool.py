@@ -4,7 +4,8 @@ import asyncio
 
 import pytest
 
-from adapters.modbus.pool import DevicePool, PoolConfig
+from adapters.modbus.settings import Settings
+from adapters.modbus.sunspec.pool import DevicePool
 from gateway.domain import AckStatus, Quantity
 from simulators.sunspec.fleet import FleetConfig, running_fleet
 from tests.modbus.support import RecordingSink, export_limit
@@ -18,7 +19,7 @@ async def fleet():
 
 
 def make_pool(fleet, sink, **config):
-    pool = DevicePool(sink, PoolConfig(**{"timeout_s": 0.5, "backoff_initial_s": 0.1,
+    pool = DevicePool(sink, Settings(**{"timeout_s": 0.5, "backoff_initial_s": 0.1,
                                           "backoff_max_s": 0.5, **config}))
     for i in range(len(fleet.inverters)):
         host, port, unit = fleet.address(i)
