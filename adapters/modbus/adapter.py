@@ -79,7 +79,7 @@ class ModbusAdapter:
         """Every device of this adapter, its control and its acknowledgement state."""
         assert self.pool is not None and self.feedback is not None
         gateway = self.ctx.gateway
-        resources = await gateway.resources(protocol=self.name)  # type: ignore[arg-type]
+        resources = await gateway.resources(protocol=self.protocol)  # type: ignore[arg-type]
         controls = await gateway.effective_controls([r.id for r in resources])
         acked = await self.feedback.ledger.load()
         specs = [DeviceSpec(r.id, r.binding.address, r.nameplate.export_max_w,

@@ -8,9 +8,9 @@ from pymodbus.constants import ExcCodes
 
 from adapters.modbus.settings import Settings
 from adapters.modbus.sunspec.pool import DevicePool
-from gateway.domain import Quantity
+from gateway.domain import AckStatus, Quantity
 from simulators.sunspec.fleet import FleetConfig, running_fleet
-from tests.modbus.support import RecordingSink
+from tests.modbus.support import RecordingSink, export_limit
 
 
 @pytest.fixture
@@ -95,3 +95,24 @@ async def test_slow_device_does_not_stall_the_others(fleet):
         runner.cancel()
         with pytest.raises(asyncio.CancelledError):
             await runner
+
+
+async def test_after_an_outage_the_control_is_rewritten_but_not_acknowledged_again(fleet):
+    """An offline device is rediscovered and its control written again when it is back;
+    the platform already has this control's acknowledgement, so none is sent again."""
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink)
+    pool.set_control("d1", export_limit("d1", 3_000.0, "ins-7"))
+    await pool.poll_cycle()
+    assert [(a.instruction_id, a.status) for a in sink.acks] == [("ins-7", AckStatus.COMPLETED)]
+    inv = fleet.inverters[1]
+    faults(fleet, 1).exception = ExcCodes.DEVICE_FAILURE
+    for _ in range(2):
+        await pool.poll_cycle()
+    assert ("d1", False) in sink.marks
+    faults(fleet, 1).exception = None
+    inv.image.set(704, "WMaxLimPctEna", 0)  # it lost the limit meanwhile
+    await pool.poll_cycle()
+    assert sink.marks[-1] == ("d1", True)
+    assert inv.image.get(704, "WMaxLimPctEna") == 1  # written again
+    assert len(sink.acks) == 1
