@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from adapters.modbus.client import ModbusLink
 from adapters.modbus.mapper import readings_701, readings_713
-from adapters.modbus.state import Acked, AckLedger, Part
+from adapters.modbus.state import Acked, AckLedger, Delivery, Part
 from adapters.modbus.sunspec.device import DeviceMap, read_model
 from gateway.domain import Acknowledgement, Reading
 from gateway.errors import GatewayError, NotFound
@@ -45,6 +45,10 @@ class Feedback(Protocol):
         ...
 
     async def online(self, resource_id: str, online: bool) -> None: ...
+
+    async def delivery(self, resource_id: str, delivery: Delivery) -> None:
+        """Whether the DER's control is in force on its device, or why not."""
+        ...
 
 
 async def read_telemetry(link: ModbusLink, dmap: DeviceMap, resource_id: str, at: datetime,
@@ -76,6 +80,7 @@ class GatewayFeedback:
         self.flush_interval_s = flush_interval_s
         self._pending: deque[Reading] = deque(maxlen=max_pending)
         self._online: dict[str, bool] = {}  # bounded by the number of devices
+        self._deliveries: dict[str, Delivery] = {}  # likewise: the latest per device
         self.dropped = 0
 
     async def readings(self, readings: Sequence[Reading]) -> None:
@@ -101,9 +106,13 @@ class GatewayFeedback:
     async def online(self, resource_id: str, online: bool) -> None:
         self._online[resource_id] = online
 
+    async def delivery(self, resource_id: str, delivery: Delivery) -> None:
+        self._deliveries[resource_id] = delivery
+
     def forget(self, resource_id: str) -> None:
         """The device left the pool (unbound or removed): its ledger entry goes too."""
         self._online.pop(resource_id, None)
+        self._deliveries.pop(resource_id, None)
         self.ledger.forget(resource_id)
 
     async def flush(self) -> None:

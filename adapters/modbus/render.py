@@ -20,7 +20,7 @@ from adapters.modbus.codec import CodecError, encode_point, mismatches
 from adapters.modbus.feedback import Feedback
 from adapters.modbus.mapper import ControlPlan, acknowledgements, plan_for, verify_704
 from adapters.modbus.settings import Settings
-from adapters.modbus.state import Acked, Device, Part
+from adapters.modbus.state import Acked, Delivery, Device, Part
 from adapters.modbus.sunspec.adoption import disable_curve, ensure_curve
 from adapters.modbus.sunspec.curves import FunctionPlan, PointPlan
 from adapters.modbus.sunspec.device import (
@@ -54,6 +54,20 @@ class Renderer:
                         self.settings.nominal_hz)
         await self._render_control(dev, plan)
         await self._render_functions(dev, plan.functions)
+        await self._report(dev, _delivery(dev))
+
+    async def unreachable(self, dev: Device, reason: str) -> None:
+        """The device cannot be reached (or is no SunSpec device): its control is not
+        delivered, whatever was written before."""
+        await self._report(dev, Delivery(False, reason))
+
+    async def _report(self, dev: Device, delivery: Delivery | None) -> None:
+        """Tell the core the DER's delivery state when it changed (a new control delivered
+        counts as a change)."""
+        if delivery is None or delivery == dev.delivery:
+            return
+        await self.feedback.delivery(dev.resource_id, delivery)
+        dev.delivery = delivery
 
     def _refresh_due(self, written_at: float) -> bool:
         return self.clock() - written_at >= self.settings.refresh_s
@@ -148,6 +162,20 @@ class Renderer:
         state = {**dev.acked, part: acked}
         if await self.feedback.acknowledge(dev.resource_id, acks, state):
             dev.acked = state
+
+
+_PART_NAMES = {Part.CONTROL: "704/703 control", Part.FUNCTIONS: "function settings"}
+
+
+def _delivery(dev: Device) -> Delivery | None:
+    """What the latest writes of each part came to; None before anything was written."""
+    if not dev.outcomes:
+        return None
+    failed = [f"{_PART_NAMES[part]}: {o.reason}" for part, o in sorted(dev.outcomes.items())
+              if not o.in_force]
+    if failed:
+        return Delivery(False, "; ".join(failed))
+    return Delivery(True, fingerprint=f"{dev.plan_fp}/{dev.functions_fp}")
 
 
 # -- writing to the device -------------------------------------------------------------------

@@ -11,6 +11,7 @@ from adapters.modbus.sunspec.pool import DevicePool
 from gateway.domain import AckStatus, Quantity
 from simulators.sunspec.fleet import FleetConfig, running_fleet
 from tests.modbus.support import RecordingSink, export_limit
+from tests.support.gateway import free_port
 
 
 @pytest.fixture
@@ -116,3 +117,52 @@ async def test_after_an_outage_the_control_is_rewritten_but_not_acknowledged_aga
     assert sink.marks[-1] == ("d1", True)
     assert inv.image.get(704, "WMaxLimPctEna") == 1  # written again
     assert len(sink.acks) == 1
+
+
+async def test_delivery_state_says_delivered_or_why_not(fleet):
+    """A control written and read back is delivered; a device that refuses the write with
+    an exception code, or cannot be reached, makes it undeliverable with the reason; back
+    and written again, it is delivered again."""
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink)
+    pool.set_control("d0", export_limit("d0", 3_000.0, "ins-1"))
+    # A dispatch to charge a PV inverter: its WSet cannot go below zero (exception 0x03).
+    charge = export_limit("d2", 3_000.0, "ins-2")
+    charge.intervals[0].setpoint_w = -2_000.0
+    pool.set_control("d2", charge)
+    await pool.poll_cycle()
+    assert (sink.delivered("d0").in_force, sink.delivered("d0").reason) == (True, "")
+    refused = sink.delivered("d2")
+    assert not refused.in_force
+    assert refused.reason.startswith("704/703 control: exception 0x03: ")
+    assert "ILLEGAL_VALUE" in refused.reason
+
+    faults(fleet, 0).exception = ExcCodes.DEVICE_FAILURE
+    for _ in range(2):  # offline_after
+        await pool.poll_cycle()
+    unreachable = sink.delivered("d0")
+    assert not unreachable.in_force
+    assert unreachable.reason.startswith("device refuses requests: ")
+    faults(fleet, 0).delay_s = 1.0  # now it does not answer in time
+    faults(fleet, 0).exception = None
+    await pool.poll_cycle()
+    assert sink.delivered("d0") == unreachable  # reported once, not per failure
+    faults(fleet, 0).delay_s = 0.0
+    await pool.poll_cycle()
+    assert sink.delivered("d0").in_force
+    count = len(sink.deliveries)
+    await pool.poll_cycle()
+    assert len(sink.deliveries) == count  # nothing new: nothing reported
+
+
+async def test_an_unreachable_device_is_undeliverable_after_offline_after_failures():
+    sink = RecordingSink()
+    pool = DevicePool(sink, Settings(timeout_s=0.3, offline_after=2))
+    pool.upsert("d9", {"host": "127.0.0.1", "port": free_port(), "unit_id": 1}, 10_000.0,
+                export_limit("d9", 3_000.0))
+    await pool.poll_cycle()
+    assert sink.delivered("d9") is None  # one failure is not yet a verdict
+    await pool.poll_cycle()
+    delivery = sink.delivered("d9")
+    assert not delivery.in_force and delivery.reason.startswith("device unreachable: ")
+    assert "cannot connect" in delivery.reason

@@ -240,6 +240,10 @@ async def test_a_device_without_712_acknowledges_watt_var_cannot_comply():
     assert (ack.status, ack.protocol_status) == (AckStatus.CANNOT_COMPLY, "no model 712")
     assert ack.detail == "the device does not implement SunSpec model 712"
     assert inv.model.volt_watt.enabled and inv.image.get(706, "Ena") == 1
+    delivery = sink.delivered("d9")  # the settings are not all in force: undeliverable
+    assert not delivery.in_force
+    assert delivery.reason == ("function settings: no model 712: the device does not "
+                               "implement SunSpec model 712")
 
 
 async def test_volt_var_y_reference_and_a_default_control_ramp_reach_the_inverter(fleet):
@@ -267,6 +271,8 @@ async def test_volt_var_y_reference_and_a_default_control_ramp_reach_the_inverte
         AckStatus.CANNOT_COMPLY, "not representable")
     assert acks["ins-x"].detail.startswith("volt_var: volt_var_y_ref 7 is not a y reference")
     assert refused.image.get(705, "Ena") != 1
+    # Settings SunSpec cannot express are refused, not undelivered: the rest is in force.
+    assert sink.delivered("d1").in_force
     assert (acks["ins-d"].status, acks["ins-d"].protocol_status) == (
         AckStatus.COMPLETED, "704 WRmp/WRmpRef written, read-back verified")
     assert ramped.image.get(704, "WRmp") == 5 and ramped.model.ramp_pct_s == 5.0

@@ -19,20 +19,33 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.modbus.client import DeviceError, DeviceRefused, Endpoint, ModbusLink
+from adapters.modbus.client import (
+    DeviceError,
+    DeviceRefused,
+    DeviceUnreachable,
+    Endpoint,
+    ModbusLink,
+)
 from adapters.modbus.feedback import Feedback, read_telemetry
 from adapters.modbus.render import Renderer
 from adapters.modbus.settings import Settings
 from adapters.modbus.state import Acked, Device, Part
-from adapters.modbus.sunspec.device import discover, read_model
+from adapters.modbus.sunspec.device import NotSunSpec, discover, read_model
 from gateway.domain import EffectiveControl
 
 log = logging.getLogger(__name__)
+
+# Why a device that keeps failing cannot be given its control, by kind of failure.
+_UNDELIVERABLE: tuple[tuple[type[DeviceError], str], ...] = (
+    (DeviceUnreachable, "device unreachable"),
+    (DeviceRefused, "device refuses requests"),
+    (NotSunSpec, "not a SunSpec device"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +182,15 @@ class DevicePool:
                 dev.telemetry_at = now
                 await self.feedback.readings(readings)
         except DeviceError as exc:
-            return await self._failed(dev, str(exc))
+            kind = next((why for cls, why in _UNDELIVERABLE if isinstance(exc, cls)),
+                        "device error")
+            return await self._failed(dev, str(exc), kind)
         except Exception as exc:  # a bug or a core error must not end the device's loop
             log.exception("modbus %s (%s): unexpected error", dev.resource_id, dev.endpoint)
-            return await self._failed(dev, f"unexpected: {exc!r}")
+            return await self._failed(dev, f"unexpected: {exc!r}", "gateway error")
         return await self._succeeded(dev)
 
-    async def _failed(self, dev: Device, reason: str) -> PassResult:
+    async def _failed(self, dev: Device, reason: str, kind: str) -> PassResult:
         dev.failures += 1
         dev.last_error = reason
         dev.link.close()
@@ -185,6 +200,7 @@ class DevicePool:
             dev.online = False
             dev.forget_rendering()
             await self._mark(dev, False)
+            await self._report(self.renderer.unreachable(dev, f"{kind}: {reason}"))
         backoff = min(self.settings.backoff_max_s,
                       self.settings.backoff_initial_s * 2 ** (dev.failures - 1))
         return PassResult(False, backoff * random.uniform(0.8, 1.2))
@@ -200,10 +216,15 @@ class DevicePool:
         return PassResult(True, self.settings.poll_interval_s)
 
     async def _mark(self, dev: Device, online: bool) -> None:
+        await self._report(self.feedback.online(dev.resource_id, online))
+
+    @staticmethod
+    async def _report(report: Awaitable[None]) -> None:
+        """Feedback from the failure path must not raise out of a device's loop."""
         try:
-            await self.feedback.online(dev.resource_id, online)
+            await report
         except Exception:
-            log.exception("modbus %s: could not record online=%s", dev.resource_id, online)
+            log.exception("modbus: could not report a device's state")
 
 
 async def _device_w_max(dev: Device) -> float | None:
