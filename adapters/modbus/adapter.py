@@ -17,7 +17,7 @@ from typing import Any
 from adapters.modbus.client import Endpoint
 from adapters.modbus.feedback import GatewayFeedback
 from adapters.modbus.settings import Settings
-from adapters.modbus.state import AckLedger
+from adapters.modbus.state import AckLedger, Delivery
 from adapters.modbus.sunspec.pool import DevicePool, DeviceSpec
 from gateway.adapters import AdapterContext
 from gateway.bus import Event, Topic
@@ -84,16 +84,23 @@ class ModbusAdapter:
         acked = await self.feedback.ledger.load()
         specs = [DeviceSpec(r.id, r.binding.address, r.nameplate.export_max_w,
                             controls.get(r.id), acked.get(r.id, {}))
-                 for r in resources if self._usable(r)]
+                 for r in resources if await self._usable(r)]
+        bound = {r.id for r in resources}
         for gone in self.pool.assign(specs):
-            self.feedback.forget(gone)
+            if gone not in bound:  # (a DER still bound but unusable keeps its state)
+                self.feedback.forget(gone)
+        for stale in set(acked) - bound:  # unbound or removed while we were away
+            self.feedback.ledger.forget(stale)
         log.info("modbus: %d devices", len(specs))
 
-    def _usable(self, resource: Resource) -> bool:
+    async def _usable(self, resource: Resource) -> bool:
+        """Whether the DER's binding names a device; if not, its control is undeliverable."""
+        assert self.feedback is not None
         try:
             Endpoint.from_address(resource.binding.address)
         except ValueError as exc:
             log.warning("modbus %s: not polled: %s", resource.id, exc)
+            await self.feedback.delivery(resource.id, Delivery(False, f"binding: {exc}"))
             return False
         return True
 
@@ -121,9 +128,12 @@ class ModbusAdapter:
         if "online" in event.payload:
             return  # our own (or another's) online mark: nothing to render
         res = await self.ctx.gateway.resource(rid)
-        if res is None or res.binding.protocol != self.name or not self._usable(res):
+        if res is None or res.binding.protocol != self.name:
             if self.pool.release(rid) is not None:
                 self.feedback.forget(rid)
+            return
+        if not await self._usable(res):
+            self.pool.release(rid)
             return
         self.pool.upsert(rid, res.binding.address, res.nameplate.export_max_w,
                          await self.ctx.gateway.effective_control(rid))
