@@ -97,13 +97,14 @@ class DevicePool:
     def upsert(self, resource_id: str, address: Mapping[str, Any], w_max: float,
                control: EffectiveControl | None = None,
                acked: Mapping[Part, Acked] | None = None) -> Device:
-        """Add a device, or update its control; a new address starts it afresh. What it
+        """Add a device, or update its control (None: it has none); a new address starts it
+        afresh. What it
         acknowledged is taken from `acked` only for a DER new to the pool (the pool's own
         knowledge is newer than the ledger's). ValueError for an unusable address."""
         endpoint = Endpoint.from_address(address)
         old = self.devices.get(resource_id)
         if old is not None and old.endpoint == endpoint:
-            old.control = control if control is not None else old.control
+            old.control = control
             old.wake.set()
             return old
         known = dict(old.acked) if old is not None else dict(acked or {})
