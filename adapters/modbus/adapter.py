@@ -3,6 +3,7 @@
 Devices are the resources bound to this adapter (`Binding.protocol` = its name; address:
 host, port, unit_id, tls). A resync loads every device, its effective control and what it
 already acknowledged from the store; afterwards the event log only says what changed.
+Starting does not wait for the first resync: the pool fills in behind it.
 """
 
 from __future__ import annotations
@@ -12,28 +13,32 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from adapters.modbus.client import Endpoint
 from adapters.modbus.feedback import GatewayFeedback
 from adapters.modbus.settings import Settings
 from adapters.modbus.state import AckLedger, Delivery
 from adapters.modbus.sunspec.pool import DevicePool, DeviceSpec
-from gateway.adapters import AdapterContext
-from gateway.bus import Event, Topic
-from gateway.domain import Protocol, Resource
-from gateway.errors import GatewayError
+from gateway.domain import EffectiveControl, Resource
+from gateway.ports import (
+    AdapterContext,
+    ControlChanged,
+    ResourceChanged,
+    Topic,
+    TypedEvent,
+    follow,
+)
 from pki.tls import client_context
 
 log = logging.getLogger(__name__)
+
+_CHUNK = 5_000  # DER ids per query
 
 
 class ModbusAdapter:
     def __init__(self, ctx: AdapterContext, settings: Settings) -> None:
         self.ctx = ctx
         self.name = ctx.name
-        # Until the core takes adapter names for protocols (STATUS.md), records carry its enum.
-        self.protocol: str = Protocol(ctx.name)
         self.settings = settings
         self.pool: DevicePool | None = None
         self.feedback: GatewayFeedback | None = None
@@ -47,23 +52,26 @@ class ModbusAdapter:
         return client_context(ca, cert, cert.with_suffix(".key"))
 
     def listeners(self) -> list[str]:
-        devices = self.pool.devices.values() if self.pool else ()
-        return [f"client of {len(devices)} SunSpec devices"] if devices else []
+        if self.pool is None:
+            return []
+        return [f"client of {len(self.pool.devices)} SunSpec devices" if self.pool.devices
+                else "SunSpec client"]
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         ledger = AckLedger(self.ctx.records)
-        feedback = GatewayFeedback(self.ctx.gateway, ledger, self.protocol,
+        feedback = GatewayFeedback(self.ctx.gateway, ledger, self.name,
                                    self.settings.flush_interval_s,
                                    self.settings.max_pending_readings)
-        pool = DevicePool(feedback, self.settings, self._ssl_context(), protocol=self.protocol)
+        pool = DevicePool(feedback, self.settings, self._ssl_context(), protocol=self.name)
         self.pool, self.feedback = pool, feedback
-        await self.resync()
+        following = follow(self.ctx.bus, {Topic.EFFECTIVE_CONTROL_CHANGED, Topic.RESOURCE_CHANGED},
+                           on_batch=self.on_batch, resync=self.resync, name=f"{self.name}-devices")
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(pool.run(), name="modbus-pool"),
-                         group.create_task(feedback.run(), name="modbus-feedback"),
-                         group.create_task(self._follow(), name="modbus-events")]
+                tasks = [group.create_task(pool.run(), name=f"{self.name}-pool"),
+                         group.create_task(feedback.run(), name=f"{self.name}-feedback"),
+                         group.create_task(following, name=f"{self.name}-events")]
                 try:
                     yield
                 finally:
@@ -79,8 +87,11 @@ class ModbusAdapter:
         """Every device of this adapter, its control and its acknowledgement state."""
         assert self.pool is not None and self.feedback is not None
         gateway = self.ctx.gateway
-        resources = await gateway.resources(protocol=self.protocol)  # type: ignore[arg-type]
-        controls = await gateway.effective_controls([r.id for r in resources])
+        resources = await gateway.resources(protocol=self.name)
+        controls: dict[str, EffectiveControl] = {}
+        for at in range(0, len(resources), _CHUNK):  # (a database caps a query's parameters)
+            controls |= await gateway.effective_controls(
+                [r.id for r in resources[at : at + _CHUNK]])
         acked = await self.feedback.ledger.load()
         specs = [DeviceSpec(r.id, r.binding.address, r.nameplate.export_max_w,
                             controls.get(r.id), acked.get(r.id, {}))
@@ -106,38 +117,38 @@ class ModbusAdapter:
 
     # -- from the event log ------------------------------------------------------------------
 
-    async def _follow(self) -> None:
-        topics = (Topic.EFFECTIVE_CONTROL_CHANGED, Topic.RESOURCE_CHANGED)
-        while True:
-            async with self.ctx.bus.subscription(*topics) as sub:
-                async for event in sub:
-                    try:
-                        await self._on_event(event)
-                    except GatewayError as exc:
-                        log.warning("modbus: event %s not applied: %s", event.id, exc)
-            log.warning("modbus: event log subscription overflowed; resyncing from the store")
-            await self.resync()
+    async def on_batch(self, events: list[TypedEvent]) -> None:
+        """Apply a batch of changes: each DER's resource and control read once per batch."""
+        assert self.pool is not None
+        resources: set[str] = set()
+        controls: set[str] = set()
+        for event in events:
+            match event:
+                case ResourceChanged(online=None):  # (an online mark alone changes nothing)
+                    resources.add(event.resource_id)
+                case ControlChanged():
+                    controls.add(event.resource_id)
+        if resources:
+            await self._apply_resources(sorted(resources))
+        ours = sorted(rid for rid in controls - resources if rid in self.pool.devices)
+        if ours:
+            found = await self.ctx.gateway.effective_controls(ours)
+            for rid in ours:
+                self.pool.set_control(rid, found.get(rid))
 
-    async def _on_event(self, event: Event) -> None:
+    async def _apply_resources(self, ids: list[str]) -> None:
+        """Added, changed, rebound or removed DERs: the pool follows."""
         assert self.pool is not None and self.feedback is not None
-        rid = _resource_id(event.payload)
-        if event.topic == Topic.EFFECTIVE_CONTROL_CHANGED:
-            if rid in self.pool.devices:
-                self.pool.set_control(rid, await self.ctx.gateway.effective_control(rid))
-            return
-        if "online" in event.payload:
-            return  # our own (or another's) online mark: nothing to render
-        res = await self.ctx.gateway.resource(rid)
-        if res is None or res.binding.protocol != self.name:
-            if self.pool.release(rid) is not None:
-                self.feedback.forget(rid)
-            return
-        if not await self._usable(res):
-            self.pool.release(rid)
-            return
-        self.pool.upsert(rid, res.binding.address, res.nameplate.export_max_w,
-                         await self.ctx.gateway.effective_control(rid))
-
-
-def _resource_id(payload: dict[str, Any]) -> str:
-    return str(payload.get("resource_id", ""))
+        found = {r.id: r for r in await self.ctx.gateway.resources(ids=ids)}
+        ours = [rid for rid, r in found.items() if r.binding.protocol == self.name]
+        controls = await self.ctx.gateway.effective_controls(ours)
+        for rid in ids:
+            res = found.get(rid)
+            if res is None or res.binding.protocol != self.name:
+                if self.pool.release(rid) is not None:
+                    self.feedback.forget(rid)
+            elif not await self._usable(res):
+                self.pool.release(rid)
+            else:
+                self.pool.upsert(rid, res.binding.address, res.nameplate.export_max_w,
+                                 controls.get(rid))

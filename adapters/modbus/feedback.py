@@ -21,7 +21,7 @@ from adapters.modbus.client import ModbusLink
 from adapters.modbus.mapper import readings_701, readings_713
 from adapters.modbus.state import Acked, AckLedger, Delivery, Part
 from adapters.modbus.sunspec.device import DeviceMap, read_model
-from gateway.domain import Acknowledgement, Reading
+from gateway.domain import Acknowledgement, DeliveryMark, DeliveryState, Reading
 from gateway.errors import GatewayError, NotFound
 
 if TYPE_CHECKING:
@@ -119,6 +119,20 @@ class GatewayFeedback:
         await self._flush_online()
         await self._flush_readings()
         await self.ledger.flush()
+        await self._flush_deliveries()
+
+    async def _flush_deliveries(self) -> None:
+        pending, self._deliveries = self._deliveries, {}
+        if not pending:
+            return
+        try:
+            await self.gateway.mark_delivery([
+                DeliveryMark(rid, DeliveryState.DELIVERED if d.in_force
+                             else DeliveryState.UNDELIVERABLE, d.reason)
+                for rid, d in pending.items()])
+        except BaseException:
+            self._deliveries = {**pending, **self._deliveries}  # keep them for the next flush
+            raise
 
     async def _flush_online(self) -> None:
         marks, self._online = self._online, {}
