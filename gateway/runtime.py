@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func, select
 
 from gateway import heap
 from gateway.adapters import Adapter, AdapterContext, InstalledAdapter, PkiPaths, discover
@@ -33,7 +32,6 @@ from gateway.records import AdapterRecords
 from gateway.services import GatewayServices
 from gateway.settings import Settings
 from gateway.store.engine import Database
-from gateway.store.tables import AcknowledgementRow, OutboxRow, ReadingRow
 from pki.devpki import DevPki, load_pair
 from pki.identity import sha256_hex
 from pki.tls import server_context
@@ -58,13 +56,7 @@ class Gateway:
     async def status(self) -> dict[str, Any]:
         topo = await self.services.topology()
         controls = await self.services.effective_controls()
-        async with self.db.read() as session:
-            acks = (await session.execute(select(func.count()).select_from(AcknowledgementRow)
-                                          )).scalar_one()
-            readings = (await session.execute(select(func.count()).select_from(ReadingRow)
-                                              )).scalar_one()
-            pending = (await session.execute(select(func.count()).select_from(OutboxRow).where(
-                OutboxRow.published_at.is_(None)))).scalar_one()  # type: ignore[union-attr]
+        counts = await self.services.counts()
         by_protocol: dict[str, int] = {}
         for res in topo.resources.values():
             protocol = str(res.binding.protocol)
@@ -76,9 +68,9 @@ class Gateway:
                      "online": sum(1 for r in topo.resources.values() if r.online)},
             "effective_controls": {"ders_with_intervals": sum(1 for c in controls.values()
                                                               if c.intervals)},
-            "acknowledgements": acks,
-            "readings": readings,
-            "outbox_pending": pending,
+            "acknowledgements": counts["acknowledgements"],
+            "readings": counts["readings"],
+            "outbox_pending": counts["outbox_pending"],
             "deliveries": await self.deliveries.stats(),
         }
 
