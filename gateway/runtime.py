@@ -121,10 +121,12 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     gw.metrics.watch_database(db)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(db.close)
+        # Adapters are built (no I/O; their settings checked) before anything runs, so that
+        # a settings mistake stops the start before there is anything to stop.
+        adapter_routes = _build_adapters(gw, installed, guard)
         await stack.enter_async_context(gw.metrics.measuring_loop_lag())
         await stack.enter_async_context(relay.running())
         await stack.enter_async_context(deliveries.running())
-        adapter_routes = _build_adapters(gw, installed, guard)
         guard.add_own_listeners([settings.platform_listen,
                                  *(u for a in gw.adapters.values() for u in a.listeners())])
         platform = make_platform_app(services, bus, db, status=gw.status,
