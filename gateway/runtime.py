@@ -53,6 +53,7 @@ class Gateway:
     listeners: dict[str, list[str]] = field(default_factory=dict)
     ready: bool = False  # every adapter has started
     starting: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    platform_app: web.Application | None = None  # (its route table: the authorisation test)
 
     def readiness(self) -> dict[str, str]:
         """Each adapter's state: "ready" once its lifespan started and it says it is ready
@@ -129,7 +130,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         await stack.enter_async_context(deliveries.running())
         guard.add_own_listeners([settings.platform_listen,
                                  *(u for a in gw.adapters.values() for u in a.listeners())])
-        platform = make_platform_app(services, bus, db, status=gw.status,
+        platform = gw.platform_app = make_platform_app(services, bus, db, status=gw.status,
                                      ready=gw.readiness,
                                      max_body_bytes=settings.max_body_bytes,
                                      adapter_routes=adapter_routes, metrics=gw.metrics,

@@ -333,6 +333,7 @@ async def get_notices(request: web.Request) -> web.Response:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    if actor(request).role not in {Role.ADMIN, Role.ISO, Role.LDC}:
-        raise Forbidden("status is for operators")
+    if actor(request).role not in {Role.ADMIN, Role.ISO}:
+        raise Forbidden("the gateway's status is the platform operator's and the ISO's; an "
+                        "LDC sees its area on the status page (/ui/)")
     return reply(await request.app[STATUS]["collect"]())
