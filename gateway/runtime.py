@@ -29,6 +29,7 @@ from gateway.outbound import OutboundGuard
 from gateway.outbox import OutboxRelay
 from gateway.ports import Access, PlatformRoute
 from gateway.records import AdapterRecords
+from gateway.retention import Retention
 from gateway.services import GatewayServices
 from gateway.settings import Settings
 from gateway.store.engine import Database
@@ -128,6 +129,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         await stack.enter_async_context(gw.metrics.measuring_loop_lag())
         await stack.enter_async_context(relay.running())
         await stack.enter_async_context(deliveries.running())
+        await stack.enter_async_context(Retention(db, settings.retention).running())
         guard.add_own_listeners([settings.platform_listen,
                                  *(u for a in gw.adapters.values() for u in a.listeners())])
         platform = gw.platform_app = make_platform_app(services, bus, db, status=gw.status,

@@ -25,6 +25,21 @@ DEFAULT_ADAPTERS: dict[str, dict[str, Any]] = {
 }
 
 
+class RetentionSettings(BaseModel):
+    """How long the store keeps each kind of row (gateway.retention)."""
+
+    model_config = {"extra": "forbid"}
+
+    readings_days: float = Field(default=90, gt=0)
+    acknowledgements_days: float = Field(default=365, gt=0)
+    notices_days: float = Field(default=365, gt=0)
+    outbox_hours: float = Field(default=24, gt=0)
+    deliveries_days: float = Field(default=7, gt=0)
+    interval_s: float = Field(default=300, gt=0)
+    batch: int = Field(default=2000, ge=10)
+    pause_s: float = Field(default=0.05, ge=0)
+
+
 class Settings(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -46,6 +61,7 @@ class Settings(BaseModel):
     # /metrics without credentials for a scraper on the gateway's own host (loopback peers);
     # otherwise only the admin may read it (docs/operations.md).
     metrics_allow_loopback: bool = False
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     adapters: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("log_level")

@@ -53,6 +53,7 @@ from gateway.store.tables import (
     AdapterRecordRow,
     ApiTokenRow,
     ConnectionPointRow,
+    DeliveryRow,
     EffectiveControlRow,
     InstructionRow,
     NoticeRow,
@@ -634,6 +635,52 @@ async def add_outbox_many(
     await session.execute(OutboxRow.__table__.insert(),  # type: ignore[attr-defined]
                           [{"topic": t, "payload": to_json(p), "created_at": now,
                             "published_at": None} for t, p in events])
+
+
+# --- retention ----------------------------------------------------------------------------
+
+
+def _old_rows(table: str, cutoff: datetime, now: datetime) -> Any:
+    """The ids of `table`'s rows past retention, oldest first (gateway.retention)."""
+    if table == "reading":
+        return select(ReadingRow.id).where(col(ReadingRow.at) < cutoff).order_by(
+            col(ReadingRow.at))
+    if table == "acknowledgement":
+        live = select(InstructionRow.id).where(
+            col(InstructionRow.cancelled_at).is_(None),
+            (col(InstructionRow.end).is_(None)) | (col(InstructionRow.end) > now))
+        return select(AcknowledgementRow.id).where(
+            col(AcknowledgementRow.at) < cutoff,
+            col(AcknowledgementRow.instruction_id).is_(None)
+            | col(AcknowledgementRow.instruction_id).not_in(live)).order_by(
+            col(AcknowledgementRow.at))
+    if table == "notice":
+        return select(NoticeRow.id).where(col(NoticeRow.created_at) < cutoff).order_by(
+            col(NoticeRow.created_at))
+    if table == "outbox":
+        return select(OutboxRow.id).where(col(OutboxRow.published_at) < cutoff).order_by(
+            col(OutboxRow.published_at))
+    if table == "delivery":
+        return select(DeliveryRow.id).where(
+            col(DeliveryRow.created_at) < cutoff,
+            col(DeliveryRow.delivered_at).is_not(None) | col(DeliveryRow.failed_at).is_not(None)
+        ).order_by(col(DeliveryRow.created_at))
+    raise ValueError(f"no retention for table {table!r}")
+
+
+_TABLES: dict[str, Any] = {"reading": ReadingRow, "acknowledgement": AcknowledgementRow,
+                           "notice": NoticeRow, "outbox": OutboxRow, "delivery": DeliveryRow}
+
+
+async def delete_older(session: AsyncSession, table: str, cutoff: datetime, now: datetime,
+                       limit: int) -> int:
+    """Delete up to `limit` of `table`'s rows past retention; how many were deleted."""
+    ids = list((await session.execute(_old_rows(table, cutoff, now).limit(limit))).scalars())
+    if not ids:
+        return 0
+    model = _TABLES[table]
+    await session.execute(delete(model).where(col(model.id).in_(ids)))
+    return len(ids)
 
 
 async def counts(session: AsyncSession) -> dict[str, int]:
