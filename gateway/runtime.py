@@ -218,7 +218,7 @@ def _platform_route(adapter: str, route: object) -> PlatformRoute:
     assert isinstance(route, web.RouteDef), f"{adapter}: not a platform route: {route!r}"
     log.warning("adapter %s: route %s %s declares no Access", adapter, route.method,
                 route.path)
-    return PlatformRoute(route.method, route.path, route.handler,  # type: ignore[arg-type]
+    return PlatformRoute(route.method, route.path, route.handler,
                          f"{adapter} route", Access(frozenset(Role)))
 
 

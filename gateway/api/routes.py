@@ -46,7 +46,8 @@ def services(request: web.Request) -> GatewayServices:
 
 
 def actor(request: web.Request) -> Participant:
-    return request[ACTOR]
+    found: Participant = request[ACTOR]
+    return found
 
 
 async def read_json(request: web.Request) -> Any:

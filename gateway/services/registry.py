@@ -90,7 +90,7 @@ class Registry:
         def matches(value: Any, wanted: Any) -> bool:
             if isinstance(value, str) and isinstance(wanted, str):
                 return value.casefold() == wanted.casefold()
-            return value == wanted
+            return bool(value == wanted)
 
         return [r for r in await self.resources(protocol=protocol)
                 if all(matches(r.binding.address.get(k), v) for k, v in address.items())]

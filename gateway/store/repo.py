@@ -90,7 +90,7 @@ async def add_participants(session: AsyncSession, participants: Sequence[Partici
 
 
 async def update_participant(session: AsyncSession, p: Participant) -> None:
-    await session.execute(update(ParticipantRow).where(ParticipantRow.id == p.id).values(
+    await session.execute(update(ParticipantRow).where(col(ParticipantRow.id) == p.id).values(
         name=p.name, dso_model=p.dso_model.value if p.dso_model else None,
         host_ldc_id=p.host_ldc_id, ldc_id=p.ldc_id,
         cert_sha256=p.cert_sha256.lower() if p.cert_sha256 else None))
@@ -99,8 +99,9 @@ async def update_participant(session: AsyncSession, p: Participant) -> None:
 async def delete_participant(session: AsyncSession, participant_id: str) -> None:
     """Remove a participant and its bearer tokens (its history stays: instructions,
     notices and acknowledgements keep naming it)."""
-    await session.execute(delete(ApiTokenRow).where(ApiTokenRow.participant_id == participant_id))
-    await session.execute(delete(ParticipantRow).where(ParticipantRow.id == participant_id))
+    await session.execute(delete(ApiTokenRow).where(
+        col(ApiTokenRow.participant_id) == participant_id))
+    await session.execute(delete(ParticipantRow).where(col(ParticipantRow.id) == participant_id))
 
 
 async def participant(session: AsyncSession, participant_id: str) -> Participant | None:
@@ -110,15 +111,15 @@ async def participant(session: AsyncSession, participant_id: str) -> Participant
 
 async def participant_by_cert(session: AsyncSession, sha256: str) -> Participant | None:
     row = (await session.execute(
-        select(ParticipantRow).where(ParticipantRow.cert_sha256 == sha256.lower())
+        select(ParticipantRow).where(col(ParticipantRow.cert_sha256) == sha256.lower())
     )).scalar_one_or_none()
     return _participant(row) if row else None
 
 
 async def participants(session: AsyncSession, role: Role | None = None) -> list[Participant]:
-    query = select(ParticipantRow).order_by(ParticipantRow.id)
+    query = select(ParticipantRow).order_by(col(ParticipantRow.id))
     if role is not None:
-        query = query.where(ParticipantRow.role == role.value)
+        query = query.where(col(ParticipantRow.role) == role.value)
     return [_participant(r) for r in (await session.execute(query)).scalars()]
 
 
@@ -166,7 +167,7 @@ async def add_connection_points(session: AsyncSession, cps: Sequence[ConnectionP
 
 
 async def connection_points(session: AsyncSession) -> list[ConnectionPoint]:
-    rows = (await session.execute(select(ConnectionPointRow).order_by(ConnectionPointRow.id)))
+    rows = (await session.execute(select(ConnectionPointRow).order_by(col(ConnectionPointRow.id))))
     return [_cp(r) for r in rows.scalars()]
 
 
@@ -200,13 +201,13 @@ async def resources(
     aggregator_id: str | None = None,
     ids: Iterable[str] | None = None,
 ) -> list[Resource]:
-    query = select(ResourceRow).order_by(ResourceRow.id)
+    query = select(ResourceRow).order_by(col(ResourceRow.id))
     if protocol is not None:
-        query = query.where(ResourceRow.protocol == str(protocol))
+        query = query.where(col(ResourceRow.protocol) == str(protocol))
     if aggregator_id is not None:
-        query = query.where(ResourceRow.aggregator_id == aggregator_id)
+        query = query.where(col(ResourceRow.aggregator_id) == aggregator_id)
     if ids is not None:
-        query = query.where(ResourceRow.id.in_(list(ids)))  # type: ignore[attr-defined]
+        query = query.where(col(ResourceRow.id).in_(list(ids)))
     return [_resource(r) for r in (await session.execute(query)).scalars()]
 
 
@@ -221,20 +222,20 @@ async def set_online(session: AsyncSession, marks: dict[str, bool]) -> dict[str,
     ids = list(marks)
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        rows = await session.execute(select(ResourceRow.id, ResourceRow.online).where(
-            ResourceRow.id.in_(chunk)))  # type: ignore[attr-defined]
+        rows = await session.execute(select(col(ResourceRow.id), col(ResourceRow.online)).where(
+            col(ResourceRow.id).in_(chunk)))
         changed.update({rid: marks[rid] for rid, online in rows.all() if online != marks[rid]})
     for value in (True, False):
         flip = [rid for rid, on in changed.items() if on is value]
         for start in range(0, len(flip), 500):
             await session.execute(update(ResourceRow).where(
-                ResourceRow.id.in_(flip[start:start + 500])).values(online=value))  # type: ignore[attr-defined]
+                col(ResourceRow.id).in_(flip[start:start + 500])).values(online=value))
     return changed
 
 
 async def update_resource(session: AsyncSession, r: Resource, key: str) -> None:
     await session.execute(
-        update(ResourceRow).where(ResourceRow.id == r.id).values(
+        update(ResourceRow).where(col(ResourceRow.id) == r.id).values(
             connection_point_id=r.connection_point_id, kind=r.kind.value,
             export_max_w=r.nameplate.export_max_w, import_max_w=r.nameplate.import_max_w,
             var_max=r.nameplate.var_max, energy_wh=r.nameplate.energy_wh,
@@ -245,14 +246,14 @@ async def update_resource(session: AsyncSession, r: Resource, key: str) -> None:
 async def delete_resource(session: AsyncSession, resource_id: str) -> None:
     """Remove a DER and its effective control; its acknowledgements and readings stay."""
     await session.execute(delete(EffectiveControlRow).where(
-        EffectiveControlRow.resource_id == resource_id))
-    await session.execute(delete(ResourceRow).where(ResourceRow.id == resource_id))
+        col(EffectiveControlRow.resource_id) == resource_id))
+    await session.execute(delete(ResourceRow).where(col(ResourceRow.id) == resource_id))
 
 
 async def update_binding(session: AsyncSession, resource_id: str, binding: Binding,
                          key: str) -> None:
     await session.execute(
-        update(ResourceRow).where(ResourceRow.id == resource_id)
+        update(ResourceRow).where(col(ResourceRow.id) == resource_id)
         .values(binding=binding.address, binding_key=key)
     )
 
@@ -284,7 +285,8 @@ async def add_instruction(session: AsyncSession, ins: Instruction, req_hash: str
 
 
 async def next_instruction_seq(session: AsyncSession) -> int:
-    current = (await session.execute(select(func.max(InstructionRow.seq)))).scalar_one_or_none()
+    query = select(func.max(col(InstructionRow.seq)))
+    current = (await session.execute(query)).scalar_one_or_none()
     return (current or 0) + 1
 
 
@@ -292,8 +294,8 @@ async def instruction_by_idempotency(
     session: AsyncSession, issuer_id: str, key: str
 ) -> tuple[Instruction, str | None] | None:
     row = (await session.execute(
-        select(InstructionRow).where(InstructionRow.issuer_id == issuer_id,
-                                     InstructionRow.idempotency_key == key)
+        select(InstructionRow).where(col(InstructionRow.issuer_id) == issuer_id,
+                                     col(InstructionRow.idempotency_key) == key)
     )).scalar_one_or_none()
     return (_instruction(row), row.request_hash) if row else None
 
@@ -312,13 +314,13 @@ async def instructions(
     offset: int = 0,
 ) -> list[Instruction]:
     """Instructions in order of record; `live_at`: only those not cancelled nor ended then."""
-    query = select(InstructionRow).order_by(InstructionRow.seq)
+    query = select(InstructionRow).order_by(col(InstructionRow.seq))
     if live_at is not None:
-        query = query.where(InstructionRow.cancelled_at.is_(None)).where(  # type: ignore[union-attr]
-            (InstructionRow.end.is_(None)) | (InstructionRow.end > live_at)  # type: ignore[union-attr,operator]
+        query = query.where(col(InstructionRow.cancelled_at).is_(None)).where(
+            (col(InstructionRow.end).is_(None)) | (col(InstructionRow.end) > live_at)
         )
     if issuer_id is not None:
-        query = query.where(InstructionRow.issuer_id == issuer_id)
+        query = query.where(col(InstructionRow.issuer_id) == issuer_id)
     if limit is not None:
         query = query.limit(limit).offset(offset)
     return [_instruction(r) for r in (await session.execute(query)).scalars()]
@@ -326,7 +328,8 @@ async def instructions(
 
 async def cancel_instruction(session: AsyncSession, instruction_id: str, at: datetime) -> None:
     await session.execute(
-        update(InstructionRow).where(InstructionRow.id == instruction_id).values(cancelled_at=at)
+        update(InstructionRow).where(col(InstructionRow.id) == instruction_id)
+        .values(cancelled_at=at)
     )
 
 
@@ -357,7 +360,7 @@ def control_version(
 
 async def control_versions(session: AsyncSession) -> dict[str, str]:
     rows = await session.execute(
-        select(EffectiveControlRow.resource_id, EffectiveControlRow.version))
+        select(col(EffectiveControlRow.resource_id), col(EffectiveControlRow.version)))
     return dict(rows.all())
 
 
@@ -372,8 +375,8 @@ async def put_controls(
     existing: set[str] = set()
     for chunk in range(0, len(ids), 5000):
         existing.update((await session.execute(
-            select(EffectiveControlRow.resource_id).where(
-                EffectiveControlRow.resource_id.in_(ids[chunk:chunk + 5000]))  # type: ignore[attr-defined]
+            select(col(EffectiveControlRow.resource_id)).where(
+                col(EffectiveControlRow.resource_id).in_(ids[chunk:chunk + 5000]))
         )).scalars())
     rows = [{"resource_id": c.resource_id, "version": v, "body": b, "computed_at": at}
             for c, v, b in controls]
@@ -400,7 +403,7 @@ async def controls(
 ) -> dict[str, EffectiveControl]:
     query = select(EffectiveControlRow)
     if resource_ids is not None:
-        query = query.where(EffectiveControlRow.resource_id.in_(list(resource_ids)))  # type: ignore[attr-defined]
+        query = query.where(col(EffectiveControlRow.resource_id).in_(list(resource_ids)))
     return {r.resource_id: control_from_json(r.body)
             for r in (await session.execute(query)).scalars()}
 
@@ -416,7 +419,7 @@ async def add_notices(
         return []
     keys = [n.key for n in notices]
     known = set((await session.execute(
-        select(NoticeRow.key).where(NoticeRow.key.in_(keys))  # type: ignore[attr-defined]
+        select(col(NoticeRow.key)).where(col(NoticeRow.key).in_(keys))
     )).scalars())
     fresh = []
     for n in notices:
@@ -437,7 +440,8 @@ async def notices(
     session: AsyncSession, *, since_id: int = 0, limit: int = 100
 ) -> list[tuple[int, LimitationNotice]]:
     rows = (await session.execute(
-        select(NoticeRow).where(NoticeRow.id > since_id).order_by(NoticeRow.id).limit(limit)  # type: ignore[operator]
+        select(NoticeRow).where(col(NoticeRow.id) > since_id).order_by(col(NoticeRow.id))
+        .limit(limit)
     )).scalars()
     return [(r.id, notice_from_parts(  # type: ignore[misc]
         kind=r.kind, subject_kind=r.subject_kind, subject_id=r.subject_id, start=r.start,
@@ -466,14 +470,15 @@ async def add_acknowledgements(session: AsyncSession, acks: Sequence[Acknowledge
     wanted = [k for k in keys if k is not None]
     known: dict[str, int] = {}
     for start in range(0, len(wanted), 500):
-        rows = await session.execute(select(AcknowledgementRow.dedup_key, AcknowledgementRow.id)
-                                     .where(AcknowledgementRow.dedup_key.in_(  # type: ignore[union-attr]
+        rows = await session.execute(select(col(AcknowledgementRow.dedup_key),
+                                            col(AcknowledgementRow.id))
+                                     .where(col(AcknowledgementRow.dedup_key).in_(
                                          wanted[start:start + 500])))
-        known.update({str(k): int(i) for k, i in rows.all()})
-    fresh: list[tuple[int, AcknowledgementRow | None, str | None]] = []
-    for index, (ack, key) in enumerate(zip(acks, keys, strict=True)):
+        known.update({str(k): int(i) for k, i in rows.all() if i is not None})
+    new_rows: list[AcknowledgementRow | None] = []  # None: a repeat
+    for ack, key in zip(acks, keys, strict=True):
         if key is not None and key in known:
-            fresh.append((index, None, key))
+            new_rows.append(None)
             continue
         row = AcknowledgementRow(
             resource_id=ack.resource_id, instruction_id=ack.instruction_id,
@@ -481,27 +486,28 @@ async def add_acknowledgements(session: AsyncSession, acks: Sequence[Acknowledge
             protocol_status=ack.protocol_status, detail=ack.detail[:1024], at=ack.at,
             dedup_key=key)
         session.add(row)
-        fresh.append((index, row, key))
+        new_rows.append(row)
         if key is not None:
             known[key] = -1  # taken by this batch: later repeats point at this row
     await session.flush()
-    for _, row, key in fresh:
-        if row is not None and key is not None:
-            known[key] = int(row.id or 0)
-    return [(int(row.id or 0), True) if row is not None else (known[str(key)], False)
-            for _, row, key in fresh]
+    for stored in new_rows:
+        if stored is not None and stored.dedup_key is not None:
+            known[stored.dedup_key] = int(stored.id or 0)
+    return [(int(new.id or 0), True) if new is not None else (known[str(key)], False)
+            for new, key in zip(new_rows, keys, strict=True)]
 
 
 async def acknowledgements(
     session: AsyncSession, *, resource_ids: Iterable[str] | None = None,
     instruction_id: str | None = None, since_id: int = 0, limit: int = 100,
 ) -> list[Acknowledgement]:
-    query = select(AcknowledgementRow).where(AcknowledgementRow.id > since_id)  # type: ignore[operator]
+    query = select(AcknowledgementRow).where(col(AcknowledgementRow.id) > since_id)
     if resource_ids is not None:
-        query = query.where(AcknowledgementRow.resource_id.in_(list(resource_ids)))  # type: ignore[attr-defined]
+        query = query.where(col(AcknowledgementRow.resource_id).in_(list(resource_ids)))
     if instruction_id is not None:
-        query = query.where(AcknowledgementRow.instruction_id == instruction_id)
-    rows = (await session.execute(query.order_by(AcknowledgementRow.id).limit(limit))).scalars()
+        query = query.where(col(AcknowledgementRow.instruction_id) == instruction_id)
+    rows = (await session.execute(query.order_by(col(AcknowledgementRow.id)).limit(limit))
+            ).scalars()
     return [Acknowledgement(r.resource_id, AckStatus(r.status), r.protocol,
                             r.protocol_status, r.at, r.instruction_id, r.control_ref, r.detail,
                             r.id) for r in rows]
@@ -511,11 +517,12 @@ async def latest_acknowledgements(
     session: AsyncSession, resource_ids: Iterable[str] | None = None
 ) -> dict[str, Acknowledgement]:
     """Each DER's most recent acknowledgement (for rebuilding views after a restart)."""
-    latest = select(func.max(AcknowledgementRow.id)).group_by(AcknowledgementRow.resource_id)
+    latest = select(func.max(col(AcknowledgementRow.id))).group_by(
+        col(AcknowledgementRow.resource_id))
     if resource_ids is not None:
-        latest = latest.where(AcknowledgementRow.resource_id.in_(list(resource_ids)))  # type: ignore[attr-defined]
+        latest = latest.where(col(AcknowledgementRow.resource_id).in_(list(resource_ids)))
     rows = (await session.execute(
-        select(AcknowledgementRow).where(AcknowledgementRow.id.in_(latest))  # type: ignore[union-attr]
+        select(AcknowledgementRow).where(col(AcknowledgementRow.id).in_(latest))
     )).scalars()
     return {r.resource_id: Acknowledgement(r.resource_id, AckStatus(r.status),
                                            r.protocol, r.protocol_status, r.at,
@@ -526,16 +533,16 @@ async def latest_acknowledgements(
 async def refusals(session: AsyncSession) -> set[tuple[str, str]]:
     """(instruction, DER) pairs whose latest acknowledgement refuses the instruction."""
     latest = (
-        select(AcknowledgementRow.instruction_id, AcknowledgementRow.resource_id,
-               func.max(AcknowledgementRow.id).label("last"))
-        .where(AcknowledgementRow.instruction_id.is_not(None))  # type: ignore[union-attr]
-        .group_by(AcknowledgementRow.instruction_id, AcknowledgementRow.resource_id)
+        select(col(AcknowledgementRow.instruction_id), col(AcknowledgementRow.resource_id),
+               func.max(col(AcknowledgementRow.id)).label("last"))
+        .where(col(AcknowledgementRow.instruction_id).is_not(None))
+        .group_by(col(AcknowledgementRow.instruction_id), col(AcknowledgementRow.resource_id))
         .subquery()
     )
     rows = await session.execute(
-        select(AcknowledgementRow.instruction_id, AcknowledgementRow.resource_id)
-        .join(latest, AcknowledgementRow.id == latest.c.last)
-        .where(AcknowledgementRow.status.in_(  # type: ignore[attr-defined]
+        select(col(AcknowledgementRow.instruction_id), col(AcknowledgementRow.resource_id))
+        .join(latest, col(AcknowledgementRow.id) == latest.c.last)
+        .where(col(AcknowledgementRow.status).in_(
             [AckStatus.REJECTED.value, AckStatus.CANNOT_COMPLY.value, AckStatus.OPTED_OUT.value]))
     )
     return {(i, r) for i, r in rows.all() if i is not None}
@@ -554,14 +561,14 @@ async def readings(
     quantity: Quantity | None = None, since: datetime | None = None, since_id: int = 0,
     limit: int = 100,
 ) -> list[Reading]:
-    query = select(ReadingRow).where(ReadingRow.id > since_id)  # type: ignore[operator]
+    query = select(ReadingRow).where(col(ReadingRow.id) > since_id)
     if resource_ids is not None:
-        query = query.where(ReadingRow.resource_id.in_(list(resource_ids)))  # type: ignore[attr-defined]
+        query = query.where(col(ReadingRow.resource_id).in_(list(resource_ids)))
     if quantity is not None:
-        query = query.where(ReadingRow.quantity == quantity.value)
+        query = query.where(col(ReadingRow.quantity) == quantity.value)
     if since is not None:
-        query = query.where(ReadingRow.at >= since)  # type: ignore[operator]
-    rows = (await session.execute(query.order_by(ReadingRow.id).limit(limit))).scalars()
+        query = query.where(col(ReadingRow.at) >= since)
+    rows = (await session.execute(query.order_by(col(ReadingRow.id)).limit(limit))).scalars()
     return [Reading(r.resource_id, Quantity(r.quantity), r.value, r.at, r.protocol, r.id)
             for r in rows]
 
@@ -643,25 +650,25 @@ async def add_outbox_many(
 def _old_rows(table: str, cutoff: datetime, now: datetime) -> Any:
     """The ids of `table`'s rows past retention, oldest first (gateway.retention)."""
     if table == "reading":
-        return select(ReadingRow.id).where(col(ReadingRow.at) < cutoff).order_by(
+        return select(col(ReadingRow.id)).where(col(ReadingRow.at) < cutoff).order_by(
             col(ReadingRow.at))
     if table == "acknowledgement":
-        live = select(InstructionRow.id).where(
+        live = select(col(InstructionRow.id)).where(
             col(InstructionRow.cancelled_at).is_(None),
             (col(InstructionRow.end).is_(None)) | (col(InstructionRow.end) > now))
-        return select(AcknowledgementRow.id).where(
+        return select(col(AcknowledgementRow.id)).where(
             col(AcknowledgementRow.at) < cutoff,
             col(AcknowledgementRow.instruction_id).is_(None)
             | col(AcknowledgementRow.instruction_id).not_in(live)).order_by(
             col(AcknowledgementRow.at))
     if table == "notice":
-        return select(NoticeRow.id).where(col(NoticeRow.created_at) < cutoff).order_by(
+        return select(col(NoticeRow.id)).where(col(NoticeRow.created_at) < cutoff).order_by(
             col(NoticeRow.created_at))
     if table == "outbox":
-        return select(OutboxRow.id).where(col(OutboxRow.published_at) < cutoff).order_by(
+        return select(col(OutboxRow.id)).where(col(OutboxRow.published_at) < cutoff).order_by(
             col(OutboxRow.published_at))
     if table == "delivery":
-        return select(DeliveryRow.id).where(
+        return select(col(DeliveryRow.id)).where(
             col(DeliveryRow.created_at) < cutoff,
             col(DeliveryRow.delivered_at).is_not(None) | col(DeliveryRow.failed_at).is_not(None)
         ).order_by(col(DeliveryRow.created_at))
@@ -697,20 +704,20 @@ async def counts(session: AsyncSession) -> dict[str, int]:
 
 
 async def outbox_pending(session: AsyncSession, limit: int = 500) -> list[OutboxRow]:
-    query = (select(OutboxRow).where(OutboxRow.published_at.is_(None))  # type: ignore[union-attr]
-             .order_by(OutboxRow.id).limit(limit))  # type: ignore[arg-type]
+    query = (select(OutboxRow).where(col(OutboxRow.published_at).is_(None))
+             .order_by(col(OutboxRow.id)).limit(limit))
     return list((await session.execute(query)).scalars())
 
 
 async def outbox_since(session: AsyncSession, after_id: int, limit: int = 500) -> list[OutboxRow]:
-    query = (select(OutboxRow).where(OutboxRow.id > after_id)  # type: ignore[operator]
-             .order_by(OutboxRow.id).limit(limit))  # type: ignore[arg-type]
+    query = (select(OutboxRow).where(col(OutboxRow.id) > after_id)
+             .order_by(col(OutboxRow.id)).limit(limit))
     return list((await session.execute(query)).scalars())
 
 
 async def mark_published(session: AsyncSession, ids: Sequence[int], at: datetime) -> None:
     await session.execute(
-        update(OutboxRow).where(OutboxRow.id.in_(list(ids))).values(published_at=at)  # type: ignore[union-attr]
+        update(OutboxRow).where(col(OutboxRow.id).in_(list(ids))).values(published_at=at)
     )
 
 
