@@ -65,6 +65,7 @@ from gateway.events import (
     TypedEvent,
     decode,
 )
+from gateway.leases import Leases
 from gateway.metrics import GatewayMetrics
 from gateway.outbound import OutboundGuard
 from gateway.records import RecordWrite
@@ -316,11 +317,19 @@ class AdapterContext:
     body: BodyReader = field(default_factory=BodyReader)
     # Put `metrics.http_middleware(name)` first in your aiohttp server's middlewares.
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    # Work only one process may do (several processes on PostgreSQL): `leases.holding(name)`,
+    # `leases.sharing(prefix, count)`; with one process every lease is held at once.
+    leases: Leases | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dev_mode(self) -> bool:
         return self.settings.dev_mode
+
+    @property
+    def reuse_port(self) -> bool:
+        """Several processes share this host's listening ports: bind with SO_REUSEPORT."""
+        return self.settings.reuse_port
 
 
 @runtime_checkable

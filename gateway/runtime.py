@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +25,11 @@ from gateway.bus import InProcessBus
 from gateway.coordination.engine import Coordinator
 from gateway.delivery import DeliveryQueue
 from gateway.domain import Participant, Role
+from gateway.leases import Leases
 from gateway.metrics import GatewayMetrics
 from gateway.outbound import OutboundGuard
 from gateway.outbox import OutboxRelay
-from gateway.ports import Access, PlatformRoute
+from gateway.ports import Access, PlatformRoute, Topic, follow
 from gateway.records import AdapterRecords
 from gateway.retention import Retention
 from gateway.services import GatewayServices
@@ -55,6 +57,7 @@ class Gateway:
     ready: bool = False  # every adapter has started
     starting: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     platform_app: web.Application | None = None  # (its route table: the authorisation test)
+    leases: Leases | None = None
 
     def readiness(self) -> dict[str, str]:
         """Each adapter's state: "ready" once its lifespan started and it says it is ready
@@ -110,7 +113,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     db = Database(settings.effective_database_url)
     await db.upgrade()
     bus = InProcessBus()
-    relay = OutboxRelay(db, bus)
+    relay = OutboxRelay(db, bus, name=settings.effective_process_name)
     coordinator = Coordinator.from_names(settings.group_cap_rule, settings.disaggregation_rule)
     installed = discover()
     services = GatewayServices(db, coordinator, on_commit=relay.wake, bindings=BindingRules(
@@ -118,7 +121,8 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     guard = OutboundGuard.from_settings(dev_mode=settings.dev_mode,
                                         allow=settings.outbound_allow)
     deliveries = DeliveryQueue(db, guard=guard)
-    gw = Gateway(settings, db, bus, services, relay, deliveries)
+    gw = Gateway(settings, db, bus, services, relay, deliveries,
+                 leases=Leases(db, f"{settings.effective_process_name}#{os.getpid()}"))
     await ensure_admin(services, settings)
     gw.metrics.watch_database(db)
     async with AsyncExitStack() as stack:
@@ -128,6 +132,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         adapter_routes = _build_adapters(gw, installed, guard)
         await stack.enter_async_context(gw.metrics.measuring_loop_lag())
         await stack.enter_async_context(relay.running())
+        await stack.enter_async_context(_following_topology(bus, services))
         await stack.enter_async_context(deliveries.running())
         await stack.enter_async_context(Retention(db, settings.retention).running())
         guard.add_own_listeners([settings.platform_listen,
@@ -144,6 +149,24 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         gw.ready = True
         yield gw
         log.info("shutting down")
+
+
+@asynccontextmanager
+async def _following_topology(bus: InProcessBus, services: GatewayServices
+                              ) -> AsyncIterator[None]:
+    """Another process may change the topology: its events make this one check its cache."""
+    async def stale(_events: object = None) -> None:
+        services.uow.others_changed_topology()
+
+    task = asyncio.create_task(follow(
+        bus, {Topic.RESOURCE_CHANGED, Topic.PARTICIPANT_CHANGED, Topic.TOPOLOGY_CHANGED},
+        on_batch=stale, resync=stale, name="topology cache"), name="topology-cache")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 @asynccontextmanager
@@ -202,7 +225,7 @@ def _build_adapters(gw: Gateway, installed: dict[str, InstalledAdapter],
                              records=AdapterRecords(gw.db, name,
                                                     on_deliveries=gw.deliveries.wake),
                              pki=PkiPaths(gw.settings.pki_dir), outbound=guard, body=body,
-                             metrics=gw.metrics)
+                             metrics=gw.metrics, leases=gw.leases)
         adapter = entry.create(ctx)
         gw.adapters[name] = adapter
         if hasattr(adapter, "platform_routes"):
@@ -230,7 +253,8 @@ async def _serve_platform(app: web.Application, settings: Settings) -> AsyncIter
     host, port = settings.platform_host_port
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx,
+                       reuse_port=settings.reuse_port or None)
     await site.start()
     log.info("platform API on %s", settings.platform_listen)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,10 @@ class Settings(BaseModel):
     # otherwise only the admin may read it (docs/operations.md).
     metrics_allow_loopback: bool = False
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    # Several processes (PostgreSQL only): each has a name (its event-log position is kept
+    # under it; default: the host name) and they share listening ports (SO_REUSEPORT).
+    process_name: str = ""
+    reuse_port: bool = False
     adapters: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("log_level")
@@ -81,6 +86,14 @@ class Settings(BaseModel):
         merged.update(self.adapters.get(name, {}))
         merged.setdefault("enabled", True)
         return merged
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.effective_database_url.startswith("postgresql")
+
+    @property
+    def effective_process_name(self) -> str:
+        return self.process_name or socket.gethostname()
 
     @property
     def platform_host_port(self) -> tuple[str, int]:

@@ -13,11 +13,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
+from sqlmodel import SQLModel, col
 
 from gateway.domain import (
     Acknowledgement,
@@ -55,7 +55,10 @@ from gateway.store.tables import (
     ConnectionPointRow,
     DeliveryRow,
     EffectiveControlRow,
+    GenerationRow,
     InstructionRow,
+    LeaseRow,
+    LogPositionRow,
     NoticeRow,
     OutboxRow,
     ParticipantRow,
@@ -184,7 +187,7 @@ async def add_resources(session: AsyncSession, resources: Sequence[Resource],
                         keys: dict[str, str]) -> None:
     """Store new DERs; `keys` maps each id to its binding key (gateway.bindings)."""
     now = utcnow()
-    await session.execute(ResourceRow.__table__.insert(), [  # type: ignore[attr-defined]
+    await session.execute(table_of(ResourceRow).insert(), [
         {"id": r.id, "connection_point_id": r.connection_point_id, "kind": r.kind.value,
          "export_max_w": r.nameplate.export_max_w, "import_max_w": r.nameplate.import_max_w,
          "var_max": r.nameplate.var_max, "energy_wh": r.nameplate.energy_wh,
@@ -383,7 +386,7 @@ async def put_controls(
     fresh = [r for r in rows if r["resource_id"] not in existing]
     known = [{"rid": r["resource_id"], "version": r["version"], "body": r["body"],
               "computed_at": at} for r in rows if r["resource_id"] in existing]
-    table = EffectiveControlRow.__table__  # type: ignore[attr-defined]
+    table = table_of(EffectiveControlRow)
     if fresh:
         await session.execute(table.insert(), fresh)
     if known:
@@ -638,10 +641,14 @@ async def add_outbox_many(
     """Outbox rows in one executemany, in the given order (ids keep that order)."""
     if not events:
         return
+    # Ids in commit order: several processes follow the log by id, and a row given a lower id
+    # but committed later would be passed over. The lock is held to the commit.
+    await lock(session, "outbox")
     now = utcnow()
-    await session.execute(OutboxRow.__table__.insert(),  # type: ignore[attr-defined]
+    await session.execute(table_of(OutboxRow).insert(),
                           [{"topic": t, "payload": to_json(p), "created_at": now,
                             "published_at": None} for t, p in events])
+    await notify(session, OUTBOX_CHANNEL)
 
 
 # --- retention ----------------------------------------------------------------------------
@@ -721,6 +728,89 @@ async def mark_published(session: AsyncSession, ids: Sequence[int], at: datetime
     )
 
 
+# --- several processes (PostgreSQL): locks, notifications, positions, leases, generations ---
+
+OUTBOX_CHANNEL = "dergw_outbox"
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+async def lock(session: AsyncSession, name: str) -> None:
+    """A lock held until this transaction ends, across processes (PostgreSQL). SQLite has
+    one writer at a time already: nothing to do."""
+    if is_postgres(session):
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": name})
+
+
+async def notify(session: AsyncSession, channel: str) -> None:
+    """Wake every process listening on `channel` when this transaction commits."""
+    if is_postgres(session):
+        await session.execute(text("SELECT pg_notify(:c, '')"), {"c": channel})
+
+
+async def outbox_max_id(session: AsyncSession) -> int:
+    return int((await session.execute(select(func.max(col(OutboxRow.id))))).scalar_one() or 0)
+
+
+async def log_position(session: AsyncSession, name: str) -> int | None:
+    row = await session.get(LogPositionRow, name)
+    return None if row is None else row.position
+
+
+async def put_log_position(session: AsyncSession, name: str, position: int) -> None:
+    now = utcnow()
+    stmt = _insert(session, table_of(LogPositionRow)).values(
+        name=name, position=position, updated_at=now)
+    await session.execute(stmt.on_conflict_do_update(
+        index_elements=["name"], set_={"position": position, "updated_at": now}))
+
+
+async def take_lease(session: AsyncSession, name: str, holder: str, now: datetime,
+                     until: datetime) -> bool:
+    """Take or renew lease `name` for `holder` unless another holds it unexpired."""
+    stmt = _insert(session, table_of(LeaseRow)).values(name=name, holder=holder,
+                                                        expires_at=until)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["name"], set_={"holder": holder, "expires_at": until},
+        where=(col(LeaseRow.holder) == holder) | (col(LeaseRow.expires_at) < now))
+    await session.execute(stmt)
+    row = await session.get(LeaseRow, name, populate_existing=True)
+    return row is not None and row.holder == holder
+
+
+async def drop_lease(session: AsyncSession, name: str, holder: str) -> None:
+    await session.execute(delete(LeaseRow).where(col(LeaseRow.name) == name,
+                                                 col(LeaseRow.holder) == holder))
+
+
+async def lease_holders(session: AsyncSession, prefix: str, now: datetime) -> dict[str, str]:
+    rows = await session.execute(select(col(LeaseRow.name), col(LeaseRow.holder)).where(
+        col(LeaseRow.name).startswith(prefix), col(LeaseRow.expires_at) >= now))
+    return {str(n): str(h) for n, h in rows.all()}
+
+
+async def generation(session: AsyncSession, name: str) -> int:
+    row = await session.get(GenerationRow, name, populate_existing=True)
+    return 0 if row is None else row.value
+
+
+async def bump_generation(session: AsyncSession, name: str) -> int:
+    """Count one more change of `name` in this transaction; the new count."""
+    stmt = _insert(session, table_of(GenerationRow)).values(name=name, value=1)
+    stmt = stmt.on_conflict_do_update(index_elements=["name"],
+                                      set_={"value": table_of(GenerationRow).c.value + 1})
+    await session.execute(stmt)
+    return await generation(session, name)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core table (SQLModel's metaclass sets it; its stubs do not say so)."""
+    found: Table = model.__table__  # type: ignore[attr-defined]
+    return found
+
+
 def _insert(session: AsyncSession, table: Any) -> Any:
     """The database's own INSERT (SQLite or PostgreSQL), for ON CONFLICT upserts: one
     statement where get-then-add costs two round trips and the ORM's bookkeeping."""
@@ -733,7 +823,7 @@ async def next_sequence(session: AsyncSession, name: str, count: int = 1) -> int
     last - count + 1)."""
     if count < 1:
         raise ValueError("count must be at least 1")
-    table = SequenceRow.__table__  # type: ignore[attr-defined]
+    table = table_of(SequenceRow)
     stmt = _insert(session, table).values(name=name, value=count)
     stmt = stmt.on_conflict_do_update(index_elements=["name"],
                                       set_={"value": table.c.value + count})
@@ -745,7 +835,7 @@ async def put_records(session: AsyncSession, adapter: str, kind: str,
     """Insert or replace adapters' documents, one statement for all of them."""
     if not docs:
         return
-    stmt = _insert(session, AdapterRecordRow.__table__)  # type: ignore[attr-defined]
+    stmt = _insert(session, table_of(AdapterRecordRow))
     stmt = stmt.on_conflict_do_update(index_elements=["adapter", "kind", "key"], set_={
         "doc": stmt.excluded.doc, "updated_at": stmt.excluded.updated_at})
     await session.execute(stmt, [{"adapter": adapter, "kind": kind, "key": key, "doc": doc,

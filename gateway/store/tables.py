@@ -223,3 +223,31 @@ class ResourceDeliveryRow(SQLModel, table=True):
     fetched_at: datetime | None = ts(nullable=True)
     delivered_at: datetime | None = ts(nullable=True)
     updated_at: datetime = ts()
+
+
+class LogPositionRow(SQLModel, table=True):
+    """How far each process has followed the event log (the outbox), to resume there."""
+
+    __tablename__ = "log_position"
+    name: str = Field(primary_key=True, max_length=128)
+    position: int = 0
+    updated_at: datetime = ts()
+
+
+class LeaseRow(SQLModel, table=True):
+    """Work only one process may do (a device's polling, a single server), held until
+    `expires_at` and renewed by its holder; a survivor takes it over when it lapses."""
+
+    __tablename__ = "lease"
+    name: str = Field(primary_key=True, max_length=128)
+    holder: str = Field(max_length=128)
+    expires_at: datetime = ts()
+
+
+class GenerationRow(SQLModel, table=True):
+    """Counters bumped in the transaction that changes what a process may cache (the
+    topology, the effective controls), so a cache is checked with one small read."""
+
+    __tablename__ = "generation"
+    name: str = Field(primary_key=True, max_length=64)
+    value: int = 0
