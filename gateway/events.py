@@ -25,6 +25,7 @@ class Topic(StrEnum):
     INSTRUCTION_CHANGED = "instruction.changed"
     PARTICIPANT_CHANGED = "participant.changed"
     DELIVERY_CHANGED = "delivery.changed"
+    TOPOLOGY_CHANGED = "topology.changed"  # connection points: {"connection_point_ids"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +101,17 @@ class DeliveryChanged:
     reason: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class TopologyChanged:
+    """Connection points were registered (DERs and participants have their own events)."""
+
+    id: int
+    connection_point_ids: tuple[str, ...]
+
+
 TypedEvent = (ControlChanged | ResourceChanged | AcknowledgementRecorded | ReadingRecorded
-              | NoticeRaised | InstructionChanged | ParticipantChanged | DeliveryChanged)
+              | NoticeRaised | InstructionChanged | ParticipantChanged | DeliveryChanged
+              | TopologyChanged)
 
 
 def _optional_str(value: Any) -> str | None:
@@ -135,6 +145,8 @@ _DECODERS: dict[str, Any] = {
         e.id, str(e.payload["instruction_id"]), str(e.payload["status"])),
     Topic.PARTICIPANT_CHANGED: lambda e: ParticipantChanged(
         e.id, str(e.payload["participant_id"]), str(e.payload["change"])),
+    Topic.TOPOLOGY_CHANGED: lambda e: TopologyChanged(
+        e.id, tuple(str(i) for i in e.payload.get("connection_point_ids", ()))),
     Topic.DELIVERY_CHANGED: lambda e: DeliveryChanged(
         e.id, str(e.payload["resource_id"]), str(e.payload["state"]),
         _optional_str(e.payload.get("reason"))),

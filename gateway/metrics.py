@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.domain import Role
 from gateway.errors import Forbidden
@@ -163,10 +164,10 @@ class GatewayMetrics:
                 histogram.observe(time.perf_counter() - started)
 
         def forget(conn: Any) -> None:
-            # A transaction cancelled mid-way (a task cancelled at shutdown) leaves the
-            # connection invalid: reading its `info` raises, and raising here would stop the
-            # rollback, so the connection was never returned and shutdown hung.
-            with suppress(Exception):
+            # A rollback hook must never raise: on a connection invalidated by a cancelled
+            # read, `conn.info` raises, replacing the cancellation (the relay then never
+            # stopped and shutdown hung).
+            with suppress(SQLAlchemyError):
                 conn.info.pop("dergw_tx_started", None)
 
         event.listen(sync_engine, "begin", begin)

@@ -51,13 +51,14 @@ def environment(work: Path, modbus: dict[str, Any] | None = None) -> tuple[dict[
 
 class GatewayChild:
     def __init__(self, work: Path, modbus: dict[str, Any] | None = None,
-                 fresh: bool = True) -> None:
+                 fresh: bool = True, extra_env: dict[str, str] | None = None) -> None:
         work = work.resolve()  # the child runs in `work`: relative paths would nest
         if fresh and work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
         self.work = work
         self.env, self.endpoints = environment(work, modbus)
+        self.env.update(extra_env or {})
         self.log_path = work / "gateway.log"
         self.process: asyncio.subprocess.Process | None = None
 
@@ -106,6 +107,19 @@ class GatewayChild:
         except OSError:
             return None
         return None
+
+    def sample(self) -> dict[str, float]:
+        """The child's resident memory (MB), open files and database size (MB) now."""
+        if self.process is None:
+            return {}
+        pid = self.process.pid
+        rss = 0.0
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024.0
+        files = sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
+        db = sum(f.stat().st_size for f in (self.work / "var").glob("der-gateway.db*"))
+        return {"rss_mb": round(rss, 1), "open_files": files, "db_mb": round(db / 2**20, 2)}
 
     async def stop(self, wait_s: float = 20.0) -> int | None:
         if self.process is None or self.process.returncode is not None:
