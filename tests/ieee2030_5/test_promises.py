@@ -334,9 +334,9 @@ async def test_delivery_state_shows_fetches_and_controls_nobody_fetched(tmp_path
                 assert resp.status == 200
             state = await until(lambda: _state(delivery(), "fetched"), within=10)
             assert state["last_fetched_at"]
-            assert (await admin.get("/v1/resources/der-1"))[1]["online"] is True
+            await until(lambda: _online(admin, True), within=10)
         # It stops polling: offline again after 2 poll intervals.
-        await until(lambda: _offline(admin), within=15)
+        await until(lambda: _online(admin, False), within=15)
 
 
 async def _state(pending: Any, wanted: str) -> dict[str, Any] | None:
@@ -344,5 +344,5 @@ async def _state(pending: Any, wanted: str) -> dict[str, Any] | None:
     return state if state and state["state"] == wanted else None
 
 
-async def _offline(admin: Any) -> bool:
-    return (await admin.get("/v1/resources/der-1"))[1]["online"] is False
+async def _online(admin: Any, wanted: bool) -> bool:
+    return (await admin.get("/v1/resources/der-1"))[1]["online"] is wanted
