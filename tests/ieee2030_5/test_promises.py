@@ -162,6 +162,8 @@ async def test_deleting_a_subscription_stops_its_pending_retries(tmp_path):
             gone = [r for r in await deliveries(gw) if r.subject == f"sub:{sub_id}"]
             assert gone and all(r.delivered_at is None and r.failed_at is not None
                                 and "cancelled" in r.last_error for r in gone)
+            # the one that went through counts as the DER's control delivered
+            await until(lambda: _state(delivery(clients["admin"]), "delivered"))
 
 
 async def test_removing_a_der_cancels_its_subscriptions_pending_notifications(tmp_path):
@@ -229,6 +231,8 @@ async def test_stored_subscriptions_to_forbidden_addresses_are_never_connected_t
                 return rows if len(rows) >= 2 and all(r.failed_at for r in rows) else []
 
             rows = await until(refused)
+            state = await until(lambda: _state(delivery(gw.client("admin")), "undeliverable"))
+            assert "failed for good: refused" in state["reason"]
         assert receiver.received == []
         errors = {r.url.rsplit("/", 1)[1]: r.last_error for r in rows}
         assert errors["loopback"].startswith("refused") and "loopback" in errors["loopback"]
@@ -321,22 +325,24 @@ async def test_delivery_state_shows_fetches_and_controls_nobody_fetched(tmp_path
                                     {"resource": "DERProgramList", "seconds": 1}))[0] == 200
         assert (await clients["ldc-a"].post("/v1/instructions", limit(4000)))[0] == 201
 
-        async def delivery() -> dict[str, Any] | None:
-            return (await admin.get("/v1/resources/der-1"))[1]["delivery"]
-
         # Nobody polls: after 2 poll intervals the live control is undeliverable.
-        state = await until(lambda: _state(delivery(), "undeliverable"), within=15)
+        state = await until(lambda: _state(delivery(admin), "undeliverable"), within=15)
         assert "not polled within 2 poll intervals" in state["reason"]
         assert (await admin.get("/v1/resources/der-1"))[1]["online"] is not True
         async with device(gw) as c:
             edev = await own_edev(c)
             async with c.get(f"{edev}/derp/1/derc") as resp:
                 assert resp.status == 200
-            state = await until(lambda: _state(delivery(), "fetched"), within=10)
+            state = await until(lambda: _state(delivery(admin), "fetched"), within=10)
             assert state["last_fetched_at"]
             await until(lambda: _online(admin, True), within=10)
         # It stops polling: offline again after 2 poll intervals.
         await until(lambda: _online(admin, False), within=15)
+
+
+async def delivery(client: Any) -> dict[str, Any] | None:
+    """What the platform shows of getting der-1's control to it."""
+    return (await client.get("/v1/resources/der-1"))[1]["delivery"]
 
 
 async def _state(pending: Any, wanted: str) -> dict[str, Any] | None:
