@@ -165,10 +165,6 @@ class AdapterState:
         return Published([ControlRecord(**c) for c in doc.get("controls", [])],
                          doc.get("default"))
 
-    async def save_published(self, published: dict[str, Published]) -> None:
-        """One transaction for many DERs (a limit on a feeder changes thousands at once)."""
-        await self.records.put_many("derc", published_docs(published))
-
     async def programs(self) -> dict[str, dict[str, Any]]:
         return dict(await self.records.list("program"))
 
@@ -234,18 +230,9 @@ class AdapterState:
     async def delete_mup(self, mup_id: int) -> bool:
         return await self.records.delete("mup", _key(mup_id))
 
-    # --- rates set through the platform -----------------------------------------------------
+    # --- rates and program settings set through the platform -------------------------------
+    # (written by the renderer in one transaction with the notifications of the lists they
+    # change: kinds "settings"/"rates" and "program"/<LFDI>)
 
     async def rates(self) -> dict[str, dict[str, int]]:
         return await self.records.get("settings", "rates") or {"poll": {}, "post": {}}
-
-    async def save_rates(self, rates: dict[str, dict[str, int]]) -> None:
-        await self.records.put("settings", "rates", rates)
-
-    async def program(self, lfdi: str) -> dict[str, Any]:
-        """DERProgram settings for a DER's LFDI (primacy, randomize_start, programs), set by
-        the platform even before the device first connects."""
-        return await self.records.get("program", lfdi.upper()) or {}
-
-    async def save_program(self, lfdi: str, doc: dict[str, Any]) -> None:
-        await self.records.put("program", lfdi.upper(), doc)
