@@ -104,7 +104,7 @@ class Ieee2030Adapter:
                    s.max_connections_per_client),
             client_of, keepalive_timeout_s=s.keepalive_timeout_s)
         self.listener = listener
-        self.bound_port = await listener.start(host, port)
+        self.bound_port = await listener.start(host, port, reuse_port=self.ctx.reuse_port)
         renderer = self.parts.renderer
         tasks = [
             asyncio.create_task(follow(self.ctx.bus, TOPICS, on_batch=self._on_events,
@@ -128,6 +128,14 @@ class Ieee2030Adapter:
                 with suppress(asyncio.CancelledError):
                     await task
             await listener.close()
+
+    async def reload(self) -> None:
+        """Re-read what another gateway process may have changed - EndDevices, client
+        access, Subscriptions, rates and program settings - and render documents afresh.
+        The hook for the core's coming `records.changed` event (several processes on
+        PostgreSQL); with one process nothing else writes these records."""
+        await load(self.parts)
+        self.parts.renderer.invalidate()
 
     async def _on_events(self, events: list[TypedEvent]) -> None:
         """Re-render the DERs whose effective control or registration changed (one batch);

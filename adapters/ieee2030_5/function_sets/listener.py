@@ -142,8 +142,10 @@ class GuardedListener:
     def connections(self) -> int:
         return self._live
 
-    async def start(self, host: str, port: int, backlog: int = 512) -> int:
-        """Listen; returns the bound port."""
+    async def start(self, host: str, port: int, backlog: int = 512,
+                    reuse_port: bool = False) -> int:
+        """Listen; returns the bound port. `reuse_port`: several gateway processes share
+        the port (the kernel spreads connections among them)."""
         loop = asyncio.get_running_loop()
         self.app._set_loop(loop)  # (what AppRunner does before serving an application)
         self.app.on_startup.freeze()
@@ -156,6 +158,8 @@ class GuardedListener:
         family, kind, proto, _, address = infos[0]
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(backlog)
         sock.setblocking(False)
