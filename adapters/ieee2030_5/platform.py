@@ -33,7 +33,6 @@ ADMIN = frozenset({Role.ADMIN})
 DER_STEWARDS = frozenset({Role.ADMIN, Role.LDC})
 EVERYONE = frozenset(Role)
 _LFDI = re.compile(r"^[0-9A-F]{40}$")
-_BODY = web.RequestKey("ieee2030_5_body", object)  # the parsed body (read once)
 
 
 class PlatformRoutes:
@@ -88,10 +87,7 @@ class PlatformRoutes:
     # --- handlers ---------------------------------------------------------------------------
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
-        doc = request.get(_BODY)
-        if doc is None:
-            doc = await self.body.read_json(request)
-            request[_BODY] = doc
+        doc = await self.body.read_json(request)  # (size, depth, duplicate keys: 400)
         if not isinstance(doc, dict):
             raise InvalidInput("body must be a JSON object")
         return doc

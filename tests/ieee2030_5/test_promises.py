@@ -352,3 +352,19 @@ async def _state(pending: Any, wanted: str) -> dict[str, Any] | None:
 
 async def _online(admin: Any, wanted: bool) -> bool:
     return (await admin.get("/v1/resources/der-1"))[1]["online"] is wanted
+
+
+async def test_platform_route_bodies_pass_the_one_json_reader(tmp_path):
+    """Repeated keys, deep nesting and NaN get 400 on the adapter's routes too; nothing
+    changes."""
+    async with gateway_in_process(tmp_path, ieee2030_5=listen()) as gw:
+        c = await seed_der(gw)
+        lfdi = json.loads((gw.pki / "identities.json").read_text())["ieee2030_5/device-1"]["lfdi"]
+        path = f"/v1/adapters/ieee2030_5/programs/{lfdi}"
+        before = (await c["admin"].get(path))[1]
+        for raw in (b'{"primacy": 2, "primacy": 3}', b"[" * 100 + b"]" * 100,
+                    b'{"randomize_start": NaN}'):
+            status, body = await c["ldc-a"].request(
+                "PUT", path, data=raw, headers={"Content-Type": "application/json"})
+            assert status == 400, (raw[:20], status, body)
+        assert (await c["admin"].get(path))[1] == before
