@@ -8,10 +8,10 @@ what becomes of the notifications sent to it. So this tells the core (`mark_deli
   calls (at most one a `REMARK_S` per DER unless the state changes);
 - `delivered` when a notification about the DER was delivered, `undeliverable` when one
   failed for good (the receiver refused it, or stayed away for every retry);
-- `undeliverable` when the DER has a live control that no client fetched within
-  `missed_polls` poll intervals of its publication (or of the adapter's start), and offline
-  (`set_online_many`) once its client stops polling for as long; the next fetch brings it
-  back online.
+- `undeliverable` when the DER has a live control that no client fetched (nor took as a
+  notification) within `missed_polls` poll intervals of its publication (or of the
+  adapter's start), and offline (`set_online_many`) once its client has not been heard of
+  for as long; the next fetch or delivered notification brings it back online.
 
 The poll interval is the DERProgramList's pollRate: what the server tells clients to poll
 their programs and controls at. What was fetched when is kept in memory: after a restart
@@ -55,7 +55,8 @@ class ReachTracker:
         self.poll_interval_s = poll_interval_s
         self.missed_polls = missed_polls
         self.started = time.time()
-        self._fetched: dict[str, float] = {}  # DER -> when its client last read its controls
+        # DER -> its client's last contact: it read its controls, or took a notification
+        self._fetched: dict[str, float] = {}
         self._told: dict[str, _Told] = {}
         self._offline: set[str] = set()  # DERs this adapter marked offline
         self._unflushed: set[str] = set()  # DERs fetched since the last flush
@@ -90,11 +91,17 @@ class ReachTracker:
         """What became of notifications: delivered, or failed for good (the DER they were
         about is then unreachable by push, with the receiver's answer as the reason)."""
         marks: dict[str, tuple[DeliveryState, str]] = {}
+        now = time.time()
+        back: dict[str, bool] = {}
         for outcome in outcomes:
             rid = self._der_of(outcome.subject)
             if rid is None or not (outcome.delivered or outcome.final):
                 continue
-            if outcome.delivered:
+            if outcome.delivered:  # its client's listener took the control: contact
+                self._fetched[rid] = now
+                if rid in self._offline:
+                    self._offline.discard(rid)
+                    back[rid] = True
                 marks[rid] = (DeliveryState.DELIVERED, "")
             else:
                 sub = self.notifier.by_id(subscription_of(outcome.subject) or -1)
@@ -102,7 +109,9 @@ class ReachTracker:
                 marks[rid] = (DeliveryState.UNDELIVERABLE,
                               f"2030.5 notifications to {host} failed for good: "
                               f"{outcome.error or 'no answer'}")
-        await self._tell(marks, time.time())
+        if back:
+            await self.gateway.set_online_many(back)
+        await self._tell(marks, now)
 
     def _der_of(self, subject: str | None) -> str | None:
         """The DER a notification was about: the EndDevice its subscribed resource lies
