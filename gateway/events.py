@@ -26,6 +26,7 @@ class Topic(StrEnum):
     PARTICIPANT_CHANGED = "participant.changed"
     DELIVERY_CHANGED = "delivery.changed"
     TOPOLOGY_CHANGED = "topology.changed"  # connection points: {"connection_point_ids"}
+    RECORDS_CHANGED = "records.changed"  # an adapter's documents (several processes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +110,27 @@ class TopologyChanged:
     connection_point_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class RecordsChanged:
+    """Process `by` wrote adapter `adapter`'s documents: kind -> keys (None: many - reload
+    the kind). Only announced with several processes (PostgreSQL)."""
+
+    id: int
+    adapter: str
+    by: str
+    changes: dict[str, tuple[str, ...] | None]
+
+
+def _records(e: Event) -> RecordsChanged:
+    raw = e.payload.get("changes") or {}
+    return RecordsChanged(e.id, str(e.payload["adapter"]), str(e.payload.get("by", "")),
+                          {str(k): (None if v is None else tuple(str(x) for x in v))
+                           for k, v in raw.items()})
+
+
 TypedEvent = (ControlChanged | ResourceChanged | AcknowledgementRecorded | ReadingRecorded
               | NoticeRaised | InstructionChanged | ParticipantChanged | DeliveryChanged
-              | TopologyChanged)
+              | TopologyChanged | RecordsChanged)
 
 
 def _optional_str(value: Any) -> str | None:
@@ -147,6 +166,7 @@ _DECODERS: dict[str, Any] = {
         e.id, str(e.payload["participant_id"]), str(e.payload["change"])),
     Topic.TOPOLOGY_CHANGED: lambda e: TopologyChanged(
         e.id, tuple(str(i) for i in e.payload.get("connection_point_ids", ()))),
+    Topic.RECORDS_CHANGED: _records,
     Topic.DELIVERY_CHANGED: lambda e: DeliveryChanged(
         e.id, str(e.payload["resource_id"]), str(e.payload["state"]),
         _optional_str(e.payload.get("reason"))),

@@ -101,9 +101,10 @@ class Leases:
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
-            for n in share.held:
+            for name in [f"{prefix}:{n}" for n in share.held] + [
+                    f"{prefix}#member:{self.holder}"]:
                 with suppress(Exception):
-                    await self.release(f"{prefix}:{n}")
+                    await self.release(name)
 
     async def _balance(self, share: Share) -> None:
         while True:
@@ -114,10 +115,14 @@ class Leases:
             await asyncio.sleep(self.ttl_s / 3)
 
     async def _balance_once(self, share: Share) -> None:
+        # Each sharer holds a membership lease too: a newcomer holding nothing yet is
+        # counted, so the others let go of its part.
+        await self.try_take(f"{share.prefix}#member:{self.holder}")
         now = utcnow()
         async with self._db.read() as session:
             holders = await repo.lease_holders(session, f"{share.prefix}:", now)
-        processes = len(set(holders.values()) | {self.holder})
+            members = await repo.lease_holders(session, f"{share.prefix}#member:", now)
+        processes = len(set(members.values()) | {self.holder})
         fair = math.ceil(share.count / processes)
         mine = sorted(n for n in range(share.count) if holders.get(f"{share.prefix}:{n}")
                       == self.holder)

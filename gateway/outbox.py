@@ -84,22 +84,26 @@ class OutboxRelay:
             for row in rows:
                 await self._bus.publish(Event(int(row.id or 0), row.topic, row.payload))
             self._position = int(rows[-1].id or self._position)
-            fresh = [int(r.id or 0) for r in rows if r.published_at is None]
-            if fresh:
-                async with self._db.write() as session:
-                    await repo.mark_published(session, fresh, utcnow())
             total += len(rows)
             self.published += len(rows)
         await self._save(force=False)
         return total
 
+    async def flush(self) -> None:
+        """Save the position now (tests and shutdown)."""
+        await self._save(force=True)
+
     async def _save(self, force: bool) -> None:
+        """Save the position and mark what it passed published - every SAVE_EVERY_S, not
+        every batch: one small write instead of one per batch of events (a restart repeats
+        at most that much, which subscribers tolerate)."""
         if self._position is None or self._position == self._saved:
             return
         if not force and time.monotonic() - self._saved_at < SAVE_EVERY_S:
             return
         async with self._db.write() as session:
             await repo.put_log_position(session, self.name, self._position)
+            await repo.mark_published_through(session, self._saved, self._position, utcnow())
         self._saved, self._saved_at = self._position, time.monotonic()
 
     @asynccontextmanager

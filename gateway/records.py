@@ -23,6 +23,7 @@ from sqlmodel import col
 from gateway.batching import Coalescer
 from gateway.delivery import Outgoing, cancel_pending, delivery_rows
 from gateway.domain import utcnow
+from gateway.events import Topic
 from gateway.store import repo
 from gateway.store.engine import Database
 from gateway.store.tables import AdapterRecordRow
@@ -69,11 +70,18 @@ class AdapterRecords:
     fails only its own caller."""
 
     def __init__(self, db: Database, adapter: str,
-                 on_deliveries: Callable[[], None] | None = None) -> None:
+                 on_deliveries: Callable[[], None] | None = None, *,
+                 announce_as: str | None = None,
+                 on_commit: Callable[[], None] | None = None) -> None:
         self._db = db
         self.adapter = adapter
         self._writes: Coalescer[_Write, Any] = Coalescer(self._commit)
         self._on_deliveries = on_deliveries or (lambda: None)  # wakes the delivery worker
+        # With several processes, every write of documents is announced on the event log
+        # (`records.changed`, naming this process), so the adapter in the others refreshes
+        # what it keeps in memory; `on_commit` wakes this process's log follower.
+        self._announce_as = announce_as
+        self._on_commit = on_commit or (lambda: None)
 
     async def get(self, kind: str, key: str) -> dict[str, Any] | None:
         query = select(col(AdapterRecordRow.doc)).where(
@@ -130,18 +138,35 @@ class AdapterRecords:
     async def _commit(self, writes: builtins.list[_Write]) -> builtins.list[Any]:
         try:
             async with self._db.write() as session:
-                return [await self._apply(session, w) for w in writes]
+                results = [await self._apply(session, w) for w in writes]
+                await self._announce(session, writes)
+            self._announced(writes)
+            return results
         except Exception:
             if len(writes) == 1:
                 raise
-        results: builtins.list[Any] = []
+        results = []
         for write in writes:  # alone, so that only a bad write fails
             try:
                 async with self._db.write() as session:
                     results.append(await self._apply(session, write))
+                    await self._announce(session, [write])
+                self._announced([write])
             except Exception as exc:
                 results.append(_Failed(exc))
         return results
+
+    async def _announce(self, session: AsyncSession, writes: builtins.list[_Write]) -> None:
+        if self._announce_as is None:
+            return
+        changes = _changed_keys(writes)
+        if changes:
+            await repo.add_outbox(session, Topic.RECORDS_CHANGED, {
+                "adapter": self.adapter, "by": self._announce_as, "changes": changes})
+
+    def _announced(self, writes: builtins.list[_Write]) -> None:
+        if self._announce_as is not None and _changed_keys(writes):
+            self._on_commit()
 
     async def _apply(self, session: AsyncSession, write: _Write) -> Any:
         if write.op == "write":
@@ -174,6 +199,26 @@ class AdapterRecords:
         session.add_all(rows)
         await session.flush()
         return [r.id for r in rows if r.id is not None]
+
+
+MAX_KEYS_ANNOUNCED = 500  # per kind; more and the event says "the whole kind" (None)
+
+
+def _changed_keys(writes: list[_Write]) -> dict[str, list[str] | None]:
+    """kind -> the keys written or deleted (None: too many to name, reload the kind)."""
+    keys: dict[str, set[str]] = {}
+    for w in writes:
+        if w.op == "put":
+            keys.setdefault(w.kind, set()).update(w.docs or {})
+        elif w.op == "delete":
+            keys.setdefault(w.kind, set()).add(w.key)
+        elif w.op == "write" and w.change is not None:
+            for kind, docs in w.change.puts.items():
+                keys.setdefault(kind, set()).update(docs)
+            for kind, key in w.change.deletes:
+                keys.setdefault(kind, set()).add(key)
+    return {kind: (sorted(found) if len(found) <= MAX_KEYS_ANNOUNCED else None)
+            for kind, found in keys.items()}
 
 
 def _maybe_crash(change: RecordWrite) -> None:

@@ -222,8 +222,11 @@ def _build_adapters(gw: Gateway, installed: dict[str, InstalledAdapter],
         ctx = AdapterContext(name=name, settings=gw.settings, config=config,
                              gateway=gw.services, bus=gw.bus,
                              deliveries=gw.deliveries.for_adapter(name),
-                             records=AdapterRecords(gw.db, name,
-                                                    on_deliveries=gw.deliveries.wake),
+                             records=AdapterRecords(
+                                 gw.db, name, on_deliveries=gw.deliveries.wake,
+                                 announce_as=(gw.settings.effective_process_name
+                                              if gw.settings.is_postgres else None),
+                                 on_commit=gw.relay.wake),
                              pki=PkiPaths(gw.settings.pki_dir), outbound=guard, body=body,
                              metrics=gw.metrics, leases=gw.leases)
         adapter = entry.create(ctx)

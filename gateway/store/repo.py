@@ -722,10 +722,12 @@ async def outbox_since(session: AsyncSession, after_id: int, limit: int = 500) -
     return list((await session.execute(query)).scalars())
 
 
-async def mark_published(session: AsyncSession, ids: Sequence[int], at: datetime) -> None:
-    await session.execute(
-        update(OutboxRow).where(col(OutboxRow.id).in_(list(ids))).values(published_at=at)
-    )
+async def mark_published_through(session: AsyncSession, after: int, through: int,
+                                 at: datetime) -> None:
+    """Mark rows in (after, through] published, if no one did yet."""
+    await session.execute(update(OutboxRow).where(
+        col(OutboxRow.id) > after, col(OutboxRow.id) <= through,
+        col(OutboxRow.published_at).is_(None)).values(published_at=at))
 
 
 # --- several processes (PostgreSQL): locks, notifications, positions, leases, generations ---
