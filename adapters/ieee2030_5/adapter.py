@@ -28,6 +28,7 @@ from gateway.ports import (
     ControlChanged,
     GatewayPort,
     PlatformRoute,
+    RecordsChanged,
     RecordsPort,
     ResourceChanged,
     Topic,
@@ -69,6 +70,27 @@ async def load(parts: Parts) -> None:
     await parts.tree.load()
 
 
+RELOADED = frozenset({"edev", "client", "sub", "settings", "program"})  # read whole by load()
+
+
+async def refresh(parts: Parts, changes: dict[str, set[str] | None]) -> None:
+    """Bring the in-memory view up to records another process changed (kind -> keys,
+    None: any): published controls by DER, MirrorUsagePoints, the rest by a reload."""
+    if "derc" in changes:
+        keys = changes["derc"]
+        parts.renderer.publisher.forget(keys if keys is not None else
+                                        [r.resource_id for r in parts.registry.all_records()
+                                         if r.resource_id])
+        parts.renderer.invalidate(None if keys is None else
+                                  [r.id for k in keys
+                                   if (r := parts.registry.by_resource(k)) is not None])
+    if "mup" in changes:
+        parts.feedback.forget_mups()
+    if RELOADED & set(changes):
+        await load(parts)
+        parts.renderer.invalidate()
+
+
 class Ieee2030Adapter:
     def __init__(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
@@ -105,16 +127,12 @@ class Ieee2030Adapter:
             client_of, keepalive_timeout_s=s.keepalive_timeout_s)
         self.listener = listener
         self.bound_port = await listener.start(host, port, reuse_port=self.ctx.reuse_port)
-        renderer = self.parts.renderer
         tasks = [
-            asyncio.create_task(follow(self.ctx.bus, TOPICS, on_batch=self._on_events,
-                                       resync=renderer.refresh_all, name=f"{self.name}-controls"),
-                                name=f"{self.name}-controls"),
-            asyncio.create_task(self._every(lambda: s.refresh_s, renderer.refresh_all,
-                                            "periodic refresh of 2030.5 controls"),
-                                name=f"{self.name}-refresh"),
-            asyncio.create_task(self._every(self._watch_period, self.parts.reach.check,
-                                            "2030.5 reach watch"), name=f"{self.name}-reach"),
+            asyncio.create_task(follow(self.ctx.bus, {Topic.RECORDS_CHANGED},
+                                       on_batch=self._on_records, resync=self.reload,
+                                       name=f"{self.name}-records"),
+                                name=f"{self.name}-records"),
+            asyncio.create_task(self._render_role(), name=f"{self.name}-render"),
             asyncio.create_task(self._every(lambda: FLUSH_S, self.parts.reach.flush,
                                             "telling the core of fetches"),
                                 name=f"{self.name}-fetches"),
@@ -129,13 +147,63 @@ class Ieee2030Adapter:
                     await task
             await listener.close()
 
+    async def _render_role(self) -> None:
+        """Rendering writes every DER's controls and notifications: one process does it
+        (the holder of the lease `<name>:render`; with one process, this one), following
+        the event log, refreshing periodically and watching reach. Should the lease be lost,
+        the work stops and the process queues for it again."""
+        while True:
+            async with self._render_lease() as lost:
+                renderer = self.parts.renderer
+                work = [
+                    asyncio.create_task(follow(self.ctx.bus, TOPICS, on_batch=self._on_events,
+                                               resync=renderer.refresh_all,
+                                               name=f"{self.name}-controls")),
+                    asyncio.create_task(self._every(self._refresh_period, renderer.refresh_all,
+                                                    "periodic refresh of 2030.5 controls")),
+                    asyncio.create_task(self._every(self._watch_period, self.parts.reach.check,
+                                                    "2030.5 reach watch")),
+                ]
+                try:
+                    await lost.wait()
+                    log.warning("%s: the render lease was lost; waiting to hold it again",
+                                self.name)
+                finally:
+                    for task in work:
+                        task.cancel()
+                    for task in work:
+                        with suppress(asyncio.CancelledError):
+                            await task
+
+    @asynccontextmanager
+    async def _render_lease(self) -> AsyncIterator[asyncio.Event]:
+        """Holds `<name>:render`; yields the event set if it is lost (never, without leases)."""
+        if self.ctx.leases is None:  # (a hand-built context: one process)
+            yield asyncio.Event()
+            return
+        async with self.ctx.leases.holding(f"{self.name}:render") as held:
+            yield held.lost
+
     async def reload(self) -> None:
         """Re-read what another gateway process may have changed - EndDevices, client
-        access, Subscriptions, rates and program settings - and render documents afresh.
-        The hook for the core's coming `records.changed` event (several processes on
-        PostgreSQL); with one process nothing else writes these records."""
+        access, Subscriptions, rates and program settings - and render documents afresh
+        (after falling behind the event log)."""
         await load(self.parts)
         self.parts.renderer.invalidate()
+
+    async def _on_records(self, events: list[TypedEvent]) -> None:
+        """Another process wrote this adapter's records (several processes on PostgreSQL):
+        refresh what is kept in memory of them."""
+        me = self.ctx.settings.effective_process_name
+        changes: dict[str, set[str] | None] = {}
+        for e in events:
+            if not isinstance(e, RecordsChanged) or e.adapter != self.name or e.by == me:
+                continue
+            for kind, keys in e.changes.items():
+                known = changes.get(kind, set())
+                changes[kind] = None if keys is None or known is None else known | set(keys)
+        if changes:
+            await refresh(self.parts, changes)
 
     async def _on_events(self, events: list[TypedEvent]) -> None:
         """Re-render the DERs whose effective control or registration changed (one batch);
@@ -150,6 +218,9 @@ class Ieee2030Adapter:
                  and e.protocol not in (None, self.name)
                  and self.parts.registry.by_resource(e.resource_id) is not None]
         await self.parts.renderer.on_controls_changed(dict.fromkeys(ids + moved))
+
+    def _refresh_period(self) -> float:
+        return self.settings.refresh_s
 
     def _watch_period(self) -> float:
         """Check reach a few times per poll interval, at least once a minute."""

@@ -137,6 +137,10 @@ class Feedback:
 
     # --- mirror usage points ----------------------------------------------------------------
 
+    def forget_mups(self) -> None:
+        """Another process changed MirrorUsagePoints: read them afresh on next use."""
+        self._mups = None
+
     async def _index(self) -> MupIndex:
         if self._mups is None:
             self._mups = MupIndex(await self.state.mups())

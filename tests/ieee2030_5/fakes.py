@@ -118,6 +118,9 @@ class FakeGateway:
     async def mark_delivery(self, marks: list[DeliveryMark]) -> None:
         self.marks.extend(marks)
 
+    async def delivery_states(self, ids: Any = None) -> dict[str, Any]:
+        return {}
+
     async def set_online_many(self, marks: dict[str, bool]) -> dict[str, bool]:
         self.online.update(marks)
         return marks

@@ -14,8 +14,10 @@ what becomes of the notifications sent to it. So this tells the core (`mark_deli
   for as long; the next fetch or delivered notification brings it back online.
 
 The poll interval is the DERProgramList's pollRate: what the server tells clients to poll
-their programs and controls at. What was fetched when is kept in memory: after a restart
-every DER gets `missed_polls` intervals again before it is called unreachable.
+their programs and controls at. What was fetched when is kept in memory, and for a DER not
+heard of here the core's record is asked too (several processes: a client may poll
+another; the core's timestamps are at most a minute old). After a restart every DER gets
+`missed_polls` intervals again before it is called unreachable.
 """
 
 from __future__ import annotations
@@ -128,11 +130,12 @@ class ReachTracker:
         patience = self.patience_s
         offline: dict[str, bool] = {}
         marks: dict[str, tuple[DeliveryState, str]] = {}
-        for record in self.registry.all_records():
-            rid = record.resource_id
-            if rid is None:
-                continue
-            last = self._fetched.get(rid)
+        stale = {r.resource_id: r for r in self.registry.all_records()
+                 if r.resource_id is not None
+                 and now - self._fetched.get(r.resource_id, self.started) > patience}
+        heard = await self._heard_elsewhere(list(stale))
+        for rid, record in stale.items():
+            last = max(self._fetched.get(rid, 0.0), heard.get(rid, 0.0)) or None
             if last is not None and now - last > patience and rid not in self._offline:
                 offline[rid] = False
             if now - (last or self.started) <= patience:
@@ -148,6 +151,20 @@ class ReachTracker:
             await self.gateway.set_online_many(offline)
             log.info("2030.5: %d DERs' clients stopped polling; marked offline", len(offline))
         await self._tell(marks, now)
+
+    async def _heard_elsewhere(self, resource_ids: list[str]) -> dict[str, float]:
+        """When the core last heard of these DERs (fetched or delivered, possibly through
+        another gateway process; its timestamps are at most a minute old)."""
+        if not resource_ids:
+            return {}
+        states = await self.gateway.delivery_states(resource_ids)
+        out: dict[str, float] = {}
+        for rid, state in states.items():
+            times = [t.timestamp() for t in (state.last_fetched_at, state.last_delivered_at)
+                     if t is not None]
+            if times:
+                out[rid] = max(times)
+        return out
 
     def _unread_reason(self, record: EndDeviceRecord, last: float | None) -> str:
         when = "has not fetched them since" if last is not None else "has fetched none of them"
