@@ -178,11 +178,17 @@ class Ieee2030Adapter:
     @asynccontextmanager
     async def _render_lease(self) -> AsyncIterator[asyncio.Event]:
         """Holds `<name>:render`; yields the event set if it is lost (never, without leases)."""
+        registry = self.parts.registry
         if self.ctx.leases is None:  # (a hand-built context: one process)
             yield asyncio.Event()
             return
+        registry.renders = False
         async with self.ctx.leases.holding(f"{self.name}:render") as held:
-            yield held.lost
+            registry.renders = True
+            try:
+                yield held.lost
+            finally:
+                registry.renders = False
 
     async def reload(self) -> None:
         """Re-read what another gateway process may have changed - EndDevices, client

@@ -51,6 +51,10 @@ class EndDeviceRegistry:
         # Creating an EndDevice is check-then-write across an await: the bus follower and a
         # polling client may race for the same DER, so creation is serialised.
         self._creating = asyncio.Lock()
+        # Whether this process makes the EndDevices of the platform's DERs: with several
+        # processes only the one that renders does (two would give one DER two EndDevices);
+        # the others read what it made.
+        self.renders = True
 
     # --- loading and syncing with the canonical topology ------------------------------------
 
@@ -150,6 +154,8 @@ class EndDeviceRegistry:
         made together: one block of ids and one write, however many there are."""
         found: dict[str, EndDeviceRecord] = {}
         missing: list[Resource] = []
+        if not self.renders:
+            return {r.id: rec for r in resources if (rec := self.by_resource(r.id)) is not None}
         for resource in resources:
             if resource.binding.protocol != self.protocol:
                 continue
@@ -200,6 +206,9 @@ class EndDeviceRegistry:
                                     aggregator_id=scope.aggregator_id)
         else:
             resources = await self.gateway.find_resources(self.protocol, lfdi=scope.lfdi)
+        if not self.renders and any(self.by_resource(r.id) is None for r in resources):
+            await self.load()  # the rendering process makes them: read what it made
+            return
         await self.ensure_resources(list(resources))
 
     # --- visibility -------------------------------------------------------------------------
