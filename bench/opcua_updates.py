@@ -159,8 +159,8 @@ async def gateway_side(args: argparse.Namespace) -> dict:
     async with gateway_in_process(tmp, opcua=config) as gw:
         t0 = time.perf_counter()
         await register(gw, args.ders)
-        service = gw.gateway.adapters["opcua"].server.service
-        while len(service.resources) < args.ders:  # noqa: ASYNC110 - polling the adapter
+        adapter = gw.gateway.adapters["opcua"]
+        while len(adapter.fleet.resources) < args.ders:  # noqa: ASYNC110 - polling the adapter
             await asyncio.sleep(0.2)
         model_s = time.perf_counter() - t0
         child = subprocess.Popen(  # noqa: ASYNC220 - a child we supervise
@@ -194,7 +194,7 @@ async def gateway_side(args: argparse.Namespace) -> dict:
             "of_which_bench_publisher_pct": round(100 * publishing / wall, 1),
             "opcua_cpu_share_pct": round(100 * (cpu - publishing) / wall, 1),
             "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "bus_resyncs": service.resync_count,
+            "bus_resyncs": adapter.resync_count,
             **result, "cpu_count": os.cpu_count(),
         }
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest_asyncio
 from asyncua import Server, ua
 
-from adapters.opcua.addressspace import AddressSpace
-from adapters.opcua.codec import METHODS, NodeIds
+from adapters.opcua.model.addressspace import AddressSpace
+from adapters.opcua.model import node_ids as NodeIds
+from adapters.opcua.model.nodes import METHODS
 
 PROPS = {"Kind": "pv", "Protocol": "modbus", "Aggregator": "agg", "RatedExportW": 5000.0,
          "RatedImportW": 0.0, "RatedVar": 0.0}

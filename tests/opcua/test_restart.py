@@ -61,6 +61,6 @@ async def test_latest_acknowledgement_is_shown_again_after_a_restart(tmp_path):
         assert d2["At"].Value.Value.replace(tzinfo=UTC) == old
         d3 = await read_group(gw, "d3", "Acknowledgement", ("Status", "InstructionId"))
         assert d3["Status"].Value.Value == "completed"
-        assert d3["InstructionId"].StatusCode.name == "BadNoData"  # none was acknowledged
+        assert d3["InstructionId"].StatusCode.name == "GoodNoData"  # none was acknowledged
         measured = await read_group(gw, "d3", "Measurements", ("W",))
         assert measured["W"].Value.Value == 777.0

@@ -225,5 +225,6 @@ async def test_dispatch_and_disconnect_become_ldc_instructions(served):
 
         async def restored():
             sp = await setpoint.read_data_value(raise_on_bad_status=False)
-            return sp.StatusCode.is_bad() and await connect.read_value() is True
+            return (sp.StatusCode.name == "GoodNoData" and sp.Value.Value is None  # no setpoint
+                    and await connect.read_value() is True)
         await wait_for(restored)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from asyncua import Server, ua
 
-from adapters.opcua.addressspace import AddressSpace
-from adapters.opcua.codec import METHODS, NodeIds
+from adapters.opcua.model.addressspace import AddressSpace
+from adapters.opcua.model import node_ids as NodeIds
+from adapters.opcua.model.nodes import METHODS
 
 
 async def _two_ders() -> tuple[Server, AddressSpace]:

@@ -17,31 +17,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from asyncua import Server, ua
+from asyncua import ua
+from asyncua.server.server import Server
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
 
-from adapters.opcua.codec import (
+from adapters.opcua.codec.values import (
+    DATA_TYPE_IDS,
+    VARIANT_TYPES,
+    Dt,
+    Quality,
+    Value,
+    data_value,
+    node_id,
+    status,
+)
+from adapters.opcua.model import node_ids as ids
+from adapters.opcua.model.nodes import (
     AGGREGATES,
     CP_PROPERTIES,
     DER_GROUPS,
     DER_PROPERTIES,
+    GROUP_QUALITY,
     LDC_PROPERTIES,
     METHODS,
     OBJECT_TYPES,
-    Dt,
-    NodeIds,
     VariableSpec,
 )
-from adapters.opcua.mapper import Value
 
 log = logging.getLogger(__name__)
 
-_DATA_TYPE = {dt: ua.NodeId(getattr(ua.ObjectIds, dt.value)) for dt in Dt}
-_VARIANT = {dt: getattr(ua.VariantType, dt.value) for dt in Dt}
+_DATA_TYPE = DATA_TYPE_IDS
+_VARIANT = VARIANT_TYPES
 _WRITE_CHUNK = 500  # writes between yields: keeps event-loop stalls to a few ms
 MethodHandler = Callable[..., Any]
 
@@ -54,13 +67,13 @@ class NodeBatch:
         self.items: list[ua.AddNodesItem] = []
         self.refs: list[ua.AddReferencesItem] = []
         self.variables: dict[str, Dt] = {}
-        self.initial: dict[str, Value] = {}
+        self.initial: dict[str, tuple[Value, Quality]] = {}
         self.properties: dict[str, set[str]] = {}  # parent ident -> its property names
         self.owners: dict[str, str] = {}  # node ident -> the LDC whose area it belongs to
         self._owner: str | None = None
 
     def nid(self, ident: str) -> ua.NodeId:
-        return ua.NodeId(ident, self.ns)
+        return node_id(ident, self.ns)
 
     @contextmanager
     def owned_by(self, ldc_id: str) -> Iterator[None]:
@@ -72,7 +85,7 @@ class NodeBatch:
             self._owner = previous
 
     def obj(self, ident: str, parent: ua.NodeId, name: str, type_id: ua.NodeId,
-            ref: int = ua.ObjectIds.Organizes) -> ua.NodeId:
+            ref: int = ObjectIds.Organizes) -> ua.NodeId:
         attrs = ua.ObjectAttributes()
         attrs.DisplayName = ua.LocalizedText(name)
         self.items.append(self._item(ident, parent, name, ua.NodeClass.Object, ref, type_id,
@@ -81,8 +94,8 @@ class NodeBatch:
         return self.nid(ident)
 
     def var(self, parent_ident: str, spec: VariableSpec, *, prop: bool = False,
-            value: Value = None) -> None:
-        ident = NodeIds.member(parent_ident, spec.name)
+            value: Value = None, quality: Quality = Quality.CURRENT) -> None:
+        ident = ids.member(parent_ident, spec.name)
         attrs = ua.VariableAttributes()
         attrs.DisplayName = ua.LocalizedText(spec.name)
         attrs.Description = ua.LocalizedText(spec.description)
@@ -91,14 +104,14 @@ class NodeBatch:
         attrs.ArrayDimensions = [0] if spec.array else []
         attrs.AccessLevel = attrs.UserAccessLevel = ua.AccessLevel.CurrentRead.mask
         attrs.MinimumSamplingInterval = 0.0
-        ref, type_id = ((ua.ObjectIds.HasProperty, ua.ObjectIds.PropertyType) if prop
-                        else (ua.ObjectIds.HasComponent, ua.ObjectIds.BaseDataVariableType))
+        ref, type_id = ((ObjectIds.HasProperty, ObjectIds.PropertyType) if prop
+                        else (ObjectIds.HasComponent, ObjectIds.BaseDataVariableType))
         self.items.append(self._item(ident, self.nid(parent_ident), spec.name,
-                                     ua.NodeClass.Variable, ref, ua.NodeId(type_id), attrs))
+                                     ua.NodeClass.Variable, ref, node_id(type_id), attrs))
         if prop:
             self.properties.setdefault(parent_ident, set()).add(spec.name)
         self.variables[ident] = spec.dtype
-        self.initial[ident] = value
+        self.initial[ident] = (value, quality)
         self._own(ident)
 
     def _own(self, ident: str) -> None:
@@ -109,7 +122,7 @@ class NodeBatch:
                   target_class: ua.NodeClass) -> None:
         item = ua.AddReferencesItem()
         item.SourceNodeId, item.TargetNodeId = source, target
-        item.ReferenceTypeId = ua.NodeId(ref)
+        item.ReferenceTypeId = node_id(ref)
         item.IsForward = True
         item.TargetNodeClass = target_class
         self.refs.append(item)
@@ -121,7 +134,7 @@ class NodeBatch:
         item.BrowseName = ua.QualifiedName(name, self.ns)
         item.NodeClass = cls
         item.ParentNodeId = parent
-        item.ReferenceTypeId = ua.NodeId(ref)
+        item.ReferenceTypeId = node_id(ref)
         item.TypeDefinition = type_id
         item.NodeAttributes = attrs
         return item
@@ -140,7 +153,7 @@ class AddressSpace:
         self._name_sets: dict[frozenset[str], frozenset[str]] = {}  # one copy of each set
         self._variables: dict[str, tuple[ua.NodeId, ua.VariantType]] = {}
         self._objects: set[str] = set()
-        self._pending: dict[str, tuple[Value, datetime | None]] = {}
+        self._pending: dict[str, tuple[Value, datetime | None, Quality]] = {}
         self._owners: dict[str, str] = {}
         self.types: dict[str, ua.NodeId] = {}
         self.methods: dict[str, ua.NodeId] = {}
@@ -152,19 +165,19 @@ class AddressSpace:
         """Object types, the shared control methods on DerType, and the Fleet folder."""
         base = self.server.nodes.base_object_type
         for name in OBJECT_TYPES:
-            node = await base.add_object_type(ua.NodeId(NodeIds.object_type(name), self.ns),
+            node = await base.add_object_type(node_id(ids.object_type(name), self.ns),
                                               ua.QualifiedName(name, self.ns))
             self.types[name] = node.nodeid
         der_type = self.server.get_node(self.types["DerType"])
         for spec in METHODS:
             node = await der_type.add_method(
-                ua.NodeId(NodeIds.method(spec.name), self.ns), ua.QualifiedName(spec.name, self.ns),
+                node_id(ids.method(spec.name), self.ns), ua.QualifiedName(spec.name, self.ns),
                 handlers[spec.name], _arguments(spec.inputs), _arguments(spec.outputs))
-            await node.write_attribute(ua.AttributeIds.Description,
-                                       ua.DataValue(ua.LocalizedText(spec.description)))
+            await node.write_attribute(AttributeIds.Description,
+                                       ua.DataValue(ua.Variant(ua.LocalizedText(spec.description))))
             self.methods[spec.name] = node.nodeid
         batch = self.batch()
-        batch.obj(NodeIds.FLEET, self.server.nodes.objects.nodeid, "DerFleet",
+        batch.obj(ids.FLEET, self.server.nodes.objects.nodeid, "DerFleet",
                   self.types["FleetType"])
         await self.apply(batch)
 
@@ -203,8 +216,8 @@ class AddressSpace:
             await self._session.add_references(batch.refs)
         for ident, dtype in batch.variables.items():
             self._variables[ident] = (batch.nid(ident), _VARIANT[dtype])
-        for ident, value in batch.initial.items():
-            self.stage(ident, value)
+        for ident, (value, quality) in batch.initial.items():
+            self.stage(ident, value, quality=quality)
 
     async def _add_objects(self, items: list[ua.AddNodesItem]) -> list[ua.AddNodesResult]:
         """Add Objects without asyncua's scans of the parent's references, then link them.
@@ -219,25 +232,25 @@ class AddressSpace:
             parent_id = item.ParentNodeId
             parent = self._aspace.get(parent_id)
             if parent is None:
-                results.append(_result(ua.StatusCodes.BadParentNodeIdInvalid))
+                results.append(_result(StatusCodes.BadParentNodeIdInvalid))
                 continue
             if item.BrowseName.Name in self._property_names.get(parent_id.Identifier, ()):
-                results.append(_result(ua.StatusCodes.BadBrowseNameDuplicated))
+                results.append(_result(StatusCodes.BadBrowseNameDuplicated))
                 continue
             if item.RequestedNewNodeId in self._aspace:
-                results.append(_result(ua.StatusCodes.BadNodeIdExists))
+                results.append(_result(StatusCodes.BadNodeIdExists))
                 continue
-            item.ParentNodeId = ua.NodeId()  # so asyncua adds it without looking at a parent
+            item.ParentNodeId = node_id()  # so asyncua adds it without looking at a parent
             try:
                 failed = list(self._nodes.try_add_nodes([item], self._session.user, check=False))
             finally:
                 item.ParentNodeId = parent_id
             if failed:  # e.g. an unknown type definition
-                results.append(_result(ua.StatusCodes.BadNodeIdRejected))
+                results.append(_result(StatusCodes.BadNodeIdRejected))
                 continue
             parent.references.append(_forward(item))
             await self._session.add_references([_inverse(item, parent)])
-            results.append(_result(ua.StatusCodes.Good))
+            results.append(_result(StatusCodes.Good))
         return results
 
     def _share_static(self, node_ids: Iterable[ua.NodeId]) -> None:
@@ -248,8 +261,8 @@ class AddressSpace:
         AttributeValue (it holds each node's data-change callbacks). Safe because those
         attributes are written by nobody after creation (operators may write Value only)
         and asyncua replaces a written DataValue rather than changing it."""
-        for node_id in node_ids:
-            node = self._aspace.get(node_id)
+        for nid in node_ids:
+            node = self._aspace.get(nid)
             if node is None:
                 continue
             for attr, held in node.attributes.items():
@@ -266,74 +279,75 @@ class AddressSpace:
                         setattr(ref, field, self._static.setdefault(("ref", type(value), key),
                                                                     value))
 
-    def add_ldc(self, batch: NodeBatch, ldc_id: str, props: dict[str, Value]) -> None:
-        ident = NodeIds.ldc(ldc_id)
+    def add_ldc(self, batch: NodeBatch, ldc_id: str, props: Mapping[str, Value]) -> None:
+        ident = ids.ldc(ldc_id)
         with batch.owned_by(ldc_id):
-            batch.obj(ident, batch.nid(NodeIds.FLEET), ldc_id, self.types["LdcType"])
+            batch.obj(ident, batch.nid(ids.FLEET), ldc_id, self.types["LdcType"])
             for spec in LDC_PROPERTIES:
                 batch.var(ident, spec, prop=True, value=props.get(spec.name))
-            batch.obj(NodeIds.td_folder(ldc_id), batch.nid(ident), "TdNodes",
-                      ua.NodeId(ua.ObjectIds.FolderType))
+            batch.obj(ids.td_folder(ldc_id), batch.nid(ident), "TdNodes",
+                      node_id(ObjectIds.FolderType))
 
     def add_td_node(self, batch: NodeBatch, ldc_id: str, td_node: str) -> None:
-        ident = NodeIds.td_node(ldc_id, td_node)
+        ident = ids.td_node(ldc_id, td_node)
         with batch.owned_by(ldc_id):
-            batch.obj(ident, batch.nid(NodeIds.td_folder(ldc_id)), td_node,
+            batch.obj(ident, batch.nid(ids.td_folder(ldc_id)), td_node,
                       self.types["TdNodeType"])
             self._aggregates(batch, ident)
 
-    def add_cp(self, batch: NodeBatch, cp_id: str, props: dict[str, str]) -> None:
-        ident = NodeIds.cp(cp_id)
+    def add_cp(self, batch: NodeBatch, cp_id: str, props: Mapping[str, str]) -> None:
+        ident = ids.cp(cp_id)
         ldc_id, td_node = props["Ldc"], props["TdNode"]
         with batch.owned_by(ldc_id):
-            batch.obj(ident, batch.nid(NodeIds.ldc(ldc_id)), cp_id,
+            batch.obj(ident, batch.nid(ids.ldc(ldc_id)), cp_id,
                       self.types["ConnectionPointType"])
             for spec in CP_PROPERTIES:
                 batch.var(ident, spec, prop=True, value=props.get(spec.name))
             self._aggregates(batch, ident)
-        batch.reference(batch.nid(NodeIds.td_node(ldc_id, td_node)), batch.nid(ident),
-                        ua.ObjectIds.Organizes, ua.NodeClass.Object)
+        batch.reference(batch.nid(ids.td_node(ldc_id, td_node)), batch.nid(ident),
+                        ObjectIds.Organizes, ua.NodeClass.Object)
 
     def add_der(self, batch: NodeBatch, resource_id: str, cp_id: str, ldc_id: str,
-                props: dict[str, Value]) -> None:
-        ident = NodeIds.der(resource_id)
+                props: Mapping[str, Value]) -> None:
+        ident = ids.der(resource_id)
         with batch.owned_by(ldc_id):
-            der = batch.obj(ident, batch.nid(NodeIds.cp(cp_id)), resource_id,
+            der = batch.obj(ident, batch.nid(ids.cp(cp_id)), resource_id,
                             self.types["DerType"])
             for spec in DER_PROPERTIES:
                 batch.var(ident, spec, prop=True, value=props.get(spec.name))
             for group, specs in DER_GROUPS.items():
-                group_ident = NodeIds.member(ident, group)
-                batch.obj(group_ident, der, group, ua.NodeId(ua.ObjectIds.BaseObjectType),
-                          ref=ua.ObjectIds.HasComponent)
+                group_ident = ids.member(ident, group)
+                batch.obj(group_ident, der, group, node_id(ObjectIds.BaseObjectType),
+                          ref=ObjectIds.HasComponent)
+                quality = GROUP_QUALITY.get(group, Quality.CURRENT)
                 for spec in specs:
-                    batch.var(group_ident, spec)
+                    batch.var(group_ident, spec, quality=quality)
         for method in self.methods.values():
-            batch.reference(der, method, ua.ObjectIds.HasComponent, ua.NodeClass.Method)
+            batch.reference(der, method, ObjectIds.HasComponent, ua.NodeClass.Method)
 
     def _aggregates(self, batch: NodeBatch, parent_ident: str) -> None:
-        group = NodeIds.member(parent_ident, "Aggregates")
+        group = ids.member(parent_ident, "Aggregates")
         batch.obj(group, batch.nid(parent_ident), "Aggregates",
-                  ua.NodeId(ua.ObjectIds.BaseObjectType), ref=ua.ObjectIds.HasComponent)
+                  node_id(ObjectIds.BaseObjectType), ref=ObjectIds.HasComponent)
         for spec in AGGREGATES:
             batch.var(group, spec, value=0 if spec.dtype is Dt.UINT32 else 0.0)
 
     async def move_der(self, resource_id: str, old_cp: str, new_cp: str, ldc_id: str) -> None:
         """Hang a DER under another connection point (and LDC), keeping its nodes: sessions
         that still see it keep their monitored items; the area checks follow the new owner."""
-        ident = NodeIds.der(resource_id)
-        der, organizes = ua.NodeId(ident, self.ns), ua.NodeId(ua.ObjectIds.Organizes)
+        ident = ids.der(resource_id)
+        der, organizes = node_id(ident, self.ns), node_id(ObjectIds.Organizes)
         unlink = ua.DeleteReferencesItem()
-        unlink.SourceNodeId, unlink.TargetNodeId = ua.NodeId(NodeIds.cp(old_cp), self.ns), der
+        unlink.SourceNodeId, unlink.TargetNodeId = node_id(ids.cp(old_cp), self.ns), der
         unlink.ReferenceTypeId, unlink.IsForward = organizes, True
         unlink.DeleteBidirectional = True
         await self._session.delete_references([unlink])
         links = []
-        for source, target, forward in ((NodeIds.cp(new_cp), ident, True),
-                                        (ident, NodeIds.cp(new_cp), False)):
+        for source, target, forward in ((ids.cp(new_cp), ident, True),
+                                        (ident, ids.cp(new_cp), False)):
             item = ua.AddReferencesItem()
-            item.SourceNodeId, item.TargetNodeId = (ua.NodeId(source, self.ns),
-                                                    ua.NodeId(target, self.ns))
+            item.SourceNodeId, item.TargetNodeId = (node_id(source, self.ns),
+                                                    node_id(target, self.ns))
             item.ReferenceTypeId, item.IsForward = organizes, forward
             item.TargetNodeClass = ua.NodeClass.Object
             links.append(item)
@@ -349,11 +363,11 @@ class AddressSpace:
         Monitored items on the removed nodes get one Bad_NodeIdUnknown value and then nothing
         (OPC UA Part 4: an item whose node is deleted reports Bad_NodeIdUnknown); they are
         told here, because asyncua's own notice on deletion is never delivered."""
-        ident = NodeIds.der(resource_id)
+        ident = ids.der(resource_id)
         unlink = ua.DeleteReferencesItem()
-        unlink.SourceNodeId, unlink.TargetNodeId = (ua.NodeId(NodeIds.cp(cp_id), self.ns),
-                                                    ua.NodeId(ident, self.ns))
-        unlink.ReferenceTypeId = ua.NodeId(ua.ObjectIds.Organizes)
+        unlink.SourceNodeId, unlink.TargetNodeId = (node_id(ids.cp(cp_id), self.ns),
+                                                    node_id(ident, self.ns))
+        unlink.ReferenceTypeId = node_id(ObjectIds.Organizes)
         unlink.IsForward, unlink.DeleteBidirectional = True, True
         await self._session.delete_references([unlink])
         doomed = _der_idents(ident)
@@ -361,7 +375,7 @@ class AddressSpace:
         params = ua.DeleteNodesParameters()
         for key in doomed:  # its nodes reference only each other, types and the methods
             item = ua.DeleteNodesItem()
-            item.NodeId, item.DeleteTargetReferences = ua.NodeId(key, self.ns), False
+            item.NodeId, item.DeleteTargetReferences = node_id(key, self.ns), False
             params.NodesToDelete.append(item)
         await self._session.delete_nodes(params)
         for key in doomed:
@@ -372,9 +386,9 @@ class AddressSpace:
             self._property_names.pop(key, None)
 
     async def _detach_monitors(self, idents: list[str]) -> None:
-        gone = ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
+        gone = status(StatusCodes.BadNodeIdUnknown)
         for ident in idents:
-            node = self._aspace.get(ua.NodeId(ident, self.ns))
+            node = self._aspace.get(node_id(ident, self.ns))
             for attribute in node.attributes.values() if node is not None else ():
                 for handle, callback in list(attribute.datachange_callbacks.items()):
                     self._aspace.delete_datachange_callback(handle)
@@ -386,15 +400,30 @@ class AddressSpace:
 
     # -- values ----------------------------------------------------------------------------
 
-    def stage(self, ident: str, value: Value, source_time: datetime | None = None) -> None:
+    def stage(self, ident: str, value: Value, source_time: datetime | None = None,
+              quality: Quality = Quality.CURRENT) -> None:
         """Remember a value to publish at the next flush (latest wins)."""
         if ident in self._variables:
-            self._pending[ident] = (value, source_time)
+            self._pending[ident] = (value, source_time, quality)
 
     def stage_group(self, parent_ident: str, values: dict[str, Value],
-                    source_time: datetime | None = None) -> None:
+                    source_time: datetime | None = None,
+                    quality: Quality = Quality.CURRENT) -> None:
         for name, value in values.items():
-            self.stage(NodeIds.member(parent_ident, name), value, source_time)
+            self.stage(ids.member(parent_ident, name), value, source_time, quality)
+
+    def restage(self, ident: str, quality: Quality) -> None:
+        """Publish a variable's latest value again with another quality (e.g. the DER it
+        comes from became unreachable): its value and source time stay what they were."""
+        if ident not in self._variables:
+            return
+        staged = self._pending.get(ident)
+        if staged is not None:
+            self._pending[ident] = (staged[0], staged[1], quality)
+            return
+        current = self.read(ident)
+        value = current.Value.Value if current.Value is not None else None
+        self._pending[ident] = (value, current.SourceTimestamp, quality)
 
     @property
     def pending(self) -> int:
@@ -404,27 +433,42 @@ class AddressSpace:
         """Write every staged value; data-change notifications follow from asyncua."""
         staged, self._pending = self._pending, {}
         now = datetime.now(UTC)
-        for count, (ident, (value, source_time)) in enumerate(staged.items(), 1):
-            node_id, variant = self._variables.get(ident, (None, None))
-            if node_id is None:
+        for count, (ident, (value, source_time, quality)) in enumerate(staged.items(), 1):
+            known = self._variables.get(ident)
+            if known is None:
                 continue
-            await self._aspace.write_attribute_value(
-                node_id, ua.AttributeIds.Value, _data_value(value, variant, source_time, now))
+            nid, variant = known
+            await self._write(nid, data_value(value, variant, quality, source_time, now))
             if count % _WRITE_CHUNK == 0:
                 await asyncio.sleep(0)
         return len(staged)
 
+    async def _write(self, nid: ua.NodeId, value: ua.DataValue) -> None:
+        """asyncua's write without its type check (our values are typed by the model, and it
+        would refuse a null value with a Good or Uncertain status); then the data-change
+        callbacks, as asyncua does."""
+        node = self._aspace.get(nid)
+        if node is None:
+            return
+        held = node.attributes[AttributeIds.Value]
+        held.value = value
+        for handle, callback in list(held.datachange_callbacks.items()):
+            try:
+                await callback(handle, value)
+            except Exception:  # one subscription's failure must not stop the others
+                log.exception("opcua: data-change callback %s failed", handle)
+
     def read(self, ident: str) -> ua.DataValue:
-        node_id, _ = self._variables[ident]
-        return self.server.read_attribute_value(node_id)
+        nid, _ = self._variables[ident]
+        return self.server.read_attribute_value(nid)
 
 
 _SHARED_REFERENCE_FIELDS = ("ReferenceTypeId", "BrowseName", "DisplayName", "TypeDefinition")
 # Attributes each node has its own of: never shared.
-_OWN_ATTRIBUTES = frozenset({ua.AttributeIds.NodeId, ua.AttributeIds.Value})
+_OWN_ATTRIBUTES = frozenset({AttributeIds.NodeId, AttributeIds.Value})
 
 
-def _static_key(attr: ua.AttributeIds, dv: ua.DataValue) -> tuple[Any, ...] | None:
+def _static_key(attr: AttributeIds, dv: ua.DataValue) -> tuple[Any, ...] | None:
     """A hashable identity of a fixed attribute's DataValue, or None (not shared)."""
     if dv.SourceTimestamp or dv.ServerTimestamp or dv.SourcePicoseconds \
             or dv.ServerPicoseconds or not isinstance(dv.Value, ua.Variant):
@@ -457,16 +501,16 @@ def _value_key(value: Any) -> tuple[Any, ...] | None:
 
 def _der_idents(ident: str) -> list[str]:
     """Every node of one DER (as `add_der` makes them), without scanning the model."""
-    out = [ident, *(NodeIds.member(ident, spec.name) for spec in DER_PROPERTIES)]
+    out = [ident, *(ids.member(ident, spec.name) for spec in DER_PROPERTIES)]
     for group, specs in DER_GROUPS.items():
-        group_ident = NodeIds.member(ident, group)
-        out += [group_ident, *(NodeIds.member(group_ident, spec.name) for spec in specs)]
+        group_ident = ids.member(ident, group)
+        out += [group_ident, *(ids.member(group_ident, spec.name) for spec in specs)]
     return out
 
 
 def _result(code: int) -> ua.AddNodesResult:
     result = ua.AddNodesResult()
-    result.StatusCode = ua.StatusCode(code)
+    result.StatusCode = status(code)
     return result
 
 
@@ -490,17 +534,8 @@ def _inverse(item: ua.AddNodesItem, parent: Any) -> ua.AddReferencesItem:
     ref.TargetNodeId = item.ParentNodeId
     ref.ReferenceTypeId = item.ReferenceTypeId
     ref.IsForward = False
-    ref.TargetNodeClass = parent.attributes[ua.AttributeIds.NodeClass].value.Value.Value
+    ref.TargetNodeClass = parent.attributes[AttributeIds.NodeClass].value.Value.Value
     return ref
-
-
-def _data_value(value: Value, variant: ua.VariantType, source_time: datetime | None,
-                now: datetime) -> ua.DataValue:
-    if value is None:
-        return ua.DataValue(ua.Variant(None), StatusCode=ua.StatusCode(ua.StatusCodes.BadNoData),
-                            SourceTimestamp=source_time or now, ServerTimestamp=now)
-    return ua.DataValue(ua.Variant(value, variant), SourceTimestamp=source_time or now,
-                        ServerTimestamp=now)
 
 
 def _arguments(specs: Sequence[Any]) -> list[ua.Argument]:

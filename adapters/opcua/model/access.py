@@ -23,19 +23,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from asyncua import ua
+from asyncua.ua.status_codes import StatusCodes
 
-from adapters.opcua.addressspace import AddressSpace
-from adapters.opcua.users import OperatorAccount
+from adapters.opcua.codec.values import status
+from adapters.opcua.model.addressspace import AddressSpace
+from adapters.opcua.model.users import OperatorAccount
 from gateway import authz
 from gateway.coordination.topology import Topology
 from gateway.domain import Participant, Role
 from gateway.services import GatewayServices
 
-HIDDEN = ua.StatusCodes.BadNodeIdUnknown
+HIDDEN = StatusCodes.BadNodeIdUnknown
 # asyncua answers Browse, TranslateBrowsePaths and Call on an absent node with
 # Bad_NodeIdInvalid (the spec's code for a malformed id); we answer Bad_NodeIdUnknown, so that
 # an absent node and a hidden one look the same.
-_ABSENT = ua.StatusCodes.BadNodeIdInvalid
+_ABSENT = StatusCodes.BadNodeIdInvalid
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +133,7 @@ class AreaAccess:
         return await serve_allowed(
             shown, params.NodesToRead,
             lambda allowed: serve(dataclasses.replace(params, NodesToRead=allowed)),
-            lambda: ua.DataValue(StatusCode=ua.StatusCode(HIDDEN)))
+            lambda: ua.DataValue(StatusCode=status(HIDDEN)))
 
     def browse(self, view: AreaView, params: ua.BrowseParameters,
                results: list[ua.BrowseResult]) -> list[ua.BrowseResult]:
@@ -142,7 +144,7 @@ class AreaAccess:
         out = []
         for desc, result in zip(params.NodesToBrowse, results, strict=True):
             if not self.visible(view, desc.NodeId):
-                out.append(ua.BrowseResult(StatusCode=ua.StatusCode(HIDDEN)))
+                out.append(ua.BrowseResult(StatusCode=status(HIDDEN)))
                 continue
             refs = [r for r in result.References if self.visible(view, r.NodeId)]
             out.append(dataclasses.replace(result, References=refs)
@@ -157,7 +159,7 @@ class AreaAccess:
         out = []
         for path, result in zip(paths, results, strict=True):
             if not self.visible(view, path.StartingNode):
-                out.append(ua.BrowsePathResult(StatusCode=ua.StatusCode(HIDDEN)))
+                out.append(ua.BrowsePathResult(StatusCode=status(HIDDEN)))
                 continue
             targets = [t for t in result.Targets if self.visible(view, t.TargetId)]
             if len(targets) == len(result.Targets):
@@ -166,7 +168,7 @@ class AreaAccess:
                 out.append(dataclasses.replace(result, Targets=targets))
             else:
                 out.append(ua.BrowsePathResult(
-                    StatusCode=ua.StatusCode(ua.StatusCodes.BadNoMatch)))
+                    StatusCode=status(StatusCodes.BadNoMatch)))
         return out
 
     async def create_monitored_items(
@@ -179,7 +181,7 @@ class AreaAccess:
         return await serve_allowed(
             shown, params.ItemsToCreate,
             lambda allowed: serve(dataclasses.replace(params, ItemsToCreate=allowed)),
-            lambda: ua.MonitoredItemCreateResult(StatusCode=ua.StatusCode(HIDDEN)))
+            lambda: ua.MonitoredItemCreateResult(StatusCode=status(HIDDEN)))
 
     async def call(self, view: AreaView, requests: list[ua.CallMethodRequest],
                    serve: Callable[[list[ua.CallMethodRequest]],
@@ -189,7 +191,7 @@ class AreaAccess:
         shown = [self.visible(view, r.ObjectId) for r in requests]
         results = await serve_allowed(
             shown, requests, serve,
-            lambda: ua.CallMethodResult(StatusCode=ua.StatusCode(HIDDEN)))
+            lambda: ua.CallMethodResult(StatusCode=status(HIDDEN)))
         return [_unknown_if_absent(r) for r in results]
 
 
@@ -197,7 +199,7 @@ def _unknown_if_absent[R: (ua.BrowseResult, ua.BrowsePathResult, ua.CallMethodRe
     result: R,
 ) -> R:
     if result.StatusCode.value == _ABSENT:
-        return dataclasses.replace(result, StatusCode=ua.StatusCode(HIDDEN))
+        return dataclasses.replace(result, StatusCode=status(HIDDEN))
     return result
 
 

@@ -30,13 +30,15 @@ from typing import TYPE_CHECKING, Any
 
 from asyncua import ua
 from asyncua.server.monitored_item_service import MonitoredItemService
+from asyncua.ua.status_codes import StatusCodes
 
-from adapters.opcua.access import AreaAccess, AreaView
-from adapters.opcua.users import OperatorAccount, UserDirectory
+from adapters.opcua.codec.values import status
+from adapters.opcua.model.access import AreaAccess, AreaView
+from adapters.opcua.model.users import OperatorAccount, UserDirectory
 from gateway.services import GatewayServices
 
 if TYPE_CHECKING:
-    from adapters.opcua.security import OperatorInternalServer
+    from adapters.opcua.model.security import OperatorInternalServer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ Scope = Callable[[], "tuple[AreaAccess, AreaView] | None"]
 
 
 def _unknown() -> ua.DataValue:
-    return ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown))
+    return ua.DataValue(StatusCode=status(StatusCodes.BadNodeIdUnknown))
 
 
 class AreaMonitoredItems(MonitoredItemService):
@@ -137,7 +139,7 @@ class AreaFollower:
         """At once, so that the very next request of those sessions uses the new account."""
         for session in self._iserver.sessions_of(name):
             if session.account is not None:  # a removed user's session stays refused
-                session.user.account = account
+                session.operator_changed(account)
         self._accounts.add(name)
         self._wake.set()
 

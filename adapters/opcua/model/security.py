@@ -22,13 +22,16 @@ from asyncua.crypto.permission_rules import PermissionRuleset, User, UserRole
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification
 
-from adapters.opcua.access import AreaAccess, AreaView, serve_allowed
-from adapters.opcua.sessions import AreaMonitoredItems
-from adapters.opcua.users import OperatorAccount, OperatorRole, UserDirectory
+from adapters.opcua.codec.values import node_id, status
+from adapters.opcua.model.access import AreaAccess, AreaView, serve_allowed
+from adapters.opcua.model.sessions import AreaMonitoredItems
+from adapters.opcua.model.users import OperatorAccount, OperatorRole, UserDirectory
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ class ClientCertificateValidator:
         if not self._trust.trusts(cert):
             log.warning("opcua: refused untrusted client certificate %s",
                         cert.subject.rfc4514_string())
-            raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
+            raise ServiceError(StatusCodes.BadCertificateUntrusted)
 
 
 @dataclass
@@ -157,7 +160,7 @@ class OperatorUserManager:
 
 
 def _ids(*names: str) -> frozenset[ua.NodeId]:
-    return frozenset(ua.NodeId(getattr(ua.ObjectIds, f"{n}Request_Encoding_DefaultBinary"))
+    return frozenset(node_id(getattr(ObjectIds, f"{n}Request_Encoding_DefaultBinary"))
                      for n in names)
 
 
@@ -197,7 +200,12 @@ class OperatorSession(InternalSession):
 
     @property
     def account(self) -> OperatorAccount | None:
-        return getattr(self.user, "account", None)
+        return self.user.account if isinstance(self.user, Operator) else None
+
+    def operator_changed(self, account: OperatorAccount | None) -> None:
+        """The operator's account was replaced (None: removed) while the session is open."""
+        if isinstance(self.user, Operator):
+            self.user.account = account
 
     async def _view(self) -> tuple[AreaAccess, AreaView] | None:
         """The area filter for this session, or None when nothing is filtered."""
@@ -234,7 +242,7 @@ class OperatorSession(InternalSession):
         session); otherwise its items could be changed, or its notifications republished."""
         sub = self.subscription_service.subscriptions.get(int(subscription_id))
         if self.external and (sub is None or sub.session_id != self.session_id):
-            raise ServiceError(ua.StatusCodes.BadSubscriptionIdInvalid)
+            raise ServiceError(StatusCodes.BadSubscriptionIdInvalid)
 
     def _owned(self, ids: list[int]) -> list[bool]:
         subs = self.subscription_service.subscriptions
@@ -298,12 +306,12 @@ class OperatorSession(InternalSession):
         return await serve_allowed(
             self._owned(params.SubscriptionIds), params.SubscriptionIds,
             lambda ids: serve(dataclasses.replace(params, SubscriptionIds=ids)),
-            lambda: ua.StatusCode(ua.StatusCodes.BadSubscriptionIdInvalid))
+            lambda: status(StatusCodes.BadSubscriptionIdInvalid))
 
     async def delete_subscriptions(self, ids: list[int]) -> list[ua.StatusCode]:
         return await serve_allowed(
             self._owned(ids), ids, super().delete_subscriptions,
-            lambda: ua.StatusCode(ua.StatusCodes.BadSubscriptionIdInvalid))
+            lambda: status(StatusCodes.BadSubscriptionIdInvalid))
 
     async def transfer_subscriptions(  # type: ignore[override]
         self, params: ua.TransferSubscriptionsParameters, callback: Any
@@ -317,7 +325,7 @@ class OperatorSession(InternalSession):
         return await serve_allowed(
             allowed, params.SubscriptionIds,
             lambda ids: serve(dataclasses.replace(params, SubscriptionIds=ids), callback),
-            lambda: ua.TransferResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)))
+            lambda: ua.TransferResult(StatusCode=status(StatusCodes.BadUserAccessDenied)))
 
     def monitored_items(self) -> list[AreaMonitoredItems]:
         """The monitored items of this session's subscriptions, per subscription."""

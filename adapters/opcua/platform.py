@@ -12,26 +12,22 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.opcua.users import OperatorAccount, UserDirectory, account_from_doc
+from adapters.opcua.model.users import OperatorAccount, UserDirectory, account_from_doc
+from adapters.opcua.state import OperatorRecords
 from gateway.adapters import AdapterContext
 from gateway.api.keys import ACTOR
 from gateway.domain import Participant, Role
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 
-RECORD_KIND = "user"
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
 class UserRoutes:
-    def __init__(self, ctx: AdapterContext, users: UserDirectory) -> None:
+    def __init__(self, ctx: AdapterContext, users: UserDirectory,
+                 records: OperatorRecords) -> None:
         self.ctx = ctx
         self.users = users
-
-    async def load(self) -> None:
-        for _, doc in await self.ctx.records.list(RECORD_KIND):
-            account = account_from_doc(doc)
-            if not self.users.is_fixed(account.name):
-                self.users.add(account)
+        self.records = records
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [web.get("/users", self.list_users), web.put("/users/{name}", self.put_user),
@@ -76,8 +72,7 @@ class UserRoutes:
         existing = self.users.get(name)
         if existing is not None:
             await self._may_manage(actor, existing.ldc_id)
-        await self.ctx.records.put(RECORD_KIND, name, account.to_doc())
-        self.users.add(account)
+        await self.records.put(account)
         return web.json_response(account.public(), status=200 if existing else 201)
 
     async def delete_user(self, request: web.Request) -> web.Response:
@@ -89,8 +84,7 @@ class UserRoutes:
         if self.users.is_fixed(name):
             raise Conflict("this user is defined in the configuration file")
         await self._may_manage(actor, account.ldc_id)
-        await self.ctx.records.delete(RECORD_KIND, name)
-        self.users.remove(name)
+        await self.records.delete(name)
         return web.Response(status=204)
 
 

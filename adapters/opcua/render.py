@@ -1,0 +1,227 @@
+"""Down: the platform's topology and effective controls -> the address space.
+
+Topology and control changes only mark DERs dirty (no I/O in the event handler); `run()`
+re-reads the dirty ones from the store in batches and renders them: a DER's nodes are placed
+(or moved, or removed), its Control variables show the effective interval in force now, and
+the aggregates above it follow its caps. `rerender_due()` renders again the DERs whose
+interval in force has just begun or ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from adapters.opcua.mapper import control_values
+from adapters.opcua.model import node_ids as ids
+from adapters.opcua.model.addressspace import AddressSpace
+from adapters.opcua.model.aggregates import Aggregates
+from adapters.opcua.state import Fleet
+from gateway.domain import ConnectionPoint, EffectiveControl, Participant, Resource, Role
+
+if TYPE_CHECKING:
+    from gateway.services import GatewayServices
+
+log = logging.getLogger(__name__)
+
+_REASON_CACHE = 4096
+_REFRESH_BATCH = 500
+
+
+class ControlRenderer:
+    def __init__(self, gateway: GatewayServices, space: AddressSpace, fleet: Fleet,
+                 aggregates: Aggregates, *,
+                 on_topology: Callable[[bool], None] = lambda moved: None,
+                 on_online: Callable[[str, bool], None] = lambda rid, online: None) -> None:
+        self._gateway = gateway
+        self._space = space
+        self._fleet = fleet
+        self._aggregates = aggregates
+        # told once per change of the model (True: DERs moved to other connection points)
+        self._on_topology = on_topology
+        self._on_online = on_online  # a DER became reachable (True) or unreachable (False)
+        self._moved = False
+        self._reasons: OrderedDict[str, str] = OrderedDict()
+        self._due: list[tuple[datetime, str]] = []  # (when, resource): interval boundaries
+        self._dirty_resources: set[str] = set()
+        self._dirty_controls: set[str] = set()
+        self._wake = asyncio.Event()
+
+    # -- events (no I/O) -------------------------------------------------------------------
+
+    def resource_changed(self, resource_id: str) -> None:
+        self._dirty_resources.add(resource_id)
+        self._wake.set()
+
+    def control_changed(self, resource_id: str) -> None:
+        self._dirty_controls.add(resource_id)
+        self._wake.set()
+
+    def participant_changed(self) -> None:
+        """No node changes (a participant's nodes come with its first DER), but the areas
+        may: a participant an operator acts for now exists, an LDC is embedded below a host."""
+        self._on_topology(False)
+
+    # -- from the store --------------------------------------------------------------------
+
+    async def rebuild(self) -> None:
+        """Everything again from the store, the truth."""
+        ldcs = {p.id: p for p in await self._gateway.participants(Role.LDC)}
+        resources = await self._gateway.resources()
+        for res in resources:
+            await self._place(res, ldcs)
+            await asyncio.sleep(0)  # placing thousands must leave the other listeners the loop
+        for rid in set(self._fleet.resources) - {r.id for r in resources}:
+            await self._drop(rid)
+        controls = await self._gateway.effective_controls(list(self._fleet.resources))
+        for rid, control in controls.items():
+            await self._render(rid, control)
+        self._topology_changed()
+
+    async def run(self) -> None:
+        """Render what the events marked dirty, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._refresh()
+            except Exception:  # the store may be briefly unavailable; try again on next wake
+                log.exception("opcua: refresh from the store failed")
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    async def _refresh(self) -> None:
+        if self._dirty_resources:
+            wanted, self._dirty_resources = self._dirty_resources, set()
+            ldcs = {p.id: p for p in await self._gateway.participants(Role.LDC)}
+            found = {r.id: r for r in await self._gateway.resources(ids=list(wanted))}
+            for rid in wanted:
+                if rid in found:
+                    await self._place(found[rid], ldcs)
+                    self._dirty_controls.add(rid)
+                else:
+                    await self._drop(rid)
+            self._topology_changed()
+        while self._dirty_controls:
+            batch = sorted(self._dirty_controls)[:_REFRESH_BATCH]
+            self._dirty_controls.difference_update(batch)
+            controls = await self._gateway.effective_controls(batch)
+            for rid in batch:
+                await self._render(rid, controls.get(rid))
+            await asyncio.sleep(0)
+
+    def _topology_changed(self) -> None:
+        moved, self._moved = self._moved, False
+        self._on_topology(moved)
+
+    # -- topology --------------------------------------------------------------------------
+
+    async def _place(self, res: Resource, ldcs: dict[str, Participant]) -> None:
+        """Create (or move, or update) a DER's nodes, with its LDC, T-D node and CP if new."""
+        cp = await self._gateway.connection_point(res.connection_point_id)
+        if cp is None:
+            return
+        old = self._fleet.resources.get(res.id)
+        batch = self._space.batch()
+        if not self._space.has_object(ids.ldc(cp.ldc_id)):
+            ldc = ldcs.get(cp.ldc_id)
+            self._space.add_ldc(batch, cp.ldc_id, {
+                "ParticipantId": cp.ldc_id,
+                "DsoModel": str(ldc.dso_model) if ldc and ldc.dso_model else "",
+                "HostLdc": ldc.host_ldc_id or "" if ldc else ""})
+        if not self._space.has_object(ids.td_node(cp.ldc_id, cp.td_node)):
+            self._space.add_td_node(batch, cp.ldc_id, cp.td_node)
+        if not self._space.has_object(ids.cp(cp.id)):
+            self._space.add_cp(batch, cp.id, {"TdNode": cp.td_node, "Feeder": cp.feeder,
+                                              "Ldc": cp.ldc_id})
+        if old is None:
+            self._space.add_der(batch, res.id, cp.id, cp.ldc_id, der_properties(res))
+        await self._space.apply(batch)
+        if old is not None and old.connection_point_id != cp.id:
+            await self._space.move_der(res.id, old.connection_point_id, cp.id, cp.ldc_id)
+            self._moved = True
+        self._fleet.connection_points[cp.id] = cp
+        if cp.ldc_id in ldcs:
+            self._fleet.ldcs[cp.ldc_id] = ldcs[cp.ldc_id]
+        self._fleet.resources[res.id] = res
+        self._aggregates.place(res.id, _groups(cp), online=res.online)
+        self._space.stage(ids.member(ids.member(ids.der(res.id), "Measurements"), "Online"),
+                          res.online)
+        if old is None or old.online != res.online:
+            self._on_online(res.id, res.online)
+
+    async def _drop(self, rid: str) -> None:
+        res = self._fleet.resources.pop(rid, None)
+        if res is None:
+            return
+        self._aggregates.remove(rid)
+        self._fleet.controls.pop(rid, None)
+        await self._space.remove_der(rid, res.connection_point_id)
+
+    # -- controls --------------------------------------------------------------------------
+
+    async def _render(self, rid: str, control: EffectiveControl | None) -> None:
+        res = self._fleet.resources.get(rid)
+        if res is None:
+            return
+        if control is None:
+            self._fleet.controls.pop(rid, None)
+        else:
+            self._fleet.controls[rid] = control
+        now = datetime.now(UTC)
+        interval = control.at(now) if control else None
+        reasons = await self._reasons_of(interval.instruction_ids if interval else ())
+        self._space.stage_group(ids.member(ids.der(rid), "Control"),
+                                control_values(interval, reasons, res.nameplate))
+        self._aggregates.set_caps(
+            rid, interval.export_max_w if interval else res.nameplate.export_max_w,
+            interval.import_max_w if interval else res.nameplate.import_max_w)
+        boundary = next_boundary(control, now)
+        if boundary is not None:
+            heapq.heappush(self._due, (boundary, rid))
+
+    async def _reasons_of(self, instruction_ids: Iterable[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for iid in instruction_ids:
+            if iid not in self._reasons:
+                ins = await self._gateway.instruction(iid)
+                self._reasons[iid] = ins.reason if ins else ""
+                while len(self._reasons) > _REASON_CACHE:
+                    self._reasons.popitem(last=False)
+            out[iid] = self._reasons[iid]
+        return out
+
+    async def rerender_due(self) -> None:
+        """Render again the DERs whose interval in force began or ended since last time."""
+        now = datetime.now(UTC)
+        due: set[str] = set()
+        while self._due and self._due[0][0] <= now:
+            due.add(heapq.heappop(self._due)[1])
+        for rid in due:
+            if rid in self._fleet.controls:
+                await self._render(rid, self._fleet.controls[rid])
+
+
+def _groups(cp: ConnectionPoint) -> tuple[str, ...]:
+    return (ids.cp(cp.id), ids.td_node(cp.ldc_id, cp.td_node))
+
+
+def der_properties(res: Resource) -> dict[str, str | float]:
+    return {"Kind": str(res.kind), "Protocol": str(res.binding.protocol),
+            "Aggregator": res.aggregator_id or "",
+            "RatedExportW": float(res.nameplate.export_max_w),
+            "RatedImportW": float(res.nameplate.import_max_w),
+            "RatedVar": float(res.nameplate.var_max)}
+
+
+def next_boundary(control: EffectiveControl | None, now: datetime) -> datetime | None:
+    """The next instant at which the interval in force changes."""
+    if control is None:
+        return None
+    times = [t for iv in control.intervals for t in (iv.start, iv.end) if t is not None and t > now]
+    return min(times, default=None)
