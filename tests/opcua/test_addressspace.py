@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest_asyncio
 from asyncua import Server, ua
 
-from adapters.opcua.model.addressspace import AddressSpace
 from adapters.opcua.model import node_ids as NodeIds
+from adapters.opcua.model.addressspace import AddressSpace
 from adapters.opcua.model.nodes import METHODS
 
 PROPS = {"Kind": "pv", "Protocol": "modbus", "Aggregator": "agg", "RatedExportW": 5000.0,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from asyncua import Server, ua
 
-from adapters.opcua.model.addressspace import AddressSpace
 from adapters.opcua.model import node_ids as NodeIds
+from adapters.opcua.model.addressspace import AddressSpace
 from adapters.opcua.model.nodes import METHODS
 
 

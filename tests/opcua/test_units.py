@@ -6,10 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.opcua.model.aggregates import Aggregates
 from adapters.opcua.codec.arguments import ArgumentError, decode_arguments
-from adapters.opcua.model.nodes import METHODS
-from adapters.opcua.settings import Settings
 from adapters.opcua.mapper import (
     control_values,
     dispatch_draft,
@@ -17,8 +14,16 @@ from adapters.opcua.mapper import (
     reading_update,
     status_of_error,
 )
+from adapters.opcua.model.aggregates import Aggregates
+from adapters.opcua.model.nodes import METHODS
 from adapters.opcua.model.security import OperatorUserManager, TrustList, security_policies
-from adapters.opcua.model.users import UserDirectory, account_from_doc, hash_password, verify_password
+from adapters.opcua.model.users import (
+    UserDirectory,
+    account_from_doc,
+    hash_password,
+    verify_password,
+)
+from adapters.opcua.settings import Settings
 from gateway import errors
 from gateway.domain import (
     EffectiveInterval,

@@ -80,7 +80,8 @@ def _string(spec: ArgumentSpec, value: object) -> str:
 # Codes that describe one argument; the call itself then answers Bad_InvalidArgument.
 _PER_ARGUMENT = frozenset({StatusCodes.BadInvalidArgument, StatusCodes.BadTypeMismatch,
                            StatusCodes.BadOutOfRange})
-_DECODERS: dict[Dt, Callable[[ArgumentSpec, object], Value]] = {Dt.DOUBLE: _double, Dt.UINT32: _uint32, Dt.STRING: _string}
+_DECODERS: dict[Dt, Callable[[ArgumentSpec, object], Value]] = {
+    Dt.DOUBLE: _double, Dt.UINT32: _uint32, Dt.STRING: _string}
 
 
 def decode_arguments(method: MethodSpec, raw: Sequence[object]) -> dict[str, Value]:
