@@ -25,6 +25,7 @@ from adapters.opcua.model import node_ids as ids
 from adapters.opcua.model.access import AreaAccess
 from adapters.opcua.model.addressspace import AddressSpace
 from adapters.opcua.model.aggregates import Aggregates
+from adapters.opcua.model.alarms import AlarmBook, AlarmServer
 from adapters.opcua.model.methods import ControlMethods
 from adapters.opcua.model.sessions import AreaFollower
 from adapters.opcua.model.users import UserDirectory, account_from_doc
@@ -32,7 +33,7 @@ from adapters.opcua.platform import UserRoutes, openapi
 from adapters.opcua.render import ControlRenderer
 from adapters.opcua.server import OpcUaServer
 from adapters.opcua.settings import Settings
-from adapters.opcua.state import Fleet, OperatorRecords
+from adapters.opcua.state import AlarmAcks, Fleet, OperatorRecords
 from gateway.adapters import AdapterContext
 from gateway.bus import Event, Topic
 from gateway.jsonform import ack_from_json, reading_from_json
@@ -70,10 +71,17 @@ class OpcUaAdapter:
         iserver.access = AreaAccess(self.ctx.gateway, space)  # before any client connects
         areas = AreaFollower(self.ctx.gateway, iserver, self.users)
         aggregates = Aggregates()
-        feedback = FeedbackPublisher(self.ctx.gateway, space, self.fleet, aggregates)
+        acks = AlarmAcks(self.ctx.records)
+        await acks.load()
+        self.alarms = AlarmServer(AlarmBook(), self.server.ns,
+                                  lambda: iserver.subscription_service.subscriptions, acks)
+        iserver.condition_methods = self.alarms.handlers()
+        feedback = FeedbackPublisher(self.ctx.gateway, space, self.fleet, aggregates,
+                                     self.alarms)
         renderer = ControlRenderer(self.ctx.gateway, space, self.fleet, aggregates,
                                    on_topology=areas.topology_changed,
-                                   on_online=feedback.online_changed)
+                                   on_online=feedback.online_changed,
+                                   on_dropped=feedback.dropped)
         methods = ControlMethods(OperatorActions(self.ctx.gateway), self.server.ns,
                                  self._resource_of_node)
         await space.build_base(methods.handlers())
@@ -132,7 +140,9 @@ class OpcUaAdapter:
     async def _flush(self) -> int:
         for group, totals in self.aggregates.take_dirty().items():
             self.space.stage_group(ids.member(group, "Aggregates"), dict(totals))
-        return await self.space.flush()
+        written = await self.space.flush()
+        await self.alarms.publish()
+        return written
 
     def listeners(self) -> list[str]:
         return [self.settings.listen]

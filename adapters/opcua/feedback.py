@@ -24,10 +24,12 @@ from adapters.opcua.mapper import (
 from adapters.opcua.model import node_ids as ids
 from adapters.opcua.model.addressspace import AddressSpace
 from adapters.opcua.model.aggregates import Aggregates
+from adapters.opcua.model.alarms import AlarmKind, AlarmServer
 from adapters.opcua.model.nodes import FROM_DER, MethodName
 from adapters.opcua.state import Fleet
 from gateway import errors
 from gateway.domain import (
+    REFUSALS,
     Acknowledgement,
     InstructionDraft,
     InstructionKind,
@@ -45,11 +47,12 @@ _PAGE = 1000
 
 class FeedbackPublisher:
     def __init__(self, gateway: GatewayServices, space: AddressSpace, fleet: Fleet,
-                 aggregates: Aggregates) -> None:
+                 aggregates: Aggregates, alarms: AlarmServer) -> None:
         self._gateway = gateway
         self._space = space
         self._fleet = fleet
         self._aggregates = aggregates
+        self._alarms = alarms
 
     def reading(self, reading: Reading) -> None:
         update = reading_update(reading)
@@ -65,10 +68,21 @@ class FeedbackPublisher:
             self._aggregates.set_power(update.resource_id, var=float(update.value))
 
     def acknowledgement(self, ack: Acknowledgement) -> None:
-        if ack.resource_id in self._fleet.resources:
-            values = acknowledgement_values(ack)
-            self._space.stage_group(ids.member(ids.der(ack.resource_id), "Acknowledgement"),
-                                    values, ack.at)
+        """The DER's latest acknowledgement; a refusal raises ControlRefused until an
+        acknowledgement that is not one."""
+        rid = ack.resource_id
+        if rid not in self._fleet.resources:
+            return
+        self._space.stage_group(ids.member(ids.der(rid), "Acknowledgement"),
+                                acknowledgement_values(ack), ack.at)
+        if ack.status in REFUSALS:
+            what = f" ({ack.detail})" if ack.detail else ""
+            self._alarms.raise_(rid, AlarmKind.CONTROL_REFUSED,
+                                f"DER {rid}: control {ack.status} by the DER: "
+                                f"{ack.protocol_status}{what}")
+        else:
+            self._alarms.clear(rid, AlarmKind.CONTROL_REFUSED,
+                               f"DER {rid}: control {ack.status}")
 
     def online_changed(self, resource_id: str, online: bool) -> None:
         """Measurements from the DER go stale while the gateway cannot reach it, and are
@@ -78,6 +92,16 @@ class FeedbackPublisher:
         for name in FROM_DER:
             self._space.restage(ids.member(group, name), quality)
         self._aggregates.set_online(resource_id, online)
+        if online:
+            self._alarms.clear(resource_id, AlarmKind.COMMUNICATION_LOST,
+                               f"DER {resource_id}: communication restored")
+        else:
+            self._alarms.raise_(resource_id, AlarmKind.COMMUNICATION_LOST,
+                                f"DER {resource_id}: the gateway lost communication with it")
+
+    def dropped(self, resource_id: str) -> None:
+        """A DER left the fleet."""
+        self._alarms.forget(resource_id)
 
     def _measurement_quality(self, resource_id: str) -> Quality:
         res = self._fleet.resources.get(resource_id)

@@ -37,7 +37,8 @@ class ControlRenderer:
     def __init__(self, gateway: GatewayServices, space: AddressSpace, fleet: Fleet,
                  aggregates: Aggregates, *,
                  on_topology: Callable[[bool], None] = lambda moved: None,
-                 on_online: Callable[[str, bool], None] = lambda rid, online: None) -> None:
+                 on_online: Callable[[str, bool], None] = lambda rid, online: None,
+                 on_dropped: Callable[[str], None] = lambda rid: None) -> None:
         self._gateway = gateway
         self._space = space
         self._fleet = fleet
@@ -45,6 +46,7 @@ class ControlRenderer:
         # told once per change of the model (True: DERs moved to other connection points)
         self._on_topology = on_topology
         self._on_online = on_online  # a DER became reachable (True) or unreachable (False)
+        self._on_dropped = on_dropped  # a DER left the fleet
         self._moved = False
         self._reasons: OrderedDict[str, str] = OrderedDict()
         self._due: list[tuple[datetime, str]] = []  # (when, resource): interval boundaries
@@ -162,6 +164,7 @@ class ControlRenderer:
         self._aggregates.remove(rid)
         self._fleet.controls.pop(rid, None)
         await self._space.remove_der(rid, res.connection_point_id)
+        self._on_dropped(rid)
 
     # -- controls --------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from adapters.opcua.model.users import OperatorAccount, UserDirectory, account_f
 from gateway.domain import ConnectionPoint, EffectiveControl, Participant, Resource
 
 USER_RECORD = "user"
+ALARM_ACK_RECORD = "alarm_ack"
 
 
 class Records(Protocol):
@@ -47,6 +48,32 @@ class OperatorRecords:
     async def delete(self, name: str) -> None:
         await self._records.delete(USER_RECORD, name)
         self._directory.remove(name)
+
+
+class AlarmAcks:
+    """Acknowledged alarms that are still active, so that a restart does not raise them again
+    unacknowledged: stored before the acknowledgement is answered Good, deleted when the
+    condition is gone."""
+
+    def __init__(self, records: Records) -> None:
+        self._records = records
+        self._acked: set[str] = set()  # condition idents
+
+    async def load(self) -> None:
+        self._acked = {key for key, _ in await self._records.list(ALARM_ACK_RECORD)}
+
+    def acked(self, ident: str) -> bool:
+        return ident in self._acked
+
+    async def put(self, ident: str, user: str, comment: str, at: str) -> None:
+        await self._records.put(ALARM_ACK_RECORD, ident, {"user": user, "comment": comment,
+                                                          "at": at})
+        self._acked.add(ident)
+
+    async def delete(self, ident: str) -> None:
+        if ident in self._acked:
+            await self._records.delete(ALARM_ACK_RECORD, ident)
+            self._acked.discard(ident)
 
 
 @dataclass

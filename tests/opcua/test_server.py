@@ -23,6 +23,15 @@ from tests.opcua.support import (
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), *CORE_WARNINGS]
 
 
+async def call_raw(client, object_id, method_id, args) -> ua.CallMethodResult:
+    """One Call, its result as the server sent it (per-argument results included)."""
+    request = ua.CallMethodRequest()
+    request.ObjectId, request.MethodId = object_id, method_id
+    request.InputArguments = [a if isinstance(a, ua.Variant) else ua.Variant(a) for a in args]
+    [result] = await client.uaclient.call([request])
+    return result
+
+
 def iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
 
@@ -129,6 +138,19 @@ async def test_bad_arguments_get_a_status_and_store_nothing(served):
                                   ua.Variant(0, ua.VariantType.UInt32), "x")
         with pytest.raises(ua.uaerrors.BadArgumentsMissing):
             await der.call_method(f"{ns}:Dispatch", 100.0)
+        # each result names the argument at fault (OPC UA Part 4, 5.11.2.2)
+        results = await call_raw(client, der.nodeid, ua.NodeId("type/DerType/Dispatch", ns),
+                                 ["not a number", ua.Variant(0, ua.VariantType.UInt32), "x"])
+        assert results.StatusCode.name == "BadInvalidArgument"
+        assert [r.name for r in results.InputArgumentResults] == [
+            "BadTypeMismatch", "Good", "Good"]
+        assert "SetpointW" in results.InputArgumentDiagnosticInfos[0].AdditionalInfo
+        results = await call_raw(client, der.nodeid,
+                                 ua.NodeId("type/DerType/SetOperatingLimit", ns),
+                                 [-1.0, -1.0, -1.0, -1.0, ua.Variant(0, ua.VariantType.UInt32),
+                                  "nothing capped"])
+        assert [r.name for r in results.InputArgumentResults] == [
+            "BadInvalidArgument"] * 4 + ["Good", "Good"]
         other = client.get_node(ua.NodeId("der/d2", ns))
         with pytest.raises(ua.uaerrors.BadNodeIdUnknown):  # outside ldc-a's area: not there
             await other.call_method(ua.NodeId("type/DerType/Disconnect", ns),

@@ -77,11 +77,21 @@ def _string(spec: ArgumentSpec, value: object) -> str:
     return value
 
 
+def _bytes(spec: ArgumentSpec, value: object) -> bytes:
+    if value is None:
+        return b""
+    if not isinstance(value, bytes | bytearray):
+        raise ArgumentError((spec.name,), f"{spec.name} must be a ByteString",
+                            StatusCodes.BadTypeMismatch)
+    return bytes(value)
+
+
 # Codes that describe one argument; the call itself then answers Bad_InvalidArgument.
 _PER_ARGUMENT = frozenset({StatusCodes.BadInvalidArgument, StatusCodes.BadTypeMismatch,
                            StatusCodes.BadOutOfRange})
 _DECODERS: dict[Dt, Callable[[ArgumentSpec, object], Value]] = {
-    Dt.DOUBLE: _double, Dt.UINT32: _uint32, Dt.STRING: _string}
+    Dt.DOUBLE: _double, Dt.UINT32: _uint32, Dt.STRING: _string, Dt.LOCALIZEDTEXT: _string,
+    Dt.BYTESTRING: _bytes}
 
 
 def decode_arguments(method: MethodSpec, raw: Sequence[object]) -> dict[str, Value]:

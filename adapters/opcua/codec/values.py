@@ -25,7 +25,7 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
 # What a variable may hold; None means "no value" (its status says why).
-Value = float | bool | str | int | datetime | list[str] | None
+Value = float | bool | str | int | bytes | datetime | list[str] | None
 
 
 class Dt(StrEnum):

@@ -192,7 +192,11 @@ class AddressSpace:
         folder, types, methods), for other namespaces and for nodes that do not exist."""
         if node_id.NamespaceIndex != self.ns or not isinstance(node_id.Identifier, str):
             return None
-        return self._owners.get(node_id.Identifier)
+        ident = node_id.Identifier
+        owner = self._owners.get(ident)
+        if owner is None and ident.startswith("der/"):  # e.g. a DER's ConditionId
+            owner = self._owners.get(ident.split(".", 1)[0])
+        return owner
 
     async def apply(self, batch: NodeBatch) -> None:
         for parent, names in batch.properties.items():

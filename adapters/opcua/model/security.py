@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,8 +170,10 @@ _VIEW = _ids("CreateSession", "CloseSession", "ActivateSession", "Read", "Browse
              "CreateMonitoredItems", "ModifyMonitoredItems", "DeleteMonitoredItems", "Publish",
              "Republish", "CloseSecureChannel", "SetMonitoringMode", "SetPublishingMode",
              "RegisterNodes", "UnregisterNodes")
+# Call is a right of both: a viewer may call ConditionRefresh (to see the alarms), while the
+# control methods and Acknowledge check for a controller themselves (OperatorSession.call).
 RIGHTS: dict[OperatorRole, frozenset[ua.NodeId]] = {
-    OperatorRole.VIEWER: _VIEW,
+    OperatorRole.VIEWER: _VIEW | _ids("Call"),
     OperatorRole.CONTROLLER: _VIEW | _ids("Call"),
 }
 
@@ -186,6 +188,9 @@ class OperatorRuleset(PermissionRuleset):
             return False
         return action_type_id in RIGHTS[account.role]
 
+
+ConditionMethod = Callable[["OperatorSession", ua.CallMethodRequest],
+                           Awaitable[ua.CallMethodResult]]
 
 # The operator whose CallRequest is being served (method callbacks get no session).
 CURRENT_OPERATOR: contextvars.ContextVar[OperatorAccount | None] = contextvars.ContextVar(
@@ -333,8 +338,29 @@ class OperatorSession(InternalSession):
                 if sub.session_id == self.session_id
                 and isinstance(sub.monitored_item_srv, AreaMonitoredItems)]
 
+    def owns(self, subscription_id: int) -> bool:
+        """Whether a subscription is this session's own."""
+        return self._owned([subscription_id])[0]
+
     async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
-        token = CURRENT_OPERATOR.set(self.account)
+        """Condition methods go to the alarms; the rest (the control methods) needs a
+        controller and a node in the operator's area."""
+        conditions = self.iserver.condition_methods
+        is_condition = [r.MethodId in conditions for r in params]
+        results = await serve_allowed(
+            [not c for c in is_condition], params, self._call_methods,
+            lambda: ua.CallMethodResult())  # placeholders, replaced below
+        for index, request in enumerate(params):
+            if is_condition[index]:
+                results[index] = await conditions[request.MethodId](self, request)
+        return results
+
+    async def _call_methods(self, params: list[ua.CallMethodRequest]
+                            ) -> list[ua.CallMethodResult]:
+        account = self.account
+        if self.external and (account is None or account.role is not OperatorRole.CONTROLLER):
+            return [_refused(StatusCodes.BadUserAccessDenied) for _ in params]
+        token = CURRENT_OPERATOR.set(account)
         try:
             scope = await self._view()
             if scope is None:
@@ -345,6 +371,12 @@ class OperatorSession(InternalSession):
             CURRENT_OPERATOR.reset(token)
 
 
+def _refused(code: int) -> ua.CallMethodResult:
+    result = ua.CallMethodResult()
+    result.StatusCode = status(code)
+    return result
+
+
 class OperatorInternalServer(InternalServer):
     """Creates sessions that make the calling operator known to method callbacks and that
     show each operator only its area (`access` is set once the model exists)."""
@@ -352,6 +384,8 @@ class OperatorInternalServer(InternalServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.access: AreaAccess | None = None  # set once the model exists
+        # MethodId -> handler, for the Part 9 condition methods (Acknowledge, ConditionRefresh)
+        self.condition_methods: Mapping[ua.NodeId, ConditionMethod] = {}
         self.subscription_owners: dict[int, str | None] = {}  # id -> user who created it
         self._sessions: dict[ua.NodeId, OperatorSession] = {}  # open external sessions by id
 

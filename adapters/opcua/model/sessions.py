@@ -85,6 +85,17 @@ class AreaMonitoredItems(MonitoredItemService):
             return
         await super().datachange_callback(handle, value)
 
+    async def trigger_event(self, event: Any, mid: int | None = None) -> bool:
+        """An event about a node (its SourceNode) outside the area is not delivered: alarms
+        of another LDC's DERs stay unknown to this session, as the DERs do."""
+        scope = self._scope()
+        source = getattr(event, "SourceNode", None)
+        if scope is not None and isinstance(source, ua.NodeId):
+            access, view = scope
+            if not access.visible(view, source):
+                return False
+        return await super().trigger_event(event, mid)
+
     async def _hide(self, mid: int) -> None:
         mdata = self._monitored_items[mid]
         self.hidden.add(mid)
