@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
@@ -15,6 +16,7 @@ from asyncua import ua
 from asyncua.common.events import Event
 from asyncua.ua.uaerrors import UaStatusCodeError
 
+from gateway.domain import Acknowledgement, AckStatus, Protocol
 from simulators.sunspec.fleet import FleetConfig, running_fleet
 from tests.opcua.support import (
     CONTROLLER,
@@ -190,6 +192,38 @@ async def test_a_silent_der_raises_an_alarm_a_controller_acknowledges(rig):
         await asyncio.sleep(0.3)
         assert unseen.of("d1") == []  # LDC B's operator heard nothing of LDC A's DER
         assert heard.of("d2") == []  # the healthy DER raised nothing
+
+
+async def test_a_refused_control_raises_control_refused_until_one_is_accepted(rig):
+    """What a DER adapter records when a DER refuses (here directly through the core's
+    acknowledgement path, as the Modbus adapter does on a read-back mismatch)."""
+    gw, _, _ = rig
+    services = gw.gateway.services
+    async with await connect_encrypted(gw, CONTROLLER) as controller:
+        heard, _ = await subscribe_alarms(controller)
+        now = datetime.now(UTC)
+        await services.record_acknowledgement(Acknowledgement(
+            "d2", AckStatus.CANNOT_COMPLY, Protocol.MODBUS, "704 read-back mismatch", now,
+            detail="WMaxLimPct=100 (wanted 20)"))
+
+        async def raised():
+            return heard.of("d2", ConditionName="ControlRefused", **{"ActiveState/Id": True})
+        [alarm] = await wait_for(raised)
+        assert "cannot_comply" in alarm.Message.Text and "WMaxLimPct" in alarm.Message.Text
+        assert alarm.Severity == 500
+        await services.record_acknowledgement(Acknowledgement(
+            "d2", AckStatus.COMPLETED, Protocol.MODBUS, "704 read-back verified",
+            now + timedelta(seconds=1)))
+
+        async def cleared():
+            return heard.of("d2", ConditionName="ControlRefused", **{"ActiveState/Id": False})
+        [clear] = await wait_for(cleared)
+        assert clear.Retain is True  # inactive, but nobody acknowledged it yet
+        done = await acknowledge(controller, clear.NodeId, clear.EventId, "seen")
+        assert done.StatusCode.name == "Good"
+        [gone] = await wait_for(lambda: _now(heard.of("d2", ConditionName="ControlRefused",
+                                                      **{"AckedState/Id": True})))
+        assert gone.Retain is False
 
 
 async def _now(value):
