@@ -85,6 +85,18 @@ class AreaMonitoredItems(MonitoredItemService):
             return
         await super().datachange_callback(handle, value)
 
+    def _is_deadband_exceeded(self, values: Any, flt: ua.DataChangeFilter) -> bool:
+        """asyncua's deadband, except that a change of status always notifies (Part 4,
+        7.22.2: the deadband applies to the value) and so does a value appearing or going
+        (null -> number: asyncua would subtract None)."""
+        cur, old = values.get_current_datavalue(), values.get_old_datavalue()
+        if cur is None or old is None or cur.StatusCode != old.StatusCode:
+            return True
+        if (cur.Value is None or old.Value is None or cur.Value.Value is None
+                or old.Value.Value is None):
+            return True
+        return bool(super()._is_deadband_exceeded(values, flt))
+
     async def trigger_event(self, event: Any, mid: int | None = None) -> bool:
         """An event about a node (its SourceNode) outside the area is not delivered: alarms
         of another LDC's DERs stay unknown to this session, as the DERs do."""
