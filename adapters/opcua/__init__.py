@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from adapters.opcua.settings import Settings
 
@@ -17,3 +17,11 @@ def create_adapter(ctx: AdapterContext) -> OpcUaAdapter:
     from adapters.opcua.adapter import OpcUaAdapter  # asyncua loads only if the adapter is used
 
     return OpcUaAdapter(ctx, settings)
+
+
+def address_key(address: dict[str, Any]) -> str:
+    """A DER published over OPC UA only: its address is whatever names its point."""
+    # (imported here: the codec, shared with the simulators, must not pull in the core)
+    from gateway.ports import canonical_address_key
+
+    return canonical_address_key(address, ignore={"settings", "tls"})

@@ -183,8 +183,12 @@ async def _resource_in_view(request: web.Request) -> str:
 
 
 async def get_resource(request: web.Request) -> web.Response:
+    """A DER, with what the gateway knows of getting its control to it (`delivery`: null
+    until an adapter has reported anything)."""
     rid = await _resource_in_view(request)
-    return reply(await services(request).resource(rid))
+    svc = services(request)
+    return reply({**to_json(await svc.resource(rid)),
+                  "delivery": await svc.resource_delivery(rid)})
 
 
 async def put_resource(request: web.Request) -> web.Response:
