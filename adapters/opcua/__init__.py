@@ -8,7 +8,7 @@ from adapters.opcua.settings import Settings
 
 if TYPE_CHECKING:
     from adapters.opcua.adapter import OpcUaAdapter
-    from gateway.adapters import AdapterContext
+    from gateway.ports import AdapterContext
 
 
 def create_adapter(ctx: AdapterContext) -> OpcUaAdapter:

@@ -1,10 +1,12 @@
 """The OPC UA adapter's lifecycle: wiring, lifespan, the event-log follower and the publisher.
 
-Three tasks run while the adapter lives:
-- the follower: readings and acknowledgements become staged values (no I/O); control and
-  topology changes only mark DERs dirty (`render.py`); participant changes go to the
-  sessions' areas. It subscribes first and then rebuilds from the store, so no change between
-  the two is lost; if it falls behind it rebuilds again;
+The listener opens at once and the model fills in behind it (no other adapter waits for
+it); `ready` turns True once the model shows the store. Three tasks run while it lives:
+- the follower (`gateway.ports.follow`): readings and acknowledgements become staged values
+  (no I/O); control and topology changes only mark DERs dirty (`render.py`); participant
+  changes go to the sessions' areas; delivery changes raise or clear alarms. It subscribes
+  first and then rebuilds from the store, so no change between the two is lost, and rebuilds
+  again whenever it fell behind or failed;
 - the renderer (`ControlRenderer.run`): re-reads dirty DERs from the store in batches;
 - the publisher: every `flush_interval_ms` writes the staged values and touched aggregates
   into the address space, and renders again controls whose interval began or ended.
@@ -18,8 +20,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiohttp import web
-
 from adapters.opcua.feedback import FeedbackPublisher, OperatorActions
 from adapters.opcua.model import node_ids as ids
 from adapters.opcua.model.access import AreaAccess
@@ -29,18 +29,30 @@ from adapters.opcua.model.alarms import AlarmBook, AlarmServer
 from adapters.opcua.model.methods import ControlMethods
 from adapters.opcua.model.sessions import AreaFollower
 from adapters.opcua.model.users import UserDirectory, account_from_doc
-from adapters.opcua.platform import UserRoutes, openapi
+from adapters.opcua.platform import UserRoutes
 from adapters.opcua.render import ControlRenderer
 from adapters.opcua.server import OpcUaServer
 from adapters.opcua.settings import Settings
 from adapters.opcua.state import AlarmAcks, Fleet, OperatorRecords
-from gateway.adapters import AdapterContext
-from gateway.bus import Event, Topic
-from gateway.jsonform import ack_from_json, reading_from_json
+from gateway.ports import (
+    AcknowledgementRecorded,
+    AdapterContext,
+    ControlChanged,
+    DeliveryChanged,
+    ParticipantChanged,
+    PlatformRoute,
+    ReadingRecorded,
+    ResourceChanged,
+    Topic,
+    TypedEvent,
+    follow,
+)
 
 log = logging.getLogger(__name__)
 
-_BUS_QUEUE = 100_000  # 10 s of 10,000 readings/s: room for a slow flush
+_LOG_QUEUE = 100_000  # 10 s of 10,000 readings/s: room for a slow flush
+TOPICS = frozenset({Topic.READING, Topic.ACKNOWLEDGEMENT, Topic.EFFECTIVE_CONTROL_CHANGED,
+                    Topic.RESOURCE_CHANGED, Topic.PARTICIPANT_CHANGED, Topic.DELIVERY_CHANGED})
 
 
 class OpcUaAdapter:
@@ -87,20 +99,29 @@ class OpcUaAdapter:
         await space.build_base(methods.handlers())
         self.space, self.renderer, self.feedback = space, renderer, feedback
         self.aggregates = aggregates
-        handlers: dict[str, Callable[[dict[str, Any]], None]] = {
-            Topic.READING: lambda p: feedback.reading(reading_from_json(p)),
-            Topic.ACKNOWLEDGEMENT: lambda p: feedback.acknowledgement(ack_from_json(p)),
-            Topic.EFFECTIVE_CONTROL_CHANGED: lambda p: renderer.control_changed(
-                str(p["resource_id"])),
-            Topic.RESOURCE_CHANGED: lambda p: renderer.resource_changed(str(p["resource_id"])),
-            Topic.PARTICIPANT_CHANGED: lambda p: renderer.participant_changed(),
+        handlers: dict[type, Callable[[Any], None]] = {
+            ReadingRecorded: lambda e: feedback.reading(e.reading),
+            AcknowledgementRecorded: lambda e: feedback.acknowledgement(e.acknowledgement),
+            ControlChanged: lambda e: renderer.control_changed(e.resource_id),
+            ResourceChanged: lambda e: renderer.resource_changed(e.resource_id),
+            ParticipantChanged: lambda e: renderer.participant_changed(),
+            DeliveryChanged: lambda e: feedback.delivery_changed(e.resource_id, e.state,
+                                                                 e.reason or ""),
         }
+
+        async def on_batch(events: list[TypedEvent]) -> None:
+            for event in events:
+                handler = handlers.get(type(event))
+                if handler is not None:
+                    handler(event)
+
         async with areas.running(), asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._follow(handlers), name="opcua-follow"),
+            tasks = [group.create_task(follow(self.ctx.bus, TOPICS, on_batch=on_batch,
+                                              resync=self._rebuild, name="opcua-model",
+                                              maxsize=_LOG_QUEUE), name="opcua-follow"),
                      group.create_task(renderer.run(), name="opcua-render"),
                      group.create_task(self._publish(), name="opcua-publish")]
             try:
-                await self._ready.wait()
                 async with self.server.serving():
                     yield
             finally:
@@ -114,19 +135,13 @@ class OpcUaAdapter:
         return None
 
     async def _rebuild(self) -> None:
+        """The model from the store again (first at start-up, then after any gap)."""
+        if self._ready.is_set():
+            self.resync_count += 1
         await self.renderer.rebuild()
         await self.feedback.restore(self.settings.restore_window_s)
         await self._flush()
-
-    async def _follow(self, handlers: dict[str, Callable[[dict[str, Any]], None]]) -> None:
-        while True:
-            async with self.ctx.bus.subscription(*handlers, maxsize=_BUS_QUEUE) as sub:
-                await self._rebuild()
-                self._ready.set()
-                async for event in sub:
-                    _dispatch(handlers, event)
-            self.resync_count += 1
-            log.warning("opcua: fell behind the event log; rebuilding from the store")
+        self._ready.set()
 
     async def _publish(self) -> None:
         while True:
@@ -147,18 +162,5 @@ class OpcUaAdapter:
     def listeners(self) -> list[str]:
         return [self.settings.listen]
 
-    def platform_routes(self) -> list[web.AbstractRouteDef]:
+    def platform_routes(self) -> list[PlatformRoute]:
         return self._routes.routes()
-
-    def platform_openapi(self) -> dict[str, Any]:
-        return openapi()
-
-
-def _dispatch(handlers: dict[str, Callable[[dict[str, Any]], None]], event: Event) -> None:
-    handler = handlers.get(event.topic)
-    if handler is None:
-        return
-    try:
-        handler(event.payload)
-    except (KeyError, TypeError, ValueError):
-        log.exception("opcua: ignored malformed %s event %s", event.topic, event.id)

@@ -31,6 +31,7 @@ from gateway import errors
 from gateway.domain import (
     REFUSALS,
     Acknowledgement,
+    DeliveryState,
     InstructionDraft,
     InstructionKind,
     Participant,
@@ -40,13 +41,13 @@ from gateway.domain import (
 )
 
 if TYPE_CHECKING:
-    from gateway.services import GatewayServices
+    from gateway.ports import GatewayPort
 
 _PAGE = 1000
 
 
 class FeedbackPublisher:
-    def __init__(self, gateway: GatewayServices, space: AddressSpace, fleet: Fleet,
+    def __init__(self, gateway: GatewayPort, space: AddressSpace, fleet: Fleet,
                  aggregates: Aggregates, alarms: AlarmServer) -> None:
         self._gateway = gateway
         self._space = space
@@ -84,20 +85,34 @@ class FeedbackPublisher:
             self._alarms.clear(rid, AlarmKind.CONTROL_REFUSED,
                                f"DER {rid}: control {ack.status}")
 
-    def online_changed(self, resource_id: str, online: bool) -> None:
-        """Measurements from the DER go stale while the gateway cannot reach it, and are
-        current again (or not yet known) once it can."""
+    def online_changed(self, resource_id: str, online: bool | None) -> None:
+        """Measurements from the DER go stale while the gateway cannot reach it (False), and
+        are current again (or not known yet) once it can, or before anything connected
+        (None: not an alarm, a DER that has not been installed yet is not lost)."""
         group = ids.member(ids.der(resource_id), "Measurements")
-        quality = Quality.INITIAL if online else Quality.NO_COMMUNICATION
+        lost = online is False
+        quality = Quality.NO_COMMUNICATION if lost else Quality.INITIAL
         for name in FROM_DER:
             self._space.restage(ids.member(group, name), quality)
-        self._aggregates.set_online(resource_id, online)
-        if online:
-            self._alarms.clear(resource_id, AlarmKind.COMMUNICATION_LOST,
-                               f"DER {resource_id}: communication restored")
-        else:
+        self._aggregates.set_online(resource_id, online is True)
+        if lost:
             self._alarms.raise_(resource_id, AlarmKind.COMMUNICATION_LOST,
                                 f"DER {resource_id}: the gateway lost communication with it")
+        else:
+            self._alarms.clear(resource_id, AlarmKind.COMMUNICATION_LOST,
+                               f"DER {resource_id}: communication restored")
+
+    def delivery_changed(self, resource_id: str, state: str, reason: str) -> None:
+        """ControlUndeliverable while the core says the DER's control cannot reach it."""
+        if resource_id not in self._fleet.resources:
+            return
+        if state == DeliveryState.UNDELIVERABLE:
+            self._alarms.raise_(resource_id, AlarmKind.CONTROL_UNDELIVERABLE,
+                                f"DER {resource_id}: its control cannot be delivered"
+                                + (f": {reason}" if reason else ""))
+        else:
+            self._alarms.clear(resource_id, AlarmKind.CONTROL_UNDELIVERABLE,
+                               f"DER {resource_id}: control {state}")
 
     def dropped(self, resource_id: str) -> None:
         """A DER left the fleet."""
@@ -105,7 +120,7 @@ class FeedbackPublisher:
 
     def _measurement_quality(self, resource_id: str) -> Quality:
         res = self._fleet.resources.get(resource_id)
-        return Quality.NO_COMMUNICATION if res is not None and not res.online \
+        return Quality.NO_COMMUNICATION if res is not None and res.online is False \
             else Quality.INITIAL
 
     async def restore(self, window_s: float) -> None:
@@ -140,7 +155,7 @@ DRAFTS: dict[str, Action] = {
 class OperatorActions:
     """Method calls -> platform instructions, issued by the LDC the operator acts for."""
 
-    def __init__(self, gateway: GatewayServices) -> None:
+    def __init__(self, gateway: GatewayPort) -> None:
         self._gateway = gateway
 
     async def actor(self, participant_id: str) -> Participant | None:
@@ -168,6 +183,6 @@ class OperatorActions:
         return len(mine)
 
 
-async def _cancel_all(gateway: GatewayServices, actor: Participant, ids_: Iterable[str]) -> None:
+async def _cancel_all(gateway: GatewayPort, actor: Participant, ids_: Iterable[str]) -> None:
     for instruction_id in ids_:
         await gateway.cancel_instruction(actor, instruction_id)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from adapters.opcua.codec.values import Quality
 from adapters.opcua.mapper import control_values
 from adapters.opcua.model import node_ids as ids
 from adapters.opcua.model.addressspace import AddressSpace
@@ -25,7 +26,7 @@ from adapters.opcua.state import Fleet
 from gateway.domain import ConnectionPoint, EffectiveControl, Participant, Resource, Role
 
 if TYPE_CHECKING:
-    from gateway.services import GatewayServices
+    from gateway.ports import GatewayPort
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,10 @@ _REFRESH_BATCH = 500
 
 
 class ControlRenderer:
-    def __init__(self, gateway: GatewayServices, space: AddressSpace, fleet: Fleet,
+    def __init__(self, gateway: GatewayPort, space: AddressSpace, fleet: Fleet,
                  aggregates: Aggregates, *,
                  on_topology: Callable[[bool], None] = lambda moved: None,
-                 on_online: Callable[[str, bool], None] = lambda rid, online: None,
+                 on_online: Callable[[str, bool | None], None] = lambda rid, online: None,
                  on_dropped: Callable[[str], None] = lambda rid: None) -> None:
         self._gateway = gateway
         self._space = space
@@ -151,9 +152,9 @@ class ControlRenderer:
         if cp.ldc_id in ldcs:
             self._fleet.ldcs[cp.ldc_id] = ldcs[cp.ldc_id]
         self._fleet.resources[res.id] = res
-        self._aggregates.place(res.id, _groups(cp), online=res.online)
+        self._aggregates.place(res.id, _groups(cp), online=res.online is True)
         self._space.stage(ids.member(ids.member(ids.der(res.id), "Measurements"), "Online"),
-                          res.online)
+                          res.online, quality=Quality.INITIAL)  # None: nothing connected yet
         if old is None or old.online != res.online:
             self._on_online(res.id, res.online)
 

@@ -86,3 +86,12 @@ class Collector:
 
     def datachange_notification(self, node, val, data: DataChangeNotif) -> None:
         self.values.put_nowait(val)
+
+
+async def opcua_ready(gw, within: float = 30.0) -> None:
+    """Until the OPC UA model shows the store (its listener opens before that)."""
+    adapter = gw.gateway.adapters["opcua"]
+
+    async def ready():
+        return adapter.ready
+    await wait_for(ready, within)

@@ -16,7 +16,7 @@ from asyncua import ua
 from asyncua.common.events import Event
 from asyncua.ua.uaerrors import UaStatusCodeError
 
-from gateway.domain import Acknowledgement, AckStatus, Protocol
+from gateway.domain import Acknowledgement, AckStatus, DeliveryMark, DeliveryState
 from simulators.sunspec.fleet import FleetConfig, running_fleet
 from tests.opcua.support import (
     CONTROLLER,
@@ -203,7 +203,7 @@ async def test_a_refused_control_raises_control_refused_until_one_is_accepted(ri
         heard, _ = await subscribe_alarms(controller)
         now = datetime.now(UTC)
         await services.record_acknowledgement(Acknowledgement(
-            "d2", AckStatus.CANNOT_COMPLY, Protocol.MODBUS, "704 read-back mismatch", now,
+            "d2", AckStatus.CANNOT_COMPLY, "modbus", "704 read-back mismatch", now,
             detail="WMaxLimPct=100 (wanted 20)"))
 
         async def raised():
@@ -212,7 +212,7 @@ async def test_a_refused_control_raises_control_refused_until_one_is_accepted(ri
         assert "cannot_comply" in alarm.Message.Text and "WMaxLimPct" in alarm.Message.Text
         assert alarm.Severity == 500
         await services.record_acknowledgement(Acknowledgement(
-            "d2", AckStatus.COMPLETED, Protocol.MODBUS, "704 read-back verified",
+            "d2", AckStatus.COMPLETED, "modbus", "704 read-back verified",
             now + timedelta(seconds=1)))
 
         async def cleared():
@@ -224,6 +224,28 @@ async def test_a_refused_control_raises_control_refused_until_one_is_accepted(ri
         [gone] = await wait_for(lambda: _now(heard.of("d2", ConditionName="ControlRefused",
                                                       **{"AckedState/Id": True})))
         assert gone.Retain is False
+
+
+async def test_an_undeliverable_control_raises_control_undeliverable(rig):
+    """The core's per-DER delivery state (an adapter's `mark_delivery`) reaches SCADA."""
+    gw, _, _ = rig
+    services = gw.gateway.services
+    async with await connect_encrypted(gw, CONTROLLER) as controller:
+        heard, _ = await subscribe_alarms(controller)
+        await services.mark_delivery([DeliveryMark("d2", DeliveryState.UNDELIVERABLE,
+                                                   reason="device unreachable")])
+
+        async def raised():
+            return heard.of("d2", ConditionName="ControlUndeliverable",
+                            **{"ActiveState/Id": True})
+        [alarm] = await wait_for(raised)
+        assert "device unreachable" in alarm.Message.Text and alarm.Severity == 800
+        await services.mark_delivery([DeliveryMark("d2", DeliveryState.DELIVERED)])
+
+        async def cleared():
+            return heard.of("d2", ConditionName="ControlUndeliverable",
+                            **{"ActiveState/Id": False})
+        await wait_for(cleared)
 
 
 async def _now(value):

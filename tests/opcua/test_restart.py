@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asyncua import ua
 
-from gateway.domain import Acknowledgement, AckStatus, Protocol, Quantity, Reading
-from tests.opcua.support import CORE_WARNINGS, NAMESPACE_URI, VIEWER_B, make_client
+from gateway.domain import Acknowledgement, AckStatus, Quantity, Reading
+from tests.opcua.support import CORE_WARNINGS, NAMESPACE_URI, VIEWER_B, make_client, opcua_ready
 from tests.support.gateway import free_port, gateway_in_process
 from tests.support.seed import seed_platform
 
@@ -40,17 +40,18 @@ async def test_latest_acknowledgement_is_shown_again_after_a_restart(tmp_path):
             "limits": {"export_max_w": 2000}, "reason": "restart check"})
         instruction_id = body["id"]
         await services.record_acknowledgement(Acknowledgement(
-            "d2", AckStatus.RECEIVED, Protocol.MODBUS, "written", old - timedelta(minutes=1),
+            "d2", AckStatus.RECEIVED, "modbus", "written", old - timedelta(minutes=1),
             instruction_id=instruction_id))
         await services.record_acknowledgement(Acknowledgement(
-            "d2", AckStatus.CANNOT_COMPLY, Protocol.MODBUS, "704 read-back mismatch", old,
+            "d2", AckStatus.CANNOT_COMPLY, "modbus", "704 read-back mismatch", old,
             instruction_id=instruction_id, detail="WMaxLimPct=100 (wanted 20)"))
         await services.record_acknowledgement(Acknowledgement(
-            "d3", AckStatus.COMPLETED, Protocol.MODBUS, "704 read-back verified", now))
+            "d3", AckStatus.COMPLETED, "modbus", "704 read-back verified", now))
         await services.record_readings([Reading("d3", Quantity.ACTIVE_POWER, 777.0, now,
-                                                Protocol.MODBUS)])
+                                                "modbus")])
     # the same data directory and PKI: the store is the one the first gateway wrote
     async with gateway_in_process(tmp_path, opcua=config) as gw:
+        await opcua_ready(gw)
         d2 = await read_group(gw, "d2", "Acknowledgement", ACK_VARIABLES)
         assert {k: v.StatusCode.name for k, v in d2.items()} == dict.fromkeys(
             ACK_VARIABLES, "Good")

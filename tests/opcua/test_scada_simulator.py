@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.domain import Protocol, Quantity, Reading
+from gateway.domain import Quantity, Reading
 from simulators.scada.operator import Console, connect
 from tests.opcua.conftest import wait_model_ready
 from tests.opcua.support import ADMIN_VIEWER, CONTROLLER, CORE_WARNINGS
@@ -89,7 +89,7 @@ async def test_the_operator_rides_through_a_gateway_restart(tmp_path):
 
 async def record_power(gw, watts: float) -> None:
     await gw.gateway.services.record_readings([Reading(
-        "d1", Quantity.ACTIVE_POWER, watts, datetime.now(UTC), Protocol.MODBUS)])
+        "d1", Quantity.ACTIVE_POWER, watts, datetime.now(UTC), "modbus")])
 
 
 async def until(queue: asyncio.Queue, wanted, within: float = 10.0) -> None:

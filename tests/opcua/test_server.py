@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asyncua import ua
 
-from gateway.domain import Acknowledgement, AckStatus, Protocol, Quantity, Reading
+from gateway.domain import Acknowledgement, AckStatus, Quantity, Reading
 from tests.opcua.support import (
     CONTROLLER,
     CORE_WARNINGS,
@@ -186,14 +186,14 @@ async def test_readings_and_acknowledgements_follow_the_bus(served):
         await sub.deadband_monitor(total, 10.0, ua.DeadbandType.Absolute)
         assert await asyncio.wait_for(handler.values.get(), 5) == 0.0
         await services.record_readings([
-            Reading("d2", Quantity.ACTIVE_POWER, 1500.0, now, Protocol.MODBUS),
-            Reading("d3", Quantity.ACTIVE_POWER, 500.0, now, Protocol.MODBUS),
-            Reading("d2", Quantity.CONNECTED, 1.0, now, Protocol.MODBUS)])
+            Reading("d2", Quantity.ACTIVE_POWER, 1500.0, now, "modbus"),
+            Reading("d3", Quantity.ACTIVE_POWER, 500.0, now, "modbus"),
+            Reading("d2", Quantity.CONNECTED, 1.0, now, "modbus")])
         assert await asyncio.wait_for(handler.values.get(), 5) == 2000.0
         await services.record_readings(  # inside the 10 W deadband: no notification
-            [Reading("d2", Quantity.ACTIVE_POWER, 1504.0, now, Protocol.MODBUS)])
+            [Reading("d2", Quantity.ACTIVE_POWER, 1504.0, now, "modbus")])
         await services.record_readings(
-            [Reading("d2", Quantity.ACTIVE_POWER, 1700.0, now, Protocol.MODBUS)])
+            [Reading("d2", Quantity.ACTIVE_POWER, 1700.0, now, "modbus")])
         assert await asyncio.wait_for(handler.values.get(), 5) == 2200.0
         measured = await der.get_child([f"{ns}:Measurements", f"{ns}:W"])
         assert await measured.read_value() == 1700.0
@@ -202,7 +202,7 @@ async def test_readings_and_acknowledgements_follow_the_bus(served):
         connected = await der.get_child([f"{ns}:Measurements", f"{ns}:Connected"])
         assert await connected.read_value() is True
         await services.record_acknowledgement(Acknowledgement(
-            "d2", AckStatus.CANNOT_COMPLY, Protocol.MODBUS, "exception 4", now,
+            "d2", AckStatus.CANNOT_COMPLY, "modbus", "exception 4", now,
             detail="device busy"))
         status = await der.get_child([f"{ns}:Acknowledgement", f"{ns}:Status"])
 

@@ -29,7 +29,6 @@ from gateway.domain import (
     EffectiveInterval,
     InstructionKind,
     Nameplate,
-    Protocol,
     Quantity,
     Reading,
     Source,
@@ -40,11 +39,11 @@ NOW = datetime(2030, 1, 1, 12, tzinfo=UTC)
 
 
 def test_readings_map_to_measurement_variables():
-    update = reading_update(Reading("d1", Quantity.ACTIVE_POWER, 1200.5, NOW, Protocol.MODBUS))
+    update = reading_update(Reading("d1", Quantity.ACTIVE_POWER, 1200.5, NOW, "modbus"))
     assert (update.resource_id, update.variable, update.value) == ("d1", "W", 1200.5)
-    connected = reading_update(Reading("d1", Quantity.CONNECTED, 0, NOW, Protocol.MODBUS))
+    connected = reading_update(Reading("d1", Quantity.CONNECTED, 0, NOW, "modbus"))
     assert connected.variable == "Connected" and connected.value is False
-    assert reading_update(Reading("d1", Quantity.ENERGY, 1, NOW, Protocol.MODBUS)) is None
+    assert reading_update(Reading("d1", Quantity.ENERGY, 1, NOW, "modbus")) is None
 
 
 def test_control_values_carry_provenance_and_absent_values():

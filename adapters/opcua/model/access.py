@@ -3,7 +3,7 @@
 An operator acting for an LDC (or for a SCADA participant of an LDC) sees the nodes of that
 LDC and of every LDC embedded below it (a host LDC sees its embedded LDCs' DERs, as the
 platform's tri-party rule says); an operator acting for a participant the platform lets see
-everything (`authz.area_of` is None: the admin, the ISO) sees the whole fleet; anyone else
+everything (the admin, the ISO) sees the whole fleet; anyone else
 sees only the shared nodes (the `DerFleet` folder, the types, the server object).
 
 asyncua's permission ruleset decides per *service* (it can only refuse a whole request), and
@@ -19,8 +19,9 @@ choice as the platform API, whose GET /v1/resources/{id} answers 404 outside the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from asyncua import ua
 from asyncua.ua.status_codes import StatusCodes
@@ -28,11 +29,20 @@ from asyncua.ua.status_codes import StatusCodes
 from adapters.opcua.codec.values import status
 from adapters.opcua.model.addressspace import AddressSpace
 from adapters.opcua.model.users import OperatorAccount
-from gateway import authz
-from gateway.coordination.topology import Topology
 from gateway.domain import Participant, Role
-from gateway.services import GatewayServices
+from gateway.ports import GatewayPort
 
+
+class Topology(Protocol):
+    """What the areas are computed from (the platform's topology, `GatewayPort.topology`)."""
+
+    @property
+    def participants(self) -> Mapping[str, Participant]: ...
+    def area_ldcs(self, ldc_id: str) -> list[str]: ...
+
+
+# Participants the platform lets see every DER (`authz.area_of` is None for them).
+SEES_EVERYTHING = frozenset({Role.ADMIN, Role.ISO})
 HIDDEN = StatusCodes.BadNodeIdUnknown
 # asyncua answers Browse, TranslateBrowsePaths and Call on an absent node with
 # Bad_NodeIdInvalid (the spec's code for a malformed id); we answer Bad_NodeIdUnknown, so that
@@ -67,7 +77,7 @@ def area_view(participant: Participant | None, topology: Topology) -> AreaView:
     elif participant.role is Role.AGGREGATOR:  # its DERs are not a control room's business
         return NOTHING
     else:
-        return EVERYTHING if authz.area_of(participant, topology) is None else NOTHING
+        return EVERYTHING if participant.role in SEES_EVERYTHING else NOTHING
     ldc = topology.participants.get(ldc_id or "")
     if ldc is None or ldc.role is not Role.LDC:
         return NOTHING
@@ -81,7 +91,7 @@ class AreaAccess:
     topology change (`refresh`, driven by the model's bus follower), not per request; a
     participant seen for the first time is computed from the platform's current topology."""
 
-    def __init__(self, gateway: GatewayServices, space: AddressSpace) -> None:
+    def __init__(self, gateway: GatewayPort, space: AddressSpace) -> None:
         self._gateway = gateway
         self._space = space
         self._views: dict[str, AreaView] = {}  # participant id -> its area

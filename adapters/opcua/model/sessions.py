@@ -35,7 +35,7 @@ from asyncua.ua.status_codes import StatusCodes
 from adapters.opcua.codec.values import status
 from adapters.opcua.model.access import AreaAccess, AreaView
 from adapters.opcua.model.users import OperatorAccount, UserDirectory
-from gateway.services import GatewayServices
+from gateway.ports import GatewayPort
 
 if TYPE_CHECKING:
     from adapters.opcua.model.security import OperatorInternalServer
@@ -142,7 +142,7 @@ class AreaFollower:
     .refresh`), and only if a view changed, a DER moved, or an account changed are the
     monitored items of the sessions concerned re-checked (one dict lookup per item)."""
 
-    def __init__(self, gateway: GatewayServices, iserver: OperatorInternalServer,
+    def __init__(self, gateway: GatewayPort, iserver: OperatorInternalServer,
                  users: UserDirectory) -> None:
         self._gateway = gateway
         self._iserver = iserver
