@@ -160,7 +160,7 @@ async def gateway_side(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         await register(gw, args.ders)
         adapter = gw.gateway.adapters["opcua"]
-        while len(adapter.fleet.resources) < args.ders:  # noqa: ASYNC110 - polling the adapter
+        while len(adapter.fleet.ders) < args.ders:  # noqa: ASYNC110 - polling the adapter
             await asyncio.sleep(0.2)
         model_s = time.perf_counter() - t0
         child = subprocess.Popen(  # noqa: ASYNC220 - a child we supervise

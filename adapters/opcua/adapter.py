@@ -79,7 +79,8 @@ class OpcUaAdapter:
             self.users.add(account_from_doc(user.model_dump(exclude_none=True)), fixed=True)
         await self.operators.load()
         server, iserver = await self.server.build()
-        space = AddressSpace(server, self.server.ns)
+        space = AddressSpace(server, self.server.ns, self.fleet,
+                             capacity=self.settings.cached_nodes)
         iserver.access = AreaAccess(self.ctx.gateway, space)  # before any client connects
         areas = AreaFollower(self.ctx.gateway, iserver, self.users)
         aggregates = Aggregates()
@@ -131,7 +132,7 @@ class OpcUaAdapter:
     def _resource_of_node(self, identifier: object) -> str | None:
         if isinstance(identifier, str) and identifier.startswith("der/"):
             rid = identifier[4:]
-            return rid if rid in self.fleet.resources else None
+            return rid if rid in self.fleet.ders else None
         return None
 
     async def _rebuild(self) -> None:
@@ -154,7 +155,8 @@ class OpcUaAdapter:
 
     async def _flush(self) -> int:
         for group, totals in self.aggregates.take_dirty().items():
-            self.space.stage_group(ids.member(group, "Aggregates"), dict(totals))
+            self.fleet.totals[group] = dict(totals)
+            self.space.stage_group(ids.member(group, "Aggregates"), totals)
         written = await self.space.flush()
         await self.alarms.publish()
         return written

@@ -26,7 +26,7 @@ from adapters.opcua.model.addressspace import AddressSpace
 from adapters.opcua.model.aggregates import Aggregates
 from adapters.opcua.model.alarms import AlarmKind, AlarmServer
 from adapters.opcua.model.nodes import FROM_DER, MethodName
-from adapters.opcua.state import Fleet
+from adapters.opcua.state import Fleet, Measurements
 from gateway import errors
 from gateway.domain import (
     REFUSALS,
@@ -57,12 +57,18 @@ class FeedbackPublisher:
 
     def reading(self, reading: Reading) -> None:
         update = reading_update(reading)
-        if update is None or update.resource_id not in self._fleet.resources:
+        if update is None or update.resource_id not in self._fleet.ders:
             return
+        latest = self._fleet.measurements.get(update.resource_id)
+        if latest is None:
+            latest = self._fleet.measurements[update.resource_id] = Measurements()
+        latest.values[update.variable] = (update.value, update.at)
+        if latest.last_seen is None or update.at > latest.last_seen:
+            latest.last_seen = update.at
         group = ids.member(ids.der(update.resource_id), "Measurements")
         quality = self._measurement_quality(update.resource_id)
         self._space.stage(ids.member(group, update.variable), update.value, update.at, quality)
-        self._space.stage(ids.member(group, "LastSeen"), update.at, update.at)
+        self._space.stage(ids.member(group, "LastSeen"), latest.last_seen, latest.last_seen)
         if update.variable == "W":
             self._aggregates.set_power(update.resource_id, w=float(update.value))
         elif update.variable == "var":
@@ -72,8 +78,9 @@ class FeedbackPublisher:
         """The DER's latest acknowledgement; a refusal raises ControlRefused until an
         acknowledgement that is not one."""
         rid = ack.resource_id
-        if rid not in self._fleet.resources:
+        if rid not in self._fleet.ders:
             return
+        self._fleet.acknowledgements[rid] = ack
         self._space.stage_group(ids.member(ids.der(rid), "Acknowledgement"),
                                 acknowledgement_values(ack), ack.at)
         if ack.status in REFUSALS:
@@ -104,7 +111,7 @@ class FeedbackPublisher:
 
     def delivery_changed(self, resource_id: str, state: str, reason: str) -> None:
         """ControlUndeliverable while the core says the DER's control cannot reach it."""
-        if resource_id not in self._fleet.resources:
+        if resource_id not in self._fleet.ders:
             return
         if state == DeliveryState.UNDELIVERABLE:
             self._alarms.raise_(resource_id, AlarmKind.CONTROL_UNDELIVERABLE,
@@ -119,8 +126,8 @@ class FeedbackPublisher:
         self._alarms.forget(resource_id)
 
     def _measurement_quality(self, resource_id: str) -> Quality:
-        res = self._fleet.resources.get(resource_id)
-        return Quality.NO_COMMUNICATION if res is not None and res.online is False \
+        record = self._fleet.ders.get(resource_id)
+        return Quality.NO_COMMUNICATION if record is not None and record.online is False \
             else Quality.INITIAL
 
     async def restore(self, window_s: float) -> None:

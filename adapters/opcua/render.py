@@ -22,7 +22,13 @@ from adapters.opcua.mapper import control_values
 from adapters.opcua.model import node_ids as ids
 from adapters.opcua.model.addressspace import AddressSpace
 from adapters.opcua.model.aggregates import Aggregates
-from adapters.opcua.state import Fleet
+from adapters.opcua.state import (
+    DerRecord,
+    Fleet,
+    cp_properties,
+    der_properties,
+    ldc_properties,
+)
 from gateway.domain import ConnectionPoint, EffectiveControl, Participant, Resource, Role
 
 if TYPE_CHECKING:
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _REASON_CACHE = 4096
 _REFRESH_BATCH = 500
+_YIELD_EVERY = 500  # DERs placed or rendered between turns of the event loop
 
 
 class ControlRenderer:
@@ -74,16 +81,25 @@ class ControlRenderer:
 
     async def rebuild(self) -> None:
         """Everything again from the store, the truth."""
-        ldcs = {p.id: p for p in await self._gateway.participants(Role.LDC)}
-        resources = await self._gateway.resources()
-        for res in resources:
-            await self._place(res, ldcs)
-            await asyncio.sleep(0)  # placing thousands must leave the other listeners the loop
-        for rid in set(self._fleet.resources) - {r.id for r in resources}:
+        topology = await self._gateway.topology()
+        ldcs = {p.id: p for p in topology.participants.values() if p.role is Role.LDC}
+        cps = dict(topology.connection_points)
+        resources = await self._gateway.resources()  # their online state is the store's
+        for count, res in enumerate(resources, 1):
+            cp = cps.get(res.connection_point_id)
+            if cp is None:
+                cp = await self._gateway.connection_point(res.connection_point_id)
+            if cp is not None:
+                self._place(res, cp, ldcs)
+            if count % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # the other listeners keep the loop
+        for rid in set(self._fleet.ders) - {r.id for r in resources}:
             await self._drop(rid)
-        controls = await self._gateway.effective_controls(list(self._fleet.resources))
-        for rid, control in controls.items():
+        controls = await self._gateway.effective_controls(list(self._fleet.ders))
+        for count, (rid, control) in enumerate(controls.items(), 1):
             await self._render(rid, control)
+            if count % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         self._topology_changed()
 
     async def run(self) -> None:
@@ -103,9 +119,14 @@ class ControlRenderer:
             wanted, self._dirty_resources = self._dirty_resources, set()
             ldcs = {p.id: p for p in await self._gateway.participants(Role.LDC)}
             found = {r.id: r for r in await self._gateway.resources(ids=list(wanted))}
+            cps: dict[str, ConnectionPoint | None] = {}
+            for cp_id in {r.connection_point_id for r in found.values()}:
+                cps[cp_id] = await self._gateway.connection_point(cp_id)
             for rid in wanted:
-                if rid in found:
-                    await self._place(found[rid], ldcs)
+                res = found.get(rid)
+                cp = cps.get(res.connection_point_id) if res is not None else None
+                if res is not None and cp is not None:
+                    self._place(res, cp, ldcs)
                     self._dirty_controls.add(rid)
                 else:
                     await self._drop(rid)
@@ -124,34 +145,19 @@ class ControlRenderer:
 
     # -- topology --------------------------------------------------------------------------
 
-    async def _place(self, res: Resource, ldcs: dict[str, Participant]) -> None:
-        """Create (or move, or update) a DER's nodes, with its LDC, T-D node and CP if new."""
-        cp = await self._gateway.connection_point(res.connection_point_id)
-        if cp is None:
-            return
-        old = self._fleet.resources.get(res.id)
-        batch = self._space.batch()
-        if not self._space.has_object(ids.ldc(cp.ldc_id)):
-            ldc = ldcs.get(cp.ldc_id)
-            self._space.add_ldc(batch, cp.ldc_id, {
-                "ParticipantId": cp.ldc_id,
-                "DsoModel": str(ldc.dso_model) if ldc and ldc.dso_model else "",
-                "HostLdc": ldc.host_ldc_id or "" if ldc else ""})
-        if not self._space.has_object(ids.td_node(cp.ldc_id, cp.td_node)):
-            self._space.add_td_node(batch, cp.ldc_id, cp.td_node)
-        if not self._space.has_object(ids.cp(cp.id)):
-            self._space.add_cp(batch, cp.id, {"TdNode": cp.td_node, "Feeder": cp.feeder,
-                                              "Ldc": cp.ldc_id})
-        if old is None:
-            self._space.add_der(batch, res.id, cp.id, cp.ldc_id, der_properties(res))
-        await self._space.apply(batch)
+    def _place(self, res: Resource, cp: ConnectionPoint, ldcs: dict[str, Participant]) -> None:
+        """Add (or move, or update) a DER in the fleet; its nodes follow on demand."""
+        old = self._fleet.ders.get(res.id)
+        record = DerRecord.of(res)
+        self._space.changed(self._fleet.place(res.id, record, cp, ldcs.get(cp.ldc_id)))
         if old is not None and old.connection_point_id != cp.id:
-            await self._space.move_der(res.id, old.connection_point_id, cp.id, cp.ldc_id)
+            self._space.changed([ids.der(res.id)])  # its parent reference
             self._moved = True
-        self._fleet.connection_points[cp.id] = cp
-        if cp.ldc_id in ldcs:
-            self._fleet.ldcs[cp.ldc_id] = ldcs[cp.ldc_id]
-        self._fleet.resources[res.id] = res
+        if old is None or old != record:
+            self._space.stage_group(ids.der(res.id), der_properties(record))
+        self._space.stage_group(ids.cp(cp.id), cp_properties(cp))
+        self._space.stage_group(ids.ldc(cp.ldc_id), ldc_properties(cp.ldc_id,
+                                                                   ldcs.get(cp.ldc_id)))
         self._aggregates.place(res.id, _groups(cp), online=res.online is True)
         self._space.stage(ids.member(ids.member(ids.der(res.id), "Measurements"), "Online"),
                           res.online, quality=Quality.INITIAL)  # None: nothing connected yet
@@ -159,32 +165,36 @@ class ControlRenderer:
             self._on_online(res.id, res.online)
 
     async def _drop(self, rid: str) -> None:
-        res = self._fleet.resources.pop(rid, None)
-        if res is None:
+        if rid not in self._fleet.ders:
             return
         self._aggregates.remove(rid)
-        self._fleet.controls.pop(rid, None)
-        await self._space.remove_der(rid, res.connection_point_id)
+        await self._space.remove_der(rid)
+        self._space.changed(self._fleet.drop(rid))
         self._on_dropped(rid)
 
     # -- controls --------------------------------------------------------------------------
 
     async def _render(self, rid: str, control: EffectiveControl | None) -> None:
-        res = self._fleet.resources.get(rid)
-        if res is None:
+        record = self._fleet.ders.get(rid)
+        if record is None:
             return
+        now = datetime.now(UTC)
+        interval = control.at(now) if control else None
         if control is None:
             self._fleet.controls.pop(rid, None)
         else:
             self._fleet.controls[rid] = control
-        now = datetime.now(UTC)
-        interval = control.at(now) if control else None
-        reasons = await self._reasons_of(interval.instruction_ids if interval else ())
-        self._space.stage_group(ids.member(ids.der(rid), "Control"),
-                                control_values(interval, reasons, res.nameplate))
+        if interval is None:
+            self._fleet.control_values.pop(rid, None)  # the nameplate's, made when asked
+            values = control_values(None, {}, record.nameplate)
+        else:
+            reasons = await self._reasons_of(interval.instruction_ids)
+            values = self._fleet.control_values[rid] = control_values(
+                interval, reasons, record.nameplate)
+        self._space.stage_group(ids.member(ids.der(rid), "Control"), values)
         self._aggregates.set_caps(
-            rid, interval.export_max_w if interval else res.nameplate.export_max_w,
-            interval.import_max_w if interval else res.nameplate.import_max_w)
+            rid, interval.export_max_w if interval else record.nameplate.export_max_w,
+            interval.import_max_w if interval else record.nameplate.import_max_w)
         boundary = next_boundary(control, now)
         if boundary is not None:
             heapq.heappush(self._due, (boundary, rid))
@@ -213,14 +223,6 @@ class ControlRenderer:
 
 def _groups(cp: ConnectionPoint) -> tuple[str, ...]:
     return (ids.cp(cp.id), ids.td_node(cp.ldc_id, cp.td_node))
-
-
-def der_properties(res: Resource) -> dict[str, str | float]:
-    return {"Kind": str(res.kind), "Protocol": str(res.binding.protocol),
-            "Aggregator": res.aggregator_id or "",
-            "RatedExportW": float(res.nameplate.export_max_w),
-            "RatedImportW": float(res.nameplate.import_max_w),
-            "RatedVar": float(res.nameplate.var_max)}
 
 
 def next_boundary(control: EffectiveControl | None, now: datetime) -> datetime | None:

@@ -55,6 +55,9 @@ class Settings(BaseModel):
     users: tuple[UserSettings, ...] = ()
     flush_interval_ms: int = Field(default=100, ge=10, le=10_000)
     restore_window_s: float = Field(default=120.0, ge=0)
+    # DER model nodes kept made while no monitored item samples them (about 2 KB each);
+    # those sampled are always kept (model/addressspace.py)
+    cached_nodes: int = Field(default=20_000, ge=100)
 
     @field_validator("listen")
     @classmethod
