@@ -138,6 +138,8 @@ class Fleet:
         self.measurements: dict[str, Measurements] = {}
         self.acknowledgements: dict[str, Acknowledgement] = {}
         self.totals: dict[str, dict[str, Value]] = {}  # aggregate group ident -> totals
+        # bumped whenever what is below what changes: caches of a node's owner compare it
+        self.generation = 0
 
     # -- topology --------------------------------------------------------------------------
 
@@ -156,6 +158,8 @@ class Fleet:
         elif self.cps.get(cp.id) != cp:
             changed += [ids.cp(cp.id)]
             self.cps[cp.id] = cp
+        if changed:
+            self.generation += 1
         return changed
 
     def drop(self, resource_id: str) -> list[str]:
@@ -165,6 +169,7 @@ class Fleet:
         for store in (self.controls, self.control_values, self.measurements,
                       self.acknowledgements):
             store.pop(resource_id, None)
+        self.generation += 1
         return self._unlink(resource_id, record.connection_point_id)
 
     def _link(self, resource_id: str, cp: ConnectionPoint) -> list[str]:

@@ -52,8 +52,14 @@ class Quality(Enum):
     NO_COMMUNICATION = "no_communication"  # the DER is unreachable: last value, Uncertain
 
 
+_STATUSES: dict[int, ua.StatusCode] = {}  # StatusCode is immutable: one of each is enough
+
+
 def status(code: int) -> ua.StatusCode:
-    return ua.StatusCode(ua.UInt32(code))
+    found = _STATUSES.get(code)
+    if found is None:
+        found = _STATUSES[code] = ua.StatusCode(ua.UInt32(code))
+    return found
 
 
 def status_named(name: str) -> ua.StatusCode:

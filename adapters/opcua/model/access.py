@@ -134,6 +134,14 @@ class AreaAccess:
     def visible(self, view: AreaView, node_id: ua.NodeId) -> bool:
         return view.everything or view.sees(self._space.owner(node_id))
 
+    def owner(self, node_id: ua.NodeId) -> str | None:
+        return self._space.owner(node_id)
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever an owner may have changed (a cached owner is stale then)."""
+        return self._space.generation
+
     # -- the services, filtered -------------------------------------------------------------
 
     async def read(self, view: AreaView, params: ua.ReadParameters,

@@ -200,6 +200,11 @@ class AddressSpace:
         ref = ids.parse(nid.Identifier, self._fleet)
         return None if ref is None else self._fleet_owner(ref)
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever a node's owner may have changed."""
+        return self._fleet.generation
+
     def _fleet_owner(self, ref: ids.NodeRef) -> str | None:
         if ref.kind == "der":
             return self._fleet.owner(ref.key)

@@ -58,14 +58,26 @@ class AreaMonitoredItems(MonitoredItemService):
         self._scope = scope
         self.hidden: set[int] = set()  # outside the area: told Bad_NodeIdUnknown once
         self.gone: set[int] = set()  # their node was deleted
+        self._owners: dict[int, tuple[int, str | None]] = {}  # mid -> (generation, owner)
 
     def _shown(self, mid: int) -> bool:
+        """Whether the item's node lies in the area now. Its owner is looked up again only
+        after the model's structure changed (`generation`): a notification costs a dict
+        lookup or two."""
         scope = self._scope()
         mdata = self._monitored_items.get(mid)
         if scope is None or mdata is None or mdata.read_value_id is None:
             return True
         access, view = scope
-        return access.visible(view, mdata.read_value_id.NodeId)
+        if view.everything:
+            return True
+        generation = access.generation
+        cached = self._owners.get(mid)
+        if cached is not None and cached[0] == generation:
+            return view.sees(cached[1])
+        owner = access.owner(mdata.read_value_id.NodeId)
+        self._owners[mid] = (generation, owner)
+        return view.sees(owner)
 
     async def datachange_callback(self, handle: int, value: ua.DataValue,
                                   error: ua.StatusCode | None = None) -> None:
@@ -74,7 +86,7 @@ class AreaMonitoredItems(MonitoredItemService):
             return
         if error is not None:  # the node was deleted (AddressSpace.remove)
             if mid not in self.hidden:
-                await super().datachange_callback(handle, _unknown())
+                await self._deliver(mid, _unknown())
             self.gone.add(mid)
             self.hidden.discard(mid)
             return
@@ -83,7 +95,26 @@ class AreaMonitoredItems(MonitoredItemService):
         if not self._shown(mid):
             await self._hide(mid)
             return
-        await super().datachange_callback(handle, value)
+        await self._deliver(mid, value)
+
+    async def _deliver(self, mid: int, value: ua.DataValue) -> None:
+        """asyncua's data-change handling, without its deepcopy of every value (most of the
+        cost of a notification): our DataValues are never changed once made - a write makes
+        a new one (`AddressSpace.flush`), as asyncua's own writes do."""
+        mdata = self._monitored_items[mid]
+        if mdata.mode == ua.MonitoringMode.Disabled:
+            return
+        values = mdata.mvalue
+        values.old_dvalue, values.current_dvalue = values.current_dvalue, value
+        if mdata.filter:
+            changed = (self._is_data_changed(values, mdata.filter.Trigger)
+                       and self._is_deadband_exceeded(values, mdata.filter))
+        else:
+            changed = self._is_data_changed(values, ua.DataChangeTrigger.StatusValue)
+        if changed:
+            event = ua.MonitoredItemNotification()
+            event.ClientHandle, event.Value = mdata.client_handle, value
+            await self.isub.enqueue_datachange_event(mid, event, mdata.queue_size)
 
     def _is_deadband_exceeded(self, values: Any, flt: ua.DataChangeFilter) -> bool:
         """asyncua's deadband, except that a change of status always notifies (Part 4,
@@ -112,7 +143,7 @@ class AreaMonitoredItems(MonitoredItemService):
         mdata = self._monitored_items[mid]
         self.hidden.add(mid)
         if mdata.callback_handle is not None:
-            await super().datachange_callback(mdata.callback_handle, _unknown())
+            await self._deliver(mid, _unknown())
 
     async def follow_area(self) -> None:
         """Hide the items whose node left the area, show again those whose node is back."""
@@ -132,6 +163,7 @@ class AreaMonitoredItems(MonitoredItemService):
     def _delete_monitored_items(self, mid: int) -> ua.StatusCode:
         self.hidden.discard(mid)
         self.gone.discard(mid)
+        self._owners.pop(mid, None)
         return super()._delete_monitored_items(mid)
 
 
