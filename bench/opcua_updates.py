@@ -165,12 +165,19 @@ async def gateway_side(args: argparse.Namespace) -> dict:
     listen = f"opc.tcp://127.0.0.1:{free_port()}"
     config = {"listen": listen, "users": [USER], "flush_interval_ms": args.flush_ms}
     async with gateway_in_process(tmp, opcua=config) as gw:
+        if args.gc == "serve":  # the collector as `der-gateway serve` sets it
+            from gateway import heap
+            heap.configure()
         t0 = time.perf_counter()
         await register(gw, args.ders)
         adapter = gw.gateway.adapters["opcua"]
         while len(adapter.fleet.ders) < args.ders:  # noqa: ASYNC110 - polling the adapter
             await asyncio.sleep(0.2)
         model_s = time.perf_counter() - t0
+        # what the process costs with nothing to publish (the core's own loops included)
+        idle_cpu0, idle_wall0 = cpu_seconds(), time.perf_counter()
+        await asyncio.sleep(3)
+        idle = (cpu_seconds() - idle_cpu0) / (time.perf_counter() - idle_wall0)
         child = subprocess.Popen(  # noqa: ASYNC220 - a child we supervise
             [sys.executable, __file__, "--client", "--url", listen, "--pki", str(gw.pki),
              "--ders", str(args.ders), "--quantities", *args.quantities,
@@ -211,12 +218,14 @@ async def gateway_side(args: argparse.Namespace) -> dict:
         await asyncio.to_thread(child.wait)
         return {
             "ders": args.ders, "variables": args.ders * len(args.quantities),
-            "update_hz": 1, "flush_interval_ms": args.flush_ms,
+            "update_hz": 1, "flush_interval_ms": args.flush_ms, "gc": args.gc,
             "publishing_interval_ms": args.publishing_ms, "seconds": args.seconds,
             "model_build_s": round(model_s, 1),
             "gateway_cpu_share_pct": round(100 * cpu / wall, 1),
             "of_which_bench_publisher_pct": round(100 * publishing / wall, 1),
             "opcua_cpu_share_pct": round(100 * (cpu - publishing) / wall, 1),
+            "idle_cpu_share_pct": round(100 * idle, 1),
+            "opcua_net_of_idle_pct": round(100 * ((cpu - publishing) / wall - idle), 1),
             "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "bus_resyncs": adapter.resync_count,
             **result, "cpu_count": os.cpu_count(),
@@ -234,6 +243,9 @@ def main() -> None:
                         help="seconds after the window in which late notifications count")
     parser.add_argument("--flush-ms", type=int, default=100)
     parser.add_argument("--publishing-ms", type=int, default=100)
+    parser.add_argument("--gc", choices=("serve", "default"), default="serve",
+                        help="the garbage collector as `der-gateway serve` sets it, or "
+                             "CPython's defaults")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile", type=Path,
                         help="cProfile the gateway side while measuring (slows it down)")

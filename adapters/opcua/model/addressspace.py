@@ -311,10 +311,8 @@ class AddressSpace:
             held = node.attributes.get(AttributeIds.Value)
             if held is None:
                 continue
-            variant = held.value.Value.VariantType if held.value is not None \
-                and held.value.Value is not None else ua.VariantType.Null
-            dtype = _VARIANT_OF_DATATYPE.get(_data_type(node))
-            dv = data_value(value, dtype or variant, quality, source_time, now)
+            variant = _VARIANT_OF_DATATYPE.get(_data_type(node), ua.VariantType.Null)
+            dv = data_value(value, variant, quality, source_time, now)
             held.value = dv
             for handle, callback in list(held.datachange_callbacks.items()):
                 try:

@@ -111,9 +111,8 @@ class AreaMonitoredItems(MonitoredItemService):
                        and self._is_deadband_exceeded(values, mdata.filter))
         else:
             changed = self._is_data_changed(values, ua.DataChangeTrigger.StatusValue)
-        if changed:
-            event = ua.MonitoredItemNotification()
-            event.ClientHandle, event.Value = mdata.client_handle, value
+        if changed:  # (built with its Value: the default would make and drop a DataValue)
+            event = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle, Value=value)
             await self.isub.enqueue_datachange_event(mid, event, mdata.queue_size)
 
     def _is_deadband_exceeded(self, values: Any, flt: ua.DataChangeFilter) -> bool:
