@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from gateway.coordination.topology import Topology
 from gateway.domain import (
     DsoModel,
+    Instruction,
     InstructionDraft,
     InstructionKind,
     Participant,
@@ -65,6 +66,15 @@ def area_of(actor: Participant, topology: Topology) -> set[str] | None:
     if not ldc_id:
         return set()
     return set(topology.resolve(Target(TargetKind.AREA, ldc_id)))
+
+
+def instruction_visible(who: Participant, ins: Instruction, area: set[str] | None,
+                        resolved: list[str]) -> bool:
+    """Whether `who` may see an instruction: its issuer (a SCADA client: its LDC's), and
+    whoever sees a DER it targets (`area`: area_of(who); `resolved`: the DERs it targets)."""
+    if area is None or ins.issuer_id == who.id or ins.issuer_id == who.ldc_id:
+        return True
+    return any(rid in area for rid in resolved)
 
 
 def sees_participant(viewer: Participant, participant_id: str, topology: Topology) -> bool:

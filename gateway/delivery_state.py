@@ -29,7 +29,6 @@ from gateway.domain import (
     LimitationNotice,
     LimitingInstruction,
     NoticeKind,
-    ResourceDelivery,
     Target,
     TargetKind,
     utcnow,
@@ -74,10 +73,6 @@ class DeliveryStates:
 
     def forget(self, resource_id: str) -> None:
         self._known.pop(resource_id, None)
-
-    async def state(self, resource_id: str) -> ResourceDelivery | None:
-        async with self._db.read() as session:
-            return await repo.resource_delivery(session, resource_id)
 
     async def _store(self, batches: list[Sequence[DeliveryMark]]) -> list[list[str]]:
         latest: dict[str, DeliveryMark] = {}

@@ -63,6 +63,7 @@ from gateway.events import (
     TypedEvent,
     decode,
 )
+from gateway.metrics import GatewayMetrics
 from gateway.outbound import OutboundGuard
 from gateway.records import RecordWrite
 
@@ -306,6 +307,8 @@ class AdapterContext:
     pki: PkiPaths
     outbound: OutboundGuard = field(default_factory=OutboundGuard)
     body: BodyReader = field(default_factory=BodyReader)
+    # Put `metrics.http_middleware(name)` first in your aiohttp server's middlewares.
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

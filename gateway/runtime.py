@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func, select
 
 from gateway import heap
 from gateway.adapters import Adapter, AdapterContext, InstalledAdapter, PkiPaths, discover
@@ -25,6 +24,7 @@ from gateway.bus import InProcessBus
 from gateway.coordination.engine import Coordinator
 from gateway.delivery import DeliveryQueue
 from gateway.domain import Participant, Role
+from gateway.metrics import GatewayMetrics
 from gateway.outbound import OutboundGuard
 from gateway.outbox import OutboxRelay
 from gateway.ports import Access, PlatformRoute
@@ -32,7 +32,6 @@ from gateway.records import AdapterRecords
 from gateway.services import GatewayServices
 from gateway.settings import Settings
 from gateway.store.engine import Database
-from gateway.store.tables import AcknowledgementRow, OutboxRow, ReadingRow
 from pki.devpki import DevPki, load_pair
 from pki.identity import sha256_hex
 from pki.tls import server_context
@@ -49,6 +48,7 @@ class Gateway:
     services: GatewayServices
     relay: OutboxRelay
     deliveries: DeliveryQueue
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     adapters: dict[str, Adapter] = field(default_factory=dict)
     listeners: dict[str, list[str]] = field(default_factory=dict)
     ready: bool = False  # every adapter has started
@@ -56,13 +56,7 @@ class Gateway:
     async def status(self) -> dict[str, Any]:
         topo = await self.services.topology()
         controls = await self.services.effective_controls()
-        async with self.db.read() as session:
-            acks = (await session.execute(select(func.count()).select_from(AcknowledgementRow)
-                                          )).scalar_one()
-            readings = (await session.execute(select(func.count()).select_from(ReadingRow)
-                                              )).scalar_one()
-            pending = (await session.execute(select(func.count()).select_from(OutboxRow).where(
-                OutboxRow.published_at.is_(None)))).scalar_one()  # type: ignore[union-attr]
+        counts = await self.services.counts()
         by_protocol: dict[str, int] = {}
         for res in topo.resources.values():
             protocol = str(res.binding.protocol)
@@ -74,9 +68,9 @@ class Gateway:
                      "online": sum(1 for r in topo.resources.values() if r.online)},
             "effective_controls": {"ders_with_intervals": sum(1 for c in controls.values()
                                                               if c.intervals)},
-            "acknowledgements": acks,
-            "readings": readings,
-            "outbox_pending": pending,
+            "acknowledgements": counts["acknowledgements"],
+            "readings": counts["readings"],
+            "outbox_pending": counts["outbox_pending"],
             "deliveries": await self.deliveries.stats(),
         }
 
@@ -108,8 +102,10 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     deliveries = DeliveryQueue(db, guard=guard)
     gw = Gateway(settings, db, bus, services, relay, deliveries)
     await ensure_admin(services, settings)
+    gw.metrics.watch_database(db)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(db.close)
+        await stack.enter_async_context(gw.metrics.measuring_loop_lag())
         await stack.enter_async_context(relay.running())
         await stack.enter_async_context(deliveries.running())
         adapter_routes = _build_adapters(gw, installed, guard)
@@ -118,7 +114,9 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         platform = make_platform_app(services, bus, db, status=gw.status,
                                      ready=lambda: gw.ready,
                                      max_body_bytes=settings.max_body_bytes,
-                                     adapter_routes=adapter_routes)
+                                     adapter_routes=adapter_routes, metrics=gw.metrics,
+                                     listeners=lambda: gw.listeners,
+                                     metrics_allow_loopback=settings.metrics_allow_loopback)
         await stack.enter_async_context(_serve_platform(platform, settings))
         gw.listeners["platform"] = [settings.platform_listen]
         for name, adapter in gw.adapters.items():
@@ -144,7 +142,8 @@ def _build_adapters(gw: Gateway, installed: dict[str, InstalledAdapter],
                              deliveries=gw.deliveries.for_adapter(name),
                              records=AdapterRecords(gw.db, name,
                                                     on_deliveries=gw.deliveries.wake),
-                             pki=PkiPaths(gw.settings.pki_dir), outbound=guard, body=body)
+                             pki=PkiPaths(gw.settings.pki_dir), outbound=guard, body=body,
+                             metrics=gw.metrics)
         adapter = entry.create(ctx)
         gw.adapters[name] = adapter
         if hasattr(adapter, "platform_routes"):

@@ -43,6 +43,9 @@ class Settings(BaseModel):
     horizon_s: int = 7 * 24 * 3600  # how far ahead coordination looks for open-ended limits
     group_cap_rule: str = "nameplate"  # pluggable: nameplate | equal
     disaggregation_rule: str = "headroom"  # pluggable: headroom | equal
+    # /metrics without credentials for a scraper on the gateway's own host (loopback peers);
+    # otherwise only the admin may read it (docs/operations.md).
+    metrics_allow_loopback: bool = False
     adapters: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("log_level")

@@ -6,6 +6,8 @@ Layout under the PKI directory (default ``certs/``; nothing generated is ever co
     ieee2030_5/mica.pem               manufacturer/issuing intermediate (MICA)
     ieee2030_5/ca-chain.pem           mica + serca, to verify clients
     ieee2030_5/server.pem|.key        the 2030.5 server (chain in server-chain.pem)
+    ieee2030_5/notifier.pem|.key      the gateway as a 2030.5 TLS client (clientAuth), posting
+                                      notifications (chain in notifier-chain.pem)
     ieee2030_5/clients/NAME.pem|.key  device and aggregator client certificates (+ NAME-chain.pem)
     platform/ca.pem                   platform CA (platform API and OpenADR VTN)
     platform/server.pem|.key          platform API and VTN server certificate
@@ -211,6 +213,7 @@ class DevPki:
         (self.root / "ieee2030_5/server-chain.pem").write_bytes(
             _pem(load_pair(server)[0], load_pair(mica)[0])
         )
+        self.issue_2030_5_notifier()
         for name in (*devices, *aggregators):
             self.issue_2030_5_client(name)
 
@@ -237,6 +240,18 @@ class DevPki:
         path.with_name(f"{name}-chain.pem").write_bytes(
             _pem(load_pair(path)[0], load_pair(mica)[0])
         )
+        return path
+
+    def issue_2030_5_notifier(self) -> Path:
+        """The gateway's own 2030.5 client certificate: when it POSTs a Notification it is the
+        TLS client, and a certified client's listener wants a clientAuth certificate from the
+        2030.5 PKI (the server certificate is serverAuth only)."""
+        mica = self.root / "ieee2030_5/mica.pem"
+        path = self._leaf("ieee2030_5/notifier.pem", "der-gateway 2030.5 notifier", mica,
+                          client=True)
+        chain = path.with_name("notifier-chain.pem")
+        if not chain.exists():
+            chain.write_bytes(_pem(load_pair(path)[0], load_pair(mica)[0]))
         return path
 
     def issue_platform_client(self, name: str) -> Path:

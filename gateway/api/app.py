@@ -9,17 +9,20 @@ from aiohttp import web
 
 from gateway import authz
 from gateway.api import routes as r
-from gateway.api.auth import PUBLIC_PATHS, auth_middleware
+from gateway.api.auth import PUBLIC_PATHS, auth_middleware, authenticate
 from gateway.api.events import stream_events
-from gateway.api.keys import ACTOR, BUS, DATABASE, SERVICES, STATUS
+from gateway.api.keys import ACTOR, BODY, BUS, DATABASE, SERVICES, STATUS
 from gateway.api.problem import Handler, problem_middleware
 from gateway.api.routes import RouteSpec
 from gateway.api.schemas import ConnectionPointIn, InstructionIn, ParticipantIn, ResourceIn, TokenIn
+from gateway.body import BodyReader
 from gateway.bus import InProcessBus
 from gateway.errors import Forbidden
+from gateway.metrics import GatewayMetrics, metrics_handler
 from gateway.ports import PlatformRoute
 from gateway.services import GatewayServices
 from gateway.store.engine import Database
+from gateway.ui import mount_ui
 
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/v1/health", r.health, "Liveness", public=True),
@@ -30,6 +33,11 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/v1/participants", r.get_participants, "List participants",
               query=("role",)),
     RouteSpec("GET", "/v1/participants/{participant_id}", r.get_participant, "One participant"),
+    RouteSpec("PUT", "/v1/participants/{participant_id}", r.put_participant,
+              "Correct a participant: name, certificate, DSO model, host LDC (admin)",
+              ParticipantIn),
+    RouteSpec("DELETE", "/v1/participants/{participant_id}", r.delete_participant,
+              "Remove a participant no longer referenced (admin)"),
     RouteSpec("POST", "/v1/participants/{participant_id}/tokens", r.post_token,
               "Issue a bearer token (admin); shown once", TokenIn, created=True),
     RouteSpec("DELETE", "/v1/tokens/{token_id}", r.delete_token, "Revoke a token (admin)"),
@@ -156,11 +164,18 @@ def make_platform_app(
     ready: Callable[[], bool] = lambda: True,
     max_body_bytes: int = 1_048_576,
     adapter_routes: dict[str, list[PlatformRoute]] | None = None,
+    metrics: GatewayMetrics | None = None,
+    listeners: Callable[[], dict[str, list[str]]] = dict,
+    metrics_allow_loopback: bool = False,
+    ui: bool = True,
 ) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware, auth_middleware],
+    metrics = metrics or GatewayMetrics()
+    app = web.Application(middlewares=[metrics.http_middleware("platform"), problem_middleware,
+                                       auth_middleware],
                           client_max_size=max_body_bytes,
                           handler_args={"max_line_size": 16_384, "max_field_size": 16_384})
     app[SERVICES], app[BUS], app[DATABASE] = services, bus, db
+    app[BODY] = BodyReader(max_bytes=max_body_bytes)
     app[STATUS] = {"collect": status, "ready": ready}
     for spec in ROUTES:
         app.router.add_route(spec.method, spec.path, spec.handler)
@@ -171,11 +186,22 @@ def make_platform_app(
             app.router.add_route(route.method, prefix + route.path, guarded(route, services))
             extra.setdefault(prefix + route.path, {})[route.method.lower()] = \
                 _adapter_operation(route)
+    extra["/metrics"] = {"get": {
+        "summary": "Prometheus metrics (the admin; or a loopback scraper if allowed)",
+        "operationId": "metrics",
+        "responses": {"200": {"description": "Prometheus text exposition format",
+                              "content": {"text/plain": {}}},
+                      "4XX": {"$ref": "#/components/responses/Problem"}}}}
     document = build_openapi(extra)
 
     async def openapi(_request: web.Request) -> web.Response:
         return web.json_response(document)
 
     app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/metrics", metrics_handler(metrics, db, listeners,
+                                                   authenticate=authenticate,
+                                                   allow_loopback=metrics_allow_loopback))
+    if ui:
+        mount_ui(app)
     assert "/v1/openapi.json" in PUBLIC_PATHS
     return app

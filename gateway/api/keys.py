@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from gateway.body import BodyReader
     from gateway.bus import InProcessBus
     from gateway.services import GatewayServices
     from gateway.store.engine import Database
 
 SERVICES: web.AppKey[GatewayServices] = web.AppKey("services")
+BODY: web.AppKey[BodyReader] = web.AppKey("body")
 BUS: web.AppKey[InProcessBus] = web.AppKey("bus")
 DATABASE: web.AppKey[Database] = web.AppKey("database")
 STATUS: web.AppKey[dict[str, Any]] = web.AppKey("status")

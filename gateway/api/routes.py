@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gateway import authz
-from gateway.api.keys import ACTOR, SERVICES, STATUS
+from gateway.api.keys import ACTOR, BODY, SERVICES, STATUS
 from gateway.api.schemas import (
     MAX_BULK,
     ConnectionPointIn,
@@ -51,13 +50,10 @@ def actor(request: web.Request) -> Participant:
 
 
 async def read_json(request: web.Request) -> Any:
+    """The one body reader (gateway.body): size, depth, duplicate keys, encoding."""
     if request.content_type not in {"application/json", "application/merge-patch+json"}:
         raise InvalidInput("send the body as application/json")
-    raw = await request.read()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+    return await request.app[BODY].read_json(request)
 
 
 async def read_many(request: web.Request, model: type[BaseModel]) -> tuple[list[Any], bool]:
@@ -111,26 +107,46 @@ async def post_participants(request: web.Request) -> web.Response:
 
 
 async def get_participants(request: web.Request) -> web.Response:
+    """The participants the caller may know of (docs/core.md, Visibility); certificate
+    fingerprints only to the admin."""
     role = request.query.get("role")
     try:
         wanted = Role(role) if role else None
     except ValueError as exc:
         raise InvalidInput(f"unknown role {role!r}") from exc
-    return reply(await services(request).participants(wanted))
+    return reply(await services(request).visible_participants(actor(request), wanted))
 
 
 async def get_participant(request: web.Request) -> web.Response:
-    found = await services(request).participant(request.match_info["participant_id"])
-    if found is None:
-        raise NotFound("no such participant")
-    return reply(found)
+    wanted = request.match_info["participant_id"]
+    found = [p for p in await services(request).visible_participants(actor(request))
+             if p.id == wanted]
+    if not found:
+        raise NotFound("no such participant in your view")
+    return reply(found[0])
+
+
+async def put_participant(request: web.Request) -> web.Response:
+    body = ParticipantIn.model_validate(await read_json(request))
+    if body.id != request.match_info["participant_id"]:
+        raise InvalidInput("the body's id must match the path")
+    try:
+        updated = body.to_domain()
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+    return reply(await services(request).update_participant(actor(request), updated))
+
+
+async def delete_participant(request: web.Request) -> web.Response:
+    await services(request).delete_participant(actor(request),
+                                               request.match_info["participant_id"])
+    return web.Response(status=204)
 
 
 async def post_token(request: web.Request) -> web.Response:
     body = TokenIn.model_validate(await read_json(request)) if request.can_read_body else TokenIn()
-    ttl = timedelta(days=body.ttl_days) if body.ttl_days else None
     token, expires = await services(request).issue_token(
-        actor(request), request.match_info["participant_id"], ttl)
+        actor(request), request.match_info["participant_id"], timedelta(days=body.ttl_days))
     return reply({"token": token, "expires_at": expires}, 201)
 
 
@@ -247,13 +263,6 @@ async def post_instruction(request: web.Request) -> web.Response:
     return reply(ins, 201 if created else 200, Location=f"/v1/instructions/{ins.id}")
 
 
-def _instruction_visible(who: Participant, ins: Instruction, area: set[str] | None,
-                         resolved: list[str]) -> bool:
-    if area is None or ins.issuer_id == who.id or ins.issuer_id == who.ldc_id:
-        return True
-    return any(rid in area for rid in resolved)
-
-
 async def get_instructions(request: web.Request) -> web.Response:
     live_only = request.query.get("all", "false").lower() not in {"1", "true", "yes"}
     limit = int_query(request, "limit", 100)
@@ -262,7 +271,7 @@ async def get_instructions(request: web.Request) -> web.Response:
     topo = await svc.topology()
     area = authz.area_of(who, topo)
     found = await svc.instructions(live_only=live_only)
-    visible = [i for i in found if _instruction_visible(who, i, area, topo.resolve(i.target))]
+    visible = [i for i in found if authz.instruction_visible(who, i, area, topo.resolve(i.target))]
     return reply(visible[offset:offset + limit])
 
 
@@ -270,7 +279,7 @@ async def _instruction_in_view(request: web.Request) -> Instruction:
     svc, who = services(request), actor(request)
     ins = await svc.instruction(request.match_info["instruction_id"])
     topo = await svc.topology()
-    if ins is None or not _instruction_visible(who, ins, authz.area_of(who, topo),
+    if ins is None or not authz.instruction_visible(who, ins, authz.area_of(who, topo),
                                                topo.resolve(ins.target)):
         raise NotFound("no such instruction in your view")
     return ins

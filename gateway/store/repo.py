@@ -88,6 +88,20 @@ async def add_participants(session: AsyncSession, participants: Sequence[Partici
     await session.flush()
 
 
+async def update_participant(session: AsyncSession, p: Participant) -> None:
+    await session.execute(update(ParticipantRow).where(ParticipantRow.id == p.id).values(
+        name=p.name, dso_model=p.dso_model.value if p.dso_model else None,
+        host_ldc_id=p.host_ldc_id, ldc_id=p.ldc_id,
+        cert_sha256=p.cert_sha256.lower() if p.cert_sha256 else None))
+
+
+async def delete_participant(session: AsyncSession, participant_id: str) -> None:
+    """Remove a participant and its bearer tokens (its history stays: instructions,
+    notices and acknowledgements keep naming it)."""
+    await session.execute(delete(ApiTokenRow).where(ApiTokenRow.participant_id == participant_id))
+    await session.execute(delete(ParticipantRow).where(ParticipantRow.id == participant_id))
+
+
 async def participant(session: AsyncSession, participant_id: str) -> Participant | None:
     row = await session.get(ParticipantRow, participant_id)
     return _participant(row) if row else None
@@ -110,9 +124,23 @@ async def participants(session: AsyncSession, role: Role | None = None) -> list[
 # --- tokens -------------------------------------------------------------------------------
 
 
-async def add_token(session: AsyncSession, row: ApiTokenRow) -> None:
-    session.add(row)
+async def add_token(session: AsyncSession, *, token_id: str, participant_id: str,
+                    created_at: datetime, expires_at: datetime, secret_hash: str) -> None:
+    session.add(ApiTokenRow(id=token_id, participant_id=participant_id, created_at=created_at,
+                            expires_at=expires_at, secret_hash=secret_hash))
     await session.flush()
+
+
+async def revoke_token(session: AsyncSession, token_id: str, at: datetime
+                       ) -> tuple[bool, str | None]:
+    """(whether the token exists, its participant if this revoked it now)."""
+    row = await session.get(ApiTokenRow, token_id)
+    if row is None:
+        return False, None
+    if row.revoked_at is not None:
+        return True, None
+    row.revoked_at = at
+    return True, row.participant_id
 
 
 async def token(session: AsyncSession, token_id: str) -> ApiTokenRow | None:
@@ -573,12 +601,17 @@ async def put_resource_deliveries(session: AsyncSession, marks: Sequence[Deliver
     return changes
 
 
-async def resource_delivery(session: AsyncSession, resource_id: str) -> ResourceDelivery | None:
-    row = await session.get(ResourceDeliveryRow, resource_id)
-    if row is None:
-        return None
-    return ResourceDelivery(DeliveryState(row.state), row.since, row.reason, row.fetched_at,
-                            row.delivered_at)
+async def resource_deliveries(session: AsyncSession, resource_ids: Iterable[str]
+                              ) -> dict[str, ResourceDelivery]:
+    ids = list(resource_ids)
+    found: dict[str, ResourceDelivery] = {}
+    for start in range(0, len(ids), 500):
+        rows = (await session.execute(select(ResourceDeliveryRow).where(
+            col(ResourceDeliveryRow.resource_id).in_(ids[start:start + 500])))).scalars()
+        found.update({row.resource_id: ResourceDelivery(
+            DeliveryState(row.state), row.since, row.reason, row.fetched_at, row.delivered_at)
+            for row in rows})
+    return found
 
 
 async def add_outbox(session: AsyncSession, topic: str, payload: dict[str, Any]) -> None:
@@ -595,6 +628,19 @@ async def add_outbox_many(
     await session.execute(OutboxRow.__table__.insert(),  # type: ignore[attr-defined]
                           [{"topic": t, "payload": to_json(p), "created_at": now,
                             "published_at": None} for t, p in events])
+
+
+async def counts(session: AsyncSession) -> dict[str, int]:
+    """Acknowledgements, readings, and outbox rows not yet published (for the status)."""
+    async def count(query: Any) -> int:
+        return int((await session.execute(query)).scalar_one())
+
+    return {
+        "acknowledgements": await count(select(func.count()).select_from(AcknowledgementRow)),
+        "readings": await count(select(func.count()).select_from(ReadingRow)),
+        "outbox_pending": await count(select(func.count()).select_from(OutboxRow).where(
+            col(OutboxRow.published_at).is_(None))),
+    }
 
 
 async def outbox_pending(session: AsyncSession, limit: int = 500) -> list[OutboxRow]:
