@@ -8,8 +8,22 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asyncua import ua
 
-from gateway.domain import Acknowledgement, AckStatus, Quantity, Reading
-from tests.opcua.support import CORE_WARNINGS, NAMESPACE_URI, VIEWER_B, make_client, opcua_ready
+from gateway.domain import (
+    Acknowledgement,
+    AckStatus,
+    DeliveryMark,
+    DeliveryState,
+    Quantity,
+    Reading,
+)
+from tests.opcua.support import (
+    CORE_WARNINGS,
+    NAMESPACE_URI,
+    VIEWER_B,
+    make_client,
+    opcua_ready,
+    wait_for,
+)
 from tests.support.gateway import free_port, gateway_in_process
 from tests.support.seed import seed_platform
 
@@ -65,3 +79,35 @@ async def test_latest_acknowledgement_is_shown_again_after_a_restart(tmp_path):
         assert d3["InstructionId"].StatusCode.name == "GoodNoData"  # none was acknowledged
         measured = await read_group(gw, "d3", "Measurements", ("W",))
         assert measured["W"].Value.Value == 777.0
+
+
+async def test_alarms_are_raised_again_after_a_restart(tmp_path):
+    """A DER that is offline, and one whose control is undeliverable, when the gateway
+    starts: their conditions are retained at once (ConditionRefresh shows them)."""
+    config = {"listen": f"opc.tcp://127.0.0.1:{free_port()}", "users": [VIEWER_B],
+              "flush_interval_ms": 50}
+    async with gateway_in_process(tmp_path, opcua=config) as gw:
+        await seed_platform(gw)
+        await gw.gateway.services.set_online_many({"d2": False})
+        await gw.gateway.services.mark_delivery([DeliveryMark(
+            "d3", DeliveryState.UNDELIVERABLE, reason="no client polls")])
+    async with gateway_in_process(tmp_path, opcua=config) as gw:
+        await opcua_ready(gw)
+        async with await make_client(gw.adapter_listen("opcua"), gw.pki, user=VIEWER_B,
+                                     mode=ua.MessageSecurityMode.SignAndEncrypt) as client:
+            events = []
+
+            class Handler:
+                def event_notification(self, event):
+                    events.append((event.SourceName, event.ConditionName))
+
+            sub = await client.create_subscription(50, Handler())
+            await sub.subscribe_events(client.nodes.server, ua.ObjectIds.OffNormalAlarmType)
+            await client.nodes.server.call_method(
+                ua.NodeId(ua.ObjectIds.ConditionType_ConditionRefresh),
+                ua.Variant(sub.subscription_id, ua.VariantType.UInt32))
+            wanted = {("d2", "CommunicationLost"), ("d3", "ControlUndeliverable")}
+
+            async def both():
+                return wanted <= set(events)
+            await wait_for(both)
