@@ -24,7 +24,6 @@ from adapters.opcua.feedback import FeedbackPublisher, OperatorActions
 from adapters.opcua.model import node_ids as ids
 from adapters.opcua.model.access import AreaAccess
 from adapters.opcua.model.addressspace import AddressSpace
-from adapters.opcua.model.aggregates import Aggregates
 from adapters.opcua.model.alarms import AlarmBook, AlarmServer
 from adapters.opcua.model.methods import ControlMethods
 from adapters.opcua.model.sessions import AreaFollower
@@ -83,7 +82,7 @@ class OpcUaAdapter:
                              capacity=self.settings.cached_nodes)
         iserver.access = AreaAccess(self.ctx.gateway, space)  # before any client connects
         areas = AreaFollower(self.ctx.gateway, iserver, self.users)
-        aggregates = Aggregates()
+        aggregates = self.fleet.aggregates
         acks = AlarmAcks(self.ctx.records)
         await acks.load()
         self.alarms = AlarmServer(AlarmBook(), self.server.ns,
@@ -145,18 +144,23 @@ class OpcUaAdapter:
         self._ready.set()
 
     async def _publish(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_totals = loop.time()
         while True:
             await asyncio.sleep(self.settings.flush_interval)
             try:
                 await self.renderer.rerender_due()
-                await self._flush()
+                totals = loop.time() >= next_totals
+                if totals:  # sums over thousands of DERs: at their own, slower pace
+                    next_totals = loop.time() + self.settings.aggregates_interval
+                await self._flush(totals=totals)
+                self.space.sweep()
             except Exception:  # one bad write must not stop the server following the log
                 log.exception("opcua: publishing values failed")
 
-    async def _flush(self) -> int:
-        for group, totals in self.aggregates.take_dirty().items():
-            self.fleet.totals[group] = dict(totals)
-            self.space.stage_group(ids.member(group, "Aggregates"), totals)
+    async def _flush(self, *, totals: bool = True) -> int:
+        for group, sums in (self.aggregates.take_dirty() if totals else {}).items():
+            self.space.stage_group(ids.member(group, "Aggregates"), sums)
         written = await self.space.flush()
         await self.alarms.publish()
         return written

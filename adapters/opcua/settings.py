@@ -54,6 +54,8 @@ class Settings(BaseModel):
     allow_none_policy: bool = False  # only honoured in dev mode
     users: tuple[UserSettings, ...] = ()
     flush_interval_ms: int = Field(default=100, ge=10, le=10_000)
+    # how often the sums over connection points and T-D nodes are published
+    aggregates_interval_ms: int = Field(default=1000, ge=10, le=60_000)
     restore_window_s: float = Field(default=120.0, ge=0)
     # DER model nodes kept made while no monitored item samples them (about 2 KB each);
     # those sampled are always kept (model/addressspace.py)
@@ -80,6 +82,10 @@ class Settings(BaseModel):
     @property
     def flush_interval(self) -> float:
         return self.flush_interval_ms / 1000
+
+    @property
+    def aggregates_interval(self) -> float:
+        return self.aggregates_interval_ms / 1000
 
     def allow_none(self, dev_mode: bool) -> bool:
         """The None security policy: only in dev mode AND when asked for."""

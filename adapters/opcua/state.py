@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from adapters.opcua.codec.values import Dt, Quality, Value
+from adapters.opcua.codec.values import Quality, Value
 from adapters.opcua.mapper import acknowledgement_values, control_values
 from adapters.opcua.model import node_ids as ids
-from adapters.opcua.model.nodes import AGGREGATES
+from adapters.opcua.model.aggregates import Aggregates
 from adapters.opcua.model.users import OperatorAccount, UserDirectory, account_from_doc
 from gateway.domain import (
     Acknowledgement,
@@ -115,10 +115,6 @@ class Measurements:
     last_seen: datetime | None = None
 
 
-_ZERO_TOTALS: dict[str, Value] = {spec.name: 0 if spec.dtype is Dt.UINT32 else 0.0
-                                  for spec in AGGREGATES}
-
-
 class Fleet:
     """The part of the platform the address space shows, and the latest values in it.
 
@@ -137,7 +133,8 @@ class Fleet:
         self.control_values: dict[str, dict[str, Value]] = {}  # DERs with a control only
         self.measurements: dict[str, Measurements] = {}
         self.acknowledgements: dict[str, Acknowledgement] = {}
-        self.totals: dict[str, dict[str, Value]] = {}  # aggregate group ident -> totals
+        # sums over the DERs below each connection point and T-D node (by group ident)
+        self.aggregates = Aggregates()
         # bumped whenever what is below what changes: caches of a node's owner compare it
         self.generation = 0
 
@@ -276,7 +273,7 @@ class Fleet:
         return acknowledgement_values(ack).get(name), ack.at, Quality.CURRENT
 
     def total(self, group: str, name: str) -> tuple[Value, datetime | None, Quality]:
-        return self.totals.get(group, _ZERO_TOTALS).get(name), None, Quality.CURRENT
+        return self.aggregates.totals(group).get(name), None, Quality.CURRENT
 
 
 def der_properties(record: DerRecord) -> dict[str, Value]:
