@@ -77,7 +77,7 @@ async def rig(tmp_path_factory):
             bodies = [(await clients["admin"].get(f"/v1/resources/{rid}"))[1]
                       for rid in ("d1", "d2", "d3")]
             return all(body.get("online") is True for body in bodies)
-        await wait_for(all_online, 20)
+        await wait_for(all_online, 60)  # the inverters are polled; a busy machine is slow
         yield gw, fleet, clients
 
 
