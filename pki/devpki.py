@@ -162,6 +162,10 @@ def _pem(*certs: x509.Certificate) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
+LOCAL_DNS = ("localhost",)
+LOCAL_IPS = ("127.0.0.1", "::1")
+
+
 class DevPki:
     """Creates (once) and extends the dev PKI under `root`."""
 
@@ -202,14 +206,13 @@ class DevPki:
     ) -> dict[str, dict[str, object]]:
         """Create whatever is missing; never replaces an existing key."""
         self.root.mkdir(parents=True, exist_ok=True)
-        local = {"dns": ("localhost",), "ips": ("127.0.0.1", "::1")}
         serca = self._ca("ieee2030_5/serca.pem", "der-gateway dev SERCA", "ec")
         mica = self._ca("ieee2030_5/mica.pem", "der-gateway dev MICA", "ec", serca)
         (self.root / "ieee2030_5/ca-chain.pem").write_bytes(
             _pem(load_pair(mica)[0], load_pair(serca)[0])
         )
         server = self._leaf("ieee2030_5/server.pem", "der-gateway 2030.5 server", mica,
-                            server=True, **local)
+                            server=True, dns=LOCAL_DNS, ips=LOCAL_IPS)
         (self.root / "ieee2030_5/server-chain.pem").write_bytes(
             _pem(load_pair(server)[0], load_pair(mica)[0])
         )
@@ -218,7 +221,8 @@ class DevPki:
             self.issue_2030_5_client(name)
 
         pca = self._ca("platform/ca.pem", "der-gateway dev platform CA", "ec")
-        self._leaf("platform/server.pem", "der-gateway platform", pca, server=True, **local)
+        self._leaf("platform/server.pem", "der-gateway platform", pca, server=True,
+                   dns=LOCAL_DNS, ips=LOCAL_IPS)
         for name in platform_clients:
             self.issue_platform_client(name)
 
@@ -229,7 +233,8 @@ class DevPki:
             self.issue_opcua_client(name)
 
         mca = self._ca("modbus/ca.pem", "der-gateway dev Modbus CA", "ec")
-        self._leaf("modbus/server.pem", "der-gateway modbus device", mca, server=True, **local)
+        self._leaf("modbus/server.pem", "der-gateway modbus device", mca, server=True,
+                   dns=LOCAL_DNS, ips=LOCAL_IPS)
         for name in modbus_clients:
             self.issue_modbus_client(name, role="operator")
         return self.write_identities()

@@ -161,7 +161,7 @@ def make_platform_app(
     db: Database,
     *,
     status: Callable[[], Awaitable[dict[str, Any]]],
-    ready: Callable[[], bool] = lambda: True,
+    ready: Callable[[], dict[str, str]] = dict,
     max_body_bytes: int = 1_048_576,
     adapter_routes: dict[str, list[PlatformRoute]] | None = None,
     metrics: GatewayMetrics | None = None,

@@ -46,7 +46,8 @@ def services(request: web.Request) -> GatewayServices:
 
 
 def actor(request: web.Request) -> Participant:
-    return request[ACTOR]
+    found: Participant = request[ACTOR]
+    return found
 
 
 async def read_json(request: web.Request) -> Any:
@@ -86,10 +87,12 @@ def int_query(request: web.Request, name: str, default: int, maximum: int = 1000
 
 
 async def health(request: web.Request) -> web.Response:
-    """200 once every adapter has started; 503 while the gateway is still starting."""
-    if request.app[STATUS]["ready"]():
-        return reply({"status": "ok"})
-    return reply({"status": "starting"}, 503)
+    """200 once every adapter is ready; 503 while any is still starting (or failed), naming
+    each adapter's state."""
+    adapters: dict[str, str] = request.app[STATUS]["ready"]()
+    if all(state == "ready" for state in adapters.values()):
+        return reply({"status": "ok", "adapters": adapters})
+    return reply({"status": "starting", "adapters": adapters}, 503)
 
 
 async def me(request: web.Request) -> web.Response:
@@ -331,6 +334,7 @@ async def get_notices(request: web.Request) -> web.Response:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    if actor(request).role not in {Role.ADMIN, Role.ISO, Role.LDC}:
-        raise Forbidden("status is for operators")
+    if actor(request).role not in {Role.ADMIN, Role.ISO}:
+        raise Forbidden("the gateway's status is the platform operator's and the ISO's; an "
+                        "LDC sees its area on the status page (/ui/)")
     return reply(await request.app[STATUS]["collect"]())

@@ -216,7 +216,9 @@ class GatewayServices:
     async def mark_delivery(self, marks: Sequence[DeliveryMark]) -> None:
         await self.feedback.mark_delivery(marks)
 
-    async def delivery_states(self, resource_ids: Iterable[str]) -> dict[str, ResourceDelivery]:
+    async def delivery_states(self, resource_ids: Iterable[str] | None = None
+                              ) -> dict[str, ResourceDelivery]:
+        """Each DER's latest delivery state; every DER's with no ids."""
         return await self.feedback.delivery_states(resource_ids)
 
     async def resource_delivery(self, resource_id: str) -> ResourceDelivery | None:

@@ -130,6 +130,7 @@ class Feedback:
     def forget(self, resource_id: str) -> None:
         self._delivery.forget(resource_id)
 
-    async def delivery_states(self, resource_ids: Iterable[str]) -> dict[str, ResourceDelivery]:
+    async def delivery_states(self, resource_ids: Iterable[str] | None = None
+                              ) -> dict[str, ResourceDelivery]:
         async with self._uow.db.read() as session:
             return await repo.resource_deliveries(session, resource_ids)

@@ -81,7 +81,7 @@ class Participants:
     async def _add(self, participants: Sequence[Participant]) -> None:
         """Store participants and announce each, in one transaction."""
         try:
-            async with self._uow.write() as session:
+            async with self._uow.write(topology=True) as session:
                 await repo.add_participants(session, participants)
                 await repo.add_outbox_many(session, [
                     participant_event(p.id, ParticipantChange.REGISTERED) for p in participants])
@@ -108,7 +108,7 @@ class Participants:
         recompute = (current.dso_model, current.host_ldc_id) != (updated.dso_model,
                                                                   updated.host_ldc_id)
         try:
-            async with self._uow.write() as session:
+            async with self._uow.write(topology=True) as session:
                 await repo.update_participant(session, updated)
                 await repo.add_outbox_many(session, [
                     participant_event(updated.id, ParticipantChange.UPDATED)])
@@ -142,7 +142,7 @@ class Participants:
             raise Conflict(f"participant {participant_id!r} is still referenced: "
                            + "; ".join(blockers))
         try:
-            async with self._uow.write() as session:
+            async with self._uow.write(topology=True) as session:
                 await repo.delete_participant(session, participant_id)
                 await repo.add_outbox_many(session, [
                     participant_event(participant_id, ParticipantChange.DELETED)])

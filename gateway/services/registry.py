@@ -56,12 +56,15 @@ class Registry:
                 raise InvalidInput(f"connection point {cp.id}: no LDC {cp.ldc_id!r}")
             require_area(actor, topo, cp.ldc_id)
         try:
-            async with self._uow.write() as session:
+            async with self._uow.write(topology=True) as session:
                 await repo.add_connection_points(session, cps)
+                await repo.add_outbox(session, Topic.TOPOLOGY_CHANGED,
+                                      {"connection_point_ids": [c.id for c in cps]})
         except IntegrityError as exc:
             raise Conflict("a connection point with that id already exists") from exc
         finally:
             self._uow.invalidate()
+        self._uow.committed()
         return list(cps)
 
     # -- DERs ------------------------------------------------------------------------------
@@ -90,7 +93,7 @@ class Registry:
         def matches(value: Any, wanted: Any) -> bool:
             if isinstance(value, str) and isinstance(wanted, str):
                 return value.casefold() == wanted.casefold()
-            return value == wanted
+            return bool(value == wanted)
 
         return [r for r in await self.resources(protocol=protocol)
                 if all(matches(r.binding.address.get(k), v) for k, v in address.items())]
@@ -115,7 +118,7 @@ class Registry:
                 require_area(actor, topo, cp.ldc_id)
         ldcs = {topo.connection_points[r.connection_point_id].ldc_id for r in resources}
         try:
-            async with self._uow.write() as session:
+            async with self._uow.write(topology=True) as session:
                 await repo.add_resources(session, resources, keys)
                 await repo.add_outbox_many(session, [
                     (Topic.RESOURCE_CHANGED, {"resource_id": r.id, "protocol": r.binding.protocol})
@@ -154,7 +157,7 @@ class Registry:
         key = self._uow.bindings.key(resource.binding)
         kept = replace(resource, online=current.online)
         try:
-            async with self._uow.write() as session:
+            async with self._uow.write(topology=True) as session:
                 await repo.update_resource(session, kept, key)
                 await repo.add_outbox(session, Topic.RESOURCE_CHANGED,
                                       {"resource_id": resource.id,
@@ -184,7 +187,7 @@ class Registry:
         else:
             require_area(actor, topo, ldc)
         try:
-            async with self._uow.write() as session:
+            async with self._uow.write(topology=True) as session:
                 await repo.delete_resource(session, resource_id)
                 protocol = current.binding.protocol
                 await repo.add_outbox_many(session, [
@@ -221,7 +224,7 @@ class Registry:
         if res is None:
             raise NotFound(f"no resource {resource_id!r}")
         binding = replace(res.binding, address={**res.binding.address, "settings": settings})
-        async with self._uow.write() as session:
+        async with self._uow.write(topology=True) as session:
             await repo.update_binding(session, resource_id, binding,
                                       self._uow.bindings.key(binding))
             await repo.add_outbox(session, Topic.RESOURCE_CHANGED,
@@ -238,7 +241,7 @@ class Registry:
         if not marks:
             return {}
         try:
-            async with self._uow.write() as session:
+            async with self._uow.write(topology=True) as session:
                 changed = await repo.set_online(session, marks)
                 if not changed:
                     return {}

@@ -95,3 +95,16 @@ async def opcua_ready(gw, within: float = 30.0) -> None:
     async def ready():
         return adapter.ready
     await wait_for(ready, within)
+
+
+def _window() -> dict[str, str]:
+    """A window in force now and for the test's life (instructions far in the past or
+    future are refused)."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    return {"start": (now - timedelta(minutes=5)).isoformat().replace("+00:00", "Z"),
+            "end": (now + timedelta(days=1)).isoformat().replace("+00:00", "Z")}
+
+
+WINDOW = _window()

@@ -9,7 +9,6 @@ area answers Bad_NodeIdUnknown, like a node that does not exist, and the server 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from asyncua import ua
@@ -23,15 +22,13 @@ from tests.opcua.support import (
     NAMESPACE_URI,
     VIEWER,
     VIEWER_B,
+    WINDOW,
     Collector,
     connect_encrypted,
     wait_for,
 )
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), *CORE_WARNINGS]
-# A window around now: the platform refuses instructions far in the past or future.
-WINDOW = ((datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
-          (datetime.now(UTC) + timedelta(days=30)).isoformat())
 
 
 async def fleet_tree(client) -> dict[str, set[str]]:
@@ -116,12 +113,12 @@ async def test_subscribing_to_a_hidden_node_is_refused_and_the_rest_is_served(se
             await sub.subscribe_data_change(hidden)
         status, body = await clients["ldc-a"].post("/v1/instructions", {  # d1 changes: unseen
             "kind": "limit", "target": {"kind": "resource", "id": "d1"},
-            "start": WINDOW[0], "end": WINDOW[1],
+            **WINDOW,
             "limits": {"export_max_w": 1234}, "reason": "hidden from ldc-b"})
         assert status == 201, body
         status, body2 = await clients["ldc-b"].post("/v1/instructions", {
             "kind": "limit", "target": {"kind": "resource", "id": "d2"},
-            "start": WINDOW[0], "end": WINDOW[1],
+            **WINDOW,
             "limits": {"export_max_w": 4321}, "reason": "seen by ldc-b"})
         assert status == 201, body2
         assert await asyncio.wait_for(handler.values.get(), 5) == 4321.0

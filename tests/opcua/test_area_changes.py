@@ -11,7 +11,6 @@ refused and closed.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from asyncua import ua
@@ -23,6 +22,7 @@ from tests.opcua.support import (
     NAMESPACE_URI,
     VIEWER,
     VIEWER_B,
+    WINDOW,
     Collector,
     connect_encrypted,
     wait_for,
@@ -30,9 +30,6 @@ from tests.opcua.support import (
 from tests.support.seed import modbus_der
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), *CORE_WARNINGS]
-# A window around now: the platform refuses instructions far in the past or future.
-WINDOW = ((datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
-          (datetime.now(UTC) + timedelta(days=30)).isoformat())
 
 
 async def read(client, ns: int, ident: str) -> ua.DataValue:
@@ -79,7 +76,7 @@ async def next_value(handler: StatusCollector, within: float = 5.0) -> ua.DataVa
 async def limit(client, rid: str, export_w: float) -> str:
     status, body = await client.post("/v1/instructions", {
         "kind": "limit", "target": {"kind": "resource", "id": rid},
-        "start": WINDOW[0], "end": WINDOW[1],
+        **WINDOW,
         "limits": {"export_max_w": export_w}, "reason": "area change test"})
     assert status == 201, body
     return body["id"]
