@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 from adapters.opcua.codec.values import Quality, Value
 from adapters.opcua.mapper import (
@@ -36,7 +36,6 @@ from gateway.domain import (
     InstructionKind,
     Participant,
     Reading,
-    ResourceDelivery,
     Role,
     TargetKind,
 )
@@ -45,14 +44,6 @@ if TYPE_CHECKING:
     from gateway.ports import GatewayPort
 
 _PAGE = 1000
-
-
-@runtime_checkable
-class DeliveryStates(Protocol):
-    """The core's bulk query of DERs' delivery states (`GatewayServices.delivery_states`)."""
-
-    async def delivery_states(self, resource_ids: Iterable[str]
-                              ) -> dict[str, ResourceDelivery]: ...
 
 
 class FeedbackPublisher:
@@ -157,10 +148,7 @@ class FeedbackPublisher:
         await self._restore_delivery_states()
 
     async def _restore_delivery_states(self) -> None:
-        """DERs whose control is undeliverable now (ControlUndeliverable). The bulk query is
-        the core's but not yet on `GatewayPort` (requested): used when the core has it."""
-        if not isinstance(self._gateway, DeliveryStates):
-            return
+        """DERs whose control is undeliverable now (ControlUndeliverable)."""
         states = await self._gateway.delivery_states(list(self._fleet.ders))
         for rid, delivery in states.items():
             self.delivery_changed(rid, str(delivery.state), delivery.reason)

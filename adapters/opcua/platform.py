@@ -24,7 +24,6 @@ from gateway.ports import Access, AdapterContext, Concern, PlatformRoute, actor
 
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _MANAGERS = frozenset({Role.ADMIN, Role.LDC})
-_BODY = "opcua.body"  # the parsed body, on the request
 
 
 class UserRoutes:
@@ -48,10 +47,8 @@ class UserRoutes:
         ]
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        """The JSON body, read once (the access check reads it before the handler does)."""
-        body = request.get(_BODY)
-        if body is None:
-            body = request[_BODY] = await self.ctx.body.read_json(request)
+        """The JSON body (the access check reads it too: the body reader keeps it)."""
+        body = await self.ctx.body.read_json(request)
         if not isinstance(body, dict) or "password_hash" in body:
             raise InvalidInput("expected {password, role, ldc_id}")
         return body

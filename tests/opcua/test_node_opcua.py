@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from pki.devpki import load_pair
 from tests.opcua.support import ADMIN_VIEWER, CONTROLLER, CORE_WARNINGS, NAMESPACE_URI
+from tests.support.required import missing
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), *CORE_WARNINGS]
 NODE_DIR = Path(__file__).parent / "node"
@@ -28,7 +29,7 @@ NODE_DIR = Path(__file__).parent / "node"
 
 async def ensure_node_client() -> None:
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed for the node-opcua interoperability test")
+        missing("node and npm are needed for the node-opcua interoperability test")
     if (NODE_DIR / "node_modules/node-opcua-client").is_dir():
         return
     proc = await asyncio.create_subprocess_exec(
@@ -39,9 +40,9 @@ async def ensure_node_client() -> None:
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        pytest.skip("npm install of node-opcua-client timed out")
+        missing("npm install of node-opcua-client timed out")
     if proc.returncode != 0:
-        pytest.skip(f"npm install of node-opcua-client failed: {out.decode()[-300:]}")
+        missing(f"npm install of node-opcua-client failed: {out.decode()[-300:]}")
 
 
 def node_pki(gw_pki: Path, root: Path) -> Path:

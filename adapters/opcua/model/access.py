@@ -26,9 +26,9 @@ from typing import Protocol
 from asyncua import ua
 from asyncua.ua.status_codes import StatusCodes
 
-from adapters.opcua.codec.values import status
 from adapters.opcua.model.addressspace import AddressSpace
 from adapters.opcua.model.users import OperatorAccount
+from adapters.opcua.model.wire import status
 from gateway.domain import Participant, Role
 from gateway.ports import GatewayPort
 

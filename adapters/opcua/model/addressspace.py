@@ -31,15 +31,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
-from adapters.opcua.codec.values import (
-    DATA_TYPE_IDS,
-    VARIANT_TYPES,
-    Quality,
-    Value,
-    data_value,
-    node_id,
-    status,
-)
+from adapters.opcua.codec.values import Quality, Value
 from adapters.opcua.model import node_ids as ids
 from adapters.opcua.model.nodes import (
     DER_GROUPS,
@@ -48,6 +40,13 @@ from adapters.opcua.model.nodes import (
     OBJECT_TYPES,
 )
 from adapters.opcua.model.shapes import FleetView, Shapes
+from adapters.opcua.model.wire import (
+    DATA_TYPE_IDS,
+    VARIANT_TYPES,
+    data_value,
+    node_id,
+    status,
+)
 
 log = logging.getLogger(__name__)
 

@@ -44,9 +44,10 @@ from adapters.opcua.codec.arguments import (
     decode_arguments,
     refusal,
 )
-from adapters.opcua.codec.values import Dt, node_id, status
+from adapters.opcua.codec.values import Dt
 from adapters.opcua.model import node_ids as ids
 from adapters.opcua.model.users import OperatorAccount, OperatorRole
+from adapters.opcua.model.wire import call_refused, call_status, node_id, plain, status
 
 
 class AlarmKind(StrEnum):
@@ -346,11 +347,11 @@ class AlarmServer:
         condition = self.book.get(*target) if target else None
         if target is None or condition is None:
             return _result(StatusCodes.BadNodeIdUnknown)
-        raw = list(request.InputArguments or [])
+        raw = [plain(a) for a in request.InputArguments or []]
         try:
             args = decode_arguments(ACKNOWLEDGE, raw)
         except ArgumentError as exc:
-            return refusal(ACKNOWLEDGE, exc, len(raw))
+            return call_refused(refusal(ACKNOWLEDGE, exc, len(raw)))
         event_id, comment = args["EventId"], str(args["Comment"])
         assert isinstance(event_id, bytes)  # decoded as its declared ByteString
         if condition.event_id != event_id:
@@ -370,11 +371,11 @@ class AlarmServer:
         subscription (or one of its items) of the caller's own."""
         spec = REFRESH2 if request.MethodId == node_id(
             ObjectIds.ConditionType_ConditionRefresh2) else REFRESH
-        raw = list(request.InputArguments or [])
+        raw = [plain(a) for a in request.InputArguments or []]
         try:
             args = decode_arguments(spec, raw)
         except ArgumentError as exc:
-            return refusal(spec, exc, len(raw))
+            return call_refused(refusal(spec, exc, len(raw)))
         subscription_id, item = args["SubscriptionId"], args.get("MonitoredItemId")
         assert isinstance(subscription_id, int) and (item is None or isinstance(item, int))
         if not caller.owns(subscription_id) or subscription_id not in self._subscriptions():
@@ -397,7 +398,4 @@ class RefreshEvent(ConditionEvent):
                           "Message": ua.LocalizedText("ConditionRefresh")})
 
 
-def _result(code: int) -> ua.CallMethodResult:
-    result = ua.CallMethodResult()
-    result.StatusCode = status(code)
-    return result
+_result = call_status

@@ -15,11 +15,12 @@ from asyncua import ua
 from asyncua.ua.status_codes import StatusCodes
 
 from adapters.opcua.codec.arguments import ArgumentError, decode_arguments, refusal
-from adapters.opcua.codec.values import Value, status, status_named
+from adapters.opcua.codec.values import Value
 from adapters.opcua.mapper import status_of_error
 from adapters.opcua.model.nodes import METHODS, MethodName
 from adapters.opcua.model.security import CURRENT_OPERATOR
 from adapters.opcua.model.users import OperatorRole
+from adapters.opcua.model.wire import call_refused, call_status, plain, status_named
 from gateway import errors
 from gateway.domain import Participant
 
@@ -33,10 +34,7 @@ Action = Callable[[Participant, str, dict[str, Value]], Awaitable[list[ua.Varian
 _SPECS = {spec.name: spec for spec in METHODS}
 
 
-def _refused(code: int) -> ua.CallMethodResult:
-    result = ua.CallMethodResult()
-    result.StatusCode = status(code)
-    return result
+_refused = call_status
 
 
 class ControlMethods:
@@ -59,7 +57,7 @@ class ControlMethods:
 
     def _callback(self, name: str) -> Callback:
         async def callback(parent: ua.NodeId, *args: object) -> ua.CallMethodResult:
-            return await self.call(name, parent, list(args))
+            return await self.call(name, parent, [plain(a) for a in args])
         return callback
 
     async def call(self, name: str, parent: ua.NodeId, raw: list[object]) -> ua.CallMethodResult:
@@ -75,7 +73,7 @@ class ControlMethods:
             args = decode_arguments(spec, raw)
         except ArgumentError as exc:
             log.info("opcua: %s by %s on %s: %s", name, operator.name, rid, exc.detail)
-            return refusal(spec, exc, len(raw))
+            return call_refused(refusal(spec, exc, len(raw)))
         actor = await self._actions.actor(operator.ldc_id)
         if actor is None:
             log.warning("opcua: user %s maps to no LDC participant %r", operator.name,
@@ -85,7 +83,7 @@ class ControlMethods:
             outputs = await self._run[name](actor, rid, args)
         except ArgumentError as exc:
             log.info("opcua: %s by %s on %s: %s", name, operator.name, rid, exc.detail)
-            return refusal(spec, exc, len(raw))
+            return call_refused(refusal(spec, exc, len(raw)))
         except errors.GatewayError as exc:
             log.info("opcua: %s by %s on %s refused: %s", name, operator.name, rid, exc.detail)
             return _refused(status_named(status_of_error(exc)).value)

@@ -28,10 +28,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification
 
-from adapters.opcua.codec.values import node_id, status
 from adapters.opcua.model.access import AreaAccess, AreaView, serve_allowed
 from adapters.opcua.model.sessions import AreaMonitoredItems
 from adapters.opcua.model.users import OperatorAccount, OperatorRole, UserDirectory
+from adapters.opcua.model.wire import node_id, status
 
 log = logging.getLogger(__name__)
 

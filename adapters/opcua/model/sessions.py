@@ -32,9 +32,9 @@ from asyncua import ua
 from asyncua.server.monitored_item_service import MonitoredItemService
 from asyncua.ua.status_codes import StatusCodes
 
-from adapters.opcua.codec.values import status
 from adapters.opcua.model.access import AreaAccess, AreaView
 from adapters.opcua.model.users import OperatorAccount, UserDirectory
+from adapters.opcua.model.wire import status
 from gateway.ports import GatewayPort
 
 if TYPE_CHECKING:

@@ -32,14 +32,7 @@ from asyncua.server.address_space import (
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 
-from adapters.opcua.codec.values import (
-    DATA_TYPE_IDS,
-    VARIANT_TYPES,
-    Quality,
-    Value,
-    data_value,
-    node_id,
-)
+from adapters.opcua.codec.values import Quality, Value
 from adapters.opcua.model import node_ids as ids
 from adapters.opcua.model.nodes import (
     AGGREGATES,
@@ -49,6 +42,7 @@ from adapters.opcua.model.nodes import (
     LDC_PROPERTIES,
     VariableSpec,
 )
+from adapters.opcua.model.wire import DATA_TYPE_IDS, VARIANT_TYPES, data_value, node_id
 
 Reading = tuple[Value, datetime | None, Quality]
 _OWN = frozenset({AttributeIds.NodeId, AttributeIds.Value})
