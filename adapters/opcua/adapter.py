@@ -41,6 +41,7 @@ from gateway.ports import (
     ParticipantChanged,
     PlatformRoute,
     ReadingRecorded,
+    RecordsChanged,
     ResourceChanged,
     Topic,
     TypedEvent,
@@ -51,7 +52,8 @@ log = logging.getLogger(__name__)
 
 _LOG_QUEUE = 100_000  # 10 s of 10,000 readings/s: room for a slow flush
 TOPICS = frozenset({Topic.READING, Topic.ACKNOWLEDGEMENT, Topic.EFFECTIVE_CONTROL_CHANGED,
-                    Topic.RESOURCE_CHANGED, Topic.PARTICIPANT_CHANGED, Topic.DELIVERY_CHANGED})
+                    Topic.RESOURCE_CHANGED, Topic.PARTICIPANT_CHANGED, Topic.DELIVERY_CHANGED,
+                    Topic.RECORDS_CHANGED})
 
 
 class OpcUaAdapter:
@@ -83,7 +85,7 @@ class OpcUaAdapter:
         iserver.access = AreaAccess(self.ctx.gateway, space)  # before any client connects
         areas = AreaFollower(self.ctx.gateway, iserver, self.users)
         aggregates = self.fleet.aggregates
-        acks = AlarmAcks(self.ctx.records)
+        self.acks = acks = AlarmAcks(self.ctx.records)
         await acks.load()
         self.alarms = AlarmServer(AlarmBook(), self.server.ns,
                                   lambda: iserver.subscription_service.subscriptions, acks)
@@ -114,6 +116,8 @@ class OpcUaAdapter:
                 handler = handlers.get(type(event))
                 if handler is not None:
                     handler(event)
+                elif isinstance(event, RecordsChanged):
+                    await self._records_changed(event)
 
         async with areas.running(), asyncio.TaskGroup() as group:
             tasks = [group.create_task(follow(self.ctx.bus, TOPICS, on_batch=on_batch,
@@ -127,6 +131,15 @@ class OpcUaAdapter:
             finally:
                 for task in tasks:
                     task.cancel()
+
+    async def _records_changed(self, event: RecordsChanged) -> None:
+        """Another process wrote our records (an operator provisioned through its platform
+        API, an alarm acknowledged there): what this process keeps of them follows."""
+        if event.adapter != self.name or event.by == self.ctx.settings.effective_process_name:
+            return
+        for kind, keys in event.changes.items():
+            await self.operators.refresh(kind, keys)
+            await self.acks.refresh(kind, keys)
 
     def _resource_of_node(self, identifier: object) -> str | None:
         if isinstance(identifier, str) and identifier.startswith("der/"):

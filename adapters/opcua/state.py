@@ -34,6 +34,7 @@ ALARM_ACK_RECORD = "alarm_ack"
 class Records(Protocol):
     """What the adapter uses of its records port."""
 
+    async def get(self, kind: str, key: str) -> dict[str, Any] | None: ...
     async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None: ...
     async def delete(self, kind: str, key: str) -> bool: ...
     async def list(self, kind: str, prefix: str | None = None
@@ -53,6 +54,22 @@ class OperatorRecords:
             account = account_from_doc(doc)
             if not self._directory.is_fixed(account.name):
                 self._directory.add(account)
+
+    async def refresh(self, kind: str, keys: tuple[str, ...] | None) -> None:
+        """Another process changed operators (`keys`; None: any of them)."""
+        if kind != USER_RECORD:
+            return
+        if keys is None:
+            stored = dict(await self._records.list(USER_RECORD))
+            keys = tuple(set(stored) | {a.name for a in self._directory.all()})
+        for name in keys:
+            if self._directory.is_fixed(name):
+                continue
+            doc = await self._records.get(USER_RECORD, name)
+            if doc is None:
+                self._directory.remove(name)
+            else:
+                self._directory.add(account_from_doc(doc))
 
     async def put(self, account: OperatorAccount) -> None:
         """Stored first, then effective: a crash never leaves a user that was not stored."""
@@ -78,6 +95,11 @@ class AlarmAcks:
 
     def acked(self, ident: str) -> bool:
         return ident in self._acked
+
+    async def refresh(self, kind: str, keys: tuple[str, ...] | None) -> None:
+        """Another process acknowledged or forgot alarms."""
+        if kind == ALARM_ACK_RECORD:
+            await self.load()
 
     async def put(self, ident: str, user: str, comment: str, at: str) -> None:
         await self._records.put(ALARM_ACK_RECORD, ident, {"user": user, "comment": comment,
