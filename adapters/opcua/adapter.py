@@ -38,6 +38,7 @@ from gateway.ports import (
     AdapterContext,
     ControlChanged,
     DeliveryChanged,
+    Leases,
     ParticipantChanged,
     PlatformRoute,
     ReadingRecorded,
@@ -50,6 +51,7 @@ from gateway.ports import (
 
 log = logging.getLogger(__name__)
 
+LEASE = "opcua:server"  # one OPC UA server for the whole gateway
 _LOG_QUEUE = 100_000  # 10 s of 10,000 readings/s: room for a slow flush
 TOPICS = frozenset({Topic.READING, Topic.ACKNOWLEDGEMENT, Topic.EFFECTIVE_CONTROL_CHANGED,
                     Topic.RESOURCE_CHANGED, Topic.PARTICIPANT_CHANGED, Topic.DELIVERY_CHANGED,
@@ -68,14 +70,53 @@ class OpcUaAdapter:
         self.fleet = Fleet()
         self.resync_count = 0
         self._ready = asyncio.Event()
+        self.standby = False  # another process holds the OPC UA server's lease
 
     @property
     def ready(self) -> bool:
-        """The model shows the store (the listener may be up before)."""
-        return self._ready.is_set()
+        """The model shows the store (the listener may be up before); a process standing by
+        for the lease is ready as it is."""
+        return self.standby or self._ready.is_set()
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
+        """One OPC UA server for the gateway: with several processes (PostgreSQL) the one
+        holding the lease `opcua:server` serves, the others stand by and take over within
+        the lease's time when it dies. With one process it serves at once (and a start-up
+        failure stops the gateway, with its error)."""
+        leases = self.ctx.leases
+        if leases is None or not self.ctx.settings.is_postgres:
+            async with self._serving():
+                yield
+            return
+        self.standby = True
+        task = asyncio.create_task(self._serve_while_holding(leases), name="opcua-lease")
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _serve_while_holding(self, leases: Leases) -> None:
+        while True:
+            try:
+                async with leases.holding(LEASE) as held:
+                    self.standby = False
+                    log.info("OPC UA: this process serves (lease %s)", LEASE)
+                    async with self._serving():
+                        await held.lost.wait()
+                    log.warning("OPC UA: the lease was lost; this process stops serving")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("OPC UA server failed; standing by to try again")
+                await asyncio.sleep(5)
+            finally:
+                self.standby = True
+                self._ready.clear()
+
+    @asynccontextmanager
+    async def _serving(self) -> AsyncIterator[None]:
         for user in self.settings.users:  # hashing happens here, not in create_adapter
             self.users.add(account_from_doc(user.model_dump(exclude_none=True)), fixed=True)
         await self.operators.load()
