@@ -57,7 +57,7 @@ def assemble(name: str, gateway: GatewayPort, records: RecordsPort, settings: Se
     tree = ResourceTree(registry, state, ControlSource(publisher.published, publisher.effective),
                         layout, pen)
     renderer = Renderer(gateway, state, registry, tree, notifier, publisher, name)
-    feedback = Feedback(gateway, state, registry, name)
+    feedback = Feedback(gateway, state, registry, name, settings.responses_kept)
     reach = ReachTracker(gateway, registry, notifier, publisher.published,
                          lambda: float(tree.poll_rate("DERProgramList")), settings.missed_polls)
     return Parts(settings, state, registry, tree, renderer, notifier, feedback, reach)
@@ -86,6 +86,8 @@ async def refresh(parts: Parts, changes: dict[str, set[str] | None]) -> None:
                                    if (r := parts.registry.by_resource(k)) is not None])
     if "mup" in changes:
         parts.feedback.forget_mups()
+    if "rsp" in changes:
+        parts.feedback.forget_responses()
     if RELOADED & set(changes):
         await load(parts)
         parts.renderer.invalidate()

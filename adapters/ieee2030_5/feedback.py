@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,12 +73,16 @@ class _Waiting:
 
 class Feedback:
     def __init__(self, gateway: GatewayPort, state: AdapterState, registry: EndDeviceRegistry,
-                 protocol: str) -> None:
+                 protocol: str, responses_kept: int = 64) -> None:
         self.gateway = gateway
         self.state = state
         self.registry = registry
         self.protocol = protocol
         self._responding: dict[tuple[str, str, int], _Waiting] = {}
+        # Each device's stored Responses, oldest first: the newest `responses_kept` are kept
+        # (a soak grew them without bound). Read from the records on first use.
+        self.responses_kept = responses_kept
+        self._kept: dict[str, deque[ResponseRecord]] | None = None
         self._mups: MupIndex | None = None
         # A MirrorUsagePoint POST is check-then-write across awaits (two POSTs of one new
         # mRID must not both create it), and the index changes only after the store does.
@@ -132,8 +137,24 @@ class Feedback:
             at=mapper.from_epoch(stored.created),
             instruction_id=instruction_ids[0] if instruction_ids else None,
             control_ref=mrid))
-        await self.state.save_response(stored)
+        kept = (await self._kept_responses()).setdefault(record.lfdi, deque())
+        # (taken out before the write: concurrent Responses of one device drop each its own)
+        dropped = [kept.popleft() for _ in range(max(0, len(kept) + 1 - self.responses_kept))]
+        await self.state.save_response(stored, dropped)
+        kept.append(stored)
         return stored
+
+    async def _kept_responses(self) -> dict[str, deque[ResponseRecord]]:
+        if self._kept is None:
+            kept: dict[str, deque[ResponseRecord]] = {}
+            for r in sorted(await self.state.responses(RESPONSE_SET), key=lambda r: r.id):
+                kept.setdefault(r.lfdi, deque()).append(r)
+            self._kept = kept
+        return self._kept
+
+    def forget_responses(self) -> None:
+        """Another process stored Responses: read them afresh on next use."""
+        self._kept = None
 
     # --- mirror usage points ----------------------------------------------------------------
 

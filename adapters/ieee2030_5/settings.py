@@ -70,6 +70,9 @@ class Settings(BaseModel):
     # this many poll intervals (the DERProgramList pollRate) is offline, and a live control
     # nobody read within as many is undeliverable (function_sets/reach.py).
     missed_polls: int = Field(3, ge=1, le=1000)
+    # Responses kept per device (the newest; older ones are deleted as new ones arrive):
+    # the ResponseList shows them, the core keeps the acknowledgements.
+    responses_kept: int = Field(64, ge=1, le=100_000)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Settings:

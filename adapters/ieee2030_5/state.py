@@ -5,6 +5,7 @@ Typed records in, typed records out; nothing HTTP-shaped is stored here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -200,12 +201,17 @@ class AdapterState:
         ref = await self.records.get("rspkey", _response_ref(lfdi, subject, status))
         return await self.response(ref["set_id"], ref["id"]) if ref else None
 
-    async def save_response(self, record: ResponseRecord) -> None:
-        """The Response and its (device, DERControl, status) index, in one transaction."""
+    async def save_response(self, record: ResponseRecord,
+                            dropped: Sequence[ResponseRecord] = ()) -> None:
+        """The Response and its (device, DERControl, status) index, and the deletion of the
+        device's Responses past retention, in one transaction."""
         ref = _response_ref(record.lfdi, record.subject, record.status or 0)
-        await self.records.write(RecordWrite(puts={
-            "rsp": {f"{_key(record.set_id)}/{_key(record.id)}": asdict(record)},
-            "rspkey": {ref: {"set_id": record.set_id, "id": record.id}}}))
+        await self.records.write(RecordWrite(
+            puts={"rsp": {f"{_key(record.set_id)}/{_key(record.id)}": asdict(record)},
+                  "rspkey": {ref: {"set_id": record.set_id, "id": record.id}}},
+            deletes=[key for old in dropped for key in (
+                ("rsp", f"{_key(old.set_id)}/{_key(old.id)}"),
+                ("rspkey", _response_ref(old.lfdi, old.subject, old.status or 0)))]))
 
     async def log_events(self, edev_id: int) -> list[tuple[int, str]]:
         return [(d["id"], d["xml"]) for _, d in await self.records.list("log", f"{_key(edev_id)}/")]

@@ -368,3 +368,40 @@ async def test_platform_route_bodies_pass_the_one_json_reader(tmp_path):
                 "PUT", path, data=raw, headers={"Content-Type": "application/json"})
             assert status == 400, (raw[:20], status, body)
         assert (await c["admin"].get(path))[1] == before
+
+
+async def test_a_devices_responses_are_kept_to_the_newest(tmp_path):
+    """Soak finding: Response records grew without bound. A device's newest
+    `responses_kept` stay; older ones go as new ones arrive (the core keeps the
+    acknowledgements)."""
+    async with gateway_in_process(tmp_path, ieee2030_5={**listen(), "responses_kept": 2}) as gw:
+        clients = await seed_der(gw)
+        status, ins = await clients["ldc-a"].post("/v1/instructions", limit(4000))
+        assert status == 201
+        lfdi = json.loads((gw.pki / "identities.json").read_text())["ieee2030_5/device-1"]["lfdi"]
+        async with device(gw) as c:
+            edev = await own_edev(c)
+
+            async def control() -> list[Any]:
+                async with c.get(f"{edev}/derp/1/derc") as resp:
+                    return etree.fromstring(await resp.read()).findall("s:DERControl", NS)
+
+            (derc,) = await until(control)
+            locations = []
+            for status_code in (1, 2, 3):  # received, started, completed
+                answer = serialize(m.DERControlResponse(
+                    createdDateTime=int(NOW.timestamp()), endDeviceLFDI=lfdi,
+                    status=status_code, subject=derc.findtext("s:mRID", namespaces=NS)))
+                async with c.post(derc.get("replyTo"), data=answer, headers=CT) as resp:
+                    assert resp.status == 201
+                    locations.append(resp.headers["Location"])
+            async with c.get("/rsps/1/rsp") as resp:
+                listed = etree.fromstring(await resp.read())
+            assert listed.get("all") == "2"
+            async with c.get(locations[0]) as resp:
+                assert resp.status == 404
+            for kept in locations[1:]:
+                async with c.get(kept) as resp:
+                    assert resp.status == 200
+        _, acks = await clients["admin"].get(f"/v1/acknowledgements?instruction_id={ins['id']}")
+        assert sorted(a["status"] for a in acks) == ["completed", "received", "started"]
