@@ -40,11 +40,12 @@ from gateway.domain import utcnow
 from gateway.errors import InvalidInput
 from gateway.outbound import OutboundGuard
 from gateway.store.engine import Database
-from gateway.store.tables import DeliveryRow
+from gateway.store.tables import DeliveryRow, LeaseRow
 
 # 1+2+...+256 s, then 300 s apart: the last try is about an hour after the first.
 DEFAULT_ATTEMPTS = 20
-CLAIM_S = 60.0  # a worker's hold on the rows it is sending; another takes them after
+CLAIM_S = 60.0  # a worker's hold on the rows it is sending; another takes them after...
+PROCESS_LEASES = "process:"  # ...or as soon as the claimer's process lease lapses (~6 s)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,13 @@ async def cancel_pending(session: AsyncSession, adapter: str, subjects: Iterable
                col(DeliveryRow.delivered_at).is_(None), col(DeliveryRow.failed_at).is_(None))
         .values(failed_at=utcnow(), last_error="cancelled: its subscription was deleted"))
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _alive(now: datetime) -> Any:
+    """Holders of an unexpired process lease (gateway.runtime keeps one per process): a
+    claim by anyone else is a dead process's, and its rows are taken over at once."""
+    return select(col(LeaseRow.holder)).where(
+        col(LeaseRow.name).startswith(PROCESS_LEASES), col(LeaseRow.expires_at) >= now)
 
 
 class GuardedResolver(AbstractResolver):
@@ -237,7 +245,8 @@ class DeliveryQueue:
                         col(DeliveryRow.failed_at).is_(None),
                         col(DeliveryRow.next_attempt_at) <= now,
                         or_(col(DeliveryRow.claim_until).is_(None),
-                            col(DeliveryRow.claim_until) < now))
+                            col(DeliveryRow.claim_until) < now,
+                            col(DeliveryRow.claimed_by).not_in(_alive(now))))
                  .order_by(col(DeliveryRow.id)).limit(limit))
         if not self._db.is_sqlite:
             query = query.with_for_update(skip_locked=True)

@@ -67,7 +67,7 @@ from gateway.events import (
     TypedEvent,
     decode,
 )
-from gateway.leases import Leases
+from gateway.leases import Leases, Share
 from gateway.metrics import GatewayMetrics
 from gateway.outbound import OutboundGuard
 from gateway.records import RecordWrite
@@ -105,6 +105,7 @@ __all__ = [
     "RecordsChanged",
     "RecordsPort",
     "ResourceChanged",
+    "Share",
     "Topic",
     "TopologyChanged",
     "TypedEvent",

@@ -23,7 +23,7 @@ from gateway.bindings import BindingRules
 from gateway.body import BodyReader
 from gateway.bus import InProcessBus
 from gateway.coordination.engine import Coordinator
-from gateway.delivery import DeliveryQueue
+from gateway.delivery import PROCESS_LEASES, DeliveryQueue
 from gateway.domain import Participant, Role
 from gateway.leases import Leases
 from gateway.metrics import GatewayMetrics
@@ -121,8 +121,9 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     guard = OutboundGuard.from_settings(dev_mode=settings.dev_mode,
                                         allow=settings.outbound_allow)
     deliveries = DeliveryQueue(db, guard=guard)
-    gw = Gateway(settings, db, bus, services, relay, deliveries,
-                 leases=Leases(db, f"{settings.effective_process_name}#{os.getpid()}"))
+    leases = Leases(db, f"{settings.effective_process_name}#{os.getpid()}")
+    deliveries.worker_id = leases.holder  # (its claims live while this process's lease does)
+    gw = Gateway(settings, db, bus, services, relay, deliveries, leases=leases)
     await ensure_admin(services, settings)
     gw.metrics.watch_database(db)
     async with AsyncExitStack() as stack:
@@ -131,6 +132,9 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         # a settings mistake stops the start before there is anything to stop.
         adapter_routes = _build_adapters(gw, installed, guard)
         await stack.enter_async_context(gw.metrics.measuring_loop_lag())
+        # This process is alive while it renews this lease: others take over its claimed
+        # deliveries as soon as it lapses.
+        await stack.enter_async_context(leases.holding(f"{PROCESS_LEASES}{leases.holder}"))
         await stack.enter_async_context(relay.running())
         await stack.enter_async_context(_following_topology(bus, services))
         await stack.enter_async_context(deliveries.running())

@@ -4,6 +4,11 @@ Devices are the resources bound to this adapter (`Binding.protocol` = its name; 
 host, port, unit_id, tls). A resync loads every device, its effective control and what it
 already acknowledged from the store; afterwards the event log only says what changed.
 Starting does not wait for the first resync: the pool fills in behind it.
+
+With several processes (PostgreSQL) each device is polled by exactly one of them: devices
+fall into BUCKETS by a hash of their id, and each process polls the buckets whose leases it
+holds (`ctx.leases.sharing`: a fair part each; a dead process's buckets are taken over when
+their leases lapse, and their devices polled again within about 10 s).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +30,7 @@ from gateway.ports import (
     AdapterContext,
     ControlChanged,
     ResourceChanged,
+    Share,
     Topic,
     TypedEvent,
     follow,
@@ -33,6 +40,11 @@ from pki.tls import client_context
 log = logging.getLogger(__name__)
 
 _CHUNK = 5_000  # DER ids per query
+BUCKETS = 16  # units of Modbus polling work shared among processes
+
+
+def bucket_of(resource_id: str) -> int:
+    return zlib.crc32(resource_id.encode()) % BUCKETS
 
 
 class ModbusAdapter:
@@ -42,6 +54,10 @@ class ModbusAdapter:
         self.settings = settings
         self.pool: DevicePool | None = None
         self.feedback: GatewayFeedback | None = None
+        self.buckets: frozenset[int] | None = None  # held with several processes; None: all
+
+    def mine(self, resource_id: str) -> bool:
+        return self.buckets is None or bucket_of(resource_id) in self.buckets
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         cert = self.ctx.pki.path("modbus", "clients", f"{self.settings.client_cert}.pem")
@@ -68,10 +84,13 @@ class ModbusAdapter:
         following = follow(self.ctx.bus, {Topic.EFFECTIVE_CONTROL_CHANGED, Topic.RESOURCE_CHANGED},
                            on_batch=self.on_batch, resync=self.resync, name=f"{self.name}-devices")
         try:
-            async with asyncio.TaskGroup() as group:
+            async with self._sharing() as share, asyncio.TaskGroup() as group:
                 tasks = [group.create_task(pool.run(), name=f"{self.name}-pool"),
                          group.create_task(feedback.run(), name=f"{self.name}-feedback"),
                          group.create_task(following, name=f"{self.name}-events")]
+                if share is not None:
+                    tasks.append(group.create_task(self._follow_share(share),
+                                                   name=f"{self.name}-share"))
                 try:
                     yield
                 finally:
@@ -80,6 +99,28 @@ class ModbusAdapter:
         finally:
             await feedback.flush()
             self.pool = self.feedback = None
+
+    @asynccontextmanager
+    async def _sharing(self) -> AsyncIterator[Share | None]:
+        leases = self.ctx.leases
+        if leases is None or not self.ctx.settings.is_postgres:
+            yield None
+            return
+        self.buckets = frozenset()  # none until the first leases are taken
+        async with leases.sharing(f"{self.name}:devices", BUCKETS) as share:
+            yield share
+
+    async def _follow_share(self, share: Share) -> None:
+        """Poll the devices of the buckets this process holds, from the moment it does."""
+        while True:
+            await share.changed.wait()
+            share.changed.clear()
+            self.buckets = share.held
+            log.info("modbus: this process polls buckets %s", sorted(share.held))
+            try:
+                await self.resync()
+            except Exception:  # the next change, or the event log's resync, tries again
+                log.exception("modbus: taking up buckets %s failed", sorted(share.held))
 
     # -- from the store --------------------------------------------------------------------
 
@@ -95,7 +136,7 @@ class ModbusAdapter:
         acked = await self.feedback.ledger.load()
         specs = [DeviceSpec(r.id, r.binding.address, r.nameplate.export_max_w,
                             controls.get(r.id), acked.get(r.id, {}))
-                 for r in resources if await self._usable(r)]
+                 for r in resources if self.mine(r.id) and await self._usable(r)]
         bound = {r.id for r in resources}
         for gone in self.pool.assign(specs):
             if gone not in bound:  # (a DER still bound but unusable keeps its state)
@@ -140,11 +181,12 @@ class ModbusAdapter:
         """Added, changed, rebound or removed DERs: the pool follows."""
         assert self.pool is not None and self.feedback is not None
         found = {r.id: r for r in await self.ctx.gateway.resources(ids=ids)}
-        ours = [rid for rid, r in found.items() if r.binding.protocol == self.name]
+        ours = [rid for rid, r in found.items()
+                if r.binding.protocol == self.name and self.mine(rid)]
         controls = await self.ctx.gateway.effective_controls(ours)
         for rid in ids:
             res = found.get(rid)
-            if res is None or res.binding.protocol != self.name:
+            if res is None or res.binding.protocol != self.name or not self.mine(rid):
                 if self.pool.release(rid) is not None:
                     self.feedback.forget(rid)
             elif not await self._usable(res):

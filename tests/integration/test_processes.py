@@ -113,11 +113,13 @@ async def test_each_delivery_is_sent_once_by_two_workers(pg):
     await db1.upgrade()
     guard = OutboundGuard(dev_mode=True)
     one, two = DeliveryQueue(db1, guard=guard), DeliveryQueue(db2, guard=guard)
-    two.worker_id = "other-process"
+    one.worker_id, two.worker_id = "one", "two"
+    alive_one, alive_two = Leases(db1, "one"), Leases(db2, "two")  # as each process does
     await one.for_adapter("t").enqueue_many([
         Outgoing(f"http://127.0.0.1:{port}/hook", str(i).encode(), "text/plain")
         for i in range(300)])
-    async with one.running(), two.running():
+    async with alive_one.holding("process:one"), alive_two.holding("process:two"), \
+            one.running(), two.running():
         two.wake()
         for _ in range(300):
             if (await one.stats())["delivered"] == 300:
@@ -163,3 +165,34 @@ def test_several_workers_on_sqlite_are_refused(tmp_path):
                           text=True, timeout=60, cwd=tmp_path, check=False)
     assert done.returncode != 0 and "PostgreSQL" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+async def test_a_dead_process_s_claimed_deliveries_are_taken_over_at_once(pg):
+    received: list[bytes] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    db = Database(pg)
+    await db.upgrade()
+    guard = OutboundGuard(dev_mode=True)
+    dead, alive = DeliveryQueue(db, guard=guard), DeliveryQueue(db, guard=guard)
+    dead.worker_id, alive.worker_id = "dead#1", "alive#2"
+    await dead.for_adapter("t").enqueue_many([
+        Outgoing(f"http://127.0.0.1:{port}/hook", b"x", "text/plain")])
+    assert len(await dead._claim(10)) == 1  # claimed for a minute, then the process "died"
+    started = asyncio.get_running_loop().time()
+    async with Leases(db, "alive#2").holding("process:alive#2"), alive.running():
+        while not received and asyncio.get_running_loop().time() - started < 10:
+            await asyncio.sleep(0.1)
+    assert received == [b"x"]
+    assert asyncio.get_running_loop().time() - started < 5
+    await runner.cleanup()
+    await db.close()
