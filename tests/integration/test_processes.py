@@ -169,9 +169,11 @@ def test_several_workers_on_sqlite_are_refused(tmp_path):
 
 async def test_a_dead_process_s_claimed_deliveries_are_taken_over_at_once(pg):
     received: list[bytes] = []
+    arrived = asyncio.Event()
 
     async def hook(request: web.Request) -> web.Response:
         received.append(await request.read())
+        arrived.set()
         return web.Response(status=204)
 
     app = web.Application()
@@ -190,8 +192,7 @@ async def test_a_dead_process_s_claimed_deliveries_are_taken_over_at_once(pg):
     assert len(await dead._claim(10)) == 1  # claimed for a minute, then the process "died"
     started = asyncio.get_running_loop().time()
     async with Leases(db, "alive#2").holding("process:alive#2"), alive.running():
-        while not received and asyncio.get_running_loop().time() - started < 10:
-            await asyncio.sleep(0.1)
+        await asyncio.wait_for(arrived.wait(), 10)
     assert received == [b"x"]
     assert asyncio.get_running_loop().time() - started < 5
     await runner.cleanup()
