@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gateway.domain import (
     ConnectionPoint,
@@ -50,6 +50,22 @@ class Topology:
                 children[p.host_ldc_id].append(p.id)
         self._by_cp, self._by_node, self._by_feeder = dict(by_cp), dict(by_node), dict(by_feeder)
         self._by_ldc, self._children = dict(by_ldc), dict(children)
+
+    def with_online(self, flags: Mapping[str, bool]) -> Topology:
+        """The same topology with some DERs' online flags changed: the indexes do not depend
+        on them, so they are shared, not rebuilt (thousands of DERs come online in waves)."""
+        resources = dict(self.resources)
+        for rid, online in flags.items():
+            found = resources.get(rid)
+            if found is not None:
+                resources[rid] = replace(found, online=online)
+        new = object.__new__(Topology)
+        new.participants, new.connection_points, new.resources = (
+            self.participants, self.connection_points, resources)
+        new._by_cp, new._by_node, new._by_feeder = self._by_cp, self._by_node, self._by_feeder
+        new._by_ldc, new._children = self._by_ldc, self._children
+        new._ldc_cache = dict(self._ldc_cache)
+        return new
 
     # -- LDC hierarchy -------------------------------------------------------------------
 

@@ -237,24 +237,32 @@ class Registry:
         """Record whether DERs are reachable, all in one transaction with one recompute of
         the LDC trees they sit in (one at a time, thousands of devices coming online each
         reloaded the topology and recomputed their whole area). Unknown ids are skipped;
-        returns the flags that changed."""
+        returns the flags that changed. A first contact (nothing known -> online) changes
+        no control - a DER not yet heard from counts as available - so it recomputes
+        nothing."""
         if not marks:
             return {}
         try:
             async with self._uow.write(topology=True) as session:
-                changed = await repo.set_online(session, marks)
-                if not changed:
+                flips = await repo.set_online(session, marks)
+                if not flips:
                     return {}
-                self._uow.invalidate()
+                changed = {rid: online for rid, (_, online) in flips.items()}
                 await repo.add_outbox_many(session, [
                     (Topic.RESOURCE_CHANGED, {"resource_id": rid, "online": online})
                     for rid, online in changed.items()])
-                topo = await self._uow.topology(session)
-                ldcs = {ldc.id for rid in changed if (ldc := topo.ldc_of(rid)) is not None}
-                await self._uow.recompute(session, ldcs)
+                available = [rid for rid, (was, online) in flips.items()
+                             if (was is not False) != online]
+                if available:
+                    self._uow.invalidate()
+                    topo = await self._uow.topology(session)
+                    await self._uow.recompute(session, {
+                        ldc.id for rid in available if (ldc := topo.ldc_of(rid)) is not None})
         except BaseException:
             self._uow.invalidate()  # the cached topology may hold flags rolled back
             raise
+        if not available:
+            self._uow.online_changed(changed, self._uow.last_topology_count)
         self._uow.committed()
         return changed
 

@@ -43,6 +43,7 @@ class UnitOfWork:
         self._controls_count = -1  # ... the control versions' count
         self._pending_controls_count: int | None = None
         self._maybe_stale = False  # another process may have changed the topology
+        self.last_topology_count = 0  # the count the last topology write made
 
     def committed(self) -> None:
         """A write with outbox rows committed: wake the relay."""
@@ -58,7 +59,7 @@ class UnitOfWork:
                 self._pending_versions = {}
                 self._pending_controls_count = None
                 if topology:
-                    await repo.bump_generation(session, "topology")
+                    self.last_topology_count = await repo.bump_generation(session, "topology")
                 yield session
         except BaseException:
             self._versions = None  # unknown: reload from the store next time
@@ -97,6 +98,17 @@ class UnitOfWork:
         if generation == self._topology_generation:
             self._topology, self._topology_count = loaded, count
         return loaded
+
+    def online_changed(self, flags: dict[str, bool], count: int) -> None:
+        """A committed change of online flags alone (count: the store's topology count it
+        made): the cached topology takes them in place if it was the store's just before;
+        otherwise it is reloaded when next needed."""
+        cached = self._topology
+        if cached is not None and count == self._topology_count + 1:
+            self._topology, self._topology_count = cached.with_online(flags), count
+            self._topology_generation += 1  # (a load in flight must not overwrite this)
+        else:
+            self.invalidate()
 
     def others_changed_topology(self) -> None:
         """The event log says the topology changed (maybe by another process): check the

@@ -219,17 +219,20 @@ async def resource(session: AsyncSession, resource_id: str) -> Resource | None:
     return _resource(row) if row else None
 
 
-async def set_online(session: AsyncSession, marks: dict[str, bool]) -> dict[str, bool]:
-    """Set many DERs' online flags; returns those that changed (unknown ids are skipped)."""
-    changed: dict[str, bool] = {}
+async def set_online(session: AsyncSession, marks: dict[str, bool]
+                     ) -> dict[str, tuple[bool | None, bool]]:
+    """Set many DERs' online flags; returns those that changed, with the flag before (unknown
+    ids are skipped)."""
+    changed: dict[str, tuple[bool | None, bool]] = {}
     ids = list(marks)
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
         rows = await session.execute(select(col(ResourceRow.id), col(ResourceRow.online)).where(
             col(ResourceRow.id).in_(chunk)))
-        changed.update({rid: marks[rid] for rid, online in rows.all() if online != marks[rid]})
+        changed.update({rid: (online, marks[rid]) for rid, online in rows.all()
+                        if online != marks[rid]})
     for value in (True, False):
-        flip = [rid for rid, on in changed.items() if on is value]
+        flip = [rid for rid, (_, on) in changed.items() if on is value]
         for start in range(0, len(flip), 500):
             await session.execute(update(ResourceRow).where(
                 col(ResourceRow.id).in_(flip[start:start + 500])).values(online=value))

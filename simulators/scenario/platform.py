@@ -3,6 +3,7 @@ PKI platform client certificates), JSON requests, and the admin's server-sent ev
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -70,27 +71,33 @@ class Platform:
 
     async def follow(self, on_event: EventHandler, ready: Callable[[], None] | None = None,
                      who: str = "admin") -> None:
-        """Read the event stream until cancelled, resuming with Last-Event-ID on a drop."""
+        """Read the event stream until cancelled, resuming with Last-Event-ID when the
+        connection drops (the gateway restarted, or the process serving it died and another
+        answers): nothing is missed, nothing is read twice."""
         last: str | None = None
         while True:
             headers = {"Last-Event-ID": last} if last else {}
             timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
-            async with self._session(who).get(self.base + "/v1/events", headers=headers,
-                                              timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise PlatformError(resp.status, await resp.text())
-                if ready is not None:
-                    ready()
-                    ready = None
-                topic, data = "", ""
-                async for raw in resp.content:
-                    line = raw.decode().rstrip("\n")
-                    if line.startswith("id:"):
-                        last = line[3:].strip()
-                    elif line.startswith("event:"):
-                        topic = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data += line[5:].strip()
-                    elif line == "" and topic:
-                        await on_event(topic, json.loads(data or "{}"))
-                        topic, data = "", ""
+            try:
+                async with self._session(who).get(self.base + "/v1/events", headers=headers,
+                                                  timeout=timeout) as resp:
+                    if resp.status != 200:
+                        raise PlatformError(resp.status, await resp.text())
+                    if ready is not None:
+                        ready()
+                        ready = None
+                    topic, data, pending = "", "", last
+                    async for raw in resp.content:
+                        line = raw.decode().rstrip("\n")
+                        if line.startswith("id:"):
+                            pending = line[3:].strip()
+                        elif line.startswith("event:"):
+                            topic = line[6:].strip()
+                        elif line.startswith("data:"):
+                            data += line[5:].strip()
+                        elif line == "" and topic:
+                            await on_event(topic, json.loads(data or "{}"))
+                            last = pending  # (only once the event is handled)
+                            topic, data = "", ""
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                await asyncio.sleep(0.5)  # the gateway is away: ask again where it stopped

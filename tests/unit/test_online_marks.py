@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.bus import Topic
+from gateway.coordination.engine import Coordinator
 from gateway.domain import (
     Binding,
     ConnectionPoint,
@@ -85,3 +86,41 @@ async def marks_in_bulk(db: Database, services: GatewayServices) -> None:
     assert (await setpoints(services))["d0"] == pytest.approx(4000.0 / 3)
     with pytest.raises(NotFound):
         await services.set_online("gone", True)
+
+
+class CountingCoordinator(Coordinator):
+    """The engine, counting how often it is asked to coordinate."""
+
+    runs = 0
+
+    def coordinate(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.runs += 1
+        return super().coordinate(*args, **kwargs)
+
+
+async def test_a_first_contact_changes_no_control_and_keeps_the_topology(tmp_path):
+    """Thousands of DERs are marked online at their first contact: a DER not yet heard from
+    already counts as available, so nothing is recomputed and the cached topology takes the
+    flags in place instead of being read again."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}")
+    await db.upgrade()
+    engine = CountingCoordinator()
+    services = GatewayServices(db, engine)
+    admin = Participant("admin", Role.ADMIN)
+    await services.register_participants(admin, [
+        admin, Participant("a", Role.LDC, dso_model=DsoModel.TOTAL)])
+    await services.register_connection_points(admin, [ConnectionPoint("cp", "a", "N")])
+    await services.register_resources(admin, [Resource(
+        f"d{i}", "cp", DerKind.PV, Nameplate(10_000), Binding(
+            "modbus", {"host": "h", "port": 502, "unit_id": i})) for i in range(3)])
+    cached = await services.topology()
+    runs = engine.runs
+    assert await services.set_online_many({"d0": True, "d1": True}) == {"d0": True, "d1": True}
+    assert engine.runs == runs  # no recompute
+    after = await services.topology()
+    assert after is not cached and after.resources["d0"].online is True
+    assert after.resources["d2"].online is None and after.participants is cached.participants
+    await services.set_online_many({"d0": False})  # this one changes availability
+    assert engine.runs == runs + 1
+    assert (await services.topology()).resources["d0"].online is False
+    await db.close()
