@@ -25,6 +25,7 @@ from adapters.openadr3.auth import Principal
 from adapters.openadr3.problems import OadrProblem, bad_request, forbidden
 from adapters.openadr3.service import Change, VtnService, now_text
 from adapters.openadr3.store import VERSIONS, Records, StoredObject
+from adapters.openadr3.targeting import normalise
 from gateway.domain import Acknowledgement, Protocol, Resource, Target, TargetKind
 from gateway.errors import GatewayError
 
@@ -68,7 +69,12 @@ class Bridge:
     # -- hooks -----------------------------------------------------------------------------
 
     async def before_write(self, change: Change) -> None:
-        if change.kind not in ("event", "program") or change.principal is None:
+        if change.principal is None:
+            return
+        if change.kind in ("ven", "resource"):
+            self._keep_bindings(change)
+            return
+        if change.kind not in ("event", "program"):
             return
         if (change.old or change.obj).meta.get("origin") == GATEWAY:
             raise forbidden("the gateway renders this object from the platform; it is read-only")
@@ -79,6 +85,33 @@ class Bridge:
             by_resource = await self._submit(change)
             change.obj.meta["instructions"] = [i for ids in by_resource.values() for i in ids]
             change.obj.meta["by_resource"] = by_resource
+
+    def _keep_bindings(self, change: Change) -> None:
+        """No silent loss of control: a client may not delete or rename a ven or resource
+        object that stands for platform DERs (their events would stop reaching the VEN while
+        the platform believed them delivered). Refused with the reason; the platform unbinds
+        DERs (PUT /v1/resources/{id}) and then the objects go with their events."""
+        current = change.old or change.obj
+        if change.operation == "UPDATE" and not _renamed(change):
+            return
+        ders = self._ders_standing(current)
+        if ders:
+            shown = ", ".join(sorted(ders)[:5]) + (" ..." if len(ders) > 5 else "")
+            raise forbidden(
+                f"this {change.kind} stands for platform DERs ({shown}); deleting or renaming "
+                "it would cut them off from their controls: the platform must unbind them first"
+            )
+
+    def _ders_standing(self, obj: StoredObject) -> set[str]:
+        store = self.service.store
+        if obj.kind == "resource":
+            der = obj.meta.get("resource_id")
+            return {str(der)} if der else set()
+        return {
+            str(r.meta["resource_id"])
+            for r in store.all(obj.version, "resource")
+            if r.body.get("venID") == obj.id and r.meta.get("resource_id")
+        }
 
     async def after_writes(self, changes: list[Change]) -> None:
         for change in changes:
@@ -238,17 +271,23 @@ class Bridge:
     async def _ensure_resource(self, ven: StoredObject, resource: Resource) -> StoredObject:
         name = str(resource.binding.address.get("resource", resource.id))
         target = resource_target(ven.body["venName"], name)
+        # Objects carry their targets normalised (3.0.1: "RESOURCE_NAME<US>value"): compare
+        # in that form, or a 3.0.1 object gains the target again on every render.
+        (term,) = normalise(ven.version, wire_targets(ven.version, target))
         store = self.service.store
         # Usually the object already carries its granted target: an index lookup, no scan.
         candidates = chain(
-            store.carrying(ven.version, "resource", frozenset({target})),
+            store.carrying(ven.version, "resource", frozenset({term})),
             self.service.objects_of(ven.version, "resource"),
         )
         for obj in candidates:
             if obj.body.get("venID") == ven.id and obj.body.get("resourceName") == name:
-                if obj.meta.get("resource_id") == resource.id and target in obj.targets:
+                if obj.meta.get("resource_id") == resource.id and term in obj.targets:
                     return obj
-                body = {**obj.body, "targets": _with(obj.body.get("targets"), ven.version, target)}
+                targets = obj.body.get("targets")
+                if term not in obj.targets:
+                    targets = _with(targets, ven.version, target)
+                body = {**obj.body, "targets": targets}
                 new = self.service.compose(
                     ven.version,
                     "resource",
@@ -410,6 +449,13 @@ class Bridge:
             "instructions": mapper.control_sources(control),
         }
         return Change(version, "event", "UPDATE" if old else "CREATE", None, obj, old)
+
+
+def _renamed(change: Change) -> bool:
+    """Whether an update changes what binds DERs to the object (its name or its ven)."""
+    keys = ("venName",) if change.kind == "ven" else ("resourceName", "venID")
+    old = change.old.body if change.old is not None else {}
+    return any(change.obj.body.get(k) != old.get(k) for k in keys)
 
 
 def _acknowledged(event: StoredObject) -> dict[str, list[str]]:

@@ -74,7 +74,8 @@ def parse(version: str, kind: str, raw: Any) -> dict[str, Any]:
     body = model.wire()
     if version == "3.0.1":
         body = {k: v for k, v in body.items() if k not in METADATA_FIELDS}
-        body.pop("resources", None)  # 3.0.1 ven.resources is computed from resource objects
+        if kind == "ven":  # 3.0.1 ven.resources is computed from resource objects
+            body.pop("resources", None)
     return body
 
 

@@ -17,13 +17,14 @@ import asyncio
 import ipaddress
 import json
 import logging
+import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from adapters.openadr3.auth import Principal, Role
 from adapters.openadr3.kinds import KINDS
-from adapters.openadr3.problems import forbidden
+from adapters.openadr3.problems import bad_request
 from adapters.openadr3.service import Change, VtnService
 from adapters.openadr3.store import StoredObject
 from gateway.delivery import DeliveryQueue, Outgoing, check_callback_url
@@ -40,17 +41,27 @@ OPERATION_WORDS = {
 OPERATION_ALIASES = {"POST": "CREATE", "PUT": "UPDATE", "GET": "READ"}
 
 
+def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names literally, in any notation a resolver accepts: dotted,
+    decimal (167772161), hex (0x0a000001), octal (012.0.0.1) or short (10.1) IPv4, IPv6."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
 def check_callback(url: str, dev_mode: bool) -> None:
-    """Refuse callback URLs that would make the VTN a request-forgery proxy (403)."""
+    """Refuse callback URLs that would make the VTN a request-forgery proxy (400)."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if not host or parts.username or parts.password:
-        raise forbidden("callbackUrl needs a host and no user information")
+        raise bad_request("callbackUrl needs a host and no user information")
     loopback = host == "localhost" or host.endswith(".localhost")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
+    address = _literal_address(host)
     if address is not None:
         loopback = address.is_loopback
         if not loopback and (
@@ -60,12 +71,12 @@ def check_callback(url: str, dev_mode: bool) -> None:
             or address.is_reserved
             or address.is_unspecified
         ):
-            raise forbidden("callbackUrl may not name a private or reserved address")
-    if parts.scheme == "https" and not (loopback and not dev_mode):
+            raise bad_request("callbackUrl may not name a private or reserved address")
+    if loopback and not dev_mode:
+        raise bad_request("callbackUrl may name loopback in development mode only")
+    if parts.scheme == "https" or (parts.scheme == "http" and loopback and dev_mode):
         return
-    if parts.scheme == "http" and loopback and dev_mode:
-        return
-    raise forbidden("callbackUrl must be https (plain http to loopback in development mode only)")
+    raise bad_request("callbackUrl must be https (plain http to loopback in development mode)")
 
 
 class WebhookChannel:

@@ -68,9 +68,29 @@ async def _body(request: web.Request) -> Any:
     if not raw.strip():
         raise bad_request("a JSON body is required")
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        return json.loads(raw, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise bad_request("the body is nested too deeply") from None
+    except DuplicateKey as exc:
+        raise bad_request(str(exc)) from None
     except (ValueError, UnicodeDecodeError):
         raise bad_request("the body is not valid JSON") from None
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice (RFC 8259 leaves the meaning open: refused)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) == len(pairs):
+        return out
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise DuplicateKey(f"the key {key!r} appears twice in one object")
+        seen.add(key)
+    return out
 
 
 def _no_constant(name: str) -> Any:
@@ -263,7 +283,7 @@ class VtnServer:
                 ) from None
             try:
                 issued = await self.credentials.issue(
-                    form.client_id, form.client_secret, form.scope
+                    form.client_id, form.client_secret, form.scope, version
                 )
             except AuthError as exc:
                 status = 401 if exc.error == "invalid_client" else 400

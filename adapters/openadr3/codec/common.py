@@ -10,15 +10,16 @@ dropped.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     StringConstraints,
+    model_validator,
 )
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -71,14 +72,15 @@ def check_duration(value: str) -> str:
     return value
 
 
-def _not_null(value: Any) -> Any:
-    if value is None:
-        raise ValueError("must not be null")
-    return value
+class _NullIsAbsent:
+    """Marks an optional property the schema does not make nullable: an explicit null is
+    taken as absent (widely used clients send `"intervalPeriod": null`), never stored."""
+
+    def __repr__(self) -> str:
+        return "NullIsAbsent"
 
 
-# Optional but not nullable: absent is fine, an explicit null is not (the schema says so).
-NotNull = BeforeValidator(_not_null)
+NullIsAbsent = _NullIsAbsent()
 
 ObjectID = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_-]*$")
@@ -112,9 +114,29 @@ class Wire(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_absent_nulls(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        absent = _null_is_absent(cls)
+        if not any(data.get(name, 0) is None for name in absent):
+            return data
+        return {k: v for k, v in data.items() if v is not None or k not in absent}
+
     def wire(self) -> dict[str, Any]:
         """JSON-ready dict of what the client sent (explicit nulls kept, absent left out)."""
         return self.model_dump(mode="json", exclude_unset=True)
+
+
+@functools.cache
+def _null_is_absent(model: type[BaseModel]) -> frozenset[str]:
+    """The properties of `model` whose explicit null means absent (once per class)."""
+    return frozenset(
+        name
+        for name, info in model.model_fields.items()
+        if any(m is NullIsAbsent for m in info.metadata)
+    )
 
 
 class Point(Wire):
@@ -132,26 +154,26 @@ class ValuesMap(Wire):
 
 
 class IntervalPeriod31(Wire):
-    start: Annotated[DateTime | None, NotNull] = None
-    duration: Annotated[Duration | None, NotNull] = None
-    randomizeStart: Annotated[Duration | None, NotNull] = None
+    start: Annotated[DateTime | None, NullIsAbsent] = None
+    duration: Annotated[Duration | None, NullIsAbsent] = None
+    randomizeStart: Annotated[Duration | None, NullIsAbsent] = None
 
 
 class IntervalPeriod301(Wire):
     start: DateTime
-    duration: Annotated[Duration | None, NotNull] = None
-    randomizeStart: Annotated[Duration | None, NotNull] = None
+    duration: Annotated[Duration | None, NullIsAbsent] = None
+    randomizeStart: Annotated[Duration | None, NullIsAbsent] = None
 
 
 class EventPayloadDescriptor301(Wire):
-    objectType: Annotated[Literal["EVENT_PAYLOAD_DESCRIPTOR"] | None, NotNull] = None
+    objectType: Annotated[Literal["EVENT_PAYLOAD_DESCRIPTOR"] | None, NullIsAbsent] = None
     payloadType: Name128
     units: str | None = None
     currency: str | None = None
 
 
 class ReportPayloadDescriptor301(Wire):
-    objectType: Annotated[Literal["REPORT_PAYLOAD_DESCRIPTOR"] | None, NotNull] = None
+    objectType: Annotated[Literal["REPORT_PAYLOAD_DESCRIPTOR"] | None, NullIsAbsent] = None
     payloadType: Name128
     readingType: str | None = None
     units: str | None = None

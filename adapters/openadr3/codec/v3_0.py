@@ -19,7 +19,7 @@ from adapters.openadr3.codec.common import (
     Int32,
     IntervalPeriod301,
     Name128,
-    NotNull,
+    NullIsAbsent,
     ObjectID,
     ObjectType,
     ReportPayloadDescriptor301,
@@ -47,14 +47,14 @@ class ProgramDescription(Wire):
 class Metadata(Wire):
     """VTN-provisioned properties a 3.0.1 client may echo back; checked, then replaced."""
 
-    id: Annotated[ObjectID | None, NotNull] = None
-    createdDateTime: Annotated[DateTime | None, NotNull] = None
-    modificationDateTime: Annotated[DateTime | None, NotNull] = None
+    id: Annotated[ObjectID | None, NullIsAbsent] = None
+    createdDateTime: Annotated[DateTime | None, NullIsAbsent] = None
+    modificationDateTime: Annotated[DateTime | None, NullIsAbsent] = None
 
 
 class Interval(Wire):
     id: Int32
-    intervalPeriod: Annotated[IntervalPeriod301 | None, NotNull] = None
+    intervalPeriod: Annotated[IntervalPeriod301 | None, NullIsAbsent] = None
     payloads: list[ValuesMap]
 
 
@@ -63,16 +63,16 @@ class ReportDescriptor(Wire):
     readingType: str | None = None
     units: str | None = None
     targets: Targets = None
-    aggregate: Annotated[bool | None, NotNull] = None
-    startInterval: Annotated[Int32 | None, NotNull] = None
-    numIntervals: Annotated[Int32 | None, NotNull] = None
-    historical: Annotated[bool | None, NotNull] = None
-    frequency: Annotated[Int32 | None, NotNull] = None
-    repeat: Annotated[Int32 | None, NotNull] = None
+    aggregate: Annotated[bool | None, NullIsAbsent] = None
+    startInterval: Annotated[Int32 | None, NullIsAbsent] = None
+    numIntervals: Annotated[Int32 | None, NullIsAbsent] = None
+    historical: Annotated[bool | None, NullIsAbsent] = None
+    frequency: Annotated[Int32 | None, NullIsAbsent] = None
+    repeat: Annotated[Int32 | None, NullIsAbsent] = None
 
 
 class Program(Metadata):
-    objectType: Annotated[Literal["PROGRAM"] | None, NotNull] = None
+    objectType: Annotated[Literal["PROGRAM"] | None, NullIsAbsent] = None
     programName: Name128
     programLongName: str | None = None
     retailerName: str | None = None
@@ -80,8 +80,8 @@ class Program(Metadata):
     programType: str | None = None
     country: str | None = None
     principalSubdivision: str | None = None
-    timeZoneOffset: Annotated[Duration | None, NotNull] = None
-    intervalPeriod: Annotated[IntervalPeriod301 | None, NotNull] = None
+    timeZoneOffset: Annotated[Duration | None, NullIsAbsent] = None
+    intervalPeriod: Annotated[IntervalPeriod301 | None, NullIsAbsent] = None
     programDescriptions: Annotated[list[Any] | None, AfterValidator(_program_descriptions)] = None
     bindingEvents: bool | None = None
     localPrice: bool | None = None
@@ -91,12 +91,12 @@ class Program(Metadata):
 
 class ReportResource(Wire):
     resourceName: Name128
-    intervalPeriod: Annotated[IntervalPeriod301 | None, NotNull] = None
+    intervalPeriod: Annotated[IntervalPeriod301 | None, NullIsAbsent] = None
     intervals: list[Interval]
 
 
 class Report(Metadata):
-    objectType: Annotated[Literal["REPORT"] | None, NotNull] = None
+    objectType: Annotated[Literal["REPORT"] | None, NullIsAbsent] = None
     programID: ObjectID
     eventID: ObjectID
     clientName: Name128
@@ -106,14 +106,14 @@ class Report(Metadata):
 
 
 class Event(Metadata):
-    objectType: Annotated[Literal["EVENT"] | None, NotNull] = None
+    objectType: Annotated[Literal["EVENT"] | None, NullIsAbsent] = None
     programID: ObjectID
     eventName: str | None = None
     priority: integer(0, float("inf")) | None = None
     targets: Targets = None
     reportDescriptors: list[ReportDescriptor] | None = None
     payloadDescriptors: list[EventPayloadDescriptor301] | None = None
-    intervalPeriod: Annotated[IntervalPeriod301 | None, NotNull] = None
+    intervalPeriod: Annotated[IntervalPeriod301 | None, NullIsAbsent] = None
     intervals: list[Interval]
 
 
@@ -125,7 +125,7 @@ class ObjectOperation(Wire):
 
 
 class Subscription(Metadata):
-    objectType: Annotated[Literal["SUBSCRIPTION"] | None, NotNull] = None
+    objectType: Annotated[Literal["SUBSCRIPTION"] | None, NullIsAbsent] = None
     clientName: Name128
     programID: ObjectID
     objectOperations: list[ObjectOperation]
@@ -133,15 +133,15 @@ class Subscription(Metadata):
 
 
 class Resource(Metadata):
-    objectType: Annotated[Literal["RESOURCE"] | None, NotNull] = None
+    objectType: Annotated[Literal["RESOURCE"] | None, NullIsAbsent] = None
     resourceName: Name128
-    venID: Annotated[ObjectID | None, NotNull] = None
+    venID: Annotated[ObjectID | None, NullIsAbsent] = None
     attributes: list[ValuesMap] | None = None
     targets: Targets = None
 
 
 class Ven(Metadata):
-    objectType: Annotated[Literal["VEN"] | None, NotNull] = None
+    objectType: Annotated[Literal["VEN"] | None, NullIsAbsent] = None
     venName: Name128
     attributes: list[ValuesMap] | None = None
     targets: Targets = None
