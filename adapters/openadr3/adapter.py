@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from adapters.openadr3.platform import PLATFORM_OPENAPI, CredentialRoutes
 from adapters.openadr3.server import ProblemAppRunner, VtnServer
 from adapters.openadr3.service import VtnService
 from adapters.openadr3.store import ObjectStore
+from adapters.openadr3.throttle import ThrottleSettings, TokenThrottle
 from gateway.adapters import AdapterContext
 from gateway.bus import Event, Topic
 from gateway.domain import Protocol
@@ -35,9 +37,17 @@ DEFAULTS: dict[str, Any] = {
     "max_field_size": 65536,
     "max_reports_per_ven": 1000,
     "max_subscriptions_per_ven": 100,
+    # Token endpoint (docs/openadr3.md, "Throttling"): per source address and client id.
+    "token_rate_per_s": 5.0,
+    "token_burst": 20,
+    "token_lockout_after": 5,
+    "token_lockout_after_per_address": 20,
+    "token_lockout_s": 60.0,
+    "token_lockout_max_s": 900.0,
 }
 
 
+WEBHOOK_TLS = "openadr3-webhooks"
 RENDER_BATCH = 500  # DERs rendered per batch (one write of their events)
 
 
@@ -56,7 +66,9 @@ class OpenAdr3Adapter:
         self.service.max_subscriptions = int(self.config["max_subscriptions_per_ven"])
         self.bridge = Bridge(self.service, ctx.gateway, ctx.records)
         notifier = Notifier(
-            self.service, WebhookChannel(ctx.deliveries, ctx.dev_mode), ctx.dev_mode
+            self.service,
+            WebhookChannel(ctx.deliveries, ctx.dev_mode, self._webhook_tls()),
+            ctx.dev_mode,
         )
         self.service.hooks.extend([notifier, self.bridge])
         self.listen = str(self.config["listen"])
@@ -65,9 +77,29 @@ class OpenAdr3Adapter:
             self.credentials,
             str(self.config.get("public_url", self.listen)),
             ctx.settings.max_body_bytes,
+            TokenThrottle(ThrottleSettings(
+                rate_per_s=float(self.config["token_rate_per_s"]),
+                burst=int(self.config["token_burst"]),
+                client_failures=int(self.config["token_lockout_after"]),
+                address_failures=int(self.config["token_lockout_after_per_address"]),
+                lockout_s=float(self.config["token_lockout_s"]),
+                lockout_max_s=float(self.config["token_lockout_max_s"]),
+            )),
         )
         self.platform = CredentialRoutes(self.credentials, self.service, self.bridge)
         self.port: int | None = None  # the bound port, once listening
+
+    def _webhook_tls(self) -> str | None:
+        """The name of the webhooks' delivery TLS context when a trust store is configured
+        (registered in lifespan(): no I/O here)."""
+        return WEBHOOK_TLS if self.config.get("webhook_ca_file") else None
+
+    def _register_webhook_tls(self) -> None:
+        """The CAs in `webhook_ca_file` only (not the system's), host names checked."""
+        ca_file = self.config.get("webhook_ca_file")
+        if ca_file:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+            self.ctx.deliveries.register_ssl(WEBHOOK_TLS, context)
 
     def listeners(self) -> list[str]:
         return [self.listen]
@@ -80,6 +112,7 @@ class OpenAdr3Adapter:
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
+        self._register_webhook_tls()
         await self.store.load()
         await self.credentials.load()
         runner = ProblemAppRunner(

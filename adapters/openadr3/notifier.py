@@ -82,9 +82,12 @@ def check_callback(url: str, dev_mode: bool) -> None:
 class WebhookChannel:
     """Enqueues webhook POSTs in the core's outbox, one transaction per change."""
 
-    def __init__(self, deliveries: DeliveryQueue, dev_mode: bool) -> None:
+    def __init__(
+        self, deliveries: DeliveryQueue, dev_mode: bool, tls_name: str | None = None
+    ) -> None:
         self._deliveries = deliveries
         self._dev_mode = dev_mode
+        self._tls_name = tls_name  # a delivery TLS context with the webhook trust store
         self._checked: dict[str, tuple[bool, float]] = {}  # scheme://host -> (safe, until)
 
     async def send(self, posts: list[tuple[str, dict[str, Any], str | None]]) -> None:
@@ -97,7 +100,8 @@ class WebhookChannel:
                 continue
             headers = {"Authorization": f"Bearer {bearer}"} if bearer else None
             items.append(
-                Outgoing(url, json.dumps(notification).encode(), "application/json", headers)
+                Outgoing(url, json.dumps(notification).encode(), "application/json", headers,
+                         self._tls_name)
             )
         if items:
             await self._deliveries.enqueue_many(items)

@@ -30,6 +30,7 @@ from adapters.openadr3.problems import (
 )
 from adapters.openadr3.query import parse_query
 from adapters.openadr3.service import VtnService
+from adapters.openadr3.throttle import TokenThrottle
 
 PRINCIPAL = "openadr3.principal"
 VERSION = "openadr3.version"
@@ -106,9 +107,11 @@ class VtnServer:
         credentials: Credentials,
         public_url: str,
         max_body_bytes: int,
+        throttle: TokenThrottle,
     ) -> None:
         self.service = service
         self.credentials = credentials
+        self.throttle = throttle
         self.public_url = public_url.rstrip("/")
         self.max_body_bytes = max_body_bytes
 
@@ -281,13 +284,26 @@ class VtnServer:
                     error,
                     "grant_type=client_credentials, client_id and client_secret are required",
                 ) from None
+            address = request.remote or ""
+            wait = self.throttle.admit(form.client_id, address)
+            if wait is not None:
+                raise OadrProblem(
+                    429,
+                    f"too many token requests or failed attempts; retry in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                    error="slow_down",
+                    error_description="retry later",
+                )
             try:
                 issued = await self.credentials.issue(
                     form.client_id, form.client_secret, form.scope, version
                 )
             except AuthError as exc:
+                if exc.error == "invalid_client":
+                    self.throttle.failed(form.client_id, address)
                 status = 401 if exc.error == "invalid_client" else 400
                 raise _oauth_error(status, exc.error, exc.description) from None
+            self.throttle.succeeded(form.client_id, address)
             body = {
                 "access_token": issued.access_token,
                 "token_type": "Bearer",
