@@ -64,7 +64,7 @@ def kit(version: str) -> Kit:
         import openadr3_client.oadr310.models.program.program
         import openadr3_client.oadr310.models.report.report
         import openadr3_client.oadr310.models.report.report_payload
-        import openadr3_client.oadr310.models.subscriptions.subscription  # noqa: F401
+        import openadr3_client.oadr310.models.subscriptions.subscription
 
         return Kit(V31, OADRVersion.OADR_310, models, filters)
     import openadr3_client.oadr301._vtn.interfaces.filters as filters
