@@ -13,7 +13,9 @@ from aiohttp import web
 
 from adapters.openadr3.auth import Credentials
 from adapters.openadr3.bridge import Bridge
+from adapters.openadr3.mqtt import BrokerAccess, MqttConfig, MqttPublisher
 from adapters.openadr3.notifier import Notifier, WebhookChannel
+from adapters.openadr3.notifier_routes import MqttNotifierRoutes
 from adapters.openadr3.ownership import Ownership
 from adapters.openadr3.platform import PLATFORM_OPENAPI, CredentialRoutes
 from adapters.openadr3.server import ProblemAppRunner, VtnServer
@@ -65,10 +67,13 @@ class OpenAdr3Adapter:
         self.service.max_reports = int(self.config["max_reports_per_ven"])
         self.service.max_subscriptions = int(self.config["max_subscriptions_per_ven"])
         self.bridge = Bridge(self.service, ctx.gateway, ctx.records)
+        self.mqtt = _mqtt_config(self.config)  # None: MQTT off (no broker configured)
+        self.publisher = MqttPublisher(self.mqtt, ctx.records) if self.mqtt else None
         notifier = Notifier(
             self.service,
             WebhookChannel(ctx.deliveries, ctx.dev_mode, self._webhook_tls()),
             ctx.dev_mode,
+            self.publisher,
         )
         self.service.hooks.extend([notifier, self.bridge])
         self.listen = str(self.config["listen"])
@@ -85,6 +90,8 @@ class OpenAdr3Adapter:
                 lockout_s=float(self.config["token_lockout_s"]),
                 lockout_max_s=float(self.config["token_lockout_max_s"]),
             )),
+            MqttNotifierRoutes(self.mqtt, BrokerAccess(self.publisher), self.service)
+            if self.mqtt and self.publisher else None,
         )
         self.platform = CredentialRoutes(self.credentials, self.service, self.bridge)
         self.port: int | None = None  # the bound port, once listening
@@ -134,11 +141,17 @@ class OpenAdr3Adapter:
             log.info("OpenADR 3 VTN listening on %s (port %s)", self.listen, self.port)
             follower = asyncio.create_task(self._follow_controls(), name="openadr3-controls")
             follower.add_done_callback(_report_crash)
+            tasks = [follower]
+            if self.publisher is not None:
+                publisher = asyncio.create_task(self.publisher.run(), name="openadr3-mqtt")
+                publisher.add_done_callback(_report_crash)
+                tasks.append(publisher)
             try:
                 yield
             finally:
-                follower.cancel()
-                await asyncio.gather(follower, return_exceptions=True)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             await runner.cleanup()
 
@@ -182,6 +195,21 @@ class OpenAdr3Adapter:
                 await asyncio.sleep(1.0)
 
 
+def _mqtt_config(config: dict[str, Any]) -> MqttConfig | None:
+    url = config.get("mqtt_url")
+    if not url:
+        return None
+    uris = config.get("mqtt_public_uris") or ()
+    return MqttConfig(
+        url=str(url),
+        username=config.get("mqtt_username"),
+        password=config.get("mqtt_password"),
+        public_uris=tuple(str(u) for u in ([uris] if isinstance(uris, str) else uris)),
+        ca_file=config.get("mqtt_ca_file"),
+        max_age_s=float(config.get("mqtt_max_age_s", 3600.0)),
+    )
+
+
 def _to_render(event: Event) -> str | None:
     """The DER an event asks to re-render, if it may concern OpenADR. A DER's online mark
     does not: the control it changes comes as its own event."""
@@ -201,4 +229,4 @@ def _bound_port(site: web.TCPSite) -> int | None:
 
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error("OpenADR 3 control follower stopped", exc_info=task.exception())
+        log.error("OpenADR 3 task %s stopped", task.get_name(), exc_info=task.exception())

@@ -20,6 +20,7 @@ from aiohttp.web_request import BaseRequest
 
 from adapters.openadr3.auth import AuthError, Credentials, Principal
 from adapters.openadr3.codec.common import ClientCredentialRequest
+from adapters.openadr3.notifier_routes import MqttNotifierRoutes
 from adapters.openadr3.problems import (
     OadrProblem,
     bad_request,
@@ -108,10 +109,12 @@ class VtnServer:
         public_url: str,
         max_body_bytes: int,
         throttle: TokenThrottle,
+        mqtt: MqttNotifierRoutes | None = None,
     ) -> None:
         self.service = service
         self.credentials = credentials
         self.throttle = throttle
+        self.mqtt = mqtt
         self.public_url = public_url.rstrip("/")
         self.max_body_bytes = max_body_bytes
 
@@ -254,12 +257,19 @@ class VtnServer:
         return handler
 
     async def _notifiers(self, request: web.Request) -> web.Response:
-        _reader(request)
-        return _json({"WEBHOOK": True})
+        principal = _reader(request)
+        body: dict[str, Any] = {"WEBHOOK": True}
+        if self.mqtt is not None:
+            binding = await self.mqtt.binding(principal, _bearer(request))
+            if binding is not None:
+                body["MQTT"] = binding
+        return _json(body)
 
     async def _mqtt_topics(self, request: web.Request) -> web.Response:
-        _reader(request)
-        raise not_found("this VTN offers no MQTT notifier (GET /notifiers)")
+        principal = _reader(request)
+        if self.mqtt is None:
+            raise not_found("this VTN offers no MQTT notifier (GET /notifiers)")
+        return _json({"topics": self.mqtt.topics(principal, request.match_info["tail"])})
 
     def _auth_server(self, version: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
@@ -313,6 +323,10 @@ class VtnServer:
             return _json(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
         return handler
+
+
+def _bearer(request: web.Request) -> str:
+    return request.headers.get("Authorization", "").partition(" ")[2].strip()
 
 
 def _reader(request: web.Request) -> Principal:
