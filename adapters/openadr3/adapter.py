@@ -11,17 +11,17 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.openadr3.auth import Credentials
-from adapters.openadr3.bridge import Bridge
-from adapters.openadr3.mqtt import BrokerAccess, MqttConfig, MqttPublisher
-from adapters.openadr3.notifier import Notifier, WebhookChannel
-from adapters.openadr3.notifier_routes import MqttNotifierRoutes
-from adapters.openadr3.ownership import Ownership
+from adapters.openadr3.vtn.auth import Credentials
+from adapters.openadr3.render import Bridge
+from adapters.openadr3.vtn.mqtt import BrokerAccess, MqttConfig, MqttPublisher
+from adapters.openadr3.vtn.notifier import Notifier, WebhookChannel
+from adapters.openadr3.vtn.notifiers import MqttNotifierRoutes
+from adapters.openadr3.vtn.ownership import Ownership
 from adapters.openadr3.platform import PLATFORM_OPENAPI, CredentialRoutes
 from adapters.openadr3.server import ProblemAppRunner, VtnServer
-from adapters.openadr3.service import VtnService
-from adapters.openadr3.store import ObjectStore
-from adapters.openadr3.throttle import ThrottleSettings, TokenThrottle
+from adapters.openadr3.vtn.service import VtnService
+from adapters.openadr3.state import ObjectStore
+from adapters.openadr3.vtn.throttle import ThrottleSettings, TokenThrottle
 from gateway.adapters import AdapterContext
 from gateway.bus import Event, Topic
 from gateway.domain import Protocol

@@ -18,10 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.openadr3.auth import AuthError, Credentials, Role
-from adapters.openadr3.bridge import Bridge
-from adapters.openadr3.service import Change, VtnService, now_text
-from adapters.openadr3.store import VERSIONS
+from adapters.openadr3.vtn.auth import AuthError, Credentials, Role
+from adapters.openadr3.render import Bridge
+from adapters.openadr3.vtn.service import Change, VtnService, now_text
+from adapters.openadr3.state import VERSIONS
 from gateway.api.keys import ACTOR
 from gateway.domain import Participant
 from gateway.domain import Role as PartyRole

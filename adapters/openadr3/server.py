@@ -18,10 +18,10 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from adapters.openadr3.auth import AuthError, Credentials, Principal
+from adapters.openadr3.vtn.auth import AuthError, Credentials, Principal
 from adapters.openadr3.codec.common import ClientCredentialRequest
-from adapters.openadr3.notifier_routes import MqttNotifierRoutes
-from adapters.openadr3.problems import (
+from adapters.openadr3.vtn.notifiers import MqttNotifierRoutes
+from adapters.openadr3.vtn.problems import (
     OadrProblem,
     bad_request,
     from_exception,
@@ -29,9 +29,9 @@ from adapters.openadr3.problems import (
     problem_body,
     unauthorized,
 )
-from adapters.openadr3.query import parse_query
-from adapters.openadr3.service import VtnService
-from adapters.openadr3.throttle import TokenThrottle
+from adapters.openadr3.vtn.query import parse_query
+from adapters.openadr3.vtn.service import VtnService
+from adapters.openadr3.vtn.throttle import TokenThrottle
 
 PRINCIPAL = "openadr3.principal"
 VERSION = "openadr3.version"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from adapters.openadr3.auth import AuthError, Credentials, Role
+from adapters.openadr3.vtn.auth import AuthError, Credentials, Role
 
 
 class MemoryRecords:

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.openadr3.service import Change
+from adapters.openadr3.vtn.service import Change
 from tests.openadr3.conftest import CORE_WARNINGS, V31, V301, until
 from tests.support.gateway import free_port
 

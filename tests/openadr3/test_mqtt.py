@@ -18,7 +18,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from adapters.openadr3.mqtt import OUTBOX
+from adapters.openadr3.vtn.mqtt import OUTBOX
 from tests.openadr3.conftest import CORE_WARNINGS, Vtn, oadr_der, until
 from tests.openadr3.test_integration import submit_limit
 from tests.support.gateway import free_port, gateway_in_process

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from adapters.openadr3.auth import Principal
+from adapters.openadr3.vtn.auth import Principal
 from adapters.openadr3.codec.timing import parse_start
-from adapters.openadr3.kinds import KINDS, check_writer, parse
+from adapters.openadr3.vtn.kinds import KINDS, check_writer, parse
 from adapters.openadr3.mapper import slots
-from adapters.openadr3.ownership import Ownership
-from adapters.openadr3.problems import conflict, not_found
-from adapters.openadr3.store import ObjectStore, StoredObject
-from adapters.openadr3.targeting import (
+from adapters.openadr3.vtn.ownership import Ownership
+from adapters.openadr3.vtn.problems import conflict, not_found
+from adapters.openadr3.state import ObjectStore, StoredObject
+from adapters.openadr3.vtn.targeting import (
     SEP,
     Audience,
     audience_for_bl,

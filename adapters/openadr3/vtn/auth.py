@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from adapters.openadr3.store import Records, list_docs
+from adapters.openadr3.state import Records, list_docs
 from gateway.jsonform import parse_time, rfc3339
 
 CREDENTIAL = "credential"

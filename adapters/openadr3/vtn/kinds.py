@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from adapters.openadr3.auth import Role
+from adapters.openadr3.vtn.auth import Role
 from adapters.openadr3.codec import v3_0, v3_1
 from adapters.openadr3.codec.v3_0 import METADATA_FIELDS
-from adapters.openadr3.problems import OadrProblem, bad_request
+from adapters.openadr3.vtn.problems import OadrProblem, bad_request
 
 
 @dataclass(frozen=True, slots=True)

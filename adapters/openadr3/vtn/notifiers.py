@@ -13,10 +13,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from adapters.openadr3.auth import Principal
-from adapters.openadr3.mqtt import BrokerAccess, MqttConfig, topic_names
-from adapters.openadr3.problems import forbidden, not_found
-from adapters.openadr3.service import VtnService
+from adapters.openadr3.vtn.auth import Principal
+from adapters.openadr3.vtn.mqtt import BrokerAccess, MqttConfig, topic_names
+from adapters.openadr3.vtn.problems import forbidden, not_found
+from adapters.openadr3.vtn.service import VtnService
 
 log = logging.getLogger(__name__)
 V31 = "3.1.0"

@@ -21,11 +21,11 @@ from itertools import chain
 from typing import Any
 
 from adapters.openadr3 import mapper
-from adapters.openadr3.auth import Principal
-from adapters.openadr3.problems import OadrProblem, bad_request, forbidden
-from adapters.openadr3.service import Change, VtnService, now_text
-from adapters.openadr3.store import VERSIONS, Records, StoredObject
-from adapters.openadr3.targeting import normalise
+from adapters.openadr3.vtn.auth import Principal
+from adapters.openadr3.vtn.problems import OadrProblem, bad_request, forbidden
+from adapters.openadr3.vtn.service import Change, VtnService, now_text
+from adapters.openadr3.state import VERSIONS, Records, StoredObject
+from adapters.openadr3.vtn.targeting import normalise
 from gateway.domain import Acknowledgement, Protocol, Resource, Target, TargetKind
 from gateway.errors import GatewayError
 
