@@ -11,16 +11,18 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.openadr3.feedback import Feedback
+from adapters.openadr3.platform import PLATFORM_OPENAPI, CredentialRoutes
+from adapters.openadr3.render import Renderer
+from adapters.openadr3.server import ProblemAppRunner, VtnServer
+from adapters.openadr3.state import ObjectStore
 from adapters.openadr3.vtn.auth import Credentials
-from adapters.openadr3.render import Bridge
+from adapters.openadr3.vtn.instructions import BlInstructions
 from adapters.openadr3.vtn.mqtt import BrokerAccess, MqttConfig, MqttPublisher
 from adapters.openadr3.vtn.notifier import Notifier, WebhookChannel
 from adapters.openadr3.vtn.notifiers import MqttNotifierRoutes
 from adapters.openadr3.vtn.ownership import Ownership
-from adapters.openadr3.platform import PLATFORM_OPENAPI, CredentialRoutes
-from adapters.openadr3.server import ProblemAppRunner, VtnServer
 from adapters.openadr3.vtn.service import VtnService
-from adapters.openadr3.state import ObjectStore
 from adapters.openadr3.vtn.throttle import ThrottleSettings, TokenThrottle
 from gateway.adapters import AdapterContext
 from gateway.bus import Event, Topic
@@ -66,7 +68,7 @@ class OpenAdr3Adapter:
         self.service = VtnService(self.store, ownership, hooks=[])
         self.service.max_reports = int(self.config["max_reports_per_ven"])
         self.service.max_subscriptions = int(self.config["max_subscriptions_per_ven"])
-        self.bridge = Bridge(self.service, ctx.gateway, ctx.records)
+        self.renderer = Renderer(self.service, ctx.gateway, self.name)
         self.mqtt = _mqtt_config(self.config)  # None: MQTT off (no broker configured)
         self.publisher = MqttPublisher(self.mqtt, ctx.records) if self.mqtt else None
         notifier = Notifier(
@@ -75,7 +77,12 @@ class OpenAdr3Adapter:
             ctx.dev_mode,
             self.publisher,
         )
-        self.service.hooks.extend([notifier, self.bridge])
+        self.service.hooks.extend([
+            notifier,
+            BlInstructions(self.service, ctx.gateway),
+            self.renderer,
+            Feedback(self.service, ctx.gateway, ctx.records, self.name),
+        ])
         self.listen = str(self.config["listen"])
         self.server = VtnServer(
             self.service,
@@ -93,7 +100,7 @@ class OpenAdr3Adapter:
             MqttNotifierRoutes(self.mqtt, BrokerAccess(self.publisher), self.service)
             if self.mqtt and self.publisher else None,
         )
-        self.platform = CredentialRoutes(self.credentials, self.service, self.bridge)
+        self.platform = CredentialRoutes(self.credentials, self.service, self.renderer)
         self.port: int | None = None  # the bound port, once listening
 
     def _webhook_tls(self) -> str | None:
@@ -157,20 +164,20 @@ class OpenAdr3Adapter:
 
     async def rebuild(self) -> None:
         """Render every OpenADR-bound DER from the store (start-up and after a bus overflow)."""
-        ids = [r.id for r in await self.ctx.gateway.resources(protocol=Protocol.OPENADR3)]
+        ids = [r.id for r in await self.ctx.gateway.resources(protocol=Protocol(self.name))]
         for start in range(0, len(ids), RENDER_BATCH):
             await self._render_safely(ids[start:start + RENDER_BATCH])
 
     async def _render_safely(self, resource_ids: list[str]) -> None:
         try:
-            await self.bridge.render_many(resource_ids)
+            await self.renderer.render_many(resource_ids)
             return
         except Exception:  # one bad DER must not stop the others: render them one by one
             log.exception("rendering %d DERs' controls as OpenADR events failed; one by one",
                           len(resource_ids))
         for rid in resource_ids:
             try:
-                await self.bridge.render(rid)
+                await self.renderer.render(rid)
             except Exception:
                 log.exception("rendering the control of %s as an OpenADR event failed", rid)
 
@@ -185,7 +192,7 @@ class OpenAdr3Adapter:
                         batch = [event]
                         while len(batch) < RENDER_BATCH and not sub.queue.empty():
                             batch.append(sub.queue.get_nowait())
-                        ids = [rid for rid in dict.fromkeys(_to_render(e) for e in batch)
+                        ids = [rid for rid in dict.fromkeys(_to_render(e, self.name) for e in batch)
                                if rid is not None]
                         if ids:
                             await self._render_safely(ids)
@@ -210,13 +217,13 @@ def _mqtt_config(config: dict[str, Any]) -> MqttConfig | None:
     )
 
 
-def _to_render(event: Event) -> str | None:
+def _to_render(event: Event, name: str) -> str | None:
     """The DER an event asks to re-render, if it may concern OpenADR. A DER's online mark
     does not: the control it changes comes as its own event."""
     payload = event.payload
     if event.topic == Topic.RESOURCE_CHANGED and "online" in payload:
         return None
-    if payload.get("protocol") not in (None, Protocol.OPENADR3, Protocol.OPENADR3.value):
+    if payload.get("protocol") not in (None, name):
         return None
     return str(payload["resource_id"])
 

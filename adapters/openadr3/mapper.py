@@ -207,6 +207,7 @@ def report_readings(
     report: dict[str, Any],
     resource_ids: dict[str, str],
     now: datetime,
+    protocol: Protocol = Protocol.OPENADR3,
 ) -> list[Reading]:
     """Readings from a report; `resource_ids` maps the report's resourceName to DER ids."""
     readings: list[Reading] = []
@@ -221,7 +222,7 @@ def report_readings(
             continue
         for slot in windows:
             for payload in slot.payloads:
-                reading = _reading(payload, descriptors, resource_id, slot.start)
+                reading = _reading(payload, descriptors, resource_id, slot.start, protocol)
                 if reading is not None:
                     readings.append(reading)
     return readings
@@ -232,6 +233,7 @@ def _reading(
     descriptors: list[dict[str, Any]] | None,
     resource_id: str,
     at: datetime,
+    protocol: Protocol,
 ) -> Reading | None:
     kind = READING_TYPES.get(str(payload.get("type")))
     value = _number(list(payload.get("values") or ()))
@@ -244,7 +246,7 @@ def _reading(
         return None
     if payload["type"] == "READING":
         quantity = UNIT_QUANTITY.get(unit, quantity)
-    return Reading(resource_id, quantity, value * factor, at, Protocol.OPENADR3)
+    return Reading(resource_id, quantity, value * factor, at, protocol)
 
 
 def report_ack_status(entry: dict[str, Any]) -> tuple[AckStatus, str]:

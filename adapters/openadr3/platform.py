@@ -18,10 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.openadr3.vtn.auth import AuthError, Credentials, Role
-from adapters.openadr3.render import Bridge
-from adapters.openadr3.vtn.service import Change, VtnService, now_text
+from adapters.openadr3.render import Renderer
 from adapters.openadr3.state import VERSIONS
+from adapters.openadr3.vtn.auth import AuthError, Credentials, Role
+from adapters.openadr3.vtn.service import Change, VtnService, now_text
 from gateway.api.keys import ACTOR
 from gateway.domain import Participant
 from gateway.domain import Role as PartyRole
@@ -31,10 +31,10 @@ BL_PARTIES = frozenset({PartyRole.ISO, PartyRole.LDC, PartyRole.SCADA})
 
 
 class CredentialRoutes:
-    def __init__(self, credentials: Credentials, service: VtnService, bridge: Bridge) -> None:
+    def __init__(self, credentials: Credentials, service: VtnService, renderer: Renderer) -> None:
         self.credentials = credentials
         self.service = service
-        self.bridge = bridge
+        self.renderer = renderer
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -104,7 +104,7 @@ class CredentialRoutes:
                 if version == "3.1.0":
                     ven.body["clientID"] = cred["client_id"]
                 await self.service.store.save(ven)
-                await self.bridge.sync_ven(ven)
+                await self.renderer.sync_ven(ven)
                 return ven.id
         seq = self.service.store.next_seq()
         stamp = now_text()
@@ -119,7 +119,7 @@ class CredentialRoutes:
             stamp,
         )
         await self.service.put_object(Change(version, "ven", "CREATE", None, obj))
-        await self.bridge.sync_ven(obj)
+        await self.renderer.sync_ven(obj)
         return obj.id
 
     def _visible(self, actor: Participant, cred: dict[str, Any]) -> bool:

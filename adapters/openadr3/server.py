@@ -18,8 +18,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from adapters.openadr3.vtn.auth import AuthError, Credentials, Principal
 from adapters.openadr3.codec.common import ClientCredentialRequest
+from adapters.openadr3.vtn.auth import AuthError, Credentials, Principal
 from adapters.openadr3.vtn.notifiers import MqttNotifierRoutes
 from adapters.openadr3.vtn.problems import (
     OadrProblem,

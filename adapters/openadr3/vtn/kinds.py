@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from adapters.openadr3.vtn.auth import Role
 from adapters.openadr3.codec import v3_0, v3_1
 from adapters.openadr3.codec.v3_0 import METADATA_FIELDS
+from adapters.openadr3.vtn.auth import Role
 from adapters.openadr3.vtn.problems import OadrProblem, bad_request
 
 

@@ -22,12 +22,12 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from adapters.openadr3.state import StoredObject
 from adapters.openadr3.vtn.auth import Principal, Role
 from adapters.openadr3.vtn.kinds import KINDS
 from adapters.openadr3.vtn.mqtt import OPERATIONS, MqttPublisher, Publication
 from adapters.openadr3.vtn.problems import bad_request
 from adapters.openadr3.vtn.service import Change, VtnService
-from adapters.openadr3.state import StoredObject
 from gateway.delivery import DeliveryQueue, Outgoing, check_callback_url
 from gateway.errors import GatewayError
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from adapters.openadr3.state import ObjectStore, StoredObject
 from adapters.openadr3.vtn.auth import Credentials, Principal, Role
 from adapters.openadr3.vtn.problems import forbidden, not_found
-from adapters.openadr3.state import ObjectStore, StoredObject
 from adapters.openadr3.vtn.targeting import normalise
 
 Assign = Callable[

@@ -13,15 +13,15 @@ import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from adapters.openadr3.vtn.auth import Principal
 from adapters.openadr3.codec.timing import parse_start
-from adapters.openadr3.vtn.kinds import KINDS, check_writer, parse
 from adapters.openadr3.mapper import slots
+from adapters.openadr3.state import ObjectStore, StoredObject
+from adapters.openadr3.vtn.auth import Principal
+from adapters.openadr3.vtn.kinds import KINDS, check_writer, parse
 from adapters.openadr3.vtn.ownership import Ownership
 from adapters.openadr3.vtn.problems import conflict, not_found
-from adapters.openadr3.state import ObjectStore, StoredObject
 from adapters.openadr3.vtn.targeting import (
     SEP,
     Audience,
@@ -58,13 +58,20 @@ class Change:
     old: StoredObject | None = None
 
 
-class Hooks(Protocol):
-    async def before_write(self, change: Change) -> None: ...
+class Hook:
+    """Called around every write; the default does nothing. `before_write` may refuse (an
+    OadrProblem), and then nothing is stored; `after_writes` gets several changes stored
+    together (the gateway's batched renders)."""
 
-    async def after_write(self, change: Change) -> None: ...
+    async def before_write(self, change: Change) -> None:
+        return None
+
+    async def after_write(self, change: Change) -> None:
+        return None
 
     async def after_writes(self, changes: list[Change]) -> None:
-        """After several writes stored together (the gateway's batched renders)."""
+        for change in changes:
+            await self.after_write(change)
 
 
 def now_text() -> str:
@@ -72,7 +79,7 @@ def now_text() -> str:
 
 
 class VtnService:
-    def __init__(self, store: ObjectStore, ownership: Ownership, hooks: list[Hooks]) -> None:
+    def __init__(self, store: ObjectStore, ownership: Ownership, hooks: list[Hook]) -> None:
         self.store = store
         self.ownership = ownership
         self.hooks = hooks
