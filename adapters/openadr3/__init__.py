@@ -10,6 +10,8 @@ if TYPE_CHECKING:
 
 
 def create_adapter(ctx: AdapterContext) -> OpenAdr3Adapter:
+    """The adapter, its settings checked first (an unknown or wrong key stops the start)."""
     from adapters.openadr3.adapter import OpenAdr3Adapter
+    from adapters.openadr3.settings import load
 
-    return OpenAdr3Adapter(ctx)
+    return OpenAdr3Adapter(ctx, load(dict(ctx.config)))

@@ -8,6 +8,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -15,41 +16,22 @@ from adapters.openadr3.feedback import Feedback
 from adapters.openadr3.platform import PLATFORM_OPENAPI, CredentialRoutes
 from adapters.openadr3.render import Renderer
 from adapters.openadr3.server import ProblemAppRunner, VtnServer
+from adapters.openadr3.settings import Settings
 from adapters.openadr3.state import ObjectStore
 from adapters.openadr3.vtn.auth import Credentials
 from adapters.openadr3.vtn.instructions import BlInstructions
-from adapters.openadr3.vtn.mqtt import BrokerAccess, MqttConfig, MqttPublisher
+from adapters.openadr3.vtn.mqtt import BrokerAccess, MqttPublisher
 from adapters.openadr3.vtn.notifier import Notifier, WebhookChannel
 from adapters.openadr3.vtn.notifiers import MqttNotifierRoutes
 from adapters.openadr3.vtn.ownership import Ownership
 from adapters.openadr3.vtn.service import VtnService
-from adapters.openadr3.vtn.throttle import ThrottleSettings, TokenThrottle
+from adapters.openadr3.vtn.throttle import TokenThrottle
 from gateway.adapters import AdapterContext
 from gateway.bus import Event, Topic
 from gateway.domain import Protocol
-from gateway.settings import split_listen
 from pki.tls import server_context
 
 log = logging.getLogger(__name__)
-
-DEFAULTS: dict[str, Any] = {
-    "listen": "https://127.0.0.1:8444",
-    "token_ttl_s": 3600,
-    # aiohttp refuses request lines and header fields over 8190 bytes with text/plain; long
-    # target queries are legitimate, so allow more (and answer anything longer with a problem).
-    "max_line_size": 65536,
-    "max_field_size": 65536,
-    "max_reports_per_ven": 1000,
-    "max_subscriptions_per_ven": 100,
-    # Token endpoint (docs/openadr3.md, "Throttling"): per source address and client id.
-    "token_rate_per_s": 5.0,
-    "token_burst": 20,
-    "token_lockout_after": 5,
-    "token_lockout_after_per_address": 20,
-    "token_lockout_s": 60.0,
-    "token_lockout_max_s": 900.0,
-}
-
 
 WEBHOOK_TLS = "openadr3-webhooks"
 RENDER_BATCH = 500  # DERs rendered per batch (one write of their events)
@@ -58,61 +40,47 @@ RENDER_BATCH = 500  # DERs rendered per batch (one write of their events)
 class OpenAdr3Adapter:
     """VTN for OpenADR 3.1.0 and 3.0.1 on its own TLS listener."""
 
-    def __init__(self, ctx: AdapterContext) -> None:
+    def __init__(self, ctx: AdapterContext, settings: Settings) -> None:
         self.ctx = ctx
         self.name = ctx.name
-        self.config = {**DEFAULTS, **ctx.config}
+        self.settings = settings
         self.store = ObjectStore(ctx.records)
-        self.credentials = Credentials(ctx.records, int(self.config["token_ttl_s"]))
+        self.credentials = Credentials(ctx.records, settings.token_ttl_s)
         ownership = Ownership(self.store, self.credentials)
         self.service = VtnService(self.store, ownership, hooks=[])
-        self.service.max_reports = int(self.config["max_reports_per_ven"])
-        self.service.max_subscriptions = int(self.config["max_subscriptions_per_ven"])
+        self.service.max_reports = settings.max_reports_per_ven
+        self.service.max_subscriptions = settings.max_subscriptions_per_ven
         self.renderer = Renderer(self.service, ctx.gateway, self.name)
-        self.mqtt = _mqtt_config(self.config)  # None: MQTT off (no broker configured)
-        self.publisher = MqttPublisher(self.mqtt, ctx.records) if self.mqtt else None
-        notifier = Notifier(
-            self.service,
-            WebhookChannel(ctx.deliveries, ctx.dev_mode, self._webhook_tls()),
-            ctx.dev_mode,
-            self.publisher,
+        mqtt = settings.mqtt()  # None: MQTT off (no broker configured)
+        self.publisher = MqttPublisher(mqtt, ctx.records) if mqtt else None
+        webhooks = WebhookChannel(
+            ctx.deliveries, ctx.dev_mode, WEBHOOK_TLS if settings.webhook_ca_file else None
         )
         self.service.hooks.extend([
-            notifier,
+            Notifier(self.service, webhooks, ctx.dev_mode, self.publisher),
             BlInstructions(self.service, ctx.gateway),
             self.renderer,
             Feedback(self.service, ctx.gateway, ctx.records, self.name),
         ])
-        self.listen = str(self.config["listen"])
+        self.listen = settings.listen
         self.server = VtnServer(
             self.service,
             self.credentials,
-            str(self.config.get("public_url", self.listen)),
+            settings.origin,
             ctx.settings.max_body_bytes,
-            TokenThrottle(ThrottleSettings(
-                rate_per_s=float(self.config["token_rate_per_s"]),
-                burst=int(self.config["token_burst"]),
-                client_failures=int(self.config["token_lockout_after"]),
-                address_failures=int(self.config["token_lockout_after_per_address"]),
-                lockout_s=float(self.config["token_lockout_s"]),
-                lockout_max_s=float(self.config["token_lockout_max_s"]),
-            )),
-            MqttNotifierRoutes(self.mqtt, BrokerAccess(self.publisher), self.service)
-            if self.mqtt and self.publisher else None,
+            TokenThrottle(settings.throttle()),
+            MqttNotifierRoutes(mqtt, BrokerAccess(self.publisher), self.service)
+            if mqtt and self.publisher else None,
         )
         self.platform = CredentialRoutes(self.credentials, self.service, self.renderer)
         self.port: int | None = None  # the bound port, once listening
 
-    def _webhook_tls(self) -> str | None:
-        """The name of the webhooks' delivery TLS context when a trust store is configured
-        (registered in lifespan(): no I/O here)."""
-        return WEBHOOK_TLS if self.config.get("webhook_ca_file") else None
-
     def _register_webhook_tls(self) -> None:
         """The CAs in `webhook_ca_file` only (not the system's), host names checked."""
-        ca_file = self.config.get("webhook_ca_file")
-        if ca_file:
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+        if self.settings.webhook_ca_file:
+            context = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH, cafile=self.settings.webhook_ca_file
+            )
             self.ctx.deliveries.register_ssl(WEBHOOK_TLS, context)
 
     def listeners(self) -> list[str]:
@@ -132,12 +100,12 @@ class OpenAdr3Adapter:
         runner = ProblemAppRunner(
             self.server.app(),
             access_log=None,
-            max_line_size=int(self.config["max_line_size"]),
-            max_field_size=int(self.config["max_field_size"]),
+            max_line_size=self.settings.max_line_size,
+            max_field_size=self.settings.max_field_size,
         )
         await runner.setup()
         try:
-            host, port = split_listen(self.listen)
+            host, port = _host_port(self.listen)
             pki = self.ctx.pki
             tls = server_context(
                 pki.path("platform", "server.pem"), pki.path("platform", "server.key"), None
@@ -202,19 +170,10 @@ class OpenAdr3Adapter:
                 await asyncio.sleep(1.0)
 
 
-def _mqtt_config(config: dict[str, Any]) -> MqttConfig | None:
-    url = config.get("mqtt_url")
-    if not url:
-        return None
-    uris = config.get("mqtt_public_uris") or ()
-    return MqttConfig(
-        url=str(url),
-        username=config.get("mqtt_username"),
-        password=config.get("mqtt_password"),
-        public_uris=tuple(str(u) for u in ([uris] if isinstance(uris, str) else uris)),
-        ca_file=config.get("mqtt_ca_file"),
-        max_age_s=float(config.get("mqtt_max_age_s", 3600.0)),
-    )
+def _host_port(url: str) -> tuple[str, int]:
+    """'https://127.0.0.1:8444' -> ('127.0.0.1', 8444)."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 443
 
 
 def _to_render(event: Event, name: str) -> str | None:

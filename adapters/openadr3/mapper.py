@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from adapters.openadr3.codec.timing import format_duration, parse_duration, parse_start, window
+from adapters.openadr3.codec.timing import (
+    format_duration,
+    parse_duration,
+    parse_start,
+    rfc3339,
+    window,
+)
 from gateway.domain import (
     AckStatus,
     EffectiveControl,
@@ -29,7 +35,6 @@ from gateway.domain import (
     Target,
     TargetKind,
 )
-from gateway.jsonform import rfc3339
 
 EXPORT_LIMIT = "EXPORT_CAPACITY_LIMIT"
 IMPORT_LIMIT = "IMPORT_CAPACITY_LIMIT"

@@ -392,7 +392,7 @@ def _version_of(path: str) -> str | None:
 # --- aiohttp's own low-level errors (bad request line, oversize headers) ------------------
 
 
-class ProblemRequestHandler(RequestHandler):  # type: ignore[misc]
+class ProblemRequestHandler(RequestHandler):
     """Answers HTTP parse errors with a problem object instead of text/plain."""
 
     def handle_error(

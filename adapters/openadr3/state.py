@@ -7,7 +7,6 @@ in a stable order (creation order) and skip/limit paging is repeatable.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,7 +16,8 @@ VERSIONS = ("3.1.0", "3.0.1")
 
 
 class Records(Protocol):
-    """The part of gateway.records.AdapterRecords this package uses."""
+    """The records port as this adapter uses it (`gateway.ports.RecordsPort`): one shape of
+    result each, always awaited."""
 
     async def get(self, kind: str, key: str) -> dict[str, Any] | None: ...
 
@@ -25,27 +25,16 @@ class Records(Protocol):
 
     async def put_many(self, kind: str, docs: dict[str, dict[str, Any]]) -> None: ...
 
-    async def delete(self, kind: str, key: str) -> None: ...
+    async def delete(self, kind: str, key: str) -> bool: ...
 
-    async def list(self, kind: str, prefix: str | None = None) -> Any: ...
-
-
-def _docs(listed: Any) -> list[dict[str, Any]]:
-    """Records.list answers documents (or (key, document) pairs): accept both shapes."""
-    out: list[dict[str, Any]] = []
-    items = listed.values() if isinstance(listed, dict) else listed
-    for item in items:
-        if isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[1], dict):
-            out.append(item[1])
-        elif isinstance(item, dict):
-            out.append(item.get("doc", item) if set(item) <= {"key", "doc"} else item)
-    return out
+    async def list(
+        self, kind: str, prefix: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]]: ...
 
 
 async def list_docs(records: Records, kind: str) -> list[dict[str, Any]]:
-    """Every document of one kind."""
-    listed = records.list(kind)
-    return _docs(await listed if inspect.isawaitable(listed) else listed)
+    """Every document of one kind, in key order."""
+    return [doc for _key, doc in await records.list(kind)]
 
 
 @dataclass

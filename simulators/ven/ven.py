@@ -161,15 +161,15 @@ class Ven:
                 if best is None or _stamp(event) > _stamp(best):
                     chosen[res.name] = event
         for res in self.resources.values():
-            event = chosen.get(res.name)
-            envelope = _envelope(res, event, now) if event else Envelope()
+            picked = chosen.get(res.name)
+            envelope = _envelope(res, picked, now) if picked else Envelope()
             if envelope != res.applied:
                 res.der.apply(envelope)
                 res.applied = envelope
-            res.event_id = event["id"] if event else None
-            if event is not None and _ref(event) != res.acked_ref:
-                res.acked_ref = _ref(event)
-                self._queue_report(res, event)
+            res.event_id = picked["id"] if picked else None
+            if picked is not None and _ref(picked) != res.acked_ref:
+                res.acked_ref = _ref(picked)
+                self._queue_report(res, picked)
 
     # -- reports -------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import calendar
 import functools
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -90,8 +91,8 @@ DateTime = Annotated[str, AfterValidator(check_rfc3339)]
 Duration = Annotated[str, AfterValidator(check_duration)]
 
 
-def integer(low: float = INT32_MIN, high: float = INT32_MAX) -> Any:
-    """A JSON Schema integer: 3 and 3.0 alike (never a bool), within [low, high]."""
+def _integer_in(low: float, high: float) -> Callable[[float], float]:
+    """A JSON Schema integer check: 3 and 3.0 alike (never a bool), within [low, high]."""
 
     def check(value: float) -> float:
         if isinstance(value, float) and not value.is_integer():
@@ -100,10 +101,12 @@ def integer(low: float = INT32_MIN, high: float = INT32_MAX) -> Any:
             raise ValueError(f"must be between {low} and {high}")
         return value
 
-    return Annotated[int | float, AfterValidator(check)]
+    return check
 
 
-Int32 = integer()
+Int32 = Annotated[int | float, AfterValidator(_integer_in(INT32_MIN, INT32_MAX))]
+Percent = Annotated[int | float, AfterValidator(_integer_in(0, 100))]
+NonNegative = Annotated[int | float, AfterValidator(_integer_in(0, float("inf")))]
 Uri = Annotated[str, StringConstraints(min_length=2, max_length=8000), AfterValidator(check_uri)]
 AnyUri = Annotated[str, AfterValidator(check_uri)]
 ObjectType = Literal["PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE"]
@@ -178,7 +181,7 @@ class ReportPayloadDescriptor301(Wire):
     readingType: str | None = None
     units: str | None = None
     accuracy: float | None = None
-    confidence: integer(0, 100) | None = None
+    confidence: Percent | None = None
 
 
 Units = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -197,7 +200,7 @@ class ReportPayloadDescriptor31(Wire):
     readingType: Name128 | None = None
     units: Units | None = None
     accuracy: float | None = None
-    confidence: integer(0, 100) | None = None
+    confidence: Percent | None = None
 
 
 class ProgramDescription(Wire):

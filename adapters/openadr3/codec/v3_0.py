@@ -19,13 +19,13 @@ from adapters.openadr3.codec.common import (
     Int32,
     IntervalPeriod301,
     Name128,
+    NonNegative,
     NullIsAbsent,
     ObjectID,
     ObjectType,
     ReportPayloadDescriptor301,
     ValuesMap,
     Wire,
-    integer,
 )
 
 Targets = list[ValuesMap] | None
@@ -109,7 +109,7 @@ class Event(Metadata):
     objectType: Annotated[Literal["EVENT"] | None, NullIsAbsent] = None
     programID: ObjectID
     eventName: str | None = None
-    priority: integer(0, float("inf")) | None = None
+    priority: NonNegative | None = None
     targets: Targets = None
     reportDescriptors: list[ReportDescriptor] | None = None
     payloadDescriptors: list[EventPayloadDescriptor301] | None = None

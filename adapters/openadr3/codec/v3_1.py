@@ -13,6 +13,7 @@ from adapters.openadr3.codec.common import (
     Int32,
     IntervalPeriod31,
     Name128,
+    NonNegative,
     NullIsAbsent,
     ObjectID,
     ObjectType,
@@ -21,7 +22,6 @@ from adapters.openadr3.codec.common import (
     ValuesMap,
     Wire,
     check_program_descriptions,
-    integer,
 )
 
 Target = Name128
@@ -71,7 +71,7 @@ class EventRequest(Wire):
     programID: ObjectID
     eventName: str | None = None
     duration: Annotated[Duration | None, NullIsAbsent] = None
-    priority: integer(0, float("inf")) | None = None
+    priority: NonNegative | None = None
     targets: Targets = None
     reportDescriptors: list[ReportDescriptor] | None = None
     payloadDescriptors: list[EventPayloadDescriptor31] | None = None

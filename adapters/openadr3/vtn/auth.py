@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from adapters.openadr3.codec.timing import parse_start, rfc3339
 from adapters.openadr3.state import Records, list_docs
-from gateway.jsonform import parse_time, rfc3339
 
 CREDENTIAL = "credential"
 ISSUED = "token"  # records kind of issued access tokens
@@ -120,7 +120,7 @@ class Credentials:
             self._creds[doc["client_id"]] = doc
         now = datetime.now(UTC)
         for doc in await list_docs(self._records, ISSUED):
-            doc.setdefault("expires_ts", parse_time(doc["expires_at"]).timestamp())  # type: ignore[union-attr]
+            doc.setdefault("expires_ts", parse_start(doc["expires_at"], now).timestamp())
             if doc["expires_ts"] > now.timestamp():
                 self._tokens[doc["key"]] = doc
 
@@ -207,16 +207,17 @@ class Credentials:
             raise AuthError("invalid_scope", "none of the requested scopes is allowed")
         token = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
-        record = {
-            "key": _token_key(token),
+        key = _token_key(token)
+        record: dict[str, Any] = {
+            "key": key,
             "client_id": client_id,
             "scopes": sorted(granted),
             "issued_at": rfc3339(now),
             "expires_at": rfc3339(now + timedelta(seconds=self._ttl)),
             "expires_ts": (now + timedelta(seconds=self._ttl)).timestamp(),
         }
-        await self._records.put(ISSUED, record["key"], record)
-        self._tokens[record["key"]] = record
+        await self._records.put(ISSUED, key, record)
+        self._tokens[key] = record
         return IssuedToken(token, self._ttl, " ".join(sorted(granted)))
 
     def verify(self, token: str) -> Principal | None:

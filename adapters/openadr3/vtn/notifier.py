@@ -27,7 +27,7 @@ from adapters.openadr3.vtn.auth import Principal, Role
 from adapters.openadr3.vtn.kinds import KINDS
 from adapters.openadr3.vtn.mqtt import OPERATIONS, MqttPublisher, Publication
 from adapters.openadr3.vtn.problems import bad_request
-from adapters.openadr3.vtn.service import Change, VtnService
+from adapters.openadr3.vtn.service import Change, Hook, VtnService
 from gateway.delivery import DeliveryQueue, Outgoing, check_callback_url
 from gateway.errors import GatewayError
 
@@ -200,7 +200,7 @@ class MqttFanout:
             else self._service.view(principal, obj)
 
 
-class Notifier:
+class Notifier(Hook):
     """The service hook that fans a change out to matching subscriptions (webhooks) and,
     when a broker is configured, to MQTT topics."""
 

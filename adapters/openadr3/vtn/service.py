@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.openadr3.codec.timing import parse_start
+from adapters.openadr3.codec.timing import parse_start, rfc3339
 from adapters.openadr3.mapper import slots
 from adapters.openadr3.state import ObjectStore, StoredObject
 from adapters.openadr3.vtn.auth import Principal
@@ -31,7 +31,6 @@ from adapters.openadr3.vtn.targeting import (
     matched,
     normalise,
 )
-from gateway.jsonform import rfc3339
 
 MAX_LIMIT = 50
 
@@ -555,9 +554,10 @@ def _report_filter(svc: VtnService, obj: StoredObject, query: SearchQuery) -> bo
     program = query.filters.get("programID")
     if program is None:
         return True
-    return (
-        obj.body.get("programID") or svc.event_program(obj.version, obj.body.get("eventID"))
-    ) == program
+    return bool(
+        (obj.body.get("programID") or svc.event_program(obj.version, obj.body.get("eventID")))
+        == program
+    )
 
 
 def _subscription_filter(svc: VtnService, obj: StoredObject, query: SearchQuery) -> bool:
