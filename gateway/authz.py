@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from gateway.coordination.topology import Topology
 from gateway.domain import (
     DsoModel,
+    Instruction,
     InstructionDraft,
     InstructionKind,
     Participant,
@@ -65,6 +68,15 @@ def area_of(actor: Participant, topology: Topology) -> set[str] | None:
     return set(topology.resolve(Target(TargetKind.AREA, ldc_id)))
 
 
+def instruction_visible(who: Participant, ins: Instruction, area: set[str] | None,
+                        resolved: list[str]) -> bool:
+    """Whether `who` may see an instruction: its issuer (a SCADA client: its LDC's), and
+    whoever sees a DER it targets (`area`: area_of(who); `resolved`: the DERs it targets)."""
+    if area is None or ins.issuer_id == who.id or ins.issuer_id == who.ldc_id:
+        return True
+    return any(rid in area for rid in resolved)
+
+
 def sees_participant(viewer: Participant, participant_id: str, topology: Topology) -> bool:
     """Whether `viewer` is told that participant `participant_id` was registered.
 
@@ -86,3 +98,40 @@ def sees_participant(viewer: Participant, participant_id: str, topology: Topolog
     if not ldc_id or not owner:
         return False
     return owner in topology.area_ldcs(ldc_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Concern:
+    """What one call reads or changes, for the area check: DER ids and participant ids."""
+
+    resources: frozenset[str] = frozenset()
+    participants: frozenset[str] = frozenset()
+
+
+def governs(actor: Participant, participant_id: str, topology: Topology) -> bool:
+    """Whether `actor` may act on or for participant `participant_id`: the admin for
+    everyone; everyone for itself; an LDC (a SCADA client as its LDC) for the LDCs of its
+    area and their SCADA clients."""
+    if actor.role is Role.ADMIN or actor.id == participant_id:
+        return True
+    if actor.role not in {Role.LDC, Role.SCADA}:
+        return False
+    subject = topology.participants.get(participant_id)
+    ldc_id = actor.ldc_id if actor.role is Role.SCADA else actor.id
+    if subject is None or not ldc_id:
+        return False
+    owner = subject.ldc_id if subject.role is Role.SCADA else (
+        subject.id if subject.role is Role.LDC else None)
+    return owner is not None and owner in topology.area_ldcs(ldc_id)
+
+
+def check_concern(actor: Participant, concern: Concern, topology: Topology) -> None:
+    """Every DER named must be in the actor's area (else it does not exist for them) and
+    every participant one the actor governs."""
+    area = area_of(actor, topology)
+    for rid in sorted(concern.resources):
+        if rid not in topology.resources or (area is not None and rid not in area):
+            raise NotFound(f"no resource {rid!r} in your view")
+    for pid in sorted(concern.participants):
+        if not governs(actor, pid, topology):
+            raise Forbidden(f"{actor.id} may not act on or for participant {pid!r}")

@@ -14,27 +14,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
+
+from gateway.events import Event, Topic
+
+__all__ = ["Bus", "Event", "InProcessBus", "Subscription", "Topic"]
 
 log = logging.getLogger(__name__)
-
-
-class Topic:
-    EFFECTIVE_CONTROL_CHANGED = "effective_control.changed"  # {"resource_id", "protocol"}
-    ACKNOWLEDGEMENT = "acknowledgement"  # Acknowledgement fields
-    READING = "reading"  # Reading fields
-    NOTICE = "notice"  # LimitationNotice fields
-    RESOURCE_CHANGED = "resource.changed"  # {"resource_id", "protocol"}
-    INSTRUCTION_CHANGED = "instruction.changed"  # {"instruction_id", "status"}
-    PARTICIPANT_CHANGED = "participant.changed"  # {"participant_id", "change"}
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    id: int
-    topic: str
-    payload: dict[str, Any] = field(default_factory=dict)
 
 
 class Bus(Protocol):
@@ -71,6 +57,13 @@ class Subscription:
 
     async def get(self) -> Event:
         return await self.queue.get()
+
+    def drain(self, limit: int) -> list[Event]:
+        """Up to `limit` events already queued, without waiting."""
+        out: list[Event] = []
+        while len(out) < limit and not self.queue.empty():
+            out.append(self.queue.get_nowait())
+        return out
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()

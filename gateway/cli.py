@@ -1,36 +1,73 @@
-"""`der-gateway`: serve | certs init | certs issue | send | status | db upgrade | token issue."""
+"""der-gateway: serve | certs init|issue|fingerprint | send | status | db upgrade | token issue.
+
+Imports are lazy: each command loads only what it uses, so `der-gateway --help` and the
+client commands start in a fraction of a second. A mistake (gateway not running, unknown
+participant, missing file, bad JSON, a settings typo) ends in one line on stderr and exit
+status 2; the traceback is for `--debug`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
-import tomllib
-import uuid
 from collections.abc import Callable
-from datetime import timedelta
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway import logs
-from gateway.settings import Settings, load_settings
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 CLI_ENTRY_POINTS = "der_gateway.cli"
+ADMIN_CERT = "platform/clients/admin.pem"
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+class CliError(Exception):
+    """A mistake the user can fix; shown as one line."""
+
+
+def _settings(args: argparse.Namespace, **overrides: str) -> Settings:
+    from gateway.settings import load_settings
+
+    environ = None
+    if overrides:
+        import os
+
+        environ = {**os.environ, **{f"DERGW_{k.upper()}": v for k, v in overrides.items()}}
+    return load_settings(args.config, environ)
+
+
+def _run(coro: Any) -> Any:
+    import asyncio
+
+    return asyncio.run(coro)
+
+
+# --- serve ----------------------------------------------------------------------------------
+
+SERVE_OPTIONS = {  # option -> settings key; each overrides the file and DERGW_* variables
+    "platform_listen": "address of the platform API, e.g. https://127.0.0.1:9443",
+    "data_dir": "folder of the SQLite database (and other state)",
+    "database_url": "postgresql+asyncpg://user@host/db instead of SQLite",
+    "pki_dir": "folder of the (dev) PKI",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway import logs
     from gateway.runtime import serve_forever
 
-    settings = _settings(args)
+    overrides = {k: getattr(args, k) for k in SERVE_OPTIONS if getattr(args, k) is not None}
+    if args.log_json:
+        overrides["log_json"] = "true"
+    settings = _settings(args, **overrides)
     logs.configure(settings.log_level, settings.log_json)
-    asyncio.run(serve_forever(settings))
+    _run(serve_forever(settings))
     return 0
+
+
+# --- certificates ----------------------------------------------------------------------------
 
 
 def cmd_certs_init(args: argparse.Namespace) -> int:
@@ -62,6 +99,25 @@ def cmd_certs_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs_fingerprint(args: argparse.Namespace) -> int:
+    """What the platform calls a certificate (`cert_sha256`): the SHA-256 of its DER
+    encoding, not of the PEM file; and for 2030.5 devices their LFDI and SFDI too."""
+    from cryptography import x509
+
+    from pki.identity import lfdi, sfdi, sha256_hex
+
+    path: Path = args.file
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise CliError(f"no file {path}") from exc
+    except ValueError as exc:
+        raise CliError(f"{path} is not a PEM certificate") from exc
+    print(sha256_hex(cert) if not args.all else
+          f"sha256 {sha256_hex(cert)}\nlfdi   {lfdi(cert)}\nsfdi   {sfdi(cert)}")
+    return 0
+
+
 def _print_identities(identities: dict[str, dict[str, Any]], root: Path,
                       family: str | None = None) -> None:
     print(f"dev PKI in {root}/ (private keys stay there; never commit them)")
@@ -74,33 +130,89 @@ def _print_identities(identities: dict[str, dict[str, Any]], root: Path,
             print(f"  {name:<32} SHA-256 {entry['sha256']}")
 
 
+# --- platform client commands ----------------------------------------------------------------
+
+
 def _load_instruction(path: Path) -> Any:
-    raw = path.read_bytes()
-    if path.suffix.lower() == ".toml":
-        return tomllib.loads(raw.decode())
-    return json.loads(raw)
+    import json
+    import tomllib
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise CliError(f"no file {path}") from exc
+    try:
+        if path.suffix.lower() == ".toml":
+            return tomllib.loads(raw.decode())
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, TOMLDecodeError
+        kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
+        raise CliError(f"{path} is not valid {kind}: {exc}") from exc
 
 
 def _client(args: argparse.Namespace) -> Any:
     from gateway.client import PlatformClient
 
-    return PlatformClient(_settings(args), cert=args.cert, token=args.token)
+    settings = _settings(args)
+    if args.cert is not None and not args.cert.exists():
+        raise CliError(f"no certificate {args.cert}")
+    if args.cert is None and not args.token and not (settings.pki_dir / ADMIN_CERT).exists():
+        raise CliError(f"no admin certificate under {settings.pki_dir}/ (run `der-gateway "
+                       "serve` once, or `der-gateway certs init`), or pass --cert/--token")
+    return PlatformClient(settings, cert=args.cert, token=args.token)
+
+
+async def _request(client: Any, method: str, path: str, body: Any = None,
+                   headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    import aiohttp
+
+    try:
+        return await client.request(method, path, body, headers)  # type: ignore[no-any-return]
+    except aiohttp.ClientConnectorError as exc:
+        reason = exc.os_error.strerror or str(exc)
+        raise CliError(f"cannot reach the gateway at {client.base} ({reason}); is "
+                       "`der-gateway serve` running with the same settings?") from exc
+    except aiohttp.ClientError as exc:
+        raise CliError(f"the gateway at {client.base} did not answer properly: {exc}") from exc
+
+
+def _problem_line(status: int, reply: Any) -> str:
+    if isinstance(reply, dict):
+        detail = reply.get("detail") or reply.get("title") or ""
+        cid = reply.get("correlation_id")
+        errors = "; ".join(f"{e.get('loc')}: {e.get('msg')}" for e in reply.get("errors", ()))
+        return (f"refused ({status} {reply.get('title', '')}): {detail}"
+                + (f" [{errors}]" if errors else "") + (f" (correlation id {cid})" if cid else ""))
+    return f"refused ({status}): {reply}"
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    import json
+    import uuid
+
     body = _load_instruction(args.file)
-    key = args.idempotency_key or str(uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(body,
-                                                                                sort_keys=True)))
-    status, reply = asyncio.run(_client(args).request("POST", "/v1/instructions", body,
-                                                      {"Idempotency-Key": key}))
+    key = args.idempotency_key or str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                                 json.dumps(body, sort_keys=True)))
+    status, reply = _run(_request(_client(args), "POST", "/v1/instructions", body,
+                                  {"Idempotency-Key": key}))
+    if status >= 400:
+        print(_problem_line(status, reply), file=sys.stderr)
+        if status == 403 and args.cert is None and not args.token:
+            print("hint: this was sent as the admin, who registers but does not instruct; send "
+                  "as the issuing participant: --cert certs/platform/clients/ldc-a.pem (its "
+                  "registered certificate) or --token TOKEN (`der-gateway token issue ldc-a`)",
+                  file=sys.stderr)
+        return 1
     print(json.dumps(reply, indent=2))
-    return 0 if status < 400 else 1
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status, reply = asyncio.run(_client(args).request("GET", "/v1/status"))
+    import json
+
+    status, reply = _run(_request(_client(args), "GET", "/v1/status"))
     if status >= 400 or not isinstance(reply, dict):
-        print(json.dumps(reply, indent=2), file=sys.stderr)
+        print(_problem_line(status, reply), file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(reply, indent=2))
@@ -118,6 +230,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- store commands ----------------------------------------------------------------------------
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from gateway.store.engine import Database
 
@@ -130,13 +245,15 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         finally:
             await db.close()
 
-    asyncio.run(upgrade())
+    _run(upgrade())
     print(f"database at {settings.effective_database_url} is at the latest schema")
     return 0
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
     """Issue a bearer token straight from the store (an operator on the gateway's host)."""
+    from datetime import timedelta
+
     from gateway.runtime import ADMIN_ID, ensure_admin
     from gateway.services import GatewayServices
     from gateway.store.engine import Database
@@ -157,16 +274,37 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
         finally:
             await db.close()
 
-    print(asyncio.run(issue()))
+    print(_run(issue()))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="der-gateway", description=__doc__)
-    parser.add_argument("--config", type=Path, default=None,
-                        help="TOML settings file (default: embedded defaults; env DERGW_*)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the gateway").set_defaults(func=cmd_serve)
+# --- the parser ----------------------------------------------------------------------------------
+
+
+def _version() -> str:
+    try:
+        return version("der-gateway")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _add_serve(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve", help="run the gateway",
+        description="Run the gateway: platform API and every enabled adapter, until Ctrl-C "
+                    "or SIGTERM. Settings: embedded defaults, then --config FILE (or "
+                    "DERGW_CONFIG), then DERGW_<KEY> environment variables, then these options.",
+        epilog="Adapters are set in the file ([adapters.<name>]) or with "
+               "DERGW_ADAPTERS__<NAME>__<KEY>, e.g. DERGW_ADAPTERS__OPCUA__ENABLED=false.")
+    serve.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                       help="TOML settings file")
+    for key, text in SERVE_OPTIONS.items():
+        serve.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, help=text)
+    serve.add_argument("--log-json", action="store_true", help="JSON log lines")
+    serve.set_defaults(func=cmd_serve)
+
+
+def _add_certs(sub: Any) -> None:
     certs = sub.add_parser("certs", help="the dev PKI").add_subparsers(dest="certs_cmd",
                                                                        required=True)
     init = certs.add_parser("init", help="create the dev PKI under certs/ and print identities")
@@ -176,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("family", choices=["ieee2030_5", "platform", "opcua", "modbus"])
     issue.add_argument("names", nargs="+")
     issue.set_defaults(func=cmd_certs_issue)
+    fp = certs.add_parser("fingerprint",
+                          help="a certificate's SHA-256 as the platform wants it (cert_sha256)")
+    fp.add_argument("file", type=Path, help="a PEM certificate, e.g. "
+                                            "certs/platform/clients/ldc-a.pem")
+    fp.add_argument("--all", action="store_true", help="also the 2030.5 LFDI and SFDI")
+    fp.set_defaults(func=cmd_certs_fingerprint)
+
+
+def _add_client_commands(sub: Any) -> None:
     for name, func, text in (("send", cmd_send, "submit an instruction (JSON or TOML file)"),
                              ("status", cmd_status, "listeners, DERs, controls, feedback")):
         p = sub.add_parser(name, help=text)
@@ -185,9 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--json", action="store_true")
         p.add_argument("--cert", type=Path, default=None,
-                       help="platform client certificate (default: the dev admin's)")
+                       help="platform client certificate of the participant to act as "
+                            "(default: the dev admin's, who may not instruct)")
         p.add_argument("--token", default=None, help="bearer token instead of a certificate")
         p.set_defaults(func=func)
+
+
+def _add_store_commands(sub: Any) -> None:
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_cmd", required=True)
     db.add_parser("upgrade", help="apply schema migrations").set_defaults(func=cmd_db_upgrade)
     token = sub.add_parser("token", help="bearer tokens").add_subparsers(dest="token_cmd",
@@ -196,16 +347,77 @@ def build_parser() -> argparse.ArgumentParser:
     tissue.add_argument("participant")
     tissue.add_argument("--days", type=int, default=90)
     tissue.set_defaults(func=cmd_token_issue)
-    # Commands of installed plugins (e.g. the simulator fleet's `simulate`): each entry point
-    # in the group names `register(subparsers)`, which adds a parser with `func` set.
+
+
+def _add_plugins(sub: Any, wanted: str | None) -> None:
+    """Commands of installed plugins (e.g. the simulator fleet's `simulate`): each entry
+    point names `register(subparsers)`. Only the plugin being run is imported; the others
+    are listed by name, so that `--help` stays fast."""
     for ep in entry_points(group=CLI_ENTRY_POINTS):
-        ep.load()(sub)
+        if ep.name == wanted:
+            ep.load()(sub)
+        else:
+            sub.add_parser(ep.name, help=f"(plugin; `der-gateway {ep.name} --help`)")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="der-gateway", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"der-gateway {_version()}")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="TOML settings file (default: embedded defaults; env DERGW_*)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_certs(sub)
+    _add_client_commands(sub)
+    _add_store_commands(sub)
+    args = sys.argv[1:] if argv is None else argv
+    _add_plugins(sub, next((a for a in args if not a.startswith("-")), None))
     return parser
 
 
+def _explain(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """One line for a mistake the user can fix; None for a bug (then the traceback)."""
+    from pydantic import ValidationError
+
+    from gateway.errors import GatewayError
+
+    if isinstance(exc, CliError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        source = f"{args.config} or DERGW_* variables" if args.config else "DERGW_* variables"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: "
+            + ("unknown setting (a typo?)" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in exc.errors())
+        return f"settings error in {source}: {problems}"
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file: {exc.filename}"
+    if isinstance(exc, ValueError) and args.config and "TOML" in type(exc).__name__:
+        return f"{args.config} is not valid TOML: {exc}"
+    if isinstance(exc, GatewayError):
+        return exc.detail
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):  # a plugin's placeholder (its module was not loaded)
+        parser.parse_args([*(argv or sys.argv[1:]), "--help"])
+        return 2
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        line = _explain(exc, args)
+        if line is None or args.debug:
+            raise
+        print(f"der-gateway: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

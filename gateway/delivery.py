@@ -1,10 +1,17 @@
 """Durable outbound notifications: commit first, then POST with retries and back-off.
 
-Used by adapters for 2030.5 notifications and OpenADR webhooks. A delivery survives a
-restart (it is a row); a receiver that is down gets exponential back-off (1 s doubling to
-at most 5 min) for `max_attempts` tries - by default about an hour, so a receiver that is
-away for a maintenance window or a comms loss still gets what was committed for it;
-callback URLs are checked against SSRF before they are accepted.
+Used by adapters for 2030.5 notifications and OpenADR webhooks. A delivery is a row written
+in the same transaction as the change it announces (`gateway.records.RecordWrite`); a
+receiver that is down gets exponential back-off (1 s doubling to at most 5 min) for
+`max_attempts` tries - by default about an hour, so a receiver away for a maintenance window
+still gets what was committed for it. Every connection passes the one outbound guard
+(`gateway.outbound`): IP literals are checked before the POST, names by the resolver, so
+what was allowed at subscription time cannot be turned against the gateway's own network
+later. Deleting what a delivery was for (its `subject`) cancels what is still pending.
+
+With several processes on one database, a worker claims the rows it sends for a while
+(`claimed_by`, `claim_until`; `FOR UPDATE SKIP LOCKED` on PostgreSQL): a row is sent by one
+process, and taken over by another when its claim lapses (its process died).
 """
 
 from __future__ import annotations
@@ -12,61 +19,100 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.domain import utcnow
 from gateway.errors import InvalidInput
+from gateway.outbound import OutboundGuard
 from gateway.store.engine import Database
 from gateway.store.tables import DeliveryRow
 
 # 1+2+...+256 s, then 300 s apart: the last try is about an hour after the first.
 DEFAULT_ATTEMPTS = 20
+CLAIM_S = 60.0  # a worker's hold on the rows it is sending; another takes them after
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outgoing:
+    """One notification to POST. `tls` names a client TLS context registered with
+    `register_tls`; `subject` names what it is for (e.g. "sub:12"), so deleting that
+    cancels it while it is still pending."""
+
     url: str
     body: bytes
     content_type: str
     headers: dict[str, str] | None = None
-    ssl_name: str | None = None
+    tls: str | None = None
+    subject: str | None = None
 
 
-def address_allowed(address: str, *, dev_mode: bool) -> bool:
-    ip = ipaddress.ip_address(address)
-    if ip.is_loopback:
-        return dev_mode
-    return not (ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved
-                or ip.is_unspecified)
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    """What became of one delivery attempt, for the adapter that enqueued it."""
+
+    delivery_id: int
+    subject: str | None
+    delivered: bool
+    error: str | None
+    final: bool  # delivered, or failed for good
+
+
+OutcomeListener = Callable[[list[DeliveryOutcome]], Awaitable[None]]
+
+
+def delivery_rows(adapter: str, items: Iterable[Outgoing], max_attempts: int = DEFAULT_ATTEMPTS
+                  ) -> list[DeliveryRow]:
+    now = utcnow()
+    return [DeliveryRow(adapter=adapter, url=i.url, body=i.body, content_type=i.content_type,
+                        headers=i.headers or {}, ssl_name=i.tls, subject=i.subject,
+                        max_attempts=max_attempts, next_attempt_at=now, created_at=now)
+            for i in items]
+
+
+async def cancel_pending(session: AsyncSession, adapter: str, subjects: Iterable[str]) -> int:
+    """Mark what is still pending for these subjects failed ("cancelled"); in the caller's
+    transaction. Returns how many rows it cancelled."""
+    wanted = list(dict.fromkeys(subjects))
+    if not wanted:
+        return 0
+    result = await session.execute(
+        update(DeliveryRow)
+        .where(DeliveryRow.adapter == adapter, DeliveryRow.subject.in_(wanted),  # type: ignore[union-attr]
+               DeliveryRow.delivered_at.is_(None), DeliveryRow.failed_at.is_(None))  # type: ignore[union-attr]
+        .values(failed_at=utcnow(), last_error="cancelled: its subscription was deleted"))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 class GuardedResolver(AbstractResolver):
-    """Resolves like aiohttp does, then drops addresses the policy forbids. Connections are
-    made only to what this returns, so a name that re-resolves to an internal address after
-    the subscription was checked (DNS rebinding) still cannot be reached."""
+    """Resolves like aiohttp does, then drops addresses the outbound guard refuses.
+    Connections are made only to what this returns. (aiohttp does not ask a resolver for
+    IP-literal hosts: the worker checks those itself before connecting.)"""
 
-    def __init__(self, dev_mode: bool) -> None:
+    def __init__(self, guard: OutboundGuard) -> None:
         self._inner = DefaultResolver()
-        self._dev_mode = dev_mode
+        self._guard = guard
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         found = await self._inner.resolve(host, port, family)
-        allowed = [r for r in found if address_allowed(r["host"], dev_mode=self._dev_mode)]
+        allowed = [r for r in found if self._guard.refusal_for_address(
+            ipaddress.ip_address(r["host"]), port) is None]
         if not allowed:
             raise OSError(f"{host} resolves only to addresses callbacks may not reach")
         return allowed
@@ -75,43 +121,25 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-async def check_callback_url(url: str, *, dev_mode: bool) -> None:
-    """Refuse callbacks that would make the gateway attack its own network (SSRF).
-
-    HTTPS to a public address is always allowed. Plain HTTP, loopback and private addresses
-    are allowed only in dev mode, and then only loopback.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in {"https", "http"} or not parts.hostname:
-        raise InvalidInput("callback must be an absolute http(s) URL")
-    if parts.username or parts.password:
-        raise InvalidInput("callback must not carry credentials")
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443)
-    except OSError as exc:
-        raise InvalidInput(f"callback host does not resolve: {parts.hostname}") from exc
-    for info in infos:
-        address = str(info[4][0])
-        if not address_allowed(address, dev_mode=dev_mode):
-            if ipaddress.ip_address(address).is_loopback:
-                raise InvalidInput("loopback callbacks are allowed only in development mode")
-            raise InvalidInput("callback resolves to a non-public address")
-    if parts.scheme == "http" and not dev_mode:
-        raise InvalidInput("callbacks must use https")
-
-
 class DeliveryQueue:
+    """The worker (one per process) and, through `for_adapter`, each adapter's view."""
+
     def __init__(self, db: Database, adapter: str = "", *, concurrency: int = 100,
                  timeout_s: float = 15.0, shared: DeliveryQueue | None = None,
-                 dev_mode: bool = False) -> None:
+                 dev_mode: bool = False, guard: OutboundGuard | None = None) -> None:
         self._db = db
-        self.dev_mode = dev_mode if shared is None else shared.dev_mode
         self.adapter = adapter
         self._shared = shared
-        self._ssl: dict[str, ssl.SSLContext] = {} if shared is None else shared._ssl
+        self.guard: OutboundGuard = (shared.guard if shared is not None
+                                     else guard or OutboundGuard(dev_mode=dev_mode))
+        self.dev_mode = self.guard.dev_mode
+        self._tls: dict[str, ssl.SSLContext] = {} if shared is None else shared._tls
+        self._listeners: dict[str, OutcomeListener] = ({} if shared is None
+                                                       else shared._listeners)
         self._wake = asyncio.Event() if shared is None else shared._wake
         self._concurrency = concurrency
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.worker_id = f"{socket.gethostname()[:40]}:{os.getpid()}"
         self.base_backoff_s = 1.0
         self.max_backoff_s = 300.0
 
@@ -119,8 +147,20 @@ class DeliveryQueue:
         """A view that stamps deliveries with the adapter's name and shares the worker."""
         return DeliveryQueue(self._db, adapter, shared=self)
 
-    def register_ssl(self, name: str, context: ssl.SSLContext) -> None:
-        self._ssl[name] = context
+    # -- the adapter's port ----------------------------------------------------------------
+
+    def register_tls(self, name: str, context: ssl.SSLContext) -> None:
+        """A client TLS context that deliveries name with `Outgoing.tls`."""
+        self._tls[name] = context
+
+    register_ssl = register_tls  # the name adapters used before the seam
+
+    def on_outcomes(self, listener: OutcomeListener) -> None:
+        """Tell this adapter what became of its deliveries (after each batch is recorded)."""
+        self._listeners[self.adapter] = listener
+
+    def wake(self) -> None:
+        self._wake.set()
 
     async def enqueue(self, url: str, body: bytes, *, content_type: str,
                       headers: dict[str, str] | None = None, ssl_name: str | None = None,
@@ -131,25 +171,32 @@ class DeliveryQueue:
 
     async def enqueue_many(self, items: Sequence[Outgoing], *,
                            max_attempts: int = DEFAULT_ATTEMPTS) -> list[int]:
-        now = utcnow()
-        rows = [DeliveryRow(adapter=self.adapter, url=i.url, body=i.body,
-                            content_type=i.content_type, headers=i.headers or {},
-                            ssl_name=i.ssl_name, max_attempts=max_attempts, next_attempt_at=now,
-                            created_at=now) for i in items]
+        """Commit deliveries that announce nothing else (otherwise use RecordWrite)."""
+        rows = delivery_rows(self.adapter, items, max_attempts)
         async with self._db.write() as session:
             session.add_all(rows)
             await session.flush()
         self._wake.set()
-        return [r.id for r in rows]  # type: ignore[misc]
+        return [r.id for r in rows if r.id is not None]
 
-    async def stats(self) -> dict[str, int]:
+    async def cancel(self, subjects: Iterable[str]) -> int:
+        async with self._db.write() as session:
+            return await cancel_pending(session, self.adapter, subjects)
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts by state, and the age of the oldest pending delivery (seconds)."""
+        pending_q = (DeliveryRow.delivered_at.is_(None), DeliveryRow.failed_at.is_(None))  # type: ignore[union-attr]
         async with self._db.read() as session:
-            rows = (await session.execute(select(DeliveryRow.delivered_at, DeliveryRow.failed_at)
-                                          )).all()
-        delivered = sum(1 for d, _ in rows if d is not None)
-        failed = sum(1 for d, f in rows if d is None and f is not None)
-        return {"delivered": delivered, "failed": failed,
-                "pending": len(rows) - delivered - failed}
+            delivered = (await session.execute(select(func.count()).select_from(DeliveryRow)
+                         .where(DeliveryRow.delivered_at.is_not(None)))).scalar_one()  # type: ignore[union-attr]
+            failed = (await session.execute(select(func.count()).select_from(DeliveryRow)
+                      .where(DeliveryRow.delivered_at.is_(None),  # type: ignore[union-attr]
+                             DeliveryRow.failed_at.is_not(None)))).scalar_one()  # type: ignore[union-attr]
+            pending, oldest = (await session.execute(
+                select(func.count(), func.min(DeliveryRow.created_at)).where(*pending_q))).one()
+        age = (utcnow() - _aware(oldest)).total_seconds() if oldest is not None else 0.0
+        return {"delivered": delivered, "failed": failed, "pending": pending,
+                "oldest_pending_s": round(age, 3)}
 
     # -- the worker ------------------------------------------------------------------------
 
@@ -157,7 +204,7 @@ class DeliveryQueue:
     async def running(self) -> AsyncIterator[None]:
         """Run the delivery worker for the duration of the context."""
         connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=self._concurrency,
-                                         resolver=GuardedResolver(self.dev_mode))
+                                         resolver=GuardedResolver(self.guard))
         async with aiohttp.ClientSession(connector=connector, timeout=self._timeout) as http:
             task = asyncio.create_task(self._work(http), name="delivery-worker")
             try:
@@ -170,7 +217,7 @@ class DeliveryQueue:
     async def _work(self, http: aiohttp.ClientSession) -> None:
         while True:
             try:
-                due = await self._due(self._concurrency * 4)
+                due = await self._claim(self._concurrency * 4)
                 if due:
                     await self._deliver_batch(http, due)
                     continue
@@ -180,13 +227,25 @@ class DeliveryQueue:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
 
-    async def _due(self, limit: int) -> list[DeliveryRow]:
-        async with self._db.read() as session:
-            query = (select(DeliveryRow)
-                     .where(DeliveryRow.delivered_at.is_(None), DeliveryRow.failed_at.is_(None),  # type: ignore[union-attr]
-                            DeliveryRow.next_attempt_at <= utcnow())  # type: ignore[operator]
-                     .order_by(DeliveryRow.id).limit(limit))  # type: ignore[arg-type]
-            return list((await session.execute(query)).scalars())
+    async def _claim(self, limit: int) -> list[DeliveryRow]:
+        """Due rows nobody holds, claimed for this worker in one transaction."""
+        now = utcnow()
+        query = (select(DeliveryRow)
+                 .where(DeliveryRow.delivered_at.is_(None), DeliveryRow.failed_at.is_(None),  # type: ignore[union-attr]
+                        DeliveryRow.next_attempt_at <= now,  # type: ignore[operator]
+                        or_(DeliveryRow.claim_until.is_(None),  # type: ignore[union-attr]
+                            DeliveryRow.claim_until < now))  # type: ignore[operator]
+                 .order_by(DeliveryRow.id).limit(limit))  # type: ignore[arg-type]
+        if not self._db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        async with self._db.write() as session:
+            rows = list((await session.execute(query)).scalars())
+            if rows:
+                await session.execute(
+                    update(DeliveryRow).where(DeliveryRow.id.in_([r.id for r in rows]))  # type: ignore[union-attr]
+                    .values(claimed_by=self.worker_id,
+                            claim_until=now + timedelta(seconds=CLAIM_S)))
+        return rows
 
     async def _deliver_batch(self, http: aiohttp.ClientSession, rows: list[DeliveryRow]) -> None:
         limiter = asyncio.Semaphore(self._concurrency)
@@ -196,31 +255,70 @@ class DeliveryQueue:
                 return row, await self._post(http, row)
 
         results = await asyncio.gather(*(one(r) for r in rows))
+        outcomes = await self._record(results)
+        await self._tell(outcomes)
+
+    async def _record(self, results: list[tuple[DeliveryRow, str | None]]
+                      ) -> list[tuple[str, DeliveryOutcome]]:
         now = utcnow()
+        outcomes: list[tuple[str, DeliveryOutcome]] = []
         async with self._db.write() as session:
             ok = [r.id for r, err in results if err is None]
             if ok:
-                await session.execute(update(DeliveryRow).where(DeliveryRow.id.in_(ok))  # type: ignore[union-attr]
-                                      .values(delivered_at=now, attempts=DeliveryRow.attempts + 1))
+                # (not if cancelled meanwhile: a cancellation is the later word)
+                await session.execute(update(DeliveryRow).where(
+                    DeliveryRow.id.in_(ok), DeliveryRow.failed_at.is_(None))  # type: ignore[union-attr]
+                    .values(delivered_at=now, attempts=DeliveryRow.attempts + 1,
+                            claim_until=None))
             for row, err in results:
+                assert row.id is not None
                 if err is None:
+                    outcomes.append((row.adapter, DeliveryOutcome(
+                        row.id, row.subject, True, None, True)))
                     continue
                 attempts = row.attempts + 1
-                values: dict[str, Any] = {"attempts": attempts, "last_error": err[:500]}
-                if attempts >= row.max_attempts:
+                values: dict[str, Any] = {"attempts": attempts, "last_error": err[:500],
+                                          "claim_until": None}
+                final = attempts >= row.max_attempts or err.startswith("refused")
+                if final:
                     values["failed_at"] = now
                     log.warning("delivery %s to %s failed for good: %s", row.id,
                                 urlsplit(row.url).netloc, err)
                 else:
                     backoff = min(self.max_backoff_s, self.base_backoff_s * 2 ** (attempts - 1))
                     values["next_attempt_at"] = now + timedelta(seconds=backoff)
-                await session.execute(update(DeliveryRow).where(DeliveryRow.id == row.id)
-                                      .values(**values))
+                await session.execute(update(DeliveryRow).where(
+                    DeliveryRow.id == row.id, DeliveryRow.failed_at.is_(None))  # type: ignore[union-attr]
+                    .values(**values))
+                outcomes.append((row.adapter, DeliveryOutcome(
+                    row.id, row.subject, False, err, final)))
+        return outcomes
+
+    async def _tell(self, outcomes: list[tuple[str, DeliveryOutcome]]) -> None:
+        by_adapter: dict[str, list[DeliveryOutcome]] = {}
+        for adapter, outcome in outcomes:
+            by_adapter.setdefault(adapter, []).append(outcome)
+        for adapter, items in by_adapter.items():
+            listener = self._listeners.get(adapter)
+            if listener is None:
+                continue
+            try:
+                await listener(items)
+            except Exception:  # an adapter's bookkeeping must not stop deliveries
+                log.exception("the %s adapter failed to take its delivery outcomes", adapter)
 
     async def _post(self, http: aiohttp.ClientSession, row: DeliveryRow) -> str | None:
-        if urlsplit(row.url).scheme != "https" and not self.dev_mode:
-            return "refused: callbacks must use https"
-        context: ssl.SSLContext | bool = self._ssl.get(row.ssl_name, True) if row.ssl_name else True
+        try:
+            _host, address, port = self.guard.check_syntax(row.url)
+        except InvalidInput as exc:
+            return f"refused: {exc.detail}"
+        if address is not None:  # a literal: aiohttp would connect without a resolver
+            reason = self.guard.refusal_for_address(address, port)
+            if reason:
+                return f"refused: {reason}"
+        if row.ssl_name and row.ssl_name not in self._tls:
+            return f"refused: no TLS context named {row.ssl_name!r} is registered"
+        context: ssl.SSLContext | bool = self._tls[row.ssl_name] if row.ssl_name else True
         headers = {"Content-Type": row.content_type, **row.headers}
         try:
             async with http.post(row.url, data=row.body, headers=headers, ssl=context,
@@ -229,3 +327,13 @@ class DeliveryQueue:
                 return None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return f"{type(exc).__name__}: {exc}"
+
+
+async def check_callback_url(url: str, *, dev_mode: bool) -> None:
+    """Registration-time check with the default policy (adapters: use `ctx.outbound`)."""
+    await OutboundGuard(dev_mode=dev_mode).check(url)
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands aggregates back without the column's type: naive UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -46,6 +46,9 @@ class DsoModel(StrEnum):
 
 
 class Protocol(StrEnum):
+    """Deprecated: the core knows no protocol; a binding's protocol is its adapter's
+    entry-point name (a plain str). Kept only until every adapter names itself."""
+
     IEEE2030_5 = "ieee2030_5"
     OPENADR3 = "openadr3"
     MODBUS = "modbus"
@@ -147,9 +150,10 @@ class Nameplate:
 
 @dataclass(frozen=True, slots=True)
 class Binding:
-    """How the gateway reaches one DER: exactly one protocol and its address."""
+    """How the gateway reaches one DER: exactly one protocol (the name of the adapter that
+    speaks it) and its address there."""
 
-    protocol: Protocol
+    protocol: str
     address: dict[str, Any]
 
 
@@ -161,7 +165,7 @@ class Resource:
     nameplate: Nameplate
     binding: Binding
     aggregator_id: str | None = None
-    online: bool = True
+    online: bool | None = None  # None: nothing has connected for it yet
 
 
 # --- instructions ---------------------------------------------------------------------------
@@ -269,6 +273,7 @@ class NoticeKind(StrEnum):
     LIMITATION = "limitation"
     SHORTFALL = "shortfall"
     AGGREGATE = "aggregate"  # a total-DSO aggregate result without shortfall
+    UNDELIVERABLE = "undeliverable"  # a DER's control in force cannot reach it
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +315,7 @@ class LimitationNotice:
 class Acknowledgement:
     resource_id: str
     status: AckStatus
-    protocol: Protocol
+    protocol: str
     protocol_status: str  # the protocol's own code or word, kept beside the canonical one
     at: datetime
     instruction_id: str | None = None
@@ -325,8 +330,36 @@ class Reading:
     quantity: Quantity
     value: float
     at: datetime
-    protocol: Protocol
+    protocol: str
     id: int | None = None
+
+
+class DeliveryState(StrEnum):
+    """What the gateway knows of getting a DER's effective control to it."""
+
+    FETCHED = "fetched"  # the DER (or its aggregator's client) read it
+    DELIVERED = "delivered"  # a push or a device write succeeded
+    PENDING = "pending"  # sent, no answer yet
+    UNDELIVERABLE = "undeliverable"  # cannot reach it; `reason` says why
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryMark:
+    resource_id: str
+    state: DeliveryState
+    reason: str = ""
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceDelivery:
+    """The latest delivery state of a DER, as `GET /v1/resources/{id}` shows it."""
+
+    state: DeliveryState
+    since: datetime
+    reason: str = ""
+    last_fetched_at: datetime | None = None
+    last_delivered_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,3 +51,19 @@ class Conflict(GatewayError):
 class Unavailable(GatewayError):
     status = 503
     title = "Unavailable"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    title = "Payload too large"
+
+
+class TooManyRequests(GatewayError):
+    """Throttled; `retry_after_s` says when to try again (the edge sends Retry-After)."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str = "", retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

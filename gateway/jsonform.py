@@ -21,7 +21,6 @@ from gateway.domain import (
     LimitEnvelope,
     LimitingInstruction,
     NoticeKind,
-    Protocol,
     Quantity,
     Reading,
     SetpointStep,
@@ -171,7 +170,7 @@ def notice_from_parts(
 def ack_from_json(d: dict[str, Any]) -> Acknowledgement:
     return Acknowledgement(
         resource_id=d["resource_id"], status=AckStatus(d["status"]),
-        protocol=Protocol(d["protocol"]), protocol_status=d["protocol_status"],
+        protocol=str(d["protocol"]), protocol_status=d["protocol_status"],
         at=parse_time(d["at"]), instruction_id=d.get("instruction_id"),  # type: ignore[arg-type]
         control_ref=d.get("control_ref"), detail=d.get("detail", ""), id=d.get("id"),
     )
@@ -179,4 +178,4 @@ def ack_from_json(d: dict[str, Any]) -> Acknowledgement:
 
 def reading_from_json(d: dict[str, Any]) -> Reading:
     return Reading(d["resource_id"], Quantity(d["quantity"]), d["value"],
-                   parse_time(d["at"]), Protocol(d["protocol"]), d.get("id"))  # type: ignore[arg-type]
+                   parse_time(d["at"]), str(d["protocol"]), d.get("id"))  # type: ignore[arg-type]

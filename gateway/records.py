@@ -1,32 +1,58 @@
-"""Adapters' own durable documents (registrations, subscriptions, credentials...).
+"""Adapters' own durable documents (registrations, subscriptions, credentials...), and the
+deliveries they imply, committed together.
 
-JSON documents keyed by (adapter, kind, key), so a new protocol needs no core migration.
+JSON documents keyed by (adapter, kind, key), so a new protocol needs no core migration. A
+`RecordWrite` stores documents, deletes others, enqueues the notifications the change
+implies and cancels those that no longer apply, in one transaction: a crash can lose
+neither half alone (the fault point `crash-between-records-and-deliveries` proves it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.batching import Coalescer
+from gateway.delivery import Outgoing, cancel_pending, delivery_rows
 from gateway.domain import utcnow
 from gateway.store import repo
 from gateway.store.engine import Database
 from gateway.store.tables import AdapterRecordRow
 
+log = logging.getLogger(__name__)
+FAULT_ENV = "DER_GATEWAY_FAULT_INJECT"
+CRASH_BETWEEN = "crash-between-records-and-deliveries"
+CRASH_EXIT_CODE = 70
+
+
+@dataclass(frozen=True, slots=True)
+class RecordWrite:
+    """Documents, deletions, the deliveries they imply and the cancellation of deliveries
+    that no longer apply (by `Outgoing.subject`), committed in one transaction."""
+
+    puts: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # kind->key->doc
+    deletes: list[tuple[str, str]] = field(default_factory=list)  # (kind, key)
+    deliveries: list[Outgoing] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)  # delivery subjects
+
 
 @dataclass(frozen=True, slots=True)
 class _Write:
-    """One caller's write: documents to put, a key to delete, or numbers to take."""
+    """One caller's write: documents to put, a key to delete, numbers to take, or a whole
+    RecordWrite."""
 
-    op: str  # "put", "delete" or "sequence"
+    op: str  # "put", "delete", "sequence" or "write"
     kind: str  # record kind, or sequence name
     docs: dict[str, dict[str, Any]] | None = None
     key: str = ""
     count: int = 1
+    change: RecordWrite | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +66,12 @@ class AdapterRecords:
     Should a shared transaction fail, each write is tried again alone, so one bad write
     fails only its own caller."""
 
-    def __init__(self, db: Database, adapter: str) -> None:
+    def __init__(self, db: Database, adapter: str,
+                 on_deliveries: Callable[[], None] | None = None) -> None:
         self._db = db
         self.adapter = adapter
         self._writes: Coalescer[_Write, Any] = Coalescer(self._commit)
+        self._on_deliveries = on_deliveries or (lambda: None)  # wakes the delivery worker
 
     async def get(self, kind: str, key: str) -> dict[str, Any] | None:
         query = select(AdapterRecordRow.doc).where(  # type: ignore[call-overload]
@@ -62,6 +90,13 @@ class AdapterRecords:
 
     async def delete(self, kind: str, key: str) -> bool:
         return bool(await self._submit(_Write("delete", kind, key=key)))
+
+    async def write(self, change: RecordWrite) -> list[int]:
+        """Commit `change` in one transaction; returns the new deliveries' ids."""
+        ids: list[int] = await self._submit(_Write("write", "", change=change))
+        if change.deliveries:
+            self._on_deliveries()
+        return ids
 
     async def list(self, kind: str, prefix: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """All documents of a kind, ordered by key. (Columns, not ORM rows: listing 5,000
@@ -106,6 +141,9 @@ class AdapterRecords:
         return results
 
     async def _apply(self, session: AsyncSession, write: _Write) -> Any:
+        if write.op == "write":
+            assert write.change is not None
+            return await self._apply_change(session, write.change)
         if write.op == "put":
             await repo.put_records(session, self.adapter, write.kind, write.docs or {},
                                    utcnow())
@@ -116,3 +154,27 @@ class AdapterRecords:
                 AdapterRecordRow.key == write.key))
             return bool(result.rowcount)  # type: ignore[attr-defined]
         return await repo.next_sequence(session, f"{self.adapter}:{write.kind}", write.count)
+
+    async def _apply_change(self, session: AsyncSession, change: RecordWrite) -> list[int]:
+        now = utcnow()
+        for kind, docs in change.puts.items():
+            await repo.put_records(session, self.adapter, kind, docs, now)
+        for kind, key in change.deletes:
+            await session.execute(delete(AdapterRecordRow).where(
+                AdapterRecordRow.adapter == self.adapter, AdapterRecordRow.kind == kind,
+                AdapterRecordRow.key == key))
+        await session.flush()
+        _maybe_crash(change)
+        await cancel_pending(session, self.adapter, change.cancel)
+        rows = delivery_rows(self.adapter, change.deliveries)
+        session.add_all(rows)
+        await session.flush()
+        return [r.id for r in rows if r.id is not None]
+
+
+def _maybe_crash(change: RecordWrite) -> None:
+    """Fault injection for the crash tests: exit after the records are written and before
+    the deliveries are, inside the one transaction (so neither may survive alone)."""
+    if change.deliveries and os.environ.get(FAULT_ENV, "") == CRASH_BETWEEN:
+        log.error("fault injection: exiting between the records and their deliveries")
+        os._exit(CRASH_EXIT_CODE)

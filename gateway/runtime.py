@@ -17,13 +17,18 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from gateway import heap
-from gateway.adapters import Adapter, AdapterContext, PkiPaths, discover
+from gateway.adapters import Adapter, AdapterContext, InstalledAdapter, PkiPaths, discover
 from gateway.api.app import make_platform_app
+from gateway.bindings import BindingRules
+from gateway.body import BodyReader
 from gateway.bus import InProcessBus
 from gateway.coordination.engine import Coordinator
 from gateway.delivery import DeliveryQueue
 from gateway.domain import Participant, Role
+from gateway.metrics import GatewayMetrics
+from gateway.outbound import OutboundGuard
 from gateway.outbox import OutboxRelay
+from gateway.ports import Access, PlatformRoute
 from gateway.records import AdapterRecords
 from gateway.services import GatewayServices
 from gateway.settings import Settings
@@ -45,6 +50,7 @@ class Gateway:
     services: GatewayServices
     relay: OutboxRelay
     deliveries: DeliveryQueue
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     adapters: dict[str, Adapter] = field(default_factory=dict)
     listeners: dict[str, list[str]] = field(default_factory=dict)
     ready: bool = False  # every adapter has started
@@ -61,8 +67,8 @@ class Gateway:
                 OutboxRow.published_at.is_(None)))).scalar_one()  # type: ignore[union-attr]
         by_protocol: dict[str, int] = {}
         for res in topo.resources.values():
-            by_protocol[res.binding.protocol.value] = by_protocol.get(res.binding.protocol.value,
-                                                                      0) + 1
+            protocol = str(res.binding.protocol)
+            by_protocol[protocol] = by_protocol.get(protocol, 0) + 1
         return {
             "ready": self.ready,
             "listeners": self.listeners,
@@ -96,19 +102,29 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     bus = InProcessBus()
     relay = OutboxRelay(db, bus)
     coordinator = Coordinator.from_names(settings.group_cap_rule, settings.disaggregation_rule)
-    services = GatewayServices(db, coordinator, on_commit=relay.wake)
-    deliveries = DeliveryQueue(db, dev_mode=settings.dev_mode)
+    installed = discover()
+    services = GatewayServices(db, coordinator, on_commit=relay.wake, bindings=BindingRules(
+        {name: a.address_key for name, a in installed.items()}))
+    guard = OutboundGuard.from_settings(dev_mode=settings.dev_mode,
+                                        allow=settings.outbound_allow)
+    deliveries = DeliveryQueue(db, guard=guard)
     gw = Gateway(settings, db, bus, services, relay, deliveries)
     await ensure_admin(services, settings)
+    gw.metrics.watch_database(db)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(db.close)
+        await stack.enter_async_context(gw.metrics.measuring_loop_lag())
         await stack.enter_async_context(relay.running())
         await stack.enter_async_context(deliveries.running())
-        adapter_routes = _build_adapters(gw)
+        adapter_routes = _build_adapters(gw, installed, guard)
+        guard.add_own_listeners([settings.platform_listen,
+                                 *(u for a in gw.adapters.values() for u in a.listeners())])
         platform = make_platform_app(services, bus, db, status=gw.status,
                                      ready=lambda: gw.ready,
                                      max_body_bytes=settings.max_body_bytes,
-                                     adapter_routes=adapter_routes)
+                                     adapter_routes=adapter_routes, metrics=gw.metrics,
+                                     listeners=lambda: gw.listeners,
+                                     metrics_allow_loopback=settings.metrics_allow_loopback)
         await stack.enter_async_context(_serve_platform(platform, settings))
         gw.listeners["platform"] = [settings.platform_listen]
         for name, adapter in gw.adapters.items():
@@ -120,9 +136,11 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         log.info("shutting down")
 
 
-def _build_adapters(gw: Gateway) -> dict[str, tuple[list[web.AbstractRouteDef], dict[str, Any]]]:
-    routes: dict[str, tuple[list[web.AbstractRouteDef], dict[str, Any]]] = {}
-    for name, factory in sorted(discover().items()):
+def _build_adapters(gw: Gateway, installed: dict[str, InstalledAdapter],
+                    guard: OutboundGuard) -> dict[str, list[PlatformRoute]]:
+    routes: dict[str, list[PlatformRoute]] = {}
+    body = BodyReader(max_bytes=gw.settings.max_body_bytes)
+    for name, entry in sorted(installed.items()):
         config = gw.settings.adapter_config(name)
         if not config.get("enabled", True):
             log.info("adapter %s disabled by settings", name)
@@ -130,12 +148,27 @@ def _build_adapters(gw: Gateway) -> dict[str, tuple[list[web.AbstractRouteDef], 
         ctx = AdapterContext(name=name, settings=gw.settings, config=config,
                              gateway=gw.services, bus=gw.bus,
                              deliveries=gw.deliveries.for_adapter(name),
-                             records=AdapterRecords(gw.db, name), pki=PkiPaths(gw.settings.pki_dir))
-        adapter = factory(ctx)
+                             records=AdapterRecords(gw.db, name,
+                                                    on_deliveries=gw.deliveries.wake),
+                             pki=PkiPaths(gw.settings.pki_dir), outbound=guard, body=body,
+                             metrics=gw.metrics)
+        adapter = entry.create(ctx)
         gw.adapters[name] = adapter
         if hasattr(adapter, "platform_routes"):
-            routes[name] = (adapter.platform_routes(), adapter.platform_openapi())
+            routes[name] = [_platform_route(name, r) for r in adapter.platform_routes()]
     return routes
+
+
+def _platform_route(adapter: str, route: object) -> PlatformRoute:
+    """An adapter's route as the core mounts it. (A bare aiohttp route from an adapter not
+    yet on the seam keeps its own checks, behind authentication, until it declares Access.)"""
+    if isinstance(route, PlatformRoute):
+        return route
+    assert isinstance(route, web.RouteDef), f"{adapter}: not a platform route: {route!r}"
+    log.warning("adapter %s: route %s %s declares no Access", adapter, route.method,
+                route.path)
+    return PlatformRoute(route.method, route.path, route.handler,  # type: ignore[arg-type]
+                         f"{adapter} route", Access(frozenset(Role)))
 
 
 @asynccontextmanager

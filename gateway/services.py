@@ -22,13 +22,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import authz
 from gateway.batching import Coalescer
+from gateway.bindings import BindingRules
 from gateway.bus import Topic
 from gateway.coordination.engine import Coordinator
 from gateway.coordination.topology import Topology
+from gateway.delivery_state import DeliveryStates
 from gateway.domain import (
     REFUSALS,
     Acknowledgement,
     ConnectionPoint,
+    DeliveryMark,
     EffectiveControl,
     Instruction,
     InstructionDraft,
@@ -36,10 +39,10 @@ from gateway.domain import (
     LimitationNotice,
     Participant,
     ParticipantChange,
-    Protocol,
     Quantity,
     Reading,
     Resource,
+    ResourceDelivery,
     Role,
     TargetKind,
     utcnow,
@@ -49,7 +52,7 @@ from gateway.jsonform import to_json
 from gateway.store import repo
 from gateway.store.engine import Database
 from gateway.store.tables import ApiTokenRow
-from gateway.validation import validate_binding, validate_instruction
+from gateway.validation import validate_instruction
 
 log = logging.getLogger(__name__)
 TOKEN_PREFIX = "dgw_"  # noqa: S105 - a prefix, not a secret
@@ -57,8 +60,9 @@ TOKEN_PREFIX = "dgw_"  # noqa: S105 - a prefix, not a secret
 
 class GatewayServices:
     def __init__(self, db: Database, coordinator: Coordinator | None = None,
-                 on_commit: Any = None) -> None:
+                 on_commit: Any = None, bindings: BindingRules | None = None) -> None:
         self.db = db
+        self.bindings = bindings or BindingRules.installed()
         self.coordinator = coordinator or Coordinator()
         self._topology: Topology | None = None
         self._topology_generation = 0  # bumped by every invalidation
@@ -68,6 +72,10 @@ class GatewayServices:
         self._acks: Coalescer[Acknowledgement, Acknowledgement] = Coalescer(
             self._store_acknowledgements)
         self._readings: Coalescer[Sequence[Reading], int] = Coalescer(self._store_readings)
+        self._delivery = DeliveryStates(db, self.topology, self._wake)
+
+    def _wake(self) -> None:
+        self._on_commit()
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
@@ -240,7 +248,7 @@ class GatewayServices:
     async def resource(self, resource_id: str) -> Resource | None:
         return (await self.topology()).resources.get(resource_id)
 
-    async def resources(self, *, protocol: Protocol | None = None,
+    async def resources(self, *, protocol: str | None = None,
                         aggregator_id: str | None = None,
                         ids: Iterable[str] | None = None) -> list[Resource]:
         topo = await self.topology()
@@ -249,7 +257,7 @@ class GatewayServices:
         pool = topo.resources.values() if ids is None else \
             [r for rid in set(ids) if (r := topo.resources.get(rid)) is not None]
         return sorted((r for r in pool
-                       if (protocol is None or r.binding.protocol is protocol)
+                       if (protocol is None or r.binding.protocol == protocol)
                        and (aggregator_id is None or r.aggregator_id == aggregator_id)),
                       key=_by_id)
 
@@ -258,7 +266,7 @@ class GatewayServices:
         area = authz.area_of(actor, topo)
         return [r for rid, r in sorted(topo.resources.items()) if area is None or rid in area]
 
-    async def find_resources(self, protocol: Protocol, **address: Any) -> list[Resource]:
+    async def find_resources(self, protocol: str, **address: Any) -> list[Resource]:
         def matches(value: Any, wanted: Any) -> bool:
             if isinstance(value, str) and isinstance(wanted, str):
                 return value.casefold() == wanted.casefold()
@@ -273,6 +281,7 @@ class GatewayServices:
         topo = await self.topology()
         if len({r.id for r in resources}) != len(resources):
             raise InvalidInput("duplicate resource id in the request")
+        keys: dict[str, str] = {}
         for r in resources:
             cp = topo.connection_points.get(r.connection_point_id)
             if cp is None:
@@ -282,7 +291,7 @@ class GatewayServices:
                 agg = topo.participants.get(r.aggregator_id)
                 if agg is None or agg.role is not Role.AGGREGATOR:
                     raise InvalidInput(f"resource {r.id}: no aggregator {r.aggregator_id!r}")
-            validate_binding(r.binding)
+            keys[r.id] = self.bindings.key(r.binding)
             if actor.role is Role.AGGREGATOR:
                 if r.aggregator_id != actor.id:
                     raise Forbidden("an aggregator registers only its own resources")
@@ -291,7 +300,7 @@ class GatewayServices:
         ldcs = {topo.connection_points[r.connection_point_id].ldc_id for r in resources}
         try:
             async with self._write() as session:
-                await repo.add_resources(session, resources)
+                await repo.add_resources(session, resources, keys)
                 await repo.add_outbox_many(session, [
                     (Topic.RESOURCE_CHANGED, {"resource_id": r.id, "protocol": r.binding.protocol})
                     for r in resources])
@@ -319,11 +328,12 @@ class GatewayServices:
         if actor.role is not Role.AGGREGATOR:
             _require_area(actor, topo, topo.connection_points[current.connection_point_id].ldc_id)
             _require_area(actor, topo, cp.ldc_id)
-        validate_binding(resource.binding)
+        key = self.bindings.key(resource.binding)
         ldcs = {cp.ldc_id, topo.connection_points[current.connection_point_id].ldc_id}
         try:
             async with self._write() as session:
-                await repo.update_resource(session, replace(resource, online=current.online))
+                await repo.update_resource(session, replace(resource, online=current.online),
+                                           key)
                 await repo.add_outbox(session, Topic.RESOURCE_CHANGED,
                                       {"resource_id": resource.id,
                                        "protocol": resource.binding.protocol})
@@ -362,6 +372,7 @@ class GatewayServices:
             self._invalidate()
         if self._versions is not None:
             self._versions.pop(resource_id, None)
+        self._delivery.forget(resource_id)
         self._on_commit()
 
     async def update_binding_settings(self, resource_id: str, settings: dict[str, Any]) -> Resource:
@@ -371,7 +382,8 @@ class GatewayServices:
             raise NotFound(f"no resource {resource_id!r}")
         binding = replace(res.binding, address={**res.binding.address, "settings": settings})
         async with self.db.write() as session:
-            await repo.update_binding(session, resource_id, binding)
+            await repo.update_binding(session, resource_id, binding,
+                                      self.bindings.key(binding))
             await repo.add_outbox(session, Topic.RESOURCE_CHANGED,
                                   {"resource_id": resource_id, "protocol": binding.protocol})
         self._invalidate()
@@ -539,19 +551,20 @@ class GatewayServices:
     # -- feedback --------------------------------------------------------------------------
 
     async def record_acknowledgement(self, ack: Acknowledgement) -> Acknowledgement:
-        """Store and announce an acknowledgement. Concurrent ones share a transaction
-        (gateway.batching); a refusal of an aggregate dispatch, which recomputes, has its
-        own."""
+        """Store and announce an acknowledgement, once: a repeat of one stored before (same
+        DER, instruction, control and status) returns the stored one and announces nothing.
+        Concurrent ones share a transaction (gateway.batching); a refusal of an aggregate
+        dispatch, which recomputes, has its own."""
         topo = await self.topology()
         if ack.resource_id not in topo.resources:
             raise NotFound(f"no resource {ack.resource_id!r}")
         if not (ack.status in REFUSALS and ack.instruction_id):
             return await self._acks.submit(ack)
         async with self._write() as session:
-            ack_id = await repo.add_acknowledgement(session, ack)
+            ((ack_id, new),) = await repo.add_acknowledgements(session, [ack])
             stored = replace(ack, id=ack_id)
-            await repo.add_outbox(session, Topic.ACKNOWLEDGEMENT, to_json(stored))
-            if ack.status in REFUSALS and ack.instruction_id:
+            if new:
+                await repo.add_outbox(session, Topic.ACKNOWLEDGEMENT, to_json(stored))
                 ins = await repo.instruction(session, ack.instruction_id)
                 if ins and ins.kind is InstructionKind.DISPATCH and (
                         ins.target.kind is not TargetKind.RESOURCE):
@@ -563,9 +576,10 @@ class GatewayServices:
                                       ) -> list[Acknowledgement]:
         async with self.db.write() as session:
             ids = await repo.add_acknowledgements(session, acks)
-            stored = [replace(a, id=i) for a, i in zip(acks, ids, strict=True)]
-            await repo.add_outbox_many(session, [(Topic.ACKNOWLEDGEMENT, to_json(s))
-                                                 for s in stored])
+            stored = [replace(a, id=i) for a, (i, _) in zip(acks, ids, strict=True)]
+            await repo.add_outbox_many(session, [
+                (Topic.ACKNOWLEDGEMENT, to_json(s))
+                for s, (_, new) in zip(stored, ids, strict=True) if new])
         self._on_commit()
         return stored
 
@@ -589,6 +603,22 @@ class GatewayServices:
                 for rid, r in zip(ids, readings, strict=True)])
         self._on_commit()
         return [len(batch) for batch in batches]
+
+    # -- delivery state --------------------------------------------------------------------
+
+    async def mark_delivery(self, marks: Sequence[DeliveryMark]) -> None:
+        """What adapters know of getting DERs' controls to them (gateway.delivery_state);
+        a first contact marks a DER online."""
+        first = await self._delivery.mark(marks)
+        if first:
+            await self.set_online_many(dict.fromkeys(first, True))
+
+    async def resource_delivery(self, resource_id: str) -> ResourceDelivery | None:
+        return (await self.delivery_states([resource_id])).get(resource_id)
+
+    async def delivery_states(self, resource_ids: Iterable[str]) -> dict[str, ResourceDelivery]:
+        async with self.db.read() as session:
+            return await repo.resource_deliveries(session, resource_ids)
 
     async def acknowledgements(self, *, resource_id: str | None = None,
                                resource_ids: Iterable[str] | None = None,

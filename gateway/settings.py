@@ -37,9 +37,15 @@ class Settings(BaseModel):
     log_level: str = "INFO"
     iana_pen: int = 37244  # the IANA private enterprise number closing server-made mRIDs
     max_body_bytes: int = 1_048_576
+    # Networks callbacks (2030.5 notifications, OpenADR webhooks) may reach although they are
+    # not public, e.g. ["10.20.0.0/16"] for aggregators on a private link (gateway.outbound).
+    outbound_allow: list[str] = Field(default_factory=list)
     horizon_s: int = 7 * 24 * 3600  # how far ahead coordination looks for open-ended limits
     group_cap_rule: str = "nameplate"  # pluggable: nameplate | equal
     disaggregation_rule: str = "headroom"  # pluggable: headroom | equal
+    # /metrics without credentials for a scraper on the gateway's own host (loopback peers);
+    # otherwise only the admin may read it (docs/operations.md).
+    metrics_allow_loopback: bool = False
     adapters: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("log_level")

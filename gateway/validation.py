@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
-from typing import Any
 
 from gateway.coordination.topology import Topology
-from gateway.domain import Binding, InstructionDraft, InstructionKind, Protocol, TargetKind
-from gateway.errors import InvalidInput, Unprocessable
+from gateway.domain import InstructionDraft, InstructionKind, TargetKind
+from gateway.errors import Unprocessable
 
 MAX_POWER_W = 1e10  # 10 GW: anything above is a unit error, not a DER
-_HEX40 = re.compile(r"^[0-9A-Fa-f]{40}$")
 
 
 def _finite(value: float, name: str, *, signed: bool = False) -> None:
@@ -75,44 +72,3 @@ def validate_instruction(draft: InstructionDraft, topology: Topology) -> None:
     if draft.end is not None and draft.end <= draft.start:
         raise Unprocessable("end must be after start")
     _CHECKS[draft.kind](draft, topology)
-
-
-def _need(address: dict[str, Any], *keys: str) -> None:
-    missing = [k for k in keys if address.get(k) in (None, "")]
-    if missing:
-        raise InvalidInput(f"binding address needs {', '.join(missing)}")
-
-
-def _ieee2030_5(address: dict[str, Any]) -> None:
-    _need(address, "lfdi")
-    if not _HEX40.match(str(address["lfdi"])):
-        raise InvalidInput("lfdi must be 40 hexadecimal characters")
-
-
-def _openadr3(address: dict[str, Any]) -> None:
-    _need(address, "ven", "resource")
-
-
-def _modbus(address: dict[str, Any]) -> None:
-    _need(address, "host", "port", "unit_id")
-    port, unit = address["port"], address["unit_id"]
-    if not (isinstance(port, int) and 0 < port < 65536):
-        raise InvalidInput("port must be an integer 1..65535")
-    if not (isinstance(unit, int) and 0 <= unit <= 247):
-        raise InvalidInput("unit_id must be an integer 0..247")
-
-
-def _opcua(_address: dict[str, Any]) -> None:
-    return None
-
-
-_BINDINGS: dict[Protocol, Callable[[dict[str, Any]], None]] = {
-    Protocol.IEEE2030_5: _ieee2030_5,
-    Protocol.OPENADR3: _openadr3,
-    Protocol.MODBUS: _modbus,
-    Protocol.OPCUA: _opcua,
-}
-
-
-def validate_binding(binding: Binding) -> None:
-    _BINDINGS[binding.protocol](binding.address)

@@ -172,7 +172,7 @@ class ModbusAdapter:
         if "online" in event.payload:
             return  # our own (or another's) online mark: nothing to render
         res = await self.ctx.gateway.resource(rid)
-        if res is None or res.binding.protocol is not Protocol.MODBUS:
+        if res is None or res.binding.protocol != Protocol.MODBUS:
             pool.remove(rid)
             return
         pool.upsert(rid, res.binding.address, res.nameplate.export_max_w,

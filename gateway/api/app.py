@@ -7,16 +7,21 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import authz
 from gateway.api import routes as r
-from gateway.api.auth import PUBLIC_PATHS, auth_middleware
+from gateway.api.auth import PUBLIC_PATHS, auth_middleware, authenticate
 from gateway.api.events import stream_events
-from gateway.api.keys import BUS, DATABASE, SERVICES, STATUS
-from gateway.api.problem import problem_middleware
+from gateway.api.keys import ACTOR, BUS, DATABASE, SERVICES, STATUS
+from gateway.api.problem import Handler, problem_middleware
 from gateway.api.routes import RouteSpec
 from gateway.api.schemas import ConnectionPointIn, InstructionIn, ParticipantIn, ResourceIn, TokenIn
 from gateway.bus import InProcessBus
+from gateway.errors import Forbidden
+from gateway.metrics import GatewayMetrics, metrics_handler
+from gateway.ports import PlatformRoute
 from gateway.services import GatewayServices
 from gateway.store.engine import Database
+from gateway.ui import mount_ui
 
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/v1/health", r.health, "Liveness", public=True),
@@ -116,6 +121,34 @@ def _path_params(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{")]
 
 
+def guarded(route: PlatformRoute, services: GatewayServices) -> Handler:
+    """The core's authorisation in front of an adapter's handler: role, then area."""
+    access = route.access
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        who = request[ACTOR]
+        if who.role not in access.roles:
+            raise Forbidden(f"a participant with role {who.role.value} may not "
+                            f"{route.method} this resource")
+        if access.concerns is not None:
+            authz.check_concern(who, await access.concerns(request), await services.topology())
+        return await route.handler(request)
+
+    handler.__name__ = getattr(route.handler, "__name__", "adapter_route")
+    return handler
+
+
+def _adapter_operation(route: PlatformRoute) -> dict[str, Any]:
+    roles = ", ".join(sorted(r.value for r in route.access.roles))
+    return {"summary": route.summary,
+            "description": f"Allowed to: {roles}"
+                           + ("; only within the caller's area" if route.access.concerns
+                              else ""),
+            "responses": {"200": {"description": "OK"},
+                          "4XX": {"$ref": "#/components/responses/Problem"}},
+            **route.openapi}
+
+
 def make_platform_app(
     services: GatewayServices,
     bus: InProcessBus,
@@ -124,9 +157,15 @@ def make_platform_app(
     status: Callable[[], Awaitable[dict[str, Any]]],
     ready: Callable[[], bool] = lambda: True,
     max_body_bytes: int = 1_048_576,
-    adapter_routes: dict[str, tuple[list[web.AbstractRouteDef], dict[str, Any]]] | None = None,
+    adapter_routes: dict[str, list[PlatformRoute]] | None = None,
+    metrics: GatewayMetrics | None = None,
+    listeners: Callable[[], dict[str, list[str]]] = dict,
+    metrics_allow_loopback: bool = False,
+    ui: bool = True,
 ) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware, auth_middleware],
+    metrics = metrics or GatewayMetrics()
+    app = web.Application(middlewares=[metrics.http_middleware("platform"), problem_middleware,
+                                       auth_middleware],
                           client_max_size=max_body_bytes,
                           handler_args={"max_line_size": 16_384, "max_field_size": 16_384})
     app[SERVICES], app[BUS], app[DATABASE] = services, bus, db
@@ -134,17 +173,28 @@ def make_platform_app(
     for spec in ROUTES:
         app.router.add_route(spec.method, spec.path, spec.handler)
     extra: dict[str, dict[str, Any]] = {}
-    for name, (defs, openapi_paths) in (adapter_routes or {}).items():
+    for name, routes in (adapter_routes or {}).items():
         prefix = f"/v1/adapters/{name}"
-        sub = web.Application()
-        sub.add_routes(defs)
-        app.add_subapp(prefix, sub)
-        extra.update({prefix + path: item for path, item in openapi_paths.items()})
+        for route in routes:
+            app.router.add_route(route.method, prefix + route.path, guarded(route, services))
+            extra.setdefault(prefix + route.path, {})[route.method.lower()] = \
+                _adapter_operation(route)
+    extra["/metrics"] = {"get": {
+        "summary": "Prometheus metrics (the admin; or a loopback scraper if allowed)",
+        "operationId": "metrics",
+        "responses": {"200": {"description": "Prometheus text exposition format",
+                              "content": {"text/plain": {}}},
+                      "4XX": {"$ref": "#/components/responses/Problem"}}}}
     document = build_openapi(extra)
 
     async def openapi(_request: web.Request) -> web.Response:
         return web.json_response(document)
 
     app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/metrics", metrics_handler(metrics, db, listeners,
+                                                   authenticate=authenticate,
+                                                   allow_loopback=metrics_allow_loopback))
+    if ui:
+        mount_ui(app)
     assert "/v1/openapi.json" in PUBLIC_PATHS
     return app

@@ -183,8 +183,12 @@ async def _resource_in_view(request: web.Request) -> str:
 
 
 async def get_resource(request: web.Request) -> web.Response:
+    """A DER, with what the gateway knows of getting its control to it (`delivery`: null
+    until an adapter has reported anything)."""
     rid = await _resource_in_view(request)
-    return reply(await services(request).resource(rid))
+    svc = services(request)
+    return reply({**to_json(await svc.resource(rid)),
+                  "delivery": await svc.resource_delivery(rid)})
 
 
 async def put_resource(request: web.Request) -> web.Response:
@@ -243,13 +247,6 @@ async def post_instruction(request: web.Request) -> web.Response:
     return reply(ins, 201 if created else 200, Location=f"/v1/instructions/{ins.id}")
 
 
-def _instruction_visible(who: Participant, ins: Instruction, area: set[str] | None,
-                         resolved: list[str]) -> bool:
-    if area is None or ins.issuer_id == who.id or ins.issuer_id == who.ldc_id:
-        return True
-    return any(rid in area for rid in resolved)
-
-
 async def get_instructions(request: web.Request) -> web.Response:
     live_only = request.query.get("all", "false").lower() not in {"1", "true", "yes"}
     limit = int_query(request, "limit", 100)
@@ -258,7 +255,7 @@ async def get_instructions(request: web.Request) -> web.Response:
     topo = await svc.topology()
     area = authz.area_of(who, topo)
     found = await svc.instructions(live_only=live_only)
-    visible = [i for i in found if _instruction_visible(who, i, area, topo.resolve(i.target))]
+    visible = [i for i in found if authz.instruction_visible(who, i, area, topo.resolve(i.target))]
     return reply(visible[offset:offset + limit])
 
 
@@ -266,7 +263,7 @@ async def _instruction_in_view(request: web.Request) -> Instruction:
     svc, who = services(request), actor(request)
     ins = await svc.instruction(request.match_info["instruction_id"])
     topo = await svc.topology()
-    if ins is None or not _instruction_visible(who, ins, authz.area_of(who, topo),
+    if ins is None or not authz.instruction_visible(who, ins, authz.area_of(who, topo),
                                                topo.resolve(ins.target)):
         raise NotFound("no such instruction in your view")
     return ins

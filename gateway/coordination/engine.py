@@ -349,12 +349,15 @@ def _classes(
     for rid, applied in parts.items():
         r = resources[rid]
         ldc = topology.ldc_of(rid)
+        # A DER nothing has connected for yet (online None) counts as available until an
+        # adapter says it is offline: registration precedes the first contact.
+        available = r.online is not False
         key = (r.nameplate.export_max_w, r.nameplate.import_max_w, r.aggregator_id,
-               ldc.id if ldc else None, r.online, tuple(applied))
+               ldc.id if ldc else None, available, tuple(applied))
         cls = by_key.get(key)
         if cls is None:
             by_key[key] = _new_class(rid, r.nameplate.export_max_w, r.nameplate.import_max_w,
-                                     r.online, applied, live)
+                                     available, applied, live)
         else:
             cls.members.append(rid)
     return list(by_key.values())

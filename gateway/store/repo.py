@@ -17,12 +17,15 @@ from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from gateway.domain import (
     Acknowledgement,
     AckStatus,
     Binding,
     ConnectionPoint,
+    DeliveryMark,
+    DeliveryState,
     DerKind,
     DsoModel,
     EffectiveControl,
@@ -30,10 +33,10 @@ from gateway.domain import (
     LimitationNotice,
     Nameplate,
     Participant,
-    Protocol,
     Quantity,
     Reading,
     Resource,
+    ResourceDelivery,
     Role,
     utcnow,
 )
@@ -56,6 +59,7 @@ from gateway.store.tables import (
     OutboxRow,
     ParticipantRow,
     ReadingRow,
+    ResourceDeliveryRow,
     ResourceRow,
     SequenceRow,
 )
@@ -137,29 +141,24 @@ async def connection_points(session: AsyncSession) -> list[ConnectionPoint]:
     return [_cp(r) for r in rows.scalars()]
 
 
-def binding_key(binding: Binding) -> str:
-    """One DER per address: the protocol plus its address in canonical form."""
-    canonical = {k: (v.upper() if isinstance(v, str) and k in {"lfdi"} else v)
-                 for k, v in sorted(binding.address.items()) if k not in {"settings", "tls"}}
-    return f"{binding.protocol.value}:{json.dumps(canonical, sort_keys=True)}"
-
-
 def _resource(row: ResourceRow) -> Resource:
     return Resource(
         id=row.id, connection_point_id=row.connection_point_id, kind=DerKind(row.kind),
         nameplate=Nameplate(row.export_max_w, row.import_max_w, row.var_max, row.energy_wh),
-        binding=Binding(Protocol(row.protocol), dict(row.binding)),
+        binding=Binding(row.protocol, dict(row.binding)),
         aggregator_id=row.aggregator_id, online=row.online,
     )
 
 
-async def add_resources(session: AsyncSession, resources: Sequence[Resource]) -> None:
+async def add_resources(session: AsyncSession, resources: Sequence[Resource],
+                        keys: dict[str, str]) -> None:
+    """Store new DERs; `keys` maps each id to its binding key (gateway.bindings)."""
     now = utcnow()
     await session.execute(ResourceRow.__table__.insert(), [  # type: ignore[attr-defined]
         {"id": r.id, "connection_point_id": r.connection_point_id, "kind": r.kind.value,
          "export_max_w": r.nameplate.export_max_w, "import_max_w": r.nameplate.import_max_w,
          "var_max": r.nameplate.var_max, "energy_wh": r.nameplate.energy_wh,
-         "protocol": r.binding.protocol.value, "binding_key": binding_key(r.binding),
+         "protocol": str(r.binding.protocol), "binding_key": keys[r.id],
          "binding": r.binding.address, "aggregator_id": r.aggregator_id, "online": r.online,
          "created_at": now}
         for r in resources])
@@ -168,13 +167,13 @@ async def add_resources(session: AsyncSession, resources: Sequence[Resource]) ->
 async def resources(
     session: AsyncSession,
     *,
-    protocol: Protocol | None = None,
+    protocol: str | None = None,
     aggregator_id: str | None = None,
     ids: Iterable[str] | None = None,
 ) -> list[Resource]:
     query = select(ResourceRow).order_by(ResourceRow.id)
     if protocol is not None:
-        query = query.where(ResourceRow.protocol == protocol.value)
+        query = query.where(ResourceRow.protocol == str(protocol))
     if aggregator_id is not None:
         query = query.where(ResourceRow.aggregator_id == aggregator_id)
     if ids is not None:
@@ -204,13 +203,13 @@ async def set_online(session: AsyncSession, marks: dict[str, bool]) -> dict[str,
     return changed
 
 
-async def update_resource(session: AsyncSession, r: Resource) -> None:
+async def update_resource(session: AsyncSession, r: Resource, key: str) -> None:
     await session.execute(
         update(ResourceRow).where(ResourceRow.id == r.id).values(
             connection_point_id=r.connection_point_id, kind=r.kind.value,
             export_max_w=r.nameplate.export_max_w, import_max_w=r.nameplate.import_max_w,
             var_max=r.nameplate.var_max, energy_wh=r.nameplate.energy_wh,
-            protocol=r.binding.protocol.value, binding_key=binding_key(r.binding),
+            protocol=str(r.binding.protocol), binding_key=key,
             binding=r.binding.address, aggregator_id=r.aggregator_id))
 
 
@@ -221,10 +220,11 @@ async def delete_resource(session: AsyncSession, resource_id: str) -> None:
     await session.execute(delete(ResourceRow).where(ResourceRow.id == resource_id))
 
 
-async def update_binding(session: AsyncSession, resource_id: str, binding: Binding) -> None:
+async def update_binding(session: AsyncSession, resource_id: str, binding: Binding,
+                         key: str) -> None:
     await session.execute(
         update(ResourceRow).where(ResourceRow.id == resource_id)
-        .values(binding=binding.address, binding_key=binding_key(binding))
+        .values(binding=binding.address, binding_key=key)
     )
 
 
@@ -419,21 +419,48 @@ async def notices(
 # --- feedback -----------------------------------------------------------------------------
 
 
-async def add_acknowledgement(session: AsyncSession, ack: Acknowledgement) -> int:
-    return (await add_acknowledgements(session, [ack]))[0]
+def ack_dedup_key(ack: Acknowledgement) -> str | None:
+    """One row per (DER, instruction, control, status): a retried or repeated answer to the
+    same control is the same acknowledgement. Answers naming no control are all kept."""
+    if ack.instruction_id is None and ack.control_ref is None:
+        return None
+    return (f"{ack.resource_id}|{ack.instruction_id or ''}|{ack.control_ref or ''}|"
+            f"{ack.status.value}")[:512]
 
 
 async def add_acknowledgements(session: AsyncSession, acks: Sequence[Acknowledgement]
-                               ) -> list[int]:
-    """Store acknowledgements (one flush); their ids, in order."""
-    rows = [AcknowledgementRow(
-        resource_id=ack.resource_id, instruction_id=ack.instruction_id,
-        control_ref=ack.control_ref, status=ack.status.value, protocol=ack.protocol.value,
-        protocol_status=ack.protocol_status, detail=ack.detail[:1024], at=ack.at,
-    ) for ack in acks]
-    session.add_all(rows)
+                               ) -> list[tuple[int, bool]]:
+    """Store acknowledgements not stored before; for each, in order, (its id, whether it is
+    new). A repeat (same de-duplication key, in the store or earlier in `acks`) gets the id
+    of the one first stored."""
+    keys = [ack_dedup_key(a) for a in acks]
+    wanted = [k for k in keys if k is not None]
+    known: dict[str, int] = {}
+    for start in range(0, len(wanted), 500):
+        rows = await session.execute(select(AcknowledgementRow.dedup_key, AcknowledgementRow.id)
+                                     .where(AcknowledgementRow.dedup_key.in_(  # type: ignore[union-attr]
+                                         wanted[start:start + 500])))
+        known.update({str(k): int(i) for k, i in rows.all()})
+    fresh: list[tuple[int, AcknowledgementRow | None, str | None]] = []
+    for index, (ack, key) in enumerate(zip(acks, keys, strict=True)):
+        if key is not None and key in known:
+            fresh.append((index, None, key))
+            continue
+        row = AcknowledgementRow(
+            resource_id=ack.resource_id, instruction_id=ack.instruction_id,
+            control_ref=ack.control_ref, status=ack.status.value, protocol=str(ack.protocol),
+            protocol_status=ack.protocol_status, detail=ack.detail[:1024], at=ack.at,
+            dedup_key=key)
+        session.add(row)
+        fresh.append((index, row, key))
+        if key is not None:
+            known[key] = -1  # taken by this batch: later repeats point at this row
     await session.flush()
-    return [row.id for row in rows]  # type: ignore[misc]
+    for _, row, key in fresh:
+        if row is not None and key is not None:
+            known[key] = int(row.id or 0)
+    return [(int(row.id or 0), True) if row is not None else (known[str(key)], False)
+            for _, row, key in fresh]
 
 
 async def acknowledgements(
@@ -446,7 +473,7 @@ async def acknowledgements(
     if instruction_id is not None:
         query = query.where(AcknowledgementRow.instruction_id == instruction_id)
     rows = (await session.execute(query.order_by(AcknowledgementRow.id).limit(limit))).scalars()
-    return [Acknowledgement(r.resource_id, AckStatus(r.status), Protocol(r.protocol),
+    return [Acknowledgement(r.resource_id, AckStatus(r.status), r.protocol,
                             r.protocol_status, r.at, r.instruction_id, r.control_ref, r.detail,
                             r.id) for r in rows]
 
@@ -462,7 +489,7 @@ async def latest_acknowledgements(
         select(AcknowledgementRow).where(AcknowledgementRow.id.in_(latest))  # type: ignore[union-attr]
     )).scalars()
     return {r.resource_id: Acknowledgement(r.resource_id, AckStatus(r.status),
-                                           Protocol(r.protocol), r.protocol_status, r.at,
+                                           r.protocol, r.protocol_status, r.at,
                                            r.instruction_id, r.control_ref, r.detail, r.id)
             for r in rows}
 
@@ -487,7 +514,7 @@ async def refusals(session: AsyncSession) -> set[tuple[str, str]]:
 
 async def add_readings(session: AsyncSession, readings: Sequence[Reading]) -> list[int]:
     rows = [ReadingRow(resource_id=r.resource_id, quantity=r.quantity.value, value=r.value,
-                       at=r.at, protocol=r.protocol.value) for r in readings]
+                       at=r.at, protocol=str(r.protocol)) for r in readings]
     session.add_all(rows)
     await session.flush()
     return [r.id for r in rows]  # type: ignore[misc]
@@ -506,11 +533,57 @@ async def readings(
     if since is not None:
         query = query.where(ReadingRow.at >= since)  # type: ignore[operator]
     rows = (await session.execute(query.order_by(ReadingRow.id).limit(limit))).scalars()
-    return [Reading(r.resource_id, Quantity(r.quantity), r.value, r.at, Protocol(r.protocol), r.id)
+    return [Reading(r.resource_id, Quantity(r.quantity), r.value, r.at, r.protocol, r.id)
             for r in rows]
 
 
 # --- outbox and sequences ---------------------------------------------------------------------
+
+
+# --- delivery state -------------------------------------------------------------------------
+
+
+async def put_resource_deliveries(session: AsyncSession, marks: Sequence[DeliveryMark]
+                                  ) -> list[tuple[DeliveryMark, DeliveryState | None]]:
+    """Store each DER's latest delivery mark; returns each with the state it replaced."""
+    if not marks:
+        return []
+    ids = [m.resource_id for m in marks]
+    rows = {r.resource_id: r for r in (await session.execute(
+        select(ResourceDeliveryRow).where(col(ResourceDeliveryRow.resource_id).in_(ids))
+    )).scalars()}
+    changes: list[tuple[DeliveryMark, DeliveryState | None]] = []
+    for mark in marks:
+        row = rows.get(mark.resource_id)
+        previous = DeliveryState(row.state) if row is not None else None
+        if row is None:
+            row = ResourceDeliveryRow(resource_id=mark.resource_id, state=mark.state.value,
+                                      since=mark.at, updated_at=mark.at)
+            session.add(row)
+        elif previous is not mark.state:
+            row.state, row.since = mark.state.value, mark.at
+        row.reason = mark.reason[:512]
+        row.updated_at = mark.at
+        if mark.state is DeliveryState.FETCHED:
+            row.fetched_at = mark.at
+        elif mark.state is DeliveryState.DELIVERED:
+            row.delivered_at = mark.at
+        changes.append((mark, previous))
+    await session.flush()
+    return changes
+
+
+async def resource_deliveries(session: AsyncSession, resource_ids: Iterable[str]
+                              ) -> dict[str, ResourceDelivery]:
+    ids = list(resource_ids)
+    found: dict[str, ResourceDelivery] = {}
+    for start in range(0, len(ids), 500):
+        rows = (await session.execute(select(ResourceDeliveryRow).where(
+            col(ResourceDeliveryRow.resource_id).in_(ids[start:start + 500])))).scalars()
+        found.update({row.resource_id: ResourceDelivery(
+            DeliveryState(row.state), row.since, row.reason, row.fetched_at, row.delivered_at)
+            for row in rows})
+    return found
 
 
 async def add_outbox(session: AsyncSession, topic: str, payload: dict[str, Any]) -> None:

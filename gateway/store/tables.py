@@ -86,7 +86,7 @@ class ResourceRow(SQLModel, table=True):
     binding_key: str = Field(unique=True, max_length=512)  # protocol + canonical address
     binding: dict[str, Any] = js()
     aggregator_id: str | None = Field(default=None, index=True, max_length=128)
-    online: bool = True
+    online: bool | None = None  # None: nothing has connected for it yet
     created_at: datetime = ts()
 
 
@@ -147,6 +147,8 @@ class AcknowledgementRow(SQLModel, table=True):
     protocol_status: str = Field(max_length=64)
     detail: str = Field(default="", max_length=1024)
     at: datetime = ts()
+    # (DER, instruction, control, status): a retried or repeated acknowledgement is one row.
+    dedup_key: str | None = Field(default=None, max_length=512, unique=True)
 
 
 class ReadingRow(SQLModel, table=True):
@@ -185,6 +187,9 @@ class SequenceRow(SQLModel, table=True):
 
 
 class DeliveryRow(SQLModel, table=True):
+    """An outbound notification. Pending while delivered_at and failed_at are both empty;
+    a cancelled one (its subscription was deleted) is failed with the reason."""
+
     __tablename__ = "delivery"
     __table_args__ = (Index("ix_delivery_due", "delivered_at", "failed_at", "next_attempt_at"),)
     id: int | None = Field(default=None, primary_key=True)
@@ -201,3 +206,19 @@ class DeliveryRow(SQLModel, table=True):
     failed_at: datetime | None = ts(nullable=True)
     last_error: str = Field(default="", max_length=512)
     created_at: datetime = ts()
+    subject: str | None = Field(default=None, max_length=256, index=True)  # e.g. "sub:12"
+    claimed_by: str | None = Field(default=None, max_length=64)  # the process sending it
+    claim_until: datetime | None = ts(nullable=True)  # another process may take it after
+
+
+class ResourceDeliveryRow(SQLModel, table=True):
+    """What the gateway knows of getting each DER's control to it (latest per DER)."""
+
+    __tablename__ = "resource_delivery"
+    resource_id: str = Field(primary_key=True, max_length=128)
+    state: str = Field(max_length=16)  # fetched | delivered | pending | undeliverable
+    reason: str = Field(default="", max_length=512)
+    since: datetime = ts()  # when this state began
+    fetched_at: datetime | None = ts(nullable=True)
+    delivered_at: datetime | None = ts(nullable=True)
+    updated_at: datetime = ts()

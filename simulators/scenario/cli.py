@@ -9,20 +9,28 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from simulators.scenario.console import Summary
-from simulators.scenario.gateway_proc import Endpoints, GatewayChild
-from simulators.scenario.runner import Run, RunOptions
-from simulators.scenario.spec import Scenario, ScenarioError, load
+if TYPE_CHECKING:  # the fleet, feeder and protocol stacks load only when a scenario runs
+    from simulators.scenario.console import Summary
+    from simulators.scenario.gateway_proc import Endpoints
+    from simulators.scenario.spec import Scenario
 
 BUNDLED = Path(__file__).resolve().parents[2] / "scenarios"
+# Bundled scenarios are named by the DSO model they play, as the API spells it
+# (dual_participation, total, market_facilitator); the names of earlier releases still work.
+FORMER_NAMES = {"dual-participation": "dual_participation", "total-dso": "total",
+                "embedded-ldc": "embedded_ldc"}
+DEFAULT = "dual_participation"
 
 
 def _resolve(name: str) -> Path:
+    from simulators.scenario.spec import ScenarioError
+
     path = Path(name)
     if path.exists():
         return path
+    name = FORMER_NAMES.get(name.removesuffix(".toml"), name)
     bundled = BUNDLED / (name if name.endswith(".toml") else f"{name}.toml")
     if bundled.exists():
         return bundled
@@ -31,7 +39,9 @@ def _resolve(name: str) -> Path:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scenario", help="a scenario TOML file, or the name of a bundled one")
+    p.add_argument("scenario", nargs="?", default=DEFAULT,
+                   help="a scenario TOML file, or a bundled one: dual_participation (default), "
+                        "total, embedded_ldc")
     p.add_argument("--start-gateway", action="store_true",
                    help="start a fresh gateway (child process) for this run")
     p.add_argument("--workdir", type=Path, default=Path("var/simulate"),
@@ -49,6 +59,7 @@ def register(subparsers: Any) -> None:
 
 def _endpoints_from_settings(args: argparse.Namespace) -> Endpoints:
     from gateway.settings import load_settings
+    from simulators.scenario.gateway_proc import Endpoints
 
     settings = load_settings(getattr(args, "config", None))
     return Endpoints(platform=settings.platform_listen,
@@ -59,6 +70,9 @@ def _endpoints_from_settings(args: argparse.Namespace) -> Endpoints:
 
 
 async def simulate(scenario: Scenario, args: argparse.Namespace) -> Summary:
+    from simulators.scenario.gateway_proc import GatewayChild
+    from simulators.scenario.runner import Run, RunOptions
+
     options = RunOptions(ack_timeout_s=args.ack_timeout, quiet=args.quiet)
     if not args.start_gateway:
         run = Run(scenario, _endpoints_from_settings(args), options)
@@ -82,6 +96,8 @@ async def simulate(scenario: Scenario, args: argparse.Namespace) -> Summary:
 
 
 def command(args: argparse.Namespace) -> int:
+    from simulators.scenario.spec import ScenarioError, load
+
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("asyncua").setLevel(logging.ERROR)  # its session chatter is not ours
     try:

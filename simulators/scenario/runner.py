@@ -279,6 +279,7 @@ class Run:
         elif step.kind == "cancel":
             instruction_id = self.labels[str(step.body["instruction"])]
             await self.platform.ok(step.by, "POST", f"/v1/instructions/{instruction_id}/cancel")
+            self.say(f"  cancelled {step.body['instruction']} ({instruction_id})")
             return
         else:  # frequency
             if self.feeder is not None:
@@ -360,7 +361,11 @@ class Run:
         by_id = {c["resource_id"]: c for c in controls}
         now = datetime.now(UTC)
         result.mismatches, result.checked = [], 0
+        # Only the DERs this step's instruction affects: a one-DER limit checks one output.
+        affected = set(result.pending.expected) if result.pending is not None else None
         for der in self.ders:
+            if affected is not None and der.platform_id not in affected:
+                continue
             interval = _interval_at(by_id.get(der.platform_id, {}), now)
             if interval is None or not interval.get("sources"):
                 continue  # nothing instructed: the DER runs free
@@ -397,7 +402,7 @@ def _interval_at(control: dict[str, Any], when: datetime) -> dict[str, Any] | No
         end = interval.get("end")
         if start <= when and (end is None or when < datetime.fromisoformat(
                 end.replace("Z", "+00:00"))):
-            return interval
+            return dict(interval)
     return None
 
 

@@ -56,8 +56,9 @@ async def set_ieee2030_5_rates(platform: Platform, poll_s: int, post_s: int) -> 
 
 
 async def provision_ven(platform: Platform, ven: str, aggregator: str) -> dict[str, Any]:
-    return await platform.ok(aggregator, "POST", "/v1/adapters/openadr3/credentials",
-                             {"role": "ven", "ven_name": ven})
+    made: dict[str, Any] = await platform.ok(
+        aggregator, "POST", "/v1/adapters/openadr3/credentials", {"role": "ven", "ven_name": ven})
+    return made
 
 
 async def provision_operator(platform: Platform, scada_id: str, ldc: str) -> tuple[str, str]:

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +104,13 @@ class Step:
 
     @property
     def title(self) -> str:
-        return self.label or f"{self.by} {self.kind} {self.target.get('kind', '')}:" \
-                             f"{self.target.get('id', '')}"
+        if self.label:
+            return self.label
+        if self.kind == "cancel":  # its target is the instruction it names
+            return f"{self.by} cancel {self.body.get('instruction', '?')}"
+        if self.kind == "frequency":
+            return f"frequency {self.body.get('hz', '?')} Hz"
+        return f"{self.by} {self.kind} {self.target.get('kind', '?')}:{self.target.get('id', '?')}"
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ class Scenario:
 
 
 def _take(table: dict[str, Any], cls: type, where: str, **extra: Any) -> Any:
-    known = set(cls.__dataclass_fields__)
+    known = {f.name for f in fields(cls)}
     unknown = set(table) - known
     if unknown:
         raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -172,6 +177,7 @@ def _fleet(raw: dict[str, Any], n: int) -> FleetSpec:
     for ok, message in checks:
         if not ok:
             raise ScenarioError(f"{where}: {message}")
+    assert isinstance(fleet, FleetSpec)
     return fleet
 
 

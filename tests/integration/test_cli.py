@@ -39,7 +39,7 @@ async def test_cli_round_trip_and_graceful_sigterm(tmp_path):
         resent = cli(tmp_path, proc.env, "send", "limit.toml", "--token", token)
         assert json.loads(resent.stdout)["id"] == json.loads(sent.stdout)["id"]  # idempotent
         refused = cli(tmp_path, proc.env, "send", "limit.toml")  # the admin may not issue
-        assert refused.returncode == 1 and '"status": 403' in refused.stdout
+        assert refused.returncode == 1 and "refused (403" in refused.stderr and "--cert" in refused.stderr
         status = json.loads(cli(tmp_path, proc.env, "status", "--json").stdout)
         assert status["ders"]["total"] == 6
         assert status["effective_controls"]["ders_with_intervals"] == 1

@@ -46,7 +46,8 @@ async def test_retries_until_the_receiver_recovers_and_survives_restart(tmp_path
                 break
             await asyncio.sleep(0.05)
     assert received == [b"<Notification/>"]
-    assert await worker.stats() == {"delivered": 1, "failed": 0, "pending": 0}
+    assert await worker.stats() == {"delivered": 1, "failed": 0, "pending": 0,
+                                    "oldest_pending_s": 0.0}
     await runner.cleanup()
     await db.close()
 

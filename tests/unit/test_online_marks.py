@@ -68,6 +68,7 @@ async def test_a_batch_of_marks_is_one_recompute_with_the_outcome_of_single_mark
 async def marks_in_bulk(db: Database, services: GatewayServices) -> None:
     assert list((await setpoints(services)).values()) == [pytest.approx(1000.0)] * 4
 
+    await services.set_online_many({"d2": True})  # first contact: None (never heard) -> True
     changed = await services.set_online_many({"d0": False, "d1": False, "d2": True, "gone": False})
     assert changed == {"d0": False, "d1": False}  # d2 was online already; unknown ids skipped
     after = await setpoints(services)
@@ -76,8 +77,8 @@ async def marks_in_bulk(db: Database, services: GatewayServices) -> None:
     async with db.read() as session:
         marks = [r.payload for r in (await session.execute(select(OutboxRow).where(
             OutboxRow.topic == Topic.RESOURCE_CHANGED))).scalars() if "online" in r.payload]
-    assert sorted((m["resource_id"], m["online"]) for m in marks) == [("d0", False),
-                                                                       ("d1", False)]
+    assert sorted((m["resource_id"], m["online"]) for m in marks) == [
+        ("d0", False), ("d1", False), ("d2", True)]
     assert await services.set_online_many({"d0": False}) == {}
 
     await services.set_online("d0", True)  # the single mark is the same path

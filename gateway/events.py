@@ -1,0 +1,147 @@
+"""The event log's vocabulary: topics, the raw event the bus carries, and typed events.
+
+Every event was first committed to the outbox in the same transaction as the change it
+announces; its id is the outbox row's id (increasing, the same in every process). Payloads
+are JSON in the store and on the platform's event stream; subscribers inside the gateway
+read them as the typed events below (`decode`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from gateway.domain import Acknowledgement, Reading
+from gateway.jsonform import ack_from_json, reading_from_json
+
+
+class Topic(StrEnum):
+    EFFECTIVE_CONTROL_CHANGED = "effective_control.changed"
+    RESOURCE_CHANGED = "resource.changed"
+    ACKNOWLEDGEMENT = "acknowledgement"
+    READING = "reading"
+    NOTICE = "notice"
+    INSTRUCTION_CHANGED = "instruction.changed"
+    PARTICIPANT_CHANGED = "participant.changed"
+    DELIVERY_CHANGED = "delivery.changed"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What the bus carries: an outbox row."""
+
+    id: int
+    topic: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlChanged:
+    """A DER's effective control changed: re-read it from the store and render it."""
+
+    id: int
+    resource_id: str
+    protocol: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceChanged:
+    """A DER was registered, changed (binding, ratings, place), removed, or only its online
+    flag changed (`online` is then set and nothing else about it changed)."""
+
+    id: int
+    resource_id: str
+    protocol: str | None
+    online: bool | None = None
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AcknowledgementRecorded:
+    id: int
+    acknowledgement: Acknowledgement
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingRecorded:
+    id: int
+    reading: Reading
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeRaised:
+    id: int
+    notice_id: int
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class InstructionChanged:
+    id: int
+    instruction_id: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantChanged:
+    id: int
+    participant_id: str
+    change: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryChanged:
+    """What the gateway knows of getting a DER's control to it changed (see DeliveryMark)."""
+
+    id: int
+    resource_id: str
+    state: str
+    reason: str | None
+
+
+TypedEvent = (ControlChanged | ResourceChanged | AcknowledgementRecorded | ReadingRecorded
+              | NoticeRaised | InstructionChanged | ParticipantChanged | DeliveryChanged)
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _control(e: Event) -> TypedEvent:
+    return ControlChanged(e.id, str(e.payload["resource_id"]),
+                          _optional_str(e.payload.get("protocol")))
+
+
+def _resource(e: Event) -> TypedEvent:
+    online = e.payload.get("online")
+    return ResourceChanged(e.id, str(e.payload["resource_id"]),
+                           _optional_str(e.payload.get("protocol")),
+                           None if online is None else bool(online),
+                           bool(e.payload.get("deleted", False)))
+
+
+def _notice(e: Event) -> TypedEvent:
+    return NoticeRaised(e.id, int(e.payload.get("id", 0)), dict(e.payload))
+
+
+_DECODERS: dict[str, Any] = {
+    Topic.EFFECTIVE_CONTROL_CHANGED: _control,
+    Topic.RESOURCE_CHANGED: _resource,
+    Topic.ACKNOWLEDGEMENT: lambda e: AcknowledgementRecorded(e.id, ack_from_json(e.payload)),
+    Topic.READING: lambda e: ReadingRecorded(e.id, reading_from_json(e.payload)),
+    Topic.NOTICE: _notice,
+    Topic.INSTRUCTION_CHANGED: lambda e: InstructionChanged(
+        e.id, str(e.payload["instruction_id"]), str(e.payload["status"])),
+    Topic.PARTICIPANT_CHANGED: lambda e: ParticipantChanged(
+        e.id, str(e.payload["participant_id"]), str(e.payload["change"])),
+    Topic.DELIVERY_CHANGED: lambda e: DeliveryChanged(
+        e.id, str(e.payload["resource_id"]), str(e.payload["state"]),
+        _optional_str(e.payload.get("reason"))),
+}
+
+
+def decode(event: Event) -> TypedEvent:
+    """The typed form of a raw event; KeyError for a topic this version does not know."""
+    decoded: TypedEvent = _DECODERS[event.topic](event)
+    return decoded

@@ -1,0 +1,329 @@
+"""The seam: everything the core gives an adapter, typed, in one module.
+
+Adapters import from the core only this module, `gateway.domain`, `gateway.errors` and
+`gateway.jsonform` (an import-rule test holds them to it). The promises the core keeps -
+nothing accepted is lost, least privilege, bad input refused, no connection where the
+deployment forbids one - are kept at every adapter's edge through these ports, not rebuilt
+by each adapter:
+
+- `RecordsPort.write(RecordWrite(...))`: an adapter's records and the deliveries they imply
+  in one transaction;
+- `PlatformRoute` + `Access`: the core's authorisation (role, then area) on every route an
+  adapter mounts;
+- `OutboundGuard.check(url)`: the one check of every callback URL (again at connect time);
+- `BodyReader`: the one JSON body reader (size, depth, duplicate keys);
+- `follow()`: the one way to follow the event log, with one error policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from aiohttp import web
+
+from gateway.api.keys import ACTOR
+from gateway.authz import Concern
+from gateway.bindings import canonical_address_key, require_keys
+from gateway.body import BodyReader, parse_json
+from gateway.coordination.topology import Topology
+from gateway.delivery import DeliveryOutcome, Outgoing
+from gateway.domain import (
+    Acknowledgement,
+    ConnectionPoint,
+    DeliveryMark,
+    DeliveryState,
+    EffectiveControl,
+    Instruction,
+    InstructionDraft,
+    Participant,
+    Quantity,
+    Reading,
+    Resource,
+    Role,
+)
+from gateway.events import (
+    AcknowledgementRecorded,
+    ControlChanged,
+    DeliveryChanged,
+    Event,
+    InstructionChanged,
+    NoticeRaised,
+    ParticipantChanged,
+    ReadingRecorded,
+    ResourceChanged,
+    Topic,
+    TypedEvent,
+    decode,
+)
+from gateway.metrics import GatewayMetrics
+from gateway.outbound import OutboundGuard
+from gateway.records import RecordWrite
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+__all__ = [
+    "Access",
+    "AcknowledgementRecorded",
+    "Adapter",
+    "AdapterContext",
+    "BodyReader",
+    "Concern",
+    "ControlChanged",
+    "DeliveriesPort",
+    "DeliveryChanged",
+    "DeliveryMark",
+    "DeliveryOutcome",
+    "DeliveryState",
+    "Event",
+    "EventLog",
+    "GatewayPort",
+    "InstructionChanged",
+    "NoticeRaised",
+    "OutboundGuard",
+    "Outgoing",
+    "ParticipantChanged",
+    "PkiPaths",
+    "PlatformRoute",
+    "ReadingRecorded",
+    "RecordWrite",
+    "RecordsPort",
+    "ResourceChanged",
+    "Topic",
+    "TypedEvent",
+    "actor",
+    "canonical_address_key",
+    "decode",
+    "follow",
+    "parse_json",
+    "require_keys",
+]
+
+log = logging.getLogger(__name__)
+
+
+# -- what adapters call on the gateway --------------------------------------------------------
+
+
+class GatewayPort(Protocol):
+    """The domain operations adapters use. Every write is one transaction in the core."""
+
+    async def topology(self) -> Topology: ...
+    async def participant(self, participant_id: str) -> Participant | None: ...
+    async def participants(self, role: Role | None = None) -> list[Participant]: ...
+    async def connection_point(self, cp_id: str) -> ConnectionPoint | None: ...
+    async def resource(self, resource_id: str) -> Resource | None: ...
+
+    async def resources(self, *, protocol: str | None = None,
+                        aggregator_id: str | None = None,
+                        ids: Iterable[str] | None = None) -> list[Resource]: ...
+
+    async def find_resources(self, protocol: str, **address: Any) -> list[Resource]: ...
+
+    async def register_resources(self, actor: Participant, resources: Sequence[Resource]
+                                 ) -> list[Resource]: ...
+
+    async def set_online_many(self, marks: dict[str, bool]) -> dict[str, bool]: ...
+
+    async def submit_instruction(self, actor: Participant, draft: InstructionDraft,
+                                 idempotency_key: str | None = None, request: Any = None,
+                                 ) -> tuple[Instruction, bool]: ...
+
+    async def cancel_instruction(self, actor: Participant, instruction_id: str
+                                 ) -> Instruction: ...
+
+    async def instruction(self, instruction_id: str) -> Instruction | None: ...
+
+    async def instructions(self, *, live_only: bool = True, issuer_id: str | None = None,
+                           limit: int | None = None, offset: int = 0) -> list[Instruction]: ...
+
+    async def effective_control(self, resource_id: str) -> EffectiveControl | None: ...
+
+    async def effective_controls(self, resource_ids: Iterable[str] | None = None
+                                 ) -> dict[str, EffectiveControl]: ...
+
+    async def record_acknowledgement(self, ack: Acknowledgement) -> Acknowledgement: ...
+    async def record_readings(self, readings: Sequence[Reading]) -> int: ...
+
+    async def latest_acknowledgements(self, resource_ids: Iterable[str] | None = None
+                                      ) -> dict[str, Acknowledgement]: ...
+
+    async def acknowledgements(self, *, resource_id: str | None = None,
+                               resource_ids: Iterable[str] | None = None,
+                               instruction_id: str | None = None, since_id: int = 0,
+                               limit: int = 100) -> list[Acknowledgement]: ...
+
+    async def readings(self, *, resource_id: str | None = None,
+                       resource_ids: Iterable[str] | None = None,
+                       quantity: Quantity | None = None, since: datetime | None = None,
+                       since_id: int = 0, limit: int = 100) -> list[Reading]: ...
+
+    async def mark_delivery(self, marks: Sequence[DeliveryMark]) -> None: ...
+
+
+class RecordsPort(Protocol):
+    """The adapter's own durable documents (scoped to it), and its deliveries with them."""
+
+    async def get(self, kind: str, key: str) -> dict[str, Any] | None: ...
+    async def list(self, kind: str, prefix: str | None = None
+                   ) -> list[tuple[str, dict[str, Any]]]: ...
+    async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None: ...
+    async def put_many(self, kind: str, docs: dict[str, dict[str, Any]]) -> None: ...
+    async def delete(self, kind: str, key: str) -> bool: ...
+    async def next_sequence(self, name: str, count: int = 1) -> int: ...
+    async def write(self, change: RecordWrite) -> list[int]: ...
+
+
+class DeliveriesPort(Protocol):
+    """Outbound notifications. Enqueue them with `RecordsPort.write` when they announce a
+    change of records; `enqueue_many` only for those that announce nothing stored."""
+
+    def register_tls(self, name: str, context: ssl.SSLContext) -> None: ...
+    def on_outcomes(self, listener: Callable[[list[DeliveryOutcome]], Awaitable[None]]
+                    ) -> None: ...
+    async def enqueue_many(self, items: Sequence[Outgoing]) -> list[int]: ...
+    async def cancel(self, subjects: Iterable[str]) -> int: ...
+
+
+class Subscription(Protocol):
+    overflowed: bool
+
+    def __aiter__(self) -> Any: ...
+    def drain(self, limit: int) -> list[Event]: ...
+
+
+class EventLog(Protocol):
+    def subscription(self, *topics: str, maxsize: int = 10_000
+                     ) -> AbstractAsyncContextManager[Any]: ...
+
+
+# -- following the event log: one helper, one error policy ------------------------------------
+
+
+async def follow(log_: EventLog, topics: Collection[Topic], *,
+                 on_batch: Callable[[list[TypedEvent]], Awaitable[None]],
+                 resync: Callable[[], Awaitable[None]], name: str, batch: int = 500,
+                 maxsize: int = 10_000) -> None:
+    """Follow the event log until cancelled.
+
+    The policy, the same for every adapter: subscribe, then `resync()` (rebuild from the
+    store, the truth - nothing committed before the subscription is missed); then hand
+    `on_batch` the typed events in order, up to `batch` at a time when they queue up. If the
+    follower falls `maxsize` events behind, or `resync`/`on_batch` raises, it logs (with
+    `name`), waits a back-off (1 s doubling to 30 s; none after falling behind) and starts
+    over with a resync. Events of topics this version does not know are skipped.
+    """
+    backoff = 1.0
+    while True:
+        try:
+            async with log_.subscription(*topics, maxsize=maxsize) as sub:
+                await resync()
+                backoff = 1.0
+                async for first in sub:
+                    events = [first, *sub.drain(batch - 1)]
+                    typed = [t for e in events if (t := _typed(e)) is not None]
+                    if typed:
+                        await on_batch(typed)
+            log.warning("%s fell behind the event log; rebuilding from the store", name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; rebuilding from the store in %.0f s", name, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+
+def _typed(event: Event) -> TypedEvent | None:
+    try:
+        return decode(event)
+    except KeyError:
+        return None
+
+
+# -- platform routes: the core's authorisation on every one -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may call a route: `roles`, then - if `concerns` is given - only when every DER and
+    participant it names is in the caller's area (an LDC: its area and the LDCs embedded
+    below it; an aggregator: its own DERs and itself; the admin: everything). Without
+    `concerns` the role alone decides: use that only for routes that touch nothing
+    area-bound (or for the admin alone)."""
+
+    roles: frozenset[Role]
+    concerns: Callable[[web.Request], Awaitable[Concern]] | None = None
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformRoute:
+    method: str
+    path: str  # relative to /v1/adapters/<name>
+    handler: Handler
+    summary: str
+    access: Access
+    openapi: dict[str, Any] = field(default_factory=dict)  # more of the OpenAPI operation
+
+
+def actor(request: web.Request) -> Participant:
+    """The authenticated participant calling a platform route."""
+    found: Participant = request[ACTOR]
+    return found
+
+
+# -- the context an adapter is built with ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PkiPaths:
+    """Where the certificates live; `pki.devpki` has the layout."""
+
+    root: Path
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+
+@dataclass
+class AdapterContext:
+    name: str
+    settings: Settings  # the gateway's own settings (read-only): iana_pen, horizon_s ...
+    config: dict[str, Any]  # this adapter's table [adapters.<name>]; validate it yourself
+    gateway: GatewayPort
+    bus: EventLog
+    deliveries: DeliveriesPort
+    records: RecordsPort  # already scoped to this adapter
+    pki: PkiPaths
+    outbound: OutboundGuard = field(default_factory=OutboundGuard)
+    body: BodyReader = field(default_factory=BodyReader)
+    # Put `metrics.http_middleware(name)` first in your aiohttp server's middlewares.
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dev_mode(self) -> bool:
+        return self.settings.dev_mode
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    name: str
+
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        """Start listeners/pollers on enter; stop them, cleanly, on exit."""
+        ...
+
+    def listeners(self) -> list[str]:
+        """URLs this adapter serves or reaches, for `der-gateway status`."""
+        ...
