@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from adapters.openadr3.adapter import OpenAdr3Adapter
-    from gateway.adapters import AdapterContext
+    from gateway.ports import AdapterContext
 
 
 def create_adapter(ctx: AdapterContext) -> OpenAdr3Adapter:

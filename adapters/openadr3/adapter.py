@@ -7,13 +7,12 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from adapters.openadr3.feedback import Feedback
-from adapters.openadr3.platform import PLATFORM_OPENAPI, CredentialRoutes
+from adapters.openadr3.platform import CredentialRoutes
 from adapters.openadr3.render import Renderer
 from adapters.openadr3.server import ProblemAppRunner, VtnServer
 from adapters.openadr3.settings import Settings
@@ -21,14 +20,20 @@ from adapters.openadr3.state import ObjectStore
 from adapters.openadr3.vtn.auth import Credentials
 from adapters.openadr3.vtn.instructions import BlInstructions
 from adapters.openadr3.vtn.mqtt import BrokerAccess, MqttPublisher
-from adapters.openadr3.vtn.notifier import Notifier, WebhookChannel
+from adapters.openadr3.vtn.notifier import Notifier
 from adapters.openadr3.vtn.notifiers import MqttNotifierRoutes
 from adapters.openadr3.vtn.ownership import Ownership
 from adapters.openadr3.vtn.service import VtnService
 from adapters.openadr3.vtn.throttle import TokenThrottle
-from gateway.adapters import AdapterContext
-from gateway.bus import Event, Topic
-from gateway.domain import Protocol
+from gateway.ports import (
+    AdapterContext,
+    ControlChanged,
+    PlatformRoute,
+    ResourceChanged,
+    Topic,
+    TypedEvent,
+    follow,
+)
 from pki.tls import server_context
 
 log = logging.getLogger(__name__)
@@ -53,11 +58,15 @@ class OpenAdr3Adapter:
         self.renderer = Renderer(self.service, ctx.gateway, self.name)
         mqtt = settings.mqtt()  # None: MQTT off (no broker configured)
         self.publisher = MqttPublisher(mqtt, ctx.records) if mqtt else None
-        webhooks = WebhookChannel(
-            ctx.deliveries, ctx.dev_mode, WEBHOOK_TLS if settings.webhook_ca_file else None
+        notifier = Notifier(
+            self.service,
+            ctx.outbound,
+            WEBHOOK_TLS if settings.webhook_ca_file else None,
+            self.publisher,
         )
+        self.service.announcer = notifier
         self.service.hooks.extend([
-            Notifier(self.service, webhooks, ctx.dev_mode, self.publisher),
+            notifier,
             BlInstructions(self.service, ctx.gateway),
             self.renderer,
             Feedback(self.service, ctx.gateway, ctx.records, self.name),
@@ -69,10 +78,12 @@ class OpenAdr3Adapter:
             settings.origin,
             ctx.settings.max_body_bytes,
             TokenThrottle(settings.throttle()),
+            ctx.body,
             MqttNotifierRoutes(mqtt, BrokerAccess(self.publisher), self.service)
             if mqtt and self.publisher else None,
+            (ctx.metrics.http_middleware(ctx.name),),
         )
-        self.platform = CredentialRoutes(self.credentials, self.service, self.renderer)
+        self.platform = CredentialRoutes(self.credentials, self.service, self.renderer, ctx.body)
         self.port: int | None = None  # the bound port, once listening
 
     def _register_webhook_tls(self) -> None:
@@ -81,16 +92,13 @@ class OpenAdr3Adapter:
             context = ssl.create_default_context(
                 ssl.Purpose.SERVER_AUTH, cafile=self.settings.webhook_ca_file
             )
-            self.ctx.deliveries.register_ssl(WEBHOOK_TLS, context)
+            self.ctx.deliveries.register_tls(WEBHOOK_TLS, context)
 
     def listeners(self) -> list[str]:
         return [self.listen]
 
-    def platform_routes(self) -> list[web.RouteDef]:
+    def platform_routes(self) -> list[PlatformRoute]:
         return self.platform.routes()
-
-    def platform_openapi(self) -> dict[str, Any]:
-        return PLATFORM_OPENAPI
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
@@ -100,6 +108,7 @@ class OpenAdr3Adapter:
         runner = ProblemAppRunner(
             self.server.app(),
             access_log=None,
+            shutdown_timeout=5.0,  # in-flight requests get this long at shutdown
             max_line_size=self.settings.max_line_size,
             max_field_size=self.settings.max_field_size,
         )
@@ -132,7 +141,7 @@ class OpenAdr3Adapter:
 
     async def rebuild(self) -> None:
         """Render every OpenADR-bound DER from the store (start-up and after a bus overflow)."""
-        ids = [r.id for r in await self.ctx.gateway.resources(protocol=Protocol(self.name))]
+        ids = [r.id for r in await self.ctx.gateway.resources(protocol=self.name)]
         for start in range(0, len(ids), RENDER_BATCH):
             await self._render_safely(ids[start:start + RENDER_BATCH])
 
@@ -150,24 +159,20 @@ class OpenAdr3Adapter:
                 log.exception("rendering the control of %s as an OpenADR event failed", rid)
 
     async def _follow_controls(self) -> None:
-        topics = (Topic.EFFECTIVE_CONTROL_CHANGED, Topic.RESOURCE_CHANGED)
-        while True:
-            try:
-                async with self.ctx.bus.subscription(*topics) as sub:
-                    await self.rebuild()
-                    async for event in sub:
-                        # What queued up meanwhile is rendered together, once per DER.
-                        batch = [event]
-                        while len(batch) < RENDER_BATCH and not sub.queue.empty():
-                            batch.append(sub.queue.get_nowait())
-                        ids = [rid for rid in dict.fromkeys(_to_render(e, self.name) for e in batch)
-                               if rid is not None]
-                        if ids:
-                            await self._render_safely(ids)
-                log.warning("OpenADR 3 control follower fell behind; rebuilding from the store")
-            except Exception:  # the core was unavailable: retry rather than stop following
-                log.exception("OpenADR 3 control follower failed; retrying")
-                await asyncio.sleep(1.0)
+        await follow(
+            self.ctx.bus,
+            {Topic.EFFECTIVE_CONTROL_CHANGED, Topic.RESOURCE_CHANGED},
+            on_batch=self._render_events,
+            resync=self.rebuild,
+            name="openadr3-controls",
+            batch=RENDER_BATCH,
+        )
+
+    async def _render_events(self, events: list[TypedEvent]) -> None:
+        """What queued up meanwhile is rendered together, once per DER."""
+        ids = list(dict.fromkeys(r for e in events if (r := _to_render(e, self.name))))
+        for start in range(0, len(ids), RENDER_BATCH):
+            await self._render_safely(ids[start:start + RENDER_BATCH])
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -176,15 +181,15 @@ def _host_port(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or 443
 
 
-def _to_render(event: Event, name: str) -> str | None:
+def _to_render(event: TypedEvent, name: str) -> str | None:
     """The DER an event asks to re-render, if it may concern OpenADR. A DER's online mark
     does not: the control it changes comes as its own event."""
-    payload = event.payload
-    if event.topic == Topic.RESOURCE_CHANGED and "online" in payload:
+    if isinstance(event, ResourceChanged):
+        if event.online is not None and not event.deleted:
+            return None
+    elif not isinstance(event, ControlChanged):
         return None
-    if payload.get("protocol") not in (None, name):
-        return None
-    return str(payload["resource_id"])
+    return event.resource_id if event.protocol in (None, name) else None
 
 
 def _bound_port(site: web.TCPSite) -> int | None:

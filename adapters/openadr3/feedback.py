@@ -9,7 +9,7 @@ from typing import Any
 from adapters.openadr3 import mapper
 from adapters.openadr3.state import Records, StoredObject
 from adapters.openadr3.vtn.service import Change, Hook, VtnService
-from gateway.domain import Acknowledgement, Protocol
+from gateway.domain import Acknowledgement
 
 ACK = "ack"  # records kind: the last acknowledgement per (version, event, DER)
 ACKED_CACHE = 100_000  # (event, DER) acknowledgements kept in memory
@@ -24,7 +24,7 @@ class Feedback(Hook):
         self.service = service
         self.gateway = gateway
         self.records = records
-        self.protocol = Protocol(name)
+        self.protocol = name  # the Binding.protocol of our DERs
         # The last acknowledgement per (event, DER), as in the records: periodic reports
         # repeat it, and must not cost a read each. Bounded; the records stay the truth.
         self._acked: dict[str, dict[str, Any]] = {}

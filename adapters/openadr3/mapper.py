@@ -28,7 +28,6 @@ from gateway.domain import (
     InstructionDraft,
     InstructionKind,
     LimitEnvelope,
-    Protocol,
     Quantity,
     Reading,
     SetpointStep,
@@ -212,7 +211,7 @@ def report_readings(
     report: dict[str, Any],
     resource_ids: dict[str, str],
     now: datetime,
-    protocol: Protocol = Protocol.OPENADR3,
+    protocol: str = "openadr3",
 ) -> list[Reading]:
     """Readings from a report; `resource_ids` maps the report's resourceName to DER ids."""
     readings: list[Reading] = []
@@ -238,7 +237,7 @@ def _reading(
     descriptors: list[dict[str, Any]] | None,
     resource_id: str,
     at: datetime,
-    protocol: Protocol,
+    protocol: str,
 ) -> Reading | None:
     kind = READING_TYPES.get(str(payload.get("type")))
     value = _number(list(payload.get("values") or ()))

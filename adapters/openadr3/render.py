@@ -23,7 +23,7 @@ from adapters.openadr3.state import VERSIONS, StoredObject
 from adapters.openadr3.vtn.problems import forbidden
 from adapters.openadr3.vtn.service import Change, Hook, VtnService, now_text
 from adapters.openadr3.vtn.targeting import normalise
-from gateway.domain import Protocol, Resource
+from gateway.domain import Resource
 
 log = logging.getLogger(__name__)
 GATEWAY = "gateway"  # owner and origin of what the gateway itself writes
@@ -119,7 +119,7 @@ class Renderer(Hook):
         if not self._ven_client(ven):
             return
         for resource in await self.gateway.find_resources(
-            Protocol(self.name), ven=ven.body["venName"]
+            self.name, ven=ven.body["venName"]
         ):
             if self._ven_client(ven, resource):
                 await self.render_resource(resource)

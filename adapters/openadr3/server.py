@@ -32,6 +32,8 @@ from adapters.openadr3.vtn.problems import (
 from adapters.openadr3.vtn.query import parse_query
 from adapters.openadr3.vtn.service import VtnService
 from adapters.openadr3.vtn.throttle import TokenThrottle
+from gateway.errors import GatewayError
+from gateway.ports import BodyReader, parse_json
 
 PRINCIPAL = "openadr3.principal"
 VERSION = "openadr3.version"
@@ -65,40 +67,6 @@ def _path_id(request: web.Request, name: str) -> str:
     return value
 
 
-async def _body(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw.strip():
-        raise bad_request("a JSON body is required")
-    try:
-        return json.loads(raw, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
-    except RecursionError:
-        raise bad_request("the body is nested too deeply") from None
-    except DuplicateKey as exc:
-        raise bad_request(str(exc)) from None
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("the body is not valid JSON") from None
-
-
-class DuplicateKey(ValueError):
-    """A JSON object names one key twice (RFC 8259 leaves the meaning open: refused)."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) == len(pairs):
-        return out
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise DuplicateKey(f"the key {key!r} appears twice in one object")
-        seen.add(key)
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 class VtnServer:
     """Builds the aiohttp application; one instance per adapter."""
 
@@ -109,8 +77,12 @@ class VtnServer:
         public_url: str,
         max_body_bytes: int,
         throttle: TokenThrottle,
+        body: BodyReader,
         mqtt: MqttNotifierRoutes | None = None,
+        middlewares: tuple[Any, ...] = (),
     ) -> None:
+        self.body = body
+        self.middlewares = middlewares  # outermost first (the core's request metrics)
         self.service = service
         self.credentials = credentials
         self.throttle = throttle
@@ -120,11 +92,20 @@ class VtnServer:
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[self._problems, self._authenticate], client_max_size=self.max_body_bytes
+            middlewares=[*self.middlewares, self._problems, self._authenticate],
+            client_max_size=self.max_body_bytes,
         )
         for version in ("3.1.0", "3.0.1"):
             app.router.add_routes(self.routes(version))
         return app
+
+    async def _body(self, request: web.Request) -> Any:
+        """The JSON body, by the core's one reader (size, depth, duplicate keys, NaN):
+        its refusals are GatewayErrors, answered as problems (400, 413)."""
+        raw = await self.body.read_bytes(request)
+        if not raw.strip():
+            raise bad_request("a JSON body is required")
+        return parse_json(raw, max_depth=self.body.max_depth)
 
     # -- middlewares -----------------------------------------------------------------------
 
@@ -216,7 +197,7 @@ class VtnServer:
     def _create(self, version: str, kind: str, nested: bool = False) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             scope_id = self._scope(request, version, nested)
-            raw = await _body(request)
+            raw = await self._body(request)
             made = await self.service.create(
                 version, kind, request[PRINCIPAL], raw, scope_id=scope_id
             )
@@ -237,7 +218,7 @@ class VtnServer:
         async def handler(request: web.Request) -> web.Response:
             scope_id = self._scope(request, version, nested)
             object_id = _path_id(request, "id")
-            raw = await _body(request)
+            raw = await self._body(request)
             updated = await self.service.update(
                 version, kind, request[PRINCIPAL], object_id, raw, scope_id=scope_id
             )
@@ -354,8 +335,8 @@ async def _token_fields(request: web.Request) -> dict[str, Any]:
         raise _oauth_error(400, "invalid_request", "the body is not UTF-8") from None
     if request.content_type == "application/json":
         try:
-            data = json.loads(text) if text.strip() else {}
-        except ValueError:
+            data = parse_json(text) if text.strip() else {}
+        except GatewayError:
             data = None
         if not isinstance(data, dict):
             raise _oauth_error(400, "invalid_request", "the body must be a form or JSON object")

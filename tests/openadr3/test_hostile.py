@@ -376,7 +376,7 @@ async def test_ven_quotas_keep_memory_bounded(vtn, bl):
     sub = {
         "clientName": "ven-x",
         "objectOperations": [
-            {"objects": ["EVENT"], "operations": ["CREATE"], "callbackUrl": "https://example.com/h"}
+            {"objects": ["EVENT"], "operations": ["CREATE"], "callbackUrl": "https://127.0.0.1:9/h"}
         ],
     }
     status, _ = await vtn.call("POST", "/subscriptions", token, sub)

@@ -24,8 +24,10 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
+
+from gateway.ports import RecordsPort
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +37,6 @@ OPERATIONS = {"CREATE": "create", "UPDATE": "update", "DELETE": "delete"}
 # What a VEN may subscribe to, per ven object it owns (its VEN-scoped topics).
 VEN_PATTERNS = ("events/vens/{v}/#", "programs/vens/{v}/#", "resources/vens/{v}/#", "vens/{v}/#")
 _TOLERATED = ("already exists", "not found")  # idempotent dynsec commands
-
-
-class Records(Protocol):
-    async def put_many(self, kind: str, docs: dict[str, dict[str, Any]]) -> None: ...
-
-    async def delete(self, kind: str, key: str) -> bool: ...
-
-    async def list(
-        self, kind: str, prefix: str | None = None
-    ) -> list[tuple[str, dict[str, Any]]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +91,7 @@ class MqttPublisher:
     """The VTN's connection to the broker: sends the durable publications, and carries the
     broker-access commands (`command`), whose answers come back on the control topic."""
 
-    def __init__(self, config: MqttConfig, records: Records) -> None:
+    def __init__(self, config: MqttConfig, records: RecordsPort) -> None:
         self.config = config
         self._records = records
         self._keys = _Keys()
@@ -117,11 +109,6 @@ class MqttPublisher:
     def docs(self, publications: list[Publication]) -> dict[str, dict[str, Any]]:
         """Outbox documents for publications, to commit with the change they announce."""
         return outbox_docs(publications, self._keys)
-
-    async def enqueue(self, publications: list[Publication]) -> None:
-        if publications:
-            await self._records.put_many(OUTBOX, self.docs(publications))
-            self.wake()
 
     def wake(self) -> None:
         self._wake.set()

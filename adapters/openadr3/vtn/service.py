@@ -13,11 +13,11 @@ import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from adapters.openadr3.codec.timing import parse_start, rfc3339
 from adapters.openadr3.mapper import slots
-from adapters.openadr3.state import ObjectStore, StoredObject
+from adapters.openadr3.state import Announcements, ObjectStore, StoredObject
 from adapters.openadr3.vtn.auth import Principal
 from adapters.openadr3.vtn.kinds import KINDS, check_writer, parse
 from adapters.openadr3.vtn.ownership import Ownership
@@ -73,6 +73,10 @@ class Hook:
             await self.after_write(change)
 
 
+class Announcer(Protocol):
+    async def announce(self, changes: list[Change]) -> Announcements: ...
+
+
 def now_text() -> str:
     return rfc3339(datetime.now(UTC))
 
@@ -84,6 +88,7 @@ class VtnService:
         self.hooks = hooks
         self._granted: dict[tuple[str, str], tuple[int, frozenset[str]]] = {}
         self._names = asyncio.Lock()
+        self.announcer: Announcer | None = None  # the notifier, once wired
         self.max_reports = 1000  # per VEN client and API version
         self.max_subscriptions = 100  # per VEN client and API version
 
@@ -165,8 +170,8 @@ class VtnService:
         await self._write(change)
 
     async def put_objects(self, changes: list[Change]) -> None:
-        """Several writes by the gateway itself (not deletions): stored with one write per
-        record kind, then the hooks see them together (one batch of notifications)."""
+        """Several writes by the gateway itself (not deletions): stored, with everything
+        that announces them, in one transaction; then the hooks see them together."""
         if not changes:
             return
         for change in changes:
@@ -176,7 +181,9 @@ class VtnService:
             for change in changes:
                 self._check_references(change.version, change.kind, change.obj.body, change.old,
                                        change.principal)
-            await self.store.save_many([c.obj for c in changes])
+            await self.store.commit(
+                [c.obj for c in changes], [], await self._announce(changes)
+            )
         for hook in self.hooks:
             await hook.after_writes(changes)
 
@@ -187,7 +194,7 @@ class VtnService:
             await self.remove(
                 Change(child.version, child.kind, "DELETE", change.principal, child, child)
             )
-        await self.store.remove(change.obj)
+        await self.store.commit([], [change.obj], await self._announce([change]))
         for hook in self.hooks:
             await hook.after_write(change)
 
@@ -196,17 +203,21 @@ class VtnService:
             await hook.before_write(change)  # may refuse: nothing is stored then
         if change.kind in NAMED_KINDS:
             async with self._names:  # two concurrent writers must not both take one name
-                if change.operation != "DELETE":
-                    self._check_references(change.version, change.kind, change.obj.body,
-                                           change.old, change.principal)
-                await self.store.save(change.obj)
+                await self._store_one(change)
         else:  # nothing unique to claim: concurrent writes (reports) share transactions
-            if change.operation != "DELETE":
-                self._check_references(change.version, change.kind, change.obj.body, change.old,
-                                       change.principal)
-            await self.store.save(change.obj)
+            await self._store_one(change)
         for hook in self.hooks:
             await hook.after_write(change)
+
+    async def _store_one(self, change: Change) -> None:
+        if change.operation != "DELETE":
+            self._check_references(change.version, change.kind, change.obj.body, change.old,
+                                   change.principal)
+        await self.store.commit([change.obj], [], await self._announce([change]))
+
+    async def _announce(self, changes: list[Change]) -> Announcements | None:
+        """What announces the changes (webhooks, MQTT), to commit with them."""
+        return await self.announcer.announce(changes) if self.announcer is not None else None
 
     def _children(self, obj: StoredObject) -> list[StoredObject]:
         """Objects that cannot outlive `obj`: a program's events, a ven's resources."""
