@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+
 from aiohttp import web
 
 from tests.openadr3.conftest import CORE_WARNINGS, Vtn, oadr_der
