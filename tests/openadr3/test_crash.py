@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from tests.openadr3.conftest import CORE_WARNINGS, Vtn, oadr_der
+from tests.openadr3.conftest import CORE_WARNINGS, Vtn, oadr_der, until
 from tests.support.gateway import GatewayProcess, free_port
 from tests.support.seed import seed_platform
 
@@ -68,9 +68,7 @@ async def test_event_and_its_webhooks_survive_a_crash_between_the_two_writes(tmp
         assert all(not c for c in counts)
 
         await process.start()  # no fault now: the follower renders from the store again
-        async with asyncio.timeout(20):
-            while not all(counts):
-                await asyncio.sleep(0.1)
+        await until(lambda: _all(counts), within=20)
         await asyncio.sleep(3)  # and nothing comes twice
         for seen in counts:
             created = [k for k in seen if k.startswith("CREATE:")]
@@ -84,3 +82,7 @@ async def test_event_and_its_webhooks_survive_a_crash_between_the_two_writes(tmp
         for runner in runners:
             await runner.cleanup()
 
+
+
+async def _all(counts: list[Counter[str]]) -> bool:
+    return all(counts)
