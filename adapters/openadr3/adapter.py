@@ -7,6 +7,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -58,6 +59,7 @@ class OpenAdr3Adapter:
         self.renderer = Renderer(self.service, ctx.gateway, self.name)
         mqtt = settings.mqtt()  # None: MQTT off (no broker configured)
         self.publisher = MqttPublisher(mqtt, ctx.records) if mqtt else None
+        self.broker = BrokerAccess(self.publisher) if self.publisher else None
         notifier = Notifier(
             self.service,
             ctx.outbound,
@@ -79,11 +81,13 @@ class OpenAdr3Adapter:
             ctx.settings.max_body_bytes,
             TokenThrottle(settings.throttle()),
             ctx.body,
-            MqttNotifierRoutes(mqtt, BrokerAccess(self.publisher), self.service)
-            if mqtt and self.publisher else None,
+            MqttNotifierRoutes(mqtt, self.broker, self.service)
+            if mqtt and self.broker else None,
             (ctx.metrics.http_middleware(ctx.name),),
         )
         self.platform = CredentialRoutes(self.credentials, self.service, self.renderer, ctx.body)
+        self.platform.on_revoked.append(self._revoked)
+        self.server.fetched = self.renderer.fetched
         self.port: int | None = None  # the bound port, once listening
 
     def _register_webhook_tls(self) -> None:
@@ -94,6 +98,17 @@ class OpenAdr3Adapter:
             )
             self.ctx.deliveries.register_tls(WEBHOOK_TLS, context)
 
+    async def _revoked(self, client_id: str, cred: dict[str, Any], whole: bool) -> None:
+        """A revoked VEN's DERs are rendered again (so the platform learns they cannot be
+        reached); its broker login goes with its tokens."""
+        if self.broker is not None:
+            try:
+                await self.broker.revoke(client_id)
+            except (OSError, TimeoutError, RuntimeError, ConnectionError) as exc:
+                log.warning("broker login of %s not removed: %s", client_id, exc)
+        if whole and cred.get("role") == "ven" and cred.get("ven_name"):
+            await self.renderer.render_ven(str(cred["ven_name"]))
+
     def listeners(self) -> list[str]:
         return [self.listen]
 
@@ -103,6 +118,7 @@ class OpenAdr3Adapter:
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         self._register_webhook_tls()
+        self.ctx.deliveries.on_outcomes(self.renderer.webhooks_failed)
         await self.store.load()
         await self.credentials.load()
         runner = ProblemAppRunner(

@@ -13,6 +13,7 @@ itself (events it writes become instructions on its authority).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -41,6 +42,8 @@ class CredentialRoutes:
         self.service = service
         self.renderer = renderer
         self.body = body
+        # Told of a revocation: (client_id, credential, whole credential or tokens only).
+        self.on_revoked: list[Callable[[str, dict[str, Any], bool], Awaitable[None]]] = []
 
     def routes(self) -> list[PlatformRoute]:
         """Each with its Access: the core checks the role, then that every participant the
@@ -175,12 +178,17 @@ class CredentialRoutes:
         client_id = self._own(request)
         await self.credentials.revoke(client_id)
         cred = self.credentials.credential(client_id)
+        for listener in self.on_revoked:
+            await listener(client_id, cred or {}, True)
         return web.json_response(
             {k: v for k, v in (cred or {}).items() if k not in ("hash", "salt")}
         )
 
     async def revoke_tokens(self, request: web.Request) -> web.Response:
-        count = await self.credentials.revoke_tokens(self._own(request))
+        client_id = self._own(request)
+        count = await self.credentials.revoke_tokens(client_id)
+        for listener in self.on_revoked:
+            await listener(client_id, self.credentials.credential(client_id) or {}, False)
         return web.json_response({"revoked_tokens": count})
 
 

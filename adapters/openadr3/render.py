@@ -20,10 +20,12 @@ from typing import Any
 
 from adapters.openadr3 import mapper
 from adapters.openadr3.state import VERSIONS, StoredObject
+from adapters.openadr3.vtn.notifier import SUBJECT_PREFIX
 from adapters.openadr3.vtn.problems import forbidden
 from adapters.openadr3.vtn.service import Change, Hook, VtnService, now_text
 from adapters.openadr3.vtn.targeting import normalise
-from gateway.domain import Resource
+from gateway.domain import DeliveryMark, DeliveryState, EffectiveControl, Resource
+from gateway.ports import DeliveryOutcome
 
 log = logging.getLogger(__name__)
 GATEWAY = "gateway"  # owner and origin of what the gateway itself writes
@@ -201,32 +203,49 @@ class Renderer(Hook):
             for resource in ours:  # (a single render holds one lock only: no deadlock)
                 await stack.enter_async_context(self._render_lock(resource.id))
             changes: list[Change] = []
+            marks: list[DeliveryMark] = []
             for resource in ours:
-                changes += await self._event_changes(resource, controls.get(resource.id))
+                changes += await self._event_changes(resource, controls.get(resource.id), marks)
             await self.service.put_objects([c for c in changes if c.operation != "DELETE"])
             for change in changes:
                 if change.operation == "DELETE":
                     await self.service.remove(change)
+        await self._mark(marks)
 
     async def render_resource(self, resource: Resource) -> None:
         # One render per DER at a time: a bus event and a VEN's provisioning may render the
         # same DER together, and each checks-then-creates its resource object and event.
+        marks: list[DeliveryMark] = []
         async with self._render_lock(resource.id):
             control = await self.gateway.effective_control(resource.id)
-            for change in await self._event_changes(resource, control):
+            for change in await self._event_changes(resource, control, marks):
                 if change.operation == "DELETE":
                     await self.service.remove(change)
                 else:
                     await self.service.put_object(change)
+        await self._mark(marks)
+
+    async def _mark(self, marks: list[DeliveryMark]) -> None:
+        """Tell the core what we know of getting the DERs' controls to them (no silent
+        loss: a DER whose control cannot reach its VEN is reported undeliverable)."""
+        if marks:
+            await self.gateway.mark_delivery(marks)
 
     def _render_lock(self, resource_id: str) -> asyncio.Lock:
         return self._render_locks.setdefault(resource_id, asyncio.Lock())
 
-    async def _event_changes(self, resource: Resource, control: Any) -> list[Change]:
+    async def _event_changes(
+        self, resource: Resource, control: EffectiveControl | None, marks: list[DeliveryMark]
+    ) -> list[Change]:
         """Make sure the DER's resource objects exist and stale ones are gone; the changes
-        its events need (stored by the caller)."""
+        its events need (stored by the caller), and the DER's delivery state (in `marks`)."""
         ven_name = str(resource.binding.address.get("ven", ""))
         serving = self._vens_serving(resource)
+        live = control is not None and bool(control.intervals)
+        if live and not serving:
+            marks.append(DeliveryMark(resource.id, DeliveryState.UNDELIVERABLE, (
+                f"no ven object of a VEN credential named {ven_name!r} serves this DER "
+                "(not provisioned, revoked, or owned by another aggregator)")))
         changes: list[Change] = []
         for ven in serving:
             res_obj = await self._ensure_resource(ven, resource)
@@ -236,7 +255,45 @@ class Renderer(Hook):
             if change is not None:
                 changes.append(change)
         await self._forget_stale(resource.id, serving)
+        if live and any(c.operation != "DELETE" for c in changes):
+            marks.append(DeliveryMark(resource.id, DeliveryState.PENDING,
+                                      "event written; its VEN has not read it yet"))
         return changes
+
+    async def fetched(self, version: str, events: list[dict[str, Any]]) -> None:
+        """A VEN read these events: the DERs of those the gateway rendered got them."""
+        marks = []
+        for body in events:
+            event = self.service.store.get(version, "event", str(body.get("id")))
+            der = event.meta.get("resource_id") if event is not None else None
+            if der and event is not None and event.meta.get("origin") == GATEWAY:
+                marks.append(DeliveryMark(str(der), DeliveryState.FETCHED))
+        await self._mark(marks)
+
+    async def webhooks_failed(self, outcomes: list[DeliveryOutcome]) -> None:
+        """Webhooks that failed for good: the DERs of the subscribing VEN are reported
+        undeliverable (a VEN that still polls marks them fetched again)."""
+        marks = []
+        for outcome in outcomes:
+            if outcome.delivered or not outcome.final or not outcome.subject:
+                continue
+            sub_id = outcome.subject.removeprefix(SUBJECT_PREFIX)
+            for version in VERSIONS:
+                sub = self.service.store.get(version, "subscription", sub_id)
+                if sub is None:
+                    continue
+                for res in self.service.store.owned(version, "resource", sub.owner):
+                    if res.meta.get("resource_id"):
+                        marks.append(DeliveryMark(
+                            str(res.meta["resource_id"]), DeliveryState.UNDELIVERABLE,
+                            f"webhook of subscription {sub_id} failed: {outcome.error}"))
+        await self._mark(marks)
+
+    async def render_ven(self, ven_name: str) -> None:
+        """Render again the DERs bound to a VEN name (its credential changed)."""
+        bound = await self.gateway.find_resources(self.name, ven=ven_name)
+        if bound:
+            await self.render_many([r.id for r in bound])
 
     async def _forget_stale(self, resource_id: str, serving: list[StoredObject]) -> None:
         """A DER rebound elsewhere (or unbound): its old resource object and event go."""
@@ -279,19 +336,22 @@ class Renderer(Hook):
             await self.service.put_object(Change(version, "program", "CREATE", None, obj))
 
     def _event_change(
-        self, version: str, resource: Resource, control: Any, program_id: str, target: str
+        self,
+        version: str,
+        resource: Resource,
+        control: EffectiveControl | None,
+        program_id: str,
+        target: str,
     ) -> Change | None:
         """The write the DER's event needs in one API version, or None."""
         event_id = f"gw-{_digest(version, resource.id)}"
         old = self.service.store.get(version, "event", event_id)
-        body = (
-            mapper.event_for_control(
+        body = None
+        if control is not None:
+            body = mapper.event_for_control(
                 control, program_id, wire_targets(version, target), f"der-gateway {resource.id}"
             )
-            if control is not None
-            else None
-        )
-        if body is None:
+        if body is None or control is None:
             return None if old is None else Change(version, "event", "DELETE", None, old, old)
         if old is not None and _same(old.body, body):
             return None

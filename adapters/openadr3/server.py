@@ -82,6 +82,8 @@ class VtnServer:
         middlewares: tuple[Any, ...] = (),
     ) -> None:
         self.body = body
+        # Told which events a VEN read (the DERs' delivery state): set by the adapter.
+        self.fetched: Callable[[str, list[dict[str, Any]]], Awaitable[None]] | None = None
         self.middlewares = middlewares  # outermost first (the core's request metrics)
         self.service = service
         self.credentials = credentials
@@ -190,6 +192,8 @@ class VtnServer:
             scope_id = self._scope(request, version, nested)
             query = parse_query(version, kind, request.query)
             found = self.service.search(version, kind, principal, query, scope_id=scope_id)
+            if kind == "event" and not principal.is_bl and found and self.fetched:
+                await self.fetched(version, found)
             return _json(found)
 
         return handler

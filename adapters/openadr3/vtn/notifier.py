@@ -39,9 +39,12 @@ OPERATION_ALIASES = {"POST": "CREATE", "PUT": "UPDATE", "GET": "READ"}
 Post = tuple[str, dict[str, Any], str | None, str]  # url, notification, bearer, subscription
 
 
+SUBJECT_PREFIX = "oadr-sub:"
+
+
 def subject(subscription_id: str) -> str:
     """The delivery subject of a subscription's webhooks: cancelled when it goes."""
-    return f"oadr-sub:{subscription_id}"
+    return f"{SUBJECT_PREFIX}{subscription_id}"
 
 
 class Notifier(Hook):
