@@ -64,18 +64,24 @@ def auth_statuses(spec: dict[str, Any]) -> None:
     token = spec["paths"].get("/auth/token", {}).get("post")
     if token is not None:
         token["responses"].setdefault("401", _problem_response("Invalid client."))
+        # 14. Throttling and lock-out (docs/openadr3.md): 429 with Retry-After.
+        token["responses"].setdefault("429", _problem_response("Too Many Requests."))
 
 
 def conflicts(spec: dict[str, Any]) -> None:
-    """4. Creating or renaming onto a taken name (venName, resourceName) answers 409."""
+    """4. Creating or renaming onto a taken name (venName, resourceName) answers 409; 12. one
+    taken by an object the caller may not see answers 404 (existence hiding)."""
     for path in ("/vens", "/resources", "/vens/{venID}/resources"):
-        op = spec["paths"].get(path, {}).get("post")
-        if op is not None:
-            op["responses"].setdefault("409", _problem_response("Conflict."))
+        for method in ("post",):
+            op = spec["paths"].get(path, {}).get(method)
+            if op is not None:
+                op["responses"].setdefault("409", _problem_response("Conflict."))
+                op["responses"].setdefault("404", _problem_response("Not Found."))
 
 
 def not_found(spec: dict[str, Any]) -> None:
-    """5. GET /notifiers/mqtt/...: this VTN offers no MQTT notifier, so 404 everywhere."""
+    """5. GET /notifiers/mqtt/...: 404 when no broker is configured (and for another VEN's
+    topics)."""
     for path, item in spec["paths"].items():
         if path.startswith("/notifiers/mqtt/"):
             item["get"]["responses"].setdefault("404", _problem_response("Not Found."))
