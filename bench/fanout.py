@@ -10,15 +10,22 @@ reporting that DER's acknowledgement. Protocol mix (state it with the figures):
   50 % IEEE 2030.5 behind aggregator clients (500 EndDevices per certificate, subscriptions),
   25 % OpenADR 3 resources behind VENs (250 per VEN, webhook subscriptions),
   25 % SunSpec Modbus TCP inverters (the gateway polls them; 100 unit ids per port).
-Reported: p50 / p95 / max latency, overall and per protocol; gateway peak RSS (VmHWM);
-start-up: seconds to start the gateway, then into the run until the fleet is registered
-(topology, 2030.5 grants, VEN credentials) and connected. Raw figures: --out (JSON).
+Reported: p50 / p95 / max latency, overall and per protocol; the gateway's CPU from
+submission to the last acknowledgement, summed over its processes (from /proc), per
+acknowledged DER; peak RSS per process (VmHWM) and per DER; start-up: seconds to start the
+gateway, then into the run until the fleet is registered (topology, 2030.5 grants, VEN
+credentials) and connected. Raw figures: --out (JSON).
+
+    python bench/fanout.py --sizes 10000 --database postgres --workers 2
+
+runs the gateway on a throwaway PostgreSQL cluster (the test support's) with N workers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import math
@@ -76,13 +83,35 @@ def figures(latencies: list[float]) -> dict[str, float]:
             "p95": round(values[int(0.95 * (len(values) - 1))], 2), "max": round(values[-1], 2)}
 
 
-async def one(n: int, work: Path, progress: bool = False) -> dict:
+class CpuSamples:
+    """The gateway's CPU seconds, sampled every 0.2 s, to read at any moment of the run."""
+
+    def __init__(self, child: GatewayChild) -> None:
+        self.child = child
+        self.samples: list[tuple[float, float]] = []
+
+    async def run(self) -> None:
+        while True:
+            self.samples.append((time.monotonic(), self.child.cpu_seconds()))
+            await asyncio.sleep(0.2)
+
+    def at(self, when: float) -> float:
+        before = [c for t, c in self.samples if t <= when]
+        return before[-1] if before else (self.samples[0][1] if self.samples else 0.0)
+
+
+async def one(n: int, work: Path, progress: bool = False, database_url: str = "",
+              workers: int = 1) -> dict:
     spec = parse(scenario(n))
+    extra = {"DERGW_DATABASE_URL": database_url} if database_url else {}
     child = GatewayChild(work / f"fanout-{n}", modbus={"poll_interval_s": 1.0,
-                                                       "telemetry_interval_s": 3600})
+                                                       "telemetry_interval_s": 3600},
+                         extra_env=extra, workers=workers)
     started = time.monotonic()
     endpoints = await child.start()
     gateway_s = time.monotonic() - started
+    cpu = CpuSamples(child)
+    sampler = asyncio.create_task(cpu.run())
     try:
         # The fleet may take long to connect (it is not what is measured); the wait for
         # acknowledgements only bounds a run that would never complete.
@@ -91,11 +120,17 @@ async def one(n: int, work: Path, progress: bool = False) -> dict:
                                               status_every_s=10.0, quiet=not progress),
                   Console(sys.stderr if progress else io.StringIO(), quiet=not progress))
         summary = await run.run()
-        peak = child.peak_rss_mb()
+        await asyncio.sleep(0.3)  # one more CPU sample after the last acknowledgement
+        peaks = child.peak_rss_by_process_mb()
     finally:
+        sampler.cancel()
         await child.stop()
     p = summary.steps[0].pending
     acked = p.acked if p else {}
+    cpu_ms_per_der = None
+    if p and acked:
+        used = cpu.at(p.submitted + max(acked.values())) - cpu.at(p.submitted)
+        cpu_ms_per_der = round(1000 * used / len(acked), 2)
     by_protocol: dict[str, list[float]] = {}
     for der_id, latency in acked.items():
         by_protocol.setdefault(PROTOCOL_OF[der_id[0]], []).append(latency)
@@ -103,7 +138,11 @@ async def one(n: int, work: Path, progress: bool = False) -> dict:
             **figures(list(acked.values())),
             "by_protocol": {k: {"acked": len(v), **figures(v)}
                             for k, v in sorted(by_protocol.items())},
-            "peak_rss_mb": round(peak or 0),
+            "cpu_ms_per_acked_der": cpu_ms_per_der, "workers": workers,
+            "database": "postgres" if database_url else "sqlite",
+            "peak_rss_mb": round(max(peaks.values(), default=0)),
+            "peak_rss_mb_by_process": sorted(round(v) for v in peaks.values()),
+            "peak_kb_per_der": round(1024 * max(peaks.values(), default=0) / n, 1),
             "startup_s": {"gateway": round(gateway_s, 1),
                           **{k: round(v, 1) for k, v in run.phases.items()}},
             "wall_s": round(time.monotonic() - started, 1)}
@@ -115,25 +154,35 @@ async def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--workdir", type=Path, default=Path("var/bench"))
     ap.add_argument("--progress", action="store_true", help="narrate each run on stderr")
+    ap.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--workers", type=int, default=1, help="gateway processes (postgres)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results")
                     / "fanout.json", help="where the raw figures go (JSON)")
     args = ap.parse_args()
     print("mix: 50% 2030.5 (aggregator clients, subscriptions), 25% OpenADR 3 (VENs, webhooks),"
           " 25% SunSpec Modbus")
-    print(f"{'DERs':>6} {'acked':>11} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'gw peak MB':>10}"
-          "  start-up s (gateway, registered, connected)")
+    print(f"database {args.database}, {args.workers} worker(s)")
+    print(f"{'DERs':>6} {'acked':>11} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'CPU ms/DER':>10} "
+          f"{'gw peak MB':>10}  start-up s (gateway, registered, connected)")
     results = []
-    for n in args.sizes:
-        r = await one(n, args.workdir, args.progress)
-        results.append(r)
-        up = r["startup_s"]
-        print(f"{r['ders']:>6} {r['acked']:>5}/{r['expected']:<5} {r.get('p50', '-'):>7} "
-              f"{r.get('p95', '-'):>7} {r.get('max', '-'):>7} {r['peak_rss_mb']:>10}  "
-              f"{up['gateway']}, {up.get('registered', '-')}, {up.get('connected', '-')}",
-              flush=True)
-        for proto, f in r["by_protocol"].items():
-            print(f"{'':>6} {proto:>11} {f.get('p50', '-'):>7} {f.get('p95', '-'):>7} "
-                  f"{f.get('max', '-'):>7}   ({f['acked']} acked)", flush=True)
+    with contextlib.ExitStack() as stack:
+        url = ""
+        if args.database == "postgres":
+            from tests.support.postgres import postgres_cluster
+
+            url = stack.enter_context(postgres_cluster(args.workdir))
+        for n in args.sizes:
+            r = await one(n, args.workdir, args.progress, url, args.workers)
+            results.append(r)
+            up = r["startup_s"]
+            print(f"{r['ders']:>6} {r['acked']:>5}/{r['expected']:<5} {r.get('p50', '-'):>7} "
+                  f"{r.get('p95', '-'):>7} {r.get('max', '-'):>7} "
+                  f"{r['cpu_ms_per_acked_der'] or '-':>10} {r['peak_rss_mb']:>10}  "
+                  f"{up['gateway']}, {up.get('registered', '-')}, {up.get('connected', '-')}",
+                  flush=True)
+            for proto, f in r["by_protocol"].items():
+                print(f"{'':>6} {proto:>11} {f.get('p50', '-'):>7} {f.get('p95', '-'):>7} "
+                      f"{f.get('max', '-'):>7}   ({f['acked']} acked)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"cpu_count": os.cpu_count(), "runs": results}, indent=2)
                         + "\n")

@@ -1,9 +1,10 @@
 """IEEE 2030.5 server benchmark, on loopback with real mutual TLS.
 
 1. Polling: N concurrent clients (default 100), each on its own keep-alive mTLS connection,
-   GET one DERControlList repeatedly from `der-gateway serve`; requests/s and p50/p99. Then
-   the same load against a bare aiohttp server answering the same bytes with the same TLS
-   settings, in the same run, as the ceiling.
+   GET a DER's DERControlList, ActiveDERControlList and DefaultDERControl round-robin from
+   `der-gateway serve`; requests/s and p50/p99 per document. Then the same load against a
+   bare aiohttp server answering the same bytes with the same TLS settings, in the same run,
+   as the ceiling: the served/bare ratio of requests/s and of p99 per document.
 2. Fan-out: D EndDevices (default 10,000) of one aggregator, each with a subscription to its
    DERControlList whose notificationURI is a local receiver; one platform limit on their
    connection point; time until every notification has arrived, and how many were lost.
@@ -18,7 +19,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,45 +72,58 @@ async def limit(clients, target: dict, watts: float) -> None:
 
 # --- 1. polling -------------------------------------------------------------------------------
 
+DOCS = ("derc", "actderc", "dderc")  # DERControlList, ActiveDERControlList, DefaultDERControl
 
-async def load(url: str, path: str, ssl_ctx, clients: int, requests: int) -> dict:
-    latencies: list[float] = []
+
+async def load(url: str, paths: list[str], ssl_ctx, clients: int, requests: int) -> dict:
+    """Each client on its own keep-alive connection GETs the paths round-robin."""
+    latencies: dict[str, list[float]] = {p: [] for p in paths}
     errors = 0
 
-    async def one_client() -> None:
+    async def one_client(offset: int) -> None:
         nonlocal errors
         connector = aiohttp.TCPConnector(ssl=ssl_ctx, limit=1)
         async with aiohttp.ClientSession(url, connector=connector) as http:
-            for _ in range(requests):
+            for n in range(requests):
+                path = paths[(n + offset) % len(paths)]
                 t0 = time.perf_counter()
                 async with http.get(path) as resp:
                     await resp.read()
                     if resp.status != 200:
                         errors += 1
-                latencies.append(time.perf_counter() - t0)
+                latencies[path].append(time.perf_counter() - t0)
 
     started = time.perf_counter()
-    await asyncio.gather(*(one_client() for _ in range(clients)))
+    await asyncio.gather(*(one_client(n) for n in range(clients)))
     elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {"requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
-            "rps": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(statistics.median(latencies) * 1000, 2),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2)}
+    total = sum(len(v) for v in latencies.values())
+
+    def pct(values: list[float], q: float) -> float:
+        values = sorted(values)
+        return round(values[min(len(values) - 1, int(len(values) * q))] * 1000, 2)
+
+    return {"requests": total, "errors": errors, "seconds": round(elapsed, 2),
+            "rps": round(total / elapsed, 1),
+            "per_document": {p.rsplit("/", 1)[1]: {"p50_ms": pct(v, 0.5), "p99_ms": pct(v, 0.99)}
+                             for p, v in latencies.items()}}
 
 
-def bare_server(port: int, pki: str, path: str, body_file: str) -> None:
-    """The ceiling: aiohttp answering fixed bytes with the same TLS settings."""
-    body = Path(body_file).read_bytes()
+def bare_server(port: int, pki: str, bodies_file: str) -> None:
+    """The ceiling: aiohttp answering fixed bytes per path with the same TLS settings."""
+    bodies = {path: Path(file).read_bytes()
+              for path, file in json.loads(Path(bodies_file).read_text()).items()}
 
-    async def handler(_request: web.Request) -> web.Response:
-        return web.Response(body=body, content_type="application/sep+xml")
+    def answer(body: bytes):
+        async def handler(_request: web.Request) -> web.Response:
+            return web.Response(body=body, content_type="application/sep+xml")
+        return handler
 
     base = Path(pki) / "ieee2030_5"
     tls = ieee2030_5_server_context(base / "server-chain.pem", base / "server.key",
                                     base / "ca-chain.pem")
     app = web.Application()
-    app.router.add_get(path, handler)
+    for path, body in bodies.items():
+        app.router.add_get(path, answer(body))
     web.run_app(app, host="127.0.0.1", port=port, ssl_context=tls, print=None,
                 access_log=None)
 
@@ -127,41 +140,63 @@ async def wait_port(port: int) -> None:
     raise TimeoutError(port)
 
 
+def write_bodies(tmp: Path, bodies: dict[str, bytes]) -> None:
+    files = {}
+    for n, (path, body) in enumerate(bodies.items()):
+        files[path] = str(tmp / f"body-{n}.xml")
+        Path(files[path]).write_bytes(body)
+    (tmp / "bodies.json").write_text(json.dumps(files))
+
+
 async def bench_poll(tmp: Path, n_clients: int, n_requests: int) -> dict:
     listen_port = free_port()
     (tmp / "poll").mkdir()
-    proc = GatewayProcess(tmp / "poll", ieee2030_5={"listen": f"https://127.0.0.1:{listen_port}"})
+    # (all the clients present one certificate: lift the per-client connection cap)
+    proc = GatewayProcess(tmp / "poll", ieee2030_5={
+        "listen": f"https://127.0.0.1:{listen_port}", "max_connections_per_client": 1000})
     gw = await proc.start()
+    paths = [f"/edev/1/derp/1/{doc}" for doc in DOCS]
+    bodies: dict[str, bytes] = {}
     try:
         ids = json.loads((gw.pki / "identities.json").read_text())
         device = ids["ieee2030_5/device-1"]
         clients = await seed_platform(gw, [der("der-1", device["lfdi"], device["sfdi"])])
         await limit(clients, {"kind": "resource", "id": "der-1"}, 4000)
+        now = datetime.now(UTC).replace(microsecond=0)
+        status, answer = await clients["ldc-a"].post("/v1/instructions", {
+            "kind": "default_control", "target": {"kind": "resource", "id": "der-1"},
+            "start": iso(now - timedelta(minutes=1)), "end": iso(now + timedelta(hours=1)),
+            "settings": {"export_max_w": 1500}, "reason": "bench"})
+        assert status == 201, answer
         url = f"https://127.0.0.1:{listen_port}"
         ssl_ctx = client_ssl(gw.pki, "device-1")
         async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=ssl_ctx)) as c:
             for _ in range(100):
-                async with c.get("/edev/1/derp/1/derc") as resp:
-                    body = await resp.read()
-                if resp.status == 200 and b"<DERControl>" in body:
+                for path in paths:
+                    async with c.get(path) as resp:
+                        bodies[path] = await resp.read()
+                if b"<DERControl>" in bodies[paths[1]] and b"opModExpLimW" in bodies[paths[2]]:
                     break
                 await asyncio.sleep(0.1)
-        path = "/edev/1/derp/1/derc"
-        gateway = await load(url, path, ssl_ctx, n_clients, n_requests)
+        gateway = await load(url, paths, ssl_ctx, n_clients, n_requests)
     finally:
         await proc.stop()
-    body_file = tmp / "body.xml"
-    body_file.write_bytes(body)
+    write_bodies(tmp, bodies)
     port = free_port()
     bare = subprocess.Popen([sys.executable, __file__, "--bare", str(port),  # noqa: ASYNC220
-                             str(gw.pki), path, str(body_file)])
+                             str(gw.pki), str(tmp / "bodies.json")])
     try:
         await wait_port(port)
-        ceiling = await load(f"https://127.0.0.1:{port}", path, ssl_ctx, n_clients, n_requests)
+        ceiling = await load(f"https://127.0.0.1:{port}", paths, ssl_ctx, n_clients, n_requests)
     finally:
         bare.terminate()
         bare.wait(10)
-    return {"body_bytes": len(body), "gateway": gateway, "bare_aiohttp": ceiling}
+    return {"body_bytes": {p.rsplit("/", 1)[1]: len(b) for p, b in bodies.items()},
+            "gateway": gateway, "bare_aiohttp": ceiling,
+            "served_over_bare_rps": round(gateway["rps"] / ceiling["rps"], 2),
+            "p99_over_bare": {d: round(gateway["per_document"][d]["p99_ms"]
+                                       / ceiling["per_document"][d]["p99_ms"], 2)
+                              for d in DOCS}}
 
 
 # --- 2. fan-out -------------------------------------------------------------------------------
@@ -278,7 +313,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--bare":
-        bare_server(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
+        bare_server(int(sys.argv[2]), sys.argv[3], sys.argv[4])
         raise SystemExit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=100)

@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adapters.modbus.pool import DevicePool, PoolConfig  # noqa: E402
+from adapters.modbus.settings import Settings  # noqa: E402
+from adapters.modbus.sunspec.pool import DevicePool  # noqa: E402
 from tests.modbus.support import RecordingSink, export_limit  # noqa: E402
 
 UNITS_PER_PORT = 100
@@ -88,7 +89,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         await wait_ports(first, ports)
         sink = RecordingSink()
-        pool = DevicePool(sink, PoolConfig(max_concurrency=args.concurrency, timeout_s=5.0,
+        pool = DevicePool(sink, Settings(max_concurrency=args.concurrency, timeout_s=5.0,
                                            reversion_s=600))
         for i in range(args.count):
             rid = f"inv-{i + 1}"

@@ -21,6 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from gateway.errors import InvalidInput, PayloadTooLarge
 
 MAX_DEPTH = 64
+_RAW: web.RequestKey[bytes] = web.RequestKey("dergw_body_raw")  # the bytes read, kept
 # A string (skipped whole, escapes included) or a bracket: only brackets change the depth.
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
@@ -76,8 +77,17 @@ class BodyReader:
     max_bytes: int = 1_048_576
     max_depth: int = MAX_DEPTH
 
-    async def read_bytes(self, request: web.BaseRequest) -> bytes:
-        """The (decompressed) body, or InvalidInput/PayloadTooLarge - never a 500."""
+    async def read_bytes(self, request: web.Request) -> bytes:
+        """The (decompressed) body, or InvalidInput/PayloadTooLarge - never a 500. Read once
+        per request: an access check and its handler may both read it."""
+        cached = request.get(_RAW)
+        if isinstance(cached, bytes):
+            return cached
+        raw = await self._read(request)
+        request[_RAW] = raw
+        return raw
+
+    async def _read(self, request: web.BaseRequest) -> bytes:
         length = request.content_length
         if length is not None and length > self.max_bytes:
             raise PayloadTooLarge(f"the body is larger than {self.max_bytes} bytes")
@@ -91,5 +101,5 @@ class BodyReader:
             raise PayloadTooLarge(f"the body is larger than {self.max_bytes} bytes")
         return raw
 
-    async def read_json(self, request: web.BaseRequest) -> Any:
+    async def read_json(self, request: web.Request) -> Any:
         return parse_json(await self.read_bytes(request), max_depth=self.max_depth)

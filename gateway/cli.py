@@ -55,7 +55,7 @@ SERVE_OPTIONS = {  # option -> settings key; each overrides the file and DERGW_*
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway import logs
+    from gateway import logs, workers
     from gateway.runtime import serve_forever
 
     overrides = {k: getattr(args, k) for k in SERVE_OPTIONS if getattr(args, k) is not None}
@@ -63,8 +63,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["log_json"] = "true"
     settings = _settings(args, **overrides)
     logs.configure(settings.log_level, settings.log_json)
+    try:
+        workers.check(settings, args.workers)
+    except workers.WorkersError as exc:
+        raise CliError(str(exc)) from exc
+    if args.workers > 1:
+        return int(_run(workers.supervise(_serve_argv(args), args.workers)))
     _run(serve_forever(settings))
     return 0
+
+
+def _serve_argv(args: argparse.Namespace) -> list[str]:
+    """The options a worker is started with: the supervisor's own, but --workers."""
+    argv: list[str] = []
+    if getattr(args, "config", None):
+        argv += ["--config", str(args.config)]
+    for key in SERVE_OPTIONS:
+        if getattr(args, key) is not None:
+            argv += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    if args.log_json:
+        argv.append("--log-json")
+    return argv
 
 
 # --- certificates ----------------------------------------------------------------------------
@@ -301,6 +320,8 @@ def _add_serve(sub: Any) -> None:
     for key, text in SERVE_OPTIONS.items():
         serve.add_argument(f"--{key.replace('_', '-')}", dest=key, default=None, help=text)
     serve.add_argument("--log-json", action="store_true", help="JSON log lines")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="N processes sharing the ports, one gateway (PostgreSQL only)")
     serve.set_defaults(func=cmd_serve)
 
 

@@ -34,6 +34,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from gateway.domain import utcnow
 from gateway.errors import InvalidInput
@@ -93,8 +94,8 @@ async def cancel_pending(session: AsyncSession, adapter: str, subjects: Iterable
         return 0
     result = await session.execute(
         update(DeliveryRow)
-        .where(DeliveryRow.adapter == adapter, DeliveryRow.subject.in_(wanted),  # type: ignore[union-attr]
-               DeliveryRow.delivered_at.is_(None), DeliveryRow.failed_at.is_(None))  # type: ignore[union-attr]
+        .where(col(DeliveryRow.adapter) == adapter, col(DeliveryRow.subject).in_(wanted),
+               col(DeliveryRow.delivered_at).is_(None), col(DeliveryRow.failed_at).is_(None))
         .values(failed_at=utcnow(), last_error="cancelled: its subscription was deleted"))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -136,7 +137,7 @@ class DeliveryQueue:
         self._tls: dict[str, ssl.SSLContext] = {} if shared is None else shared._tls
         self._listeners: dict[str, OutcomeListener] = ({} if shared is None
                                                        else shared._listeners)
-        self._wake = asyncio.Event() if shared is None else shared._wake
+        self._wake: asyncio.Event = asyncio.Event() if shared is None else shared._wake
         self._concurrency = concurrency
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.worker_id = f"{socket.gethostname()[:40]}:{os.getpid()}"
@@ -185,15 +186,16 @@ class DeliveryQueue:
 
     async def stats(self) -> dict[str, Any]:
         """Counts by state, and the age of the oldest pending delivery (seconds)."""
-        pending_q = (DeliveryRow.delivered_at.is_(None), DeliveryRow.failed_at.is_(None))  # type: ignore[union-attr]
+        pending_q = (col(DeliveryRow.delivered_at).is_(None), col(DeliveryRow.failed_at).is_(None))
         async with self._db.read() as session:
             delivered = (await session.execute(select(func.count()).select_from(DeliveryRow)
-                         .where(DeliveryRow.delivered_at.is_not(None)))).scalar_one()  # type: ignore[union-attr]
+                         .where(col(DeliveryRow.delivered_at).is_not(None)))).scalar_one()
             failed = (await session.execute(select(func.count()).select_from(DeliveryRow)
-                      .where(DeliveryRow.delivered_at.is_(None),  # type: ignore[union-attr]
-                             DeliveryRow.failed_at.is_not(None)))).scalar_one()  # type: ignore[union-attr]
+                      .where(col(DeliveryRow.delivered_at).is_(None),
+                             col(DeliveryRow.failed_at).is_not(None)))).scalar_one()
             pending, oldest = (await session.execute(
-                select(func.count(), func.min(DeliveryRow.created_at)).where(*pending_q))).one()
+                select(func.count(), func.min(col(DeliveryRow.created_at)))
+                .where(*pending_q))).one()
         age = (utcnow() - _aware(oldest)).total_seconds() if oldest is not None else 0.0
         return {"delivered": delivered, "failed": failed, "pending": pending,
                 "oldest_pending_s": round(age, 3)}
@@ -231,18 +233,19 @@ class DeliveryQueue:
         """Due rows nobody holds, claimed for this worker in one transaction."""
         now = utcnow()
         query = (select(DeliveryRow)
-                 .where(DeliveryRow.delivered_at.is_(None), DeliveryRow.failed_at.is_(None),  # type: ignore[union-attr]
-                        DeliveryRow.next_attempt_at <= now,  # type: ignore[operator]
-                        or_(DeliveryRow.claim_until.is_(None),  # type: ignore[union-attr]
-                            DeliveryRow.claim_until < now))  # type: ignore[operator]
-                 .order_by(DeliveryRow.id).limit(limit))  # type: ignore[arg-type]
+                 .where(col(DeliveryRow.delivered_at).is_(None),
+                        col(DeliveryRow.failed_at).is_(None),
+                        col(DeliveryRow.next_attempt_at) <= now,
+                        or_(col(DeliveryRow.claim_until).is_(None),
+                            col(DeliveryRow.claim_until) < now))
+                 .order_by(col(DeliveryRow.id)).limit(limit))
         if not self._db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         async with self._db.write() as session:
             rows = list((await session.execute(query)).scalars())
             if rows:
                 await session.execute(
-                    update(DeliveryRow).where(DeliveryRow.id.in_([r.id for r in rows]))  # type: ignore[union-attr]
+                    update(DeliveryRow).where(col(DeliveryRow.id).in_([r.id for r in rows]))
                     .values(claimed_by=self.worker_id,
                             claim_until=now + timedelta(seconds=CLAIM_S)))
         return rows
@@ -267,8 +270,8 @@ class DeliveryQueue:
             if ok:
                 # (not if cancelled meanwhile: a cancellation is the later word)
                 await session.execute(update(DeliveryRow).where(
-                    DeliveryRow.id.in_(ok), DeliveryRow.failed_at.is_(None))  # type: ignore[union-attr]
-                    .values(delivered_at=now, attempts=DeliveryRow.attempts + 1,
+                    col(DeliveryRow.id).in_(ok), col(DeliveryRow.failed_at).is_(None))
+                    .values(delivered_at=now, attempts=col(DeliveryRow.attempts) + 1,
                             claim_until=None))
             for row, err in results:
                 assert row.id is not None
@@ -288,7 +291,7 @@ class DeliveryQueue:
                     backoff = min(self.max_backoff_s, self.base_backoff_s * 2 ** (attempts - 1))
                     values["next_attempt_at"] = now + timedelta(seconds=backoff)
                 await session.execute(update(DeliveryRow).where(
-                    DeliveryRow.id == row.id, DeliveryRow.failed_at.is_(None))  # type: ignore[union-attr]
+                    col(DeliveryRow.id) == row.id, col(DeliveryRow.failed_at).is_(None))
                     .values(**values))
                 outcomes.append((row.adapter, DeliveryOutcome(
                     row.id, row.subject, False, err, final)))

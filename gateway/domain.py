@@ -35,6 +35,8 @@ class ParticipantChange(StrEnum):
     """What a `participant.changed` event announces (never the credential itself)."""
 
     REGISTERED = "registered"
+    UPDATED = "updated"
+    DELETED = "deleted"
     TOKEN_ISSUED = "token_issued"  # noqa: S105 - an event name: a bearer token was issued
     TOKEN_REVOKED = "token_revoked"  # noqa: S105 - an event name
 

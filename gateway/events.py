@@ -25,6 +25,8 @@ class Topic(StrEnum):
     INSTRUCTION_CHANGED = "instruction.changed"
     PARTICIPANT_CHANGED = "participant.changed"
     DELIVERY_CHANGED = "delivery.changed"
+    TOPOLOGY_CHANGED = "topology.changed"  # connection points: {"connection_point_ids"}
+    RECORDS_CHANGED = "records.changed"  # an adapter's documents (several processes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +102,35 @@ class DeliveryChanged:
     reason: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class TopologyChanged:
+    """Connection points were registered (DERs and participants have their own events)."""
+
+    id: int
+    connection_point_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsChanged:
+    """Process `by` wrote adapter `adapter`'s documents: kind -> keys (None: many - reload
+    the kind). Only announced with several processes (PostgreSQL)."""
+
+    id: int
+    adapter: str
+    by: str
+    changes: dict[str, tuple[str, ...] | None]
+
+
+def _records(e: Event) -> RecordsChanged:
+    raw = e.payload.get("changes") or {}
+    return RecordsChanged(e.id, str(e.payload["adapter"]), str(e.payload.get("by", "")),
+                          {str(k): (None if v is None else tuple(str(x) for x in v))
+                           for k, v in raw.items()})
+
+
 TypedEvent = (ControlChanged | ResourceChanged | AcknowledgementRecorded | ReadingRecorded
-              | NoticeRaised | InstructionChanged | ParticipantChanged | DeliveryChanged)
+              | NoticeRaised | InstructionChanged | ParticipantChanged | DeliveryChanged
+              | TopologyChanged | RecordsChanged)
 
 
 def _optional_str(value: Any) -> str | None:
@@ -135,6 +164,9 @@ _DECODERS: dict[str, Any] = {
         e.id, str(e.payload["instruction_id"]), str(e.payload["status"])),
     Topic.PARTICIPANT_CHANGED: lambda e: ParticipantChanged(
         e.id, str(e.payload["participant_id"]), str(e.payload["change"])),
+    Topic.TOPOLOGY_CHANGED: lambda e: TopologyChanged(
+        e.id, tuple(str(i) for i in e.payload.get("connection_point_ids", ()))),
+    Topic.RECORDS_CHANGED: _records,
     Topic.DELIVERY_CHANGED: lambda e: DeliveryChanged(
         e.id, str(e.payload["resource_id"]), str(e.payload["state"]),
         _optional_str(e.payload.get("reason"))),

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.domain import Role
 from gateway.errors import Forbidden
@@ -163,7 +164,11 @@ class GatewayMetrics:
                 histogram.observe(time.perf_counter() - started)
 
         def forget(conn: Any) -> None:
-            conn.info.pop("dergw_tx_started", None)
+            # A rollback hook must never raise: on a connection invalidated by a cancelled
+            # read, `conn.info` raises, replacing the cancellation (the relay then never
+            # stopped and shutdown hung).
+            with suppress(SQLAlchemyError):
+                conn.info.pop("dergw_tx_started", None)
 
         event.listen(sync_engine, "begin", begin)
         event.listen(sync_engine, "commit", commit)

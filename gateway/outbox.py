@@ -1,8 +1,16 @@
-"""The outbox relay: publishes committed outbox rows to the bus, in order, then marks them.
+"""The event log: every process follows the outbox and publishes it to its own bus, in order.
 
-A crash after the commit and before the publish loses nothing: the rows are still unpublished
-and the relay sends them when the process starts again. A crash after the publish and before
-the mark repeats them (at-least-once); subscribers de-duplicate by event id.
+The outbox is written in the same transaction as each change it announces, with ids in
+commit order (gateway.store.repo.add_outbox_many). Each process follows it from its own
+position (`log_position`, kept under the process's name, so a restart resumes where it
+stopped), publishes each event to its in-process bus, and marks rows published (the first
+follower to reach a row does; retention goes by that mark). It wakes on its own commits at
+once, on other processes' commits through PostgreSQL LISTEN/NOTIFY, and polls as a backstop.
+
+A crash after the commit and before the publish loses nothing: the rows are still ahead of
+the position and go out when the process starts again. A crash after the publish and
+before the position is saved repeats them (at-least-once); subscribers de-duplicate by
+event id (= outbox id).
 """
 
 from __future__ import annotations
@@ -10,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 from gateway.bus import Event, InProcessBus
 from gateway.domain import utcnow
 from gateway.store import repo
 from gateway.store.engine import Database
+from gateway.store.tables import OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -25,58 +36,122 @@ log = logging.getLogger(__name__)
 FAULT_ENV = "DER_GATEWAY_FAULT_INJECT"
 CRASH_BEFORE_PUBLISH = "crash-before-publish"
 CRASH_EXIT_CODE = 70
+SAVE_EVERY_S = 2.0  # how often the position is written (a restart repeats at most this much)
 
 
 class OutboxRelay:
-    def __init__(self, db: Database, bus: InProcessBus) -> None:
+    def __init__(self, db: Database, bus: InProcessBus, name: str = "gateway",
+                 poll_s: float | None = None) -> None:
         self._db = db
         self._bus = bus
+        self.name = name
         self._wake = asyncio.Event()
+        self._position: int | None = None
+        self._saved = 0
+        self._saved_at = 0.0
+        # With others writing too (PostgreSQL), poll often as a backstop to NOTIFY.
+        self._poll_s = poll_s if poll_s is not None else (5.0 if db.is_sqlite else 1.0)
         self.published = 0
+
+    @property
+    def position(self) -> int:
+        return self._position or 0
 
     def wake(self) -> None:
         self._wake.set()
 
+    async def _start_position(self) -> int:
+        async with self._db.read() as session:
+            stored = await repo.log_position(session, self.name)
+            if stored is not None:
+                return stored
+            pending = await repo.outbox_pending(session, limit=1)
+            if pending and pending[0].id is not None:
+                return pending[0].id - 1  # what no one has published yet goes out
+            return await repo.outbox_max_id(session)
+
     async def drain(self) -> int:
-        """Publish everything pending now; returns how many events went out."""
+        """Publish everything past the position now; returns how many events went out."""
+        if self._position is None:
+            self._position = await self._start_position()
         total = 0
         while True:
             async with self._db.read() as session:
-                rows = await repo.outbox_pending(session)
+                rows = await repo.outbox_since(session, self._position)
             if not rows:
-                return total
+                break
             _maybe_crash(rows)
             for row in rows:
-                await self._bus.publish(Event(row.id, row.topic, row.payload))  # type: ignore[arg-type]
-            async with self._db.write() as session:
-                await repo.mark_published(session, [r.id for r in rows], utcnow())  # type: ignore[misc]
+                await self._bus.publish(Event(int(row.id or 0), row.topic, row.payload))
+            self._position = int(rows[-1].id or self._position)
             total += len(rows)
             self.published += len(rows)
+        await self._save(force=False)
+        return total
+
+    async def flush(self) -> None:
+        """Save the position now (tests and shutdown)."""
+        await self._save(force=True)
+
+    async def _save(self, force: bool) -> None:
+        """Save the position and mark what it passed published - every SAVE_EVERY_S, not
+        every batch: one small write instead of one per batch of events (a restart repeats
+        at most that much, which subscribers tolerate)."""
+        if self._position is None or self._position == self._saved:
+            return
+        if not force and time.monotonic() - self._saved_at < SAVE_EVERY_S:
+            return
+        async with self._db.write() as session:
+            await repo.put_log_position(session, self.name, self._position)
+            await repo.mark_published_through(session, self._saved, self._position, utcnow())
+        self._saved, self._saved_at = self._position, time.monotonic()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._run(), name="outbox-relay")
+        task = asyncio.create_task(self._run(), name="event-log")
         try:
-            yield
+            async with self._listening():
+                yield
         finally:
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
             await self.drain()  # what was committed before shutdown still goes out
+            await self._save(force=True)
+
+    @asynccontextmanager
+    async def _listening(self) -> AsyncIterator[None]:
+        """On PostgreSQL, a connection that LISTENs for other processes' commits."""
+        if self._db.is_sqlite:
+            yield
+            return
+        import asyncpg
+
+        conn: Any = await asyncpg.connect(self._db.asyncpg_dsn)
+
+        def woken(*_args: object) -> None:
+            self._wake.set()
+
+        await conn.add_listener(repo.OUTBOX_CHANNEL, woken)
+        try:
+            yield
+        finally:
+            with suppress(Exception):
+                await conn.close()
 
     async def _run(self) -> None:
         while True:
             try:
                 await self.drain()
-            except Exception:  # keep relaying; the rows stay pending until they go out
-                log.exception("outbox relay error; retrying")
+            except Exception:  # keep following; the rows stay ahead of the position
+                log.exception("event log follower error; retrying")
                 await asyncio.sleep(1.0)
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=5.0)
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
             self._wake.clear()
 
 
-def _maybe_crash(rows: list) -> None:  # type: ignore[type-arg]
+def _maybe_crash(rows: list[OutboxRow]) -> None:
     fault, _, topic = os.environ.get(FAULT_ENV, "").partition(":")
     if fault == CRASH_BEFORE_PUBLISH and (not topic or any(r.topic == topic for r in rows)):
         log.error("fault injection: exiting between commit and publish")

@@ -18,6 +18,7 @@ by each adapter:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
@@ -47,6 +48,7 @@ from gateway.domain import (
     Quantity,
     Reading,
     Resource,
+    ResourceDelivery,
     Role,
 )
 from gateway.events import (
@@ -58,11 +60,14 @@ from gateway.events import (
     NoticeRaised,
     ParticipantChanged,
     ReadingRecorded,
+    RecordsChanged,
     ResourceChanged,
     Topic,
+    TopologyChanged,
     TypedEvent,
     decode,
 )
+from gateway.leases import Leases
 from gateway.metrics import GatewayMetrics
 from gateway.outbound import OutboundGuard
 from gateway.records import RecordWrite
@@ -85,8 +90,10 @@ __all__ = [
     "DeliveryState",
     "Event",
     "EventLog",
+    "GatewayMetrics",
     "GatewayPort",
     "InstructionChanged",
+    "Leases",
     "NoticeRaised",
     "OutboundGuard",
     "Outgoing",
@@ -95,9 +102,11 @@ __all__ = [
     "PlatformRoute",
     "ReadingRecorded",
     "RecordWrite",
+    "RecordsChanged",
     "RecordsPort",
     "ResourceChanged",
     "Topic",
+    "TopologyChanged",
     "TypedEvent",
     "actor",
     "canonical_address_key",
@@ -168,18 +177,23 @@ class GatewayPort(Protocol):
 
     async def mark_delivery(self, marks: Sequence[DeliveryMark]) -> None: ...
 
+    async def delivery_states(self, resource_ids: Iterable[str] | None = None
+                              ) -> dict[str, ResourceDelivery]: ...
+
 
 class RecordsPort(Protocol):
     """The adapter's own durable documents (scoped to it), and its deliveries with them."""
 
     async def get(self, kind: str, key: str) -> dict[str, Any] | None: ...
-    async def list(self, kind: str, prefix: str | None = None
-                   ) -> list[tuple[str, dict[str, Any]]]: ...
     async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None: ...
     async def put_many(self, kind: str, docs: dict[str, dict[str, Any]]) -> None: ...
     async def delete(self, kind: str, key: str) -> bool: ...
     async def next_sequence(self, name: str, count: int = 1) -> int: ...
     async def write(self, change: RecordWrite) -> list[int]: ...
+
+    # (last: inside the class, the name `list` means this method from here on)
+    async def list(self, kind: str, prefix: str | None = None
+                   ) -> builtins.list[tuple[str, dict[str, Any]]]: ...
 
 
 class DeliveriesPort(Protocol):
@@ -309,11 +323,19 @@ class AdapterContext:
     body: BodyReader = field(default_factory=BodyReader)
     # Put `metrics.http_middleware(name)` first in your aiohttp server's middlewares.
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    # Work only one process may do (several processes on PostgreSQL): `leases.holding(name)`,
+    # `leases.sharing(prefix, count)`; with one process every lease is held at once.
+    leases: Leases | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dev_mode(self) -> bool:
         return self.settings.dev_mode
+
+    @property
+    def reuse_port(self) -> bool:
+        """Several processes share this host's listening ports: bind with SO_REUSEPORT."""
+        return self.settings.reuse_port
 
 
 @runtime_checkable

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func, select
 
 from gateway import heap
 from gateway.adapters import Adapter, AdapterContext, InstalledAdapter, PkiPaths, discover
@@ -25,15 +25,16 @@ from gateway.bus import InProcessBus
 from gateway.coordination.engine import Coordinator
 from gateway.delivery import DeliveryQueue
 from gateway.domain import Participant, Role
+from gateway.leases import Leases
 from gateway.metrics import GatewayMetrics
 from gateway.outbound import OutboundGuard
 from gateway.outbox import OutboxRelay
-from gateway.ports import Access, PlatformRoute
+from gateway.ports import Access, PlatformRoute, Topic, follow
 from gateway.records import AdapterRecords
+from gateway.retention import Retention
 from gateway.services import GatewayServices
 from gateway.settings import Settings
 from gateway.store.engine import Database
-from gateway.store.tables import AcknowledgementRow, OutboxRow, ReadingRow
 from pki.devpki import DevPki, load_pair
 from pki.identity import sha256_hex
 from pki.tls import server_context
@@ -54,17 +55,29 @@ class Gateway:
     adapters: dict[str, Adapter] = field(default_factory=dict)
     listeners: dict[str, list[str]] = field(default_factory=dict)
     ready: bool = False  # every adapter has started
+    starting: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    platform_app: web.Application | None = None  # (its route table: the authorisation test)
+    leases: Leases | None = None
+
+    def readiness(self) -> dict[str, str]:
+        """Each adapter's state: "ready" once its lifespan started and it says it is ready
+        (an adapter may fill in behind an open listener: its optional `ready` flag),
+        "starting" before, "failed" if its start failed."""
+        states: dict[str, str] = {}
+        for name, adapter in self.adapters.items():
+            future = self.starting.get(name)
+            if future is None or not future.done():
+                states[name] = "starting"
+            elif future.cancelled() or future.exception() is not None:
+                states[name] = "failed"
+            else:
+                states[name] = "ready" if getattr(adapter, "ready", True) else "starting"
+        return states
 
     async def status(self) -> dict[str, Any]:
         topo = await self.services.topology()
         controls = await self.services.effective_controls()
-        async with self.db.read() as session:
-            acks = (await session.execute(select(func.count()).select_from(AcknowledgementRow)
-                                          )).scalar_one()
-            readings = (await session.execute(select(func.count()).select_from(ReadingRow)
-                                              )).scalar_one()
-            pending = (await session.execute(select(func.count()).select_from(OutboxRow).where(
-                OutboxRow.published_at.is_(None)))).scalar_one()  # type: ignore[union-attr]
+        counts = await self.services.counts()
         by_protocol: dict[str, int] = {}
         for res in topo.resources.values():
             protocol = str(res.binding.protocol)
@@ -76,9 +89,9 @@ class Gateway:
                      "online": sum(1 for r in topo.resources.values() if r.online)},
             "effective_controls": {"ders_with_intervals": sum(1 for c in controls.values()
                                                               if c.intervals)},
-            "acknowledgements": acks,
-            "readings": readings,
-            "outbox_pending": pending,
+            "acknowledgements": counts["acknowledgements"],
+            "readings": counts["readings"],
+            "outbox_pending": counts["outbox_pending"],
             "deliveries": await self.deliveries.stats(),
         }
 
@@ -100,7 +113,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     db = Database(settings.effective_database_url)
     await db.upgrade()
     bus = InProcessBus()
-    relay = OutboxRelay(db, bus)
+    relay = OutboxRelay(db, bus, name=settings.effective_process_name)
     coordinator = Coordinator.from_names(settings.group_cap_rule, settings.disaggregation_rule)
     installed = discover()
     services = GatewayServices(db, coordinator, on_commit=relay.wake, bindings=BindingRules(
@@ -108,32 +121,93 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     guard = OutboundGuard.from_settings(dev_mode=settings.dev_mode,
                                         allow=settings.outbound_allow)
     deliveries = DeliveryQueue(db, guard=guard)
-    gw = Gateway(settings, db, bus, services, relay, deliveries)
+    gw = Gateway(settings, db, bus, services, relay, deliveries,
+                 leases=Leases(db, f"{settings.effective_process_name}#{os.getpid()}"))
     await ensure_admin(services, settings)
     gw.metrics.watch_database(db)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(db.close)
+        # Adapters are built (no I/O; their settings checked) before anything runs, so that
+        # a settings mistake stops the start before there is anything to stop.
+        adapter_routes = _build_adapters(gw, installed, guard)
         await stack.enter_async_context(gw.metrics.measuring_loop_lag())
         await stack.enter_async_context(relay.running())
+        await stack.enter_async_context(_following_topology(bus, services))
         await stack.enter_async_context(deliveries.running())
-        adapter_routes = _build_adapters(gw, installed, guard)
+        await stack.enter_async_context(Retention(db, settings.retention).running())
         guard.add_own_listeners([settings.platform_listen,
                                  *(u for a in gw.adapters.values() for u in a.listeners())])
-        platform = make_platform_app(services, bus, db, status=gw.status,
-                                     ready=lambda: gw.ready,
+        platform = gw.platform_app = make_platform_app(services, bus, db, status=gw.status,
+                                     ready=gw.readiness,
                                      max_body_bytes=settings.max_body_bytes,
                                      adapter_routes=adapter_routes, metrics=gw.metrics,
                                      listeners=lambda: gw.listeners,
                                      metrics_allow_loopback=settings.metrics_allow_loopback)
         await stack.enter_async_context(_serve_platform(platform, settings))
         gw.listeners["platform"] = [settings.platform_listen]
-        for name, adapter in gw.adapters.items():
-            await stack.enter_async_context(adapter.lifespan())
-            gw.listeners[name] = adapter.listeners()
-            log.info("adapter %s started: %s", name, ", ".join(gw.listeners[name]) or "-")
+        await stack.enter_async_context(_run_adapters(gw))
         gw.ready = True
         yield gw
         log.info("shutting down")
+
+
+@asynccontextmanager
+async def _following_topology(bus: InProcessBus, services: GatewayServices
+                              ) -> AsyncIterator[None]:
+    """Another process may change the topology: its events make this one check its cache."""
+    async def stale(_events: object = None) -> None:
+        services.uow.others_changed_topology()
+
+    task = asyncio.create_task(follow(
+        bus, {Topic.RESOURCE_CHANGED, Topic.PARTICIPANT_CHANGED, Topic.TOPOLOGY_CHANGED},
+        on_batch=stale, resync=stale, name="topology cache"), name="topology-cache")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+@asynccontextmanager
+async def _run_adapters(gw: Gateway) -> AsyncIterator[None]:
+    """Start every adapter at once, each in its own task, so that no listener waits for
+    another adapter's start-up; leave them all on exit. An adapter that fails to start
+    stops the gateway (with its error), rather than leaving a half-served fleet."""
+    stop = asyncio.Event()
+    started: dict[str, asyncio.Future[None]] = {}
+    tasks: list[asyncio.Task[None]] = []
+
+    async def hold(name: str, adapter: Adapter, ready: asyncio.Future[None]) -> None:
+        try:
+            async with adapter.lifespan():
+                gw.listeners[name] = adapter.listeners()
+                log.info("adapter %s started: %s", name, ", ".join(gw.listeners[name]) or "-")
+                ready.set_result(None)
+                await stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            raise
+
+    loop = asyncio.get_running_loop()
+    for name, adapter in gw.adapters.items():
+        started[name] = loop.create_future()
+        gw.starting[name] = started[name]
+        tasks.append(asyncio.create_task(hold(name, adapter, started[name]),
+                                         name=f"adapter-{name}"))
+    try:
+        await asyncio.gather(*started.values())
+        yield
+    finally:
+        stop.set()
+        for task in reversed(tasks):  # (each leaves its lifespan; a failed one is reported)
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("adapter %s failed while stopping", task.get_name())
 
 
 def _build_adapters(gw: Gateway, installed: dict[str, InstalledAdapter],
@@ -148,10 +222,13 @@ def _build_adapters(gw: Gateway, installed: dict[str, InstalledAdapter],
         ctx = AdapterContext(name=name, settings=gw.settings, config=config,
                              gateway=gw.services, bus=gw.bus,
                              deliveries=gw.deliveries.for_adapter(name),
-                             records=AdapterRecords(gw.db, name,
-                                                    on_deliveries=gw.deliveries.wake),
+                             records=AdapterRecords(
+                                 gw.db, name, on_deliveries=gw.deliveries.wake,
+                                 announce_as=(gw.settings.effective_process_name
+                                              if gw.settings.is_postgres else None),
+                                 on_commit=gw.relay.wake),
                              pki=PkiPaths(gw.settings.pki_dir), outbound=guard, body=body,
-                             metrics=gw.metrics)
+                             metrics=gw.metrics, leases=gw.leases)
         adapter = entry.create(ctx)
         gw.adapters[name] = adapter
         if hasattr(adapter, "platform_routes"):
@@ -167,7 +244,7 @@ def _platform_route(adapter: str, route: object) -> PlatformRoute:
     assert isinstance(route, web.RouteDef), f"{adapter}: not a platform route: {route!r}"
     log.warning("adapter %s: route %s %s declares no Access", adapter, route.method,
                 route.path)
-    return PlatformRoute(route.method, route.path, route.handler,  # type: ignore[arg-type]
+    return PlatformRoute(route.method, route.path, route.handler,
                          f"{adapter} route", Access(frozenset(Role)))
 
 
@@ -179,7 +256,8 @@ async def _serve_platform(app: web.Application, settings: Settings) -> AsyncIter
     host, port = settings.platform_host_port
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx,
+                       reuse_port=settings.reuse_port or None)
     await site.start()
     log.info("platform API on %s", settings.platform_listen)
     try:

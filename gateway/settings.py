@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,21 @@ DEFAULT_ADAPTERS: dict[str, dict[str, Any]] = {
     "opcua": {"listen": "opc.tcp://127.0.0.1:4840"},
     "modbus": {},
 }
+
+
+class RetentionSettings(BaseModel):
+    """How long the store keeps each kind of row (gateway.retention)."""
+
+    model_config = {"extra": "forbid"}
+
+    readings_days: float = Field(default=90, gt=0)
+    acknowledgements_days: float = Field(default=365, gt=0)
+    notices_days: float = Field(default=365, gt=0)
+    outbox_hours: float = Field(default=24, gt=0)
+    deliveries_days: float = Field(default=7, gt=0)
+    interval_s: float = Field(default=300, gt=0)
+    batch: int = Field(default=2000, ge=10)
+    pause_s: float = Field(default=0.05, ge=0)
 
 
 class Settings(BaseModel):
@@ -46,6 +62,11 @@ class Settings(BaseModel):
     # /metrics without credentials for a scraper on the gateway's own host (loopback peers);
     # otherwise only the admin may read it (docs/operations.md).
     metrics_allow_loopback: bool = False
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    # Several processes (PostgreSQL only): each has a name (its event-log position is kept
+    # under it; default: the host name) and they share listening ports (SO_REUSEPORT).
+    process_name: str = ""
+    reuse_port: bool = False
     adapters: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("log_level")
@@ -65,6 +86,14 @@ class Settings(BaseModel):
         merged.update(self.adapters.get(name, {}))
         merged.setdefault("enabled", True)
         return merged
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.effective_database_url.startswith("postgresql")
+
+    @property
+    def effective_process_name(self) -> str:
+        return self.process_name or socket.gethostname()
 
     @property
     def platform_host_port(self) -> tuple[str, int]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from gateway.coordination.topology import Topology
-from gateway.domain import InstructionDraft, InstructionKind, TargetKind
+from gateway.domain import InstructionDraft, InstructionKind, TargetKind, utcnow
 from gateway.errors import Unprocessable
 
 MAX_POWER_W = 1e10  # 10 GW: anything above is a unit error, not a DER
@@ -68,7 +70,35 @@ _CHECKS: dict[InstructionKind, Callable[[InstructionDraft, Topology], None]] = {
 }
 
 
-def validate_instruction(draft: InstructionDraft, topology: Topology) -> None:
+@dataclass(frozen=True, slots=True)
+class WindowPolicy:
+    """How far from now an instruction's window may lie. Back: a limit already in force
+    may be recorded with its true start; ahead: every protocol can express it (2030.5
+    carries a duration in 32 bits of seconds; a window "to 9999" became a control that
+    ended in year 137)."""
+
+    max_past: timedelta = timedelta(days=366)
+    max_ahead: timedelta = timedelta(days=5 * 366)
+
+
+def check_window(draft: InstructionDraft, now: datetime, policy: WindowPolicy) -> None:
     if draft.end is not None and draft.end <= draft.start:
         raise Unprocessable("end must be after start")
+    if draft.end is not None and draft.end <= now:
+        raise Unprocessable(f"the window ended at {draft.end.isoformat()}: the instruction "
+                            "would have no effect (times are UTC; send a window that ends "
+                            "in the future)")
+    if draft.start < now - policy.max_past:
+        raise Unprocessable(f"start is more than {policy.max_past.days} days in the past")
+    latest = now + policy.max_ahead
+    if draft.start > latest or (draft.end is not None and draft.end > latest):
+        raise Unprocessable(f"the window reaches more than {policy.max_ahead.days} days "
+                            "ahead, further than the gateway plans and every protocol can "
+                            "carry")
+
+
+def validate_instruction(draft: InstructionDraft, topology: Topology, *,
+                         now: datetime | None = None,
+                         policy: WindowPolicy = WindowPolicy()) -> None:
+    check_window(draft, now or utcnow(), policy)
     _CHECKS[draft.kind](draft, topology)

@@ -6,6 +6,8 @@ Layout under the PKI directory (default ``certs/``; nothing generated is ever co
     ieee2030_5/mica.pem               manufacturer/issuing intermediate (MICA)
     ieee2030_5/ca-chain.pem           mica + serca, to verify clients
     ieee2030_5/server.pem|.key        the 2030.5 server (chain in server-chain.pem)
+    ieee2030_5/notifier.pem|.key      the gateway as a 2030.5 TLS client (clientAuth), posting
+                                      notifications (chain in notifier-chain.pem)
     ieee2030_5/clients/NAME.pem|.key  device and aggregator client certificates (+ NAME-chain.pem)
     platform/ca.pem                   platform CA (platform API and OpenADR VTN)
     platform/server.pem|.key          platform API and VTN server certificate
@@ -160,6 +162,10 @@ def _pem(*certs: x509.Certificate) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
+LOCAL_DNS = ("localhost",)
+LOCAL_IPS = ("127.0.0.1", "::1")
+
+
 class DevPki:
     """Creates (once) and extends the dev PKI under `root`."""
 
@@ -200,22 +206,23 @@ class DevPki:
     ) -> dict[str, dict[str, object]]:
         """Create whatever is missing; never replaces an existing key."""
         self.root.mkdir(parents=True, exist_ok=True)
-        local = {"dns": ("localhost",), "ips": ("127.0.0.1", "::1")}
         serca = self._ca("ieee2030_5/serca.pem", "der-gateway dev SERCA", "ec")
         mica = self._ca("ieee2030_5/mica.pem", "der-gateway dev MICA", "ec", serca)
         (self.root / "ieee2030_5/ca-chain.pem").write_bytes(
             _pem(load_pair(mica)[0], load_pair(serca)[0])
         )
         server = self._leaf("ieee2030_5/server.pem", "der-gateway 2030.5 server", mica,
-                            server=True, **local)
+                            server=True, dns=LOCAL_DNS, ips=LOCAL_IPS)
         (self.root / "ieee2030_5/server-chain.pem").write_bytes(
             _pem(load_pair(server)[0], load_pair(mica)[0])
         )
+        self.issue_2030_5_notifier()
         for name in (*devices, *aggregators):
             self.issue_2030_5_client(name)
 
         pca = self._ca("platform/ca.pem", "der-gateway dev platform CA", "ec")
-        self._leaf("platform/server.pem", "der-gateway platform", pca, server=True, **local)
+        self._leaf("platform/server.pem", "der-gateway platform", pca, server=True,
+                   dns=LOCAL_DNS, ips=LOCAL_IPS)
         for name in platform_clients:
             self.issue_platform_client(name)
 
@@ -226,7 +233,8 @@ class DevPki:
             self.issue_opcua_client(name)
 
         mca = self._ca("modbus/ca.pem", "der-gateway dev Modbus CA", "ec")
-        self._leaf("modbus/server.pem", "der-gateway modbus device", mca, server=True, **local)
+        self._leaf("modbus/server.pem", "der-gateway modbus device", mca, server=True,
+                   dns=LOCAL_DNS, ips=LOCAL_IPS)
         for name in modbus_clients:
             self.issue_modbus_client(name, role="operator")
         return self.write_identities()
@@ -237,6 +245,18 @@ class DevPki:
         path.with_name(f"{name}-chain.pem").write_bytes(
             _pem(load_pair(path)[0], load_pair(mica)[0])
         )
+        return path
+
+    def issue_2030_5_notifier(self) -> Path:
+        """The gateway's own 2030.5 client certificate: when it POSTs a Notification it is the
+        TLS client, and a certified client's listener wants a clientAuth certificate from the
+        2030.5 PKI (the server certificate is serverAuth only)."""
+        mica = self.root / "ieee2030_5/mica.pem"
+        path = self._leaf("ieee2030_5/notifier.pem", "der-gateway 2030.5 notifier", mica,
+                          client=True)
+        chain = path.with_name("notifier-chain.pem")
+        if not chain.exists():
+            chain.write_bytes(_pem(load_pair(path)[0], load_pair(mica)[0]))
         return path
 
     def issue_platform_client(self, name: str) -> Path:

@@ -55,4 +55,5 @@ def peer_certificate_der(transport: object) -> bytes | None:
     ssl_object = getattr(transport, "get_extra_info", lambda _n: None)("ssl_object")
     if ssl_object is None:
         return None
-    return ssl_object.getpeercert(binary_form=True)
+    der: bytes | None = ssl_object.getpeercert(binary_form=True)
+    return der

@@ -17,7 +17,7 @@ from pathlib import Path
 Command = Callable[[argparse.Namespace], int]
 
 
-def _add_inverters(sub: argparse._SubParsersAction) -> None:
+def _add_inverters(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("inverters", help="SunSpec Modbus TCP inverters (models 1, 70x, 711, 713)")
     p.add_argument("--count", type=int, default=1, help="number of inverters")
     p.add_argument("--host", default="127.0.0.1")
@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for add in (_add_inverters,):  # one entry per simulator kind
         add(sub)
     args = parser.parse_args(argv)
-    return args.run(args)
+    run: Command = args.run
+    return run(args)
 
 
 if __name__ == "__main__":

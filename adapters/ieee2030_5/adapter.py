@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -11,13 +12,18 @@ from typing import Any
 from aiohttp import web
 
 from adapters.ieee2030_5 import platform
+from adapters.ieee2030_5.listener import GuardedListener, Limits
+from adapters.ieee2030_5.scope import identity_from_der
 from adapters.ieee2030_5.server import create_app
 from adapters.ieee2030_5.service import Ieee2030Service
+from adapters.ieee2030_5.settings import NotificationTls, Settings
 from gateway.adapters import AdapterContext
 from gateway.bus import Topic
+from gateway.delivery import check_callback_url
 from gateway.domain import Protocol
 from gateway.settings import split_listen
-from pki.tls import client_context, ieee2030_5_server_context
+from pki.devpki import DevPki
+from pki.tls import client_context, ieee2030_5_server_context, peer_certificate_der
 
 log = logging.getLogger(__name__)
 SSL_NAME = "ieee2030_5"
@@ -29,14 +35,13 @@ class Ieee2030Adapter:
 
     def __init__(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
-        self.listen = str(ctx.config.get("listen", "https://127.0.0.1:8443"))
+        self.settings = Settings.from_config(ctx.config)
+        self.listen = self.settings.listen
         self.service = Ieee2030Service(
-            ctx.gateway, ctx.records, ctx.deliveries, ctx.config, pen=ctx.settings.iana_pen,
-            horizon_s=ctx.settings.horizon_s, ssl_name=SSL_NAME)
+            ctx.gateway, ctx.records, ctx.deliveries, self.settings, pen=ctx.settings.iana_pen,
+            horizon_s=ctx.settings.horizon_s, check_url=self._check_url, ssl_name=SSL_NAME)
         self.bound_port: int | None = None
-        # Re-render everything this often: extends open-ended controls before they lapse and
-        # drops records past retention. Unchanged controls keep their mRIDs: no notifications.
-        self.refresh_s = float(ctx.config.get("refresh_s", 3600))
+        self.refresh_s = self.settings.refresh_s
 
     def listeners(self) -> list[str]:
         return [self.listen]
@@ -53,18 +58,17 @@ class Ieee2030Adapter:
         tls = ieee2030_5_server_context(pki.path("ieee2030_5", "server-chain.pem"),
                                         pki.path("ieee2030_5", "server.key"),
                                         pki.path("ieee2030_5", "ca-chain.pem"))
-        # Notifications go out with the server's own identity, trusting the 2030.5 CA.
-        self.ctx.deliveries.register_ssl(SSL_NAME, client_context(
-            pki.path("ieee2030_5", "ca-chain.pem"), pki.path("ieee2030_5", "server-chain.pem"),
-            pki.path("ieee2030_5", "server.key")))
+        self.ctx.deliveries.register_ssl(SSL_NAME, self._notification_context())
         await self.service.start()
         host, port = split_listen(self.listen)
-        runner = web.AppRunner(create_app(self.service, int(self.ctx.config.get(
-            "max_body_bytes", 64 * 1024))), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=512)
-        await site.start()
-        self.bound_port = runner.addresses[0][1] if runner.addresses else port
+        s = self.settings
+        listener = GuardedListener(
+            create_app(self.service, s.max_body_bytes), tls,
+            Limits(s.handshake_timeout_s, s.header_timeout_s, s.max_connections,
+                   s.max_connections_per_client),
+            client_of, keepalive_timeout_s=s.keepalive_timeout_s)
+        self.listener = listener
+        self.bound_port = await listener.start(host, port)
         tasks = [asyncio.create_task(self._follow(), name="ieee2030_5-controls"),
                  asyncio.create_task(self._refresh_periodically(), name="ieee2030_5-refresh")]
         try:
@@ -76,7 +80,26 @@ class Ieee2030Adapter:
             for task in tasks:
                 with suppress(asyncio.CancelledError):
                     await task
-            await runner.cleanup()
+            await listener.close()
+
+    async def _check_url(self, url: str) -> None:
+        """The gateway's one outbound guard for a notificationURI (InvalidInput: refused)."""
+        outbound = getattr(self.ctx, "outbound", None)
+        if outbound is not None:
+            await outbound.check(url)
+        else:  # (until the seam's OutboundGuard lands on main)
+            await check_callback_url(url, dev_mode=self.ctx.dev_mode)
+
+    def _notification_context(self) -> ssl.SSLContext:
+        """The TLS client context notifications go out with (see NotificationTls)."""
+        tls: NotificationTls = self.settings.notification_tls
+        root = self.ctx.pki.root
+        if self.ctx.dev_mode and not (root / tls.cert_chain).exists():
+            DevPki(root).issue_2030_5_notifier()  # a dev PKI made before the notifier existed
+        context = client_context(root / tls.trust_chain, root / tls.cert_chain, root / tls.key,
+                                 ieee2030_5=True)
+        context.check_hostname = tls.check_hostname
+        return context
 
     async def _refresh_periodically(self) -> None:
         while True:
@@ -111,6 +134,12 @@ class Ieee2030Adapter:
                     except Exception:  # a bad batch must not stop the follower
                         log.exception("rendering controls for %d DERs failed", len(ids))
             await self._refresh_all()
+
+
+def client_of(transport: asyncio.BaseTransport) -> str | None:
+    """The LFDI of a connection's client certificate (None: none presented)."""
+    cert = peer_certificate_der(transport)
+    return identity_from_der(cert).lfdi if cert else None
 
 
 def create(ctx: AdapterContext) -> Ieee2030Adapter:

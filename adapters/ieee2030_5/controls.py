@@ -84,7 +84,8 @@ class ControlPublisher:
         self._published: dict[str, Published] = {}
 
     async def effective(self, resource_id: str) -> EffectiveControl | None:
-        return await self.gateway.effective_control(resource_id)
+        control: EffectiveControl | None = await self.gateway.effective_control(resource_id)
+        return control
 
     async def published(self, resource_id: str) -> list[ControlRecord]:
         return (await self._load(resource_id)).controls

@@ -12,9 +12,9 @@ from adapters.ieee2030_5 import mapper
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.registry import EndDeviceRegistry
 from adapters.ieee2030_5.scope import ClientScope
-from adapters.ieee2030_5.state import AdapterState, MupRecord, ResponseRecord
+from adapters.ieee2030_5.state import PENDING_READINGS, AdapterState, MupRecord, ResponseRecord
 from adapters.ieee2030_5.views import RESPONSE_SET
-from gateway.domain import Acknowledgement, Protocol, Reading, utcnow
+from gateway.domain import Acknowledgement, Protocol, Quantity, Reading, utcnow
 from gateway.errors import InvalidInput, NotFound
 
 
@@ -72,6 +72,8 @@ class Feedback:
         record = self._visible_device(scope, doc.endDeviceLFDI)
         if doc.status is None or doc.status not in mapper.RESPONSE_STATUS:
             raise InvalidInput(f"unsupported Response status {doc.status}")
+        if record.resource_id is None:
+            raise NotFound("Response subject is not a DERControl of this EndDevice")
         controls = await self.state.controls(record.resource_id)
         control = next((c for c in controls if c.mrid.upper() == doc.subject.upper()), None)
         if control is None:
@@ -157,11 +159,10 @@ class Feedback:
             if owner is not None and owner != record.id:
                 raise InvalidInput("MirrorMeterReading mRID belongs to another MirrorUsagePoint")
 
-    async def _readings(self, index: MupIndex, record: MupRecord, resource_id: str,
+    async def _readings(self, index: MupIndex, record: MupRecord, resource_id: str | None,
                         mmrs: list[m.MirrorMeterReading]) -> None:
         self._check_mmr_owners(index, record, mmrs)
         now = utcnow()
-        readings: list[Reading] = []
         for mmr in mmrs:
             key = mmr.mRID.upper()
             known = record.readings.get(key, {})
@@ -170,8 +171,8 @@ class Feedback:
             if rt is None:
                 raise InvalidInput(f"MirrorMeterReading {key} has no ReadingType")
             values = mapper.mirrored_values(rt, mmr, now)
-            readings.extend(Reading(resource_id=resource_id, quantity=v.quantity, value=v.value,
-                                    at=v.at, protocol=Protocol.IEEE2030_5) for v in values)
+            record.pending.extend({"quantity": v.quantity.value, "value": v.value,
+                                   "at": mapper.epoch(v.at)} for v in values)
             record.readings[key] = {
                 "description": mmr.description,
                 "reading_type": {"uom": rt.uom, "powerOfTenMultiplier": rt.powerOfTenMultiplier,
@@ -180,8 +181,15 @@ class Feedback:
                                  "accumulationBehaviour": rt.accumulationBehaviour,
                                  "commodity": rt.commodity, "intervalLength": rt.intervalLength},
             }
+        if resource_id is None:  # not a platform DER yet: kept until it is
+            del record.pending[:-PENDING_READINGS]
+            return
+        readings = [Reading(resource_id=resource_id, quantity=Quantity(p["quantity"]),
+                            value=p["value"], at=mapper.from_epoch(p["at"]),
+                            protocol=Protocol.IEEE2030_5) for p in record.pending]
         if readings:
             await self.gateway.record_readings(readings)
+        record.pending = []
 
 
 def _copy(record: MupRecord) -> MupRecord:

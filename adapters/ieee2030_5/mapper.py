@@ -109,7 +109,8 @@ def _instructed_limit(interval: EffectiveInterval, quantity: str) -> float | Non
     if values:
         return min(values)
     if any(s.quantity == quantity for s in interval.sources):
-        return getattr(interval, quantity)
+        instructed: float | None = getattr(interval, quantity)
+        return instructed
     return None
 
 

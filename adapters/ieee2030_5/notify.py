@@ -6,7 +6,7 @@ POSTed inline, so a slow or absent receiver cannot hold up a request or lose a c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -16,8 +16,21 @@ from adapters.ieee2030_5.state import AdapterState, Subscription
 from gateway.delivery import Outgoing
 from gateway.errors import InvalidInput
 
+UrlCheck = Callable[[str], Awaitable[None]]
 SUBSCRIBABLE_SUFFIXES = ("/edev", "/fsa", "/derp", "/derc", "/dderc")
 STATUS_DEFAULT = 0
+
+
+class LimitReached(InvalidInput):
+    """2030.5 Error reasonCode 2: resource limit reached."""
+
+    reason_code = 2
+
+
+class Unsupported(InvalidInput):
+    """2030.5 Error reasonCode 3: conditional subscription field not supported."""
+
+    reason_code = 3
 
 
 def subscribable(href: str) -> bool:
@@ -27,10 +40,12 @@ def subscribable(href: str) -> bool:
 class Notifier:
     """Subscriptions (cached, written through to the records) and notification fan-out."""
 
-    def __init__(self, state: AdapterState, deliveries: Any, ssl_name: str | None) -> None:
+    def __init__(self, state: AdapterState, deliveries: Any, ssl_name: str | None,
+                 check_url: UrlCheck) -> None:
         self.state = state
         self.deliveries = deliveries
         self.ssl_name = ssl_name
+        self.check_url = check_url  # the gateway's one outbound guard (raises InvalidInput)
         self._subs: dict[int, list[Subscription]] = {}
 
     async def load(self) -> None:
@@ -41,12 +56,21 @@ class Notifier:
     def subscriptions(self, edev_id: int) -> list[Subscription]:
         return list(self._subs.get(edev_id, ()))
 
+    def count(self, edev_ids: list[int]) -> int:
+        return sum(len(self._subs.get(e, ())) for e in edev_ids)
+
     async def subscribe(self, edev_id: int, doc: m.Subscription,
-                        allowed: Callable[[str], bool]) -> Subscription:
+                        allowed: Callable[[str], bool], *, held: int, cap: int) -> Subscription:
+        """`held`: how many subscriptions the client already holds; `cap`: how many it may."""
         if not subscribable(doc.subscribedResource) or not allowed(doc.subscribedResource):
             raise InvalidInput("subscribedResource is not a subscribable resource of this client")
         if doc.limit < 1:
             raise InvalidInput("limit must be at least 1")
+        if doc.Condition is not None:
+            raise Unsupported("conditional subscriptions are not supported")
+        if held >= cap:
+            raise LimitReached(f"this client holds {held} subscriptions, the most it may")
+        await self.check_url(doc.notificationURI)  # scheme, credentials, address ranges
         sub = Subscription(id=await self.state.next_id("sub"), edev_id=edev_id,
                            resource=doc.subscribedResource, notification_uri=doc.notificationURI,
                            limit=doc.limit, encoding=doc.encoding, level=doc.level)

@@ -8,11 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.ieee2030_5 import programs
+from adapters.ieee2030_5 import programs, views
 from adapters.ieee2030_5.service import Ieee2030Service
 from gateway.api.keys import ACTOR
+from gateway.authz import area_of
 from gateway.domain import Role
-from gateway.errors import Forbidden, InvalidInput
+from gateway.errors import Forbidden, InvalidInput, NotFound
 
 
 def _admin(request: web.Request) -> Any:
@@ -98,6 +99,22 @@ def routes(service: Ieee2030Service) -> list[web.AbstractRouteDef]:
         _admin(request)
         return web.json_response(_shown(_lfdi(request)))
 
+    async def get_der_documents(request: web.Request) -> web.Response:
+        """What a DER's 2030.5 client last PUT: DERCapability, DERSettings, DERStatus,
+        DERAvailability (each as the XML it sent, null if none yet). Admin and ISO see
+        every DER, an LDC those in its area, an aggregator its own."""
+        actor = request.get(ACTOR)
+        rid = request.match_info["resource_id"]
+        area = area_of(actor, await service.gateway.topology()) if actor else set()
+        record = service.registry.by_resource(rid)
+        if (area is not None and rid not in area) or record is None:
+            raise NotFound("no such 2030.5 DER")
+        docs = {}
+        for which, name in views.DER_DOCS.items():
+            stored = await service.state.der_document(record.id, which)
+            docs[name] = stored
+        return web.json_response({"resource_id": rid, "lfdi": record.lfdi, **docs})
+
     async def get_rates(request: web.Request) -> web.Response:
         _admin(request)
         return web.json_response(service.rates)
@@ -108,6 +125,7 @@ def routes(service: Ieee2030Service) -> list[web.AbstractRouteDef]:
         web.put("/clients/{lfdi}", put_client),
         web.put("/programs/{lfdi}", put_program),
         web.get("/programs/{lfdi}", get_program),
+        web.get("/ders/{resource_id}", get_der_documents),
     ]
 
 
@@ -118,6 +136,9 @@ OPENAPI: dict[str, Any] = {
                               "responses": {"200": {"description": "the new rates"}}}},
     "/clients/{lfdi}": {"put": {"summary": "Grant or revoke a client certificate",
                                 "responses": {"200": {"description": "recorded"}}}},
+    "/ders/{resource_id}": {"get": {
+        "summary": "A DER's DERCapability, DERSettings, DERStatus and DERAvailability as posted",
+        "responses": {"200": {"description": "the documents (XML), null where none"}}}},
     "/programs/{lfdi}": {
         "put": {"summary": "Set a DER's DERProgram layout, primacy, randomizeStart",
                 "responses": {"200": {"description": "the DER's program settings"}}},

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from adapters.ieee2030_5.codec import models as m
 from gateway.errors import InvalidInput
@@ -78,7 +78,7 @@ def parse(doc: Any) -> Layout:
     return tuple(out)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

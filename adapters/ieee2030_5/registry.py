@@ -16,21 +16,23 @@ from typing import Any
 
 from adapters.ieee2030_5.codec import models as m
 from adapters.ieee2030_5.scope import ClientScope
+from adapters.ieee2030_5.settings import Settings
 from adapters.ieee2030_5.state import AdapterState, EndDeviceRecord
-from gateway.domain import Binding, DerKind, Nameplate, Protocol, Resource
+from gateway.domain import Binding, DerKind, Nameplate, Protocol, Resource, Role
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
 
 class EndDeviceRegistry:
-    def __init__(self, gateway: Any, state: AdapterState, config: dict[str, Any]) -> None:
+    def __init__(self, gateway: Any, state: AdapterState, config: Settings) -> None:
         self.gateway = gateway
         self.state = state
-        self.default_pin = int(config.get("default_pin", 111115))
-        self.inband_cp = config.get("inband_connection_point")
-        self.allow_inband = bool(config.get("allow_inband_registration", True))
-        self.sync_interval_s = float(config.get("sync_interval_s", 10.0))
+        self.default_pin = config.default_pin
+        self.inband_cp = config.inband_connection_point
+        self.inband_owner = config.inband_owner
+        self.allow_inband = config.allow_inband_registration
+        self.sync_interval_s = config.sync_interval_s
         self._by_id: dict[int, EndDeviceRecord] = {}
         self._by_resource: dict[str, EndDeviceRecord] = {}
         self._by_lfdi: defaultdict[str, list[EndDeviceRecord]] = defaultdict(list)
@@ -154,9 +156,8 @@ class EndDeviceRegistry:
                 for record in made:
                     self._index(record)
         for resource in resources:
-            record = self.by_resource(resource.id)
-            if record is not None:
-                found[resource.id] = record
+            if (known := self.by_resource(resource.id)) is not None:
+                found[resource.id] = known
         return found
 
     async def sync(self, scope: ClientScope) -> None:
@@ -205,9 +206,11 @@ class EndDeviceRegistry:
         return rows
 
     def visible_device(self, scope: ClientScope, lfdi: str) -> EndDeviceRecord | None:
-        """The DER EndDevice with this LFDI that `scope` may see, if any."""
+        """The DER EndDevice with this LFDI that `scope` may see, if any: a canonical DER's,
+        or one registered in-band (a DER the platform may not know yet)."""
         return next((r for r in self._by_lfdi.get(lfdi.upper(), ())
-                     if r.resource_id is not None and self.can_see(scope, r)), None)
+                     if (r.resource_id is not None or r.inband) and self.can_see(scope, r)),
+                    None)
 
     def sees_lfdi(self, scope: ClientScope, lfdi: str) -> bool:
         return any(self.can_see(scope, r) for r in self._by_lfdi.get(lfdi.upper(), ()))
@@ -248,13 +251,16 @@ class EndDeviceRegistry:
                 await self.state.save_end_device(record)
                 self._index(record)
                 return  # kept as given; the platform may create the connection point later
-            resource = Resource(
-                id=f"2030.5-{record.lfdi.lower()}", connection_point_id=cp_id, kind=DerKind.OTHER,
-                nameplate=Nameplate(export_max_w=0.0),
-                binding=Binding(Protocol.IEEE2030_5, {"lfdi": record.lfdi, "sfdi": record.sfdi}),
-                aggregator_id=record.aggregator_id)
             actor = await self._actor(record)
             if actor is not None:
+                owner = record.aggregator_id or (
+                    actor.id if actor.role == Role.AGGREGATOR else None)
+                resource = Resource(
+                    id=f"2030.5-{record.lfdi.lower()}", connection_point_id=cp_id,
+                    kind=DerKind.OTHER, nameplate=Nameplate(export_max_w=0.0),
+                    binding=Binding(Protocol.IEEE2030_5,
+                                    {"lfdi": record.lfdi, "sfdi": record.sfdi}),
+                    aggregator_id=owner)
                 await self.gateway.register_resources(actor, [resource])
                 record.resource_id = resource.id
         await self.state.save_end_device(record)
@@ -271,6 +277,7 @@ class EndDeviceRegistry:
         return record.lfdi in self._aggregators and record.resource_id is None
 
     async def _actor(self, record: EndDeviceRecord) -> Any:
-        if record.aggregator_id:
-            return await self.gateway.participant(record.aggregator_id)
-        return None
+        """Who registers an in-band DER with the platform: its aggregator, or for a device
+        client the configured `inband_owner` (None: it stays an EndDevice only)."""
+        owner = record.aggregator_id or self.inband_owner
+        return await self.gateway.participant(owner) if owner else None

@@ -14,6 +14,8 @@ from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from adapters.ieee2030_5 import programs, views
 from adapters.ieee2030_5.codec import models as m
@@ -61,11 +63,14 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.info("refused document: %s", exc.detail)
         return error_response(exc.status, REASON_FORMAT)
     except GatewayError as exc:
-        return error_response(exc.status)
+        return error_response(exc.status, getattr(exc, "reason_code", REASON_VALUES))
     except web.HTTPException as exc:
         if exc.status >= 400:
             return error_response(exc.status, REASON_FORMAT)
         raise
+    except Exception:  # a fault of ours: logged, and still answered in 2030.5's own form
+        log.exception("2030.5 %s %s failed", request.method, request.path)
+        return error_response(500, REASON_VALUES)
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -116,7 +121,11 @@ def page(request: web.Request, items: list[Any],
 
 
 async def body(request: web.Request, *roots: str) -> Any:
-    data = await request.content.read(request.app[MAX_BODY] + 1)
+    try:
+        data = await request.content.read(request.app[MAX_BODY] + 1)
+    except (RequestPayloadError, HttpProcessingError) as exc:
+        # e.g. Content-Encoding: gzip over bytes that are not gzip
+        raise DocumentError(f"the body could not be decoded: {exc.__class__.__name__}") from None
     return parse(data, roots or None, request.app[MAX_BODY]).model
 
 
@@ -213,8 +222,14 @@ async def get_derp(request: web.Request) -> web.Response:
     return xml(await service_of(request).program(*_program_of(request)))
 
 
+def served(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type=MEDIA_TYPE)
+
+
 async def get_derc_list(request: web.Request) -> web.Response:
     rec, spec = _program_of(request)
+    if not request.query_string:  # the whole list, as rendered
+        return served(await service_of(request).rendered(rec, spec, "derc"))
     items, total = page(request, await service_of(request).controls(rec, spec))
     return xml(m.DERControlList(href=views.Hrefs(rec.id).program(spec.index, "derc"),
                                 all=total, results=len(items), subscribable=1,
@@ -223,6 +238,8 @@ async def get_derc_list(request: web.Request) -> web.Response:
 
 async def get_actderc(request: web.Request) -> web.Response:
     rec, spec = _program_of(request)
+    if not request.query_string:
+        return served(await service_of(request).rendered(rec, spec, "actderc"))
     items, total = page(request, await service_of(request).controls(rec, spec, active_only=True))
     return xml(m.DERControlList(href=views.Hrefs(rec.id).program(spec.index, "actderc"),
                                 all=total, results=len(items), DERControl=items))
@@ -238,7 +255,10 @@ async def get_derc(request: web.Request) -> web.Response:
 
 
 async def get_dderc(request: web.Request) -> web.Response:
-    return xml(await service_of(request).default_control(*_program_of(request)))
+    rec, spec = _program_of(request)
+    if "default" not in spec.carries:
+        raise NotFound("this DERProgram carries no DefaultDERControl")
+    return served(await service_of(request).rendered(rec, spec, "dderc"))
 
 
 async def get_curve_list(request: web.Request) -> web.Response:
@@ -349,7 +369,13 @@ def _may_subscribe(svc: Ieee2030Service, scope: ClientScope) -> Callable[[str], 
 async def post_sub(request: web.Request) -> web.Response:
     svc, rec = service_of(request), record(request)
     doc = await body(request, "Subscription")
-    sub = await svc.notifier.subscribe(rec.id, doc, _may_subscribe(svc, scope_of(request)))
+    scope = scope_of(request)
+    visible = svc.registry.visible(scope)
+    ders = sum(1 for r in visible if r.resource_id is not None or r.inband)
+    sub = await svc.notifier.subscribe(
+        rec.id, doc, _may_subscribe(svc, scope),
+        held=svc.notifier.count([r.id for r in visible]),
+        cap=svc.settings.max_subscriptions + svc.settings.max_subscriptions_per_der * ders)
     return created(f"/edev/{rec.id}/sub/{sub.id}")
 
 
@@ -379,6 +405,14 @@ async def get_log_list(request: web.Request) -> web.Response:
 
 def parse_stored(text: str) -> Any:
     return parse(text.encode()).model
+
+
+async def get_log(request: web.Request) -> web.Response:
+    svc, rec = service_of(request), record(request)
+    stored = await svc.state.log_event(rec.id, _int(request, "n"))
+    if stored is None:
+        raise NotFound("no such LogEvent")
+    return xml(parse_stored(stored))
 
 
 async def post_log(request: web.Request) -> web.Response:
@@ -522,6 +556,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("DELETE", E + "/sub/{s:\\d+}", delete_sub),
     ("GET", E + "/lel", get_log_list),
     ("POST", E + "/lel", post_log),
+    ("GET", E + "/lel/{n:\\d+}", get_log),
     ("GET", "/rsps", get_rsps),
     ("GET", "/rsps/{r:\\d+}", get_rsp_set),
     ("GET", "/rsps/{r:\\d+}/rsp", get_rsp_list),
@@ -541,5 +576,8 @@ def create_app(service: Ieee2030Service, max_body: int = 64 * 1024) -> web.Appli
     app[SERVICE] = service
     app[MAX_BODY] = max_body
     for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+        if method == "GET":  # HEAD too, wherever GET is served
+            app.router.add_get(path, handler, allow_head=True)
+        else:
+            app.router.add_route(method, path, handler)
     return app

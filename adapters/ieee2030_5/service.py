@@ -23,33 +23,43 @@ from adapters.ieee2030_5.controls import (
 )
 from adapters.ieee2030_5.controls import sort_key as control_order
 from adapters.ieee2030_5.feedback import Feedback
-from adapters.ieee2030_5.notify import Notifier
+from adapters.ieee2030_5.notify import Notifier, UrlCheck
 from adapters.ieee2030_5.registry import EndDeviceRegistry
 from adapters.ieee2030_5.scope import ClientIdentity, ClientScope, scope_for
-from adapters.ieee2030_5.state import AdapterState, EndDeviceRecord
+from adapters.ieee2030_5.settings import Settings
+from adapters.ieee2030_5.state import AdapterState, ControlRecord, EndDeviceRecord
 from gateway.domain import Protocol
 from gateway.errors import Forbidden, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
+RENDERED_MAX_AGE_S = 300  # a rendered document is rebuilt at least this often
 DEFAULT_POLL = {"DERControlList": 300, "DERProgramList": 300, "EndDeviceList": 300,
                 "FunctionSetAssignmentsList": 300, "MirrorUsagePointList": 300}
 
 
 class Ieee2030Service:
-    def __init__(self, gateway: Any, records: Any, deliveries: Any, config: dict[str, Any],
-                 *, pen: int, horizon_s: int, ssl_name: str | None = None) -> None:
+    def __init__(self, gateway: Any, records: Any, deliveries: Any, config: Settings,
+                 *, pen: int, horizon_s: int, check_url: UrlCheck,
+                 ssl_name: str | None = None) -> None:
         self.gateway = gateway
+        self.settings = config
         self.state = AdapterState(records)
         self.pen = pen
         self.registry = EndDeviceRegistry(gateway, self.state, config)
         self.publisher = ControlPublisher(gateway, self.state, PublishOptions(
-            pen=pen, horizon_s=horizon_s, dispatch_as=str(config.get("dispatch_as", "target_w"))))
+            pen=pen, horizon_s=horizon_s, dispatch_as=config.dispatch_as))
         self.feedback = Feedback(gateway, self.state, self.registry)
-        self.notifier = Notifier(self.state, deliveries, ssl_name)
-        self.layout = programs.parse(config["programs"]) if config.get("programs") else \
-            programs.single(int(config.get("primacy", 1)))
+        self.notifier = Notifier(self.state, deliveries, ssl_name, check_url)
+        self.layout = programs.parse(config.programs) if config.programs else \
+            programs.single(config.primacy)
         self.rates: dict[str, dict[str, int]] = {"poll": {}, "post": {}}
+        # Pollable control documents as served, rendered once per change (issue 12: the
+        # DefaultDERControl was recomputed on every poll). EndDevice id -> its generation,
+        # bumped whenever what its documents say may have changed; (EndDevice, program,
+        # document) -> (generation, valid until (epoch s), bytes).
+        self._generation: dict[int, int] = {}
+        self._rendered: dict[tuple[int, int, str], tuple[int, float, bytes]] = {}
         # DER LFDI -> primacy, randomize_start, programs (its own layout)
         self.programs: dict[str, dict[str, Any]] = {}
 
@@ -68,6 +78,7 @@ class Ieee2030Service:
     async def set_program(self, lfdi: str, doc: dict[str, Any]) -> None:
         await self.state.save_program(lfdi, doc)
         self.programs[lfdi.upper()] = doc
+        self.invalidate([r.id for r in self.registry.by_lfdi(lfdi)])
         records = [r for r in self.registry.by_lfdi(lfdi) if r.resource_id]
         await self.on_controls_changed([r.resource_id for r in records if r.resource_id])
         for record in records:  # program lists show the new settings; FSAs are re-announced
@@ -171,9 +182,8 @@ class Ieee2030Service:
 
     async def device_capability(self, scope: ClientScope) -> m.DeviceCapability:
         visible = self.registry.visible(scope)
-        own = next((r for r in visible if r.lfdi == scope.lfdi), None)
         mups = await self.feedback.mup_count(scope)
-        return views.device_capability(own, len(visible), mups, self.rates)
+        return views.device_capability(len(visible), mups, self.rates)
 
     def end_device_doc(self, scope: ClientScope, record: EndDeviceRecord) -> m.EndDevice:
         return views.end_device(record, holds_subscriptions=record.lfdi == scope.lfdi,
@@ -236,11 +246,20 @@ class Ieee2030Service:
 
     async def controls(self, record: EndDeviceRecord, spec: programs.ProgramSpec,
                        active_only: bool = False) -> list[m.DERControl]:
+        now = int(time.time())
+        rows = await self._listed(record, spec, now)
+        return self._control_docs(record, spec, rows, now, active_only)
+
+    async def _listed(self, record: EndDeviceRecord, spec: programs.ProgramSpec, now: int
+                      ) -> list[ControlRecord]:
         if record.resource_id is None:
             return []
-        now = int(time.time())
-        rows = sorted((c for c in await self.publisher.published(record.resource_id)
+        return sorted((c for c in await self.publisher.published(record.resource_id)
                        if c.program == spec.index and listed(c, now)), key=control_order)
+
+    def _control_docs(self, record: EndDeviceRecord, spec: programs.ProgramSpec,
+                      rows: list[ControlRecord], now: int, active_only: bool
+                      ) -> list[m.DERControl]:
         if active_only:
             rows = [c for c in rows if live_status(c, now) == 1]
         base = views.Hrefs(record.id).program(spec.index, "derc")
@@ -282,6 +301,53 @@ class Ieee2030Service:
             out.append(curve)
         return out
 
+    # --- pollable documents from rendered state -------------------------------------------
+
+    def invalidate(self, edev_ids: list[int] | None = None) -> None:
+        """What these EndDevices' documents say may have changed (None: every one)."""
+        if edev_ids is None:
+            self._rendered.clear()
+            self._generation = {k: v + 1 for k, v in self._generation.items()}
+            return
+        for edev in edev_ids:
+            self._generation[edev] = self._generation.get(edev, 0) + 1
+        gone = set(edev_ids)
+        for key in [k for k in self._rendered if k[0] in gone]:
+            del self._rendered[key]
+
+    async def rendered(self, record: EndDeviceRecord, spec: programs.ProgramSpec,
+                       kind: str) -> bytes:
+        """The bytes of a program's DERControlList ("derc"), ActiveDERControlList
+        ("actderc") or DefaultDERControl ("dderc"), rendered once and served until what it
+        says changes (a new render) or time moves a control to its next status."""
+        key = (record.id, spec.index, kind)
+        now = time.time()
+        hit = self._rendered.get(key)
+        generation = self._generation.get(record.id, 0)
+        if hit is not None and hit[0] == generation and now < hit[1]:
+            return hit[2]
+        doc, valid_until = await self._render_document(record, spec, kind, int(now))
+        body = serialize(doc)
+        if self._generation.get(record.id, 0) == generation:  # (no change while rendering)
+            self._rendered[key] = (generation, valid_until, body)
+        return body
+
+    async def _render_document(self, record: EndDeviceRecord, spec: programs.ProgramSpec,
+                               kind: str, now: int) -> tuple[Any, float]:
+        if kind == "dderc":
+            return await self.default_control(record, spec), now + RENDERED_MAX_AGE_S
+        rows = await self._listed(record, spec, now)
+        edges = [t for c in rows for t in (c.start, c.start + c.duration,
+                                           c.start + c.duration + 60) if t > now]
+        valid_until = min([*edges, now + RENDERED_MAX_AGE_S])
+        items = self._control_docs(record, spec, rows, now, active_only=kind == "actderc")
+        href = views.Hrefs(record.id).program(spec.index, kind)
+        if kind == "actderc":
+            return m.DERControlList(href=href, all=len(items), results=len(items),
+                                    DERControl=items), valid_until
+        return m.DERControlList(href=href, all=len(items), results=len(items), subscribable=1,
+                                DERControl=items), valid_until
+
     async def on_control_changed(self, resource_id: str) -> None:
         await self.on_controls_changed([resource_id])
 
@@ -298,10 +364,12 @@ class Ieee2030Service:
         grown = {rec.aggregator_id for rid, rec in records.items()
                  if rid in new and rec.aggregator_id}
         await self.announce_new_devices(grown)
+        self.invalidate([rec.id for rec in records.values()])
         changes = await self.publisher.refresh_many(
             {rid: resources[rid].nameplate.export_max_w for rid in records},
             {rid: (self.program_settings(rec.lfdi), self.layout_of(rec))
              for rid, rec in records.items()})
+        self.invalidate([rec.id for rec in records.values()])  # (and after: now published)
         outgoing = []
         for rid in sorted(changes.controls | changes.defaults):
             outgoing += await self._control_notifications(

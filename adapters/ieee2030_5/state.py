@@ -87,6 +87,12 @@ class MupRecord:
     description: str | None = None
     post_rate: int | None = None
     readings: dict[str, dict[str, Any]] = field(default_factory=dict)  # mRID -> MMR document
+    # Readings of an in-band device the platform does not know yet, kept (newest
+    # PENDING_READINGS) until it does: {"quantity", "value", "at" (epoch s)}.
+    pending: list[dict[str, Any]] = field(default_factory=list)
+
+
+PENDING_READINGS = 1000
 
 
 @dataclass(slots=True)
@@ -199,6 +205,10 @@ class AdapterState:
 
     async def log_events(self, edev_id: int) -> list[tuple[int, str]]:
         return [(d["id"], d["xml"]) for _, d in await self.records.list("log", f"{_key(edev_id)}/")]
+
+    async def log_event(self, edev_id: int, log_id: int) -> str | None:
+        doc = await self.records.get("log", f"{_key(edev_id)}/{_key(log_id)}")
+        return doc["xml"] if doc else None
 
     async def save_log_event(self, edev_id: int, log_id: int, xml: str) -> None:
         await self.records.put("log", f"{_key(edev_id)}/{_key(log_id)}", {"id": log_id, "xml": xml})

@@ -40,15 +40,16 @@ def poll(rates: dict[str, dict[str, int]], name: str, default: int) -> int:
     return int(rates.get("poll", {}).get(name, default))
 
 
-def device_capability(has_self: EndDeviceRecord | None, edevs: int, mups: int,
-                      rates: dict[str, dict[str, int]]) -> m.DeviceCapability:
+def device_capability(edevs: int, mups: int, rates: dict[str, dict[str, int]]
+                      ) -> m.DeviceCapability:
+    """No SelfDeviceLink: the SelfDevice is the device hosting the server, which offers no
+    function sets of its own; a client finds its own EndDevice in the EndDeviceList."""
     return m.DeviceCapability(
         href="/dcap", pollRate=poll(rates, "DeviceCapability", 300),
         ResponseSetListLink=m.ListLink(href="/rsps", all=1),
         TimeLink=m.Link(href="/tm"),
         EndDeviceListLink=m.ListLink(href="/edev", all=edevs),
         MirrorUsagePointListLink=m.ListLink(href="/mup", all=mups),
-        SelfDeviceLink=m.Link(href=f"/edev/{has_self.id}") if has_self else None,
     )
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.adapters import Adapter, AdapterContext
+    from gateway.ports import Adapter, AdapterContext
 
 
 def create_adapter(ctx: AdapterContext) -> Adapter:
+    """The adapter, its settings checked (an unknown or bad key stops the start, named)."""
     # Imported here so that the codec (shared with the simulators) does not pull in the core.
-    from adapters.modbus.service import ModbusAdapter
+    from adapters.modbus.adapter import ModbusAdapter
+    from adapters.modbus.settings import load
 
-    return ModbusAdapter(ctx)
+    return ModbusAdapter(ctx, load(ctx.config, f"adapters.{ctx.name}"))
 
 
 def address_key(address: dict[str, Any]) -> str:

@@ -2,8 +2,9 @@
 
 Down: the effective control active now becomes a `ControlPlan` of 703/704 point values in
 engineering units (the codec applies each device's scale factors), plus the function
-settings as 705/706/711/712 curves and ramp points (`curves.py`). Up: 701/713 registers
-become canonical Readings; a read-back of 704 becomes an Acknowledgement.
+settings as 705/706/711/712 curves and ramp points (`sunspec/curves.py`). Up: 701/713
+registers become canonical Readings; a read-back of 704 becomes an Acknowledgement. Records
+carry the adapter's name (its entry-point name, `protocol`) as their protocol.
 
 Rendering rules:
 - WMaxLimPct = min(export_max_w, generation_max_w) as % of the device's WMax; at or above
@@ -27,16 +28,9 @@ from datetime import datetime
 from typing import Any
 
 from adapters import function_settings as canonical
-from adapters.modbus.codec import ModelLayout
-from adapters.modbus.curves import FunctionPlan, function_plan
-from gateway.domain import (
-    Acknowledgement,
-    AckStatus,
-    EffectiveControl,
-    Protocol,
-    Quantity,
-    Reading,
-)
+from adapters.modbus.codec import ModelLayout, mismatches
+from adapters.modbus.sunspec.curves import FunctionPlan, function_plan
+from gateway.domain import Acknowledgement, AckStatus, EffectiveControl, Quantity, Reading
 
 ENABLED, DISABLED = 1, 0
 WSET_WATTS = 1
@@ -111,22 +105,15 @@ def _function_settings(control: EffectiveControl | None) -> tuple[dict[str, Any]
 
 def verify_704(layout: ModelLayout, regs: Sequence[int], plan: ControlPlan) -> list[str]:
     """Points whose read-back differs from the plan (after the device's own rounding)."""
-    wrong = []
-    for path, wanted in plan.ctl_704:
-        got = layout.value(regs, path)
-        spec = layout.point(path)
-        step = 10.0 ** layout.scale(regs, spec) if spec.is_scaled else 1.0
-        if got is None or abs(got - wanted) > step / 2 + 1e-9:
-            wrong.append(f"{path}={got} (wanted {wanted})")
-    return wrong
+    return mismatches(layout, regs, plan.ctl_704)
 
 
 def acknowledgements(resource_id: str, instruction_ids: Sequence[str], fingerprint: str,
                      status: AckStatus, protocol_status: str, at: datetime,
-                     detail: str = "") -> list[Acknowledgement]:
+                     detail: str = "", *, protocol: str) -> list[Acknowledgement]:
     """One acknowledgement per instruction of a rendered part (704/703, or the functions)."""
     ref = f"sunspec:{fingerprint}"
-    return [Acknowledgement(resource_id=resource_id, status=status, protocol=Protocol.MODBUS,
+    return [Acknowledgement(resource_id=resource_id, status=status, protocol=protocol,
                             protocol_status=protocol_status, at=at, instruction_id=iid,
                             control_ref=ref, detail=detail)
             for iid in instruction_ids]
@@ -143,21 +130,21 @@ _701: tuple[tuple[Quantity, tuple[str, ...]], ...] = (
 )
 
 
-def readings_701(resource_id: str, layout: ModelLayout, regs: Sequence[int], at: datetime
-                 ) -> list[Reading]:
+def readings_701(resource_id: str, layout: ModelLayout, regs: Sequence[int], at: datetime,
+                 *, protocol: str) -> list[Reading]:
     out = []
     for quantity, candidates in _701:
         for path in candidates:
             value = layout.value(regs, path)
             if value is not None:
-                out.append(Reading(resource_id, quantity, value, at, Protocol.MODBUS))
+                out.append(Reading(resource_id, quantity, value, at, protocol))
                 break
     return out
 
 
-def readings_713(resource_id: str, layout: ModelLayout, regs: Sequence[int], at: datetime
-                 ) -> list[Reading]:
+def readings_713(resource_id: str, layout: ModelLayout, regs: Sequence[int], at: datetime,
+                 *, protocol: str) -> list[Reading]:
     soc = layout.value(regs, "SoC")
     if soc is None:
         return []
-    return [Reading(resource_id, Quantity.STATE_OF_CHARGE, soc, at, Protocol.MODBUS)]
+    return [Reading(resource_id, Quantity.STATE_OF_CHARGE, soc, at, protocol)]

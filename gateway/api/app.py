@@ -11,10 +11,11 @@ from gateway import authz
 from gateway.api import routes as r
 from gateway.api.auth import PUBLIC_PATHS, auth_middleware, authenticate
 from gateway.api.events import stream_events
-from gateway.api.keys import ACTOR, BUS, DATABASE, SERVICES, STATUS
+from gateway.api.keys import ACTOR, BODY, BUS, DATABASE, SERVICES, STATUS
 from gateway.api.problem import Handler, problem_middleware
 from gateway.api.routes import RouteSpec
 from gateway.api.schemas import ConnectionPointIn, InstructionIn, ParticipantIn, ResourceIn, TokenIn
+from gateway.body import BodyReader
 from gateway.bus import InProcessBus
 from gateway.errors import Forbidden
 from gateway.metrics import GatewayMetrics, metrics_handler
@@ -32,6 +33,11 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/v1/participants", r.get_participants, "List participants",
               query=("role",)),
     RouteSpec("GET", "/v1/participants/{participant_id}", r.get_participant, "One participant"),
+    RouteSpec("PUT", "/v1/participants/{participant_id}", r.put_participant,
+              "Correct a participant: name, certificate, DSO model, host LDC (admin)",
+              ParticipantIn),
+    RouteSpec("DELETE", "/v1/participants/{participant_id}", r.delete_participant,
+              "Remove a participant no longer referenced (admin)"),
     RouteSpec("POST", "/v1/participants/{participant_id}/tokens", r.post_token,
               "Issue a bearer token (admin); shown once", TokenIn, created=True),
     RouteSpec("DELETE", "/v1/tokens/{token_id}", r.delete_token, "Revoke a token (admin)"),
@@ -155,7 +161,7 @@ def make_platform_app(
     db: Database,
     *,
     status: Callable[[], Awaitable[dict[str, Any]]],
-    ready: Callable[[], bool] = lambda: True,
+    ready: Callable[[], dict[str, str]] = dict,
     max_body_bytes: int = 1_048_576,
     adapter_routes: dict[str, list[PlatformRoute]] | None = None,
     metrics: GatewayMetrics | None = None,
@@ -169,6 +175,7 @@ def make_platform_app(
                           client_max_size=max_body_bytes,
                           handler_args={"max_line_size": 16_384, "max_field_size": 16_384})
     app[SERVICES], app[BUS], app[DATABASE] = services, bus, db
+    app[BODY] = BodyReader(max_bytes=max_body_bytes)
     app[STATUS] = {"collect": status, "ready": ready}
     for spec in ROUTES:
         app.router.add_route(spec.method, spec.path, spec.handler)

@@ -18,7 +18,7 @@ from gateway.api.keys import BUS, DATABASE, SERVICES
 from gateway.api.routes import actor
 from gateway.bus import Event, Topic
 from gateway.coordination.topology import Topology
-from gateway.domain import Participant, ParticipantChange, Role
+from gateway.domain import Participant, ParticipantChange, Role, Target, TargetKind
 from gateway.errors import InvalidInput
 from gateway.jsonform import notice_from_parts
 from gateway.services import notice_visible
@@ -26,7 +26,7 @@ from gateway.store import repo
 
 STREAM_TOPICS = (Topic.ACKNOWLEDGEMENT, Topic.READING, Topic.NOTICE,
                  Topic.EFFECTIVE_CONTROL_CHANGED, Topic.INSTRUCTION_CHANGED,
-                 Topic.PARTICIPANT_CHANGED)
+                 Topic.PARTICIPANT_CHANGED, Topic.DELIVERY_CHANGED)
 KEEPALIVE_S = 15.0
 
 
@@ -44,12 +44,27 @@ def visible(event: Event, who: Participant, topo: Topology, area: set[str] | Non
             dispatch_id=payload.get("dispatch_id", ""), body=payload)
         return notice_visible(who, notice, topo)
     if event.topic == Topic.INSTRUCTION_CHANGED:
-        return who.role in {Role.ADMIN, Role.ISO, Role.LDC}
+        return _instruction_visible(payload, who, topo, area)
     if event.topic == Topic.PARTICIPANT_CHANGED:
         if payload.get("change") != ParticipantChange.REGISTERED:
             return who.role is Role.ADMIN  # credential changes: the admin's business alone
         return authz.sees_participant(who, str(payload.get("participant_id", "")), topo)
     return area is None or payload.get("resource_id") in area
+
+
+def _instruction_visible(payload: dict[str, Any], who: Participant, topo: Topology,
+                         area: set[str] | None) -> bool:
+    """As GET /v1/instructions: its issuer, and whoever sees a DER it targets."""
+    if area is None or payload.get("issuer_id") in {who.id, who.ldc_id} - {None}:
+        return True
+    target = payload.get("target")
+    if not isinstance(target, dict):
+        return False  # (an event from before targets were announced: the admin's and ISO's)
+    try:
+        resolved = topo.resolve(Target(TargetKind(target["kind"]), str(target["id"])))
+    except (KeyError, ValueError):
+        return False
+    return any(rid in area for rid in resolved)
 
 
 def _frame(event: Event) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gateway import authz
-from gateway.api.keys import ACTOR, SERVICES, STATUS
+from gateway.api.keys import ACTOR, BODY, SERVICES, STATUS
 from gateway.api.schemas import (
     MAX_BULK,
     ConnectionPointIn,
@@ -47,17 +46,15 @@ def services(request: web.Request) -> GatewayServices:
 
 
 def actor(request: web.Request) -> Participant:
-    return request[ACTOR]
+    found: Participant = request[ACTOR]
+    return found
 
 
 async def read_json(request: web.Request) -> Any:
+    """The one body reader (gateway.body): size, depth, duplicate keys, encoding."""
     if request.content_type not in {"application/json", "application/merge-patch+json"}:
         raise InvalidInput("send the body as application/json")
-    raw = await request.read()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+    return await request.app[BODY].read_json(request)
 
 
 async def read_many(request: web.Request, model: type[BaseModel]) -> tuple[list[Any], bool]:
@@ -90,10 +87,12 @@ def int_query(request: web.Request, name: str, default: int, maximum: int = 1000
 
 
 async def health(request: web.Request) -> web.Response:
-    """200 once every adapter has started; 503 while the gateway is still starting."""
-    if request.app[STATUS]["ready"]():
-        return reply({"status": "ok"})
-    return reply({"status": "starting"}, 503)
+    """200 once every adapter is ready; 503 while any is still starting (or failed), naming
+    each adapter's state."""
+    adapters: dict[str, str] = request.app[STATUS]["ready"]()
+    if all(state == "ready" for state in adapters.values()):
+        return reply({"status": "ok", "adapters": adapters})
+    return reply({"status": "starting", "adapters": adapters}, 503)
 
 
 async def me(request: web.Request) -> web.Response:
@@ -111,26 +110,46 @@ async def post_participants(request: web.Request) -> web.Response:
 
 
 async def get_participants(request: web.Request) -> web.Response:
+    """The participants the caller may know of (docs/core.md, Visibility); certificate
+    fingerprints only to the admin."""
     role = request.query.get("role")
     try:
         wanted = Role(role) if role else None
     except ValueError as exc:
         raise InvalidInput(f"unknown role {role!r}") from exc
-    return reply(await services(request).participants(wanted))
+    return reply(await services(request).visible_participants(actor(request), wanted))
 
 
 async def get_participant(request: web.Request) -> web.Response:
-    found = await services(request).participant(request.match_info["participant_id"])
-    if found is None:
-        raise NotFound("no such participant")
-    return reply(found)
+    wanted = request.match_info["participant_id"]
+    found = [p for p in await services(request).visible_participants(actor(request))
+             if p.id == wanted]
+    if not found:
+        raise NotFound("no such participant in your view")
+    return reply(found[0])
+
+
+async def put_participant(request: web.Request) -> web.Response:
+    body = ParticipantIn.model_validate(await read_json(request))
+    if body.id != request.match_info["participant_id"]:
+        raise InvalidInput("the body's id must match the path")
+    try:
+        updated = body.to_domain()
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+    return reply(await services(request).update_participant(actor(request), updated))
+
+
+async def delete_participant(request: web.Request) -> web.Response:
+    await services(request).delete_participant(actor(request),
+                                               request.match_info["participant_id"])
+    return web.Response(status=204)
 
 
 async def post_token(request: web.Request) -> web.Response:
     body = TokenIn.model_validate(await read_json(request)) if request.can_read_body else TokenIn()
-    ttl = timedelta(days=body.ttl_days) if body.ttl_days else None
     token, expires = await services(request).issue_token(
-        actor(request), request.match_info["participant_id"], ttl)
+        actor(request), request.match_info["participant_id"], timedelta(days=body.ttl_days))
     return reply({"token": token, "expires_at": expires}, 201)
 
 
@@ -315,6 +334,7 @@ async def get_notices(request: web.Request) -> web.Response:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    if actor(request).role not in {Role.ADMIN, Role.ISO, Role.LDC}:
-        raise Forbidden("status is for operators")
+    if actor(request).role not in {Role.ADMIN, Role.ISO}:
+        raise Forbidden("the gateway's status is the platform operator's and the ISO's; an "
+                        "LDC sees its area on the status page (/ui/)")
     return reply(await request.app[STATUS]["collect"]())

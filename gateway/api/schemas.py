@@ -159,7 +159,7 @@ class InstructionIn(Strict):
 
 
 class TokenIn(Strict):
-    ttl_days: Annotated[int, Field(ge=1, le=3650)] | None = 90
+    ttl_days: Annotated[int, Field(ge=1, le=366)] = 90  # bounded: no token lives forever
 
 
 Bulk = Literal["single", "list"]

@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import NamedTuple
 
 from gateway.coordination.rules import (
     DISAGGREGATION_RULES,
@@ -170,11 +171,46 @@ class CoordinationResult:
     notices: list[LimitationNotice]
 
 
-# What one instruction contributes to one DER, in hashable form (instruction id first):
-# ("cap", id, quantity, share) | ("conn", id) | ("step", id, index) | ("group", id, refused)
-# | ("standing", id). DERs with equal ratings, owner, LDC, online state and contributions
-# form one *class*: everything below is computed once per class, then shared by its members.
-Part = tuple[object, ...]
+# What one instruction contributes to one DER, hashable: DERs with equal ratings, owner,
+# LDC, online state and contributions form one *class*: everything below is computed once
+# per class, then shared by its members. (Named tuples: they hash like the plain tuples they
+# replaced - a recompute hashes every DER's parts. Parts of different kinds never compare
+# equal in practice: each names its instruction, and an instruction has one kind.)
+
+
+class CapPart(NamedTuple):
+    """A limit: this DER's share of a cap on `quantity` (W)."""
+
+    instruction_id: str
+    quantity: str
+    share_w: float
+
+
+class ConnectionPart(NamedTuple):
+    instruction_id: str
+
+
+class StepPart(NamedTuple):
+    """Step number `step` of a dispatch schedule addressed to this DER alone."""
+
+    instruction_id: str
+    step: int
+
+
+class GroupPart(NamedTuple):
+    """A dispatch on a group this DER belongs to; `refused`: this DER refused it."""
+
+    instruction_id: str
+    refused: bool
+
+
+class StandingPart(NamedTuple):
+    """A default control or function settings."""
+
+    instruction_id: str
+
+
+Part = CapPart | ConnectionPart | StepPart | GroupPart | StandingPart
 
 
 @dataclass
@@ -240,20 +276,20 @@ class Coordinator:
             case InstructionKind.LIMIT:
                 for quantity, shares in self._cap_shares(topology, ins, ders):
                     for rid, share in shares.items():
-                        parts[rid].append(("cap", ins.id, quantity, share))
+                        parts[rid].append(CapPart(ins.id, quantity, share))
             case InstructionKind.CONNECTION:
                 for rid in ders:
-                    parts[rid].append(("conn", ins.id))
+                    parts[rid].append(ConnectionPart(ins.id))
             case InstructionKind.DISPATCH if ins.target.kind is TargetKind.RESOURCE:
                 for index in range(len(ins.schedule)):
-                    parts[ders[0]].append(("step", ins.id, index))
+                    parts[ders[0]].append(StepPart(ins.id, index))
             case InstructionKind.DISPATCH:
                 groups.append(ins)
                 for rid in ders:
-                    parts[rid].append(("group", ins.id, (ins.id, rid) in refused))
+                    parts[rid].append(GroupPart(ins.id, (ins.id, rid) in refused))
             case _:
                 for rid in ders:
-                    parts[rid].append(("standing", ins.id))
+                    parts[rid].append(StandingPart(ins.id))
 
     def _cap_shares(
         self, topology: Topology, ins: Instruction, ders: list[str]
@@ -370,19 +406,19 @@ def _new_class(
     cls = _Class([rid], Ledger(rid, export_w, import_w), online)
     ledger = cls.ledger
     for part in applied:
-        ins = live[part[1]]  # type: ignore[index]
-        match part[0]:
-            case "cap":
-                ledger.caps.append(_contribution(ins, part[2], part[3]))  # type: ignore[arg-type]
-            case "conn":
+        ins = live[part.instruction_id]
+        match part:
+            case CapPart(quantity=quantity, share_w=share):
+                ledger.caps.append(_contribution(ins, quantity, share))
+            case ConnectionPart():
                 ledger.connections.append(_contribution(ins, "connection", 0.0))
-            case "step":
-                step = ins.schedule[part[2]]  # type: ignore[index]
+            case StepPart(step=number):
+                step = ins.schedule[number]
                 ledger.dispatches.append(_contribution(ins, "setpoint_w", step.setpoint_w,
                                                        step.start, step.end))
-            case "group":
-                cls.groups[ins.id] = bool(part[2])
-            case _:
+            case GroupPart(refused=refused):
+                cls.groups[ins.id] = refused
+            case StandingPart():
                 cls.standing.append(ins)
     return cls
 

@@ -45,6 +45,12 @@ class Database:
         # SQLite allows one writer; serialising writers here avoids "database is locked".
         self.write_lock = asyncio.Lock()
 
+    @property
+    def asyncpg_dsn(self) -> str:
+        """The URL as asyncpg itself takes it (for LISTEN on a connection of its own)."""
+        return self.engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False)
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session:

@@ -13,11 +13,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
+from sqlmodel import SQLModel, col
 
 from gateway.domain import (
     Acknowledgement,
@@ -53,8 +53,12 @@ from gateway.store.tables import (
     AdapterRecordRow,
     ApiTokenRow,
     ConnectionPointRow,
+    DeliveryRow,
     EffectiveControlRow,
+    GenerationRow,
     InstructionRow,
+    LeaseRow,
+    LogPositionRow,
     NoticeRow,
     OutboxRow,
     ParticipantRow,
@@ -88,6 +92,21 @@ async def add_participants(session: AsyncSession, participants: Sequence[Partici
     await session.flush()
 
 
+async def update_participant(session: AsyncSession, p: Participant) -> None:
+    await session.execute(update(ParticipantRow).where(col(ParticipantRow.id) == p.id).values(
+        name=p.name, dso_model=p.dso_model.value if p.dso_model else None,
+        host_ldc_id=p.host_ldc_id, ldc_id=p.ldc_id,
+        cert_sha256=p.cert_sha256.lower() if p.cert_sha256 else None))
+
+
+async def delete_participant(session: AsyncSession, participant_id: str) -> None:
+    """Remove a participant and its bearer tokens (its history stays: instructions,
+    notices and acknowledgements keep naming it)."""
+    await session.execute(delete(ApiTokenRow).where(
+        col(ApiTokenRow.participant_id) == participant_id))
+    await session.execute(delete(ParticipantRow).where(col(ParticipantRow.id) == participant_id))
+
+
 async def participant(session: AsyncSession, participant_id: str) -> Participant | None:
     row = await session.get(ParticipantRow, participant_id)
     return _participant(row) if row else None
@@ -95,24 +114,38 @@ async def participant(session: AsyncSession, participant_id: str) -> Participant
 
 async def participant_by_cert(session: AsyncSession, sha256: str) -> Participant | None:
     row = (await session.execute(
-        select(ParticipantRow).where(ParticipantRow.cert_sha256 == sha256.lower())
+        select(ParticipantRow).where(col(ParticipantRow.cert_sha256) == sha256.lower())
     )).scalar_one_or_none()
     return _participant(row) if row else None
 
 
 async def participants(session: AsyncSession, role: Role | None = None) -> list[Participant]:
-    query = select(ParticipantRow).order_by(ParticipantRow.id)
+    query = select(ParticipantRow).order_by(col(ParticipantRow.id))
     if role is not None:
-        query = query.where(ParticipantRow.role == role.value)
+        query = query.where(col(ParticipantRow.role) == role.value)
     return [_participant(r) for r in (await session.execute(query)).scalars()]
 
 
 # --- tokens -------------------------------------------------------------------------------
 
 
-async def add_token(session: AsyncSession, row: ApiTokenRow) -> None:
-    session.add(row)
+async def add_token(session: AsyncSession, *, token_id: str, participant_id: str,
+                    created_at: datetime, expires_at: datetime, secret_hash: str) -> None:
+    session.add(ApiTokenRow(id=token_id, participant_id=participant_id, created_at=created_at,
+                            expires_at=expires_at, secret_hash=secret_hash))
     await session.flush()
+
+
+async def revoke_token(session: AsyncSession, token_id: str, at: datetime
+                       ) -> tuple[bool, str | None]:
+    """(whether the token exists, its participant if this revoked it now)."""
+    row = await session.get(ApiTokenRow, token_id)
+    if row is None:
+        return False, None
+    if row.revoked_at is not None:
+        return True, None
+    row.revoked_at = at
+    return True, row.participant_id
 
 
 async def token(session: AsyncSession, token_id: str) -> ApiTokenRow | None:
@@ -137,7 +170,7 @@ async def add_connection_points(session: AsyncSession, cps: Sequence[ConnectionP
 
 
 async def connection_points(session: AsyncSession) -> list[ConnectionPoint]:
-    rows = (await session.execute(select(ConnectionPointRow).order_by(ConnectionPointRow.id)))
+    rows = (await session.execute(select(ConnectionPointRow).order_by(col(ConnectionPointRow.id))))
     return [_cp(r) for r in rows.scalars()]
 
 
@@ -154,7 +187,7 @@ async def add_resources(session: AsyncSession, resources: Sequence[Resource],
                         keys: dict[str, str]) -> None:
     """Store new DERs; `keys` maps each id to its binding key (gateway.bindings)."""
     now = utcnow()
-    await session.execute(ResourceRow.__table__.insert(), [  # type: ignore[attr-defined]
+    await session.execute(table_of(ResourceRow).insert(), [
         {"id": r.id, "connection_point_id": r.connection_point_id, "kind": r.kind.value,
          "export_max_w": r.nameplate.export_max_w, "import_max_w": r.nameplate.import_max_w,
          "var_max": r.nameplate.var_max, "energy_wh": r.nameplate.energy_wh,
@@ -171,13 +204,13 @@ async def resources(
     aggregator_id: str | None = None,
     ids: Iterable[str] | None = None,
 ) -> list[Resource]:
-    query = select(ResourceRow).order_by(ResourceRow.id)
+    query = select(ResourceRow).order_by(col(ResourceRow.id))
     if protocol is not None:
-        query = query.where(ResourceRow.protocol == str(protocol))
+        query = query.where(col(ResourceRow.protocol) == str(protocol))
     if aggregator_id is not None:
-        query = query.where(ResourceRow.aggregator_id == aggregator_id)
+        query = query.where(col(ResourceRow.aggregator_id) == aggregator_id)
     if ids is not None:
-        query = query.where(ResourceRow.id.in_(list(ids)))  # type: ignore[attr-defined]
+        query = query.where(col(ResourceRow.id).in_(list(ids)))
     return [_resource(r) for r in (await session.execute(query)).scalars()]
 
 
@@ -192,20 +225,20 @@ async def set_online(session: AsyncSession, marks: dict[str, bool]) -> dict[str,
     ids = list(marks)
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        rows = await session.execute(select(ResourceRow.id, ResourceRow.online).where(
-            ResourceRow.id.in_(chunk)))  # type: ignore[attr-defined]
+        rows = await session.execute(select(col(ResourceRow.id), col(ResourceRow.online)).where(
+            col(ResourceRow.id).in_(chunk)))
         changed.update({rid: marks[rid] for rid, online in rows.all() if online != marks[rid]})
     for value in (True, False):
         flip = [rid for rid, on in changed.items() if on is value]
         for start in range(0, len(flip), 500):
             await session.execute(update(ResourceRow).where(
-                ResourceRow.id.in_(flip[start:start + 500])).values(online=value))  # type: ignore[attr-defined]
+                col(ResourceRow.id).in_(flip[start:start + 500])).values(online=value))
     return changed
 
 
 async def update_resource(session: AsyncSession, r: Resource, key: str) -> None:
     await session.execute(
-        update(ResourceRow).where(ResourceRow.id == r.id).values(
+        update(ResourceRow).where(col(ResourceRow.id) == r.id).values(
             connection_point_id=r.connection_point_id, kind=r.kind.value,
             export_max_w=r.nameplate.export_max_w, import_max_w=r.nameplate.import_max_w,
             var_max=r.nameplate.var_max, energy_wh=r.nameplate.energy_wh,
@@ -216,14 +249,14 @@ async def update_resource(session: AsyncSession, r: Resource, key: str) -> None:
 async def delete_resource(session: AsyncSession, resource_id: str) -> None:
     """Remove a DER and its effective control; its acknowledgements and readings stay."""
     await session.execute(delete(EffectiveControlRow).where(
-        EffectiveControlRow.resource_id == resource_id))
-    await session.execute(delete(ResourceRow).where(ResourceRow.id == resource_id))
+        col(EffectiveControlRow.resource_id) == resource_id))
+    await session.execute(delete(ResourceRow).where(col(ResourceRow.id) == resource_id))
 
 
 async def update_binding(session: AsyncSession, resource_id: str, binding: Binding,
                          key: str) -> None:
     await session.execute(
-        update(ResourceRow).where(ResourceRow.id == resource_id)
+        update(ResourceRow).where(col(ResourceRow.id) == resource_id)
         .values(binding=binding.address, binding_key=key)
     )
 
@@ -255,7 +288,8 @@ async def add_instruction(session: AsyncSession, ins: Instruction, req_hash: str
 
 
 async def next_instruction_seq(session: AsyncSession) -> int:
-    current = (await session.execute(select(func.max(InstructionRow.seq)))).scalar_one_or_none()
+    query = select(func.max(col(InstructionRow.seq)))
+    current = (await session.execute(query)).scalar_one_or_none()
     return (current or 0) + 1
 
 
@@ -263,8 +297,8 @@ async def instruction_by_idempotency(
     session: AsyncSession, issuer_id: str, key: str
 ) -> tuple[Instruction, str | None] | None:
     row = (await session.execute(
-        select(InstructionRow).where(InstructionRow.issuer_id == issuer_id,
-                                     InstructionRow.idempotency_key == key)
+        select(InstructionRow).where(col(InstructionRow.issuer_id) == issuer_id,
+                                     col(InstructionRow.idempotency_key) == key)
     )).scalar_one_or_none()
     return (_instruction(row), row.request_hash) if row else None
 
@@ -283,13 +317,13 @@ async def instructions(
     offset: int = 0,
 ) -> list[Instruction]:
     """Instructions in order of record; `live_at`: only those not cancelled nor ended then."""
-    query = select(InstructionRow).order_by(InstructionRow.seq)
+    query = select(InstructionRow).order_by(col(InstructionRow.seq))
     if live_at is not None:
-        query = query.where(InstructionRow.cancelled_at.is_(None)).where(  # type: ignore[union-attr]
-            (InstructionRow.end.is_(None)) | (InstructionRow.end > live_at)  # type: ignore[union-attr,operator]
+        query = query.where(col(InstructionRow.cancelled_at).is_(None)).where(
+            (col(InstructionRow.end).is_(None)) | (col(InstructionRow.end) > live_at)
         )
     if issuer_id is not None:
-        query = query.where(InstructionRow.issuer_id == issuer_id)
+        query = query.where(col(InstructionRow.issuer_id) == issuer_id)
     if limit is not None:
         query = query.limit(limit).offset(offset)
     return [_instruction(r) for r in (await session.execute(query)).scalars()]
@@ -297,7 +331,8 @@ async def instructions(
 
 async def cancel_instruction(session: AsyncSession, instruction_id: str, at: datetime) -> None:
     await session.execute(
-        update(InstructionRow).where(InstructionRow.id == instruction_id).values(cancelled_at=at)
+        update(InstructionRow).where(col(InstructionRow.id) == instruction_id)
+        .values(cancelled_at=at)
     )
 
 
@@ -328,7 +363,7 @@ def control_version(
 
 async def control_versions(session: AsyncSession) -> dict[str, str]:
     rows = await session.execute(
-        select(EffectiveControlRow.resource_id, EffectiveControlRow.version))
+        select(col(EffectiveControlRow.resource_id), col(EffectiveControlRow.version)))
     return dict(rows.all())
 
 
@@ -343,15 +378,15 @@ async def put_controls(
     existing: set[str] = set()
     for chunk in range(0, len(ids), 5000):
         existing.update((await session.execute(
-            select(EffectiveControlRow.resource_id).where(
-                EffectiveControlRow.resource_id.in_(ids[chunk:chunk + 5000]))  # type: ignore[attr-defined]
+            select(col(EffectiveControlRow.resource_id)).where(
+                col(EffectiveControlRow.resource_id).in_(ids[chunk:chunk + 5000]))
         )).scalars())
     rows = [{"resource_id": c.resource_id, "version": v, "body": b, "computed_at": at}
             for c, v, b in controls]
     fresh = [r for r in rows if r["resource_id"] not in existing]
     known = [{"rid": r["resource_id"], "version": r["version"], "body": r["body"],
               "computed_at": at} for r in rows if r["resource_id"] in existing]
-    table = EffectiveControlRow.__table__  # type: ignore[attr-defined]
+    table = table_of(EffectiveControlRow)
     if fresh:
         await session.execute(table.insert(), fresh)
     if known:
@@ -371,7 +406,7 @@ async def controls(
 ) -> dict[str, EffectiveControl]:
     query = select(EffectiveControlRow)
     if resource_ids is not None:
-        query = query.where(EffectiveControlRow.resource_id.in_(list(resource_ids)))  # type: ignore[attr-defined]
+        query = query.where(col(EffectiveControlRow.resource_id).in_(list(resource_ids)))
     return {r.resource_id: control_from_json(r.body)
             for r in (await session.execute(query)).scalars()}
 
@@ -387,7 +422,7 @@ async def add_notices(
         return []
     keys = [n.key for n in notices]
     known = set((await session.execute(
-        select(NoticeRow.key).where(NoticeRow.key.in_(keys))  # type: ignore[attr-defined]
+        select(col(NoticeRow.key)).where(col(NoticeRow.key).in_(keys))
     )).scalars())
     fresh = []
     for n in notices:
@@ -408,7 +443,8 @@ async def notices(
     session: AsyncSession, *, since_id: int = 0, limit: int = 100
 ) -> list[tuple[int, LimitationNotice]]:
     rows = (await session.execute(
-        select(NoticeRow).where(NoticeRow.id > since_id).order_by(NoticeRow.id).limit(limit)  # type: ignore[operator]
+        select(NoticeRow).where(col(NoticeRow.id) > since_id).order_by(col(NoticeRow.id))
+        .limit(limit)
     )).scalars()
     return [(r.id, notice_from_parts(  # type: ignore[misc]
         kind=r.kind, subject_kind=r.subject_kind, subject_id=r.subject_id, start=r.start,
@@ -437,14 +473,15 @@ async def add_acknowledgements(session: AsyncSession, acks: Sequence[Acknowledge
     wanted = [k for k in keys if k is not None]
     known: dict[str, int] = {}
     for start in range(0, len(wanted), 500):
-        rows = await session.execute(select(AcknowledgementRow.dedup_key, AcknowledgementRow.id)
-                                     .where(AcknowledgementRow.dedup_key.in_(  # type: ignore[union-attr]
+        rows = await session.execute(select(col(AcknowledgementRow.dedup_key),
+                                            col(AcknowledgementRow.id))
+                                     .where(col(AcknowledgementRow.dedup_key).in_(
                                          wanted[start:start + 500])))
-        known.update({str(k): int(i) for k, i in rows.all()})
-    fresh: list[tuple[int, AcknowledgementRow | None, str | None]] = []
-    for index, (ack, key) in enumerate(zip(acks, keys, strict=True)):
+        known.update({str(k): int(i) for k, i in rows.all() if i is not None})
+    new_rows: list[AcknowledgementRow | None] = []  # None: a repeat
+    for ack, key in zip(acks, keys, strict=True):
         if key is not None and key in known:
-            fresh.append((index, None, key))
+            new_rows.append(None)
             continue
         row = AcknowledgementRow(
             resource_id=ack.resource_id, instruction_id=ack.instruction_id,
@@ -452,27 +489,28 @@ async def add_acknowledgements(session: AsyncSession, acks: Sequence[Acknowledge
             protocol_status=ack.protocol_status, detail=ack.detail[:1024], at=ack.at,
             dedup_key=key)
         session.add(row)
-        fresh.append((index, row, key))
+        new_rows.append(row)
         if key is not None:
             known[key] = -1  # taken by this batch: later repeats point at this row
     await session.flush()
-    for _, row, key in fresh:
-        if row is not None and key is not None:
-            known[key] = int(row.id or 0)
-    return [(int(row.id or 0), True) if row is not None else (known[str(key)], False)
-            for _, row, key in fresh]
+    for stored in new_rows:
+        if stored is not None and stored.dedup_key is not None:
+            known[stored.dedup_key] = int(stored.id or 0)
+    return [(int(new.id or 0), True) if new is not None else (known[str(key)], False)
+            for new, key in zip(new_rows, keys, strict=True)]
 
 
 async def acknowledgements(
     session: AsyncSession, *, resource_ids: Iterable[str] | None = None,
     instruction_id: str | None = None, since_id: int = 0, limit: int = 100,
 ) -> list[Acknowledgement]:
-    query = select(AcknowledgementRow).where(AcknowledgementRow.id > since_id)  # type: ignore[operator]
+    query = select(AcknowledgementRow).where(col(AcknowledgementRow.id) > since_id)
     if resource_ids is not None:
-        query = query.where(AcknowledgementRow.resource_id.in_(list(resource_ids)))  # type: ignore[attr-defined]
+        query = query.where(col(AcknowledgementRow.resource_id).in_(list(resource_ids)))
     if instruction_id is not None:
-        query = query.where(AcknowledgementRow.instruction_id == instruction_id)
-    rows = (await session.execute(query.order_by(AcknowledgementRow.id).limit(limit))).scalars()
+        query = query.where(col(AcknowledgementRow.instruction_id) == instruction_id)
+    rows = (await session.execute(query.order_by(col(AcknowledgementRow.id)).limit(limit))
+            ).scalars()
     return [Acknowledgement(r.resource_id, AckStatus(r.status), r.protocol,
                             r.protocol_status, r.at, r.instruction_id, r.control_ref, r.detail,
                             r.id) for r in rows]
@@ -482,11 +520,12 @@ async def latest_acknowledgements(
     session: AsyncSession, resource_ids: Iterable[str] | None = None
 ) -> dict[str, Acknowledgement]:
     """Each DER's most recent acknowledgement (for rebuilding views after a restart)."""
-    latest = select(func.max(AcknowledgementRow.id)).group_by(AcknowledgementRow.resource_id)
+    latest = select(func.max(col(AcknowledgementRow.id))).group_by(
+        col(AcknowledgementRow.resource_id))
     if resource_ids is not None:
-        latest = latest.where(AcknowledgementRow.resource_id.in_(list(resource_ids)))  # type: ignore[attr-defined]
+        latest = latest.where(col(AcknowledgementRow.resource_id).in_(list(resource_ids)))
     rows = (await session.execute(
-        select(AcknowledgementRow).where(AcknowledgementRow.id.in_(latest))  # type: ignore[union-attr]
+        select(AcknowledgementRow).where(col(AcknowledgementRow.id).in_(latest))
     )).scalars()
     return {r.resource_id: Acknowledgement(r.resource_id, AckStatus(r.status),
                                            r.protocol, r.protocol_status, r.at,
@@ -497,16 +536,16 @@ async def latest_acknowledgements(
 async def refusals(session: AsyncSession) -> set[tuple[str, str]]:
     """(instruction, DER) pairs whose latest acknowledgement refuses the instruction."""
     latest = (
-        select(AcknowledgementRow.instruction_id, AcknowledgementRow.resource_id,
-               func.max(AcknowledgementRow.id).label("last"))
-        .where(AcknowledgementRow.instruction_id.is_not(None))  # type: ignore[union-attr]
-        .group_by(AcknowledgementRow.instruction_id, AcknowledgementRow.resource_id)
+        select(col(AcknowledgementRow.instruction_id), col(AcknowledgementRow.resource_id),
+               func.max(col(AcknowledgementRow.id)).label("last"))
+        .where(col(AcknowledgementRow.instruction_id).is_not(None))
+        .group_by(col(AcknowledgementRow.instruction_id), col(AcknowledgementRow.resource_id))
         .subquery()
     )
     rows = await session.execute(
-        select(AcknowledgementRow.instruction_id, AcknowledgementRow.resource_id)
-        .join(latest, AcknowledgementRow.id == latest.c.last)
-        .where(AcknowledgementRow.status.in_(  # type: ignore[attr-defined]
+        select(col(AcknowledgementRow.instruction_id), col(AcknowledgementRow.resource_id))
+        .join(latest, col(AcknowledgementRow.id) == latest.c.last)
+        .where(col(AcknowledgementRow.status).in_(
             [AckStatus.REJECTED.value, AckStatus.CANNOT_COMPLY.value, AckStatus.OPTED_OUT.value]))
     )
     return {(i, r) for i, r in rows.all() if i is not None}
@@ -525,14 +564,14 @@ async def readings(
     quantity: Quantity | None = None, since: datetime | None = None, since_id: int = 0,
     limit: int = 100,
 ) -> list[Reading]:
-    query = select(ReadingRow).where(ReadingRow.id > since_id)  # type: ignore[operator]
+    query = select(ReadingRow).where(col(ReadingRow.id) > since_id)
     if resource_ids is not None:
-        query = query.where(ReadingRow.resource_id.in_(list(resource_ids)))  # type: ignore[attr-defined]
+        query = query.where(col(ReadingRow.resource_id).in_(list(resource_ids)))
     if quantity is not None:
-        query = query.where(ReadingRow.quantity == quantity.value)
+        query = query.where(col(ReadingRow.quantity) == quantity.value)
     if since is not None:
-        query = query.where(ReadingRow.at >= since)  # type: ignore[operator]
-    rows = (await session.execute(query.order_by(ReadingRow.id).limit(limit))).scalars()
+        query = query.where(col(ReadingRow.at) >= since)
+    rows = (await session.execute(query.order_by(col(ReadingRow.id)).limit(limit))).scalars()
     return [Reading(r.resource_id, Quantity(r.quantity), r.value, r.at, r.protocol, r.id)
             for r in rows]
 
@@ -573,16 +612,22 @@ async def put_resource_deliveries(session: AsyncSession, marks: Sequence[Deliver
     return changes
 
 
-async def resource_deliveries(session: AsyncSession, resource_ids: Iterable[str]
+async def resource_deliveries(session: AsyncSession, resource_ids: Iterable[str] | None
                               ) -> dict[str, ResourceDelivery]:
+    """Delivery states of these DERs (of every DER with None)."""
+    def state(row: ResourceDeliveryRow) -> ResourceDelivery:
+        return ResourceDelivery(DeliveryState(row.state), row.since, row.reason,
+                                row.fetched_at, row.delivered_at)
+
+    if resource_ids is None:
+        rows = (await session.execute(select(ResourceDeliveryRow))).scalars()
+        return {row.resource_id: state(row) for row in rows}
     ids = list(resource_ids)
     found: dict[str, ResourceDelivery] = {}
     for start in range(0, len(ids), 500):
         rows = (await session.execute(select(ResourceDeliveryRow).where(
             col(ResourceDeliveryRow.resource_id).in_(ids[start:start + 500])))).scalars()
-        found.update({row.resource_id: ResourceDelivery(
-            DeliveryState(row.state), row.since, row.reason, row.fetched_at, row.delivered_at)
-            for row in rows})
+        found.update({row.resource_id: state(row) for row in rows})
     return found
 
 
@@ -596,28 +641,176 @@ async def add_outbox_many(
     """Outbox rows in one executemany, in the given order (ids keep that order)."""
     if not events:
         return
+    # Ids in commit order: several processes follow the log by id, and a row given a lower id
+    # but committed later would be passed over. The lock is held to the commit.
+    await lock(session, "outbox")
     now = utcnow()
-    await session.execute(OutboxRow.__table__.insert(),  # type: ignore[attr-defined]
+    await session.execute(table_of(OutboxRow).insert(),
                           [{"topic": t, "payload": to_json(p), "created_at": now,
                             "published_at": None} for t, p in events])
+    await notify(session, OUTBOX_CHANNEL)
+
+
+# --- retention ----------------------------------------------------------------------------
+
+
+def _old_rows(table: str, cutoff: datetime, now: datetime) -> Any:
+    """The ids of `table`'s rows past retention, oldest first (gateway.retention)."""
+    if table == "reading":
+        return select(col(ReadingRow.id)).where(col(ReadingRow.at) < cutoff).order_by(
+            col(ReadingRow.at))
+    if table == "acknowledgement":
+        live = select(col(InstructionRow.id)).where(
+            col(InstructionRow.cancelled_at).is_(None),
+            (col(InstructionRow.end).is_(None)) | (col(InstructionRow.end) > now))
+        return select(col(AcknowledgementRow.id)).where(
+            col(AcknowledgementRow.at) < cutoff,
+            col(AcknowledgementRow.instruction_id).is_(None)
+            | col(AcknowledgementRow.instruction_id).not_in(live)).order_by(
+            col(AcknowledgementRow.at))
+    if table == "notice":
+        return select(col(NoticeRow.id)).where(col(NoticeRow.created_at) < cutoff).order_by(
+            col(NoticeRow.created_at))
+    if table == "outbox":
+        return select(col(OutboxRow.id)).where(col(OutboxRow.published_at) < cutoff).order_by(
+            col(OutboxRow.published_at))
+    if table == "delivery":
+        return select(col(DeliveryRow.id)).where(
+            col(DeliveryRow.created_at) < cutoff,
+            col(DeliveryRow.delivered_at).is_not(None) | col(DeliveryRow.failed_at).is_not(None)
+        ).order_by(col(DeliveryRow.created_at))
+    raise ValueError(f"no retention for table {table!r}")
+
+
+_TABLES: dict[str, Any] = {"reading": ReadingRow, "acknowledgement": AcknowledgementRow,
+                           "notice": NoticeRow, "outbox": OutboxRow, "delivery": DeliveryRow}
+
+
+async def delete_older(session: AsyncSession, table: str, cutoff: datetime, now: datetime,
+                       limit: int) -> int:
+    """Delete up to `limit` of `table`'s rows past retention; how many were deleted."""
+    ids = list((await session.execute(_old_rows(table, cutoff, now).limit(limit))).scalars())
+    if not ids:
+        return 0
+    model = _TABLES[table]
+    await session.execute(delete(model).where(col(model.id).in_(ids)))
+    return len(ids)
+
+
+async def counts(session: AsyncSession) -> dict[str, int]:
+    """Acknowledgements, readings, and outbox rows not yet published (for the status)."""
+    async def count(query: Any) -> int:
+        return int((await session.execute(query)).scalar_one())
+
+    return {
+        "acknowledgements": await count(select(func.count()).select_from(AcknowledgementRow)),
+        "readings": await count(select(func.count()).select_from(ReadingRow)),
+        "outbox_pending": await count(select(func.count()).select_from(OutboxRow).where(
+            col(OutboxRow.published_at).is_(None))),
+    }
 
 
 async def outbox_pending(session: AsyncSession, limit: int = 500) -> list[OutboxRow]:
-    query = (select(OutboxRow).where(OutboxRow.published_at.is_(None))  # type: ignore[union-attr]
-             .order_by(OutboxRow.id).limit(limit))  # type: ignore[arg-type]
+    query = (select(OutboxRow).where(col(OutboxRow.published_at).is_(None))
+             .order_by(col(OutboxRow.id)).limit(limit))
     return list((await session.execute(query)).scalars())
 
 
 async def outbox_since(session: AsyncSession, after_id: int, limit: int = 500) -> list[OutboxRow]:
-    query = (select(OutboxRow).where(OutboxRow.id > after_id)  # type: ignore[operator]
-             .order_by(OutboxRow.id).limit(limit))  # type: ignore[arg-type]
+    query = (select(OutboxRow).where(col(OutboxRow.id) > after_id)
+             .order_by(col(OutboxRow.id)).limit(limit))
     return list((await session.execute(query)).scalars())
 
 
-async def mark_published(session: AsyncSession, ids: Sequence[int], at: datetime) -> None:
-    await session.execute(
-        update(OutboxRow).where(OutboxRow.id.in_(list(ids))).values(published_at=at)  # type: ignore[union-attr]
-    )
+async def mark_published_through(session: AsyncSession, after: int, through: int,
+                                 at: datetime) -> None:
+    """Mark rows in (after, through] published, if no one did yet."""
+    await session.execute(update(OutboxRow).where(
+        col(OutboxRow.id) > after, col(OutboxRow.id) <= through,
+        col(OutboxRow.published_at).is_(None)).values(published_at=at))
+
+
+# --- several processes (PostgreSQL): locks, notifications, positions, leases, generations ---
+
+OUTBOX_CHANNEL = "dergw_outbox"
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+async def lock(session: AsyncSession, name: str) -> None:
+    """A lock held until this transaction ends, across processes (PostgreSQL). SQLite has
+    one writer at a time already: nothing to do."""
+    if is_postgres(session):
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": name})
+
+
+async def notify(session: AsyncSession, channel: str) -> None:
+    """Wake every process listening on `channel` when this transaction commits."""
+    if is_postgres(session):
+        await session.execute(text("SELECT pg_notify(:c, '')"), {"c": channel})
+
+
+async def outbox_max_id(session: AsyncSession) -> int:
+    return int((await session.execute(select(func.max(col(OutboxRow.id))))).scalar_one() or 0)
+
+
+async def log_position(session: AsyncSession, name: str) -> int | None:
+    row = await session.get(LogPositionRow, name)
+    return None if row is None else row.position
+
+
+async def put_log_position(session: AsyncSession, name: str, position: int) -> None:
+    now = utcnow()
+    stmt = _insert(session, table_of(LogPositionRow)).values(
+        name=name, position=position, updated_at=now)
+    await session.execute(stmt.on_conflict_do_update(
+        index_elements=["name"], set_={"position": position, "updated_at": now}))
+
+
+async def take_lease(session: AsyncSession, name: str, holder: str, now: datetime,
+                     until: datetime) -> bool:
+    """Take or renew lease `name` for `holder` unless another holds it unexpired."""
+    stmt = _insert(session, table_of(LeaseRow)).values(name=name, holder=holder,
+                                                        expires_at=until)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["name"], set_={"holder": holder, "expires_at": until},
+        where=(col(LeaseRow.holder) == holder) | (col(LeaseRow.expires_at) < now))
+    await session.execute(stmt)
+    row = await session.get(LeaseRow, name, populate_existing=True)
+    return row is not None and row.holder == holder
+
+
+async def drop_lease(session: AsyncSession, name: str, holder: str) -> None:
+    await session.execute(delete(LeaseRow).where(col(LeaseRow.name) == name,
+                                                 col(LeaseRow.holder) == holder))
+
+
+async def lease_holders(session: AsyncSession, prefix: str, now: datetime) -> dict[str, str]:
+    rows = await session.execute(select(col(LeaseRow.name), col(LeaseRow.holder)).where(
+        col(LeaseRow.name).startswith(prefix), col(LeaseRow.expires_at) >= now))
+    return {str(n): str(h) for n, h in rows.all()}
+
+
+async def generation(session: AsyncSession, name: str) -> int:
+    row = await session.get(GenerationRow, name, populate_existing=True)
+    return 0 if row is None else row.value
+
+
+async def bump_generation(session: AsyncSession, name: str) -> int:
+    """Count one more change of `name` in this transaction; the new count."""
+    stmt = _insert(session, table_of(GenerationRow)).values(name=name, value=1)
+    stmt = stmt.on_conflict_do_update(index_elements=["name"],
+                                      set_={"value": table_of(GenerationRow).c.value + 1})
+    await session.execute(stmt)
+    return await generation(session, name)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core table (SQLModel's metaclass sets it; its stubs do not say so)."""
+    found: Table = model.__table__  # type: ignore[attr-defined]
+    return found
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
@@ -632,7 +825,7 @@ async def next_sequence(session: AsyncSession, name: str, count: int = 1) -> int
     last - count + 1)."""
     if count < 1:
         raise ValueError("count must be at least 1")
-    table = SequenceRow.__table__  # type: ignore[attr-defined]
+    table = table_of(SequenceRow)
     stmt = _insert(session, table).values(name=name, value=count)
     stmt = stmt.on_conflict_do_update(index_elements=["name"],
                                       set_={"value": table.c.value + count})
@@ -644,7 +837,7 @@ async def put_records(session: AsyncSession, adapter: str, kind: str,
     """Insert or replace adapters' documents, one statement for all of them."""
     if not docs:
         return
-    stmt = _insert(session, AdapterRecordRow.__table__)  # type: ignore[attr-defined]
+    stmt = _insert(session, table_of(AdapterRecordRow))
     stmt = stmt.on_conflict_do_update(index_elements=["adapter", "kind", "key"], set_={
         "doc": stmt.excluded.doc, "updated_at": stmt.excluded.updated_at})
     await session.execute(stmt, [{"adapter": adapter, "kind": kind, "key": key, "doc": doc,

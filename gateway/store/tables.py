@@ -133,7 +133,7 @@ class NoticeRow(SQLModel, table=True):
     requested_w: float
     effective_w: float
     body: dict[str, Any] = js()
-    created_at: datetime = ts()
+    created_at: datetime = ts(index=True)  # (retention)
 
 
 class AcknowledgementRow(SQLModel, table=True):
@@ -146,14 +146,15 @@ class AcknowledgementRow(SQLModel, table=True):
     protocol: str = Field(max_length=16)
     protocol_status: str = Field(max_length=64)
     detail: str = Field(default="", max_length=1024)
-    at: datetime = ts()
+    at: datetime = ts(index=True)  # (retention)
     # (DER, instruction, control, status): a retried or repeated acknowledgement is one row.
     dedup_key: str | None = Field(default=None, max_length=512, unique=True)
 
 
 class ReadingRow(SQLModel, table=True):
     __tablename__ = "reading"
-    __table_args__ = (Index("ix_reading_resource_at", "resource_id", "at"),)
+    __table_args__ = (Index("ix_reading_resource_at", "resource_id", "at"),
+                      Index("ix_reading_at", "at"))  # retention
     id: int | None = Field(default=None, primary_key=True)
     resource_id: str = Field(max_length=128)
     quantity: str = Field(max_length=16)
@@ -205,7 +206,7 @@ class DeliveryRow(SQLModel, table=True):
     delivered_at: datetime | None = ts(nullable=True)
     failed_at: datetime | None = ts(nullable=True)
     last_error: str = Field(default="", max_length=512)
-    created_at: datetime = ts()
+    created_at: datetime = ts(index=True)  # (retention)
     subject: str | None = Field(default=None, max_length=256, index=True)  # e.g. "sub:12"
     claimed_by: str | None = Field(default=None, max_length=64)  # the process sending it
     claim_until: datetime | None = ts(nullable=True)  # another process may take it after
@@ -222,3 +223,31 @@ class ResourceDeliveryRow(SQLModel, table=True):
     fetched_at: datetime | None = ts(nullable=True)
     delivered_at: datetime | None = ts(nullable=True)
     updated_at: datetime = ts()
+
+
+class LogPositionRow(SQLModel, table=True):
+    """How far each process has followed the event log (the outbox), to resume there."""
+
+    __tablename__ = "log_position"
+    name: str = Field(primary_key=True, max_length=128)
+    position: int = 0
+    updated_at: datetime = ts()
+
+
+class LeaseRow(SQLModel, table=True):
+    """Work only one process may do (a device's polling, a single server), held until
+    `expires_at` and renewed by its holder; a survivor takes it over when it lapses."""
+
+    __tablename__ = "lease"
+    name: str = Field(primary_key=True, max_length=128)
+    holder: str = Field(max_length=128)
+    expires_at: datetime = ts()
+
+
+class GenerationRow(SQLModel, table=True):
+    """Counters bumped in the transaction that changes what a process may cache (the
+    topology, the effective controls), so a cache is checked with one small read."""
+
+    __tablename__ = "generation"
+    name: str = Field(primary_key=True, max_length=64)
+    value: int = 0

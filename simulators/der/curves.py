@@ -8,6 +8,7 @@ Curves carry their own validity rules so that a front-end can refuse to adopt a 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -155,5 +156,5 @@ class PowerFactor:
             raise CurveError("power factor must lie within (0, 1]")
 
     def var_for(self, p_w: float) -> float:
-        q = abs(p_w) * ((1.0 - self.pf**2) ** 0.5) / self.pf
+        q = abs(p_w) * math.sqrt(1.0 - self.pf**2) / self.pf
         return q if self.over_excited else -q

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
+from typing import Any
 
 from simulators.der.curves import (
     DEFAULT_VOLT_VAR,
@@ -183,7 +184,7 @@ class DerModel:
 
     # -- the step ------------------------------------------------------------------------
 
-    def timed_settings(self) -> tuple[TimedSetting, ...]:
+    def timed_settings(self) -> tuple[TimedSetting[Any], ...]:
         return (self.w_max_lim, self.w_set, self.var_set, self.pf_inj, self.pf_abs,
                 self.volt_var, self.freq_watt, self.volt_watt, self.watt_var)
 

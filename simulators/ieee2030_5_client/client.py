@@ -148,11 +148,14 @@ class Ieee2030Client:
                 continue
             if self.config.pin is not None and edev.RegistrationLink is not None:
                 await self._check_pin(sep, edev.RegistrationLink.href)
-            agent = DeviceAgent(edev.href, lfdi, self.ders[lfdi])
+            agent = DeviceAgent(edev.href or "", lfdi, self.ders[lfdi])
             await agent.discover(sep)
             self.agents[lfdi] = agent
-        dcap = await sep.get("/dcap", m.DeviceCapability)
-        self.self_href = dcap.SelfDeviceLink.href if dcap.SelfDeviceLink else None
+        # Subscriptions live on the client's own EndDevice (the one carrying its own LFDI
+        # and a SubscriptionListLink); the SelfDevice is the server's, not ours.
+        own = next((e for e in edevs if (e.lFDI or "").upper() == self.lfdi.upper()
+                    and e.SubscriptionListLink is not None), None)
+        self.self_href = own.href if own is not None else None
 
     async def _register_in_band(self, sep: Sep) -> None:
         """POST an EndDevice for each of our DERs not registered yet (a device client: itself;
@@ -195,7 +198,7 @@ class Ieee2030Client:
     async def subscribe(self, sep: Sep, uri: str) -> None:
         holder = self.self_href
         if holder is None:
-            raise RegistrationError("no SelfDeviceLink: nowhere to hold subscriptions")
+            raise RegistrationError("no EndDevice of our own: nowhere to hold subscriptions")
         for agent in self.agents.values():
             for program in agent.programs:
                 for href in (program.controls_href, program.default_href):

@@ -47,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", type=Path, default=Path("var/simulate"),
                    help="with --start-gateway: its data and dev PKI (recreated each run)")
     p.add_argument("--quiet", action="store_true", help="summary only")
+    p.add_argument("--platform", default="https://127.0.0.1:9443",
+                   help="without --start-gateway: the running gateway's platform API")
+    p.add_argument("--pki", default="certs",
+                   help="without --start-gateway: its certificates (the admin client's)")
     p.add_argument("--ack-timeout", type=float, default=30.0)
 
 
@@ -57,16 +61,29 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=command)
 
 
-def _endpoints_from_settings(args: argparse.Namespace) -> Endpoints:
-    from gateway.settings import load_settings
+async def _endpoints_of_running_gateway(args: argparse.Namespace) -> Endpoints:
+    """Ask the running gateway where it listens (its status, as its admin): a simulator is
+    an outside party and learns this over the network, as a field engineer's rig would."""
+    import aiohttp
+
+    from pki.tls import client_context
     from simulators.scenario.gateway_proc import Endpoints
 
-    settings = load_settings(getattr(args, "config", None))
-    return Endpoints(platform=settings.platform_listen,
-                     ieee2030_5=str(settings.adapter_config("ieee2030_5").get("listen", "")),
-                     openadr3=str(settings.adapter_config("openadr3").get("listen", "")),
-                     opcua=str(settings.adapter_config("opcua").get("listen", "")),
-                     pki=settings.pki_dir)
+    pki = Path(args.pki)
+    ssl = client_context(pki / "platform/ca.pem", pki / "platform/clients/admin.pem",
+                         pki / "platform/clients/admin.key")
+    async with aiohttp.ClientSession() as http, http.get(
+            f"{args.platform.rstrip('/')}/v1/status", ssl=ssl) as resp:
+        if resp.status != 200:
+            raise SystemExit(f"the gateway at {args.platform} answered {resp.status} to its "
+                             "admin's status request")
+        listeners = (await resp.json())["listeners"]
+
+    def first(name: str) -> str:
+        return str((listeners.get(name) or [""])[0])
+
+    return Endpoints(platform=args.platform, ieee2030_5=first("ieee2030_5"),
+                     openadr3=first("openadr3"), opcua=first("opcua"), pki=pki)
 
 
 async def simulate(scenario: Scenario, args: argparse.Namespace) -> Summary:
@@ -75,7 +92,7 @@ async def simulate(scenario: Scenario, args: argparse.Namespace) -> Summary:
 
     options = RunOptions(ack_timeout_s=args.ack_timeout, quiet=args.quiet)
     if not args.start_gateway:
-        run = Run(scenario, _endpoints_from_settings(args), options)
+        run = Run(scenario, await _endpoints_of_running_gateway(args), options)
         summary = await run.run()
         assert run.console is not None
         run.console.summary(summary)
@@ -113,6 +130,5 @@ def command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulators.scenario", description=__doc__)
-    parser.add_argument("--config", type=Path, default=None, help="gateway settings TOML")
     add_arguments(parser)
     return command(parser.parse_args(argv))

@@ -51,21 +51,25 @@ def environment(work: Path, modbus: dict[str, Any] | None = None) -> tuple[dict[
 
 class GatewayChild:
     def __init__(self, work: Path, modbus: dict[str, Any] | None = None,
-                 fresh: bool = True) -> None:
+                 fresh: bool = True, extra_env: dict[str, str] | None = None,
+                 workers: int = 1) -> None:
         work = work.resolve()  # the child runs in `work`: relative paths would nest
         if fresh and work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
         self.work = work
         self.env, self.endpoints = environment(work, modbus)
+        self.env.update(extra_env or {})
         self.log_path = work / "gateway.log"
         self.process: asyncio.subprocess.Process | None = None
+        self.workers = workers
 
     async def start(self, wait_s: float = 60.0) -> Endpoints:
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway.cli", "serve", cwd=self.work,
-                env={**os.environ, **self.env}, stdout=log, stderr=asyncio.subprocess.STDOUT)
+                sys.executable, "-m", "gateway.cli", "serve", "--workers", str(self.workers),
+                cwd=self.work, env={**os.environ, **self.env}, stdout=log,
+                stderr=asyncio.subprocess.STDOUT)
         await self._healthy(wait_s)
         return self.endpoints
 
@@ -88,11 +92,53 @@ class GatewayChild:
                 await asyncio.sleep(0.2)
 
     def _banner_printed(self) -> bool:
-        """The platform answers before the adapters are up; the banner comes after them."""
+        """The platform answers before the adapters are up; the banner comes after them
+        (once per worker)."""
         try:
-            return b"der-gateway is running" in self.log_path.read_bytes()
+            return self.log_path.read_bytes().count(b"der-gateway is running") >= self.workers
         except OSError:
             return False
+
+    def pids(self) -> list[int]:
+        """The gateway's processes: the child and, with workers, every descendant."""
+        if self.process is None:
+            return []
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo += children.get(pid, [])
+        return found
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by every gateway process."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / ticks
+
+    def peak_rss_by_process_mb(self) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        out[pid] = int(line.split()[1]) / 1024.0
+            except OSError:
+                continue
+        return out
 
     def peak_rss_mb(self) -> float | None:
         """The child's peak resident memory (Linux /proc VmHWM)."""
@@ -106,6 +152,19 @@ class GatewayChild:
         except OSError:
             return None
         return None
+
+    def sample(self) -> dict[str, float]:
+        """The child's resident memory (MB), open files and database size (MB) now."""
+        if self.process is None:
+            return {}
+        pid = self.process.pid
+        rss = 0.0
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024.0
+        files = sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
+        db = sum(f.stat().st_size for f in (self.work / "var").glob("der-gateway.db*"))
+        return {"rss_mb": round(rss, 1), "open_files": files, "db_mb": round(db / 2**20, 2)}
 
     async def stop(self, wait_s: float = 20.0) -> int | None:
         if self.process is None or self.process.returncode is not None:

@@ -42,6 +42,12 @@ def _flag(image: RegisterImage, model_id: int, path: str) -> bool:
     return image.get(model_id, path) == ENABLED
 
 
+def _enum(image: RegisterImage, model_id: int, path: str) -> int | None:
+    """An enumerated point's value; None when not implemented."""
+    raw = image.get(model_id, path)
+    return raw if isinstance(raw, int) else None
+
+
 # -- 704: one row per timed control --------------------------------------------------------
 
 Reader = Callable[[RegisterImage, Rating, bool], Any]
@@ -104,8 +110,8 @@ _VAR_BASE: dict[int, Callable[[Rating], float]] = {
 
 def _var_set(image: RegisterImage, rating: Rating, revert: bool) -> float:
     tail = "Rvrt" if revert else ""
-    mode = image.get(704, "VarSetMod")
-    if mode == 4 or mode not in _VAR_BASE:  # VARS
+    mode = _enum(image, 704, "VarSetMod")
+    if mode is None or mode == 4 or mode not in _VAR_BASE:  # VARS
         return _num(image, 704, f"VarSet{tail}", 0.0)
     return _num(image, 704, f"VarSetPct{tail}", 0.0) / 100.0 * _VAR_BASE[mode](rating)
 
@@ -166,8 +172,8 @@ def read_volt_var(image: RegisterImage, index: int, rating: Rating) -> VoltVarCu
     """Curve `index` (0-based) of model 705 as a VoltVarCurve, its var points converted to %
     of var_max; CurveError when unusable."""
     prefix = f"Crv[{index}]."
-    ref = image.get(705, prefix + "DeptRef")
-    if ref not in _VAR_BASE:
+    ref = _enum(image, 705, prefix + "DeptRef")
+    if ref is None or ref not in _VAR_BASE:
         raise CurveError("DeptRef must be W_MAX_PCT, VAR_MAX_PCT, VAR_AVAL_PCT or VA_MAX_PCT")
     ratio = _VAR_BASE[ref](rating) / rating.var_max
     points = tuple((v, q * ratio) for v, q in _curve_points(image, 705, index, "V", "Var"))
@@ -190,8 +196,8 @@ def read_volt_watt(image: RegisterImage, index: int, rating: Rating) -> VoltWatt
 
 def read_watt_var(image: RegisterImage, index: int, rating: Rating) -> WattVarCurve:
     """Curve `index` of model 712, its var points converted to % of var_max."""
-    ref = image.get(712, f"Crv[{index}].DeptRef")
-    if ref not in _VAR_BASE:
+    ref = _enum(image, 712, f"Crv[{index}].DeptRef")
+    if ref is None or ref not in _VAR_BASE:
         raise CurveError("DeptRef must be W_MAX_PCT, VAR_MAX_PCT, VAR_AVAL_PCT or VA_MAX_PCT")
     ratio = _VAR_BASE[ref](rating) / rating.var_max
     points = _curve_points(image, 712, index, "W", "Var")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from adapters.modbus.codec import (
@@ -36,7 +36,7 @@ class Block:
 class RegisterImage:
     """Registers from `base` on; offsets below are relative to `base`."""
 
-    def __init__(self, base: int, models: list[tuple[int, Mapping[str, int]]]) -> None:
+    def __init__(self, base: int, models: Sequence[tuple[int, Mapping[str, int]]]) -> None:
         self.base = base
         self.regs: list[int] = list(SUNS_MARKER)
         self.blocks: dict[int, Block] = {}

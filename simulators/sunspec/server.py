@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -45,6 +45,10 @@ class Connection:
 
 
 CURRENT: ContextVar[Connection | None] = ContextVar("modbus_sim_connection", default=None)
+
+# pymodbus's SimAction: (function code, start, address, count, registers, values to set).
+Action = Callable[[int, int, int, int, list[int], list[int] | list[bool] | None],
+                  Coroutine[None, None, ExcCodes | None]]
 
 
 @dataclass(frozen=True)
@@ -100,24 +104,28 @@ class _Handler(ServerRequestHandler):
     async def handle_request(self) -> None:
         token = CURRENT.set(self._current())
         try:
-            await super().handle_request()
+            await super().handle_request()  # type: ignore[no-untyped-call]  # pymodbus: unannotated
         finally:
             CURRENT.reset(token)
 
 
+def _handler(server: ModbusTcpServer) -> _Handler:
+    return _Handler(server, server.trace_packet, server.trace_pdu,  # type: ignore[no-untyped-call]
+                    server.trace_connect)  # (pymodbus's handler __init__ is unannotated)
+
+
 class _TcpServer(ModbusTcpServer):
     def callback_new_connection(self) -> _Handler:
-        return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+        return _handler(self)
 
 
 class _TlsServer(ModbusTlsServer):
     def callback_new_connection(self) -> _Handler:
-        return _Handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+        return _handler(self)
 
 
-def device_action(
-    inverter: SunSpecInverter, faults: Faults, security: Security | None
-) -> Callable[..., object]:
+def device_action(inverter: SunSpecInverter, faults: Faults, security: Security | None
+                  ) -> Action:
     async def action(  # pymodbus's SimAction signature
         function_code: int, start_address: int, address: int, count: int,
         registers: list[int], set_values: list[int] | list[bool] | None,
@@ -127,7 +135,9 @@ def device_action(
         if faults.delay_s:
             await asyncio.sleep(faults.delay_s)
         if conn is not None and faults.should_drop():
-            conn.handler.transport.abort()
+            transport = conn.handler.transport
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.abort()
             return ExcCodes.DEVICE_FAILURE  # never delivered: the connection is gone
         if faults.exception is not None:
             return faults.exception
@@ -184,20 +194,25 @@ class PortServer:
         self.connections += 1 if connected else -1
 
     async def start(self) -> None:
-        kwargs = {"address": (self.host, self.port), "trace_connect": self._on_connect}
+        address = (self.host, self.port)
         if self.security is None:
-            self._server = _TcpServer(self._devices(), **kwargs)
+            self._server = _TcpServer(self._devices(), address=address,
+                                      trace_connect=self._on_connect)
         else:
-            self._server = _TlsServer(self._devices(), sslctx=self.security.ssl_context, **kwargs)
+            self._server = _TlsServer(self._devices(), sslctx=self.security.ssl_context,
+                                      address=address, trace_connect=self._on_connect)
         await self._server.serve_forever(background=True)
 
     @property
     def bound_port(self) -> int:
         """The port actually listened on (differs from `port` when that was 0)."""
-        assert self._server is not None and self._server.transport is not None
-        return self._server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        assert self._server is not None
+        listener = self._server.transport  # a listening pymodbus protocol holds its Server
+        assert isinstance(listener, asyncio.Server), listener
+        port: int = listener.sockets[0].getsockname()[1]
+        return port
 
     async def stop(self) -> None:
         if self._server is not None:
-            await self._server.shutdown()
+            await self._server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus: unannotated
             self._server = None

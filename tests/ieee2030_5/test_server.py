@@ -502,3 +502,60 @@ async def test_ramp_rates_and_curve_references_reach_the_client(server):
     async with server.client("device-1") as c:
         _, dderc = await get(c, f"/edev/{edev}/derp/1/dderc")
     assert (text(dderc, "s:setGradW"), text(dderc, "s:setSoftGradW")) == ("27", None)
+
+
+async def test_an_inband_device_mirrors_readings_from_the_start(server):
+    """Issue 12, finding 9: an in-band device got 404 on POST /mup under the default settings.
+    Its readings are kept until the platform knows the DER, then reach it."""
+    from pki.devpki import DevPki
+
+    DevPki(server.pki).issue_2030_5_client("inband-1")
+    lfdi = DevPki(server.pki).write_identities()["ieee2030_5/inband-1"]["lfdi"]
+    reading = m.MirrorMeterReading(mRID="0B02", ReadingType=m.ReadingType(uom=38),
+                                   Reading=m.Reading(value=1234, timePeriod=m.DateTimeInterval(
+                                       duration=60, start=1_800_000_000)))
+    async with server.client("inband-1") as c:
+        own = m.EndDevice(lFDI=lfdi, sFDI=1, changedTime=0)
+        async with c.post("/edev", data=serialize(own), headers=CT) as r:
+            assert r.status == 201
+            edev = r.headers["Location"]
+        mup = m.MirrorUsagePoint(mRID="0B01", roleFlags="03", serviceCategoryKind=0, status=1,
+                                 deviceLFDI=lfdi, MirrorMeterReading=[reading])
+        async with c.post("/mup", data=serialize(mup), headers=CT) as r:
+            assert r.status == 201, await r.text()
+            where = r.headers["Location"]
+        assert server.gateway.readings_ == []  # the platform does not know the DER yet
+        server.gateway.connection_points_["cp-9"] = object()
+        server.service.registry.inband_owner = "agg-1"
+        async with c.put(f"{edev}/cp", data=serialize(m.ConnectionPoint(
+                connectionPointId="cp-9")), headers=CT) as r:
+            assert r.status == 201
+        reading.Reading.timePeriod.start += 60
+        async with c.post(where, data=serialize(m.MirrorMeterReadingList(
+                MirrorMeterReading=[reading])), headers=CT) as r:
+            assert r.status == 201
+    assert [(x.resource_id, x.value) for x in server.gateway.readings_] == \
+        [(f"2030.5-{lfdi.lower()}", 1234.0)] * 2
+
+
+async def test_subscriptions_are_capped_per_client(server):
+    """Issue 12, finding 4: one device made 1,000 Subscriptions. Past the cap: 400 with
+    reasonCode 2 (resource limit reached), nothing stored; deleting one makes room."""
+    settings = server.service.settings
+    cap = settings.max_subscriptions + settings.max_subscriptions_per_der  # one DER
+    async with server.client("device-1") as c:
+        await c.get("/edev")
+        edev = server.service.registry.by_resource("der-1").id
+        sub = m.Subscription(subscribedResource=f"/edev/{edev}/derp/1/derc", encoding=0,
+                             level="+S1", limit=1, notificationURI="https://127.0.0.1:9/n")
+        for _ in range(cap):
+            async with c.post(f"/edev/{edev}/sub", data=serialize(sub), headers=CT) as r:
+                assert r.status == 201
+        async with c.post(f"/edev/{edev}/sub", data=serialize(sub), headers=CT) as r:
+            assert r.status == 400
+            assert text(etree.fromstring(await r.read()), "s:reasonCode") == "2"
+        assert len(await server.service.state.subscriptions(edev)) == cap
+        async with c.delete(f"/edev/{edev}/sub/1") as r:
+            assert r.status == 204
+        async with c.post(f"/edev/{edev}/sub", data=serialize(sub), headers=CT) as r:
+            assert r.status == 201

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from adapters.modbus.state import Delivery
 from gateway.domain import (
     Acknowledgement,
     EffectiveControl,
@@ -22,15 +23,27 @@ class RecordingSink:
         self.received: list[Reading] = []
         self.acks: list[Acknowledgement] = []
         self.marks: list[tuple[str, bool]] = []
+        self.acked: dict[str, dict] = {}  # what the ledger would remember, per DER
+        self.deliveries: list[tuple[str, Delivery]] = []
 
     async def readings(self, readings) -> None:
         self.received.extend(readings)
 
-    async def acknowledge(self, acks) -> None:
+    async def acknowledge(self, resource_id, acks, acked) -> bool:
         self.acks.extend(acks)
+        self.acked[resource_id] = dict(acked)
+        return True
 
     async def online(self, resource_id: str, online: bool) -> None:
         self.marks.append((resource_id, online))
+
+    async def delivery(self, resource_id: str, delivery: Delivery) -> None:
+        self.deliveries.append((resource_id, delivery))
+
+    def delivered(self, resource_id: str) -> Delivery | None:
+        """The latest delivery state reported for a DER."""
+        found = [d for rid, d in self.deliveries if rid == resource_id]
+        return found[-1] if found else None
 
     def latest(self, resource_id: str, quantity: Quantity) -> float | None:
         values = [r.value for r in self.received

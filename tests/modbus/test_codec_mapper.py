@@ -5,13 +5,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.modbus.client import write_runs
 from adapters.modbus.codec import (
     CodecError,
     build_layout,
     decode_point,
     encode_point,
     layout_from_registers,
+    write_runs,
 )
 from adapters.modbus.mapper import plan_for, readings_701, verify_704
 from gateway.domain import EffectiveControl, InstructionKind, Quantity, Source
@@ -128,7 +128,8 @@ def test_read_back_verification_and_readings_use_scale_factors():
         regs[spec.offset : spec.offset + spec.size] = layout.encode_value(regs, path, value)
     assert verify_704(layout, regs, plan) == []  # 33.333 % stored as 33.33 %: within a step
     readings = {r.quantity: r.value for r in readings_701("d1", build_layout(701),
-                                                          inv.image.model_regs(701), NOW)}
+                                                          inv.image.model_regs(701), NOW,
+                                                          protocol="modbus")}
     assert readings[Quantity.ACTIVE_POWER] == pytest.approx(80_000.0)  # W_SF = 1
     assert readings[Quantity.VOLTAGE] == pytest.approx(240.0)
     assert readings[Quantity.CONNECTED] == 1.0

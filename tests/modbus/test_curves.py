@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adapters.modbus.curves import function_plan
 from adapters.modbus.mapper import plan_for
+from adapters.modbus.sunspec.curves import function_plan
 from gateway.domain import EffectiveControl, InstructionKind, Source
 
 

@@ -6,10 +6,12 @@ import asyncio
 import pytest
 from pymodbus.constants import ExcCodes
 
-from adapters.modbus.pool import DevicePool, PoolConfig
-from gateway.domain import Quantity
+from adapters.modbus.settings import Settings
+from adapters.modbus.sunspec.pool import DevicePool
+from gateway.domain import AckStatus, Quantity
 from simulators.sunspec.fleet import FleetConfig, running_fleet
-from tests.modbus.support import RecordingSink
+from tests.modbus.support import RecordingSink, export_limit
+from tests.support.gateway import free_port
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ def faults(fleet, index):
 def make_pool(fleet, sink, **config):
     base = {"timeout_s": 0.5, "backoff_initial_s": 0.1, "backoff_max_s": 0.4,
             "offline_after": 2, "poll_interval_s": 0.1, "telemetry_interval_s": 0.1}
-    pool = DevicePool(sink, PoolConfig(**{**base, **config}))
+    pool = DevicePool(sink, Settings(**{**base, **config}))
     for i in range(len(fleet.inverters)):
         host, port, unit = fleet.address(i)
         pool.upsert(f"d{i}", {"host": host, "port": port, "unit_id": unit}, 10_000.0)
@@ -94,3 +96,73 @@ async def test_slow_device_does_not_stall_the_others(fleet):
         runner.cancel()
         with pytest.raises(asyncio.CancelledError):
             await runner
+
+
+async def test_after_an_outage_the_control_is_rewritten_but_not_acknowledged_again(fleet):
+    """An offline device is rediscovered and its control written again when it is back;
+    the platform already has this control's acknowledgement, so none is sent again."""
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink)
+    pool.set_control("d1", export_limit("d1", 3_000.0, "ins-7"))
+    await pool.poll_cycle()
+    assert [(a.instruction_id, a.status) for a in sink.acks] == [("ins-7", AckStatus.COMPLETED)]
+    inv = fleet.inverters[1]
+    faults(fleet, 1).exception = ExcCodes.DEVICE_FAILURE
+    for _ in range(2):
+        await pool.poll_cycle()
+    assert ("d1", False) in sink.marks
+    faults(fleet, 1).exception = None
+    inv.image.set(704, "WMaxLimPctEna", 0)  # it lost the limit meanwhile
+    await pool.poll_cycle()
+    assert sink.marks[-1] == ("d1", True)
+    assert inv.image.get(704, "WMaxLimPctEna") == 1  # written again
+    assert len(sink.acks) == 1
+
+
+async def test_delivery_state_says_delivered_or_why_not(fleet):
+    """A control written and read back is delivered; a device that refuses the write with
+    an exception code, or cannot be reached, makes it undeliverable with the reason; back
+    and written again, it is delivered again."""
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink)
+    pool.set_control("d0", export_limit("d0", 3_000.0, "ins-1"))
+    # A dispatch to charge a PV inverter: its WSet cannot go below zero (exception 0x03).
+    charge = export_limit("d2", 3_000.0, "ins-2")
+    charge.intervals[0].setpoint_w = -2_000.0
+    pool.set_control("d2", charge)
+    await pool.poll_cycle()
+    assert (sink.delivered("d0").in_force, sink.delivered("d0").reason) == (True, "")
+    refused = sink.delivered("d2")
+    assert not refused.in_force
+    assert refused.reason.startswith("704/703 control: exception 0x03: ")
+    assert "ILLEGAL_VALUE" in refused.reason
+
+    faults(fleet, 0).exception = ExcCodes.DEVICE_FAILURE
+    for _ in range(2):  # offline_after
+        await pool.poll_cycle()
+    unreachable = sink.delivered("d0")
+    assert not unreachable.in_force
+    assert unreachable.reason.startswith("device refuses requests: ")
+    faults(fleet, 0).delay_s = 1.0  # now it does not answer in time
+    faults(fleet, 0).exception = None
+    await pool.poll_cycle()
+    assert sink.delivered("d0") == unreachable  # reported once, not per failure
+    faults(fleet, 0).delay_s = 0.0
+    await pool.poll_cycle()
+    assert sink.delivered("d0").in_force
+    count = len(sink.deliveries)
+    await pool.poll_cycle()
+    assert len(sink.deliveries) == count  # nothing new: nothing reported
+
+
+async def test_an_unreachable_device_is_undeliverable_after_offline_after_failures():
+    sink = RecordingSink()
+    pool = DevicePool(sink, Settings(timeout_s=0.3, offline_after=2))
+    pool.upsert("d9", {"host": "127.0.0.1", "port": free_port(), "unit_id": 1}, 10_000.0,
+                export_limit("d9", 3_000.0))
+    await pool.poll_cycle()
+    assert sink.delivered("d9") is None  # one failure is not yet a verdict
+    await pool.poll_cycle()
+    delivery = sink.delivered("d9")
+    assert not delivery.in_force and delivery.reason.startswith("device unreachable: ")
+    assert "cannot connect" in delivery.reason

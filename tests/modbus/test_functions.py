@@ -9,7 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from adapters.modbus.pool import DevicePool, PoolConfig
+from adapters.modbus.settings import Settings
+from adapters.modbus.sunspec.pool import DevicePool
 from gateway.domain import AckStatus, EffectiveControl, InstructionKind, Source
 from simulators.der import Rating
 from simulators.sunspec.fleet import FleetConfig, running_fleet
@@ -31,7 +32,7 @@ async def fleet():
 
 
 def make_pool(fleet, sink, **config):
-    pool = DevicePool(sink, PoolConfig(**{"timeout_s": 0.5, "backoff_initial_s": 0.1,
+    pool = DevicePool(sink, Settings(**{"timeout_s": 0.5, "backoff_initial_s": 0.1,
                                           "backoff_max_s": 0.5, **config}))
     for i in range(len(fleet.inverters)):
         host, port, unit = fleet.address(i)
@@ -227,7 +228,7 @@ async def test_a_device_without_712_acknowledges_watt_var_cannot_comply():
     ticker = asyncio.create_task(tick())
     try:
         sink = RecordingSink()
-        pool = DevicePool(sink, PoolConfig(timeout_s=0.5))
+        pool = DevicePool(sink, Settings(timeout_s=0.5))
         pool.upsert("d9", {"host": "127.0.0.1", "port": server.bound_port, "unit_id": 1},
                     10_000.0)
         pool.set_control("d9", settings("d9", volt_watt=VOLT_WATT, watt_var=WATT_VAR))
@@ -239,6 +240,10 @@ async def test_a_device_without_712_acknowledges_watt_var_cannot_comply():
     assert (ack.status, ack.protocol_status) == (AckStatus.CANNOT_COMPLY, "no model 712")
     assert ack.detail == "the device does not implement SunSpec model 712"
     assert inv.model.volt_watt.enabled and inv.image.get(706, "Ena") == 1
+    delivery = sink.delivered("d9")  # the settings are not all in force: undeliverable
+    assert not delivery.in_force
+    assert delivery.reason == ("function settings: no model 712: the device does not "
+                               "implement SunSpec model 712")
 
 
 async def test_volt_var_y_reference_and_a_default_control_ramp_reach_the_inverter(fleet):
@@ -266,6 +271,8 @@ async def test_volt_var_y_reference_and_a_default_control_ramp_reach_the_inverte
         AckStatus.CANNOT_COMPLY, "not representable")
     assert acks["ins-x"].detail.startswith("volt_var: volt_var_y_ref 7 is not a y reference")
     assert refused.image.get(705, "Ena") != 1
+    # Settings SunSpec cannot express are refused, not undelivered: the rest is in force.
+    assert sink.delivered("d1").in_force
     assert (acks["ins-d"].status, acks["ins-d"].protocol_status) == (
         AckStatus.COMPLETED, "704 WRmp/WRmpRef written, read-back verified")
     assert ramped.image.get(704, "WRmp") == 5 and ramped.model.ramp_pct_s == 5.0

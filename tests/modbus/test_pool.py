@@ -1,10 +1,13 @@
 """The client pool against simulated inverters over real sockets (no gateway core)."""
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
-from adapters.modbus.pool import DevicePool, PoolConfig
+from adapters.modbus.settings import Settings
+from adapters.modbus.state import Part
+from adapters.modbus.sunspec.pool import DevicePool
 from gateway.domain import AckStatus, Quantity
 from simulators.sunspec.fleet import FleetConfig, running_fleet
 from tests.modbus.support import RecordingSink, export_limit
@@ -18,7 +21,7 @@ async def fleet():
 
 
 def make_pool(fleet, sink, **config):
-    pool = DevicePool(sink, PoolConfig(**{"timeout_s": 0.5, "backoff_initial_s": 0.1,
+    pool = DevicePool(sink, Settings(**{"timeout_s": 0.5, "backoff_initial_s": 0.1,
                                           "backoff_max_s": 0.5, **config}))
     for i in range(len(fleet.inverters)):
         host, port, unit = fleet.address(i)
@@ -133,3 +136,30 @@ async def test_a_curve_the_device_cannot_hold_is_cannot_comply(fleet):
     [ack] = sink.acks
     assert ack.status == AckStatus.CANNOT_COMPLY and "NPt=4" in ack.detail
     assert not fleet.inverters[1].model.volt_var.enabled
+
+
+async def test_a_pool_handed_what_was_acknowledged_does_not_acknowledge_it_again(fleet):
+    """A new pool (a restart, or another process taking the device over) is handed the
+    ledger's state with the device: it writes the control, verifies it, and sends no equal
+    acknowledgement; an outcome that differs from the one acknowledged is acknowledged."""
+    first = RecordingSink()
+    pool = make_pool(fleet, first)
+    control = export_limit("d1", 3_000.0, "ins-7")
+    pool.set_control("d1", control)
+    await pool.poll_cycle()
+    assert [a.status for a in first.acks] == [AckStatus.COMPLETED]
+    ledger = first.acked["d1"]
+    inv = fleet.inverters[1]
+    host, port, unit = fleet.address(1)
+    address = {"host": host, "port": port, "unit_id": unit}
+
+    for acked, expected in ((ledger, []), (
+            {Part.CONTROL: replace(ledger[Part.CONTROL], status="rejected")},
+            [AckStatus.COMPLETED])):
+        inv.image.set(704, "WMaxLimPctEna", 0)
+        sink = RecordingSink()
+        restarted = DevicePool(sink, Settings(timeout_s=0.5))
+        restarted.upsert("d1", address, 10_000.0, control, acked=acked)
+        await restarted.poll_cycle()
+        assert inv.image.get(704, "WMaxLimPctEna") == 1  # written again, verified
+        assert [a.status for a in sink.acks] == expected

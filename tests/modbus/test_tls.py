@@ -2,7 +2,8 @@
 
 import pytest
 
-from adapters.modbus.pool import DevicePool, PoolConfig
+from adapters.modbus.settings import Settings
+from adapters.modbus.sunspec.pool import DevicePool
 from gateway.domain import AckStatus, Quantity
 from pki.devpki import DevPki
 from pki.tls import client_context
@@ -23,7 +24,7 @@ def pki(tmp_path_factory):
 def pool_as(pki, name, fleet, sink):
     ctx = client_context(pki / "modbus/ca.pem", pki / f"modbus/clients/{name}.pem",
                          pki / f"modbus/clients/{name}.key")
-    pool = DevicePool(sink, PoolConfig(timeout_s=2.0), ssl_context=ctx)
+    pool = DevicePool(sink, Settings(timeout_s=2.0), ssl_context=ctx)
     host, port, unit = fleet.address(0)
     pool.upsert("d1", {"host": host, "port": port, "unit_id": unit, "tls": True}, 10_000.0,
                 export_limit("d1", 5_000.0, "ins-tls"))
@@ -57,7 +58,7 @@ async def test_tls_device_without_a_client_certificate_is_a_clear_error(pki):
     config = FleetConfig(count=1, first_port=0, tick_s=0.1, security=security_from_pki(pki))
     async with running_fleet(config) as fleet:
         sink = RecordingSink()
-        pool = DevicePool(sink, PoolConfig(timeout_s=1.0))
+        pool = DevicePool(sink, Settings(timeout_s=1.0))
         host, port, unit = fleet.address(0)
         pool.upsert("d1", {"host": host, "port": port, "unit_id": unit, "tls": True}, 10_000.0)
         [result] = await pool.poll_cycle()

@@ -86,3 +86,16 @@ class Collector:
 
     def datachange_notification(self, node, val, data: DataChangeNotif) -> None:
         self.values.put_nowait(val)
+
+
+def _window() -> dict[str, str]:
+    """A window in force now and for the test's life (instructions far in the past or
+    future are refused)."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    return {"start": (now - timedelta(minutes=5)).isoformat().replace("+00:00", "Z"),
+            "end": (now + timedelta(days=1)).isoformat().replace("+00:00", "Z")}
+
+
+WINDOW = _window()

@@ -22,6 +22,7 @@ from tests.opcua.support import (
     NAMESPACE_URI,
     VIEWER,
     VIEWER_B,
+    WINDOW,
     Collector,
     connect_encrypted,
     wait_for,
@@ -112,12 +113,12 @@ async def test_subscribing_to_a_hidden_node_is_refused_and_the_rest_is_served(se
             await sub.subscribe_data_change(hidden)
         status, body = await clients["ldc-a"].post("/v1/instructions", {  # d1 changes: unseen
             "kind": "limit", "target": {"kind": "resource", "id": "d1"},
-            "start": "2020-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z",
+            **WINDOW,
             "limits": {"export_max_w": 1234}, "reason": "hidden from ldc-b"})
         assert status == 201, body
         status, body2 = await clients["ldc-b"].post("/v1/instructions", {
             "kind": "limit", "target": {"kind": "resource", "id": "d2"},
-            "start": "2020-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z",
+            **WINDOW,
             "limits": {"export_max_w": 4321}, "reason": "seen by ldc-b"})
         assert status == 201, body2
         assert await asyncio.wait_for(handler.values.get(), 5) == 4321.0

@@ -22,6 +22,7 @@ from tests.opcua.support import (
     NAMESPACE_URI,
     VIEWER,
     VIEWER_B,
+    WINDOW,
     Collector,
     connect_encrypted,
     wait_for,
@@ -75,7 +76,7 @@ async def next_value(handler: StatusCollector, within: float = 5.0) -> ua.DataVa
 async def limit(client, rid: str, export_w: float) -> str:
     status, body = await client.post("/v1/instructions", {
         "kind": "limit", "target": {"kind": "resource", "id": rid},
-        "start": "2020-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z",
+        **WINDOW,
         "limits": {"export_max_w": export_w}, "reason": "area change test"})
     assert status == 201, body
     return body["id"]

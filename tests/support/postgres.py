@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from tests.support.gateway import free_port
+from tests.support.required import missing
 
 
 def _server_bin(name: str) -> str | None:
@@ -29,14 +28,14 @@ def postgres_cluster(tmp: Path) -> Iterator[str]:
     """Yield an asyncpg URL of a fresh cluster; stop and remove it afterwards."""
     initdb, pg_ctl = _server_bin("initdb"), _server_bin("pg_ctl")
     if not (initdb and pg_ctl):
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+        missing("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     # Not under pytest's tmp_path: that is private to root, and the server runs as postgres.
     del tmp
     data = Path(tempfile.mkdtemp(prefix="dergw-pg-"))
     prefix: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as its own user
         if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start PostgreSQL")
+            missing("running as root without runuser: cannot start PostgreSQL")
         shutil.chown(data, "postgres", "postgres")
         prefix = ["runuser", "-u", "postgres", "--"]
     subprocess.run([*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust",

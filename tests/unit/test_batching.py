@@ -73,7 +73,7 @@ async def test_concurrent_acknowledgements_share_transactions_and_are_announced_
                 for i in range(20)]
         stored = await asyncio.gather(*(services.record_acknowledgement(a) for a in acks))
         assert [s.resource_id for s in stored] == [f"d{i}" for i in range(20)]
-        assert len({s.id for s in stored}) == 20 and services._acks.batches < 20
+        assert len({s.id for s in stored}) == 20 and services.feedback.acks.batches < 20
         async with db.read() as session:
             rows = (await session.execute(select(OutboxRow).where(
                 OutboxRow.topic == Topic.ACKNOWLEDGEMENT).order_by(OutboxRow.id))).scalars()
@@ -94,7 +94,7 @@ async def test_concurrent_readings_share_transactions_and_are_all_stored(tmp_pat
         batches = [[Reading(f"d{i}", Quantity.ACTIVE_POWER, float(i * 10 + k), now, Protocol.MODBUS)
                     for k in range(i % 3 + 1)] for i in range(10)]
         counts = await asyncio.gather(*(services.record_readings(b) for b in batches))
-        assert counts == [len(b) for b in batches] and services._readings.batches < 10
+        assert counts == [len(b) for b in batches] and services.feedback.readings_batches.batches < 10
         async with db.read() as session:
             rows = (await session.execute(select(OutboxRow).where(
                 OutboxRow.topic == Topic.READING).order_by(OutboxRow.id))).scalars()

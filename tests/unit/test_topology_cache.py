@@ -18,7 +18,7 @@ async def test_a_load_overlapping_a_write_is_not_kept(tmp_path, monkeypatch):
         services = GatewayServices(db)
         admin = Participant("admin", Role.ADMIN)
         await services.register_participants(admin, [admin])
-        services._invalidate()
+        services.uow.invalidate()
 
         reading, release = asyncio.Event(), asyncio.Event()
         real = repo.participants

@@ -64,8 +64,9 @@ def _spec(f: dataclasses.Field[Any], hint: Any, owner_ns: str) -> FieldSpec:
 
 
 @cache
-def specs(cls: type) -> tuple[FieldSpec, ...]:
+def specs(cls: Any) -> tuple[FieldSpec, ...]:
     """The wire fields of a model, in element order."""
+    assert isinstance(cls, type) and dataclasses.is_dataclass(cls)
     hints = typing.get_type_hints(cls, include_extras=True)
     owner_ns = getattr(cls, "ns", SEP_NS)
     return tuple(_spec(f, hints[f.name], owner_ns) for f in dataclasses.fields(cls))

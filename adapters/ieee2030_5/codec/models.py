@@ -8,7 +8,7 @@ is required. Lists of child elements use ``list[...]``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, dataclass_transform
 
 from adapters.ieee2030_5.codec.simple import (
     MRID,
@@ -29,6 +29,7 @@ from adapters.ieee2030_5.codec.simple import (
     PowerOfTen,
     Primacy,
     SignedPerCent,
+    String6,
     String16,
     String32,
     String192,
@@ -56,7 +57,11 @@ def many() -> Any:
     return field(default_factory=list)
 
 
-W = dataclass(kw_only=True, slots=True)  # every wire model: keyword-only, ordered, slotted
+@dataclass_transform(kw_only_default=True, field_specifiers=(field,))
+def W[T](cls: type[T]) -> type[T]:
+    """Every wire model: a keyword-only, ordered, slotted dataclass (dataclass_transform
+    tells type checkers so: a required field may follow an optional one)."""
+    return dataclass(kw_only=True, slots=True)(cls)
 
 
 # --- base types -----------------------------------------------------------------------------
@@ -412,7 +417,9 @@ class DERCapability(Resource):
     rtgUnderExcitedW: ActivePower | None = None
     rtgVNom: UnsignedValue | None = None
     type: UInt8
-    doeModesSupported: HexBinary8 = aus()
+    # Required by CSIP-AUS, absent from plain 2030.5: a plain CSIP client (or a CSIP-AUS one
+    # before it has seen our DeviceCapability) sends none, and is not refused for it.
+    doeModesSupported: HexBinary8 | None = aus()
 
 
 @W
@@ -470,11 +477,18 @@ class PercentStatusValue:
 
 
 @W
+class ManufacturerStatusValue:
+    dateTime: TimeType
+    value: String6
+
+
+@W
 class DERStatus(SubscribableResource):
     alarmStatus: HexBinary32 | None = None
     genConnectStatus: HexStatusValue | None = None
     inverterStatus: StatusValue | None = None
     localControlModeStatus: StatusValue | None = None
+    manufacturerStatus: ManufacturerStatusValue | None = None
     operationalModeStatus: StatusValue | None = None
     readingTime: TimeType
     stateOfChargeStatus: PercentStatusValue | None = None
@@ -529,9 +543,20 @@ class ResponseSetList(SepList):
 
 
 @W
+class UnitValue:
+    """UnitValueType: a value with its unit (calorific value, conversion factor)."""
+
+    multiplier: PowerOfTen
+    unit: UInt8
+    value: Int32
+
+
+@W
 class ReadingType(Resource):
     accumulationBehaviour: UInt8 | None = None
+    calorificValue: UnitValue | None = None
     commodity: UInt8 | None = None
+    conversionFactor: UnitValue | None = None
     dataQualifier: UInt8 | None = None
     flowDirection: UInt8 | None = None
     intervalLength: UInt32 | None = None

@@ -8,7 +8,7 @@ resources, oversize bodies, unknown roots, foreign namespaces. Every refusal is 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from lxml import etree
 
@@ -41,7 +41,8 @@ def _text(value: Any) -> str:
 
 
 def _fill(element: etree._Element, model: Any) -> None:
-    for spec in specs(type(model)):
+    model_type: object = type(model)
+    for spec in specs(model_type):
         value = getattr(model, spec.name)
         if value is None:
             continue
@@ -61,7 +62,7 @@ def _fill(element: etree._Element, model: Any) -> None:
 def to_element(model: Any) -> etree._Element:
     cls = type(model)
     nsmap = dict(NSMAP)
-    if any(s.xsi_typed for s in specs(cls)):
+    if any(s.xsi_typed for s in specs(cast(object, cls))):
         nsmap["xsi"] = XSI_NS
     root = etree.Element(etree.QName(getattr(cls, "ns", SEP_NS), cls.__name__), nsmap=nsmap)
     _fill(root, model)
@@ -70,7 +71,8 @@ def to_element(model: Any) -> etree._Element:
 
 def serialize(model: Any) -> bytes:
     """A wire model as a UTF-8 XML document (no declaration: 2030.5 clients expect none)."""
-    return etree.tostring(to_element(model), encoding="utf-8")
+    data: bytes = etree.tostring(to_element(model), encoding="utf-8")
+    return data
 
 
 # --- parse ------------------------------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""Pollable control documents are served from rendered state (issue 12, finding 11): no
+recomputation per request, a new render on every change, and time still moves a control
+from scheduled to active."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from lxml import etree
+
+from tests.ieee2030_5.conftest import limit_control
+
+NS = {"s": "urn:ieee:std:2030.5:ns", "c": "https://csipaus.org/ns"}
+
+
+class Counting:
+    def __init__(self, gateway):
+        self.gateway = gateway
+        self.calls = 0
+        self.inner = gateway.effective_control
+
+    async def __call__(self, rid):
+        self.calls += 1
+        return await self.inner(rid)
+
+
+async def test_polls_are_served_from_rendered_state(server):
+    server.gateway.controls["der-1"] = replace(limit_control("der-1"),
+                                               default_control={"export_max_w": 1500})
+    await server.service.on_control_changed("der-1")
+    edev = server.service.registry.by_resource("der-1").id
+    counting = Counting(server.gateway)
+    server.gateway.effective_control = counting
+    p = f"/edev/{edev}/derp/1"
+    async with server.client("device-1") as c:
+        bodies = {}
+        for _ in range(20):
+            for doc in ("derc", "actderc", "dderc"):
+                async with c.get(f"{p}/{doc}") as resp:
+                    assert resp.status == 200
+                    bodies.setdefault(doc, set()).add(await resp.read())
+        assert counting.calls <= 1, "the DefaultDERControl was recomputed per request"
+        assert all(len(v) == 1 for v in bodies.values())
+        # A change is a new render.
+        server.gateway.controls["der-1"] = replace(limit_control("der-1", 3000),
+                                                   default_control={"export_max_w": 900})
+        await server.service.on_control_changed("der-1")
+        async with c.get(f"{p}/derc") as resp:
+            derc = etree.fromstring(await resp.read())
+        async with c.get(f"{p}/dderc") as resp:
+            dderc = etree.fromstring(await resp.read())
+    live = [c for c in derc.findall("s:DERControl", NS)
+            if c.findtext("s:EventStatus/s:currentStatus", namespaces=NS) in ("0", "1")]
+    assert [c.findtext("s:DERControlBase/c:opModExpLimW/s:value", namespaces=NS)
+            for c in live] == ["3000"]
+    assert dderc.findtext("s:DERControlBase/c:opModExpLimW/s:value", namespaces=NS) == "900"
+
+
+async def test_time_moves_a_rendered_control_to_active(server, monkeypatch):
+    import time as real_time
+
+    start = datetime.now(UTC) + timedelta(seconds=30)
+    control = limit_control("der-1")
+    interval = replace(control.intervals[0], start=start, end=start + timedelta(hours=1))
+    server.gateway.controls["der-1"] = replace(control, intervals=(interval,))
+    await server.service.on_control_changed("der-1")
+    edev = server.service.registry.by_resource("der-1").id
+    path = f"/edev/{edev}/derp/1/derc"
+    async with server.client("device-1") as c:
+        async with c.get(path) as resp:
+            status = etree.fromstring(await resp.read()).findtext(
+                ".//s:EventStatus/s:currentStatus", namespaces=NS)
+        assert status == "0"  # scheduled
+        later = real_time.time() + 60
+        monkeypatch.setattr("adapters.ieee2030_5.service.time.time", lambda: later)
+        async with c.get(path) as resp:
+            status = etree.fromstring(await resp.read()).findtext(
+                ".//s:EventStatus/s:currentStatus", namespaces=NS)
+    assert status == "1"  # active, without any re-render by the platform
