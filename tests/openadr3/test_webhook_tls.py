@@ -33,13 +33,7 @@ def private_ca(tmp: Path) -> tuple[Path, ssl.SSLContext]:
     return tmp / "receiver-ca.pem", context
 
 
-@pytest.mark.parametrize("configured", [
-    pytest.param(True, marks=[pytest.mark.timeout(30), pytest.mark.xfail(
-        strict=True, reason="core: after a delivery over TLS succeeds the delivery worker "
-        "fails with PendingRollbackError and the gateway's shutdown waits ~60 s on the "
-        "SQLite lock (reported in /work/coord/REQUESTS.md); the notification itself arrives")]),
-    False,
-])
+@pytest.mark.parametrize("configured", [True, False])
 async def test_webhooks_trust_the_configured_ca(tmp_path, configured):
     ca_file, server_tls = private_ca(tmp_path)
     received: asyncio.Queue[Any] = asyncio.Queue()
