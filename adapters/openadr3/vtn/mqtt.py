@@ -136,6 +136,7 @@ class MqttPublisher:
             except* Exception:  # a bug must not stop publishing for good: logged, retried
                 log.exception("MQTT publisher failed; reconnecting in %.0f s", delay)
             finally:
+                _retrieve_disconnect(self._client)
                 self._client = None
                 self._connected.clear()
                 for answer in self._answers.values():
@@ -251,6 +252,14 @@ class BrokerAccess:
     async def revoke(self, client_id: str) -> None:
         """No more logins for this client; a connected session is closed by the broker."""
         await self._publisher.command([{"command": "deleteClient", "username": client_id}])
+
+
+def _retrieve_disconnect(client: Any) -> None:
+    """aiomqtt keeps a lost connection's error in a future nobody awaits once the client
+    context has failed: read it here (it was logged above), or asyncio reports it at exit."""
+    future = getattr(client, "_disconnected", None)
+    if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
+        future.exception()
 
 
 def _where(url: str) -> str:
