@@ -87,7 +87,59 @@ def not_found(spec: dict[str, Any]) -> None:
             item["get"]["responses"].setdefault("404", _problem_response("Not Found."))
 
 
-PATCHES = (require_bodies, metadata_object_type, auth_statuses, conflicts, not_found)
+def null_is_absent(spec: dict[str, Any]) -> None:
+    """8. An explicit null for an optional property is taken as absent (the ElaadNL client
+    sends them): every optional property of a schema accepts null."""
+    for schema in spec["components"]["schemas"].values():
+        _nullable_optionals(schema)
+
+
+def _nullable_optionals(schema: Any) -> None:
+    if not isinstance(schema, dict):
+        return
+    for part in schema.get("allOf", []) + schema.get("oneOf", []) + schema.get("anyOf", []):
+        _nullable_optionals(part)
+    if isinstance(schema.get("items"), dict):
+        _nullable_optionals(schema["items"])
+    required = set(schema.get("required", []))
+    properties = schema.get("properties", {})
+    for name, prop in list(properties.items()):
+        _nullable_optionals(prop)
+        if name in required or prop.get("nullable"):
+            continue
+        if "$ref" in prop:
+            properties[name] = {"allOf": [{"$ref": prop["$ref"]}], "nullable": True}
+        else:
+            prop["nullable"] = True
+
+
+def https_callbacks(spec: dict[str, Any]) -> None:
+    """6. A callbackUrl is an https URL the outbound policy accepts (http only to loopback in
+    development mode): URIs of other schemes are refused (400 with the reason)."""
+    for schema in spec["components"]["schemas"].values():
+        for prop in _walk_properties(schema):
+            callback = prop.get("callbackUrl")
+            if isinstance(callback, dict) and callback.get("type") == "string":
+                callback["pattern"] = "^https://[a-z][a-z0-9-]{0,30}(\\.[a-z][a-z0-9-]{0,30})+/"
+
+
+def _walk_properties(schema: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    if not isinstance(schema, dict):
+        return found
+    if isinstance(schema.get("properties"), dict):
+        found.append(schema["properties"])
+        for prop in schema["properties"].values():
+            found += _walk_properties(prop)
+    if isinstance(schema.get("items"), dict):
+        found += _walk_properties(schema["items"])
+    for part in schema.get("allOf", []) + schema.get("oneOf", []) + schema.get("anyOf", []):
+        found += _walk_properties(part)
+    return found
+
+
+PATCHES = (require_bodies, metadata_object_type, auth_statuses, conflicts, not_found,
+           null_is_absent, https_callbacks)
 
 
 def patched_spec(source: Path, target: Path, base_url: str) -> Path:

@@ -13,6 +13,8 @@ by the delivery worker at every connection.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
 import logging
 from typing import Any
@@ -67,9 +69,27 @@ class Notifier(Hook):
         if change.kind == "subscription" and change.operation != "DELETE":
             for op in change.obj.body.get("objectOperations", ()):
                 try:
-                    await self._outbound.check(op["callbackUrl"])
+                    await self._check_callback(op["callbackUrl"])
                 except InvalidInput as exc:
                     raise bad_request(f"callbackUrl refused: {exc.detail}") from None
+
+    async def _check_callback(self, url: str) -> None:
+        """The core's outbound rules: scheme, credentials, every address notation, and the
+        addresses a name resolves to now. A name that does not resolve (yet) is accepted:
+        it cannot be used to reach anything, and the delivery worker checks the addresses
+        again at every connection."""
+        host, address, port = self._outbound.check_syntax(url)
+        if address is not None:
+            return
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+        except OSError:
+            log.info("callback host %s does not resolve now; checked again when used", host)
+            return
+        for info in infos:
+            reason = self._outbound.refusal_for_address(ipaddress.ip_address(info[4][0]), port)
+            if reason:
+                raise InvalidInput(f"{host} resolves to an address where {reason}")
 
     async def announce(self, changes: list[Change]) -> Announcements:
         out = Announcements()
