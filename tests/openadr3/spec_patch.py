@@ -111,6 +111,8 @@ def _nullable_optionals(schema: Any) -> None:
             properties[name] = {"allOf": [{"$ref": prop["$ref"]}], "nullable": True}
         else:
             prop["nullable"] = True
+            if "enum" in prop and None not in prop["enum"]:
+                prop["enum"] = [*prop["enum"], None]  # (an enum must name null too)
 
 
 def https_callbacks(spec: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Discriminator, Tag
 
 from adapters.openadr3.codec.common import (
     AnyUri,
@@ -71,6 +71,31 @@ class ReportDescriptor(Wire):
     repeat: Annotated[Int32 | None, NullIsAbsent] = None
 
 
+REPORT_ONLY = ("readingType", "accuracy", "confidence")
+
+
+def _descriptor_kind(value: Any) -> str:
+    """objectType says which descriptor it is; without it (optional in 3.0.1), fields only
+    a report descriptor has decide, so that they are checked rather than dropped."""
+    if isinstance(value, ReportPayloadDescriptor301):  # (when serialising a validated body)
+        return "report"
+    if not isinstance(value, dict):
+        return "event"
+    kind = value.get("objectType")
+    if kind == "REPORT_PAYLOAD_DESCRIPTOR":
+        return "report"
+    if kind is None and any(k in value for k in REPORT_ONLY):
+        return "report"
+    return "event"
+
+
+AnyPayloadDescriptor = Annotated[
+    Annotated[EventPayloadDescriptor301, Tag("event")]
+    | Annotated[ReportPayloadDescriptor301, Tag("report")],
+    Discriminator(_descriptor_kind),
+]
+
+
 class Program(Metadata):
     objectType: Annotated[Literal["PROGRAM"] | None, NullIsAbsent] = None
     programName: Name128
@@ -85,7 +110,7 @@ class Program(Metadata):
     programDescriptions: Annotated[list[Any] | None, AfterValidator(_program_descriptions)] = None
     bindingEvents: bool | None = None
     localPrice: bool | None = None
-    payloadDescriptors: list[EventPayloadDescriptor301 | ReportPayloadDescriptor301] | None = None
+    payloadDescriptors: list[AnyPayloadDescriptor] | None = None
     targets: Targets = None
 
 
