@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,14 +64,12 @@ async def scada(args: argparse.Namespace) -> None:
         mode=ua.MessageSecurityMode.SignAndEncrypt)
     client.set_user(USER["name"])
     client.set_password(USER["password"])
-    latencies: list[float] = []
-    measuring = asyncio.Event()
+    received: list[tuple[float, float]] = []  # (source time, latency), every notification
 
     class Handler:
         def datachange_notification(self, node, val, data) -> None:
-            if measuring.is_set():
-                source = data.monitored_item.Value.SourceTimestamp
-                latencies.append(time.time() - source.replace(tzinfo=UTC).timestamp())
+            source = data.monitored_item.Value.SourceTimestamp.replace(tzinfo=UTC).timestamp()
+            received.append((source, time.time() - source))
 
         def status_change_notification(self, status) -> None:
             print(json.dumps({"status_change": str(status)}), file=sys.stderr)
@@ -84,21 +82,28 @@ async def scada(args: argparse.Namespace) -> None:
         for start in range(0, len(nodes), 2000):
             await sub.subscribe_data_change(nodes[start:start + 2000], queuesize=1)
         print("subscribed", flush=True)
-        await asyncio.sleep(args.warmup)
         cpu0 = time.process_time()
-        measuring.set()
-        await asyncio.sleep(args.seconds)
-        measuring.clear()
+        # the gateway says which readings it published while measuring: "<first> <last>",
+        # the source times of its first and last slice
+        line = await asyncio.to_thread(sys.stdin.readline)
+        first, last = (float(x) for x in line.split())
+        await asyncio.sleep(args.grace)  # what is still on its way
         client_cpu = time.process_time() - cpu0
         await sub.delete()
-    lat = sorted(latencies)
+    lat = sorted(latency for source, latency in received if first - 1e-3 <= source <= last + 1e-3)
+    expected = len(nodes) * args.seconds
+
+    def pct(p: float) -> float | None:
+        return round(1000 * lat[int(p * (len(lat) - 1))], 1) if lat else None
     print(json.dumps({
+        "published_while_measuring": expected,
         "notifications": len(lat),
+        "delivered_pct": round(100 * len(lat) / expected, 2),
         "notifications_per_s": round(len(lat) / args.seconds, 1),
-        "latency_ms_p50": round(1000 * statistics.median(lat), 1) if lat else None,
-        "latency_ms_p95": round(1000 * lat[int(0.95 * (len(lat) - 1))], 1) if lat else None,
+        "latency_ms_p50": pct(0.5), "latency_ms_p95": pct(0.95), "latency_ms_p99": pct(0.99),
         "latency_ms_max": round(1000 * lat[-1], 1) if lat else None,
-        "scada_client_cpu_share_pct": round(100 * client_cpu / args.seconds, 1),
+        "scada_client_cpu_share_pct": round(
+            100 * client_cpu / (args.seconds + args.warmup + args.grace), 1),
     }), flush=True)
 
 
@@ -124,17 +129,20 @@ async def register(gw, ders: int) -> None:
 
 
 async def publish_second(bus, args: argparse.Namespace, tick: int,
-                         next_id: int) -> tuple[int, float]:
-    """One second of readings in ten even slices; returns the time spent publishing."""
+                         next_id: int) -> tuple[int, float, list[float]]:
+    """One second of readings in ten even slices; returns the time spent publishing and
+    each slice's source time."""
     from gateway.bus import Event, Topic
 
     total = args.ders * len(args.quantities)
     per_slice = -(-total // 10)
-    start, busy = time.monotonic(), 0.0
+    start, busy, times = time.monotonic(), 0.0, []
     flat = [(i, q) for i in range(args.ders) for q in args.quantities]
     for s in range(10):
         t0 = time.perf_counter()
-        at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        now = datetime.now(UTC)
+        times.append(now.timestamp())
+        at = now.isoformat().replace("+00:00", "Z")
         for i, q in flat[s * per_slice:(s + 1) * per_slice]:
             next_id += 1
             await bus.publish(Event(next_id, Topic.READING, {
@@ -142,7 +150,7 @@ async def publish_second(bus, args: argparse.Namespace, tick: int,
                 "protocol": "modbus", "id": next_id}))
         busy += time.perf_counter() - t0  # bus.publish never awaits: this is our own work
         await asyncio.sleep(max(0.0, start + (s + 1) / 10 - time.monotonic()))
-    return next_id, busy
+    return next_id, busy, times
 
 
 def cpu_seconds() -> float:
@@ -157,44 +165,69 @@ async def gateway_side(args: argparse.Namespace) -> dict:
     listen = f"opc.tcp://127.0.0.1:{free_port()}"
     config = {"listen": listen, "users": [USER], "flush_interval_ms": args.flush_ms}
     async with gateway_in_process(tmp, opcua=config) as gw:
+        if args.gc == "serve":  # the collector as `der-gateway serve` sets it
+            from gateway import heap
+            heap.configure()
         t0 = time.perf_counter()
         await register(gw, args.ders)
-        service = gw.gateway.adapters["opcua"].server.service
-        while len(service.resources) < args.ders:  # noqa: ASYNC110 - polling the adapter
+        adapter = gw.gateway.adapters["opcua"]
+        while len(adapter.fleet.ders) < args.ders:  # noqa: ASYNC110 - polling the adapter
             await asyncio.sleep(0.2)
         model_s = time.perf_counter() - t0
+        # what the process costs with nothing to publish (the core's own loops included)
+        idle_cpu0, idle_wall0 = cpu_seconds(), time.perf_counter()
+        await asyncio.sleep(3)
+        idle = (cpu_seconds() - idle_cpu0) / (time.perf_counter() - idle_wall0)
         child = subprocess.Popen(  # noqa: ASYNC220 - a child we supervise
             [sys.executable, __file__, "--client", "--url", listen, "--pki", str(gw.pki),
              "--ders", str(args.ders), "--quantities", *args.quantities,
              "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+             "--grace", str(args.grace),
              "--publishing-ms", str(args.publishing_ms)],
-            stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert child.stdout is not None
         line = await asyncio.to_thread(child.stdout.readline)
         assert line.strip() == "subscribed", line
         bus, tick, next_id = gw.gateway.bus, 0, 10**12
         end_warmup = time.monotonic() + args.warmup
         while time.monotonic() < end_warmup:
-            next_id, _ = await publish_second(bus, args, tick, next_id)
+            next_id, _, _ = await publish_second(bus, args, tick, next_id)
             tick += 1
+        profiler = cProfile.Profile() if args.profile else None
         cpu0, wall0, publishing = cpu_seconds(), time.perf_counter(), 0.0
+        if profiler is not None:
+            profiler.enable()
+        window: list[float] = []
         for _ in range(args.seconds):
-            next_id, busy = await publish_second(bus, args, tick, next_id)
+            next_id, busy, times = await publish_second(bus, args, tick, next_id)
             publishing += busy
+            window += times
             tick += 1
         cpu, wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+        assert child.stdin is not None
+        child.stdin.write(f"{window[0]} {window[-1]}\n")
+        child.stdin.flush()
+        grace_end = time.monotonic() + args.grace + 1
+        while time.monotonic() < grace_end:  # keep the values coming meanwhile
+            next_id, _, _ = await publish_second(bus, args, tick, next_id)
+            tick += 1
         result = json.loads(await asyncio.to_thread(child.stdout.readline))
         await asyncio.to_thread(child.wait)
         return {
             "ders": args.ders, "variables": args.ders * len(args.quantities),
-            "update_hz": 1, "flush_interval_ms": args.flush_ms,
+            "update_hz": 1, "flush_interval_ms": args.flush_ms, "gc": args.gc,
             "publishing_interval_ms": args.publishing_ms, "seconds": args.seconds,
             "model_build_s": round(model_s, 1),
             "gateway_cpu_share_pct": round(100 * cpu / wall, 1),
             "of_which_bench_publisher_pct": round(100 * publishing / wall, 1),
             "opcua_cpu_share_pct": round(100 * (cpu - publishing) / wall, 1),
+            "idle_cpu_share_pct": round(100 * idle, 1),
+            "opcua_net_of_idle_pct": round(100 * ((cpu - publishing) / wall - idle), 1),
             "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "bus_resyncs": service.resync_count,
+            "bus_resyncs": adapter.resync_count,
             **result, "cpu_count": os.cpu_count(),
         }
 
@@ -206,9 +239,16 @@ def main() -> None:
                         choices=list(QUANTITIES))
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--grace", type=int, default=3,
+                        help="seconds after the window in which late notifications count")
     parser.add_argument("--flush-ms", type=int, default=100)
     parser.add_argument("--publishing-ms", type=int, default=100)
+    parser.add_argument("--gc", choices=("serve", "default"), default="serve",
+                        help="the garbage collector as `der-gateway serve` sets it, or "
+                             "CPython's defaults")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--profile", type=Path,
+                        help="cProfile the gateway side while measuring (slows it down)")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--pki", help=argparse.SUPPRESS)

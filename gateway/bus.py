@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
-from gateway.events import Event, Topic
+from gateway.events import Event, Topic, with_typed
 
 __all__ = ["Bus", "Event", "InProcessBus", "Subscription", "Topic"]
 
@@ -80,6 +80,8 @@ class InProcessBus:
         self._subscribers: set[Subscription] = set()
 
     async def publish(self, event: Event) -> None:
+        if self._subscribers:
+            event = with_typed(event)  # decoded once here, not once per subscriber
         for sub in tuple(self._subscribers):
             sub.offer(event)
 

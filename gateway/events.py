@@ -31,11 +31,13 @@ class Topic(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """What the bus carries: an outbox row."""
+    """What the bus carries: an outbox row, and its typed form (decoded once, when the bus
+    publishes it, for every subscriber; None for a topic this version does not know)."""
 
     id: int
     topic: str
     payload: dict[str, Any] = field(default_factory=dict)
+    typed: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,5 +177,16 @@ _DECODERS: dict[str, Any] = {
 
 def decode(event: Event) -> TypedEvent:
     """The typed form of a raw event; KeyError for a topic this version does not know."""
+    if event.typed is not None:
+        cached: TypedEvent = event.typed
+        return cached
     decoded: TypedEvent = _DECODERS[event.topic](event)
     return decoded
+
+
+def with_typed(event: Event) -> Event:
+    """The event carrying its typed form (what the bus hands every subscriber)."""
+    decoder = _DECODERS.get(event.topic)
+    if decoder is None or event.typed is not None:
+        return event
+    return Event(event.id, event.topic, event.payload, decoder(event))

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from adapters.opcua.settings import Settings
+
 if TYPE_CHECKING:
     from adapters.opcua.adapter import OpcUaAdapter
-    from gateway.adapters import AdapterContext
+    from gateway.ports import AdapterContext
 
 
 def create_adapter(ctx: AdapterContext) -> OpcUaAdapter:
-    from adapters.opcua.adapter import create
+    """The adapter, with its settings checked (an unknown key or a bad value stops here)."""
+    settings = Settings.model_validate(ctx.config)
+    from adapters.opcua.adapter import OpcUaAdapter  # asyncua loads only if the adapter is used
 
-    return create(ctx)
+    return OpcUaAdapter(ctx, settings)
 
 
 def address_key(address: dict[str, Any]) -> str:

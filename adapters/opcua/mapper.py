@@ -1,31 +1,34 @@
-"""Canonical model <-> OPC UA model values and method arguments. Pure functions.
+"""Canonical model <-> the OPC UA model's values and method arguments. Pure functions.
 
-Values are plain Python (float, bool, str, datetime, list[str]); `None` means "no value" and
-is published with the status code Bad_NoData, so a SCADA client never mistakes an absent
+Values are plain Python (float, bool, str, datetime, list[str]); `None` means "no value", and
+the variable's status says why (`codec.values`): a SCADA client never mistakes an absent
 setpoint for 0 W.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
+from adapters.opcua.codec.arguments import ArgumentError
+from adapters.opcua.codec.values import Value
 from gateway import errors
 from gateway.domain import (
+    Acknowledgement,
     EffectiveInterval,
     InstructionDraft,
     InstructionKind,
     LimitEnvelope,
     Nameplate,
     Quantity,
+    Reading,
     SetpointStep,
+    Source,
     Target,
     TargetKind,
 )
-
-Value = float | bool | str | int | datetime | list[str] | None
 
 # Which measurement variable each canonical reading quantity updates.
 MEASUREMENT_OF: dict[str, str] = {
@@ -48,24 +51,18 @@ STATUS_OF_ERROR: dict[type[errors.GatewayError], str] = {
     errors.Unavailable: "BadResourceUnavailable",
 }
 
+REASON_MAX = 500
+
 
 def status_of_error(exc: errors.GatewayError) -> str:
     for cls in type(exc).__mro__:
-        if cls in STATUS_OF_ERROR:
-            return STATUS_OF_ERROR[cls]  # type: ignore[index]
+        name = STATUS_OF_ERROR.get(cls)
+        if name is not None:
+            return name
     return "BadInternalError"
 
 
-# --- bus payloads -> variable values ---------------------------------------------------------
-
-
-def parse_time(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        raise ValueError("timestamp without zone")
-    return parsed
+# --- feedback -> variable values -------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,29 +73,28 @@ class MeasurementUpdate:
     at: datetime
 
 
-def reading_update(payload: Mapping[str, Any]) -> MeasurementUpdate | None:
-    """A READING bus payload as a measurement update, or None if the model has no variable."""
-    variable = MEASUREMENT_OF.get(str(payload.get("quantity")))
-    at = parse_time(payload.get("at"))
-    if variable is None or at is None:
+def reading_update(reading: Reading) -> MeasurementUpdate | None:
+    """A reading as a measurement update, or None if the model has no variable for it."""
+    variable = MEASUREMENT_OF.get(str(reading.quantity))
+    if variable is None:
         return None
-    raw = float(payload["value"])
+    raw = float(reading.value)
     value: float | bool = raw >= 0.5 if variable == "Connected" else raw
-    return MeasurementUpdate(str(payload["resource_id"]), variable, value, at)
+    return MeasurementUpdate(reading.resource_id, variable, value, reading.at)
 
 
-def acknowledgement_values(payload: Mapping[str, Any]) -> dict[str, Value]:
-    """An ACKNOWLEDGEMENT bus payload (or a stored one) as Acknowledgement variables."""
+def acknowledgement_values(ack: Acknowledgement) -> dict[str, Value]:
+    """An acknowledgement as the Acknowledgement variables."""
     return {
-        "Status": str(payload.get("status", "")),
-        "ProtocolStatus": str(payload.get("protocol_status", "")),
-        "InstructionId": payload.get("instruction_id"),
-        "Detail": str(payload.get("detail", "")),
-        "At": parse_time(payload.get("at")),
+        "Status": str(ack.status),
+        "ProtocolStatus": ack.protocol_status,
+        "InstructionId": ack.instruction_id,
+        "Detail": ack.detail,
+        "At": ack.at,
     }
 
 
-def source_text(source: Any) -> str:
+def source_text(source: Source) -> str:
     value = "" if source.value is None else str(source.value)
     return f"{source.instruction_id}|{source.issuer_id}|{source.kind}|{source.quantity}|{value}"
 
@@ -141,60 +137,74 @@ def _opt_float(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-# --- method arguments -> instruction drafts --------------------------------------------------
+# --- method arguments (decoded by codec.arguments) -> instruction drafts ---------------------
+
+Arguments = Mapping[str, Value]
 
 
-def _window(now: datetime, duration_s: Any) -> tuple[datetime, datetime | None]:
-    seconds = int(duration_s)
+def _number(args: Arguments, name: str) -> float:
+    value = args[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ArgumentError((name,), f"{name} must be a number")
+    return float(value)
+
+
+def _window(now: datetime, args: Arguments) -> tuple[datetime, datetime | None]:
+    seconds = int(_number(args, "DurationS"))
     if seconds < 0:
-        raise errors.InvalidInput("DurationS must be >= 0")
+        raise ArgumentError(("DurationS",), "DurationS must be >= 0")
     return now, (now + timedelta(seconds=seconds) if seconds else None)
 
 
-def _reason(value: Any, default: str) -> str:
-    text = str(value or "").strip()
-    if len(text) > 500:
-        raise errors.InvalidInput("Reason is longer than 500 characters")
+def _reason(args: Arguments, default: str) -> str:
+    text = str(args.get("Reason") or "").strip()
+    if len(text) > REASON_MAX:
+        raise ArgumentError(("Reason",), f"Reason is longer than {REASON_MAX} characters")
     return text or default
 
 
-def _cap(value: Any) -> float | None:
-    number = float(value)
-    if number != number:  # NaN: treat like "not capped"
+def _cap(args: Arguments, name: str) -> float | None:
+    """A cap argument: negative or NaN leaves the quantity uncapped; infinity is refused."""
+    number = _number(args, name)
+    if math.isnan(number) or number < 0:
         return None
-    return None if number < 0 else number
+    if math.isinf(number):
+        raise ArgumentError((name,), f"{name} must be finite (negative: not capped)")
+    return number
 
 
-def limit_draft(resource_id: str, now: datetime, args: list[Any]) -> InstructionDraft:
-    export_w, import_w, generation_w, load_w, duration_s, reason = args
-    envelope = LimitEnvelope(export_max_w=_cap(export_w), import_max_w=_cap(import_w),
-                             generation_max_w=_cap(generation_w), load_max_w=_cap(load_w))
+_CAPS = ("ExportMaxW", "ImportMaxW", "GenerationMaxW", "LoadMaxW")
+
+
+def limit_draft(resource_id: str, now: datetime, args: Arguments) -> InstructionDraft:
+    export_w, import_w, generation_w, load_w = (_cap(args, name) for name in _CAPS)
+    envelope = LimitEnvelope(export_max_w=export_w, import_max_w=import_w,
+                             generation_max_w=generation_w, load_max_w=load_w)
     if not envelope.items():
-        raise errors.InvalidInput("at least one cap must be >= 0")
-    start, end = _window(now, duration_s)
+        raise ArgumentError(_CAPS, "at least one of ExportMaxW, ImportMaxW, GenerationMaxW, "
+                                   "LoadMaxW must be >= 0")
+    start, end = _window(now, args)
     return InstructionDraft(kind=InstructionKind.LIMIT,
                             target=Target(TargetKind.RESOURCE, resource_id), start=start, end=end,
-                            limits=envelope, reason=_reason(reason, "OPC UA operating limit"))
+                            limits=envelope, reason=_reason(args, "OPC UA operating limit"))
 
 
-def dispatch_draft(resource_id: str, now: datetime, args: list[Any]) -> InstructionDraft:
-    setpoint_w, duration_s, reason = args
-    setpoint = float(setpoint_w)
-    if setpoint != setpoint:
-        raise errors.InvalidInput("SetpointW must be a number")
-    start, end = _window(now, duration_s)
+def dispatch_draft(resource_id: str, now: datetime, args: Arguments) -> InstructionDraft:
+    setpoint = _number(args, "SetpointW")
+    if not math.isfinite(setpoint):
+        raise ArgumentError(("SetpointW",), "SetpointW must be a finite number of watts")
+    start, end = _window(now, args)
     return InstructionDraft(kind=InstructionKind.DISPATCH,
                             target=Target(TargetKind.RESOURCE, resource_id), start=start, end=end,
                             schedule=(SetpointStep(start, end, setpoint),),
-                            reason=_reason(reason, "OPC UA dispatch"))
+                            reason=_reason(args, "OPC UA dispatch"))
 
 
 def connection_draft(
-    resource_id: str, now: datetime, args: list[Any], *, connect: bool
+    resource_id: str, now: datetime, args: Arguments, *, connect: bool
 ) -> InstructionDraft:
-    duration_s, reason = args
-    start, end = _window(now, duration_s)
+    start, end = _window(now, args)
     default = "OPC UA connect" if connect else "OPC UA disconnect"
     return InstructionDraft(kind=InstructionKind.CONNECTION,
                             target=Target(TargetKind.RESOURCE, resource_id), start=start, end=end,
-                            connect=connect, reason=_reason(reason, default))
+                            connect=connect, reason=_reason(args, default))

@@ -1,4 +1,4 @@
-"""The I/O edge: one asyncua server, secured, serving the DER model."""
+"""The I/O edge: one asyncua server, secured (policies, trust list, operators, rights)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from asyncua import Server, ua
+from asyncua import ua
+from asyncua.server.server import Server
 from cryptography import x509
 
-from adapters.opcua.access import AreaAccess
-from adapters.opcua.addressspace import AddressSpace
-from adapters.opcua.codec import NAMESPACE_URI
-from adapters.opcua.config import OpcUaConfig
-from adapters.opcua.methods import ControlMethods
-from adapters.opcua.security import (
+from adapters.opcua.model.nodes import NAMESPACE_URI
+from adapters.opcua.model.security import (
     ClientCertificateValidator,
     OperatorInternalServer,
     OperatorRuleset,
@@ -24,10 +21,8 @@ from adapters.opcua.security import (
     TrustList,
     security_policies,
 )
-from adapters.opcua.service import ModelService
-from adapters.opcua.sessions import AreaFollower
-from adapters.opcua.users import UserDirectory
-from gateway.adapters import AdapterContext
+from adapters.opcua.model.users import UserDirectory
+from adapters.opcua.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,64 +36,57 @@ def _certificate_uris(pem: Path) -> list[str]:
     return san.get_values_for_type(x509.UniformResourceIdentifier)
 
 
-def _load_pki(config: OpcUaConfig) -> tuple[TrustList, list[str]]:
-    """Blocking file reads; run in a thread."""
-    return TrustList.from_paths(config.trust), _certificate_uris(config.certificate)
-
-
 class OpcUaServer:
-    def __init__(self, ctx: AdapterContext, config: OpcUaConfig, users: UserDirectory) -> None:
-        self.ctx = ctx
-        self.config = config
-        self.users = users
+    """Builds the asyncua server from the settings; `serving()` opens the listener."""
+
+    def __init__(self, settings: Settings, pki_root: Path, users: UserDirectory, *,
+                 dev_mode: bool) -> None:
+        self._settings = settings
+        self._certificate = settings.certificate_path(pki_root)
+        self._trust = settings.trust_paths(pki_root)
+        self._allow_none = settings.allow_none(dev_mode)
+        self._users = users
         self.server: Server | None = None
-        self.service: ModelService | None = None
         self.ns = 0
 
-    async def _build(self) -> Server:
-        trust, uris = await asyncio.to_thread(_load_pki, self.config)
-        if self.config.application_uri not in uris:
-            raise ValueError(f"opcua: application URI {self.config.application_uri!r} is not in "
-                             f"the server certificate's SAN URIs {uris}")
-        manager = OperatorUserManager(self.users, trust, allow_no_cert=self.config.allow_none)
-        server = Server(iserver=OperatorInternalServer(user_manager=manager))  # type: ignore[arg-type]
+    def _load_pki(self) -> tuple[TrustList, list[str]]:
+        """Blocking file reads; run in a thread."""
+        return TrustList.from_paths(self._trust), _certificate_uris(self._certificate)
+
+    async def build(self) -> tuple[Server, OperatorInternalServer]:
+        """The server, configured and with the model's namespace registered; not listening."""
+        trust, uris = await asyncio.to_thread(self._load_pki)
+        uri = self._settings.application_uri
+        if uri not in uris:
+            raise ValueError(f"opcua: application URI {uri!r} is not in the server "
+                             f"certificate's SAN URIs {uris}")
+        manager = OperatorUserManager(self._users, trust, allow_no_cert=self._allow_none)
+        iserver = OperatorInternalServer(user_manager=manager)
+        server = Server(iserver=iserver)
         await server.init()
-        server.set_endpoint(self.config.listen)
+        server.set_endpoint(self._settings.listen)
         server.set_server_name("der-gateway OPC UA server")
-        await server.set_application_uri(self.config.application_uri)
+        await server.set_application_uri(uri)
         server.allow_remote_admin(False)
         server.set_identity_tokens([ua.UserNameIdentityToken])  # no anonymous, no admin
         server.set_security_policy(
-            security_policies(self.config.security_policies, allow_none=self.config.allow_none),
-            permission_ruleset=OperatorRuleset())
-        await server.load_certificate(str(self.config.certificate.with_suffix(".der")))
-        await server.load_private_key(str(self.config.certificate.with_suffix(".key")),
-                                      format="pem")
+            security_policies(self._settings.security_policies, allow_none=self._allow_none),
+            permission_ruleset=OperatorRuleset())  # type: ignore[arg-type]  # asyncua's hint is too narrow
+        await server.load_certificate(str(self._certificate.with_suffix(".der")))
+        await server.load_private_key(str(self._certificate.with_suffix(".key")), format="pem")
         server.set_certificate_validator(ClientCertificateValidator(trust))
-        if self.config.allow_none:
+        if self._allow_none:
             log.warning("opcua: the None security policy is enabled (dev mode)")
-        return server
+        self.ns = await server.register_namespace(NAMESPACE_URI)
+        self.server = server
+        return server, iserver
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        server = await self._build()
-        self.ns = await server.register_namespace(NAMESPACE_URI)
-        space = AddressSpace(server, self.ns)
-        iserver = server.iserver
-        assert isinstance(iserver, OperatorInternalServer)
-        iserver.access = AreaAccess(self.ctx.gateway, space)  # before any client connects
-        areas = AreaFollower(self.ctx.gateway, iserver, self.users)
-        service = ModelService(self.ctx, space, flush_interval=self.config.flush_interval,
-                               restore_window_s=self.config.restore_window_s,
-                               on_topology=areas.topology_changed)
-        methods = ControlMethods(self.ctx.gateway, self.ns, service.resource_of_node)
-        await space.build_base(methods.handlers())
-        self.server, self.service = server, service
-        # the model is loaded before clients can connect; open sessions follow its changes
-        async with areas.running(), service.running():
-            await server.start()
-            log.info("opcua: serving %s (namespace %s)", self.config.listen, NAMESPACE_URI)
-            try:
-                yield
-            finally:
-                await server.stop()
+    async def serving(self) -> AsyncIterator[None]:
+        assert self.server is not None, "build() first"
+        await self.server.start()
+        log.info("opcua: serving %s (namespace %s)", self._settings.listen, NAMESPACE_URI)
+        try:
+            yield
+        finally:
+            await self.server.stop()

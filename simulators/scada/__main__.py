@@ -5,6 +5,7 @@
     python -m simulators.scada ... limit d1 --export-w 3000 --duration-s 900 --reason "F-A1"
     python -m simulators.scada ... clear d1
     python -m simulators.scada ... watch d1 --seconds 60
+    python -m simulators.scada ... alarms --seconds 600 [--ack]
 
 The password may come from the environment (SCADA_PASSWORD) instead of the command line.
 """
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from simulators.scada.operator import POLICIES, Console, Operator, connect
+from simulators.scada.operator import POLICIES, Alarm, Console, Operator, connect
 
 
 async def _ders(op: Operator, args: argparse.Namespace) -> Any:
@@ -46,8 +47,16 @@ async def _watch(op: Operator, args: argparse.Namespace) -> Any:
     return None
 
 
+async def _alarms(op: Operator, args: argparse.Namespace) -> Any:
+    def show(alarm: Alarm) -> None:
+        print(json.dumps(alarm.public()), flush=True)
+    await op.alarms(show, args.seconds, acknowledge=args.ack)
+    return None
+
+
 COMMANDS: dict[str, Callable[[Operator, argparse.Namespace], Awaitable[Any]]] = {
-    "ders": _ders, "show": _show, "limit": _limit, "clear": _clear, "watch": _watch}
+    "ders": _ders, "show": _show, "limit": _limit, "clear": _clear, "watch": _watch,
+    "alarms": _alarms}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sign-only", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("ders")
+    alarms = sub.add_parser("alarms", help="follow the alarms (and acknowledge them: --ack)")
+    alarms.add_argument("--seconds", type=float, default=60.0)
+    alarms.add_argument("--ack", action="store_true")
     for name in ("show", "limit", "clear", "watch"):
         cmd = sub.add_parser(name)
         cmd.add_argument("der")

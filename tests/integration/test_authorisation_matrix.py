@@ -179,6 +179,29 @@ async def p_der_param(world: World, who: str, inside: bool) -> Params:
     return {"resource_id": (IN_P if inside else OUT_P)[who] or "none"}
 
 
+def _operator_for(who: str, inside: bool) -> str:
+    """The participant an OPC UA operator acts for: the caller's own LDC (an operator acts
+    *as* it, so not an LDC embedded below it either), or one outside its area."""
+    if not inside:
+        return OUT_LDC[who] or "none"
+    return who if ROLE[who] == "ldc" else "ldc-a"
+
+
+async def new_operator(world: World, who: str, inside: bool) -> Params:
+    return {"name": f"op-{next(_serial)}", "_acts_for": _operator_for(who, inside)}
+
+
+async def operator_to_delete(world: World, who: str, inside: bool) -> Params:
+    name = f"op-{next(_serial)}"
+    await world.clients["admin"].ok("PUT", f"/v1/adapters/opcua/users/{name}", {
+        "password": "matrix-pass-1", "role": "viewer", "ldc_id": _operator_for(who, inside)})
+    return {"name": name}
+
+
+def operator_body(world: World, who: str, params: Params) -> dict:
+    return {"password": "matrix-pass-1", "role": "viewer", "ldc_id": params["_acts_for"]}
+
+
 # -- the rules ----------------------------------------------------------------------------
 
 CORE: dict[tuple[str, str], Rule] = {
@@ -232,6 +255,12 @@ ADAPTERS: dict[tuple[str, str], Rule] = {
                                                               body=program_body),
     ("GET", "/v1/adapters/ieee2030_5/programs/{lfdi}"): rule("admin", "ldc", setup=lfdi_param),
     ("GET", "/v1/adapters/ieee2030_5/ders/{resource_id}"): rule(*EVERYONE, setup=p_der_param),
+    # OPC UA operators: the admin, or an LDC for the operators acting for itself
+    ("GET", "/v1/adapters/opcua/users"): rule("admin", "ldc", area=False),
+    ("PUT", "/v1/adapters/opcua/users/{name}"): rule("admin", "ldc", setup=new_operator,
+                                                     body=operator_body),
+    ("DELETE", "/v1/adapters/opcua/users/{name}"): rule("admin", "ldc",
+                                                        setup=operator_to_delete),
 }
 
 # Routes outside this matrix, each with the reason.
@@ -250,9 +279,6 @@ EXEMPT: dict[tuple[str, str], str] = {
 }
 # Adapter routes whose rules land with their adapter's move to the seam (PlatformRoute).
 PENDING: dict[tuple[str, str], str] = {
-    ("GET", "/v1/adapters/opcua/users"): "opcua",
-    ("PUT", "/v1/adapters/opcua/users/{name}"): "opcua",
-    ("DELETE", "/v1/adapters/opcua/users/{name}"): "opcua",
     ("POST", "/v1/adapters/openadr3/credentials"): "openadr3",
     ("GET", "/v1/adapters/openadr3/credentials"): "openadr3",
     ("DELETE", "/v1/adapters/openadr3/credentials/{client_id}"): "openadr3",

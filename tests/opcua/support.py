@@ -88,6 +88,15 @@ class Collector:
         self.values.put_nowait(val)
 
 
+async def opcua_ready(gw, within: float = 30.0) -> None:
+    """Until the OPC UA model shows the store (its listener opens before that)."""
+    adapter = gw.gateway.adapters["opcua"]
+
+    async def ready():
+        return adapter.ready
+    await wait_for(ready, within)
+
+
 def _window() -> dict[str, str]:
     """A window in force now and for the test's life (instructions far in the past or
     future are refused)."""

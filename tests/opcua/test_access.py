@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from adapters.opcua.access import EVERYTHING, NOTHING, AreaAccess
-from adapters.opcua.users import OperatorAccount, OperatorRole, UserDirectory
+from adapters.opcua.model.access import EVERYTHING, NOTHING, AreaAccess
+from adapters.opcua.model.users import OperatorAccount, OperatorRole, UserDirectory
 from gateway.coordination.topology import Topology
 from gateway.domain import DsoModel, Participant, Role
 

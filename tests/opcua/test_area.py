@@ -186,7 +186,7 @@ async def test_the_view_follows_the_platform_topology(served):
         assert "d9" not in set().union(*(await fleet_tree(a)).values())
     body = {"password": "admin-view-pass", "role": "viewer", "ldc_id": "admin"}
     status, _ = await clients["ldc-a"].request("PUT", "/v1/adapters/opcua/users/x-admin", body)
-    assert status == 400
+    assert status == 403  # the core's area check: the admin is not in ldc-a's area
     status, _ = await admin.request("PUT", "/v1/adapters/opcua/users/x-admin", body)
     assert status == 201
     async with await connect_encrypted(gw, {"name": "x-admin", **body}) as client:

@@ -6,7 +6,14 @@ import pytest
 from asyncua import Client, ua
 
 from pki.devpki import DevPki, issue_certificate, load_pair, new_key, write_pem
-from tests.opcua.support import CONTROLLER, CORE_WARNINGS, NAMESPACE_URI, VIEWER, make_client
+from tests.opcua.support import (
+    CONTROLLER,
+    CORE_WARNINGS,
+    NAMESPACE_URI,
+    VIEWER,
+    make_client,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), *CORE_WARNINGS]
 
@@ -118,3 +125,31 @@ async def test_users_provisioned_through_the_platform(served):
     with pytest.raises(ua.uaerrors.BadUserAccessDenied):
         await client.connect()
     await client.disconnect()
+
+
+async def test_an_operator_provisioned_by_another_process_can_log_in(served):
+    """With several processes only one serves OPC UA; an operator provisioned through
+    another's platform API reaches it through the event log (records.changed)."""
+    from adapters.opcua.model.users import account_from_doc
+    from gateway.bus import Event
+    from gateway.events import Topic
+
+    gw, _ = served
+    adapter = gw.gateway.adapters["opcua"]
+    user = {"name": "elsewhere", "password": "elsewhere-pass-1"}
+    doc = account_from_doc({**user, "role": "viewer", "ldc_id": "ldc-a"}).to_doc()
+    await adapter.ctx.records.put("user", user["name"], doc)  # as the other process did
+    client = await make_client(gw.adapter_listen("opcua"), gw.pki, user=user)
+    with pytest.raises(ua.uaerrors.BadUserAccessDenied):  # not heard of yet
+        await client.connect()
+    await client.disconnect()
+    await gw.gateway.bus.publish(Event(10**12, Topic.RECORDS_CHANGED, {
+        "adapter": "opcua", "by": "another-process", "changes": {"user": [user["name"]]}}))
+
+    async def logs_in():
+        try:
+            async with await make_client(gw.adapter_listen("opcua"), gw.pki, user=user) as c:
+                return await c.get_namespace_index(NAMESPACE_URI) >= 2
+        except ua.uaerrors.BadUserAccessDenied:
+            return False
+    assert await wait_for(logs_in)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asyncua import ua
 
-from gateway.domain import Acknowledgement, AckStatus, Protocol, Quantity, Reading
+from gateway.domain import Acknowledgement, AckStatus, Quantity, Reading
 from tests.opcua.support import (
     CONTROLLER,
     CORE_WARNINGS,
@@ -21,6 +21,15 @@ from tests.opcua.support import (
 )
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), *CORE_WARNINGS]
+
+
+async def call_raw(client, object_id, method_id, args) -> ua.CallMethodResult:
+    """One Call, its result as the server sent it (per-argument results included)."""
+    request = ua.CallMethodRequest()
+    request.ObjectId, request.MethodId = object_id, method_id
+    request.InputArguments = [a if isinstance(a, ua.Variant) else ua.Variant(a) for a in args]
+    [result] = await client.uaclient.call([request])
+    return result
 
 
 def iso(dt: datetime) -> str:
@@ -129,6 +138,19 @@ async def test_bad_arguments_get_a_status_and_store_nothing(served):
                                   ua.Variant(0, ua.VariantType.UInt32), "x")
         with pytest.raises(ua.uaerrors.BadArgumentsMissing):
             await der.call_method(f"{ns}:Dispatch", 100.0)
+        # each result names the argument at fault (OPC UA Part 4, 5.11.2.2)
+        results = await call_raw(client, der.nodeid, ua.NodeId("type/DerType/Dispatch", ns),
+                                 ["not a number", ua.Variant(0, ua.VariantType.UInt32), "x"])
+        assert results.StatusCode.name == "BadInvalidArgument"
+        assert [r.name for r in results.InputArgumentResults] == [
+            "BadTypeMismatch", "Good", "Good"]
+        assert "SetpointW" in results.InputArgumentDiagnosticInfos[0].AdditionalInfo
+        results = await call_raw(client, der.nodeid,
+                                 ua.NodeId("type/DerType/SetOperatingLimit", ns),
+                                 [-1.0, -1.0, -1.0, -1.0, ua.Variant(0, ua.VariantType.UInt32),
+                                  "nothing capped"])
+        assert [r.name for r in results.InputArgumentResults] == [
+            "BadInvalidArgument"] * 4 + ["Good", "Good"]
         other = client.get_node(ua.NodeId("der/d2", ns))
         with pytest.raises(ua.uaerrors.BadNodeIdUnknown):  # outside ldc-a's area: not there
             await other.call_method(ua.NodeId("type/DerType/Disconnect", ns),
@@ -164,14 +186,14 @@ async def test_readings_and_acknowledgements_follow_the_bus(served):
         await sub.deadband_monitor(total, 10.0, ua.DeadbandType.Absolute)
         assert await asyncio.wait_for(handler.values.get(), 5) == 0.0
         await services.record_readings([
-            Reading("d2", Quantity.ACTIVE_POWER, 1500.0, now, Protocol.MODBUS),
-            Reading("d3", Quantity.ACTIVE_POWER, 500.0, now, Protocol.MODBUS),
-            Reading("d2", Quantity.CONNECTED, 1.0, now, Protocol.MODBUS)])
+            Reading("d2", Quantity.ACTIVE_POWER, 1500.0, now, "modbus"),
+            Reading("d3", Quantity.ACTIVE_POWER, 500.0, now, "modbus"),
+            Reading("d2", Quantity.CONNECTED, 1.0, now, "modbus")])
         assert await asyncio.wait_for(handler.values.get(), 5) == 2000.0
         await services.record_readings(  # inside the 10 W deadband: no notification
-            [Reading("d2", Quantity.ACTIVE_POWER, 1504.0, now, Protocol.MODBUS)])
+            [Reading("d2", Quantity.ACTIVE_POWER, 1504.0, now, "modbus")])
         await services.record_readings(
-            [Reading("d2", Quantity.ACTIVE_POWER, 1700.0, now, Protocol.MODBUS)])
+            [Reading("d2", Quantity.ACTIVE_POWER, 1700.0, now, "modbus")])
         assert await asyncio.wait_for(handler.values.get(), 5) == 2200.0
         measured = await der.get_child([f"{ns}:Measurements", f"{ns}:W"])
         assert await measured.read_value() == 1700.0
@@ -180,7 +202,7 @@ async def test_readings_and_acknowledgements_follow_the_bus(served):
         connected = await der.get_child([f"{ns}:Measurements", f"{ns}:Connected"])
         assert await connected.read_value() is True
         await services.record_acknowledgement(Acknowledgement(
-            "d2", AckStatus.CANNOT_COMPLY, Protocol.MODBUS, "exception 4", now,
+            "d2", AckStatus.CANNOT_COMPLY, "modbus", "exception 4", now,
             detail="device busy"))
         status = await der.get_child([f"{ns}:Acknowledgement", f"{ns}:Status"])
 
@@ -225,5 +247,6 @@ async def test_dispatch_and_disconnect_become_ldc_instructions(served):
 
         async def restored():
             sp = await setpoint.read_data_value(raise_on_bad_status=False)
-            return sp.StatusCode.is_bad() and await connect.read_value() is True
+            return (sp.StatusCode.name == "GoodNoData" and sp.Value.Value is None  # no setpoint
+                    and await connect.read_value() is True)
         await wait_for(restored)

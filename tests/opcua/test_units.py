@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.opcua.aggregates import Aggregates
-from adapters.opcua.config import load_config
+from adapters.opcua.codec.arguments import ArgumentError, decode_arguments
 from adapters.opcua.mapper import (
     control_values,
     dispatch_draft,
@@ -15,27 +14,36 @@ from adapters.opcua.mapper import (
     reading_update,
     status_of_error,
 )
-from adapters.opcua.security import OperatorUserManager, TrustList, security_policies
-from adapters.opcua.users import UserDirectory, account_from_doc, hash_password, verify_password
+from adapters.opcua.model.aggregates import Aggregates
+from adapters.opcua.model.nodes import METHODS
+from adapters.opcua.model.security import OperatorUserManager, TrustList, security_policies
+from adapters.opcua.model.users import (
+    UserDirectory,
+    account_from_doc,
+    hash_password,
+    verify_password,
+)
+from adapters.opcua.settings import Settings
 from gateway import errors
-from gateway.adapters import PkiPaths
-from gateway.domain import EffectiveInterval, InstructionKind, Nameplate, Source
+from gateway.domain import (
+    EffectiveInterval,
+    InstructionKind,
+    Nameplate,
+    Quantity,
+    Reading,
+    Source,
+)
 from pki.devpki import DevPki, issue_certificate, new_key
 
 NOW = datetime(2030, 1, 1, 12, tzinfo=UTC)
 
 
-def test_reading_payloads_map_to_measurement_variables():
-    update = reading_update({"resource_id": "d1", "quantity": "W", "value": 1200.5,
-                             "at": "2030-01-01T12:00:00Z", "protocol": "modbus"})
+def test_readings_map_to_measurement_variables():
+    update = reading_update(Reading("d1", Quantity.ACTIVE_POWER, 1200.5, NOW, "modbus"))
     assert (update.resource_id, update.variable, update.value) == ("d1", "W", 1200.5)
-    connected = reading_update({"resource_id": "d1", "quantity": "connected", "value": 0,
-                                "at": "2030-01-01T12:00:00Z"})
+    connected = reading_update(Reading("d1", Quantity.CONNECTED, 0, NOW, "modbus"))
     assert connected.variable == "Connected" and connected.value is False
-    assert reading_update({"resource_id": "d1", "quantity": "Wh", "value": 1,
-                           "at": "2030-01-01T12:00:00Z"}) is None
-    with pytest.raises(ValueError):
-        reading_update({"resource_id": "d1", "quantity": "W", "value": 1, "at": "2030-01-01"})
+    assert reading_update(Reading("d1", Quantity.ENERGY, 1, NOW, "modbus")) is None
 
 
 def test_control_values_carry_provenance_and_absent_values():
@@ -48,7 +56,7 @@ def test_control_values_carry_provenance_and_absent_values():
     values = control_values(interval, {"i1": "thermal", "i2": "energy market"},
                             Nameplate(10_000))
     assert values["ExportLimitW"] == 3000.0 and values["SetpointW"] == 2000.0
-    assert values["GenerationLimitW"] is None  # published as Bad_NoData
+    assert values["GenerationLimitW"] is None  # published as Good_NoData
     assert values["Sources"] == ["i1|ldc-a|limit|export_max_w|3000.0",
                                  "i2|iso|dispatch|setpoint_w|5000.0"]
     assert values["LimitedBy"] == ["i1"] and values["Reason"] == "thermal; energy market"
@@ -56,18 +64,40 @@ def test_control_values_carry_provenance_and_absent_values():
     assert (idle["ExportLimitW"], idle["ImportLimitW"], idle["SetpointW"]) == (10_000, 5000, None)
 
 
-def test_method_arguments_become_drafts_or_invalid_input():
-    draft = limit_draft("d1", NOW, [2500.0, -1.0, float("nan"), -1.0, 600, ""])
+SPECS = {m.name: m for m in METHODS}
+
+
+def args(method: str, *values):
+    return decode_arguments(SPECS[method], list(values))
+
+
+def test_method_arguments_become_drafts_or_name_the_bad_argument():
+    draft = limit_draft("d1", NOW, args("SetOperatingLimit", 2500.0, -1.0, float("nan"), -1.0,
+                                        600, ""))
     assert draft.limits.items() == [("export_max_w", 2500.0)]
     assert draft.end == NOW + timedelta(seconds=600) and draft.reason == "OPC UA operating limit"
-    assert limit_draft("d1", NOW, [1.0, -1, -1, -1, 0, "x"]).end is None
-    with pytest.raises(errors.InvalidInput):
-        limit_draft("d1", NOW, [-1.0, -1.0, -1.0, -1.0, 0, ""])
-    with pytest.raises(errors.InvalidInput):
-        dispatch_draft("d1", NOW, [100.0, -5, ""])
-    with pytest.raises(ValueError):
-        dispatch_draft("d1", NOW, ["abc", 0, ""])
-    assert dispatch_draft("d1", NOW, [100.0, 60, "r"]).schedule[0].setpoint_w == 100.0
+    assert limit_draft("d1", NOW, args("SetOperatingLimit", 1.0, -1, -1, -1, 0, "x")).end is None
+    with pytest.raises(ArgumentError) as nothing_capped:
+        limit_draft("d1", NOW, args("SetOperatingLimit", -1.0, -1.0, -1.0, -1.0, 0, ""))
+    assert nothing_capped.value.arguments == ("ExportMaxW", "ImportMaxW", "GenerationMaxW",
+                                              "LoadMaxW")
+    with pytest.raises(ArgumentError) as infinite:
+        limit_draft("d1", NOW, args("SetOperatingLimit", float("inf"), -1, -1, -1, 0, ""))
+    assert infinite.value.arguments == ("ExportMaxW",)
+    with pytest.raises(ArgumentError) as negative:  # a UInt32 cannot be negative
+        args("Dispatch", 100.0, -5, "")
+    assert negative.value.arguments == ("DurationS",)
+    with pytest.raises(ArgumentError) as text:
+        args("Dispatch", "abc", 0, "")
+    assert text.value.arguments == ("SetpointW",) and "Double" in text.value.detail
+    with pytest.raises(ArgumentError) as missing:
+        args("Dispatch", 100.0)
+    assert missing.value.arguments == ("DurationS", "Reason")
+    with pytest.raises(ArgumentError) as long_reason:
+        dispatch_draft("d1", NOW, args("Dispatch", 100.0, 0, "x" * 501))
+    assert long_reason.value.arguments == ("Reason",)
+    assert dispatch_draft("d1", NOW, args("Dispatch", 100.0, 60, "r")).schedule[0].setpoint_w \
+        == 100.0
 
 
 def test_domain_errors_map_to_status_codes():
@@ -113,16 +143,27 @@ def test_passwords_are_hashed_and_verified():
                           "ldc_id": "x"})
 
 
-def test_none_policy_needs_dev_mode_and_the_flag(tmp_path):
-    pki = PkiPaths(tmp_path)
-    assert not load_config({"allow_none_policy": True}, pki, dev_mode=False).allow_none
-    assert not load_config({}, pki, dev_mode=True).allow_none
-    assert load_config({"allow_none_policy": True}, pki, dev_mode=True).allow_none
+def test_none_policy_needs_dev_mode_and_the_flag():
+    assert not Settings.model_validate({"allow_none_policy": True}).allow_none(dev_mode=False)
+    assert not Settings.model_validate({}).allow_none(dev_mode=True)
+    assert Settings.model_validate({"allow_none_policy": True}).allow_none(dev_mode=True)
     assert len(security_policies(None, allow_none=False)) == 6
     with pytest.raises(ValueError):
         security_policies(["None"], allow_none=False)
-    with pytest.raises(ValueError):
-        load_config({"listen": "http://127.0.0.1:1"}, pki, dev_mode=True)
+
+
+@pytest.mark.parametrize(("config", "key"), [
+    ({"listen": "http://127.0.0.1:1"}, "listen"),
+    ({"flush_intervl_ms": 100}, "flush_intervl_ms"),  # a typo is an error, not ignored
+    ({"flush_interval_ms": 5}, "flush_interval_ms"),
+    ({"security_policies": ["None"]}, "security_policies"),
+    ({"users": [{"name": "op", "role": "root", "ldc_id": "x", "password": "long enough"}]},
+     "role"),
+    ({"users": [{"name": "op", "role": "viewer", "ldc_id": "x"}]}, "password"),
+])
+def test_settings_refuse_unknown_keys_and_bad_values_naming_the_key(config, key):
+    with pytest.raises(ValueError, match=key):
+        Settings.model_validate(config)
 
 
 def test_session_on_an_untrusted_channel_is_refused(tmp_path):

@@ -72,7 +72,7 @@ def test_the_core_imports_no_adapter_and_no_simulator():
 
 
 # Adapters still moving to the seam (each removes itself here when it is done).
-PENDING = {"ieee2030_5", "openadr3", "opcua"}
+PENDING = {"ieee2030_5", "openadr3"}
 
 
 @pytest.mark.parametrize("adapter", [

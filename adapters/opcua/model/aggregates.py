@@ -72,18 +72,20 @@ class Aggregates:
             der.online = online
             self._dirty.update(der.groups)
 
+    def totals(self, group: str) -> dict[str, float | int]:
+        """A group's totals now (zeros for a group without DERs)."""
+        ders = [self._ders[r] for r in self._members.get(group, ())]
+        return {
+            "ActivePowerW": float(sum(d.w for d in ders)),
+            "ReactivePowerVar": float(sum(d.var for d in ders)),
+            "ExportLimitW": float(sum(d.export_w for d in ders)),
+            "ImportLimitW": float(sum(d.import_w for d in ders)),
+            "DerCount": len(ders),
+            "OnlineCount": sum(1 for d in ders if d.online),
+        }
+
     def take_dirty(self) -> dict[str, dict[str, float | int]]:
         """The totals of every group touched since the last call."""
-        out: dict[str, dict[str, float | int]] = {}
-        for group in self._dirty:
-            ders = [self._ders[r] for r in self._members.get(group, ())]
-            out[group] = {
-                "ActivePowerW": float(sum(d.w for d in ders)),
-                "ReactivePowerVar": float(sum(d.var for d in ders)),
-                "ExportLimitW": float(sum(d.export_w for d in ders)),
-                "ImportLimitW": float(sum(d.import_w for d in ders)),
-                "DerCount": len(ders),
-                "OnlineCount": sum(1 for d in ders if d.online),
-            }
+        out = {group: self.totals(group) for group in self._dirty}
         self._dirty.clear()
         return out

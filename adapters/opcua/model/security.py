@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,16 @@ from asyncua.crypto.permission_rules import PermissionRuleset, User, UserRole
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification
 
-from adapters.opcua.access import AreaAccess, AreaView, serve_allowed
-from adapters.opcua.sessions import AreaMonitoredItems
-from adapters.opcua.users import OperatorAccount, OperatorRole, UserDirectory
+from adapters.opcua.model.access import AreaAccess, AreaView, serve_allowed
+from adapters.opcua.model.sessions import AreaMonitoredItems
+from adapters.opcua.model.users import OperatorAccount, OperatorRole, UserDirectory
+from adapters.opcua.model.wire import node_id, status
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ class ClientCertificateValidator:
         if not self._trust.trusts(cert):
             log.warning("opcua: refused untrusted client certificate %s",
                         cert.subject.rfc4514_string())
-            raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
+            raise ServiceError(StatusCodes.BadCertificateUntrusted)
 
 
 @dataclass
@@ -157,7 +160,7 @@ class OperatorUserManager:
 
 
 def _ids(*names: str) -> frozenset[ua.NodeId]:
-    return frozenset(ua.NodeId(getattr(ua.ObjectIds, f"{n}Request_Encoding_DefaultBinary"))
+    return frozenset(node_id(getattr(ObjectIds, f"{n}Request_Encoding_DefaultBinary"))
                      for n in names)
 
 
@@ -167,8 +170,10 @@ _VIEW = _ids("CreateSession", "CloseSession", "ActivateSession", "Read", "Browse
              "CreateMonitoredItems", "ModifyMonitoredItems", "DeleteMonitoredItems", "Publish",
              "Republish", "CloseSecureChannel", "SetMonitoringMode", "SetPublishingMode",
              "RegisterNodes", "UnregisterNodes")
+# Call is a right of both: a viewer may call ConditionRefresh (to see the alarms), while the
+# control methods and Acknowledge check for a controller themselves (OperatorSession.call).
 RIGHTS: dict[OperatorRole, frozenset[ua.NodeId]] = {
-    OperatorRole.VIEWER: _VIEW,
+    OperatorRole.VIEWER: _VIEW | _ids("Call"),
     OperatorRole.CONTROLLER: _VIEW | _ids("Call"),
 }
 
@@ -184,6 +189,9 @@ class OperatorRuleset(PermissionRuleset):
         return action_type_id in RIGHTS[account.role]
 
 
+ConditionMethod = Callable[["OperatorSession", ua.CallMethodRequest],
+                           Awaitable[ua.CallMethodResult]]
+
 # The operator whose CallRequest is being served (method callbacks get no session).
 CURRENT_OPERATOR: contextvars.ContextVar[OperatorAccount | None] = contextvars.ContextVar(
     "opcua_current_operator", default=None)
@@ -197,7 +205,12 @@ class OperatorSession(InternalSession):
 
     @property
     def account(self) -> OperatorAccount | None:
-        return getattr(self.user, "account", None)
+        return self.user.account if isinstance(self.user, Operator) else None
+
+    def operator_changed(self, account: OperatorAccount | None) -> None:
+        """The operator's account was replaced (None: removed) while the session is open."""
+        if isinstance(self.user, Operator):
+            self.user.account = account
 
     async def _view(self) -> tuple[AreaAccess, AreaView] | None:
         """The area filter for this session, or None when nothing is filtered."""
@@ -234,7 +247,7 @@ class OperatorSession(InternalSession):
         session); otherwise its items could be changed, or its notifications republished."""
         sub = self.subscription_service.subscriptions.get(int(subscription_id))
         if self.external and (sub is None or sub.session_id != self.session_id):
-            raise ServiceError(ua.StatusCodes.BadSubscriptionIdInvalid)
+            raise ServiceError(StatusCodes.BadSubscriptionIdInvalid)
 
     def _owned(self, ids: list[int]) -> list[bool]:
         subs = self.subscription_service.subscriptions
@@ -298,12 +311,12 @@ class OperatorSession(InternalSession):
         return await serve_allowed(
             self._owned(params.SubscriptionIds), params.SubscriptionIds,
             lambda ids: serve(dataclasses.replace(params, SubscriptionIds=ids)),
-            lambda: ua.StatusCode(ua.StatusCodes.BadSubscriptionIdInvalid))
+            lambda: status(StatusCodes.BadSubscriptionIdInvalid))
 
     async def delete_subscriptions(self, ids: list[int]) -> list[ua.StatusCode]:
         return await serve_allowed(
             self._owned(ids), ids, super().delete_subscriptions,
-            lambda: ua.StatusCode(ua.StatusCodes.BadSubscriptionIdInvalid))
+            lambda: status(StatusCodes.BadSubscriptionIdInvalid))
 
     async def transfer_subscriptions(  # type: ignore[override]
         self, params: ua.TransferSubscriptionsParameters, callback: Any
@@ -317,7 +330,7 @@ class OperatorSession(InternalSession):
         return await serve_allowed(
             allowed, params.SubscriptionIds,
             lambda ids: serve(dataclasses.replace(params, SubscriptionIds=ids), callback),
-            lambda: ua.TransferResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)))
+            lambda: ua.TransferResult(StatusCode=status(StatusCodes.BadUserAccessDenied)))
 
     def monitored_items(self) -> list[AreaMonitoredItems]:
         """The monitored items of this session's subscriptions, per subscription."""
@@ -325,8 +338,29 @@ class OperatorSession(InternalSession):
                 if sub.session_id == self.session_id
                 and isinstance(sub.monitored_item_srv, AreaMonitoredItems)]
 
+    def owns(self, subscription_id: int) -> bool:
+        """Whether a subscription is this session's own."""
+        return self._owned([subscription_id])[0]
+
     async def call(self, params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
-        token = CURRENT_OPERATOR.set(self.account)
+        """Condition methods go to the alarms; the rest (the control methods) needs a
+        controller and a node in the operator's area."""
+        conditions = self.iserver.condition_methods
+        is_condition = [r.MethodId in conditions for r in params]
+        results = await serve_allowed(
+            [not c for c in is_condition], params, self._call_methods,
+            lambda: ua.CallMethodResult())  # placeholders, replaced below
+        for index, request in enumerate(params):
+            if is_condition[index]:
+                results[index] = await conditions[request.MethodId](self, request)
+        return results
+
+    async def _call_methods(self, params: list[ua.CallMethodRequest]
+                            ) -> list[ua.CallMethodResult]:
+        account = self.account
+        if self.external and (account is None or account.role is not OperatorRole.CONTROLLER):
+            return [_refused(StatusCodes.BadUserAccessDenied) for _ in params]
+        token = CURRENT_OPERATOR.set(account)
         try:
             scope = await self._view()
             if scope is None:
@@ -337,6 +371,12 @@ class OperatorSession(InternalSession):
             CURRENT_OPERATOR.reset(token)
 
 
+def _refused(code: int) -> ua.CallMethodResult:
+    result = ua.CallMethodResult()
+    result.StatusCode = status(code)
+    return result
+
+
 class OperatorInternalServer(InternalServer):
     """Creates sessions that make the calling operator known to method callbacks and that
     show each operator only its area (`access` is set once the model exists)."""
@@ -344,6 +384,8 @@ class OperatorInternalServer(InternalServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.access: AreaAccess | None = None  # set once the model exists
+        # MethodId -> handler, for the Part 9 condition methods (Acknowledge, ConditionRefresh)
+        self.condition_methods: Mapping[ua.NodeId, ConditionMethod] = {}
         self.subscription_owners: dict[int, str | None] = {}  # id -> user who created it
         self._sessions: dict[ua.NodeId, OperatorSession] = {}  # open external sessions by id
 

@@ -3,7 +3,7 @@
 An operator acting for an LDC (or for a SCADA participant of an LDC) sees the nodes of that
 LDC and of every LDC embedded below it (a host LDC sees its embedded LDCs' DERs, as the
 platform's tri-party rule says); an operator acting for a participant the platform lets see
-everything (`authz.area_of` is None: the admin, the ISO) sees the whole fleet; anyone else
+everything (the admin, the ISO) sees the whole fleet; anyone else
 sees only the shared nodes (the `DerFleet` folder, the types, the server object).
 
 asyncua's permission ruleset decides per *service* (it can only refuse a whole request), and
@@ -19,23 +19,35 @@ choice as the platform API, whose GET /v1/resources/{id} answers 404 outside the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from asyncua import ua
+from asyncua.ua.status_codes import StatusCodes
 
-from adapters.opcua.addressspace import AddressSpace
-from adapters.opcua.users import OperatorAccount
-from gateway import authz
-from gateway.coordination.topology import Topology
+from adapters.opcua.model.addressspace import AddressSpace
+from adapters.opcua.model.users import OperatorAccount
+from adapters.opcua.model.wire import status
 from gateway.domain import Participant, Role
-from gateway.services import GatewayServices
+from gateway.ports import GatewayPort
 
-HIDDEN = ua.StatusCodes.BadNodeIdUnknown
+
+class Topology(Protocol):
+    """What the areas are computed from (the platform's topology, `GatewayPort.topology`)."""
+
+    @property
+    def participants(self) -> Mapping[str, Participant]: ...
+    def area_ldcs(self, ldc_id: str) -> list[str]: ...
+
+
+# Participants the platform lets see every DER (`authz.area_of` is None for them).
+SEES_EVERYTHING = frozenset({Role.ADMIN, Role.ISO})
+HIDDEN = StatusCodes.BadNodeIdUnknown
 # asyncua answers Browse, TranslateBrowsePaths and Call on an absent node with
 # Bad_NodeIdInvalid (the spec's code for a malformed id); we answer Bad_NodeIdUnknown, so that
 # an absent node and a hidden one look the same.
-_ABSENT = ua.StatusCodes.BadNodeIdInvalid
+_ABSENT = StatusCodes.BadNodeIdInvalid
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +77,7 @@ def area_view(participant: Participant | None, topology: Topology) -> AreaView:
     elif participant.role is Role.AGGREGATOR:  # its DERs are not a control room's business
         return NOTHING
     else:
-        return EVERYTHING if authz.area_of(participant, topology) is None else NOTHING
+        return EVERYTHING if participant.role in SEES_EVERYTHING else NOTHING
     ldc = topology.participants.get(ldc_id or "")
     if ldc is None or ldc.role is not Role.LDC:
         return NOTHING
@@ -79,7 +91,7 @@ class AreaAccess:
     topology change (`refresh`, driven by the model's bus follower), not per request; a
     participant seen for the first time is computed from the platform's current topology."""
 
-    def __init__(self, gateway: GatewayServices, space: AddressSpace) -> None:
+    def __init__(self, gateway: GatewayPort, space: AddressSpace) -> None:
         self._gateway = gateway
         self._space = space
         self._views: dict[str, AreaView] = {}  # participant id -> its area
@@ -122,6 +134,14 @@ class AreaAccess:
     def visible(self, view: AreaView, node_id: ua.NodeId) -> bool:
         return view.everything or view.sees(self._space.owner(node_id))
 
+    def owner(self, node_id: ua.NodeId) -> str | None:
+        return self._space.owner(node_id)
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever an owner may have changed (a cached owner is stale then)."""
+        return self._space.generation
+
     # -- the services, filtered -------------------------------------------------------------
 
     async def read(self, view: AreaView, params: ua.ReadParameters,
@@ -131,7 +151,7 @@ class AreaAccess:
         return await serve_allowed(
             shown, params.NodesToRead,
             lambda allowed: serve(dataclasses.replace(params, NodesToRead=allowed)),
-            lambda: ua.DataValue(StatusCode=ua.StatusCode(HIDDEN)))
+            lambda: ua.DataValue(StatusCode=status(HIDDEN)))
 
     def browse(self, view: AreaView, params: ua.BrowseParameters,
                results: list[ua.BrowseResult]) -> list[ua.BrowseResult]:
@@ -142,7 +162,7 @@ class AreaAccess:
         out = []
         for desc, result in zip(params.NodesToBrowse, results, strict=True):
             if not self.visible(view, desc.NodeId):
-                out.append(ua.BrowseResult(StatusCode=ua.StatusCode(HIDDEN)))
+                out.append(ua.BrowseResult(StatusCode=status(HIDDEN)))
                 continue
             refs = [r for r in result.References if self.visible(view, r.NodeId)]
             out.append(dataclasses.replace(result, References=refs)
@@ -157,7 +177,7 @@ class AreaAccess:
         out = []
         for path, result in zip(paths, results, strict=True):
             if not self.visible(view, path.StartingNode):
-                out.append(ua.BrowsePathResult(StatusCode=ua.StatusCode(HIDDEN)))
+                out.append(ua.BrowsePathResult(StatusCode=status(HIDDEN)))
                 continue
             targets = [t for t in result.Targets if self.visible(view, t.TargetId)]
             if len(targets) == len(result.Targets):
@@ -166,7 +186,7 @@ class AreaAccess:
                 out.append(dataclasses.replace(result, Targets=targets))
             else:
                 out.append(ua.BrowsePathResult(
-                    StatusCode=ua.StatusCode(ua.StatusCodes.BadNoMatch)))
+                    StatusCode=status(StatusCodes.BadNoMatch)))
         return out
 
     async def create_monitored_items(
@@ -179,7 +199,7 @@ class AreaAccess:
         return await serve_allowed(
             shown, params.ItemsToCreate,
             lambda allowed: serve(dataclasses.replace(params, ItemsToCreate=allowed)),
-            lambda: ua.MonitoredItemCreateResult(StatusCode=ua.StatusCode(HIDDEN)))
+            lambda: ua.MonitoredItemCreateResult(StatusCode=status(HIDDEN)))
 
     async def call(self, view: AreaView, requests: list[ua.CallMethodRequest],
                    serve: Callable[[list[ua.CallMethodRequest]],
@@ -189,7 +209,7 @@ class AreaAccess:
         shown = [self.visible(view, r.ObjectId) for r in requests]
         results = await serve_allowed(
             shown, requests, serve,
-            lambda: ua.CallMethodResult(StatusCode=ua.StatusCode(HIDDEN)))
+            lambda: ua.CallMethodResult(StatusCode=status(HIDDEN)))
         return [_unknown_if_absent(r) for r in results]
 
 
@@ -197,7 +217,7 @@ def _unknown_if_absent[R: (ua.BrowseResult, ua.BrowsePathResult, ua.CallMethodRe
     result: R,
 ) -> R:
     if result.StatusCode.value == _ABSENT:
-        return dataclasses.replace(result, StatusCode=ua.StatusCode(HIDDEN))
+        return dataclasses.replace(result, StatusCode=status(HIDDEN))
     return result
 
 

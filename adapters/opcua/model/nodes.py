@@ -10,17 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from adapters.opcua.codec.arguments import ArgumentSpec, MethodSpec
+from adapters.opcua.codec.values import Dt, Quality
+
 NAMESPACE_URI = "urn:der-gateway:opcua:der-model:1"
-
-
-class Dt(StrEnum):
-    """The OPC UA built-in data types the model uses (names of `ua.VariantType`)."""
-
-    DOUBLE = "Double"
-    BOOLEAN = "Boolean"
-    STRING = "String"
-    DATETIME = "DateTime"
-    UINT32 = "UInt32"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +44,14 @@ MEASUREMENTS = (
 CONTROLS = (
     _v("ExportLimitW", Dt.DOUBLE, "Effective export cap, W"),
     _v("ImportLimitW", Dt.DOUBLE, "Effective import cap, W"),
-    _v("GenerationLimitW", Dt.DOUBLE, "Effective generation cap, W (BadNoData: none)"),
-    _v("LoadLimitW", Dt.DOUBLE, "Effective load cap, W (BadNoData: none)"),
-    _v("SetpointW", Dt.DOUBLE, "Effective active-power setpoint, W (BadNoData: none)"),
+    _v("GenerationLimitW", Dt.DOUBLE, "Effective generation cap, W (GoodNoData: none)"),
+    _v("LoadLimitW", Dt.DOUBLE, "Effective load cap, W (GoodNoData: none)"),
+    _v("SetpointW", Dt.DOUBLE, "Effective active-power setpoint, W (GoodNoData: none)"),
     _v("RequestedSetpointW", Dt.DOUBLE, "Setpoint requested before limits, W"),
     _v("Connect", Dt.BOOLEAN, "Effective connect command"),
     _v("Energize", Dt.BOOLEAN, "Effective energize command"),
     _v("IntervalStart", Dt.DATETIME, "Start of the interval now in force"),
-    _v("IntervalEnd", Dt.DATETIME, "End of the interval now in force (BadNoData: open)"),
+    _v("IntervalEnd", Dt.DATETIME, "End of the interval now in force (GoodNoData: open)"),
     _v("IssuerOfRecord", Dt.STRING, "Participant whose instruction sets the setpoint"),
     _v("Sources", Dt.STRING, "Contributing instructions: 'instruction|issuer|kind|quantity|value'",
        array=True),
@@ -90,6 +83,16 @@ DER_GROUPS: dict[str, tuple[VariableSpec, ...]] = {
     "Acknowledgement": ACKNOWLEDGEMENT,
 }
 
+# How a group's variables start: measurements and the acknowledgement come from the DER, so
+# they are not known yet; the control is the gateway's own (nothing in force: GoodNoData).
+GROUP_QUALITY: dict[str, Quality] = {
+    "Measurements": Quality.INITIAL,
+    "Acknowledgement": Quality.INITIAL,
+}
+# Measurements that come from the DER itself: stale while the gateway cannot reach it.
+# (Online is the gateway's own knowledge; LastSeen stays true while the DER is silent.)
+FROM_DER = ("W", "var", "V", "Hz", "SoC", "Connected")
+
 # --- per connection point and per T-D interface node -----------------------------------------
 
 AGGREGATES = (
@@ -114,21 +117,6 @@ LDC_PROPERTIES = (
 )
 
 # --- methods (shared method nodes, referenced by every DER object) ---------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ArgumentSpec:
-    name: str
-    dtype: Dt
-    description: str
-
-
-@dataclass(frozen=True, slots=True)
-class MethodSpec:
-    name: str
-    description: str
-    inputs: tuple[ArgumentSpec, ...]
-    outputs: tuple[ArgumentSpec, ...]
 
 
 _INSTRUCTION_ID = ArgumentSpec("InstructionId", Dt.STRING, "Id of the platform instruction")
@@ -178,42 +166,3 @@ METHODS = (
 # --- object types and node ids ---------------------------------------------------------------
 
 OBJECT_TYPES = ("FleetType", "LdcType", "TdNodeType", "ConnectionPointType", "DerType")
-
-
-class NodeIds:
-    """String node identifiers in NAMESPACE_URI. Platform ids are used verbatim."""
-
-    FLEET = "fleet"
-
-    @staticmethod
-    def object_type(name: str) -> str:
-        return f"type/{name}"
-
-    @staticmethod
-    def method(name: str) -> str:
-        return f"type/DerType/{name}"
-
-    @staticmethod
-    def ldc(ldc_id: str) -> str:
-        return f"ldc/{ldc_id}"
-
-    @staticmethod
-    def td_folder(ldc_id: str) -> str:
-        return f"ldc/{ldc_id}/TdNodes"
-
-    @staticmethod
-    def td_node(ldc_id: str, td_node: str) -> str:
-        return f"ldc/{ldc_id}/TdNodes/{td_node}"
-
-    @staticmethod
-    def cp(cp_id: str) -> str:
-        return f"cp/{cp_id}"
-
-    @staticmethod
-    def der(resource_id: str) -> str:
-        return f"der/{resource_id}"
-
-    @staticmethod
-    def member(parent: str, name: str) -> str:
-        """A variable, property or group object below `parent`."""
-        return f"{parent}.{name}"

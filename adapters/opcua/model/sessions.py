@@ -30,13 +30,15 @@ from typing import TYPE_CHECKING, Any
 
 from asyncua import ua
 from asyncua.server.monitored_item_service import MonitoredItemService
+from asyncua.ua.status_codes import StatusCodes
 
-from adapters.opcua.access import AreaAccess, AreaView
-from adapters.opcua.users import OperatorAccount, UserDirectory
-from gateway.services import GatewayServices
+from adapters.opcua.model.access import AreaAccess, AreaView
+from adapters.opcua.model.users import OperatorAccount, UserDirectory
+from adapters.opcua.model.wire import status
+from gateway.ports import GatewayPort
 
 if TYPE_CHECKING:
-    from adapters.opcua.security import OperatorInternalServer
+    from adapters.opcua.model.security import OperatorInternalServer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ Scope = Callable[[], "tuple[AreaAccess, AreaView] | None"]
 
 
 def _unknown() -> ua.DataValue:
-    return ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown))
+    return ua.DataValue(StatusCode=status(StatusCodes.BadNodeIdUnknown))
 
 
 class AreaMonitoredItems(MonitoredItemService):
@@ -56,14 +58,26 @@ class AreaMonitoredItems(MonitoredItemService):
         self._scope = scope
         self.hidden: set[int] = set()  # outside the area: told Bad_NodeIdUnknown once
         self.gone: set[int] = set()  # their node was deleted
+        self._owners: dict[int, tuple[int, str | None]] = {}  # mid -> (generation, owner)
 
     def _shown(self, mid: int) -> bool:
+        """Whether the item's node lies in the area now. Its owner is looked up again only
+        after the model's structure changed (`generation`): a notification costs a dict
+        lookup or two."""
         scope = self._scope()
         mdata = self._monitored_items.get(mid)
         if scope is None or mdata is None or mdata.read_value_id is None:
             return True
         access, view = scope
-        return access.visible(view, mdata.read_value_id.NodeId)
+        if view.everything:
+            return True
+        generation = access.generation
+        cached = self._owners.get(mid)
+        if cached is not None and cached[0] == generation:
+            return view.sees(cached[1])
+        owner = access.owner(mdata.read_value_id.NodeId)
+        self._owners[mid] = (generation, owner)
+        return view.sees(owner)
 
     async def datachange_callback(self, handle: int, value: ua.DataValue,
                                   error: ua.StatusCode | None = None) -> None:
@@ -72,7 +86,7 @@ class AreaMonitoredItems(MonitoredItemService):
             return
         if error is not None:  # the node was deleted (AddressSpace.remove)
             if mid not in self.hidden:
-                await super().datachange_callback(handle, _unknown())
+                await self._deliver(mid, _unknown())
             self.gone.add(mid)
             self.hidden.discard(mid)
             return
@@ -81,13 +95,54 @@ class AreaMonitoredItems(MonitoredItemService):
         if not self._shown(mid):
             await self._hide(mid)
             return
-        await super().datachange_callback(handle, value)
+        await self._deliver(mid, value)
+
+    async def _deliver(self, mid: int, value: ua.DataValue) -> None:
+        """asyncua's data-change handling, without its deepcopy of every value (most of the
+        cost of a notification): our DataValues are never changed once made - a write makes
+        a new one (`AddressSpace.flush`), as asyncua's own writes do."""
+        mdata = self._monitored_items[mid]
+        if mdata.mode == ua.MonitoringMode.Disabled:
+            return
+        values = mdata.mvalue
+        values.old_dvalue, values.current_dvalue = values.current_dvalue, value
+        if mdata.filter:
+            changed = (self._is_data_changed(values, mdata.filter.Trigger)
+                       and self._is_deadband_exceeded(values, mdata.filter))
+        else:
+            changed = self._is_data_changed(values, ua.DataChangeTrigger.StatusValue)
+        if changed:  # (built with its Value: the default would make and drop a DataValue)
+            event = ua.MonitoredItemNotification(ClientHandle=mdata.client_handle, Value=value)
+            await self.isub.enqueue_datachange_event(mid, event, mdata.queue_size)
+
+    def _is_deadband_exceeded(self, values: Any, flt: ua.DataChangeFilter) -> bool:
+        """asyncua's deadband, except that a change of status always notifies (Part 4,
+        7.22.2: the deadband applies to the value) and so does a value appearing or going
+        (null -> number: asyncua would subtract None)."""
+        cur, old = values.get_current_datavalue(), values.get_old_datavalue()
+        if cur is None or old is None or cur.StatusCode != old.StatusCode:
+            return True
+        if (cur.Value is None or old.Value is None or cur.Value.Value is None
+                or old.Value.Value is None):
+            return True
+        return bool(super()._is_deadband_exceeded(values, flt))
+
+    async def trigger_event(self, event: Any, mid: int | None = None) -> bool:
+        """An event about a node (its SourceNode) outside the area is not delivered: alarms
+        of another LDC's DERs stay unknown to this session, as the DERs do."""
+        scope = self._scope()
+        source = getattr(event, "SourceNode", None)
+        if scope is not None and isinstance(source, ua.NodeId):
+            access, view = scope
+            if not access.visible(view, source):
+                return False
+        return await super().trigger_event(event, mid)
 
     async def _hide(self, mid: int) -> None:
         mdata = self._monitored_items[mid]
         self.hidden.add(mid)
         if mdata.callback_handle is not None:
-            await super().datachange_callback(mdata.callback_handle, _unknown())
+            await self._deliver(mid, _unknown())
 
     async def follow_area(self) -> None:
         """Hide the items whose node left the area, show again those whose node is back."""
@@ -107,6 +162,7 @@ class AreaMonitoredItems(MonitoredItemService):
     def _delete_monitored_items(self, mid: int) -> ua.StatusCode:
         self.hidden.discard(mid)
         self.gone.discard(mid)
+        self._owners.pop(mid, None)
         return super()._delete_monitored_items(mid)
 
 
@@ -117,7 +173,7 @@ class AreaFollower:
     .refresh`), and only if a view changed, a DER moved, or an account changed are the
     monitored items of the sessions concerned re-checked (one dict lookup per item)."""
 
-    def __init__(self, gateway: GatewayServices, iserver: OperatorInternalServer,
+    def __init__(self, gateway: GatewayPort, iserver: OperatorInternalServer,
                  users: UserDirectory) -> None:
         self._gateway = gateway
         self._iserver = iserver
@@ -137,7 +193,7 @@ class AreaFollower:
         """At once, so that the very next request of those sessions uses the new account."""
         for session in self._iserver.sessions_of(name):
             if session.account is not None:  # a removed user's session stays refused
-                session.user.account = account
+                session.operator_changed(account)
         self._accounts.add(name)
         self._wake.set()
 
