@@ -8,8 +8,13 @@
    with its own callback URL on a local receiver; one event created; time until every
    notification has arrived, and how many were lost. Beside it, a bare aiohttp client POSTing
    the same notification to the same receiver S times with the same concurrency.
+3. MQTT fan-out (when Debian's `mosquitto` is installed): M VENs (default 1,000) each get
+   their broker login from GET /notifiers, connect to a real Mosquitto broker and subscribe to
+   their own VEN-scoped event topics; business logic creates one untargeted event; time until
+   every VEN has received it over MQTT, next to the webhook fan-out of the same run.
 
     python bench/openadr3_poll.py [--vens 100] [--requests 50] [--subscribers 1000]
+                                  [--mqtt-vens 1000]
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pki.tls import client_context, server_context
 from tests.support.gateway import GatewayProcess, free_port
+from tests.support.mosquitto import Broker, mosquitto_broker
 from tests.support.seed import seed_platform
 
 V31 = "/openadr3/3.1.0"
@@ -245,17 +251,108 @@ async def bare_fanout(subscribers: int, note: dict) -> dict:
         await runner.cleanup()
 
 
+async def bench_mqtt(gw, base: str, vens: int, broker: Broker) -> dict:
+    """One untargeted event to `vens` VENs over MQTT (each on its own broker login)."""
+    import aiomqtt
+
+    agg = gw.client("agg-x")
+    limiter = asyncio.Semaphore(8)
+
+    async def provision(n: int) -> dict:
+        async with limiter:
+            status, cred = await agg.post("/v1/adapters/openadr3/credentials",
+                                          {"role": "ven", "ven_name": f"mq-ven-{n}"})
+            assert status == 201, cred
+            return cred
+
+    t0 = time.perf_counter()
+    creds = await asyncio.gather(*(provision(n) for n in range(vens)))
+    http = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=client_context(gw.pki / "platform/ca.pem")))
+    received: dict[int, float] = {}
+    everyone = asyncio.Event()
+    try:
+        async def login(cred: dict) -> tuple[dict, str, str]:
+            async with limiter:
+                bearer = await token(http, base, cred)
+                auth = {"Authorization": f"Bearer {bearer}"}
+                async with http.get(f"{base}{V31}/notifiers", headers=auth) as resp:
+                    assert "MQTT" in await resp.json()
+                async with http.get(f"{base}{V31}/notifiers/mqtt/topics/vens/{cred['ven_id']}"
+                                    "/events", headers=auth) as resp:
+                    topics = (await resp.json())["topics"]
+                return cred, bearer, topics["ALL"]
+
+        logins = await asyncio.gather(*(login(c) for c in creds))
+        setup_s = time.perf_counter() - t0
+        started = 0.0
+        ready = asyncio.Semaphore(0)
+
+        async def listen(n: int, cred: dict, bearer: str, topic: str) -> None:
+            async with aiomqtt.Client(broker.host, broker.port, username=cred["client_id"],
+                                      password=bearer, protocol=aiomqtt.ProtocolVersion.V5,
+                                      timeout=60) as client:
+                await client.subscribe(topic, qos=1)
+                ready.release()
+                async for _message in client.messages:
+                    received.setdefault(n, time.perf_counter())
+                    if len(received) >= vens:
+                        everyone.set()
+                    return
+
+        listeners = [asyncio.create_task(listen(n, *login_)) for n, login_ in enumerate(logins)]
+        for _ in range(vens):
+            await ready.acquire()
+        _status, bl = await gw.client("admin").post(
+            "/v1/adapters/openadr3/credentials", {"role": "bl", "participant_id": "ldc-a"})
+        auth = {"Authorization": f"Bearer {await token(http, base, bl)}"}
+        async with http.post(f"{base}{V31}/programs", json={"programName": "mqtt-fan-out"},
+                             headers=auth) as resp:
+            program = await resp.json()
+        started = time.perf_counter()
+        async with http.post(f"{base}{V31}/events", headers=auth, json={
+            "programID": program["id"], "eventName": "mqtt-fan-out",
+            "intervals": [{"id": 0, "payloads": [{"type": "PRICE", "values": [0.3]}]}]},
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+        answered = time.perf_counter() - started
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(everyone.wait(), 120)
+        for task in listeners:
+            task.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)
+        last = max(received.values()) - started if received else float("nan")
+        return {"vens": vens, "received": len(received), "lost": vens - len(received),
+                "setup_s": round(setup_s, 1), "create_answered_ms": round(1000 * answered, 1),
+                "all_received_s": round(last, 3)}
+    finally:
+        await http.close()
+
+
 async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as tmp_dir:
+    with tempfile.TemporaryDirectory() as tmp_dir, contextlib.ExitStack() as stack:
         tmp = Path(tmp_dir)
         listen = f"https://127.0.0.1:{free_port()}"
-        proc = GatewayProcess(tmp, openadr3={"listen": listen})
+        # Many clients from one address: the token endpoint's rate limit is for the field.
+        config: dict = {"listen": listen, "token_rate_per_s": 100_000, "token_burst": 100_000}
+        broker = None
+        if args.mqtt_vens:
+            try:
+                broker = stack.enter_context(mosquitto_broker())
+            except BaseException as exc:  # pytest.skip: mosquitto not installed
+                print(f"MQTT fan-out skipped: {exc}", file=sys.stderr)
+        if broker is not None:
+            config.update(mqtt_url=broker.url, mqtt_username=broker.username,
+                          mqtt_password=broker.password)
+        proc = GatewayProcess(tmp, openadr3=config)
         gw = await proc.start()
         try:
             result = {
                 "poll": await bench_poll(gw, listen, args.vens, args.requests, tmp),
                 "fanout": await bench_fanout(gw, listen, args.subscribers),
             }
+            if broker is not None:
+                result["mqtt_fanout"] = await bench_mqtt(gw, listen, args.mqtt_vens, broker)
         finally:
             await proc.stop()
     print(json.dumps(result, indent=2))
@@ -272,4 +369,5 @@ if __name__ == "__main__":
     parser.add_argument("--vens", type=int, default=100)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--mqtt-vens", type=int, default=1000)
     asyncio.run(main(parser.parse_args()))

@@ -92,7 +92,17 @@ class BodyReader:
         if length is not None and length > self.max_bytes:
             raise PayloadTooLarge(f"the body is larger than {self.max_bytes} bytes")
         try:
-            raw = await request.content.read(self.max_bytes + 1)
+            # StreamReader.read(n) returns what has arrived so far, not n bytes: read until
+            # the end (or one byte past the limit), or a body sent in parts is cut short.
+            parts: list[bytes] = []
+            size = 0
+            while size <= self.max_bytes:
+                part = await request.content.read(self.max_bytes + 1 - size)
+                if not part:
+                    break
+                parts.append(part)
+                size += len(part)
+            raw = b"".join(parts)
         except (HttpProcessingError, ClientPayloadError, ValueError) as exc:
             # aiohttp decompresses Content-Encoding itself; junk there surfaces here.
             raise InvalidInput("the body could not be read: malformed or compressed "

@@ -6,13 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from adapters.openadr3.adapter import OpenAdr3Adapter
-    from gateway.adapters import AdapterContext
+    from gateway.ports import AdapterContext
 
 
 def create_adapter(ctx: AdapterContext) -> OpenAdr3Adapter:
+    """The adapter, its settings checked first (an unknown or wrong key stops the start)."""
     from adapters.openadr3.adapter import OpenAdr3Adapter
+    from adapters.openadr3.settings import load
 
-    return OpenAdr3Adapter(ctx)
+    return OpenAdr3Adapter(ctx, load(dict(ctx.config)))
 
 
 def address_key(address: dict[str, Any]) -> str:

@@ -4,93 +4,133 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from adapters.openadr3.auth import Credentials
-from adapters.openadr3.bridge import Bridge
-from adapters.openadr3.notifier import Notifier, WebhookChannel
-from adapters.openadr3.ownership import Ownership
-from adapters.openadr3.platform import PLATFORM_OPENAPI, CredentialRoutes
+from adapters.openadr3.feedback import Feedback
+from adapters.openadr3.platform import CredentialRoutes
+from adapters.openadr3.render import Renderer
 from adapters.openadr3.server import ProblemAppRunner, VtnServer
-from adapters.openadr3.service import VtnService
-from adapters.openadr3.store import ObjectStore
-from gateway.adapters import AdapterContext
-from gateway.bus import Event, Topic
-from gateway.domain import Protocol
-from gateway.settings import split_listen
+from adapters.openadr3.settings import Settings
+from adapters.openadr3.state import ObjectStore
+from adapters.openadr3.vtn.auth import Credentials
+from adapters.openadr3.vtn.instructions import BlInstructions
+from adapters.openadr3.vtn.mqtt import BrokerAccess, MqttPublisher
+from adapters.openadr3.vtn.notifier import Notifier
+from adapters.openadr3.vtn.notifiers import MqttNotifierRoutes
+from adapters.openadr3.vtn.ownership import Ownership
+from adapters.openadr3.vtn.service import VtnService
+from adapters.openadr3.vtn.throttle import TokenThrottle
+from gateway.ports import (
+    AdapterContext,
+    ControlChanged,
+    PlatformRoute,
+    ResourceChanged,
+    Topic,
+    TypedEvent,
+    follow,
+)
 from pki.tls import server_context
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "listen": "https://127.0.0.1:8444",
-    "token_ttl_s": 3600,
-    # aiohttp refuses request lines and header fields over 8190 bytes with text/plain; long
-    # target queries are legitimate, so allow more (and answer anything longer with a problem).
-    "max_line_size": 65536,
-    "max_field_size": 65536,
-    "max_reports_per_ven": 1000,
-    "max_subscriptions_per_ven": 100,
-}
-
-
+WEBHOOK_TLS = "openadr3-webhooks"
 RENDER_BATCH = 500  # DERs rendered per batch (one write of their events)
 
 
 class OpenAdr3Adapter:
     """VTN for OpenADR 3.1.0 and 3.0.1 on its own TLS listener."""
 
-    def __init__(self, ctx: AdapterContext) -> None:
+    def __init__(self, ctx: AdapterContext, settings: Settings) -> None:
         self.ctx = ctx
         self.name = ctx.name
-        self.config = {**DEFAULTS, **ctx.config}
+        self.settings = settings
         self.store = ObjectStore(ctx.records)
-        self.credentials = Credentials(ctx.records, int(self.config["token_ttl_s"]))
+        self.credentials = Credentials(ctx.records, settings.token_ttl_s)
         ownership = Ownership(self.store, self.credentials)
         self.service = VtnService(self.store, ownership, hooks=[])
-        self.service.max_reports = int(self.config["max_reports_per_ven"])
-        self.service.max_subscriptions = int(self.config["max_subscriptions_per_ven"])
-        self.bridge = Bridge(self.service, ctx.gateway, ctx.records)
+        self.service.max_reports = settings.max_reports_per_ven
+        self.service.max_subscriptions = settings.max_subscriptions_per_ven
+        self.renderer = Renderer(self.service, ctx.gateway, self.name)
+        mqtt = settings.mqtt()  # None: MQTT off (no broker configured)
+        self.publisher = MqttPublisher(mqtt, ctx.records) if mqtt else None
+        self.broker = BrokerAccess(self.publisher) if self.publisher else None
         notifier = Notifier(
-            self.service, WebhookChannel(ctx.deliveries, ctx.dev_mode), ctx.dev_mode
+            self.service,
+            ctx.outbound,
+            WEBHOOK_TLS if settings.webhook_ca_file else None,
+            self.publisher,
         )
-        self.service.hooks.extend([notifier, self.bridge])
-        self.listen = str(self.config["listen"])
+        self.service.announcer = notifier
+        self.service.hooks.extend([
+            notifier,
+            BlInstructions(self.service, ctx.gateway),
+            self.renderer,
+            Feedback(self.service, ctx.gateway, ctx.records, self.name),
+        ])
+        self.listen = settings.listen
         self.server = VtnServer(
             self.service,
             self.credentials,
-            str(self.config.get("public_url", self.listen)),
+            settings.origin,
             ctx.settings.max_body_bytes,
+            TokenThrottle(settings.throttle()),
+            ctx.body,
+            MqttNotifierRoutes(mqtt, self.broker, self.service)
+            if mqtt and self.broker else None,
+            (ctx.metrics.http_middleware(ctx.name),),
         )
-        self.platform = CredentialRoutes(self.credentials, self.service, self.bridge)
+        self.platform = CredentialRoutes(self.credentials, self.service, self.renderer, ctx.body)
+        self.platform.on_revoked.append(self._revoked)
+        self.server.fetched = self.renderer.fetched
         self.port: int | None = None  # the bound port, once listening
+
+    def _register_webhook_tls(self) -> None:
+        """The CAs in `webhook_ca_file` only (not the system's), host names checked."""
+        if self.settings.webhook_ca_file:
+            context = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH, cafile=self.settings.webhook_ca_file
+            )
+            self.ctx.deliveries.register_tls(WEBHOOK_TLS, context)
+
+    async def _revoked(self, client_id: str, cred: dict[str, Any], whole: bool) -> None:
+        """A revoked VEN's DERs are rendered again (so the platform learns they cannot be
+        reached); its broker login goes with its tokens."""
+        if self.broker is not None:
+            try:
+                await self.broker.revoke(client_id)
+            except (OSError, TimeoutError, RuntimeError, ConnectionError) as exc:
+                log.warning("broker login of %s not removed: %s", client_id, exc)
+        if whole and cred.get("role") == "ven" and cred.get("ven_name"):
+            await self.renderer.render_ven(str(cred["ven_name"]))
 
     def listeners(self) -> list[str]:
         return [self.listen]
 
-    def platform_routes(self) -> list[web.RouteDef]:
+    def platform_routes(self) -> list[PlatformRoute]:
         return self.platform.routes()
-
-    def platform_openapi(self) -> dict[str, Any]:
-        return PLATFORM_OPENAPI
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
+        self._register_webhook_tls()
+        self.ctx.deliveries.on_outcomes(self.renderer.webhooks_failed)
         await self.store.load()
         await self.credentials.load()
         runner = ProblemAppRunner(
             self.server.app(),
             access_log=None,
-            max_line_size=int(self.config["max_line_size"]),
-            max_field_size=int(self.config["max_field_size"]),
+            shutdown_timeout=5.0,  # in-flight requests get this long at shutdown
+            max_line_size=self.settings.max_line_size,
+            max_field_size=self.settings.max_field_size,
         )
         await runner.setup()
         try:
-            host, port = split_listen(self.listen)
+            host, port = _host_port(self.listen)
             pki = self.ctx.pki
             tls = server_context(
                 pki.path("platform", "server.pem"), pki.path("platform", "server.key"), None
@@ -101,63 +141,71 @@ class OpenAdr3Adapter:
             log.info("OpenADR 3 VTN listening on %s (port %s)", self.listen, self.port)
             follower = asyncio.create_task(self._follow_controls(), name="openadr3-controls")
             follower.add_done_callback(_report_crash)
+            tasks = [follower]
+            if self.publisher is not None:
+                publisher = asyncio.create_task(self.publisher.run(), name="openadr3-mqtt")
+                publisher.add_done_callback(_report_crash)
+                tasks.append(publisher)
             try:
                 yield
             finally:
-                follower.cancel()
-                await asyncio.gather(follower, return_exceptions=True)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             await runner.cleanup()
 
     async def rebuild(self) -> None:
         """Render every OpenADR-bound DER from the store (start-up and after a bus overflow)."""
-        ids = [r.id for r in await self.ctx.gateway.resources(protocol=Protocol.OPENADR3)]
+        ids = [r.id for r in await self.ctx.gateway.resources(protocol=self.name)]
         for start in range(0, len(ids), RENDER_BATCH):
             await self._render_safely(ids[start:start + RENDER_BATCH])
 
     async def _render_safely(self, resource_ids: list[str]) -> None:
         try:
-            await self.bridge.render_many(resource_ids)
+            await self.renderer.render_many(resource_ids)
             return
         except Exception:  # one bad DER must not stop the others: render them one by one
             log.exception("rendering %d DERs' controls as OpenADR events failed; one by one",
                           len(resource_ids))
         for rid in resource_ids:
             try:
-                await self.bridge.render(rid)
+                await self.renderer.render(rid)
             except Exception:
                 log.exception("rendering the control of %s as an OpenADR event failed", rid)
 
     async def _follow_controls(self) -> None:
-        topics = (Topic.EFFECTIVE_CONTROL_CHANGED, Topic.RESOURCE_CHANGED)
-        while True:
-            try:
-                async with self.ctx.bus.subscription(*topics) as sub:
-                    await self.rebuild()
-                    async for event in sub:
-                        # What queued up meanwhile is rendered together, once per DER.
-                        batch = [event]
-                        while len(batch) < RENDER_BATCH and not sub.queue.empty():
-                            batch.append(sub.queue.get_nowait())
-                        ids = [rid for rid in dict.fromkeys(_to_render(e) for e in batch)
-                               if rid is not None]
-                        if ids:
-                            await self._render_safely(ids)
-                log.warning("OpenADR 3 control follower fell behind; rebuilding from the store")
-            except Exception:  # the core was unavailable: retry rather than stop following
-                log.exception("OpenADR 3 control follower failed; retrying")
-                await asyncio.sleep(1.0)
+        await follow(
+            self.ctx.bus,
+            {Topic.EFFECTIVE_CONTROL_CHANGED, Topic.RESOURCE_CHANGED},
+            on_batch=self._render_events,
+            resync=self.rebuild,
+            name="openadr3-controls",
+            batch=RENDER_BATCH,
+        )
+
+    async def _render_events(self, events: list[TypedEvent]) -> None:
+        """What queued up meanwhile is rendered together, once per DER."""
+        ids = list(dict.fromkeys(r for e in events if (r := _to_render(e, self.name))))
+        for start in range(0, len(ids), RENDER_BATCH):
+            await self._render_safely(ids[start:start + RENDER_BATCH])
 
 
-def _to_render(event: Event) -> str | None:
+def _host_port(url: str) -> tuple[str, int]:
+    """'https://127.0.0.1:8444' -> ('127.0.0.1', 8444)."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 443
+
+
+def _to_render(event: TypedEvent, name: str) -> str | None:
     """The DER an event asks to re-render, if it may concern OpenADR. A DER's online mark
     does not: the control it changes comes as its own event."""
-    payload = event.payload
-    if event.topic == Topic.RESOURCE_CHANGED and "online" in payload:
+    if isinstance(event, ResourceChanged):
+        if event.online is not None and not event.deleted:
+            return None
+    elif not isinstance(event, ControlChanged):
         return None
-    if payload.get("protocol") not in (None, Protocol.OPENADR3, Protocol.OPENADR3.value):
-        return None
-    return str(payload["resource_id"])
+    return event.resource_id if event.protocol in (None, name) else None
 
 
 def _bound_port(site: web.TCPSite) -> int | None:
@@ -168,4 +216,4 @@ def _bound_port(site: web.TCPSite) -> int | None:
 
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error("OpenADR 3 control follower stopped", exc_info=task.exception())
+        log.error("OpenADR 3 task %s stopped", task.get_name(), exc_info=task.exception())

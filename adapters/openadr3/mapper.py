@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from adapters.openadr3.codec.timing import format_duration, parse_duration, parse_start, window
+from adapters.openadr3.codec.timing import (
+    format_duration,
+    parse_duration,
+    parse_start,
+    rfc3339,
+    window,
+)
 from gateway.domain import (
     AckStatus,
     EffectiveControl,
@@ -22,14 +28,12 @@ from gateway.domain import (
     InstructionDraft,
     InstructionKind,
     LimitEnvelope,
-    Protocol,
     Quantity,
     Reading,
     SetpointStep,
     Target,
     TargetKind,
 )
-from gateway.jsonform import rfc3339
 
 EXPORT_LIMIT = "EXPORT_CAPACITY_LIMIT"
 IMPORT_LIMIT = "IMPORT_CAPACITY_LIMIT"
@@ -207,6 +211,7 @@ def report_readings(
     report: dict[str, Any],
     resource_ids: dict[str, str],
     now: datetime,
+    protocol: str = "openadr3",
 ) -> list[Reading]:
     """Readings from a report; `resource_ids` maps the report's resourceName to DER ids."""
     readings: list[Reading] = []
@@ -221,7 +226,7 @@ def report_readings(
             continue
         for slot in windows:
             for payload in slot.payloads:
-                reading = _reading(payload, descriptors, resource_id, slot.start)
+                reading = _reading(payload, descriptors, resource_id, slot.start, protocol)
                 if reading is not None:
                     readings.append(reading)
     return readings
@@ -232,6 +237,7 @@ def _reading(
     descriptors: list[dict[str, Any]] | None,
     resource_id: str,
     at: datetime,
+    protocol: str,
 ) -> Reading | None:
     kind = READING_TYPES.get(str(payload.get("type")))
     value = _number(list(payload.get("values") or ()))
@@ -244,7 +250,7 @@ def _reading(
         return None
     if payload["type"] == "READING":
         quantity = UNIT_QUANTITY.get(unit, quantity)
-    return Reading(resource_id, quantity, value * factor, at, Protocol.OPENADR3)
+    return Reading(resource_id, quantity, value * factor, at, protocol)
 
 
 def report_ack_status(entry: dict[str, Any]) -> tuple[AckStatus, str]:

@@ -13,47 +13,80 @@ itself (events it writes become instructions on its authority).
 
 from __future__ import annotations
 
-import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from adapters.openadr3.auth import AuthError, Credentials, Role
-from adapters.openadr3.bridge import Bridge
-from adapters.openadr3.service import Change, VtnService, now_text
-from adapters.openadr3.store import VERSIONS
-from gateway.api.keys import ACTOR
+from adapters.openadr3.render import Renderer
+from adapters.openadr3.state import VERSIONS
+from adapters.openadr3.vtn.auth import AuthError, Credentials, Role
+from adapters.openadr3.vtn.service import Change, VtnService, now_text
 from gateway.domain import Participant
 from gateway.domain import Role as PartyRole
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
+from gateway.ports import Access, BodyReader, Concern, PlatformRoute, actor
 
 BL_PARTIES = frozenset({PartyRole.ISO, PartyRole.LDC, PartyRole.SCADA})
 
 
+BODY = "openadr3.platform.body"
+ALL_PARTIES = frozenset({PartyRole.ADMIN, PartyRole.AGGREGATOR, *BL_PARTIES})
+
+
 class CredentialRoutes:
-    def __init__(self, credentials: Credentials, service: VtnService, bridge: Bridge) -> None:
+    def __init__(
+        self, credentials: Credentials, service: VtnService, renderer: Renderer, body: BodyReader
+    ) -> None:
         self.credentials = credentials
         self.service = service
-        self.bridge = bridge
+        self.renderer = renderer
+        self.body = body
+        # Told of a revocation: (client_id, credential, whole credential or tokens only).
+        self.on_revoked: list[Callable[[str, dict[str, Any], bool], Awaitable[None]]] = []
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[PlatformRoute]:
+        """Each with its Access: the core checks the role, then that every participant the
+        call names (the party a credential acts for or belongs to) is in the caller's area."""
         return [
-            web.post("/credentials", self.create),
-            web.get("/credentials", self.list),
-            web.delete("/credentials/{client_id}", self.revoke),
-            web.post("/credentials/{client_id}/revoke-tokens", self.revoke_tokens),
+            PlatformRoute("POST", "/credentials", self.create,
+                          "Provision an OpenADR 3 client credential (VEN or business logic)",
+                          Access(ALL_PARTIES, self._named_in_body), CREATE_OPENAPI),
+            PlatformRoute("GET", "/credentials", self.list,
+                          "List the OpenADR 3 credentials the caller may see (no secrets)",
+                          Access(ALL_PARTIES)),
+            PlatformRoute("DELETE", "/credentials/{client_id}", self.revoke,
+                          "Revoke a credential and its tokens",
+                          Access(ALL_PARTIES, self._named_by_credential)),
+            PlatformRoute("POST", "/credentials/{client_id}/revoke-tokens", self.revoke_tokens,
+                          "Revoke every token of a credential",
+                          Access(ALL_PARTIES, self._named_by_credential)),
         ]
 
+    async def _json(self, request: web.Request) -> Any:
+        """The body, read once (the access check and the handler both need it)."""
+        if BODY not in request:
+            request[BODY] = await self.body.read_json(request)
+        return request[BODY]
+
+    async def _named_in_body(self, request: web.Request) -> Concern:
+        body = await self._json(request)
+        named = (body.get(k) for k in ("participant_id", "owner_id")) \
+            if isinstance(body, dict) else ()
+        return Concern(participants=frozenset(str(n) for n in named if isinstance(n, str)))
+
+    async def _named_by_credential(self, request: web.Request) -> Concern:
+        cred = self.credentials.credential(request.match_info["client_id"]) or {}
+        named = (cred.get(k) for k in ("participant_id", "owner_id"))
+        return Concern(participants=frozenset(str(n) for n in named if n))
+
     async def create(self, request: web.Request) -> web.Response:
-        actor: Participant = request[ACTOR]
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            raise InvalidInput("body must be JSON") from None
+        caller = actor(request)
+        body = await self._json(request)
         if not isinstance(body, dict) or body.get("role") not in ("ven", "bl"):
             raise InvalidInput('role must be "ven" or "bl"')
         role = Role(body["role"])
-        kwargs = self._authorise(actor, role, body)
+        kwargs = self._authorise(caller, role, body)
         try:
             public, secret = await self.credentials.provision(
                 role, client_id=_opt_str(body, "client_id"), **kwargs
@@ -69,25 +102,25 @@ class CredentialRoutes:
             answer["api_version"] = version
         return web.json_response(answer, status=201)
 
-    def _authorise(self, actor: Participant, role: Role, body: dict[str, Any]) -> dict[str, Any]:
+    def _authorise(self, caller: Participant, role: Role, body: dict[str, Any]) -> dict[str, Any]:
         if role is Role.VEN:
             ven_name = _opt_str(body, "ven_name")
             if not ven_name or len(ven_name) > 128:
                 raise InvalidInput("ven_name (1 to 128 characters) is required for a VEN")
-            if actor.role not in (PartyRole.ADMIN, PartyRole.AGGREGATOR):
+            if caller.role not in (PartyRole.ADMIN, PartyRole.AGGREGATOR):
                 raise Forbidden("only the admin or an aggregator provisions VEN credentials")
             if self._ven_name_taken(ven_name):
                 raise Conflict(f"a VEN credential for {ven_name!r} exists")
-            owner = actor.id if actor.role is PartyRole.AGGREGATOR else _opt_str(body, "owner_id")
+            owner = caller.id if caller.role is PartyRole.AGGREGATOR else _opt_str(body, "owner_id")
             return {"ven_name": ven_name, "owner_id": owner}
-        if actor.role is PartyRole.ADMIN:
+        if caller.role is PartyRole.ADMIN:
             participant = _opt_str(body, "participant_id")
             if not participant:
                 raise InvalidInput("participant_id is required when the admin provisions BL")
             return {"participant_id": participant}
-        if actor.role not in BL_PARTIES:
+        if caller.role not in BL_PARTIES:
             raise Forbidden("only the admin, an ISO or an LDC provisions business-logic clients")
-        return {"participant_id": actor.ldc_id if actor.role is PartyRole.SCADA else actor.id}
+        return {"participant_id": caller.ldc_id if caller.role is PartyRole.SCADA else caller.id}
 
     def _ven_name_taken(self, ven_name: str) -> bool:
         return any(
@@ -104,7 +137,7 @@ class CredentialRoutes:
                 if version == "3.1.0":
                     ven.body["clientID"] = cred["client_id"]
                 await self.service.store.save(ven)
-                await self.bridge.sync_ven(ven)
+                await self.renderer.sync_ven(ven)
                 return ven.id
         seq = self.service.store.next_seq()
         stamp = now_text()
@@ -119,25 +152,25 @@ class CredentialRoutes:
             stamp,
         )
         await self.service.put_object(Change(version, "ven", "CREATE", None, obj))
-        await self.bridge.sync_ven(obj)
+        await self.renderer.sync_ven(obj)
         return obj.id
 
-    def _visible(self, actor: Participant, cred: dict[str, Any]) -> bool:
-        return actor.role is PartyRole.ADMIN or actor.id in (
+    def _visible(self, caller: Participant, cred: dict[str, Any]) -> bool:
+        return caller.role is PartyRole.ADMIN or caller.id in (
             cred.get("owner_id"),
             cred.get("participant_id"),
         )
 
     async def list(self, request: web.Request) -> web.Response:
-        actor: Participant = request[ACTOR]
+        caller = actor(request)
         return web.json_response(
-            [c for c in self.credentials.credentials() if self._visible(actor, c)]
+            [c for c in self.credentials.credentials() if self._visible(caller, c)]
         )
 
     def _own(self, request: web.Request) -> str:
         client_id = request.match_info["client_id"]
         cred = self.credentials.credential(client_id)
-        if cred is None or not self._visible(request[ACTOR], cred):
+        if cred is None or not self._visible(actor(request), cred):
             raise NotFound(f"no credential {client_id}")
         return client_id
 
@@ -145,12 +178,17 @@ class CredentialRoutes:
         client_id = self._own(request)
         await self.credentials.revoke(client_id)
         cred = self.credentials.credential(client_id)
+        for listener in self.on_revoked:
+            await listener(client_id, cred or {}, True)
         return web.json_response(
             {k: v for k, v in (cred or {}).items() if k not in ("hash", "salt")}
         )
 
     async def revoke_tokens(self, request: web.Request) -> web.Response:
-        count = await self.credentials.revoke_tokens(self._own(request))
+        client_id = self._own(request)
+        count = await self.credentials.revoke_tokens(client_id)
+        for listener in self.on_revoked:
+            await listener(client_id, self.credentials.credential(client_id) or {}, False)
         return web.json_response({"revoked_tokens": count})
 
 
@@ -161,45 +199,25 @@ def _opt_str(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-PLATFORM_OPENAPI: dict[str, Any] = {
-    "/credentials": {
-        "post": {
-            "summary": "Provision an OpenADR 3 client credential (VEN or business logic)",
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["role"],
-                            "properties": {
-                                "role": {"enum": ["ven", "bl"]},
-                                "ven_name": {"type": "string", "minLength": 1, "maxLength": 128},
-                                "api_version": {"enum": ["3.1.0", "3.0.1"]},
-                                "participant_id": {"type": "string"},
-                                "client_id": {"type": "string"},
-                            },
-                        }
-                    }
-                },
-            },
-            "responses": {"201": {"description": "created; client_secret is shown once"}},
-        },
-        "get": {
-            "summary": "List OpenADR 3 credentials (no secrets)",
-            "responses": {"200": {"description": "credentials"}},
+CREATE_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["role"],
+                    "properties": {
+                        "role": {"enum": ["ven", "bl"]},
+                        "ven_name": {"type": "string", "minLength": 1, "maxLength": 128},
+                        "api_version": {"enum": ["3.1.0", "3.0.1"]},
+                        "participant_id": {"type": "string"},
+                        "owner_id": {"type": "string"},
+                        "client_id": {"type": "string"},
+                    },
+                }
+            }
         },
     },
-    "/credentials/{client_id}": {
-        "delete": {
-            "summary": "Revoke a credential and its tokens",
-            "responses": {"200": {"description": "revoked"}},
-        },
-    },
-    "/credentials/{client_id}/revoke-tokens": {
-        "post": {
-            "summary": "Revoke every token of a credential",
-            "responses": {"200": {"description": "count of revoked tokens"}},
-        },
-    },
+    "responses": {"201": {"description": "created; client_secret is shown once"}},
 }

@@ -18,9 +18,10 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from adapters.openadr3.auth import AuthError, Credentials, Principal
 from adapters.openadr3.codec.common import ClientCredentialRequest
-from adapters.openadr3.problems import (
+from adapters.openadr3.vtn.auth import AuthError, Credentials, Principal
+from adapters.openadr3.vtn.notifiers import MqttNotifierRoutes
+from adapters.openadr3.vtn.problems import (
     OadrProblem,
     bad_request,
     from_exception,
@@ -28,8 +29,11 @@ from adapters.openadr3.problems import (
     problem_body,
     unauthorized,
 )
-from adapters.openadr3.query import parse_query
-from adapters.openadr3.service import VtnService
+from adapters.openadr3.vtn.query import parse_query
+from adapters.openadr3.vtn.service import VtnService
+from adapters.openadr3.vtn.throttle import TokenThrottle
+from gateway.errors import GatewayError
+from gateway.ports import BodyReader, parse_json
 
 PRINCIPAL = "openadr3.principal"
 VERSION = "openadr3.version"
@@ -63,20 +67,6 @@ def _path_id(request: web.Request, name: str) -> str:
     return value
 
 
-async def _body(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw.strip():
-        raise bad_request("a JSON body is required")
-    try:
-        return json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("the body is not valid JSON") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 class VtnServer:
     """Builds the aiohttp application; one instance per adapter."""
 
@@ -86,19 +76,38 @@ class VtnServer:
         credentials: Credentials,
         public_url: str,
         max_body_bytes: int,
+        throttle: TokenThrottle,
+        body: BodyReader,
+        mqtt: MqttNotifierRoutes | None = None,
+        middlewares: tuple[Any, ...] = (),
     ) -> None:
+        self.body = body
+        # Told which events a VEN read (the DERs' delivery state): set by the adapter.
+        self.fetched: Callable[[str, list[dict[str, Any]]], Awaitable[None]] | None = None
+        self.middlewares = middlewares  # outermost first (the core's request metrics)
         self.service = service
         self.credentials = credentials
+        self.throttle = throttle
+        self.mqtt = mqtt
         self.public_url = public_url.rstrip("/")
         self.max_body_bytes = max_body_bytes
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[self._problems, self._authenticate], client_max_size=self.max_body_bytes
+            middlewares=[*self.middlewares, self._problems, self._authenticate],
+            client_max_size=self.max_body_bytes,
         )
         for version in ("3.1.0", "3.0.1"):
             app.router.add_routes(self.routes(version))
         return app
+
+    async def _body(self, request: web.Request) -> Any:
+        """The JSON body, by the core's one reader (size, depth, duplicate keys, NaN):
+        its refusals are GatewayErrors, answered as problems (400, 413)."""
+        raw = await self.body.read_bytes(request)
+        if not raw.strip():
+            raise bad_request("a JSON body is required")
+        return parse_json(raw, max_depth=self.body.max_depth)
 
     # -- middlewares -----------------------------------------------------------------------
 
@@ -183,6 +192,8 @@ class VtnServer:
             scope_id = self._scope(request, version, nested)
             query = parse_query(version, kind, request.query)
             found = self.service.search(version, kind, principal, query, scope_id=scope_id)
+            if kind == "event" and not principal.is_bl and found and self.fetched:
+                await self.fetched(version, found)
             return _json(found)
 
         return handler
@@ -190,7 +201,7 @@ class VtnServer:
     def _create(self, version: str, kind: str, nested: bool = False) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             scope_id = self._scope(request, version, nested)
-            raw = await _body(request)
+            raw = await self._body(request)
             made = await self.service.create(
                 version, kind, request[PRINCIPAL], raw, scope_id=scope_id
             )
@@ -211,7 +222,7 @@ class VtnServer:
         async def handler(request: web.Request) -> web.Response:
             scope_id = self._scope(request, version, nested)
             object_id = _path_id(request, "id")
-            raw = await _body(request)
+            raw = await self._body(request)
             updated = await self.service.update(
                 version, kind, request[PRINCIPAL], object_id, raw, scope_id=scope_id
             )
@@ -231,12 +242,19 @@ class VtnServer:
         return handler
 
     async def _notifiers(self, request: web.Request) -> web.Response:
-        _reader(request)
-        return _json({"WEBHOOK": True})
+        principal = _reader(request)
+        body: dict[str, Any] = {"WEBHOOK": True}
+        if self.mqtt is not None:
+            binding = await self.mqtt.binding(principal, _bearer(request))
+            if binding is not None:
+                body["MQTT"] = binding
+        return _json(body)
 
     async def _mqtt_topics(self, request: web.Request) -> web.Response:
-        _reader(request)
-        raise not_found("this VTN offers no MQTT notifier (GET /notifiers)")
+        principal = _reader(request)
+        if self.mqtt is None:
+            raise not_found("this VTN offers no MQTT notifier (GET /notifiers)")
+        return _json({"topics": self.mqtt.topics(principal, request.match_info["tail"])})
 
     def _auth_server(self, version: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
@@ -261,13 +279,26 @@ class VtnServer:
                     error,
                     "grant_type=client_credentials, client_id and client_secret are required",
                 ) from None
+            address = request.remote or ""
+            wait = self.throttle.admit(form.client_id, address)
+            if wait is not None:
+                raise OadrProblem(
+                    429,
+                    f"too many token requests or failed attempts; retry in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                    error="slow_down",
+                    error_description="retry later",
+                )
             try:
                 issued = await self.credentials.issue(
-                    form.client_id, form.client_secret, form.scope
+                    form.client_id, form.client_secret, form.scope, version
                 )
             except AuthError as exc:
+                if exc.error == "invalid_client":
+                    self.throttle.failed(form.client_id, address)
                 status = 401 if exc.error == "invalid_client" else 400
                 raise _oauth_error(status, exc.error, exc.description) from None
+            self.throttle.succeeded(form.client_id, address)
             body = {
                 "access_token": issued.access_token,
                 "token_type": "Bearer",
@@ -277,6 +308,10 @@ class VtnServer:
             return _json(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
         return handler
+
+
+def _bearer(request: web.Request) -> str:
+    return request.headers.get("Authorization", "").partition(" ")[2].strip()
 
 
 def _reader(request: web.Request) -> Principal:
@@ -304,8 +339,8 @@ async def _token_fields(request: web.Request) -> dict[str, Any]:
         raise _oauth_error(400, "invalid_request", "the body is not UTF-8") from None
     if request.content_type == "application/json":
         try:
-            data = json.loads(text) if text.strip() else {}
-        except ValueError:
+            data = parse_json(text) if text.strip() else {}
+        except GatewayError:
             data = None
         if not isinstance(data, dict):
             raise _oauth_error(400, "invalid_request", "the body must be a form or JSON object")
@@ -342,7 +377,7 @@ def _version_of(path: str) -> str | None:
 # --- aiohttp's own low-level errors (bad request line, oversize headers) ------------------
 
 
-class ProblemRequestHandler(RequestHandler):  # type: ignore[misc]
+class ProblemRequestHandler(RequestHandler):
     """Answers HTTP parse errors with a problem object instead of text/plain."""
 
     def handle_error(

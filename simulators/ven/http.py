@@ -18,6 +18,12 @@ class VtnError(Exception):
         self.status = status
         self.body = body
 
+    @property
+    def retryable(self) -> bool:
+        """Worth sending again later: the VTN is busy (429) or failing (5xx), or our token
+        was refused again right after a fresh one (a restart racing the token)."""
+        return self.status in (401, 429) or self.status >= 500
+
 
 class VtnClient:
     def __init__(self, base_url: str, ca: Path, client_id: str, client_secret: str,

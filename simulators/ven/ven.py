@@ -26,6 +26,8 @@ from simulators.ven.receiver import receiving
 log = logging.getLogger(__name__)
 TARGETS_PER_QUERY = 20  # keeps request lines short
 REPORT_RETRY_MAX_S = 60.0
+# What a VTN that is restarting, unreachable or busy answers (a VtnError only if retryable).
+RETRYABLE = (VtnError, OSError, TimeoutError, aiohttp.ClientError)
 
 
 @dataclass(frozen=True)
@@ -77,18 +79,16 @@ class Ven:
         # Notifications wake the tick loop rather than each applying every resource: a
         # burst of them (one per resource's event) is applied once.
         self._changed = asyncio.Event()
+        self._subscribed = False
 
     async def run(self, ready: Callable[[], None] | None = None) -> None:
         cfg = self.config
         async with VtnClient(cfg.base_url, cfg.ca, cfg.client_id, cfg.client_secret,
                              cfg.connections) as vtn, AsyncExitStack() as stack:
-            await vtn.token()
-            await self.register(vtn)
+            url, secret = None, secrets.token_urlsafe(24)
             if cfg.subscribe:
-                secret = secrets.token_urlsafe(24)
                 url = await stack.enter_async_context(receiving(self._notified, secret))
-                await self._subscribe(vtn, url, secret)
-            await self.poll(vtn)
+            await self._start(vtn, url, secret)
             if ready is not None:
                 ready()
             async with asyncio.TaskGroup() as group:
@@ -97,6 +97,28 @@ class Ven:
                 group.create_task(self._periodic_reports(), name=f"{cfg.ven_name}-reports")
                 for n in range(cfg.connections):
                     group.create_task(self._report_worker(vtn), name=f"{cfg.ven_name}-rep{n}")
+
+    async def _start(self, vtn: VtnClient, url: str | None, secret: str) -> None:
+        """Token, registration, subscription and a first poll - tried again, backing off,
+        while the VTN is unreachable or busy (a VEN started before its gateway, or during
+        a restart, waits for it as a field VEN does)."""
+        delay = 1.0
+        while True:
+            try:
+                await vtn.token()
+                await self.register(vtn)
+                if url is not None and not self._subscribed:
+                    await self._subscribe(vtn, url, secret)
+                    self._subscribed = True
+                await self.poll(vtn)
+                return
+            except RETRYABLE as exc:
+                if isinstance(exc, VtnError) and not exc.retryable:
+                    raise
+                log.info("%s: VTN not ready (%s); again in %.0f s", self.config.ven_name,
+                         exc.__class__.__name__, delay)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(2 * delay, REPORT_RETRY_MAX_S)
 
     # -- registration --------------------------------------------------------------------
 
@@ -161,15 +183,15 @@ class Ven:
                 if best is None or _stamp(event) > _stamp(best):
                     chosen[res.name] = event
         for res in self.resources.values():
-            event = chosen.get(res.name)
-            envelope = _envelope(res, event, now) if event else Envelope()
+            picked = chosen.get(res.name)
+            envelope = _envelope(res, picked, now) if picked else Envelope()
             if envelope != res.applied:
                 res.der.apply(envelope)
                 res.applied = envelope
-            res.event_id = event["id"] if event else None
-            if event is not None and _ref(event) != res.acked_ref:
-                res.acked_ref = _ref(event)
-                self._queue_report(res, event)
+            res.event_id = picked["id"] if picked else None
+            if picked is not None and _ref(picked) != res.acked_ref:
+                res.acked_ref = _ref(picked)
+                self._queue_report(res, picked)
 
     # -- reports -------------------------------------------------------------------------
 
@@ -193,9 +215,9 @@ class Ven:
                 await vtn.call("POST", "/reports", body)
                 self.stats.reports += 1
                 res.retry_s = 0.0
-            except (VtnError, OSError, TimeoutError, aiohttp.ClientError) as exc:
+            except RETRYABLE as exc:
                 self.stats.report_errors += 1
-                if isinstance(exc, VtnError) and exc.status < 500:
+                if isinstance(exc, VtnError) and not exc.retryable:
                     log.info("%s: report for %s refused: %s", self.config.ven_name, res.name,
                              exc)
                     continue
@@ -222,7 +244,7 @@ class Ven:
             await asyncio.sleep(self.config.poll_s)
             try:
                 await self.poll(vtn)
-            except (VtnError, OSError, TimeoutError) as exc:
+            except RETRYABLE as exc:  # the VTN restarting: poll again next time
                 self.stats.poll_errors += 1
                 log.info("%s: poll failed: %s", self.config.ven_name, exc)
 

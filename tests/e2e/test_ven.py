@@ -104,3 +104,63 @@ async def test_ven_follows_limit_and_dispatch_and_reports(tmp_path, subscribe):
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_ven_rides_through_a_gateway_restart(tmp_path):
+    """Issue 17 (9): the simulated VEN survives the gateway going away (polls and reports
+    fail meanwhile), re-connects, re-authenticates when it must, sends again what failed,
+    and follows the next limit - as a certified field VEN does."""
+    from tests.support.gateway import GatewayProcess
+
+    listen = f"https://127.0.0.1:{free_port()}"
+    process = GatewayProcess(tmp_path, openadr3={"listen": listen})
+    gw = await process.start()
+    clients = await seed_platform(gw, [oadr("o1", "ven-x", "pv-1")])
+    cred = await clients["agg-x"].ok("POST", "/v1/adapters/openadr3/credentials",
+                                     {"role": "ven", "ven_name": "ven-x"})
+    pv = ControlledDer(DerModel(Rating(w_max=10_000), profile=Constant(0.8), ramp_pct_s=0))
+    ven = Ven(VenConfig("ven-x", f"{listen}/openadr3/3.1.0", gw.pki / "platform/ca.pem",
+                        cred["client_id"], cred["client_secret"], poll_s=0.5, report_s=1.0,
+                        report_retry_s=0.5), {"pv-1": pv})
+    await process.stop()  # the VEN starts while its gateway is down: it waits for it
+    ready = asyncio.Event()
+    runner = asyncio.create_task(ven.run(ready.set))
+    tasks = [runner, asyncio.create_task(stepping([pv]))]
+    await asyncio.sleep(2)
+    assert not runner.done() and not ready.is_set()
+    await process.start()
+
+    async def limit(watts: float) -> None:
+        now = datetime.now(UTC)
+        await clients["ldc-a"].ok("POST", "/v1/instructions", {
+            "kind": "limit", "target": {"kind": "resource", "id": "o1"},
+            "start": iso(now - timedelta(seconds=5)), "end": iso(now + timedelta(hours=1)),
+            "limits": {"export_max_w": watts}, "reason": "feeder"})
+
+    async def acked(watts: float) -> bool:
+        _, rows = await clients["admin"].get("/v1/readings?resource_id=o1&limit=1000")
+        return any(abs(r["value"] - watts) < 1 for r in rows)
+
+    try:
+        async with asyncio.timeout(20):
+            await ready.wait()
+        await limit(4_000)
+        await until(lambda: _true(abs(pv.measurement().w - 4_000) < 1))
+        await until(lambda: acked(4_000))
+        errors_before = ven.stats.poll_errors
+        await process.stop()
+        await asyncio.sleep(3)  # polls and reports fail meanwhile; the VEN keeps going
+        assert not runner.done()
+        assert ven.stats.poll_errors > errors_before
+        await process.start()
+        await limit(3_000)
+        await until(lambda: _true(abs(pv.measurement().w - 3_000) < 1), within=30)
+        await until(lambda: acked(3_000), within=30)
+        assert not runner.done()
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await process.stop()

@@ -64,24 +64,84 @@ def auth_statuses(spec: dict[str, Any]) -> None:
     token = spec["paths"].get("/auth/token", {}).get("post")
     if token is not None:
         token["responses"].setdefault("401", _problem_response("Invalid client."))
+        # 14. Throttling and lock-out (docs/openadr3.md): 429 with Retry-After.
+        token["responses"].setdefault("429", _problem_response("Too Many Requests."))
 
 
 def conflicts(spec: dict[str, Any]) -> None:
-    """4. Creating or renaming onto a taken name (venName, resourceName) answers 409."""
+    """4. Creating or renaming onto a taken name (venName, resourceName) answers 409; 12. one
+    taken by an object the caller may not see answers 404 (existence hiding)."""
     for path in ("/vens", "/resources", "/vens/{venID}/resources"):
-        op = spec["paths"].get(path, {}).get("post")
-        if op is not None:
-            op["responses"].setdefault("409", _problem_response("Conflict."))
+        for method in ("post",):
+            op = spec["paths"].get(path, {}).get(method)
+            if op is not None:
+                op["responses"].setdefault("409", _problem_response("Conflict."))
+                op["responses"].setdefault("404", _problem_response("Not Found."))
 
 
 def not_found(spec: dict[str, Any]) -> None:
-    """5. GET /notifiers/mqtt/...: this VTN offers no MQTT notifier, so 404 everywhere."""
+    """5. GET /notifiers/mqtt/...: 404 when no broker is configured (and for another VEN's
+    topics)."""
     for path, item in spec["paths"].items():
         if path.startswith("/notifiers/mqtt/"):
             item["get"]["responses"].setdefault("404", _problem_response("Not Found."))
 
 
-PATCHES = (require_bodies, metadata_object_type, auth_statuses, conflicts, not_found)
+def null_is_absent(spec: dict[str, Any]) -> None:
+    """8. An explicit null for an optional property is taken as absent (the ElaadNL client
+    sends them): every optional property of a schema accepts null."""
+    for schema in spec["components"]["schemas"].values():
+        _nullable_optionals(schema)
+
+
+def _nullable_optionals(schema: Any) -> None:
+    if not isinstance(schema, dict):
+        return
+    for part in schema.get("allOf", []) + schema.get("oneOf", []) + schema.get("anyOf", []):
+        _nullable_optionals(part)
+    if isinstance(schema.get("items"), dict):
+        _nullable_optionals(schema["items"])
+    required = set(schema.get("required", []))
+    properties = schema.get("properties", {})
+    for name, prop in list(properties.items()):
+        _nullable_optionals(prop)
+        if name in required or prop.get("nullable"):
+            continue
+        if "$ref" in prop:
+            properties[name] = {"allOf": [{"$ref": prop["$ref"]}], "nullable": True}
+        else:
+            prop["nullable"] = True
+            if "enum" in prop and None not in prop["enum"]:
+                prop["enum"] = [*prop["enum"], None]  # (an enum must name null too)
+
+
+def https_callbacks(spec: dict[str, Any]) -> None:
+    """6. A callbackUrl is an https URL the outbound policy accepts (http only to loopback in
+    development mode): URIs of other schemes are refused (400 with the reason)."""
+    for schema in spec["components"]["schemas"].values():
+        for prop in _walk_properties(schema):
+            callback = prop.get("callbackUrl")
+            if isinstance(callback, dict) and callback.get("type") == "string":
+                callback["pattern"] = "^https://[a-z][a-z0-9-]{0,30}(\\.[a-z][a-z0-9-]{0,30})+/"
+
+
+def _walk_properties(schema: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    if not isinstance(schema, dict):
+        return found
+    if isinstance(schema.get("properties"), dict):
+        found.append(schema["properties"])
+        for prop in schema["properties"].values():
+            found += _walk_properties(prop)
+    if isinstance(schema.get("items"), dict):
+        found += _walk_properties(schema["items"])
+    for part in schema.get("allOf", []) + schema.get("oneOf", []) + schema.get("anyOf", []):
+        found += _walk_properties(part)
+    return found
+
+
+PATCHES = (require_bodies, metadata_object_type, auth_statuses, conflicts, not_found,
+           null_is_absent, https_callbacks)
 
 
 def patched_spec(source: Path, target: Path, base_url: str) -> Path:

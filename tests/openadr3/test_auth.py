@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from adapters.openadr3.auth import AuthError, Credentials, Role
+from adapters.openadr3.vtn.auth import AuthError, Credentials, Role
 
 
 class MemoryRecords:
@@ -33,8 +33,8 @@ async def test_issue_verify_scopes_and_reload():
     creds = Credentials(records, token_ttl_s=60)
     public, secret = await creds.provision(Role.VEN, ven_name="v1")
     assert "hash" not in public and secret not in json.dumps(list(records.docs.values()))
-    issued = await creds.issue(public["client_id"], secret, "write_reports read_all")
-    assert issued.scope == "write_reports"  # read_all is not a VEN scope
+    issued = await creds.issue(public["client_id"], secret, "write_reports write_events")
+    assert issued.scope == "write_reports"  # write_events is not a VEN scope
     principal = creds.verify(issued.access_token)
     assert principal is not None and principal.role is Role.VEN
     assert principal.may("write_reports") and not principal.may("write_events")
@@ -68,3 +68,34 @@ async def test_wrong_secret_scope_expiry_and_revocation():
     assert live.verify(issued.access_token) is None
     with pytest.raises(AuthError):
         await live.issue(public["client_id"], secret, None)
+
+
+@pytest.mark.parametrize(
+    ("version", "role", "asked", "granted"),
+    [
+        # 3.0.1 names one read scope, read_all ("VENs and BL can read all resources").
+        ("3.0.1", Role.VEN, None, "read_all write_reports write_subscriptions write_vens"),
+        ("3.0.1", Role.VEN, "read_all", "read_all"),
+        ("3.0.1", Role.BL, "read_all write_events write_programs",
+         "read_all write_events write_programs"),
+        ("3.0.1", Role.BL, "read_bl write_events", "write_events"),  # 3.0.1 has no read_bl
+        # 3.1.0: VENs read with read_targets and read_ven_objects; a VEN asking read_all too
+        # (the ElaadNL client's default) gets what it asked for, so oauthlib sees no change.
+        ("3.1.0", Role.VEN, None,
+         "read_targets read_ven_objects write_reports write_subscriptions write_vens"),
+        ("3.1.0", Role.VEN, "read_all write_reports read_targets read_ven_objects",
+         "read_all read_targets read_ven_objects write_reports"),
+        ("3.1.0", Role.BL, "read_all read_bl write_events write_programs",
+         "read_all read_bl write_events write_programs"),
+    ],
+)
+async def test_scopes_are_named_as_each_version_names_them(version, role, asked, granted):
+    records = MemoryRecords()
+    creds = Credentials(records, token_ttl_s=60)
+    public, secret = await creds.provision(
+        role, **({"ven_name": "v1"} if role is Role.VEN else {"participant_id": "ldc-a"})
+    )
+    issued = await creds.issue(public["client_id"], secret, asked, version)
+    assert issued.scope == granted
+    principal = creds.verify(issued.access_token)
+    assert principal is not None and principal.may("read") == ("read" in granted)

@@ -42,7 +42,6 @@ def assert_problem(status: int, body: Any, expected: int) -> None:
         ({"programName": 5}, "wrong type"),
         ({"programName": ""}, "too short"),
         ({"programName": "x" * 129}, "too long"),
-        ({"programName": "p", "intervalPeriod": None}, "null where not nullable"),
         ({"programName": "p", "intervalPeriod": {"start": "2026-01-01T00:00:00"}}, "no zone"),
         ({"programName": "p", "intervalPeriod": {"start": "2026-02-30T00:00:00Z"}}, "no date"),
         ({"programName": "p", "intervalPeriod": {"duration": "1 hour"}}, "not ISO 8601"),
@@ -377,10 +376,27 @@ async def test_ven_quotas_keep_memory_bounded(vtn, bl):
     sub = {
         "clientName": "ven-x",
         "objectOperations": [
-            {"objects": ["EVENT"], "operations": ["CREATE"], "callbackUrl": "https://example.com/h"}
+            {"objects": ["EVENT"], "operations": ["CREATE"], "callbackUrl": "https://127.0.0.1:9/h"}
         ],
     }
     status, _ = await vtn.call("POST", "/subscriptions", token, sub)
     assert status == 201
     status, problem = await vtn.call("POST", "/subscriptions", token, sub)
     assert_problem(status, problem, 409)
+
+
+async def test_a_large_body_sent_in_parts_is_read_whole(vtn, bl):
+    """A body that arrives in several TCP reads (here chunked) is read to its end, not cut
+    at the first part (the core's body reader read only what had arrived)."""
+    body = json.dumps({"programName": "big-in-parts",
+                       "attributes": [{"type": "X", "values": ["y" * 1000] * 400}]}).encode()
+
+    async def parts():
+        for start in range(0, len(body), 8192):
+            yield body[start:start + 8192]
+            await asyncio.sleep(0)
+
+    status, made = await vtn.call("POST", "/programs", bl, data=parts(),
+                                  headers={"Content-Type": "application/json"})
+    assert status == 201, made
+    assert len(made["attributes"][0]["values"]) == 400

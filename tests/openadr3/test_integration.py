@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.openadr3.service import Change
+from adapters.openadr3.vtn.service import Change
 from tests.openadr3.conftest import CORE_WARNINGS, V31, V301, until
 from tests.support.gateway import free_port
 
@@ -244,8 +244,8 @@ async def test_unbound_der_loses_its_resource_object_and_event(vtn):
         return found
 
     assert await until(events)
-    bridge = vtn.gw.gateway.adapters["openadr3"].bridge
-    await bridge._forget_stale("o1", [])  # what render() does once o1 is no longer bound here
+    renderer = vtn.gw.gateway.adapters["openadr3"].renderer
+    await renderer._forget_stale("o1", [])  # what render() does once o1 is no longer bound here
     assert await events() == []
     _, resources = await vtn.call("GET", "/resources", token)
     assert [r["resourceName"] for r in resources] == ["bat-2"]
@@ -267,11 +267,11 @@ async def test_a_batch_render_writes_what_one_by_one_renders_would(vtn):
 
     first = await until(limited)
     assert len(first) == 1
-    await adapter.bridge.render_many(["o1", "o2", "no-such-der"])
+    await adapter.renderer.render_many(["o1", "o2", "no-such-der"])
     assert rendered() == first  # nothing changed, nothing written
     for event in list(store.all(V31, "event")):
         await adapter.service.remove(Change(V31, "event", "DELETE", None, event, event))
-    await adapter.bridge.render_many(["o1", "o2"])
+    await adapter.renderer.render_many(["o1", "o2"])
     stamp = ("createdDateTime", "modificationDateTime")
     again = rendered()
     assert sorted(again) == sorted(first)

@@ -8,9 +8,9 @@ import pytest
 
 from adapters.openadr3 import mapper
 from adapters.openadr3.codec.timing import format_duration, parse_duration, parse_start
-from adapters.openadr3.kinds import parse
-from adapters.openadr3.problems import OadrProblem
-from adapters.openadr3.targeting import (
+from adapters.openadr3.vtn.kinds import parse
+from adapters.openadr3.vtn.problems import OadrProblem
+from adapters.openadr3.vtn.targeting import (
     audience_for_ven,
     hide,
     matched,

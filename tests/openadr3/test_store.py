@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.openadr3.store import ObjectStore, StoredObject
+from adapters.openadr3.state import ObjectStore, StoredObject
 from gateway.records import AdapterRecords
 from gateway.store.engine import Database
 

@@ -10,15 +10,17 @@ dropped.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     StringConstraints,
+    model_validator,
 )
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -71,14 +73,15 @@ def check_duration(value: str) -> str:
     return value
 
 
-def _not_null(value: Any) -> Any:
-    if value is None:
-        raise ValueError("must not be null")
-    return value
+class _NullIsAbsent:
+    """Marks an optional property the schema does not make nullable: an explicit null is
+    taken as absent (widely used clients send `"intervalPeriod": null`), never stored."""
+
+    def __repr__(self) -> str:
+        return "NullIsAbsent"
 
 
-# Optional but not nullable: absent is fine, an explicit null is not (the schema says so).
-NotNull = BeforeValidator(_not_null)
+NullIsAbsent = _NullIsAbsent()
 
 ObjectID = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_-]*$")
@@ -88,8 +91,8 @@ DateTime = Annotated[str, AfterValidator(check_rfc3339)]
 Duration = Annotated[str, AfterValidator(check_duration)]
 
 
-def integer(low: float = INT32_MIN, high: float = INT32_MAX) -> Any:
-    """A JSON Schema integer: 3 and 3.0 alike (never a bool), within [low, high]."""
+def _integer_in(low: float, high: float) -> Callable[[float], float]:
+    """A JSON Schema integer check: 3 and 3.0 alike (never a bool), within [low, high]."""
 
     def check(value: float) -> float:
         if isinstance(value, float) and not value.is_integer():
@@ -98,10 +101,12 @@ def integer(low: float = INT32_MIN, high: float = INT32_MAX) -> Any:
             raise ValueError(f"must be between {low} and {high}")
         return value
 
-    return Annotated[int | float, AfterValidator(check)]
+    return check
 
 
-Int32 = integer()
+Int32 = Annotated[int | float, AfterValidator(_integer_in(INT32_MIN, INT32_MAX))]
+Percent = Annotated[int | float, AfterValidator(_integer_in(0, 100))]
+NonNegative = Annotated[int | float, AfterValidator(_integer_in(0, float("inf")))]
 Uri = Annotated[str, StringConstraints(min_length=2, max_length=8000), AfterValidator(check_uri)]
 AnyUri = Annotated[str, AfterValidator(check_uri)]
 ObjectType = Literal["PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE"]
@@ -112,9 +117,29 @@ class Wire(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_absent_nulls(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        absent = _null_is_absent(cls)
+        if not any(data.get(name, 0) is None for name in absent):
+            return data
+        return {k: v for k, v in data.items() if v is not None or k not in absent}
+
     def wire(self) -> dict[str, Any]:
         """JSON-ready dict of what the client sent (explicit nulls kept, absent left out)."""
         return self.model_dump(mode="json", exclude_unset=True)
+
+
+@functools.cache
+def _null_is_absent(model: type[BaseModel]) -> frozenset[str]:
+    """The properties of `model` whose explicit null means absent (once per class)."""
+    return frozenset(
+        name
+        for name, info in model.model_fields.items()
+        if any(m is NullIsAbsent for m in info.metadata)
+    )
 
 
 class Point(Wire):
@@ -132,31 +157,31 @@ class ValuesMap(Wire):
 
 
 class IntervalPeriod31(Wire):
-    start: Annotated[DateTime | None, NotNull] = None
-    duration: Annotated[Duration | None, NotNull] = None
-    randomizeStart: Annotated[Duration | None, NotNull] = None
+    start: Annotated[DateTime | None, NullIsAbsent] = None
+    duration: Annotated[Duration | None, NullIsAbsent] = None
+    randomizeStart: Annotated[Duration | None, NullIsAbsent] = None
 
 
 class IntervalPeriod301(Wire):
     start: DateTime
-    duration: Annotated[Duration | None, NotNull] = None
-    randomizeStart: Annotated[Duration | None, NotNull] = None
+    duration: Annotated[Duration | None, NullIsAbsent] = None
+    randomizeStart: Annotated[Duration | None, NullIsAbsent] = None
 
 
 class EventPayloadDescriptor301(Wire):
-    objectType: Annotated[Literal["EVENT_PAYLOAD_DESCRIPTOR"] | None, NotNull] = None
+    objectType: Annotated[Literal["EVENT_PAYLOAD_DESCRIPTOR"] | None, NullIsAbsent] = None
     payloadType: Name128
     units: str | None = None
     currency: str | None = None
 
 
 class ReportPayloadDescriptor301(Wire):
-    objectType: Annotated[Literal["REPORT_PAYLOAD_DESCRIPTOR"] | None, NotNull] = None
+    objectType: Annotated[Literal["REPORT_PAYLOAD_DESCRIPTOR"] | None, NullIsAbsent] = None
     payloadType: Name128
     readingType: str | None = None
     units: str | None = None
     accuracy: float | None = None
-    confidence: integer(0, 100) | None = None
+    confidence: Percent | None = None
 
 
 Units = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -175,7 +200,7 @@ class ReportPayloadDescriptor31(Wire):
     readingType: Name128 | None = None
     units: Units | None = None
     accuracy: float | None = None
-    confidence: integer(0, 100) | None = None
+    confidence: Percent | None = None
 
 
 class ProgramDescription(Wire):

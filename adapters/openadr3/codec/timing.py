@@ -16,6 +16,11 @@ _FRACTION = re.compile(r"\.\d+")
 INFINITE = "P9999Y"
 
 
+def rfc3339(value: datetime) -> str:
+    """An aware datetime as RFC 3339 in UTC, with "Z"."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def parse_start(value: str | None, now: datetime) -> datetime:
     if value is None or value.startswith(("0001-01-01", "0000-")):
         return now

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Discriminator, Tag
 
 from adapters.openadr3.codec.common import (
     AnyUri,
@@ -19,13 +19,13 @@ from adapters.openadr3.codec.common import (
     Int32,
     IntervalPeriod301,
     Name128,
-    NotNull,
+    NonNegative,
+    NullIsAbsent,
     ObjectID,
     ObjectType,
     ReportPayloadDescriptor301,
     ValuesMap,
     Wire,
-    integer,
 )
 
 Targets = list[ValuesMap] | None
@@ -47,14 +47,14 @@ class ProgramDescription(Wire):
 class Metadata(Wire):
     """VTN-provisioned properties a 3.0.1 client may echo back; checked, then replaced."""
 
-    id: Annotated[ObjectID | None, NotNull] = None
-    createdDateTime: Annotated[DateTime | None, NotNull] = None
-    modificationDateTime: Annotated[DateTime | None, NotNull] = None
+    id: Annotated[ObjectID | None, NullIsAbsent] = None
+    createdDateTime: Annotated[DateTime | None, NullIsAbsent] = None
+    modificationDateTime: Annotated[DateTime | None, NullIsAbsent] = None
 
 
 class Interval(Wire):
     id: Int32
-    intervalPeriod: Annotated[IntervalPeriod301 | None, NotNull] = None
+    intervalPeriod: Annotated[IntervalPeriod301 | None, NullIsAbsent] = None
     payloads: list[ValuesMap]
 
 
@@ -63,16 +63,41 @@ class ReportDescriptor(Wire):
     readingType: str | None = None
     units: str | None = None
     targets: Targets = None
-    aggregate: Annotated[bool | None, NotNull] = None
-    startInterval: Annotated[Int32 | None, NotNull] = None
-    numIntervals: Annotated[Int32 | None, NotNull] = None
-    historical: Annotated[bool | None, NotNull] = None
-    frequency: Annotated[Int32 | None, NotNull] = None
-    repeat: Annotated[Int32 | None, NotNull] = None
+    aggregate: Annotated[bool | None, NullIsAbsent] = None
+    startInterval: Annotated[Int32 | None, NullIsAbsent] = None
+    numIntervals: Annotated[Int32 | None, NullIsAbsent] = None
+    historical: Annotated[bool | None, NullIsAbsent] = None
+    frequency: Annotated[Int32 | None, NullIsAbsent] = None
+    repeat: Annotated[Int32 | None, NullIsAbsent] = None
+
+
+REPORT_ONLY = ("readingType", "accuracy", "confidence")
+
+
+def _descriptor_kind(value: Any) -> str:
+    """objectType says which descriptor it is; without it (optional in 3.0.1), fields only
+    a report descriptor has decide, so that they are checked rather than dropped."""
+    if isinstance(value, ReportPayloadDescriptor301):  # (when serialising a validated body)
+        return "report"
+    if not isinstance(value, dict):
+        return "event"
+    kind = value.get("objectType")
+    if kind == "REPORT_PAYLOAD_DESCRIPTOR":
+        return "report"
+    if kind is None and any(k in value for k in REPORT_ONLY):
+        return "report"
+    return "event"
+
+
+AnyPayloadDescriptor = Annotated[
+    Annotated[EventPayloadDescriptor301, Tag("event")]
+    | Annotated[ReportPayloadDescriptor301, Tag("report")],
+    Discriminator(_descriptor_kind),
+]
 
 
 class Program(Metadata):
-    objectType: Annotated[Literal["PROGRAM"] | None, NotNull] = None
+    objectType: Annotated[Literal["PROGRAM"] | None, NullIsAbsent] = None
     programName: Name128
     programLongName: str | None = None
     retailerName: str | None = None
@@ -80,23 +105,23 @@ class Program(Metadata):
     programType: str | None = None
     country: str | None = None
     principalSubdivision: str | None = None
-    timeZoneOffset: Annotated[Duration | None, NotNull] = None
-    intervalPeriod: Annotated[IntervalPeriod301 | None, NotNull] = None
+    timeZoneOffset: Annotated[Duration | None, NullIsAbsent] = None
+    intervalPeriod: Annotated[IntervalPeriod301 | None, NullIsAbsent] = None
     programDescriptions: Annotated[list[Any] | None, AfterValidator(_program_descriptions)] = None
     bindingEvents: bool | None = None
     localPrice: bool | None = None
-    payloadDescriptors: list[EventPayloadDescriptor301 | ReportPayloadDescriptor301] | None = None
+    payloadDescriptors: list[AnyPayloadDescriptor] | None = None
     targets: Targets = None
 
 
 class ReportResource(Wire):
     resourceName: Name128
-    intervalPeriod: Annotated[IntervalPeriod301 | None, NotNull] = None
+    intervalPeriod: Annotated[IntervalPeriod301 | None, NullIsAbsent] = None
     intervals: list[Interval]
 
 
 class Report(Metadata):
-    objectType: Annotated[Literal["REPORT"] | None, NotNull] = None
+    objectType: Annotated[Literal["REPORT"] | None, NullIsAbsent] = None
     programID: ObjectID
     eventID: ObjectID
     clientName: Name128
@@ -106,14 +131,14 @@ class Report(Metadata):
 
 
 class Event(Metadata):
-    objectType: Annotated[Literal["EVENT"] | None, NotNull] = None
+    objectType: Annotated[Literal["EVENT"] | None, NullIsAbsent] = None
     programID: ObjectID
     eventName: str | None = None
-    priority: integer(0, float("inf")) | None = None
+    priority: NonNegative | None = None
     targets: Targets = None
     reportDescriptors: list[ReportDescriptor] | None = None
     payloadDescriptors: list[EventPayloadDescriptor301] | None = None
-    intervalPeriod: Annotated[IntervalPeriod301 | None, NotNull] = None
+    intervalPeriod: Annotated[IntervalPeriod301 | None, NullIsAbsent] = None
     intervals: list[Interval]
 
 
@@ -125,7 +150,7 @@ class ObjectOperation(Wire):
 
 
 class Subscription(Metadata):
-    objectType: Annotated[Literal["SUBSCRIPTION"] | None, NotNull] = None
+    objectType: Annotated[Literal["SUBSCRIPTION"] | None, NullIsAbsent] = None
     clientName: Name128
     programID: ObjectID
     objectOperations: list[ObjectOperation]
@@ -133,15 +158,15 @@ class Subscription(Metadata):
 
 
 class Resource(Metadata):
-    objectType: Annotated[Literal["RESOURCE"] | None, NotNull] = None
+    objectType: Annotated[Literal["RESOURCE"] | None, NullIsAbsent] = None
     resourceName: Name128
-    venID: Annotated[ObjectID | None, NotNull] = None
+    venID: Annotated[ObjectID | None, NullIsAbsent] = None
     attributes: list[ValuesMap] | None = None
     targets: Targets = None
 
 
 class Ven(Metadata):
-    objectType: Annotated[Literal["VEN"] | None, NotNull] = None
+    objectType: Annotated[Literal["VEN"] | None, NullIsAbsent] = None
     venName: Name128
     attributes: list[ValuesMap] | None = None
     targets: Targets = None

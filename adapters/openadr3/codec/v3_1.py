@@ -13,7 +13,8 @@ from adapters.openadr3.codec.common import (
     Int32,
     IntervalPeriod31,
     Name128,
-    NotNull,
+    NonNegative,
+    NullIsAbsent,
     ObjectID,
     ObjectType,
     ReportPayloadDescriptor31,
@@ -21,7 +22,6 @@ from adapters.openadr3.codec.common import (
     ValuesMap,
     Wire,
     check_program_descriptions,
-    integer,
 )
 
 Target = Name128
@@ -31,7 +31,7 @@ Operation = Literal["READ", "CREATE", "UPDATE", "DELETE", "GET", "POST", "PUT"]
 
 class Interval(Wire):
     id: Int32
-    intervalPeriod: Annotated[IntervalPeriod31 | None, NotNull] = None
+    intervalPeriod: Annotated[IntervalPeriod31 | None, NullIsAbsent] = None
     payloads: list[ValuesMap]
 
 
@@ -40,14 +40,14 @@ class ReportDescriptor(Wire):
     readingType: Name128 | None = None
     units: Name128 | None = None
     targets: Targets = None
-    aggregate: Annotated[bool | None, NotNull] = None
-    startInterval: Annotated[Int32 | None, NotNull] = None
-    numIntervals: Annotated[Int32 | None, NotNull] = None
-    historical: Annotated[bool | None, NotNull] = None
-    frequency: Annotated[Int32 | None, NotNull] = None
-    repeat: Annotated[Int32 | None, NotNull] = None
+    aggregate: Annotated[bool | None, NullIsAbsent] = None
+    startInterval: Annotated[Int32 | None, NullIsAbsent] = None
+    numIntervals: Annotated[Int32 | None, NullIsAbsent] = None
+    historical: Annotated[bool | None, NullIsAbsent] = None
+    frequency: Annotated[Int32 | None, NullIsAbsent] = None
+    repeat: Annotated[Int32 | None, NullIsAbsent] = None
     reportIntervals: Annotated[
-        Literal["INTERVALS", "SUB_INTERVALS", "OPEN_INTERVALS"] | None, NotNull
+        Literal["INTERVALS", "SUB_INTERVALS", "OPEN_INTERVALS"] | None, NullIsAbsent
     ] = None
 
 
@@ -58,7 +58,7 @@ AnyPayloadDescriptor = Annotated[
 
 class ProgramRequest(Wire):
     programName: Name128
-    intervalPeriod: Annotated[IntervalPeriod31 | None, NotNull] = None
+    intervalPeriod: Annotated[IntervalPeriod31 | None, NullIsAbsent] = None
     programDescriptions: Annotated[list[Any] | None, AfterValidator(check_program_descriptions)] = (
         None
     )
@@ -70,18 +70,18 @@ class ProgramRequest(Wire):
 class EventRequest(Wire):
     programID: ObjectID
     eventName: str | None = None
-    duration: Annotated[Duration | None, NotNull] = None
-    priority: integer(0, float("inf")) | None = None
+    duration: Annotated[Duration | None, NullIsAbsent] = None
+    priority: NonNegative | None = None
     targets: Targets = None
     reportDescriptors: list[ReportDescriptor] | None = None
     payloadDescriptors: list[EventPayloadDescriptor31] | None = None
-    intervalPeriod: Annotated[IntervalPeriod31 | None, NotNull] = None
-    intervals: Annotated[list[Interval] | None, NotNull] = None
+    intervalPeriod: Annotated[IntervalPeriod31 | None, NullIsAbsent] = None
+    intervals: Annotated[list[Interval] | None, NullIsAbsent] = None
 
 
 class ReportResource(Wire):
     resourceName: Name128
-    intervalPeriod: Annotated[IntervalPeriod31 | None, NotNull] = None
+    intervalPeriod: Annotated[IntervalPeriod31 | None, NullIsAbsent] = None
     intervals: list[Interval]
 
 
@@ -104,7 +104,7 @@ class ObjectOperation(Wire):
 
 class SubscriptionRequest(Wire):
     clientName: Name128
-    programID: Annotated[ObjectID | None, NotNull] = None
+    programID: Annotated[ObjectID | None, NullIsAbsent] = None
     objectOperations: list[ObjectOperation]
     targets: Targets = None
 
@@ -121,6 +121,9 @@ class VenVenRequest(Wire):
     objectType: Literal["VEN_VEN_REQUEST"]
     venName: Name128
     attributes: list[ValuesMap] | None = None
+    # Not in the VEN request schema: read so that a VEN sending targets other than those
+    # granted is refused (403), not silently ignored.
+    targets: Targets = None
 
 
 VenRequest = Annotated[BlVenRequest | VenVenRequest, Field(discriminator="objectType")]
@@ -140,6 +143,7 @@ class VenResourceRequest(Wire):
     resourceName: Name128
     venID: ObjectID
     attributes: list[ValuesMap] | None = None
+    targets: Targets = None  # read only to refuse foreign targets (VenVenRequest)
 
 
 ResourceRequest = Annotated[

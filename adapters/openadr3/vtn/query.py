@@ -9,9 +9,9 @@ from typing import Any
 from multidict import MultiMapping
 
 from adapters.openadr3.codec.common import INT32_MAX
-from adapters.openadr3.problems import bad_request
-from adapters.openadr3.service import MAX_LIMIT, SearchQuery
-from adapters.openadr3.targeting import query_terms
+from adapters.openadr3.vtn.problems import bad_request
+from adapters.openadr3.vtn.service import MAX_LIMIT, SearchQuery
+from adapters.openadr3.vtn.targeting import query_terms
 
 _OBJECT_ID = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 OBJECT_TYPES = frozenset({"PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE"})

@@ -1,12 +1,12 @@
-"""Between the VTN and the core: controls become events, reports become feedback.
+"""Down: DERs' effective controls become OpenADR events for their VENs.
 
 - `render(resource_id)`: the DER's effective control becomes (or updates, or removes) one event
   on its LDC's program, targeted at the DER's VEN resource, in every API version where that
   VEN has a ven object.
 - `sync_ven(ven)`: the platform's DERs bound to a VEN (binding address {"ven", "resource"})
   get resource objects with a granted target, so the VEN can read their events.
-- Hooks: an event written by business logic becomes instructions (through coordination);
-  a report becomes readings and an acknowledgement (rules in docs/openadr3.md).
+- A ven or resource object that stands for platform DERs cannot be deleted or renamed by a
+  client (no silent loss of control: docs/openadr3.md).
 """
 
 from __future__ import annotations
@@ -15,23 +15,20 @@ import asyncio
 import hashlib
 import logging
 from contextlib import AsyncExitStack
-from dataclasses import replace
-from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
 
 from adapters.openadr3 import mapper
-from adapters.openadr3.auth import Principal
-from adapters.openadr3.problems import OadrProblem, bad_request, forbidden
-from adapters.openadr3.service import Change, VtnService, now_text
-from adapters.openadr3.store import VERSIONS, Records, StoredObject
-from gateway.domain import Acknowledgement, Protocol, Resource, Target, TargetKind
-from gateway.errors import GatewayError
+from adapters.openadr3.state import VERSIONS, StoredObject
+from adapters.openadr3.vtn.notifier import SUBJECT_PREFIX
+from adapters.openadr3.vtn.problems import forbidden
+from adapters.openadr3.vtn.service import Change, Hook, VtnService, now_text
+from adapters.openadr3.vtn.targeting import normalise
+from gateway.domain import DeliveryMark, DeliveryState, EffectiveControl, Resource
+from gateway.ports import DeliveryOutcome
 
 log = logging.getLogger(__name__)
 GATEWAY = "gateway"  # owner and origin of what the gateway itself writes
-ACK = "ack"
-ACKED_CACHE = 100_000  # (event, DER) acknowledgements kept in memory
 
 
 def _digest(*parts: str, n: int = 20) -> str:
@@ -50,164 +47,58 @@ def wire_targets(version: str, target: str) -> list[Any]:
     return [{"type": "RESOURCE_NAME", "values": [target]}]
 
 
-class Bridge:
-    """Service hooks plus the renderer; talks to ctx.gateway."""
+class Renderer(Hook):
+    """Renders DERs' effective controls as events; keeps the VENs' resource objects that
+    stand for DERs (and refuses writes that would cut DERs off)."""
 
-    def __init__(self, service: VtnService, gateway: Any, records: Records) -> None:
+    def __init__(self, service: VtnService, gateway: Any, name: str) -> None:
         self.service = service
         self.gateway = gateway
-        self.records = records
+        self.name = name  # the adapter's name: the Binding.protocol of its DERs
         # Rendering runs concurrently (bus events, VEN provisioning): the check-then-create of
         # an LDC's program must not race, or two renders create it twice.
         self._program_lock = asyncio.Lock()
         self._render_locks: dict[str, asyncio.Lock] = {}
-        # The last acknowledgement per (event, DER), as in the records: periodic reports
-        # repeat it, and must not cost a read each. Bounded; the records stay the truth.
-        self._acked: dict[str, dict[str, Any]] = {}
 
     # -- hooks -----------------------------------------------------------------------------
 
     async def before_write(self, change: Change) -> None:
-        if change.kind not in ("event", "program") or change.principal is None:
-            return
-        if (change.old or change.obj).meta.get("origin") == GATEWAY:
-            raise forbidden("the gateway renders this object from the platform; it is read-only")
-        if change.kind == "program":
-            return
-        await self._cancel(change.old, change.principal)
-        if change.operation != "DELETE":
-            by_resource = await self._submit(change)
-            change.obj.meta["instructions"] = [i for ids in by_resource.values() for i in ids]
-            change.obj.meta["by_resource"] = by_resource
+        if change.principal is not None and change.kind in ("ven", "resource"):
+            self._keep_bindings(change)
 
-    async def after_writes(self, changes: list[Change]) -> None:
-        for change in changes:
-            await self.after_write(change)
+    def _keep_bindings(self, change: Change) -> None:
+        """No silent loss of control: a client may not delete or rename a ven or resource
+        object that stands for platform DERs (their events would stop reaching the VEN while
+        the platform believed them delivered). Refused with the reason; the platform unbinds
+        DERs (PUT /v1/resources/{id}) and then the objects go with their events."""
+        current = change.old or change.obj
+        if change.operation == "UPDATE" and not _renamed(change):
+            return
+        ders = self._ders_standing(current)
+        if ders:
+            shown = ", ".join(sorted(ders)[:5]) + (" ..." if len(ders) > 5 else "")
+            raise forbidden(
+                f"this {change.kind} stands for platform DERs ({shown}); deleting or renaming "
+                "it would cut them off from their controls: the platform must unbind them first"
+            )
+
+    def _ders_standing(self, obj: StoredObject) -> set[str]:
+        store = self.service.store
+        if obj.kind == "resource":
+            der = obj.meta.get("resource_id")
+            return {str(der)} if der else set()
+        return {
+            str(r.meta["resource_id"])
+            for r in store.all(obj.version, "resource")
+            if r.body.get("venID") == obj.id and r.meta.get("resource_id")
+        }
 
     async def after_write(self, change: Change) -> None:
-        if change.operation == "DELETE":
-            return
-        if change.kind == "report":
-            await self._feedback(change.obj)
-        elif change.kind == "ven" and change.principal is not None:
+        if change.kind == "ven" and change.operation != "DELETE" and change.principal is not None:
             await self.sync_ven(change.obj)
 
     # -- business-logic events -> instructions -------------------------------------------
 
-    def _event_resources(self, event: StoredObject) -> list[str]:
-        targets = set(event.targets)
-        return [
-            r.meta["resource_id"]
-            for r in self.service.objects_of(event.version, "resource")
-            if "resource_id" in r.meta and targets & set(r.targets)
-        ]
-
-    async def _submit(self, change: Change) -> dict[str, list[str]]:
-        """Instructions per DER for a BL event (none when it targets no DER of ours)."""
-        resource_ids = self._event_resources(change.obj)
-        if not resource_ids:
-            return {}
-        try:
-            drafts = mapper.event_instructions(change.obj.body, datetime.now(UTC))
-        except ValueError as exc:  # MappingError, or times beyond the calendar
-            raise bad_request(str(exc)) from None
-        if not drafts:
-            return {}
-        actor = await self._actor(change.principal)
-        made: list[str] = []
-        by_resource: dict[str, list[str]] = {}
-        stamp = change.obj.body["modificationDateTime"]
-        for rid in resource_ids:
-            for n, draft in enumerate(drafts):
-                key = f"openadr3:{change.obj.id}:{stamp}:{rid}:{n}"
-                targeted = replace(draft, target=Target(TargetKind.RESOURCE, rid))
-                try:
-                    instruction, _created = await self.gateway.submit_instruction(
-                        actor, targeted, key
-                    )
-                except GatewayError as exc:
-                    await self._cancel_ids(made, actor)
-                    raise OadrProblem(exc.status if exc.status < 500 else 409, exc.detail) from None
-                made.append(instruction.id)
-                by_resource.setdefault(rid, []).append(instruction.id)
-        return by_resource
-
-    async def _actor(self, principal: Principal | None) -> Any:
-        if principal is None or not principal.participant_id:
-            raise forbidden("this client acts for no platform party; it cannot instruct DERs")
-        actor = await self.gateway.participant(principal.participant_id)
-        if actor is None:
-            raise forbidden("the platform party of this client is unknown")
-        return actor
-
-    async def _cancel(self, old: StoredObject | None, principal: Principal | None) -> None:
-        if old is None or not old.meta.get("instructions"):
-            return
-        await self._cancel_ids(old.meta["instructions"], await self._actor(principal))
-
-    async def _cancel_ids(self, ids: list[str], actor: Any) -> None:
-        for instruction_id in ids:
-            try:
-                await self.gateway.cancel_instruction(actor, instruction_id)
-            except GatewayError as exc:
-                log.info("instruction %s not cancelled: %s", instruction_id, exc.detail)
-
-    # -- reports -> readings and acknowledgements ----------------------------------------
-
-    async def _feedback(self, report: StoredObject) -> None:
-        names = {
-            r.body["resourceName"]: r.meta["resource_id"]
-            for r in self.service.store.owned(report.version, "resource", report.owner)
-            if "resource_id" in r.meta
-        }
-        if not names:
-            return
-        now = datetime.now(UTC)
-        readings = mapper.report_readings(report.body, names, now)
-        if readings:
-            await self.gateway.record_readings(readings)
-        event = self.service.store.get(report.version, "event", report.body["eventID"])
-        if event is None:
-            return
-        acknowledged = _acknowledged(event)
-        for entry in report.body.get("resources", ()):
-            rid = names.get(entry["resourceName"])
-            if rid in acknowledged:
-                await self._acknowledge(event, rid, acknowledged[rid], entry, now)
-
-    async def _acknowledge(
-        self,
-        event: StoredObject,
-        rid: str,
-        instructions: list[str],
-        entry: dict[str, Any],
-        now: datetime,
-    ) -> None:
-        status, word = mapper.report_ack_status(entry)
-        ref = f"{event.id}@{event.body['modificationDateTime']}"
-        key = f"{event.version}:{event.id}:{rid}"
-        last = self._acked.get(key)
-        if last is None:
-            last = await self.records.get(ACK, key) or {}
-        if last.get("ref") == ref and last.get("status") == status.value:
-            self._acked[key] = last
-            return  # periodic reports repeat themselves; acknowledge a change only
-        await self.gateway.record_acknowledgement(
-            Acknowledgement(
-                resource_id=rid,
-                status=status,
-                protocol=Protocol.OPENADR3,
-                protocol_status=word,
-                at=now,
-                instruction_id=instructions[0] if instructions else None,
-                control_ref=ref,
-            )
-        )
-        self._acked.pop(key, None)
-        await self.records.put(ACK, key, {"ref": ref, "status": status.value})
-        if len(self._acked) >= ACKED_CACHE:
-            self._acked.clear()
-        self._acked[key] = {"ref": ref, "status": status.value}
 
     # -- the VEN's DERs as resource objects ------------------------------------------------
 
@@ -230,7 +121,7 @@ class Bridge:
         if not self._ven_client(ven):
             return
         for resource in await self.gateway.find_resources(
-            Protocol.OPENADR3, ven=ven.body["venName"]
+            self.name, ven=ven.body["venName"]
         ):
             if self._ven_client(ven, resource):
                 await self.render_resource(resource)
@@ -238,17 +129,23 @@ class Bridge:
     async def _ensure_resource(self, ven: StoredObject, resource: Resource) -> StoredObject:
         name = str(resource.binding.address.get("resource", resource.id))
         target = resource_target(ven.body["venName"], name)
+        # Objects carry their targets normalised (3.0.1: "RESOURCE_NAME<US>value"): compare
+        # in that form, or a 3.0.1 object gains the target again on every render.
+        (term,) = normalise(ven.version, wire_targets(ven.version, target))
         store = self.service.store
         # Usually the object already carries its granted target: an index lookup, no scan.
         candidates = chain(
-            store.carrying(ven.version, "resource", frozenset({target})),
+            store.carrying(ven.version, "resource", frozenset({term})),
             self.service.objects_of(ven.version, "resource"),
         )
         for obj in candidates:
             if obj.body.get("venID") == ven.id and obj.body.get("resourceName") == name:
-                if obj.meta.get("resource_id") == resource.id and target in obj.targets:
+                if obj.meta.get("resource_id") == resource.id and term in obj.targets:
                     return obj
-                body = {**obj.body, "targets": _with(obj.body.get("targets"), ven.version, target)}
+                targets = obj.body.get("targets")
+                if term not in obj.targets:
+                    targets = _with(targets, ven.version, target)
+                body = {**obj.body, "targets": targets}
                 new = self.service.compose(
                     ven.version,
                     "resource",
@@ -287,7 +184,7 @@ class Bridge:
 
     async def render(self, resource_id: str) -> None:
         resource = await self.gateway.resource(resource_id)
-        if resource is None or resource.binding.protocol != Protocol.OPENADR3:
+        if resource is None or resource.binding.protocol != self.name:
             await self._forget_stale(resource_id, [])
             return
         await self.render_resource(resource)
@@ -296,7 +193,7 @@ class Bridge:
         """Render several DERs: one read of their controls, their changed events stored with
         one write and notified in one batch (a fleet-wide instruction changes thousands)."""
         found = {r.id: r for r in await self.gateway.resources(ids=resource_ids)
-                 if r.binding.protocol == Protocol.OPENADR3}
+                 if r.binding.protocol == self.name}
         for rid in resource_ids:
             if rid not in found:
                 await self._forget_stale(rid, [])
@@ -306,32 +203,49 @@ class Bridge:
             for resource in ours:  # (a single render holds one lock only: no deadlock)
                 await stack.enter_async_context(self._render_lock(resource.id))
             changes: list[Change] = []
+            marks: list[DeliveryMark] = []
             for resource in ours:
-                changes += await self._event_changes(resource, controls.get(resource.id))
+                changes += await self._event_changes(resource, controls.get(resource.id), marks)
             await self.service.put_objects([c for c in changes if c.operation != "DELETE"])
             for change in changes:
                 if change.operation == "DELETE":
                     await self.service.remove(change)
+        await self._mark(marks)
 
     async def render_resource(self, resource: Resource) -> None:
         # One render per DER at a time: a bus event and a VEN's provisioning may render the
         # same DER together, and each checks-then-creates its resource object and event.
+        marks: list[DeliveryMark] = []
         async with self._render_lock(resource.id):
             control = await self.gateway.effective_control(resource.id)
-            for change in await self._event_changes(resource, control):
+            for change in await self._event_changes(resource, control, marks):
                 if change.operation == "DELETE":
                     await self.service.remove(change)
                 else:
                     await self.service.put_object(change)
+        await self._mark(marks)
+
+    async def _mark(self, marks: list[DeliveryMark]) -> None:
+        """Tell the core what we know of getting the DERs' controls to them (no silent
+        loss: a DER whose control cannot reach its VEN is reported undeliverable)."""
+        if marks:
+            await self.gateway.mark_delivery(marks)
 
     def _render_lock(self, resource_id: str) -> asyncio.Lock:
         return self._render_locks.setdefault(resource_id, asyncio.Lock())
 
-    async def _event_changes(self, resource: Resource, control: Any) -> list[Change]:
+    async def _event_changes(
+        self, resource: Resource, control: EffectiveControl | None, marks: list[DeliveryMark]
+    ) -> list[Change]:
         """Make sure the DER's resource objects exist and stale ones are gone; the changes
-        its events need (stored by the caller)."""
+        its events need (stored by the caller), and the DER's delivery state (in `marks`)."""
         ven_name = str(resource.binding.address.get("ven", ""))
         serving = self._vens_serving(resource)
+        live = control is not None and bool(control.intervals)
+        if live and not serving:
+            marks.append(DeliveryMark(resource.id, DeliveryState.UNDELIVERABLE, (
+                f"no ven object of a VEN credential named {ven_name!r} serves this DER "
+                "(not provisioned, revoked, or owned by another aggregator)")))
         changes: list[Change] = []
         for ven in serving:
             res_obj = await self._ensure_resource(ven, resource)
@@ -341,7 +255,45 @@ class Bridge:
             if change is not None:
                 changes.append(change)
         await self._forget_stale(resource.id, serving)
+        if live and any(c.operation != "DELETE" for c in changes):
+            marks.append(DeliveryMark(resource.id, DeliveryState.PENDING,
+                                      "event written; its VEN has not read it yet"))
         return changes
+
+    async def fetched(self, version: str, events: list[dict[str, Any]]) -> None:
+        """A VEN read these events: the DERs of those the gateway rendered got them."""
+        marks = []
+        for body in events:
+            event = self.service.store.get(version, "event", str(body.get("id")))
+            der = event.meta.get("resource_id") if event is not None else None
+            if der and event is not None and event.meta.get("origin") == GATEWAY:
+                marks.append(DeliveryMark(str(der), DeliveryState.FETCHED))
+        await self._mark(marks)
+
+    async def webhooks_failed(self, outcomes: list[DeliveryOutcome]) -> None:
+        """Webhooks that failed for good: the DERs of the subscribing VEN are reported
+        undeliverable (a VEN that still polls marks them fetched again)."""
+        marks = []
+        for outcome in outcomes:
+            if outcome.delivered or not outcome.final or not outcome.subject:
+                continue
+            sub_id = outcome.subject.removeprefix(SUBJECT_PREFIX)
+            for version in VERSIONS:
+                sub = self.service.store.get(version, "subscription", sub_id)
+                if sub is None:
+                    continue
+                for res in self.service.store.owned(version, "resource", sub.owner):
+                    if res.meta.get("resource_id"):
+                        marks.append(DeliveryMark(
+                            str(res.meta["resource_id"]), DeliveryState.UNDELIVERABLE,
+                            f"webhook of subscription {sub_id} failed: {outcome.error}"))
+        await self._mark(marks)
+
+    async def render_ven(self, ven_name: str) -> None:
+        """Render again the DERs bound to a VEN name (its credential changed)."""
+        bound = await self.gateway.find_resources(self.name, ven=ven_name)
+        if bound:
+            await self.render_many([r.id for r in bound])
 
     async def _forget_stale(self, resource_id: str, serving: list[StoredObject]) -> None:
         """A DER rebound elsewhere (or unbound): its old resource object and event go."""
@@ -384,19 +336,22 @@ class Bridge:
             await self.service.put_object(Change(version, "program", "CREATE", None, obj))
 
     def _event_change(
-        self, version: str, resource: Resource, control: Any, program_id: str, target: str
+        self,
+        version: str,
+        resource: Resource,
+        control: EffectiveControl | None,
+        program_id: str,
+        target: str,
     ) -> Change | None:
         """The write the DER's event needs in one API version, or None."""
         event_id = f"gw-{_digest(version, resource.id)}"
         old = self.service.store.get(version, "event", event_id)
-        body = (
-            mapper.event_for_control(
+        body = None
+        if control is not None:
+            body = mapper.event_for_control(
                 control, program_id, wire_targets(version, target), f"der-gateway {resource.id}"
             )
-            if control is not None
-            else None
-        )
-        if body is None:
+        if body is None or control is None:
             return None if old is None else Change(version, "event", "DELETE", None, old, old)
         if old is not None and _same(old.body, body):
             return None
@@ -412,12 +367,11 @@ class Bridge:
         return Change(version, "event", "UPDATE" if old else "CREATE", None, obj, old)
 
 
-def _acknowledged(event: StoredObject) -> dict[str, list[str]]:
-    """DERs a report on `event` acknowledges, with the instructions behind each: the DER of a
-    gateway-rendered event, or the DERs a business-logic event instructed."""
-    if event.meta.get("origin") == GATEWAY and "resource_id" in event.meta:
-        return {event.meta["resource_id"]: list(event.meta.get("instructions") or [])}
-    return dict(event.meta.get("by_resource") or {})
+def _renamed(change: Change) -> bool:
+    """Whether an update changes what binds DERs to the object (its name or its ven)."""
+    keys = ("venName",) if change.kind == "ven" else ("resourceName", "venID")
+    old = change.old.body if change.old is not None else {}
+    return any(change.obj.body.get(k) != old.get(k) for k in keys)
 
 
 def _with(targets: list[Any] | None, version: str, target: str) -> list[Any]:

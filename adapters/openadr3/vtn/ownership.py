@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from adapters.openadr3.auth import Credentials, Principal, Role
-from adapters.openadr3.problems import forbidden, not_found
-from adapters.openadr3.store import ObjectStore, StoredObject
-from adapters.openadr3.targeting import normalise
+from adapters.openadr3.state import ObjectStore, StoredObject
+from adapters.openadr3.vtn.auth import Credentials, Principal, Role
+from adapters.openadr3.vtn.problems import forbidden, not_found
+from adapters.openadr3.vtn.targeting import normalise
 
 Assign = Callable[
     ["Ownership", str, Principal, dict[str, Any], StoredObject | None, str | None],

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from adapters.openadr3.store import Records, list_docs
-from gateway.jsonform import parse_time, rfc3339
+from adapters.openadr3.codec.timing import parse_start, rfc3339
+from adapters.openadr3.state import Records, list_docs
 
 CREDENTIAL = "credential"
 ISSUED = "token"  # records kind of issued access tokens
@@ -30,21 +30,29 @@ class Role(StrEnum):
     VEN = "ven"
 
 
-ROLE_SCOPES: dict[Role, frozenset[str]] = {
-    Role.BL: frozenset(
-        {
-            "read_all",
-            "read_bl",
-            "write_programs",
-            "write_events",
-            "write_subscriptions",
-            "write_vens",
-        }
-    ),
-    Role.VEN: frozenset(
-        {"read_targets", "read_ven_objects", "write_reports", "write_subscriptions", "write_vens"}
-    ),
+_WRITE_BL = frozenset({"write_programs", "write_events", "write_subscriptions", "write_vens"})
+_WRITE_VEN = frozenset({"write_reports", "write_subscriptions", "write_vens"})
+# The scopes each role holds, as each version's specification names them. 3.0.1 knows one
+# read scope (read_all, "VENs and BL can read all resources"); 3.1.0 gives VENs read_targets
+# and read_ven_objects, and BL read_all and read_bl. A 3.1.0 VEN that asks for read_all (the
+# ElaadNL client's default) gets it too, so that the granted scope equals the requested one:
+# what any VEN reads is still limited by object privacy, whatever its read scope.
+VERSION_SCOPES: dict[str, dict[Role, frozenset[str]]] = {
+    "3.0.1": {
+        Role.BL: frozenset({"read_all"}) | _WRITE_BL,
+        Role.VEN: frozenset({"read_all"}) | _WRITE_VEN,
+    },
+    "3.1.0": {
+        Role.BL: frozenset({"read_all", "read_bl"}) | _WRITE_BL,
+        Role.VEN: frozenset({"read_targets", "read_ven_objects"}) | _WRITE_VEN,
+    },
 }
+# Granted when asked for, beyond the defaults above.
+ON_REQUEST: dict[str, dict[Role, frozenset[str]]] = {
+    "3.0.1": {Role.BL: frozenset(), Role.VEN: frozenset()},
+    "3.1.0": {Role.BL: frozenset(), Role.VEN: frozenset({"read_all"})},
+}
+ROLE_SCOPES: dict[Role, frozenset[str]] = VERSION_SCOPES["3.1.0"]
 READ_SCOPES = frozenset({"read_all", "read_bl", "read_targets", "read_ven_objects"})
 
 
@@ -112,7 +120,7 @@ class Credentials:
             self._creds[doc["client_id"]] = doc
         now = datetime.now(UTC)
         for doc in await list_docs(self._records, ISSUED):
-            doc.setdefault("expires_ts", parse_time(doc["expires_at"]).timestamp())  # type: ignore[union-attr]
+            doc.setdefault("expires_ts", parse_start(doc["expires_at"], now).timestamp())
             if doc["expires_ts"] > now.timestamp():
                 self._tokens[doc["key"]] = doc
 
@@ -176,7 +184,9 @@ class Credentials:
 
     # -- token endpoint ------------------------------------------------------------------
 
-    async def issue(self, client_id: str, secret: str, scope: str | None) -> IssuedToken:
+    async def issue(
+        self, client_id: str, secret: str, scope: str | None, version: str = "3.1.0"
+    ) -> IssuedToken:
         doc = self._creds.get(client_id)
         # Hash even for an unknown client so that timing does not reveal which ids exist.
         salt = bytes.fromhex(doc["salt"]) if doc else b"\0" * 16
@@ -187,22 +197,27 @@ class Credentials:
             or not hmac.compare_digest(digest.hex(), doc["hash"])
         ):
             raise AuthError("invalid_client", "unknown client or wrong secret")
-        allowed = ROLE_SCOPES[Role(doc["role"])]
-        granted = allowed if not scope else allowed & frozenset(scope.split())
+        role = Role(doc["role"])
+        allowed = VERSION_SCOPES[version][role]
+        if not scope:
+            granted = allowed
+        else:
+            granted = (allowed | ON_REQUEST[version][role]) & frozenset(scope.split())
         if not granted:
             raise AuthError("invalid_scope", "none of the requested scopes is allowed")
         token = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
-        record = {
-            "key": _token_key(token),
+        key = _token_key(token)
+        record: dict[str, Any] = {
+            "key": key,
             "client_id": client_id,
             "scopes": sorted(granted),
             "issued_at": rfc3339(now),
             "expires_at": rfc3339(now + timedelta(seconds=self._ttl)),
             "expires_ts": (now + timedelta(seconds=self._ttl)).timestamp(),
         }
-        await self._records.put(ISSUED, record["key"], record)
-        self._tokens[record["key"]] = record
+        await self._records.put(ISSUED, key, record)
+        self._tokens[key] = record
         return IssuedToken(token, self._ttl, " ".join(sorted(granted)))
 
     def verify(self, token: str) -> Principal | None:

@@ -7,45 +7,39 @@ in a stable order (creation order) and skip/limit paging is repeatable.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
+
+from gateway.ports import Outgoing, RecordsPort, RecordWrite
 
 KINDS = ("program", "event", "report", "subscription", "ven", "resource")
 VERSIONS = ("3.1.0", "3.0.1")
 
 
-class Records(Protocol):
-    """The part of gateway.records.AdapterRecords this package uses."""
-
-    async def get(self, kind: str, key: str) -> dict[str, Any] | None: ...
-
-    async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None: ...
-
-    async def put_many(self, kind: str, docs: dict[str, dict[str, Any]]) -> None: ...
-
-    async def delete(self, kind: str, key: str) -> None: ...
-
-    async def list(self, kind: str, prefix: str | None = None) -> Any: ...
+# The records port as this adapter uses it: one shape of result each, always awaited.
+Records = RecordsPort
 
 
-def _docs(listed: Any) -> list[dict[str, Any]]:
-    """Records.list answers documents (or (key, document) pairs): accept both shapes."""
-    out: list[dict[str, Any]] = []
-    items = listed.values() if isinstance(listed, dict) else listed
-    for item in items:
-        if isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[1], dict):
-            out.append(item[1])
-        elif isinstance(item, dict):
-            out.append(item.get("doc", item) if set(item) <= {"key", "doc"} else item)
-    return out
+@dataclass
+class Announcements:
+    """What a write announces, committed with it: deliveries (webhooks), more records (MQTT
+    publications waiting for the broker) and deliveries no longer wanted (by subject)."""
+
+    deliveries: list[Outgoing] = field(default_factory=list)
+    puts: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    cancel: list[str] = field(default_factory=list)
+
+    def add(self, other: Announcements) -> None:
+        self.deliveries.extend(other.deliveries)
+        for kind, docs in other.puts.items():
+            self.puts.setdefault(kind, {}).update(docs)
+        self.cancel.extend(other.cancel)
 
 
 async def list_docs(records: Records, kind: str) -> list[dict[str, Any]]:
-    """Every document of one kind."""
-    listed = records.list(kind)
-    return _docs(await listed if inspect.isawaitable(listed) else listed)
+    """Every document of one kind, in key order."""
+    return [doc for _key, doc in await records.list(kind)]
 
 
 @dataclass
@@ -141,8 +135,30 @@ class ObjectStore:
         return iter(tuple(self._index[(version, kind)].values()))
 
     async def save(self, obj: StoredObject) -> None:
-        await self._records.put(record_kind(obj.version, obj.kind), obj.id, obj.to_doc())
-        self._index_saved(obj)
+        await self.commit([obj], [])
+
+    async def commit(
+        self,
+        saved: list[StoredObject],
+        removed: list[StoredObject],
+        announced: Announcements | None = None,
+    ) -> None:
+        """Objects saved and removed, and what announces them (webhooks, MQTT publications,
+        cancelled deliveries), in ONE transaction of the records; then the index."""
+        change = RecordWrite()
+        for obj in saved:
+            change.puts.setdefault(record_kind(obj.version, obj.kind), {})[obj.id] = obj.to_doc()
+        change.deletes.extend((record_kind(o.version, o.kind), o.id) for o in removed)
+        if announced is not None:
+            for kind, docs in announced.puts.items():
+                change.puts.setdefault(kind, {}).update(docs)
+            change.deliveries.extend(announced.deliveries)
+            change.cancel.extend(announced.cancel)
+        await self._records.write(change)
+        for obj in saved:
+            self._index_saved(obj)
+        for obj in removed:
+            self._index_removed(obj)
 
     def _index_saved(self, obj: StoredObject) -> None:
         # New objects carry the highest sequence and append; updates keep their place.
@@ -153,18 +169,10 @@ class ObjectStore:
         self._link(obj)
         self._touched(obj)
 
-    async def save_many(self, objs: list[StoredObject]) -> None:
-        """Several objects, one write per record kind (then the index, as `save`)."""
-        by_kind: dict[str, dict[str, dict[str, Any]]] = {}
-        for obj in objs:
-            by_kind.setdefault(record_kind(obj.version, obj.kind), {})[obj.id] = obj.to_doc()
-        for kind, docs in by_kind.items():
-            await self._records.put_many(kind, docs)
-        for obj in objs:
-            self._index_saved(obj)
-
     async def remove(self, obj: StoredObject) -> None:
-        await self._records.delete(record_kind(obj.version, obj.kind), obj.id)
+        await self.commit([], [obj])
+
+    def _index_removed(self, obj: StoredObject) -> None:
         old = self._index[(obj.version, obj.kind)].pop(obj.id, None)
         if old is not None:
             self._unlink(old)

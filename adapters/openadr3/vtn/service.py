@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from adapters.openadr3.auth import Principal
-from adapters.openadr3.codec.timing import parse_start
-from adapters.openadr3.kinds import KINDS, check_writer, parse
+from adapters.openadr3.codec.timing import parse_start, rfc3339
 from adapters.openadr3.mapper import slots
-from adapters.openadr3.ownership import Ownership
-from adapters.openadr3.problems import conflict, not_found
-from adapters.openadr3.store import ObjectStore, StoredObject
-from adapters.openadr3.targeting import (
+from adapters.openadr3.state import Announcements, ObjectStore, StoredObject
+from adapters.openadr3.vtn.auth import Principal
+from adapters.openadr3.vtn.kinds import KINDS, check_writer, parse
+from adapters.openadr3.vtn.ownership import Ownership
+from adapters.openadr3.vtn.problems import conflict, not_found
+from adapters.openadr3.vtn.targeting import (
     SEP,
     Audience,
     audience_for_bl,
@@ -31,7 +31,6 @@ from adapters.openadr3.targeting import (
     matched,
     normalise,
 )
-from gateway.jsonform import rfc3339
 
 MAX_LIMIT = 50
 
@@ -58,13 +57,24 @@ class Change:
     old: StoredObject | None = None
 
 
-class Hooks(Protocol):
-    async def before_write(self, change: Change) -> None: ...
+class Hook:
+    """Called around every write; the default does nothing. `before_write` may refuse (an
+    OadrProblem), and then nothing is stored; `after_writes` gets several changes stored
+    together (the gateway's batched renders)."""
 
-    async def after_write(self, change: Change) -> None: ...
+    async def before_write(self, change: Change) -> None:
+        return None
+
+    async def after_write(self, change: Change) -> None:
+        return None
 
     async def after_writes(self, changes: list[Change]) -> None:
-        """After several writes stored together (the gateway's batched renders)."""
+        for change in changes:
+            await self.after_write(change)
+
+
+class Announcer(Protocol):
+    async def announce(self, changes: list[Change]) -> Announcements: ...
 
 
 def now_text() -> str:
@@ -72,12 +82,13 @@ def now_text() -> str:
 
 
 class VtnService:
-    def __init__(self, store: ObjectStore, ownership: Ownership, hooks: list[Hooks]) -> None:
+    def __init__(self, store: ObjectStore, ownership: Ownership, hooks: list[Hook]) -> None:
         self.store = store
         self.ownership = ownership
         self.hooks = hooks
         self._granted: dict[tuple[str, str], tuple[int, frozenset[str]]] = {}
         self._names = asyncio.Lock()
+        self.announcer: Announcer | None = None  # the notifier, once wired
         self.max_reports = 1000  # per VEN client and API version
         self.max_subscriptions = 100  # per VEN client and API version
 
@@ -95,7 +106,7 @@ class VtnService:
         check_writer(KINDS[kind], principal.role, principal.scopes)
         body = parse(version, kind, raw)
         owner, body = self.ownership.assign(version, kind, principal, body, None, scope_id)
-        self._check_references(version, kind, body, None)
+        self._check_references(version, kind, body, None, principal)
         self._check_quota(version, kind, principal)
         # A 3.0.1 body is the object itself and may carry an id: kept when free (docs).
         wanted = raw.get("id") if version == "3.0.1" else None
@@ -133,7 +144,7 @@ class VtnService:
         old = self._visible_or_404(version, kind, principal, object_id, scope_id)
         body = parse(version, kind, raw)
         owner, body = self.ownership.assign(version, kind, principal, body, old, scope_id)
-        self._check_references(version, kind, body, old)
+        self._check_references(version, kind, body, old, principal)
         obj = self._replace(old, body, owner)
         await self._write(Change(version, kind, "UPDATE", principal, obj, old))
         return self.render(obj)
@@ -159,8 +170,8 @@ class VtnService:
         await self._write(change)
 
     async def put_objects(self, changes: list[Change]) -> None:
-        """Several writes by the gateway itself (not deletions): stored with one write per
-        record kind, then the hooks see them together (one batch of notifications)."""
+        """Several writes by the gateway itself (not deletions): stored, with everything
+        that announces them, in one transaction; then the hooks see them together."""
         if not changes:
             return
         for change in changes:
@@ -168,8 +179,11 @@ class VtnService:
                 await hook.before_write(change)
         async with self._names:
             for change in changes:
-                self._check_references(change.version, change.kind, change.obj.body, change.old)
-            await self.store.save_many([c.obj for c in changes])
+                self._check_references(change.version, change.kind, change.obj.body, change.old,
+                                       change.principal)
+            await self.store.commit(
+                [c.obj for c in changes], [], await self._announce(changes)
+            )
         for hook in self.hooks:
             await hook.after_writes(changes)
 
@@ -180,7 +194,7 @@ class VtnService:
             await self.remove(
                 Change(child.version, child.kind, "DELETE", change.principal, child, child)
             )
-        await self.store.remove(change.obj)
+        await self.store.commit([], [change.obj], await self._announce([change]))
         for hook in self.hooks:
             await hook.after_write(change)
 
@@ -189,16 +203,21 @@ class VtnService:
             await hook.before_write(change)  # may refuse: nothing is stored then
         if change.kind in NAMED_KINDS:
             async with self._names:  # two concurrent writers must not both take one name
-                if change.operation != "DELETE":
-                    self._check_references(change.version, change.kind, change.obj.body,
-                                           change.old)
-                await self.store.save(change.obj)
+                await self._store_one(change)
         else:  # nothing unique to claim: concurrent writes (reports) share transactions
-            if change.operation != "DELETE":
-                self._check_references(change.version, change.kind, change.obj.body, change.old)
-            await self.store.save(change.obj)
+            await self._store_one(change)
         for hook in self.hooks:
             await hook.after_write(change)
+
+    async def _store_one(self, change: Change) -> None:
+        if change.operation != "DELETE":
+            self._check_references(change.version, change.kind, change.obj.body, change.old,
+                                   change.principal)
+        await self.store.commit([change.obj], [], await self._announce([change]))
+
+    async def _announce(self, changes: list[Change]) -> Announcements | None:
+        """What announces the changes (webhooks, MQTT), to commit with them."""
+        return await self.announcer.announce(changes) if self.announcer is not None else None
 
     def _children(self, obj: StoredObject) -> list[StoredObject]:
         """Objects that cannot outlive `obj`: a program's events, a ven's resources."""
@@ -264,25 +283,48 @@ class VtnService:
             raise conflict(f"a VEN may hold {self.max_subscriptions} subscriptions")
 
     def _check_references(
-        self, version: str, kind: str, body: dict[str, Any], old: StoredObject | None
+        self,
+        version: str,
+        kind: str,
+        body: dict[str, Any],
+        old: StoredObject | None,
+        principal: Principal | None,
     ) -> None:
         check = REFERENCE_CHECKS.get(kind)
         if check is not None:
-            check(self, version, body, old)
+            check(Ref(self, version, body, old, principal))
 
-    def unique(
+    def clash(
         self,
         version: str,
         kind: str,
         old: StoredObject | None,
         pred: Callable[[StoredObject], bool],
-    ) -> bool:
-        return not any(
-            pred(o) for o in self.store.all(version, kind) if old is None or o.id != old.id
-        )
+    ) -> StoredObject | None:
+        """Another object of `kind` for which `pred` holds (a taken name), or None."""
+        for obj in self.store.all(version, kind):
+            if (old is None or obj.id != old.id) and pred(obj):
+                return obj
+        return None
 
-    def exists(self, version: str, kind: str, object_id: Any) -> bool:
-        return isinstance(object_id, str) and self.store.get(version, kind, object_id) is not None
+    def exists(
+        self, version: str, kind: str, object_id: Any, principal: Principal | None = None
+    ) -> bool:
+        """Whether `object_id` names an object that `principal` may refer to. An object the
+        caller may not see is answered as if it did not exist (no existence leak)."""
+        obj = self.store.get(version, kind, object_id) if isinstance(object_id, str) else None
+        return obj is not None and self.referable(principal, obj)
+
+    def referable(self, principal: Principal | None, obj: StoredObject) -> bool:
+        """Whether a client may name `obj` in a reference: BL and the gateway any; a VEN its
+        own objects, and programs and events untargeted or carrying a target granted to it."""
+        if principal is None or principal.is_bl:
+            return True
+        rule = KINDS[obj.kind]
+        if rule.targeted:
+            granted = Audience(self.granted(obj.version, principal.client_id), untargeted=True)
+            return granted.visible(obj.targets) is not None
+        return not rule.owned or obj.owner == principal.client_id
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -431,65 +473,70 @@ def _inline_resources(version: str, kind: str, raw: dict[str, Any]) -> list[dict
 # --- referential integrity: 409 for a dangling reference or a taken name ------------------
 
 
-def _program_refs(
-    svc: VtnService, version: str, body: dict[str, Any], old: StoredObject | None
-) -> None:
-    name = body["programName"]
-    if not svc.unique(version, "program", old, lambda o: o.body.get("programName") == name):
-        raise conflict(f"a program named {name!r} exists")
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """What a reference check needs: the body to store, the object it replaces, the writer."""
+
+    svc: VtnService
+    version: str
+    body: dict[str, Any]
+    old: StoredObject | None
+    principal: Principal | None
+
+    def taken(self, kind: str, what: str, pred: Callable[[StoredObject], bool]) -> None:
+        """409 when the name is taken by an object the writer may see; 404 when it is taken
+        by one it may not (a VEN learns nothing of other parties' objects)."""
+        other = self.svc.clash(self.version, kind, self.old, pred)
+        if other is None:
+            return
+        if self.svc.referable(self.principal, other):
+            raise conflict(f"{what} exists")
+        raise not_found(f"{what} cannot be used by this client")
+
+    def must_exist(self, kind: str, field_name: str) -> None:
+        if not self.svc.exists(self.version, kind, self.body.get(field_name), self.principal):
+            raise conflict(f"{kind} {self.body.get(field_name)} does not exist")
 
 
-def _event_refs(
-    svc: VtnService, version: str, body: dict[str, Any], old: StoredObject | None
-) -> None:
-    if not svc.exists(version, "program", body["programID"]):
-        raise conflict(f"program {body['programID']} does not exist")
+def _program_refs(ref: Ref) -> None:
+    name = ref.body["programName"]
+    ref.taken("program", f"a program named {name!r}", lambda o: o.body.get("programName") == name)
 
 
-def _report_refs(
-    svc: VtnService, version: str, body: dict[str, Any], old: StoredObject | None
-) -> None:
-    if not svc.exists(version, "event", body["eventID"]):
-        raise conflict(f"event {body['eventID']} does not exist")
-    if "programID" in body and not svc.exists(version, "program", body["programID"]):
-        raise conflict(f"program {body['programID']} does not exist")
+def _event_refs(ref: Ref) -> None:
+    ref.must_exist("program", "programID")
 
 
-def _subscription_refs(
-    svc: VtnService, version: str, body: dict[str, Any], old: StoredObject | None
-) -> None:
-    if body.get("programID") is not None and not svc.exists(version, "program", body["programID"]):
-        raise conflict(f"program {body['programID']} does not exist")
+def _report_refs(ref: Ref) -> None:
+    ref.must_exist("event", "eventID")
+    if "programID" in ref.body:
+        ref.must_exist("program", "programID")
 
 
-def _ven_refs(
-    svc: VtnService, version: str, body: dict[str, Any], old: StoredObject | None
-) -> None:
-    name = body["venName"]
-    if not svc.unique(version, "ven", old, lambda o: o.body.get("venName") == name):
-        raise conflict(f"a ven named {name!r} exists")
+def _subscription_refs(ref: Ref) -> None:
+    if ref.body.get("programID") is not None:
+        ref.must_exist("program", "programID")
 
 
-def _resource_refs(
-    svc: VtnService, version: str, body: dict[str, Any], old: StoredObject | None
-) -> None:
-    ven_id, name = body.get("venID"), body["resourceName"]
-    if not svc.unique(
-        version,
+def _ven_refs(ref: Ref) -> None:
+    name = ref.body["venName"]
+    ref.taken("ven", f"a ven named {name!r}", lambda o: o.body.get("venName") == name)
+
+
+def _resource_refs(ref: Ref) -> None:
+    ven_id, name = ref.body.get("venID"), ref.body["resourceName"]
+    ref.taken(
         "resource",
-        old,
+        f"ven {ven_id} has a resource named {name!r}",
         lambda o: o.body.get("venID") == ven_id and o.body.get("resourceName") == name,
-    ):
-        raise conflict(f"ven {ven_id} has a resource named {name!r}")
+    )
 
 
 # Kinds whose names are unique (programName; venName; resourceName within a ven): their
 # check-then-save is serialised.
 NAMED_KINDS = frozenset({"program", "ven", "resource"})
 
-REFERENCE_CHECKS: dict[
-    str, Callable[[VtnService, str, dict[str, Any], StoredObject | None], None]
-] = {
+REFERENCE_CHECKS: dict[str, Callable[[Ref], None]] = {
     "program": _program_refs,
     "event": _event_refs,
     "report": _report_refs,
@@ -518,9 +565,10 @@ def _report_filter(svc: VtnService, obj: StoredObject, query: SearchQuery) -> bo
     program = query.filters.get("programID")
     if program is None:
         return True
-    return (
-        obj.body.get("programID") or svc.event_program(obj.version, obj.body.get("eventID"))
-    ) == program
+    return bool(
+        (obj.body.get("programID") or svc.event_program(obj.version, obj.body.get("eventID")))
+        == program
+    )
 
 
 def _subscription_filter(svc: VtnService, obj: StoredObject, query: SearchQuery) -> bool:

@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from adapters.openadr3.auth import Role
 from adapters.openadr3.codec import v3_0, v3_1
+from adapters.openadr3.codec.common import Wire
 from adapters.openadr3.codec.v3_0 import METADATA_FIELDS
-from adapters.openadr3.problems import OadrProblem, bad_request
+from adapters.openadr3.vtn.auth import Role
+from adapters.openadr3.vtn.problems import OadrProblem, bad_request
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +69,14 @@ def parse(version: str, kind: str, raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise bad_request("the body must be a JSON object")
     try:
-        model: BaseModel = _MODELS[(version, kind)].validate_python(raw)
+        model: Wire = _MODELS[(version, kind)].validate_python(raw)
     except ValidationError as exc:
         raise bad_request(_describe(exc)) from None
     body = model.wire()
     if version == "3.0.1":
         body = {k: v for k, v in body.items() if k not in METADATA_FIELDS}
-        body.pop("resources", None)  # 3.0.1 ven.resources is computed from resource objects
+        if kind == "ven":  # 3.0.1 ven.resources is computed from resource objects
+            body.pop("resources", None)
     return body
 
 

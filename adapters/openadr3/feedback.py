@@ -1,0 +1,97 @@
+"""Up: a VEN's reports become canonical readings and acknowledgements (docs/openadr3.md,
+"Up: reports -> readings and acknowledgements")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.openadr3 import mapper
+from adapters.openadr3.state import Records, StoredObject
+from adapters.openadr3.vtn.service import Change, Hook, VtnService
+from gateway.domain import Acknowledgement
+
+ACK = "ack"  # records kind: the last acknowledgement per (version, event, DER)
+ACKED_CACHE = 100_000  # (event, DER) acknowledgements kept in memory
+GATEWAY = "gateway"  # owner and origin of what the gateway itself writes
+
+
+class Feedback(Hook):
+    """After a report is stored: its readings and, where it answers an event, the DERs'
+    acknowledgements, recorded in the core."""
+
+    def __init__(self, service: VtnService, gateway: Any, records: Records, name: str) -> None:
+        self.service = service
+        self.gateway = gateway
+        self.records = records
+        self.protocol = name  # the Binding.protocol of our DERs
+        # The last acknowledgement per (event, DER), as in the records: periodic reports
+        # repeat it, and must not cost a read each. Bounded; the records stay the truth.
+        self._acked: dict[str, dict[str, Any]] = {}
+
+    async def after_write(self, change: Change) -> None:
+        if change.kind == "report" and change.operation != "DELETE":
+            await self._feedback(change.obj)
+
+    async def _feedback(self, report: StoredObject) -> None:
+        names = {
+            r.body["resourceName"]: r.meta["resource_id"]
+            for r in self.service.store.owned(report.version, "resource", report.owner)
+            if "resource_id" in r.meta
+        }
+        if not names:
+            return
+        now = datetime.now(UTC)
+        readings = mapper.report_readings(report.body, names, now, self.protocol)
+        if readings:
+            await self.gateway.record_readings(readings)
+        event = self.service.store.get(report.version, "event", report.body["eventID"])
+        if event is None:
+            return
+        acknowledged = _acknowledged(event)
+        for entry in report.body.get("resources", ()):
+            rid = names.get(entry["resourceName"])
+            if rid in acknowledged:
+                await self._acknowledge(event, rid, acknowledged[rid], entry, now)
+
+    async def _acknowledge(
+        self,
+        event: StoredObject,
+        rid: str,
+        instructions: list[str],
+        entry: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        status, word = mapper.report_ack_status(entry)
+        ref = f"{event.id}@{event.body['modificationDateTime']}"
+        key = f"{event.version}:{event.id}:{rid}"
+        last = self._acked.get(key)
+        if last is None:
+            last = await self.records.get(ACK, key) or {}
+        if last.get("ref") == ref and last.get("status") == status.value:
+            self._acked[key] = last
+            return  # periodic reports repeat themselves; acknowledge a change only
+        await self.gateway.record_acknowledgement(
+            Acknowledgement(
+                resource_id=rid,
+                status=status,
+                protocol=self.protocol,
+                protocol_status=word,
+                at=now,
+                instruction_id=instructions[0] if instructions else None,
+                control_ref=ref,
+            )
+        )
+        self._acked.pop(key, None)
+        await self.records.put(ACK, key, {"ref": ref, "status": status.value})
+        if len(self._acked) >= ACKED_CACHE:
+            self._acked.clear()
+        self._acked[key] = {"ref": ref, "status": status.value}
+
+
+def _acknowledged(event: StoredObject) -> dict[str, list[str]]:
+    """DERs a report on `event` acknowledges, with the instructions behind each: the DER of a
+    gateway-rendered event, or the DERs a business-logic event instructed."""
+    if event.meta.get("origin") == GATEWAY and "resource_id" in event.meta:
+        return {event.meta["resource_id"]: list(event.meta.get("instructions") or [])}
+    return dict(event.meta.get("by_resource") or {})

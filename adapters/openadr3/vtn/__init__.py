@@ -1,0 +1,1 @@
+"""The VTN itself: OpenADR objects, their privacy and targeting, auth, and notifiers."""
