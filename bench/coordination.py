@@ -30,7 +30,6 @@ from gateway.domain import (
     LimitEnvelope,
     Nameplate,
     Participant,
-    Protocol,
     Resource,
     Role,
     SetpointStep,
@@ -50,7 +49,7 @@ def build(n: int) -> tuple[Topology, list[Instruction], datetime]:
         battery = i % 4 == 0
         res[f"d{i}"] = Resource(f"d{i}", f"cp{i % 100}", DerKind.BATTERY if battery else DerKind.PV,
                                 Nameplate(5000.0 + (i % 7) * 1000, 5000.0 if battery else 0.0),
-                                Binding(Protocol.MODBUS, {"host": "h", "port": 1000 + i // 200,
+                                Binding("modbus", {"host": "h", "port": 1000 + i // 200,
                                                          "unit_id": i % 200 + 1}),
                                 "agg")
     start, end = now, now + timedelta(hours=1)

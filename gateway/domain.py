@@ -47,16 +47,6 @@ class DsoModel(StrEnum):
     MARKET_FACILITATOR = "market_facilitator"
 
 
-class Protocol(StrEnum):
-    """Deprecated: the core knows no protocol; a binding's protocol is its adapter's
-    entry-point name (a plain str). Kept only until every adapter names itself."""
-
-    IEEE2030_5 = "ieee2030_5"
-    OPENADR3 = "openadr3"
-    MODBUS = "modbus"
-    OPCUA = "opcua"
-
-
 class DerKind(StrEnum):
     PV = "pv"
     BATTERY = "battery"

@@ -114,6 +114,7 @@ __all__ = [
     "decode",
     "follow",
     "parse_json",
+    "platform_request",
     "require_keys",
 ]
 
@@ -350,3 +351,19 @@ class Adapter(Protocol):
     def listeners(self) -> list[str]:
         """URLs this adapter serves or reaches, for `der-gateway status`."""
         ...
+
+
+# -- CLI plugins (entry-point group der_gateway.cli) ------------------------------------------
+
+
+async def platform_request(config: Path | None, method: str, path: str, body: Any = None, *,
+                           cert: Path | None = None, token: str | None = None
+                           ) -> tuple[int, Any]:
+    """One call of the platform API as the `der-gateway` CLI makes it (the settings' address
+    and dev PKI; the admin's certificate unless `cert` or `token`): an adapter's CLI plugin
+    is a client of its own platform routes, with their authority rules."""
+    from gateway.client import PlatformClient  # (the CLI starts fast: load on use)
+    from gateway.settings import load_settings
+
+    client = PlatformClient(load_settings(config), cert=cert, token=token)
+    return await client.request(method, path, body)

@@ -18,12 +18,6 @@ from pydantic import BaseModel, Field, field_validator
 
 ENV_PREFIX = "DERGW_"
 
-DEFAULT_ADAPTERS: dict[str, dict[str, Any]] = {
-    "ieee2030_5": {},  # its defaults are its own (adapters/ieee2030_5/settings.py)
-    "openadr3": {"listen": "https://127.0.0.1:8444"},
-    "opcua": {"listen": "opc.tcp://127.0.0.1:4840"},
-    "modbus": {},
-}
 
 
 class RetentionSettings(BaseModel):
@@ -82,8 +76,8 @@ class Settings(BaseModel):
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'der-gateway.db'}"
 
     def adapter_config(self, name: str) -> dict[str, Any]:
-        merged = dict(DEFAULT_ADAPTERS.get(name, {}))
-        merged.update(self.adapters.get(name, {}))
+        # (an adapter's defaults are its own: its settings model fills them in)
+        merged = dict(self.adapters.get(name, {}))
         merged.setdefault("enabled", True)
         return merged
 

@@ -42,11 +42,10 @@ def register(subparsers: Any) -> None:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> int:
-    from gateway.client import PlatformClient
-    from gateway.settings import load_settings
+    from gateway.ports import platform_request
 
-    client = PlatformClient(load_settings(args.config), cert=args.cert, token=args.token)
-    status, reply = asyncio.run(client.request(method, path, body))
+    status, reply = asyncio.run(platform_request(args.config, method, path, body,
+                                                 cert=args.cert, token=args.token))
     if reply is not None:
         print(json.dumps(reply, indent=2))
     return 0 if status < 400 else 1

@@ -17,7 +17,6 @@ from gateway.domain import (
     LimitEnvelope,
     Nameplate,
     Participant,
-    Protocol,
     Resource,
     Role,
     SetpointStep,
@@ -79,7 +78,8 @@ class NameplateIn(Strict):
 
 class BindingIn(Strict):
     model_config = ConfigDict(extra="forbid")
-    protocol: Protocol
+    # The name of the adapter that speaks it (the installed ones: gateway.bindings checks).
+    protocol: str = Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")
     address: dict[str, Any] = Field(default_factory=dict)
 
 

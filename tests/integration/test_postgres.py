@@ -19,7 +19,6 @@ from gateway.domain import (
     LimitEnvelope,
     Nameplate,
     Participant,
-    Protocol,
     Resource,
     Role,
     SetpointStep,
@@ -50,7 +49,7 @@ async def test_services_on_postgresql(tmp_path):
             Participant("x", Role.AGGREGATOR)])
         await services.register_connection_points(admin, [ConnectionPoint("cp", "a", "N")])
         await services.register_resources(admin, [Resource(
-            "d1", "cp", DerKind.PV, Nameplate(10_000), Binding(Protocol.MODBUS,
+            "d1", "cp", DerKind.PV, Nameplate(10_000), Binding("modbus",
             {"host": "127.0.0.1", "port": 502, "unit_id": 1}), "x")])
         now = datetime.now(UTC)
         ldc, iso = await services.participant("a"), await services.participant("iso")
@@ -87,12 +86,12 @@ async def test_latest_acknowledgement_per_der(tmp_path):
         "a", Role.LDC, dso_model=DsoModel.TOTAL)])
     await services.register_connection_points(admin, [ConnectionPoint("cp", "a", "N")])
     await services.register_resources(admin, [Resource(
-        f"d{i}", "cp", DerKind.PV, Nameplate(1000), Binding(Protocol.MODBUS,
+        f"d{i}", "cp", DerKind.PV, Nameplate(1000), Binding("modbus",
         {"host": "h", "port": 502, "unit_id": i})) for i in (1, 2)])
     now = datetime.now(UTC)
     for status in (AckStatus.RECEIVED, AckStatus.COMPLETED):
         await services.record_acknowledgement(
-            Acknowledgement("d1", status, Protocol.MODBUS, status.value, now))
+            Acknowledgement("d1", status, "modbus", status.value, now))
     latest = await services.latest_acknowledgements()
     assert list(latest) == ["d1"] and latest["d1"].status is AckStatus.COMPLETED
     await db.close()

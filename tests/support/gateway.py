@@ -30,6 +30,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+LISTENING = {"ieee2030_5": "https", "openadr3": "https", "opcua": "opc.tcp"}
+
+
 def test_settings(tmp: Path, **adapters: dict[str, Any]) -> dict[str, str]:
     """Environment for a gateway under `tmp` with free ports; adapters default to disabled
     unless given (so each test starts only what it exercises)."""
@@ -44,6 +47,8 @@ def test_settings(tmp: Path, **adapters: dict[str, Any]) -> dict[str, str]:
         if config is None:
             env[f"DERGW_ADAPTERS__{name.upper()}__ENABLED"] = "false"
             continue
+        if name in LISTENING and "listen" not in config:
+            config = {**config, "listen": f"{LISTENING[name]}://127.0.0.1:{free_port()}"}
         for key, value in config.items():
             env[f"DERGW_ADAPTERS__{name.upper()}__{key.upper()}"] = (
                 value if isinstance(value, str) else __import__("json").dumps(value))

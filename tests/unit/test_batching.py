@@ -19,7 +19,6 @@ from gateway.domain import (
     DsoModel,
     Nameplate,
     Participant,
-    Protocol,
     Quantity,
     Reading,
     Resource,
@@ -69,7 +68,7 @@ async def test_concurrent_acknowledgements_share_transactions_and_are_announced_
     db, services = await services_with_ders(tmp_path, 20)
     try:
         now = datetime.now(UTC)
-        acks = [Acknowledgement(f"d{i}", AckStatus.COMPLETED, Protocol.MODBUS, "ok", now)
+        acks = [Acknowledgement(f"d{i}", AckStatus.COMPLETED, "modbus", "ok", now)
                 for i in range(20)]
         stored = await asyncio.gather(*(services.record_acknowledgement(a) for a in acks))
         assert [s.resource_id for s in stored] == [f"d{i}" for i in range(20)]
@@ -82,7 +81,7 @@ async def test_concurrent_acknowledgements_share_transactions_and_are_announced_
         assert announced == sorted((s.id, s.resource_id) for s in stored)
         with pytest.raises(Exception, match="no resource"):
             await services.record_acknowledgement(
-                Acknowledgement("gone", AckStatus.COMPLETED, Protocol.MODBUS, "ok", now))
+                Acknowledgement("gone", AckStatus.COMPLETED, "modbus", "ok", now))
     finally:
         await db.close()
 
@@ -91,7 +90,7 @@ async def test_concurrent_readings_share_transactions_and_are_all_stored(tmp_pat
     db, services = await services_with_ders(tmp_path, 10)
     try:
         now = datetime.now(UTC)
-        batches = [[Reading(f"d{i}", Quantity.ACTIVE_POWER, float(i * 10 + k), now, Protocol.MODBUS)
+        batches = [[Reading(f"d{i}", Quantity.ACTIVE_POWER, float(i * 10 + k), now, "modbus")
                     for k in range(i % 3 + 1)] for i in range(10)]
         counts = await asyncio.gather(*(services.record_readings(b) for b in batches))
         assert counts == [len(b) for b in batches] and services.feedback.readings_batches.batches < 10
@@ -101,7 +100,7 @@ async def test_concurrent_readings_share_transactions_and_are_all_stored(tmp_pat
             values = sorted(r.payload["value"] for r in rows)
         assert values == sorted(r.value for b in batches for r in b)
         with pytest.raises(Exception, match="no resource"):
-            await services.record_readings([Reading("gone", Quantity.ACTIVE_POWER, 1.0, now, Protocol.MODBUS)])
+            await services.record_readings([Reading("gone", Quantity.ACTIVE_POWER, 1.0, now, "modbus")])
     finally:
         await db.close()
 
@@ -117,5 +116,5 @@ async def services_with_ders(tmp_path, count: int) -> tuple[Database, GatewaySer
     await services.register_connection_points(admin, [ConnectionPoint("cp", "a", "N")])
     await services.register_resources(admin, [Resource(
         f"d{i}", "cp", DerKind.PV, Nameplate(1000), Binding(
-            Protocol.MODBUS, {"host": "h", "port": 502, "unit_id": i})) for i in range(count)])
+            "modbus", {"host": "h", "port": 502, "unit_id": i})) for i in range(count)])
     return db, services

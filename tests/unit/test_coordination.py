@@ -20,7 +20,6 @@ from gateway.domain import (
     Nameplate,
     NoticeKind,
     Participant,
-    Protocol,
     Resource,
     Role,
     SetpointStep,
@@ -43,7 +42,7 @@ _seq = iter(range(1, 10_000))
 def der(rid, cp, export_kw, import_kw=0.0, agg="X", online=True):
     return Resource(rid, cp, DerKind.PV if not import_kw else DerKind.BATTERY,
                     Nameplate(export_kw * 1000, import_kw * 1000),
-                    Binding(Protocol.MODBUS, {"host": "h", "port": 1, "unit_id": 1}), agg, online)
+                    Binding("modbus", {"host": "h", "port": 1, "unit_id": 1}), agg, online)
 
 
 def topology(ldcs, cps, ders):

@@ -18,7 +18,6 @@ from gateway.domain import (
     InstructionKind,
     Nameplate,
     Participant,
-    Protocol,
     Resource,
     Role,
     SetpointStep,
@@ -43,7 +42,7 @@ async def total_dso_with_dispatch(tmp_path, ders: int) -> tuple[Database, Gatewa
     await services.register_connection_points(admin, [ConnectionPoint("cp", "a", "N")])
     await services.register_resources(admin, [Resource(
         f"d{i}", "cp", DerKind.PV, Nameplate(10_000), Binding(
-            Protocol.MODBUS, {"host": "h", "port": 502, "unit_id": i})) for i in range(ders)])
+            "modbus", {"host": "h", "port": 502, "unit_id": i})) for i in range(ders)])
     now = datetime.now(UTC)
     hour = (SetpointStep(now, now + timedelta(hours=1), 1000.0 * ders),)
     await services.submit_instruction(await services.participant("iso"), InstructionDraft(
