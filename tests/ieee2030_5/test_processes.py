@@ -31,6 +31,11 @@ def device(pki, url: str) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=tls))
 
 
+async def listed_edev(c) -> bool:
+    async with c.get("/edev") as resp:
+        return b"<EndDevice " in await resp.read()
+
+
 async def test_two_processes_serve_2030_5_as_one(tmp_path, pg):
     (tmp_path / "gw").mkdir()
     listen_a, listen_b = (f"https://127.0.0.1:{free_port()}" for _ in range(2))
@@ -46,6 +51,8 @@ async def test_two_processes_serve_2030_5_as_one(tmp_path, pg):
         clients = await seed_der(ga)
         async with receiving(ga.pki) as (base, receiver):
             async with device(ga.pki, listen_b) as on_b:  # subscribed through b
+                # (a renders the DER's EndDevice; b hears of it on the event log: wait)
+                await until(lambda: listed_edev(on_b), within=15)
                 edev = await own_edev(on_b)
                 await subscribe(on_b, edev, f"{base}/n")
             await asyncio.sleep(1.0)  # (records.changed reaches a)

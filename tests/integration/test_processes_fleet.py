@@ -51,10 +51,10 @@ def fanout(n: int) -> dict:
 
 
 def start(work: Path, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-    log = (work / f"{name}.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], cwd=work,
-                            env={**os.environ, **env, "DERGW_PROCESS_NAME": name},
-                            stdout=log, stderr=subprocess.STDOUT)
+    with (work / f"{name}.log").open("ab") as log:  # (the child keeps its own descriptor)
+        return subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], cwd=work,
+                                env={**os.environ, **env, "DERGW_PROCESS_NAME": name},
+                                stdout=log, stderr=subprocess.STDOUT)
 
 
 async def healthy(env: dict[str, str], proc: subprocess.Popen[bytes], work: Path,
@@ -86,17 +86,21 @@ async def test_a_killed_process_s_fan_out_is_finished_by_the_survivor(tmp_path):
                                                 "telemetry_interval_s": 3600})
         env |= {"DERGW_DATABASE_URL": url, "DERGW_REUSE_PORT": "true",
                 "DERGW_LOG_LEVEL": "INFO"}
-        a = start(tmp_path, env, "a")
-        await healthy(env, a, tmp_path, "a")  # (a makes the dev PKI; b then shares it)
-        b = start(tmp_path, env, "b")
-        await healthy(env, b, tmp_path, "b")
-        out = io.StringIO()
-        run = Run(parse(fanout(DERS)), endpoints,
-                  RunOptions(ack_timeout_s=240.0, ready_timeout_s=240.0, settle_s=0.0,
-                             status_every_s=5.0, quiet=True), Console(out, quiet=True))
-        task = asyncio.create_task(run.run())
+        procs: list[subprocess.Popen[bytes]] = []
         killed_at = None
+        task: asyncio.Task | None = None
         try:
+            a = start(tmp_path, env, "a")
+            procs.append(a)
+            await healthy(env, a, tmp_path, "a")  # (a makes the dev PKI; b then shares it)
+            b = start(tmp_path, env, "b")
+            procs.append(b)
+            await healthy(env, b, tmp_path, "b")
+            out = io.StringIO()
+            run = Run(parse(fanout(DERS)), endpoints,
+                      RunOptions(ack_timeout_s=240.0, ready_timeout_s=240.0, settle_s=0.0,
+                                 status_every_s=5.0, quiet=True), Console(out, quiet=True))
+            task = asyncio.create_task(run.run())
             while not task.done():
                 await asyncio.sleep(0.2)
                 pending = run.results[0].pending if run.results else None
@@ -118,8 +122,9 @@ async def test_a_killed_process_s_fan_out_is_finished_by_the_survivor(tmp_path):
                     assert taken < 10, taken
             summary = await task
         finally:
-            task.cancel()
-            for proc in (a, b):
+            if task is not None:
+                task.cancel()
+            for proc in procs:
                 if proc.poll() is None:
                     proc.terminate()
                     proc.wait(30)
