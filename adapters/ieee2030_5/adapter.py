@@ -57,7 +57,8 @@ def assemble(name: str, gateway: GatewayPort, records: RecordsPort, settings: Se
     tree = ResourceTree(registry, state, ControlSource(publisher.published, publisher.effective),
                         layout, pen)
     renderer = Renderer(gateway, state, registry, tree, notifier, publisher, name)
-    feedback = Feedback(gateway, state, registry, name, settings.responses_kept)
+    feedback = Feedback(gateway, state, registry, name, settings.responses_kept,
+                        publisher.published)
     reach = ReachTracker(gateway, registry, notifier, publisher.published,
                          lambda: float(tree.poll_rate("DERProgramList")), settings.missed_polls)
     return Parts(settings, state, registry, tree, renderer, notifier, feedback, reach)

@@ -12,6 +12,7 @@ import asyncio
 import copy
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from adapters.ieee2030_5.function_sets.scope import ClientScope
 from adapters.ieee2030_5.state import (
     PENDING_READINGS,
     AdapterState,
+    ControlRecord,
     EndDeviceRecord,
     MupRecord,
     ResponseRecord,
@@ -71,13 +73,41 @@ class _Waiting:
     count: int = 0
 
 
+ID_BLOCK = 100  # record ids taken from the store this many at a time
+
+
+class IdBlocks:
+    """Record ids taken from a store sequence a block at a time (one transaction per block,
+    not per Response); with several processes each takes its own blocks."""
+
+    def __init__(self, state: AdapterState) -> None:
+        self._state = state
+        self._next: dict[str, tuple[int, int]] = {}  # name -> (next id, last id of the block)
+        self._lock = asyncio.Lock()
+
+    async def take(self, name: str) -> int:
+        async with self._lock:
+            nxt, last = self._next.get(name, (1, 0))
+            if nxt > last:
+                last = await self._state.next_ids(name, ID_BLOCK)
+                nxt = last - ID_BLOCK + 1
+            self._next[name] = (nxt + 1, last)
+            return nxt
+
+
 class Feedback:
     def __init__(self, gateway: GatewayPort, state: AdapterState, registry: EndDeviceRegistry,
-                 protocol: str, responses_kept: int = 64) -> None:
+                 protocol: str, responses_kept: int = 64,
+                 published: Callable[[str], Awaitable[list[ControlRecord]]] | None = None,
+                 ) -> None:
         self.gateway = gateway
         self.state = state
         self.registry = registry
         self.protocol = protocol
+        # A DER's published DERControls, from the renderer's memory (a Response names one):
+        # read per Response from the records, they were most of a fan-out's queries.
+        self._published = published or state.controls
+        self._ids = IdBlocks(state)
         self._responding: dict[tuple[str, str, int], _Waiting] = {}
         # Each device's stored Responses, oldest first: the newest `responses_kept` are kept
         # (a soak grew them without bound). Read from the records on first use.
@@ -102,7 +132,7 @@ class Feedback:
             raise InvalidInput(f"unsupported Response status {doc.status}")
         if record.resource_id is None:
             raise NotFound("Response subject is not a DERControl of this EndDevice")
-        controls = await self.state.controls(record.resource_id)
+        controls = await self._published(record.resource_id)
         control = next((c for c in controls if c.mrid.upper() == doc.subject.upper()), None)
         if control is None:
             raise NotFound("Response subject is not a DERControl of this EndDevice")
@@ -123,11 +153,12 @@ class Feedback:
     async def _respond_once(self, record: EndDeviceRecord, mrid: str,
                             instruction_ids: list[str], doc: m.Response) -> ResponseRecord:
         assert doc.status is not None and record.resource_id is not None
-        known = await self.state.response_once(record.lfdi, mrid, doc.status)
-        if known is not None:
+        kept = (await self._kept_responses()).setdefault(record.lfdi, deque())
+        known = next((r for r in kept if r.subject == mrid and r.status == doc.status), None)
+        if known is not None:  # a retry: the device's kept Responses hold every stored one
             return known
         now = int(time.time())
-        stored = ResponseRecord(id=await self.state.next_id("rsp"), set_id=RESPONSE_SET,
+        stored = ResponseRecord(id=await self._ids.take("rsp"), set_id=RESPONSE_SET,
                                 subject=mrid, lfdi=record.lfdi, status=doc.status,
                                 created=doc.createdDateTime or now)
         # The core keeps one acknowledgement per (DER, instruction, control, status).
@@ -137,7 +168,6 @@ class Feedback:
             at=mapper.from_epoch(stored.created),
             instruction_id=instruction_ids[0] if instruction_ids else None,
             control_ref=mrid))
-        kept = (await self._kept_responses()).setdefault(record.lfdi, deque())
         # (taken out before the write: concurrent Responses of one device drop each its own)
         dropped = [kept.popleft() for _ in range(max(0, len(kept) + 1 - self.responses_kept))]
         await self.state.save_response(stored, dropped)

@@ -196,11 +196,6 @@ class AdapterState:
         doc = await self.records.get("rsp", f"{_key(set_id)}/{_key(response_id)}")
         return ResponseRecord(**doc) if doc else None
 
-    async def response_once(self, lfdi: str, subject: str, status: int) -> ResponseRecord | None:
-        """The Response already stored for this device, DERControl and status (a retry)."""
-        ref = await self.records.get("rspkey", _response_ref(lfdi, subject, status))
-        return await self.response(ref["set_id"], ref["id"]) if ref else None
-
     async def save_response(self, record: ResponseRecord,
                             dropped: Sequence[ResponseRecord] = ()) -> None:
         """The Response and its (device, DERControl, status) index, and the deletion of the
