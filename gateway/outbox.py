@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 FAULT_ENV = "DER_GATEWAY_FAULT_INJECT"
 CRASH_BEFORE_PUBLISH = "crash-before-publish"
 CRASH_EXIT_CODE = 70
+GATHER_S = 0.01
 SAVE_EVERY_S = 2.0  # how often the position is written (a restart repeats at most this much)
 
 
@@ -148,6 +149,9 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+            # Commits come in bursts (a fan-out's acknowledgements): gather a few
+            # milliseconds' worth into one read instead of reading after each of them.
+            await asyncio.sleep(GATHER_S)
             self._wake.clear()
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from gateway.batching import Coalescer
-from gateway.delivery import Outgoing, cancel_pending, delivery_rows
+from gateway.delivery import Outgoing, add_deliveries, cancel_pending
 from gateway.domain import utcnow
 from gateway.events import Topic
 from gateway.store import repo
@@ -138,7 +138,7 @@ class AdapterRecords:
     async def _commit(self, writes: builtins.list[_Write]) -> builtins.list[Any]:
         try:
             async with self._db.write() as session:
-                results = [await self._apply(session, w) for w in writes]
+                results = await self._apply_all(session, writes)
                 await self._announce(session, writes)
             self._announced(writes)
             return results
@@ -168,6 +168,64 @@ class AdapterRecords:
         if self._announce_as is not None and _changed_keys(writes):
             self._on_commit()
 
+    async def _apply_all(self, session: AsyncSession, writes: builtins.list[_Write]
+                         ) -> builtins.list[Any]:
+        """Apply a batch in order. Runs of documents and their deliveries are merged: one
+        statement per kind for thousands of callers' small writes (each statement costs a
+        trip through the database thread); a deletion by key, a sequence or a cancellation
+        is applied on its own, after what came before it."""
+        results: builtins.list[Any] = [None] * len(writes)
+        run: builtins.list[int] = []
+        for index, write in enumerate(writes):
+            if _mergeable(write):
+                run.append(index)
+                continue
+            await self._apply_run(session, writes, run, results)
+            run = []
+            results[index] = await self._apply(session, write)
+        await self._apply_run(session, writes, run, results)
+        return results
+
+    async def _apply_run(self, session: AsyncSession, writes: builtins.list[_Write],
+                         run: builtins.list[int], results: builtins.list[Any]) -> None:
+        if not run:
+            return
+        if len(run) == 1:
+            results[run[0]] = await self._apply(session, writes[run[0]])
+            return
+        final: dict[tuple[str, str], dict[str, Any] | None] = {}  # None: deleted
+        for index in run:
+            write = writes[index]
+            for kind, docs in _puts(write).items():
+                for key, put in docs.items():
+                    final[(kind, key)] = put
+            for kind, key in write.change.deletes if write.change else ():
+                final[(kind, key)] = None
+        now = utcnow()
+        puts: dict[str, dict[str, dict[str, Any]]] = {}
+        deletes: dict[str, builtins.list[str]] = {}
+        for (kind, key), last in final.items():
+            if last is None:
+                deletes.setdefault(kind, []).append(key)
+            else:
+                puts.setdefault(kind, {})[key] = last
+        for kind, docs in puts.items():
+            await repo.put_records(session, self.adapter, kind, docs, now)
+        for kind, keys in deletes.items():
+            await session.execute(delete(AdapterRecordRow).where(
+                col(AdapterRecordRow.adapter) == self.adapter,
+                col(AdapterRecordRow.kind) == kind, col(AdapterRecordRow.key).in_(keys)))
+        await session.flush()
+        changes = {i: c for i in run if (c := writes[i].change) is not None}
+        for change in changes.values():
+            _maybe_crash(change)
+        ordered = [(i, o) for i, c in changes.items() for o in c.deliveries]
+        ids = await add_deliveries(session, self.adapter, [o for _, o in ordered])
+        for index in run:
+            results[index] = [] if index in changes else None
+        for (index, _), row_id in zip(ordered, ids, strict=True):
+            results[index].append(row_id)
+
     async def _apply(self, session: AsyncSession, write: _Write) -> Any:
         if write.op == "write":
             assert write.change is not None
@@ -195,10 +253,20 @@ class AdapterRecords:
         await session.flush()
         _maybe_crash(change)
         await cancel_pending(session, self.adapter, change.cancel)
-        rows = delivery_rows(self.adapter, change.deliveries)
-        session.add_all(rows)
-        await session.flush()
-        return [r.id for r in rows if r.id is not None]
+        return await add_deliveries(session, self.adapter, change.deliveries)
+
+
+def _mergeable(write: _Write) -> bool:
+    """Puts, and whole writes without cancellations (whose order against deliveries of the
+    same batch matters), merge with their neighbours."""
+    return write.op == "put" or (write.op == "write" and write.change is not None
+                                 and not write.change.cancel)
+
+
+def _puts(write: _Write) -> dict[str, dict[str, dict[str, Any]]]:
+    if write.op == "put":
+        return {write.kind: write.docs or {}}
+    return write.change.puts if write.change is not None else {}
 
 
 MAX_KEYS_ANNOUNCED = 500  # per kind; more and the event says "the whole kind" (None)

@@ -85,10 +85,6 @@ class MupRecord:
 PENDING_READINGS = 1000
 
 
-def _response_ref(lfdi: str, subject: str, status: int) -> str:
-    return f"{lfdi.upper()}/{subject.upper()}/{status}"
-
-
 @dataclass(slots=True)
 class Published:
     """What a DER's clients currently see: its DERControls and its DefaultDERControl digest."""
@@ -198,15 +194,11 @@ class AdapterState:
 
     async def save_response(self, record: ResponseRecord,
                             dropped: Sequence[ResponseRecord] = ()) -> None:
-        """The Response and its (device, DERControl, status) index, and the deletion of the
-        device's Responses past retention, in one transaction."""
-        ref = _response_ref(record.lfdi, record.subject, record.status or 0)
+        """The Response and the deletion of the device's Responses past retention, in one
+        transaction. (A retry is found among the device's kept Responses, in memory.)"""
         await self.records.write(RecordWrite(
-            puts={"rsp": {f"{_key(record.set_id)}/{_key(record.id)}": asdict(record)},
-                  "rspkey": {ref: {"set_id": record.set_id, "id": record.id}}},
-            deletes=[key for old in dropped for key in (
-                ("rsp", f"{_key(old.set_id)}/{_key(old.id)}"),
-                ("rspkey", _response_ref(old.lfdi, old.subject, old.status or 0)))]))
+            puts={"rsp": {f"{_key(record.set_id)}/{_key(record.id)}": asdict(record)}},
+            deletes=[("rsp", f"{_key(old.set_id)}/{_key(old.id)}") for old in dropped]))
 
     async def log_events(self, edev_id: int) -> list[tuple[int, str]]:
         return [(d["id"], d["xml"]) for _, d in await self.records.list("log", f"{_key(edev_id)}/")]
