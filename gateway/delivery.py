@@ -25,27 +25,27 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
-from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from gateway.domain import utcnow
 from gateway.errors import InvalidInput
 from gateway.outbound import OutboundGuard
+from gateway.store import deliveries as store
 from gateway.store.engine import Database
-from gateway.store.tables import DeliveryRow, LeaseRow
+from gateway.store.tables import DeliveryRow
 
 # 1+2+...+256 s, then 300 s apart: the last try is about an hour after the first.
 DEFAULT_ATTEMPTS = 20
-CLAIM_S = 60.0  # a worker's hold on the rows it is sending; another takes them after...
-PROCESS_LEASES = "process:"  # ...or as soon as the claimer's process lease lapses (~6 s)
+# A worker's hold on the rows it is sending; another takes them after it, or as soon as the
+# claimer's process lease (PROCESS_LEASES) lapses (~6 s).
+CLAIM_S = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -80,41 +80,15 @@ OutcomeListener = Callable[[list[DeliveryOutcome]], Awaitable[None]]
 
 async def add_deliveries(session: AsyncSession, adapter: str, items: Sequence[Outgoing],
                          max_attempts: int = DEFAULT_ATTEMPTS) -> list[int]:
-    """Store deliveries in the caller's transaction, in one statement; their ids, in order.
-    (The ORM inserted one row per statement: a fan-out's notifications were hundreds.) A
-    multi-row INSERT numbers its rows in the order given, so the ids sorted are that order -
-    asking the driver to keep RETURNING in parameter order falls back to a row at a time."""
-    if not items:
-        return []
-    now = utcnow()
-    stmt = insert(DeliveryRow).returning(col(DeliveryRow.id))
-    result = await session.execute(stmt, [
-        {"adapter": adapter, "url": i.url, "body": i.body, "content_type": i.content_type,
-         "headers": i.headers or {}, "ssl_name": i.tls, "subject": i.subject,
-         "attempts": 0, "max_attempts": max_attempts, "next_attempt_at": now,
-         "created_at": now, "last_error": ""} for i in items])
-    return sorted(int(i) for i in result.scalars() if i is not None)
+    """Store deliveries in the caller's transaction; their ids, in order."""
+    return await store.add(session, adapter, [
+        store.NewDelivery(i.url, i.body, i.content_type, i.headers, i.tls, i.subject)
+        for i in items], max_attempts, utcnow())
 
 
 async def cancel_pending(session: AsyncSession, adapter: str, subjects: Iterable[str]) -> int:
-    """Mark what is still pending for these subjects failed ("cancelled"); in the caller's
-    transaction. Returns how many rows it cancelled."""
-    wanted = list(dict.fromkeys(subjects))
-    if not wanted:
-        return 0
-    result = await session.execute(
-        update(DeliveryRow)
-        .where(col(DeliveryRow.adapter) == adapter, col(DeliveryRow.subject).in_(wanted),
-               col(DeliveryRow.delivered_at).is_(None), col(DeliveryRow.failed_at).is_(None))
-        .values(failed_at=utcnow(), last_error="cancelled: its subscription was deleted"))
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def _alive(now: datetime) -> Any:
-    """Holders of an unexpired process lease (gateway.runtime keeps one per process): a
-    claim by anyone else is a dead process's, and its rows are taken over at once."""
-    return select(col(LeaseRow.holder)).where(
-        col(LeaseRow.name).startswith(PROCESS_LEASES), col(LeaseRow.expires_at) >= now)
+    """Cancel what is still pending for these subjects, in the caller's transaction."""
+    return await store.cancel_pending(session, adapter, subjects, utcnow())
 
 
 class GuardedResolver(AbstractResolver):
@@ -201,19 +175,8 @@ class DeliveryQueue:
 
     async def stats(self) -> dict[str, Any]:
         """Counts by state, and the age of the oldest pending delivery (seconds)."""
-        pending_q = (col(DeliveryRow.delivered_at).is_(None), col(DeliveryRow.failed_at).is_(None))
         async with self._db.read() as session:
-            delivered = (await session.execute(select(func.count()).select_from(DeliveryRow)
-                         .where(col(DeliveryRow.delivered_at).is_not(None)))).scalar_one()
-            failed = (await session.execute(select(func.count()).select_from(DeliveryRow)
-                      .where(col(DeliveryRow.delivered_at).is_(None),
-                             col(DeliveryRow.failed_at).is_not(None)))).scalar_one()
-            pending, oldest = (await session.execute(
-                select(func.count(), func.min(col(DeliveryRow.created_at)))
-                .where(*pending_q))).one()
-        age = (utcnow() - _aware(oldest)).total_seconds() if oldest is not None else 0.0
-        return {"delivered": delivered, "failed": failed, "pending": pending,
-                "oldest_pending_s": round(age, 3)}
+            return await store.counts(session, utcnow())
 
     # -- the worker ------------------------------------------------------------------------
 
@@ -246,25 +209,8 @@ class DeliveryQueue:
 
     async def _claim(self, limit: int) -> list[DeliveryRow]:
         """Due rows nobody holds, claimed for this worker in one transaction."""
-        now = utcnow()
-        query = (select(DeliveryRow)
-                 .where(col(DeliveryRow.delivered_at).is_(None),
-                        col(DeliveryRow.failed_at).is_(None),
-                        col(DeliveryRow.next_attempt_at) <= now,
-                        or_(col(DeliveryRow.claim_until).is_(None),
-                            col(DeliveryRow.claim_until) < now,
-                            col(DeliveryRow.claimed_by).not_in(_alive(now))))
-                 .order_by(col(DeliveryRow.id)).limit(limit))
-        if not self._db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
         async with self._db.write() as session:
-            rows = list((await session.execute(query)).scalars())
-            if rows:
-                await session.execute(
-                    update(DeliveryRow).where(col(DeliveryRow.id).in_([r.id for r in rows]))
-                    .values(claimed_by=self.worker_id,
-                            claim_until=now + timedelta(seconds=CLAIM_S)))
-        return rows
+            return await store.claim_due(session, self.worker_id, limit, utcnow(), CLAIM_S)
 
     async def _deliver_batch(self, http: aiohttp.ClientSession, rows: list[DeliveryRow]) -> None:
         limiter = asyncio.Semaphore(self._concurrency)
@@ -282,13 +228,8 @@ class DeliveryQueue:
         now = utcnow()
         outcomes: list[tuple[str, DeliveryOutcome]] = []
         async with self._db.write() as session:
-            ok = [r.id for r, err in results if err is None]
-            if ok:
-                # (not if cancelled meanwhile: a cancellation is the later word)
-                await session.execute(update(DeliveryRow).where(
-                    col(DeliveryRow.id).in_(ok), col(DeliveryRow.failed_at).is_(None))
-                    .values(delivered_at=now, attempts=col(DeliveryRow.attempts) + 1,
-                            claim_until=None))
+            await store.delivered(session, [int(r.id or 0) for r, err in results if err is None],
+                                  now)
             for row, err in results:
                 assert row.id is not None
                 if err is None:
@@ -296,19 +237,16 @@ class DeliveryQueue:
                         row.id, row.subject, True, None, True)))
                     continue
                 attempts = row.attempts + 1
-                values: dict[str, Any] = {"attempts": attempts, "last_error": err[:500],
-                                          "claim_until": None}
                 final = attempts >= row.max_attempts or err.startswith("refused")
+                retry_at = None
                 if final:
-                    values["failed_at"] = now
                     log.warning("delivery %s to %s failed for good: %s", row.id,
                                 urlsplit(row.url).netloc, err)
                 else:
                     backoff = min(self.max_backoff_s, self.base_backoff_s * 2 ** (attempts - 1))
-                    values["next_attempt_at"] = now + timedelta(seconds=backoff)
-                await session.execute(update(DeliveryRow).where(
-                    col(DeliveryRow.id) == row.id, col(DeliveryRow.failed_at).is_(None))
-                    .values(**values))
+                    retry_at = now + timedelta(seconds=backoff)
+                await store.attempt_failed(session, row.id, attempts, err,
+                                           now if final else None, retry_at)
                 outcomes.append((row.adapter, DeliveryOutcome(
                     row.id, row.subject, False, err, final)))
         return outcomes
@@ -353,6 +291,4 @@ async def check_callback_url(url: str, *, dev_mode: bool) -> None:
     await OutboundGuard(dev_mode=dev_mode).check(url)
 
 
-def _aware(value: datetime) -> datetime:
-    """SQLite hands aggregates back without the column's type: naive UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+

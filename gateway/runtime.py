@@ -23,7 +23,7 @@ from gateway.bindings import BindingRules
 from gateway.body import BodyReader
 from gateway.bus import InProcessBus
 from gateway.coordination.engine import Coordinator
-from gateway.delivery import PROCESS_LEASES, DeliveryQueue
+from gateway.delivery import DeliveryQueue
 from gateway.domain import Participant, Role
 from gateway.leases import Leases
 from gateway.metrics import GatewayMetrics
@@ -34,6 +34,7 @@ from gateway.records import AdapterRecords
 from gateway.retention import Retention
 from gateway.services import GatewayServices
 from gateway.settings import Settings
+from gateway.store.deliveries import PROCESS_LEASES
 from gateway.store.engine import Database
 from pki.devpki import DevPki, load_pair
 from pki.identity import sha256_hex

