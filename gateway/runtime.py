@@ -29,7 +29,7 @@ from gateway.leases import Leases
 from gateway.metrics import GatewayMetrics
 from gateway.outbound import OutboundGuard
 from gateway.outbox import OutboxRelay
-from gateway.ports import Access, PlatformRoute, Topic, follow
+from gateway.ports import Access, PlatformRoute, ResourceChanged, Topic, TypedEvent, follow
 from gateway.records import AdapterRecords
 from gateway.retention import Retention
 from gateway.services import GatewayServices
@@ -159,13 +159,20 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
 @asynccontextmanager
 async def _following_topology(bus: InProcessBus, services: GatewayServices
                               ) -> AsyncIterator[None]:
-    """Another process may change the topology: its events make this one check its cache."""
-    async def stale(_events: object = None) -> None:
+    """Another process may change the topology: its events make this one check its cache
+    (one small read, the next time the topology is needed). Online marks do not: they
+    change no structure, and a recompute checks the store's count under its lock anyway -
+    thousands of them arrive in a fan-out."""
+    async def stale(events: list[TypedEvent]) -> None:
+        if any(not (isinstance(e, ResourceChanged) and e.online is not None) for e in events):
+            services.uow.others_changed_topology()
+
+    async def resync() -> None:
         services.uow.others_changed_topology()
 
     task = asyncio.create_task(follow(
         bus, {Topic.RESOURCE_CHANGED, Topic.PARTICIPANT_CHANGED, Topic.TOPOLOGY_CHANGED},
-        on_batch=stale, resync=stale, name="topology cache"), name="topology-cache")
+        on_batch=stale, resync=resync, name="topology cache"), name="topology-cache")
     try:
         yield
     finally:

@@ -8,6 +8,7 @@ it. Only after the commit does anyone hear "accepted"; only the outbox relay pub
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -43,6 +44,7 @@ class UnitOfWork:
         self._controls_count = -1  # ... the control versions' count
         self._pending_controls_count: int | None = None
         self._maybe_stale = False  # another process may have changed the topology
+        self._loading = asyncio.Lock()
         self.last_topology_count = 0  # the count the last topology write made
 
     def committed(self) -> None:
@@ -78,9 +80,19 @@ class UnitOfWork:
         cached = self._topology
         if cached is not None and not self._maybe_stale:
             return cached
-        if session is None:
+        if session is not None:  # inside a write: read with it (its own changes included)
+            return await self._load_or_check(session)
+        # One load or check at a time: thousands of callers arriving while the cache is
+        # being filled wait for it rather than each reading the whole topology.
+        async with self._loading:
+            cached = self._topology
+            if cached is not None and not self._maybe_stale:
+                return cached
             async with self.db.read() as s:
-                return await self.topology(s)
+                return await self._load_or_check(s)
+
+    async def _load_or_check(self, session: AsyncSession) -> Topology:
+        cached = self._topology
         if cached is not None:  # another process wrote: is the cache still the store's?
             self._maybe_stale = False
             if await repo.generation(session, "topology") == self._topology_count:

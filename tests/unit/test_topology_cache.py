@@ -1,5 +1,7 @@
 """The topology cache never outlives a write: a load that overlapped a committed write is
-used by its caller but not kept (else a new LDC is "not found" right after it was made)."""
+used by its caller but not kept (else a new LDC is "not found" right after it was made).
+And many callers arriving at an empty cache share one load (a fan-out's thousands of
+acknowledgements each reading the whole topology exhausted SQLite's connection pool)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,11 @@ async def test_a_load_overlapping_a_write_is_not_kept(tmp_path, monkeypatch):
             return found
 
         monkeypatch.setattr(repo, "participants", slow_participants)
-        slow = asyncio.create_task(services.topology())
+        async def load_in_its_own_read():  # (a caller's read: the load is not serialised)
+            async with db.read() as session:
+                return await services.uow.topology(session)
+
+        slow = asyncio.create_task(load_in_its_own_read())
         await reading.wait()
         monkeypatch.setattr(repo, "participants", real)
         await services.register_participants(admin, [
@@ -41,5 +47,30 @@ async def test_a_load_overlapping_a_write_is_not_kept(tmp_path, monkeypatch):
         # ...is not what the next caller gets
         await services.register_connection_points(admin, [ConnectionPoint("cp", "ldc-a", "N")])
         assert "cp" in (await services.topology()).connection_points
+    finally:
+        await db.close()
+
+
+async def test_callers_at_an_empty_cache_share_one_load(tmp_path, monkeypatch):
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 't.db'}")
+    await db.upgrade()
+    try:
+        services = GatewayServices(db)
+        admin = Participant("admin", Role.ADMIN)
+        await services.register_participants(admin, [admin])
+        services.uow.invalidate()
+        loads = 0
+        real = repo.participants
+
+        async def counted(session):
+            nonlocal loads
+            loads += 1
+            await asyncio.sleep(0.05)  # long enough for every caller to arrive meanwhile
+            return await real(session)
+
+        monkeypatch.setattr(repo, "participants", counted)
+        seen = await asyncio.gather(*(services.topology() for _ in range(200)))
+        assert loads == 1
+        assert all("admin" in t.participants for t in seen)
     finally:
         await db.close()
