@@ -135,7 +135,10 @@ class OpenAdr3Adapter:
             tls = server_context(
                 pki.path("platform", "server.pem"), pki.path("platform", "server.key"), None
             )
-            site = web.TCPSite(runner, host, port, ssl_context=tls)
+            # Several processes of one gateway share the port (the kernel spreads the
+            # connections over them): SO_REUSEPORT when the core says so.
+            site = web.TCPSite(runner, host, port, ssl_context=tls,
+                               reuse_port=self.ctx.reuse_port or None)
             await site.start()
             self.port = _bound_port(site)
             log.info("OpenADR 3 VTN listening on %s (port %s)", self.listen, self.port)
