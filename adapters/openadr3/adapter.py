@@ -120,6 +120,7 @@ class OpenAdr3Adapter:
         self._register_webhook_tls()
         self.ctx.deliveries.on_outcomes(self.renderer.webhooks_failed)
         await self.store.load()
+        await self.store.align_sequence()
         await self.credentials.load()
         runner = ProblemAppRunner(
             self.server.app(),

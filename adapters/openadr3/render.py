@@ -19,7 +19,7 @@ from itertools import chain
 from typing import Any
 
 from adapters.openadr3 import mapper
-from adapters.openadr3.state import VERSIONS, StoredObject
+from adapters.openadr3.state import UNNUMBERED, VERSIONS, StoredObject
 from adapters.openadr3.vtn.notifier import SUBJECT_PREFIX
 from adapters.openadr3.vtn.problems import forbidden
 from adapters.openadr3.vtn.service import Change, Hook, VtnService, now_text
@@ -161,7 +161,7 @@ class Renderer(Hook):
                     Change(ven.version, "resource", "UPDATE", None, new, obj)
                 )
                 return new
-        seq = self.service.store.next_seq()
+        seq = await self.service.store.next_seq()
         body = {"resourceName": name, "venID": ven.id, "targets": wire_targets(ven.version, target)}
         stamp = now_text()
         obj = self.service.compose(
@@ -206,6 +206,7 @@ class Renderer(Hook):
             marks: list[DeliveryMark] = []
             for resource in ours:
                 changes += await self._event_changes(resource, controls.get(resource.id), marks)
+            await self.service.store.number([c.obj for c in changes])
             await self.service.put_objects([c for c in changes if c.operation != "DELETE"])
             for change in changes:
                 if change.operation == "DELETE":
@@ -218,7 +219,9 @@ class Renderer(Hook):
         marks: list[DeliveryMark] = []
         async with self._render_lock(resource.id):
             control = await self.gateway.effective_control(resource.id)
-            for change in await self._event_changes(resource, control, marks):
+            changes = await self._event_changes(resource, control, marks)
+            await self.service.store.number([c.obj for c in changes])
+            for change in changes:
                 if change.operation == "DELETE":
                     await self.service.remove(change)
                 else:
@@ -326,7 +329,7 @@ class Renderer(Hook):
 
     async def _ensure_program(self, version: str, ldc: str, program_id: str) -> None:
         if self.service.store.get(version, "program", program_id) is None:
-            seq = self.service.store.next_seq()
+            seq = await self.service.store.next_seq()
             stamp = now_text()
             body = {"programName": f"der-gateway:{ldc}"}
             obj = self.service.compose(
@@ -355,7 +358,7 @@ class Renderer(Hook):
             return None if old is None else Change(version, "event", "DELETE", None, old, old)
         if old is not None and _same(old.body, body):
             return None
-        seq = old.seq if old else self.service.store.next_seq()
+        seq = old.seq if old else UNNUMBERED  # new events are numbered by the batch
         stamp = now_text()
         created = old.body["createdDateTime"] if old else stamp
         obj = self.service.compose(version, "event", event_id, seq, body, GATEWAY, created, stamp)

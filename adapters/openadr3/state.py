@@ -2,7 +2,9 @@
 
 Every write goes to `ctx.records` first (the truth) and then to the in-memory index, which is
 rebuilt from the records at start-up. Objects keep their creation sequence, so every list is
-in a stable order (creation order) and skip/limit paging is repeatable.
+in a stable order (creation order) and skip/limit paging is repeatable. Sequence numbers (and
+the object ids made of them) come from the store's sequence `object`, taken in a transaction:
+several gateway processes on one database never issue the same one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from gateway.ports import Outgoing, RecordsPort, RecordWrite
 
 KINDS = ("program", "event", "report", "subscription", "ven", "resource")
 VERSIONS = ("3.1.0", "3.0.1")
+SEQUENCE = "object"  # the store's sequence of object numbers (ids, creation order)
+UNNUMBERED = 0  # the seq of an object not yet numbered (`ObjectStore.number`)
 
 
 # The records port as this adapter uses it: one shape of result each, always awaited.
@@ -109,7 +113,6 @@ class ObjectStore:
             (v, k): {} for v in VERSIONS for k in KINDS
         }
         self._owner_of: dict[tuple[str, str, str], str] = {}  # (version, kind, id) -> owner
-        self._seq = 0
         # Bumped on every ven/resource write: caches of granted targets compare against it.
         self.grants_generation = 0
 
@@ -121,11 +124,29 @@ class ObjectStore:
                 self._index[(version, kind)] = {o.id: o for o in objs}
                 for obj in objs:
                     self._link(obj)
-                self._seq = max([self._seq, *(o.seq for o in objs)])
 
-    def next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
+    async def align_sequence(self) -> None:
+        """Make the store's sequence pass every number in use (objects written before the
+        numbers came from the store). Harmless when several processes do it at once."""
+        highest = max((o.seq for bucket in self._index.values() for o in bucket.values()),
+                      default=0)
+        taken = await self._records.next_sequence(SEQUENCE)
+        if taken < highest:
+            await self._records.next_sequence(SEQUENCE, highest - taken)
+
+    async def next_seq(self) -> int:
+        """A new object number, unique among every process of the gateway."""
+        return await self._records.next_sequence(SEQUENCE)
+
+    async def number(self, objs: list[StoredObject]) -> None:
+        """Number new objects (seq UNNUMBERED) at once: one transaction for a whole batch,
+        in the order given."""
+        todo = [o for o in objs if o.seq == UNNUMBERED]
+        if not todo:
+            return
+        last = await self._records.next_sequence(SEQUENCE, len(todo))
+        for n, obj in enumerate(todo, start=last - len(todo) + 1):
+            obj.seq = n
 
     def get(self, version: str, kind: str, object_id: str) -> StoredObject | None:
         return self._index[(version, kind)].get(object_id)
@@ -161,11 +182,18 @@ class ObjectStore:
             self._index_removed(obj)
 
     def _index_saved(self, obj: StoredObject) -> None:
-        # New objects carry the highest sequence and append; updates keep their place.
-        old = self._index[(obj.version, obj.kind)].get(obj.id)
+        # New objects usually carry the highest sequence and append; updates keep their
+        # place. One numbered before the last (taken by another process, or committed after
+        # a later one of this process) puts the bucket back in sequence order.
+        bucket = self._index[(obj.version, obj.kind)]
+        old = bucket.get(obj.id)
         if old is not None:
             self._unlink(old)
-        self._index[(obj.version, obj.kind)][obj.id] = obj
+        behind = old is None and bool(bucket) and next(reversed(bucket.values())).seq > obj.seq
+        bucket[obj.id] = obj
+        if behind:
+            self._index[(obj.version, obj.kind)] = dict(
+                sorted(bucket.items(), key=lambda item: item[1].seq))
         self._link(obj)
         self._touched(obj)
 

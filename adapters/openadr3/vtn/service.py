@@ -113,7 +113,7 @@ class VtnService:
         if wanted is not None and self.store.get(version, kind, wanted) is not None:
             raise conflict(f"{kind} {wanted} exists")
         inline = _inline_resources(version, kind, raw)
-        obj = self._new_object(version, kind, body, owner, wanted)
+        obj = await self._new_object(version, kind, body, owner, wanted)
         await self._write(Change(version, kind, "CREATE", principal, obj))
         for resource in inline:  # 3.0.1: a ven may arrive with its resources
             await self.create(version, "resource", principal, resource, scope_id=obj.id)
@@ -228,10 +228,10 @@ class VtnService:
             return []
         return [c for c in self.store.all(obj.version, child_kind) if c.body.get(key) == obj.id]
 
-    def _new_object(
+    async def _new_object(
         self, version: str, kind: str, body: dict[str, Any], owner: str, wanted: str | None
     ) -> StoredObject:
-        seq = self.store.next_seq()
+        seq = await self.store.next_seq()
         stamp = now_text()
         object_id = wanted or f"{kind}-{seq}"
         return self.compose(version, kind, object_id, seq, body, owner, stamp, stamp)
