@@ -29,6 +29,15 @@ class Feedback(Hook):
         # repeat it, and must not cost a read each. Bounded; the records stay the truth.
         self._acked: dict[str, dict[str, Any]] = {}
 
+    def forget(self, keys: tuple[str, ...] | None) -> None:
+        """Another process recorded acknowledgements (those keys; None: any): what is
+        remembered of them here is read again from the records when next needed."""
+        if keys is None:
+            self._acked.clear()
+            return
+        for key in keys:
+            self._acked.pop(key, None)
+
     async def after_write(self, change: Change) -> None:
         if change.kind == "report" and change.operation != "DELETE":
             await self._feedback(change.obj)

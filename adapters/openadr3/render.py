@@ -7,6 +7,11 @@
   get resource objects with a granted target, so the VEN can read their events.
 - A ven or resource object that stands for platform DERs cannot be deleted or renamed by a
   client (no silent loss of control: docs/openadr3.md).
+
+With several gateway processes one renders: the holder of the adapter's render lease
+(`renders`). Another that provisions a VEN leaves its rendering to the holder, which hears of
+the ven or credential from the event log, and waits (at most `wait_s`) until the VEN's
+resource objects are there, as a VEN that provisions itself expects.
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ class Renderer(Hook):
         # an LDC's program must not race, or two renders create it twice.
         self._program_lock = asyncio.Lock()
         self._render_locks: dict[str, asyncio.Lock] = {}
+        # Whether this process renders (it holds the render lease; without leases: always).
+        self.renders = True
+        self.wait_s = 10.0  # how long a VEN's provisioning waits for the holder's render
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -117,14 +125,32 @@ class Renderer(Hook):
         return resource is None or owner is None or resource.aggregator_id == owner
 
     async def sync_ven(self, ven: StoredObject) -> None:
-        """Give a provisioned VEN resource objects (with granted targets) for its DERs."""
+        """Give a provisioned VEN resource objects (with granted targets) for its DERs; in
+        a process that does not render, wait until the one that does has given them."""
         if not self._ven_client(ven):
             return
-        for resource in await self.gateway.find_resources(
-            self.name, ven=ven.body["venName"]
-        ):
-            if self._ven_client(ven, resource):
-                await self.render_resource(resource)
+        served = [r for r in await self.gateway.find_resources(self.name, ven=ven.body["venName"])
+                  if self._ven_client(ven, r)]
+        if not self.renders:
+            await self._rendered_elsewhere(ven, [r.id for r in served])
+            return
+        for resource in served:
+            await self.render_resource(resource)
+
+    async def _rendered_elsewhere(self, ven: StoredObject, resource_ids: list[str]) -> None:
+        """Wait until every one of these DERs has a resource object under `ven` (written by
+        the render lease holder, brought here by the event log), for at most `wait_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        store = self.service.store
+        while not all(any(o.body.get("venID") == ven.id
+                          for o in store.standing_for(ven.version, rid))
+                      for rid in resource_ids):
+            if loop.time() >= deadline:
+                log.info("ven %s: its resource objects are not rendered yet; the render "
+                         "lease holder gives them", ven.id)
+                return
+            await asyncio.sleep(0.05)
 
     async def _ensure_resource(self, ven: StoredObject, resource: Resource) -> StoredObject:
         name = str(resource.binding.address.get("resource", resource.id))
@@ -293,7 +319,10 @@ class Renderer(Hook):
         await self._mark(marks)
 
     async def render_ven(self, ven_name: str) -> None:
-        """Render again the DERs bound to a VEN name (its credential changed)."""
+        """Render again the DERs bound to a VEN name (its credential changed). Only where
+        rendering is done: the render lease holder hears of the change from the log."""
+        if not self.renders:
+            return
         bound = await self.gateway.find_resources(self.name, ven=ven_name)
         if bound:
             await self.render_many([r.id for r in bound])

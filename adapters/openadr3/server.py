@@ -126,7 +126,8 @@ class VtnServer:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        principal = self.credentials.verify(token.strip()) if scheme.lower() == "bearer" else None
+        principal = (await self.credentials.authenticate(token.strip())
+                     if scheme.lower() == "bearer" and token.strip() else None)
         if principal is None:
             raise unauthorized()
         request[PRINCIPAL] = principal

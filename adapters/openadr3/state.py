@@ -9,6 +9,7 @@ several gateway processes on one database never issue the same one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,11 +91,19 @@ def record_kind(version: str, kind: str) -> str:
     return f"v{version.replace('.', '')}.{kind}"
 
 
+# records kind -> (API version, object kind), for the changes other processes announce
+OBJECT_KINDS = {record_kind(v, k): (v, k) for v in VERSIONS for k in KINDS}
+LIST_ABOVE = 20  # more changed keys of a kind than this: one listing instead of a read each
+
+
 class ObjectStore:
     """Write-through index of every OpenADR object, per API version and kind."""
 
     def __init__(self, records: Records) -> None:
         self._records = records
+        # Reloading, refreshing and indexing a commit take turns: a reload's reads must not
+        # be installed over what a commit or a refresh indexed meanwhile.
+        self._lock = asyncio.Lock()
         self._index: dict[tuple[str, str], dict[str, StoredObject]] = {
             (v, k): {} for v in VERSIONS for k in KINDS
         }
@@ -117,13 +126,57 @@ class ObjectStore:
         self.grants_generation = 0
 
     async def load(self) -> None:
-        for version in VERSIONS:
-            for kind in KINDS:
-                docs = await list_docs(self._records, record_kind(version, kind))
+        """(Re)build the whole index from the records (start-up, or after the event log
+        overflowed)."""
+        async with self._lock:
+            for bucket in (self._by_target, self._by_owner):
+                for index in bucket.values():
+                    index.clear()
+            for by_der in self._by_der.values():
+                by_der.clear()
+            self._der_of.clear()
+            self._owner_of.clear()
+            for version in VERSIONS:
+                for kind in KINDS:
+                    docs = await list_docs(self._records, record_kind(version, kind))
+                    objs = sorted((StoredObject.from_doc(d) for d in docs),
+                                  key=lambda o: o.seq)
+                    self._index[(version, kind)] = {o.id: o for o in objs}
+                    for obj in objs:
+                        self._link(obj)
+            self.grants_generation += 1
+
+    async def refresh(self, kind: str, keys: tuple[str, ...] | None) -> list[StoredObject]:
+        """Bring the index up to what another process wrote: records `kind`, those `keys`
+        (None: the whole kind). Answers the objects found (saved or updated) among them."""
+        version, object_kind = OBJECT_KINDS[kind]
+        bucket_key = (version, object_kind)
+        async with self._lock:
+            if keys is None:
+                docs = await list_docs(self._records, kind)
                 objs = sorted((StoredObject.from_doc(d) for d in docs), key=lambda o: o.seq)
-                self._index[(version, kind)] = {o.id: o for o in objs}
+                for stale in self._index[bucket_key].values():
+                    self._unlink(stale)
+                self._index[bucket_key] = {o.id: o for o in objs}
                 for obj in objs:
                     self._link(obj)
+                    self._touched(obj)
+                return objs
+            if len(keys) > LIST_ABOVE:
+                listed = dict(await self._records.list(kind))
+                found = {key: listed.get(key) for key in keys}
+            else:
+                found = {key: await self._records.get(kind, key) for key in keys}
+            for key, doc in found.items():
+                old = self._index[bucket_key].get(key)
+                if doc is None and old is not None:
+                    self._index_removed(old)
+            # (in sequence order: new objects append, as they do when written here)
+            objs = sorted((StoredObject.from_doc(d) for d in found.values() if d is not None),
+                          key=lambda o: o.seq)
+            for obj in objs:
+                self._index_saved(obj)
+            return objs
 
     async def align_sequence(self) -> None:
         """Make the store's sequence pass every number in use (objects written before the
@@ -176,10 +229,11 @@ class ObjectStore:
             change.deliveries.extend(announced.deliveries)
             change.cancel.extend(announced.cancel)
         await self._records.write(change)
-        for obj in saved:
-            self._index_saved(obj)
-        for obj in removed:
-            self._index_removed(obj)
+        async with self._lock:
+            for obj in saved:
+                self._index_saved(obj)
+            for obj in removed:
+                self._index_removed(obj)
 
     def _index_saved(self, obj: StoredObject) -> None:
         # New objects usually carry the highest sequence and append; updates keep their

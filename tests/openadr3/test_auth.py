@@ -1,51 +1,49 @@
-"""Credentials: hashed secrets, scopes, expiry and revocation (over an in-memory records
-store with the AdapterRecords interface)."""
+"""Credentials: hashed secrets, scopes, expiry and revocation (over the core's records, on
+SQLite)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from adapters.openadr3.vtn.auth import AuthError, Credentials, Role
+from adapters.openadr3.vtn.auth import CREDENTIAL, ISSUED, AuthError, Credentials, Role
+from gateway.records import AdapterRecords
+from gateway.store.engine import Database
 
 
-class MemoryRecords:
-    def __init__(self) -> None:
-        self.docs: dict[tuple[str, str], dict[str, Any]] = {}
-
-    async def get(self, kind: str, key: str) -> dict[str, Any] | None:
-        return self.docs.get((kind, key))
-
-    async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None:
-        self.docs[(kind, key)] = json.loads(json.dumps(doc))
-
-    async def delete(self, kind: str, key: str) -> bool:
-        return self.docs.pop((kind, key), None) is not None
-
-    async def list(self, kind: str, prefix: str | None = None) -> list[tuple[str, dict]]:
-        return sorted((k, v) for (kd, k), v in self.docs.items() if kd == kind)
+@pytest.fixture
+async def records(tmp_path) -> AsyncIterator[AdapterRecords]:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}")
+    await db.upgrade()
+    try:
+        yield AdapterRecords(db, "openadr3")
+    finally:
+        await db.close()
 
 
-async def test_issue_verify_scopes_and_reload():
-    records = MemoryRecords()
+async def stored(records: AdapterRecords) -> list[dict[str, Any]]:
+    return [doc for kind in (CREDENTIAL, ISSUED) for _k, doc in await records.list(kind)]
+
+
+async def test_issue_verify_scopes_and_reload(records):
     creds = Credentials(records, token_ttl_s=60)
     public, secret = await creds.provision(Role.VEN, ven_name="v1")
-    assert "hash" not in public and secret not in json.dumps(list(records.docs.values()))
+    assert "hash" not in public and secret not in json.dumps(await stored(records))
     issued = await creds.issue(public["client_id"], secret, "write_reports write_events")
     assert issued.scope == "write_reports"  # write_events is not a VEN scope
     principal = creds.verify(issued.access_token)
     assert principal is not None and principal.role is Role.VEN
     assert principal.may("write_reports") and not principal.may("write_events")
-    assert issued.access_token not in json.dumps(list(records.docs.values()))
+    assert issued.access_token not in json.dumps(await stored(records))
     again = Credentials(records, token_ttl_s=60)  # a restart
     await again.load()
     assert again.verify(issued.access_token) == principal
 
 
-async def test_wrong_secret_scope_expiry_and_revocation():
-    records = MemoryRecords()
+async def test_wrong_secret_scope_expiry_and_revocation(records):
     creds = Credentials(records, token_ttl_s=0)
     public, secret = await creds.provision(Role.BL, participant_id="ldc-a")
     with pytest.raises(AuthError) as err:
@@ -89,8 +87,8 @@ async def test_wrong_secret_scope_expiry_and_revocation():
          "read_all read_bl write_events write_programs"),
     ],
 )
-async def test_scopes_are_named_as_each_version_names_them(version, role, asked, granted):
-    records = MemoryRecords()
+async def test_scopes_are_named_as_each_version_names_them(version, role, asked, granted,
+                                                          records):
     creds = Credentials(records, token_ttl_s=60)
     public, secret = await creds.provision(
         role, **({"ven_name": "v1"} if role is Role.VEN else {"participant_id": "ldc-a"})
