@@ -137,7 +137,7 @@ class OpenAdr3Adapter:
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         self._register_webhook_tls()
-        self.ctx.deliveries.on_outcomes(self.renderer.webhooks_failed)
+        self.ctx.deliveries.on_outcomes(self.renderer.on_outcomes)
         await self.reload()
         await self.store.align_sequence()
         runner = ProblemAppRunner(

@@ -7,13 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.openadr3 import mapper
-from adapters.openadr3.state import Records, StoredObject
+from adapters.openadr3.state import GATEWAY, Records, StoredObject
 from adapters.openadr3.vtn.service import Change, Hook, VtnService
 from gateway.domain import Acknowledgement
 
 ACK = "ack"  # records kind: the last acknowledgement per (version, event, DER)
 ACKED_CACHE = 100_000  # (event, DER) acknowledgements kept in memory
-GATEWAY = "gateway"  # owner and origin of what the gateway itself writes
 
 
 class Feedback(Hook):

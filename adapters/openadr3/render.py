@@ -24,8 +24,8 @@ from itertools import chain
 from typing import Any
 
 from adapters.openadr3 import mapper
-from adapters.openadr3.state import UNNUMBERED, VERSIONS, StoredObject
-from adapters.openadr3.vtn.notifier import SUBJECT_PREFIX
+from adapters.openadr3.state import GATEWAY, UNNUMBERED, VERSIONS, StoredObject
+from adapters.openadr3.vtn.notifier import parse_subject
 from adapters.openadr3.vtn.problems import forbidden
 from adapters.openadr3.vtn.service import Change, Hook, VtnService, now_text
 from adapters.openadr3.vtn.targeting import normalise
@@ -33,7 +33,6 @@ from gateway.domain import DeliveryMark, DeliveryState, EffectiveControl, Resour
 from gateway.ports import DeliveryOutcome
 
 log = logging.getLogger(__name__)
-GATEWAY = "gateway"  # owner and origin of what the gateway itself writes
 
 
 def _digest(*parts: str, n: int = 20) -> str:
@@ -299,24 +298,36 @@ class Renderer(Hook):
                 marks.append(DeliveryMark(str(der), DeliveryState.FETCHED))
         await self._mark(marks)
 
-    async def webhooks_failed(self, outcomes: list[DeliveryOutcome]) -> None:
-        """Webhooks that failed for good: the DERs of the subscribing VEN are reported
-        undeliverable (a VEN that still polls marks them fetched again)."""
-        marks = []
+    async def on_outcomes(self, outcomes: list[DeliveryOutcome]) -> None:
+        """What became of webhooks carrying a DER's control (a rendered event) to the VEN
+        whose resource it targets: delivered, the DER's control reached it; failed for
+        good, it cannot be reached by push (a VEN that still polls marks it fetched again).
+        Webhooks to others (business logic) and about other objects tell nothing of it."""
+        marks: dict[str, DeliveryMark] = {}
         for outcome in outcomes:
-            if outcome.delivered or not outcome.final or not outcome.subject:
+            sub_id, event_id = parse_subject(outcome.subject) or ("", None)
+            if event_id is None or not (outcome.delivered or outcome.final):
                 continue
-            sub_id = outcome.subject.removeprefix(SUBJECT_PREFIX)
-            for version in VERSIONS:
-                sub = self.service.store.get(version, "subscription", sub_id)
-                if sub is None:
-                    continue
-                for res in self.service.store.owned(version, "resource", sub.owner):
-                    if res.meta.get("resource_id"):
-                        marks.append(DeliveryMark(
-                            str(res.meta["resource_id"]), DeliveryState.UNDELIVERABLE,
-                            f"webhook of subscription {sub_id} failed: {outcome.error}"))
-        await self._mark(marks)
+            der = self._control_to_ven(sub_id, event_id)
+            if der is None:
+                continue
+            marks[der] = DeliveryMark(der, DeliveryState.DELIVERED) if outcome.delivered else \
+                DeliveryMark(der, DeliveryState.UNDELIVERABLE,
+                             f"webhook of subscription {sub_id} failed: {outcome.error}")
+        await self._mark(list(marks.values()))
+
+    def _control_to_ven(self, sub_id: str, event_id: str) -> str | None:
+        """The DER of a rendered event, if the subscription belongs to its VEN."""
+        store = self.service.store
+        for version in VERSIONS:
+            event = store.get(version, "event", event_id)
+            sub = store.get(version, "subscription", sub_id)
+            der = event.rendered_for if event is not None else None
+            if der is None or sub is None:
+                continue
+            if any(r.owner == sub.owner for r in store.standing_for(version, der)):
+                return der
+        return None
 
     async def render_ven(self, ven_name: str) -> None:
         """Render again the DERs bound to a VEN name (its credential changed). Only where

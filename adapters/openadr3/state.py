@@ -20,6 +20,7 @@ KINDS = ("program", "event", "report", "subscription", "ven", "resource")
 VERSIONS = ("3.1.0", "3.0.1")
 SEQUENCE = "object"  # the store's sequence of object numbers (ids, creation order)
 UNNUMBERED = 0  # the seq of an object not yet numbered (`ObjectStore.number`)
+GATEWAY = "gateway"  # owner and origin of what the gateway itself writes
 
 
 # The records port as this adapter uses it: one shape of result each, always awaited.
@@ -62,6 +63,15 @@ class StoredObject:
     @property
     def id(self) -> str:
         return str(self.body["id"])
+
+    @property
+    def rendered_for(self) -> str | None:
+        """The platform DER whose control this event is (a gateway-rendered event), else
+        None."""
+        if self.kind != "event" or self.meta.get("origin") != GATEWAY:
+            return None
+        der = self.meta.get("resource_id")
+        return str(der) if der else None
 
     def to_doc(self) -> dict[str, Any]:
         return {
