@@ -232,11 +232,13 @@ class Renderer(Hook):
             for resource in ours:
                 changes += await self._event_changes(resource, controls.get(resource.id), marks)
             await self.service.store.number([c.obj for c in changes])
+            # Told before the events are written: their webhooks and the VENs' polls, which
+            # may come at once, have the last word.
+            await self._mark(marks)
             await self.service.put_objects([c for c in changes if c.operation != "DELETE"])
             for change in changes:
                 if change.operation == "DELETE":
                     await self.service.remove(change)
-        await self._mark(marks)
 
     async def render_resource(self, resource: Resource) -> None:
         # One render per DER at a time: a bus event and a VEN's provisioning may render the
@@ -246,12 +248,12 @@ class Renderer(Hook):
             control = await self.gateway.effective_control(resource.id)
             changes = await self._event_changes(resource, control, marks)
             await self.service.store.number([c.obj for c in changes])
+            await self._mark(marks)  # (before the writes, as in render_many)
             for change in changes:
                 if change.operation == "DELETE":
                     await self.service.remove(change)
                 else:
                     await self.service.put_object(change)
-        await self._mark(marks)
 
     async def _mark(self, marks: list[DeliveryMark]) -> None:
         """Tell the core what we know of getting the DERs' controls to them (no silent
@@ -285,7 +287,7 @@ class Renderer(Hook):
         await self._forget_stale(resource.id, serving)
         if live and any(c.operation != "DELETE" for c in changes):
             marks.append(DeliveryMark(resource.id, DeliveryState.PENDING,
-                                      "event written; its VEN has not read it yet"))
+                                      "event changed; its VEN has not read it yet"))
         return changes
 
     async def fetched(self, version: str, events: list[dict[str, Any]]) -> None:
