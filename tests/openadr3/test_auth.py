@@ -3,6 +3,8 @@ SQLite)."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -97,3 +99,32 @@ async def test_scopes_are_named_as_each_version_names_them(version, role, asked,
     assert issued.scope == granted
     principal = creds.verify(issued.access_token)
     assert principal is not None and principal.may("read") == ("read" in granted)
+
+
+async def test_two_processes_share_tokens_through_the_store(records):
+    """Two Credentials over one store, as two gateway processes have: a token one issued is
+    read from the store when presented to the other; revoking at one deletes the tokens the
+    other issued; the other drops them once told of the change; expired ones are swept."""
+    a, b = Credentials(records, token_ttl_s=60), Credentials(records, token_ttl_s=60)
+    await a.load()
+    await b.load()
+    public, secret = await a.provision(Role.VEN, ven_name="v1")
+    client = public["client_id"]
+    from_b = await b.issue(client, secret, None)  # b reads the credential a provisioned
+    assert a.verify(from_b.access_token) is None  # not known to a's memory ...
+    assert (await a.authenticate(from_b.access_token)).client_id == client  # ... but stored
+    assert await a.authenticate("not-a-token") is None
+
+    assert await a.revoke_tokens(client) == 1  # found in the store, though b issued it
+    assert b.verify(from_b.access_token) is not None  # b has not heard yet
+    await b.refresh(ISSUED, (hashlib.sha256(from_b.access_token.encode()).hexdigest(),))
+    assert await b.authenticate(from_b.access_token) is None
+
+    short = Credentials(records, token_ttl_s=1)
+    await short.load()
+    expired = await short.issue(client, secret, None)
+    live = await b.issue(client, secret, None)
+    await asyncio.sleep(1.1)
+    assert await b.sweep_expired() == 1
+    assert await b.authenticate(expired.access_token) is None
+    assert await a.authenticate(live.access_token) is not None
