@@ -211,6 +211,21 @@ class ObjectStore:
         for n, obj in enumerate(todo, start=last - len(todo) + 1):
             obj.seq = n
 
+    async def fetch(self, version: str, kind: str, object_id: str) -> StoredObject | None:
+        """As `get`; an object not indexed here yet (another process wrote it a moment ago,
+        and the event log has not brought it) is read from the records and indexed."""
+        found = self.get(version, kind, object_id)
+        if found is not None:
+            return found
+        async with self._lock:  # (a refresh that deletes it must not be overtaken)
+            found = self.get(version, kind, object_id)
+            if found is None:
+                doc = await self._records.get(record_kind(version, kind), object_id)
+                if doc is not None:
+                    found = StoredObject.from_doc(doc)
+                    self._index_saved(found)
+            return found
+
     def get(self, version: str, kind: str, object_id: str) -> StoredObject | None:
         return self._index[(version, kind)].get(object_id)
 

@@ -119,6 +119,15 @@ async def test_tokens_and_objects_made_at_one_process_serve_at_the_other(pair: P
     bl_token = await a.token(bl)
     status, program = await a.call("POST", "/programs", bl_token, {"programName": "p-a"})
     assert status == 201, program
+    # At once too: b reads an object it has not heard of yet, by id or as a reference.
+    status, found = await b.call("GET", f"/programs/{program['id']}", bl_token)
+    assert status == 200 and found == program, found
+    status, program_2 = await a.call("POST", "/programs", bl_token, {"programName": "p-a2"})
+    assert status == 201, program_2
+    status, event = await b.call("POST", "/events", bl_token, {
+        "programID": program_2["id"], "intervals": [{"id": 0, "payloads": [
+            {"type": "PRICE", "values": [0.1]}]}]})
+    assert status == 201, event
 
     async def listed_at_b(path: str, who: str, wanted: str) -> bool:
         status, found = await b.call("GET", path, who)
