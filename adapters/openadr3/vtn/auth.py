@@ -168,13 +168,18 @@ class Credentials:
         return [doc for doc in found.values() if doc is not None]
 
     async def _stored_credential(self, client_id: str) -> dict[str, Any] | None:
-        """A credential this process may not have heard of yet, read from the store."""
+        """A credential this process may not have heard of yet, read from the store (under
+        the lock: a refresh that revokes it must not be overtaken)."""
         doc = self._creds.get(client_id)
-        if doc is None:
-            doc = await self._records.get(CREDENTIAL, client_id)
-            if doc is not None:
-                self._creds.setdefault(client_id, doc)
-        return doc
+        if doc is not None:
+            return doc
+        async with self._lock:
+            doc = self._creds.get(client_id)
+            if doc is None:
+                doc = await self._records.get(CREDENTIAL, client_id)
+                if doc is not None:
+                    self._creds[client_id] = doc
+            return doc
 
     # -- provisioning ----------------------------------------------------------------------
 
@@ -309,18 +314,26 @@ class Credentials:
         if record is None:
             if key in self._unknown:
                 return None
-            stored = await self._records.get(ISSUED, key)
+            record = await self._stored_token(key)
+            if record is None:
+                return None
+            await self._stored_credential(record["client_id"])
+        return self._principal(record)
+
+    async def _stored_token(self, key: str) -> dict[str, Any] | None:
+        """A live token read from the store (under the lock: a refresh that deletes it must
+        not be overtaken), or None, remembering that the store does not know it."""
+        async with self._lock:
+            stored = self._tokens.get(key) or await self._records.get(ISSUED, key)
             if stored is None:
                 self._unknown[key] = None
                 while len(self._unknown) > UNKNOWN_KEPT:
                     del self._unknown[next(iter(self._unknown))]
                 return None
-            record = _live([stored]).get(key)
-            if record is None:
-                return None  # expired
-            self._tokens.setdefault(key, record)
-            await self._stored_credential(record["client_id"])
-        return self._principal(record)
+            record = _live([stored]).get(key)  # (None: expired)
+            if record is not None:
+                self._tokens[key] = record
+            return record
 
     def _principal(self, record: dict[str, Any]) -> Principal | None:
         if record["expires_ts"] <= time.time():
