@@ -252,6 +252,13 @@ class OpenAdr3Adapter:
                     for task in work:
                         with suppress(asyncio.CancelledError):
                             await task
+            # A write stopped half-way may be committed and not indexed here (this
+            # process's own writes are not announced to it): read everything again.
+            try:
+                await self.reload()
+            except Exception:  # the records follower's next resync reads it all too
+                log.exception("%s: reading the records again after the lost lease failed",
+                              self.name)
 
     async def _render_vens(self) -> None:
         while True:
