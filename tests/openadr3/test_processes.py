@@ -10,13 +10,16 @@ test (tests/integration/test_processes_fleet.py) shares one port between them.""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 from aiohttp import web
 from sqlalchemy import text
@@ -25,11 +28,13 @@ from gateway.store.engine import Database
 from tests.openadr3.conftest import CORE_WARNINGS, V31, Vtn, oadr_der, until
 from tests.support.gateway import GatewayProcess, free_port
 from tests.support.gateway import test_settings as gateway_env
+from tests.support.mosquitto import mosquitto_broker
 from tests.support.postgres import postgres_cluster
 from tests.support.seed import seed_platform
 
 pytestmark = [*CORE_WARNINGS, pytest.mark.timeout(300)]
 RENDER_LEASE = "openadr3:render"
+MQTT_LEASE = "openadr3:mqtt"
 
 
 @dataclass
@@ -43,27 +48,34 @@ class Pair:
         return self.a if name == "a" else self.b
 
 
+@asynccontextmanager
+async def two_processes(tmp_path: Path, url: str, **config: Any) -> AsyncIterator[Pair]:
+    """Processes a and b on database `url`, each with its own VTN port (and `config`)."""
+    env_a = gateway_env(tmp_path, openadr3=config) | {"DERGW_DATABASE_URL": url,
+                                                      "DERGW_PROCESS_NAME": "a"}
+    env_b = env_a | {"DERGW_PLATFORM_LISTEN": f"https://127.0.0.1:{free_port()}",
+                     "DERGW_ADAPTERS__OPENADR3__LISTEN": f"https://127.0.0.1:{free_port()}",
+                     "DERGW_PROCESS_NAME": "b"}
+    procs = {"a": GatewayProcess(tmp_path, env_a), "b": GatewayProcess(tmp_path, env_b)}
+    try:
+        ga = await procs["a"].start()  # (a makes the dev PKI; b shares it)
+        gb = await procs["b"].start()
+        clients = await seed_platform(ga, resources=[
+            oadr_der("o1", "ven-x", "bat-1"), oadr_der("o2", "ven-x", "bat-2"),
+            oadr_der("o3", "ven-y", "bat-1", cp="cp-c1", agg="agg-y")])
+        on_b = {name: gb.client(name) for name in clients}
+        yield Pair(url, Vtn(ga, ga.adapter_listen("openadr3"), clients),
+                   Vtn(gb, gb.adapter_listen("openadr3"), on_b), procs)
+    finally:
+        for proc in procs.values():
+            await proc.stop()
+
+
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     with postgres_cluster(tmp_path) as url:
-        env_a = gateway_env(tmp_path, openadr3={}) | {"DERGW_DATABASE_URL": url,
-                                                      "DERGW_PROCESS_NAME": "a"}
-        env_b = env_a | {"DERGW_PLATFORM_LISTEN": f"https://127.0.0.1:{free_port()}",
-                         "DERGW_ADAPTERS__OPENADR3__LISTEN": f"https://127.0.0.1:{free_port()}",
-                         "DERGW_PROCESS_NAME": "b"}
-        procs = {"a": GatewayProcess(tmp_path, env_a), "b": GatewayProcess(tmp_path, env_b)}
-        try:
-            ga = await procs["a"].start()  # (a makes the dev PKI; b shares it)
-            gb = await procs["b"].start()
-            clients = await seed_platform(ga, resources=[
-                oadr_der("o1", "ven-x", "bat-1"), oadr_der("o2", "ven-x", "bat-2"),
-                oadr_der("o3", "ven-y", "bat-1", cp="cp-c1", agg="agg-y")])
-            on_b = {name: gb.client(name) for name in clients}
-            yield Pair(url, Vtn(ga, ga.adapter_listen("openadr3"), clients),
-                       Vtn(gb, gb.adapter_listen("openadr3"), on_b), procs)
-        finally:
-            for proc in procs.values():
-                await proc.stop()
+        async with two_processes(tmp_path, url) as running:
+            yield running
 
 
 def iso(dt: datetime) -> str:
@@ -270,3 +282,68 @@ async def test_the_render_lease_moves_to_the_survivor_of_a_kill(pair: Pair):
     _, events = await survivor.call("GET", "/events", token, version=V31,
                                     params=[("targets", "ven-x/bat-1")])
     assert len(events) == 1  # one event per DER: the survivor updated it, made no other
+
+
+async def kill_holder(pair: Pair, lease: str) -> tuple[str, float]:
+    """SIGKILL the process holding `lease`; the survivor's name and when it was killed."""
+    holder = await until(lambda: lease_holder(pair.url, lease))
+    dead, alive = ("a", "b") if holder.startswith("a#") else ("b", "a")
+    process = pair.procs[dead].process
+    assert process is not None
+    process.send_signal(signal.SIGKILL)
+    killed_at = asyncio.get_running_loop().time()
+    await pair.procs[dead].stop()
+    return alive, killed_at
+
+
+async def test_mqtt_is_published_once_by_the_lease_holder_and_then_by_the_survivor(
+        tmp_path: Path):
+    """Both processes connect to the broker; each program created through either is
+    published once (by the holder of openadr3:mqtt); once the holder is killed, the survivor
+    publishes within the lease's time."""
+    with mosquitto_broker() as broker, postgres_cluster(tmp_path) as url:
+        config = {"mqtt_url": broker.url, "mqtt_username": broker.username,
+                  "mqtt_password": broker.password}
+        async with two_processes(tmp_path, url, **config) as pair:
+            bl = await pair.a.provision("ldc-a", {"role": "bl"})
+            token = await pair.b.token(bl)
+            status, notifiers = await pair.b.call("GET", "/notifiers", token)  # login via b
+            assert status == 200 and "MQTT" in notifiers, notifiers
+            async with aiomqtt.Client(broker.host, broker.port, username=bl["client_id"],
+                                      password=token, protocol=aiomqtt.ProtocolVersion.V5,
+                                      timeout=10) as client:
+                await client.subscribe("programs/create", qos=1)
+                names = [f"p-{n}" for n in range(6)]
+                for n, name in enumerate(names):
+                    side = pair.a if n % 2 else pair.b
+                    status, _ = await side.call("POST", "/programs", token,
+                                                {"programName": name})
+                    assert status == 201
+                heard = await received(client, set(names), within=15)
+                await asyncio.sleep(2.0)  # a second copy, were there one, arrives meanwhile
+                heard += await received(client, set(), within=0.5)
+                assert sorted(heard) == sorted(names), heard  # each once
+
+                alive, killed_at = await kill_holder(pair, MQTT_LEASE)
+                survivor = pair.vtn(alive)
+                status, _ = await survivor.call("POST", "/programs", token,
+                                                {"programName": "after"})
+                assert status == 201
+                assert await received(client, {"after"}, within=12) == ["after"]
+                took = asyncio.get_running_loop().time() - killed_at
+                assert took < 12, took
+
+
+async def received(client: aiomqtt.Client, wanted: set[str], within: float) -> list[str]:
+    """Program names published until all of `wanted` came (or `within` s passed)."""
+    names: list[str] = []
+    try:
+        async with asyncio.timeout(within):
+            async for message in client.messages:
+                names.append(json.loads(bytes(message.payload))["object"]["programName"])
+                if wanted <= set(names):
+                    break
+    except TimeoutError:
+        if wanted - set(names):
+            raise
+    return names
