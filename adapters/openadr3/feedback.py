@@ -7,13 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.openadr3 import mapper
-from adapters.openadr3.state import Records, StoredObject
+from adapters.openadr3.state import GATEWAY, Records, StoredObject
 from adapters.openadr3.vtn.service import Change, Hook, VtnService
 from gateway.domain import Acknowledgement
 
 ACK = "ack"  # records kind: the last acknowledgement per (version, event, DER)
 ACKED_CACHE = 100_000  # (event, DER) acknowledgements kept in memory
-GATEWAY = "gateway"  # owner and origin of what the gateway itself writes
 
 
 class Feedback(Hook):
@@ -28,6 +27,15 @@ class Feedback(Hook):
         # The last acknowledgement per (event, DER), as in the records: periodic reports
         # repeat it, and must not cost a read each. Bounded; the records stay the truth.
         self._acked: dict[str, dict[str, Any]] = {}
+
+    def forget(self, keys: tuple[str, ...] | None) -> None:
+        """Another process recorded acknowledgements (those keys; None: any): what is
+        remembered of them here is read again from the records when next needed."""
+        if keys is None:
+            self._acked.clear()
+            return
+        for key in keys:
+            self._acked.pop(key, None)
 
     async def after_write(self, change: Change) -> None:
         if change.kind == "report" and change.operation != "DELETE":

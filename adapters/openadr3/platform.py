@@ -139,7 +139,7 @@ class CredentialRoutes:
                 await self.service.store.save(ven)
                 await self.renderer.sync_ven(ven)
                 return ven.id
-        seq = self.service.store.next_seq()
+        seq = await self.service.store.next_seq()
         stamp = now_text()
         obj = self.service.compose(
             version,

@@ -7,6 +7,11 @@
   get resource objects with a granted target, so the VEN can read their events.
 - A ven or resource object that stands for platform DERs cannot be deleted or renamed by a
   client (no silent loss of control: docs/openadr3.md).
+
+With several gateway processes one renders: the holder of the adapter's render lease
+(`renders`). Another that provisions a VEN leaves its rendering to the holder, which hears of
+the ven or credential from the event log, and waits (at most `wait_s`) until the VEN's
+resource objects are there, as a VEN that provisions itself expects.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from itertools import chain
 from typing import Any
 
 from adapters.openadr3 import mapper
-from adapters.openadr3.state import VERSIONS, StoredObject
-from adapters.openadr3.vtn.notifier import SUBJECT_PREFIX
+from adapters.openadr3.state import GATEWAY, UNNUMBERED, VERSIONS, StoredObject
+from adapters.openadr3.vtn.notifier import parse_subject
 from adapters.openadr3.vtn.problems import forbidden
 from adapters.openadr3.vtn.service import Change, Hook, VtnService, now_text
 from adapters.openadr3.vtn.targeting import normalise
@@ -28,7 +33,6 @@ from gateway.domain import DeliveryMark, DeliveryState, EffectiveControl, Resour
 from gateway.ports import DeliveryOutcome
 
 log = logging.getLogger(__name__)
-GATEWAY = "gateway"  # owner and origin of what the gateway itself writes
 
 
 def _digest(*parts: str, n: int = 20) -> str:
@@ -59,6 +63,9 @@ class Renderer(Hook):
         # an LDC's program must not race, or two renders create it twice.
         self._program_lock = asyncio.Lock()
         self._render_locks: dict[str, asyncio.Lock] = {}
+        # Whether this process renders (it holds the render lease; without leases: always).
+        self.renders = True
+        self.wait_s = 10.0  # how long a VEN's provisioning waits for the holder's render
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -117,14 +124,32 @@ class Renderer(Hook):
         return resource is None or owner is None or resource.aggregator_id == owner
 
     async def sync_ven(self, ven: StoredObject) -> None:
-        """Give a provisioned VEN resource objects (with granted targets) for its DERs."""
+        """Give a provisioned VEN resource objects (with granted targets) for its DERs; in
+        a process that does not render, wait until the one that does has given them."""
         if not self._ven_client(ven):
             return
-        for resource in await self.gateway.find_resources(
-            self.name, ven=ven.body["venName"]
-        ):
-            if self._ven_client(ven, resource):
-                await self.render_resource(resource)
+        served = [r for r in await self.gateway.find_resources(self.name, ven=ven.body["venName"])
+                  if self._ven_client(ven, r)]
+        if not self.renders:
+            await self._rendered_elsewhere(ven, [r.id for r in served])
+            return
+        for resource in served:
+            await self.render_resource(resource)
+
+    async def _rendered_elsewhere(self, ven: StoredObject, resource_ids: list[str]) -> None:
+        """Wait until every one of these DERs has a resource object under `ven` (written by
+        the render lease holder, brought here by the event log), for at most `wait_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        store = self.service.store
+        while not all(any(o.body.get("venID") == ven.id
+                          for o in store.standing_for(ven.version, rid))
+                      for rid in resource_ids):
+            if loop.time() >= deadline:
+                log.info("ven %s: its resource objects are not rendered yet; the render "
+                         "lease holder gives them", ven.id)
+                return
+            await asyncio.sleep(0.05)
 
     async def _ensure_resource(self, ven: StoredObject, resource: Resource) -> StoredObject:
         name = str(resource.binding.address.get("resource", resource.id))
@@ -161,7 +186,7 @@ class Renderer(Hook):
                     Change(ven.version, "resource", "UPDATE", None, new, obj)
                 )
                 return new
-        seq = self.service.store.next_seq()
+        seq = await self.service.store.next_seq()
         body = {"resourceName": name, "venID": ven.id, "targets": wire_targets(ven.version, target)}
         stamp = now_text()
         obj = self.service.compose(
@@ -206,11 +231,14 @@ class Renderer(Hook):
             marks: list[DeliveryMark] = []
             for resource in ours:
                 changes += await self._event_changes(resource, controls.get(resource.id), marks)
+            await self.service.store.number([c.obj for c in changes])
+            # Told before the events are written: their webhooks and the VENs' polls, which
+            # may come at once, have the last word.
+            await self._mark(marks)
             await self.service.put_objects([c for c in changes if c.operation != "DELETE"])
             for change in changes:
                 if change.operation == "DELETE":
                     await self.service.remove(change)
-        await self._mark(marks)
 
     async def render_resource(self, resource: Resource) -> None:
         # One render per DER at a time: a bus event and a VEN's provisioning may render the
@@ -218,12 +246,14 @@ class Renderer(Hook):
         marks: list[DeliveryMark] = []
         async with self._render_lock(resource.id):
             control = await self.gateway.effective_control(resource.id)
-            for change in await self._event_changes(resource, control, marks):
+            changes = await self._event_changes(resource, control, marks)
+            await self.service.store.number([c.obj for c in changes])
+            await self._mark(marks)  # (before the writes, as in render_many)
+            for change in changes:
                 if change.operation == "DELETE":
                     await self.service.remove(change)
                 else:
                     await self.service.put_object(change)
-        await self._mark(marks)
 
     async def _mark(self, marks: list[DeliveryMark]) -> None:
         """Tell the core what we know of getting the DERs' controls to them (no silent
@@ -257,7 +287,7 @@ class Renderer(Hook):
         await self._forget_stale(resource.id, serving)
         if live and any(c.operation != "DELETE" for c in changes):
             marks.append(DeliveryMark(resource.id, DeliveryState.PENDING,
-                                      "event written; its VEN has not read it yet"))
+                                      "event changed; its VEN has not read it yet"))
         return changes
 
     async def fetched(self, version: str, events: list[dict[str, Any]]) -> None:
@@ -270,27 +300,42 @@ class Renderer(Hook):
                 marks.append(DeliveryMark(str(der), DeliveryState.FETCHED))
         await self._mark(marks)
 
-    async def webhooks_failed(self, outcomes: list[DeliveryOutcome]) -> None:
-        """Webhooks that failed for good: the DERs of the subscribing VEN are reported
-        undeliverable (a VEN that still polls marks them fetched again)."""
-        marks = []
+    async def on_outcomes(self, outcomes: list[DeliveryOutcome]) -> None:
+        """What became of webhooks carrying a DER's control (a rendered event) to the VEN
+        whose resource it targets: delivered, the DER's control reached it; failed for
+        good, it cannot be reached by push (a VEN that still polls marks it fetched again).
+        Webhooks to others (business logic) and about other objects tell nothing of it."""
+        marks: dict[str, DeliveryMark] = {}
         for outcome in outcomes:
-            if outcome.delivered or not outcome.final or not outcome.subject:
+            sub_id, event_id = parse_subject(outcome.subject) or ("", None)
+            if event_id is None or not (outcome.delivered or outcome.final):
                 continue
-            sub_id = outcome.subject.removeprefix(SUBJECT_PREFIX)
-            for version in VERSIONS:
-                sub = self.service.store.get(version, "subscription", sub_id)
-                if sub is None:
-                    continue
-                for res in self.service.store.owned(version, "resource", sub.owner):
-                    if res.meta.get("resource_id"):
-                        marks.append(DeliveryMark(
-                            str(res.meta["resource_id"]), DeliveryState.UNDELIVERABLE,
-                            f"webhook of subscription {sub_id} failed: {outcome.error}"))
-        await self._mark(marks)
+            der = self._control_to_ven(sub_id, event_id)
+            if der is None:
+                continue
+            marks[der] = DeliveryMark(der, DeliveryState.DELIVERED) if outcome.delivered else \
+                DeliveryMark(der, DeliveryState.UNDELIVERABLE,
+                             f"webhook of subscription {sub_id} failed: {outcome.error}")
+        await self._mark(list(marks.values()))
+
+    def _control_to_ven(self, sub_id: str, event_id: str) -> str | None:
+        """The DER of a rendered event, if the subscription belongs to its VEN."""
+        store = self.service.store
+        for version in VERSIONS:
+            event = store.get(version, "event", event_id)
+            sub = store.get(version, "subscription", sub_id)
+            der = event.rendered_for if event is not None else None
+            if der is None or sub is None:
+                continue
+            if any(r.owner == sub.owner for r in store.standing_for(version, der)):
+                return der
+        return None
 
     async def render_ven(self, ven_name: str) -> None:
-        """Render again the DERs bound to a VEN name (its credential changed)."""
+        """Render again the DERs bound to a VEN name (its credential changed). Only where
+        rendering is done: the render lease holder hears of the change from the log."""
+        if not self.renders:
+            return
         bound = await self.gateway.find_resources(self.name, ven=ven_name)
         if bound:
             await self.render_many([r.id for r in bound])
@@ -326,7 +371,7 @@ class Renderer(Hook):
 
     async def _ensure_program(self, version: str, ldc: str, program_id: str) -> None:
         if self.service.store.get(version, "program", program_id) is None:
-            seq = self.service.store.next_seq()
+            seq = await self.service.store.next_seq()
             stamp = now_text()
             body = {"programName": f"der-gateway:{ldc}"}
             obj = self.service.compose(
@@ -355,7 +400,7 @@ class Renderer(Hook):
             return None if old is None else Change(version, "event", "DELETE", None, old, old)
         if old is not None and _same(old.body, body):
             return None
-        seq = old.seq if old else self.service.store.next_seq()
+        seq = old.seq if old else UNNUMBERED  # new events are numbered by the batch
         stamp = now_text()
         created = old.body["createdDateTime"] if old else stamp
         obj = self.service.compose(version, "event", event_id, seq, body, GATEWAY, created, stamp)

@@ -126,7 +126,8 @@ class VtnServer:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        principal = self.credentials.verify(token.strip()) if scheme.lower() == "bearer" else None
+        principal = (await self.credentials.authenticate(token.strip())
+                     if scheme.lower() == "bearer" and token.strip() else None)
         if principal is None:
             raise unauthorized()
         request[PRINCIPAL] = principal
@@ -178,18 +179,19 @@ class VtnServer:
             ),
         ]
 
-    def _scope(self, request: web.Request, version: str, nested: bool) -> str | None:
+    async def _scope(self, request: web.Request, version: str, nested: bool) -> str | None:
         """For nested 3.0.1 resources: the venID, which must be a ven the caller can see."""
         if not nested:
             return None
         ven_id = _path_id(request, "venID")
+        await self.service.store.fetch(version, "ven", ven_id)
         self.service.get(version, "ven", request[PRINCIPAL], ven_id)
         return ven_id
 
     def _search(self, version: str, kind: str, nested: bool = False) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             principal = _reader(request)
-            scope_id = self._scope(request, version, nested)
+            scope_id = await self._scope(request, version, nested)
             query = parse_query(version, kind, request.query)
             found = self.service.search(version, kind, principal, query, scope_id=scope_id)
             if kind == "event" and not principal.is_bl and found and self.fetched:
@@ -200,7 +202,7 @@ class VtnServer:
 
     def _create(self, version: str, kind: str, nested: bool = False) -> Handler:
         async def handler(request: web.Request) -> web.Response:
-            scope_id = self._scope(request, version, nested)
+            scope_id = await self._scope(request, version, nested)
             raw = await self._body(request)
             made = await self.service.create(
                 version, kind, request[PRINCIPAL], raw, scope_id=scope_id
@@ -212,15 +214,16 @@ class VtnServer:
     def _get(self, version: str, kind: str, nested: bool = False) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             principal = _reader(request)
-            scope_id = self._scope(request, version, nested)
+            scope_id = await self._scope(request, version, nested)
             object_id = _path_id(request, "id")
+            await self.service.store.fetch(version, kind, object_id)  # (made elsewhere?)
             return _json(self.service.get(version, kind, principal, object_id, scope_id=scope_id))
 
         return handler
 
     def _update(self, version: str, kind: str, nested: bool = False) -> Handler:
         async def handler(request: web.Request) -> web.Response:
-            scope_id = self._scope(request, version, nested)
+            scope_id = await self._scope(request, version, nested)
             object_id = _path_id(request, "id")
             raw = await self._body(request)
             updated = await self.service.update(
@@ -232,7 +235,7 @@ class VtnServer:
 
     def _delete(self, version: str, kind: str, nested: bool = False) -> Handler:
         async def handler(request: web.Request) -> web.Response:
-            scope_id = self._scope(request, version, nested)
+            scope_id = await self._scope(request, version, nested)
             object_id = _path_id(request, "id")
             gone = await self.service.delete(
                 version, kind, request[PRINCIPAL], object_id, scope_id=scope_id

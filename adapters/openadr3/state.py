@@ -2,11 +2,14 @@
 
 Every write goes to `ctx.records` first (the truth) and then to the in-memory index, which is
 rebuilt from the records at start-up. Objects keep their creation sequence, so every list is
-in a stable order (creation order) and skip/limit paging is repeatable.
+in a stable order (creation order) and skip/limit paging is repeatable. Sequence numbers (and
+the object ids made of them) come from the store's sequence `object`, taken in a transaction:
+several gateway processes on one database never issue the same one.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +18,9 @@ from gateway.ports import Outgoing, RecordsPort, RecordWrite
 
 KINDS = ("program", "event", "report", "subscription", "ven", "resource")
 VERSIONS = ("3.1.0", "3.0.1")
+SEQUENCE = "object"  # the store's sequence of object numbers (ids, creation order)
+UNNUMBERED = 0  # the seq of an object not yet numbered (`ObjectStore.number`)
+GATEWAY = "gateway"  # owner and origin of what the gateway itself writes
 
 
 # The records port as this adapter uses it: one shape of result each, always awaited.
@@ -58,6 +64,15 @@ class StoredObject:
     def id(self) -> str:
         return str(self.body["id"])
 
+    @property
+    def rendered_for(self) -> str | None:
+        """The platform DER whose control this event is (a gateway-rendered event), else
+        None."""
+        if self.kind != "event" or self.meta.get("origin") != GATEWAY:
+            return None
+        der = self.meta.get("resource_id")
+        return str(der) if der else None
+
     def to_doc(self) -> dict[str, Any]:
         return {
             "version": self.version,
@@ -86,11 +101,19 @@ def record_kind(version: str, kind: str) -> str:
     return f"v{version.replace('.', '')}.{kind}"
 
 
+# records kind -> (API version, object kind), for the changes other processes announce
+OBJECT_KINDS = {record_kind(v, k): (v, k) for v in VERSIONS for k in KINDS}
+LIST_ABOVE = 20  # more changed keys of a kind than this: one listing instead of a read each
+
+
 class ObjectStore:
     """Write-through index of every OpenADR object, per API version and kind."""
 
     def __init__(self, records: Records) -> None:
         self._records = records
+        # Reloading, refreshing and indexing a commit take turns: a reload's reads must not
+        # be installed over what a commit or a refresh indexed meanwhile.
+        self._lock = asyncio.Lock()
         self._index: dict[tuple[str, str], dict[str, StoredObject]] = {
             (v, k): {} for v in VERSIONS for k in KINDS
         }
@@ -109,23 +132,99 @@ class ObjectStore:
             (v, k): {} for v in VERSIONS for k in KINDS
         }
         self._owner_of: dict[tuple[str, str, str], str] = {}  # (version, kind, id) -> owner
-        self._seq = 0
         # Bumped on every ven/resource write: caches of granted targets compare against it.
         self.grants_generation = 0
 
     async def load(self) -> None:
-        for version in VERSIONS:
-            for kind in KINDS:
-                docs = await list_docs(self._records, record_kind(version, kind))
+        """(Re)build the whole index from the records (start-up, or after the event log
+        overflowed)."""
+        async with self._lock:
+            for bucket in (self._by_target, self._by_owner):
+                for index in bucket.values():
+                    index.clear()
+            for by_der in self._by_der.values():
+                by_der.clear()
+            self._der_of.clear()
+            self._owner_of.clear()
+            for version in VERSIONS:
+                for kind in KINDS:
+                    docs = await list_docs(self._records, record_kind(version, kind))
+                    objs = sorted((StoredObject.from_doc(d) for d in docs),
+                                  key=lambda o: o.seq)
+                    self._index[(version, kind)] = {o.id: o for o in objs}
+                    for obj in objs:
+                        self._link(obj)
+            self.grants_generation += 1
+
+    async def refresh(self, kind: str, keys: tuple[str, ...] | None) -> list[StoredObject]:
+        """Bring the index up to what another process wrote: records `kind`, those `keys`
+        (None: the whole kind). Answers the objects found (saved or updated) among them."""
+        version, object_kind = OBJECT_KINDS[kind]
+        bucket_key = (version, object_kind)
+        async with self._lock:
+            if keys is None:
+                docs = await list_docs(self._records, kind)
                 objs = sorted((StoredObject.from_doc(d) for d in docs), key=lambda o: o.seq)
-                self._index[(version, kind)] = {o.id: o for o in objs}
+                for stale in self._index[bucket_key].values():
+                    self._unlink(stale)
+                self._index[bucket_key] = {o.id: o for o in objs}
                 for obj in objs:
                     self._link(obj)
-                self._seq = max([self._seq, *(o.seq for o in objs)])
+                    self._touched(obj)
+                return objs
+            if len(keys) > LIST_ABOVE:
+                listed = dict(await self._records.list(kind))
+                found = {key: listed.get(key) for key in keys}
+            else:
+                found = {key: await self._records.get(kind, key) for key in keys}
+            for key, doc in found.items():
+                old = self._index[bucket_key].get(key)
+                if doc is None and old is not None:
+                    self._index_removed(old)
+            # (in sequence order: new objects append, as they do when written here)
+            objs = sorted((StoredObject.from_doc(d) for d in found.values() if d is not None),
+                          key=lambda o: o.seq)
+            for obj in objs:
+                self._index_saved(obj)
+            return objs
 
-    def next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
+    async def align_sequence(self) -> None:
+        """Make the store's sequence pass every number in use (objects written before the
+        numbers came from the store). Harmless when several processes do it at once."""
+        highest = max((o.seq for bucket in self._index.values() for o in bucket.values()),
+                      default=0)
+        taken = await self._records.next_sequence(SEQUENCE)
+        if taken < highest:
+            await self._records.next_sequence(SEQUENCE, highest - taken)
+
+    async def next_seq(self) -> int:
+        """A new object number, unique among every process of the gateway."""
+        return await self._records.next_sequence(SEQUENCE)
+
+    async def number(self, objs: list[StoredObject]) -> None:
+        """Number new objects (seq UNNUMBERED) at once: one transaction for a whole batch,
+        in the order given."""
+        todo = [o for o in objs if o.seq == UNNUMBERED]
+        if not todo:
+            return
+        last = await self._records.next_sequence(SEQUENCE, len(todo))
+        for n, obj in enumerate(todo, start=last - len(todo) + 1):
+            obj.seq = n
+
+    async def fetch(self, version: str, kind: str, object_id: str) -> StoredObject | None:
+        """As `get`; an object not indexed here yet (another process wrote it a moment ago,
+        and the event log has not brought it) is read from the records and indexed."""
+        found = self.get(version, kind, object_id)
+        if found is not None:
+            return found
+        async with self._lock:  # (a refresh that deletes it must not be overtaken)
+            found = self.get(version, kind, object_id)
+            if found is None:
+                doc = await self._records.get(record_kind(version, kind), object_id)
+                if doc is not None:
+                    found = StoredObject.from_doc(doc)
+                    self._index_saved(found)
+            return found
 
     def get(self, version: str, kind: str, object_id: str) -> StoredObject | None:
         return self._index[(version, kind)].get(object_id)
@@ -155,17 +254,25 @@ class ObjectStore:
             change.deliveries.extend(announced.deliveries)
             change.cancel.extend(announced.cancel)
         await self._records.write(change)
-        for obj in saved:
-            self._index_saved(obj)
-        for obj in removed:
-            self._index_removed(obj)
+        async with self._lock:
+            for obj in saved:
+                self._index_saved(obj)
+            for obj in removed:
+                self._index_removed(obj)
 
     def _index_saved(self, obj: StoredObject) -> None:
-        # New objects carry the highest sequence and append; updates keep their place.
-        old = self._index[(obj.version, obj.kind)].get(obj.id)
+        # New objects usually carry the highest sequence and append; updates keep their
+        # place. One numbered before the last (taken by another process, or committed after
+        # a later one of this process) puts the bucket back in sequence order.
+        bucket = self._index[(obj.version, obj.kind)]
+        old = bucket.get(obj.id)
         if old is not None:
             self._unlink(old)
-        self._index[(obj.version, obj.kind)][obj.id] = obj
+        behind = old is None and bool(bucket) and next(reversed(bucket.values())).seq > obj.seq
+        bucket[obj.id] = obj
+        if behind:
+            self._index[(obj.version, obj.kind)] = dict(
+                sorted(bucket.items(), key=lambda item: item[1].seq))
         self._link(obj)
         self._touched(obj)
 

@@ -81,7 +81,11 @@ async def test_openadr3_package_as_bl_and_ven(vtn, monkeypatch):
 
         programs = await asyncio.to_thread(ven.programs)
         assert program.id in {p.id for p in programs}
-        events = await asyncio.to_thread(ven.events, targets="ven-x/bat-2")
+        async def both():  # (the gateway renders o2's control as it follows the event log)
+            found = await asyncio.to_thread(ven.events, targets="ven-x/bat-2")
+            return found if len(found) == 2 else None
+
+        events = await until(both)
         ids = {e.id for e in events}
         assert bl_event.id in ids
         rendered = [e for e in events if e.id != bl_event.id]

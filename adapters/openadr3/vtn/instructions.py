@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.openadr3 import mapper
-from adapters.openadr3.state import StoredObject
+from adapters.openadr3.state import GATEWAY, StoredObject
 from adapters.openadr3.vtn.auth import Principal
 from adapters.openadr3.vtn.problems import OadrProblem, bad_request, forbidden
 from adapters.openadr3.vtn.service import Change, Hook, VtnService
@@ -18,7 +18,6 @@ from gateway.domain import Target, TargetKind
 from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
-GATEWAY = "gateway"  # owner and origin of what the gateway itself writes
 
 
 class BlInstructions(Hook):

@@ -12,6 +12,9 @@
   deletes each once the broker acknowledged it. A broker that is down costs retries with a
   back-off, never a write: the VTN keeps answering; what is pending is sent on reconnect
   (publications older than `max_age_s` are dropped, like webhooks that ran out of tries).
+- With several gateway processes every one connects (each sets broker logins for the
+  clients it serves), and one publishes: the holder of the adapter's MQTT lease, which the
+  adapter signals with `publishing`.
 """
 
 from __future__ import annotations
@@ -91,9 +94,15 @@ class MqttPublisher:
     """The VTN's connection to the broker: sends the durable publications, and carries the
     broker-access commands (`command`), whose answers come back on the control topic."""
 
-    def __init__(self, config: MqttConfig, records: RecordsPort) -> None:
+    def __init__(self, config: MqttConfig, records: RecordsPort,
+                 publishing: asyncio.Event | None = None) -> None:
         self.config = config
         self._records = records
+        # Set while this process sends the pending publications (None: always).
+        if publishing is None:
+            publishing = asyncio.Event()
+            publishing.set()
+        self.publishing = publishing
         self._keys = _Keys()
         self._wake = asyncio.Event()
         self._client: Any = None  # aiomqtt.Client while connected
@@ -159,6 +168,7 @@ class MqttPublisher:
 
     async def _drain_forever(self, client: Any) -> None:
         while True:
+            await self.publishing.wait()
             self._wake.clear()
             sent = await self._drain(client)
             if not sent:

@@ -42,11 +42,24 @@ Post = tuple[str, dict[str, Any], str | None, str]  # url, notification, bearer,
 
 
 SUBJECT_PREFIX = "oadr-sub:"
+EVENT_MARK = "#"  # (no object id holds it)
 
 
-def subject(subscription_id: str) -> str:
-    """The delivery subject of a subscription's webhooks: cancelled when it goes."""
-    return f"{SUBJECT_PREFIX}{subscription_id}"
+def subject(subscription_id: str, event_id: str | None = None) -> str:
+    """The delivery subject of a subscription's webhooks, cancelled when it goes:
+    `oadr-sub:<subscription>`, and for the creation or update of a gateway-rendered event
+    (a DER's control) `oadr-sub:<subscription>#<event>`, so that what became of the webhook
+    tells what became of that DER's control."""
+    tail = f"{EVENT_MARK}{event_id}" if event_id is not None else ""
+    return f"{SUBJECT_PREFIX}{subscription_id}{tail}"
+
+
+def parse_subject(text: str | None) -> tuple[str, str | None] | None:
+    """(subscription id, event id or None) of one of our delivery subjects, else None."""
+    if not text or not text.startswith(SUBJECT_PREFIX):
+        return None
+    sub_id, mark, event_id = text.removeprefix(SUBJECT_PREFIX).partition(EVENT_MARK)
+    return sub_id, (event_id if mark else None)
 
 
 class Notifier(Hook):
@@ -96,19 +109,36 @@ class Notifier(Hook):
         for change in changes:
             word = OPERATION_WORDS[change.version][change.operation]
             object_type = change.obj.body["objectType"]
+            # A DER's control (a rendered event written): its webhooks carry the event id.
+            control = change.obj.id if (change.obj.rendered_for and
+                                        change.operation != "DELETE") else None
             for sub in self._service.objects_of(change.version, "subscription"):
                 for url, note, bearer, sub_id in self._posts_for(sub, change, object_type, word):
                     headers = {"Authorization": f"Bearer {bearer}"} if bearer else None
                     out.deliveries.append(Outgoing(url, json.dumps(note).encode(),
                                                    "application/json", headers, self._tls,
-                                                   subject(sub_id)))
-            if change.kind == "subscription" and change.operation != "CREATE":
-                out.cancel.append(subject(change.obj.id))  # its pending webhooks go with it
+                                                   subject(sub_id, control)))
+            out.cancel.extend(self._cancelled(change))
         if self._mqtt is not None:
             publications = self._fanout.publications(changes)
             if publications:
                 out.puts[OUTBOX] = self._mqtt.docs(publications)
         return out
+
+    def _cancelled(self, change: Change) -> list[str]:
+        """The subjects whose pending webhooks a change makes moot: all of a subscription
+        updated or deleted (its rendered events' included); a deleted rendered event's
+        creation and updates to every subscription (its deletion is notified instead)."""
+        version = change.version
+        if change.kind == "subscription" and change.operation != "CREATE":
+            sub_id = change.obj.id
+            rendered = [e.id for e in self._service.objects_of(version, "event")
+                        if e.rendered_for]
+            return [subject(sub_id), *(subject(sub_id, e) for e in rendered)]
+        if change.obj.rendered_for and change.operation == "DELETE":
+            return [subject(s.id, change.obj.id)
+                    for s in self._service.objects_of(version, "subscription")]
+        return []
 
     async def after_write(self, change: Change) -> None:
         if self._mqtt is not None:

@@ -105,21 +105,35 @@ class VtnService:
     ) -> dict[str, Any]:
         check_writer(KINDS[kind], principal.role, principal.scopes)
         body = parse(version, kind, raw)
+        await self._fetch_references(version, kind, body, scope_id)
         owner, body = self.ownership.assign(version, kind, principal, body, None, scope_id)
         self._check_references(version, kind, body, None, principal)
         self._check_quota(version, kind, principal)
         # A 3.0.1 body is the object itself and may carry an id: kept when free (docs).
         wanted = raw.get("id") if version == "3.0.1" else None
-        if wanted is not None and self.store.get(version, kind, wanted) is not None:
+        if wanted is not None and await self.store.fetch(version, kind, wanted) is not None:
             raise conflict(f"{kind} {wanted} exists")
         inline = _inline_resources(version, kind, raw)
-        obj = self._new_object(version, kind, body, owner, wanted)
+        obj = await self._new_object(version, kind, body, owner, wanted)
         await self._write(Change(version, kind, "CREATE", principal, obj))
         for resource in inline:  # 3.0.1: a ven may arrive with its resources
             await self.create(version, "resource", principal, resource, scope_id=obj.id)
         if kind == "report":
             await self._retain_reports(version, owner)
         return self.render(obj)
+
+    async def _fetch_references(
+        self, version: str, kind: str, body: dict[str, Any], scope_id: str | None
+    ) -> None:
+        """Objects a body names, read from the records if not indexed here yet: a client
+        may name what it made through another process a moment ago (or heard of by a
+        webhook that process sent) before the event log brings it here."""
+        for ref_kind, field_name in REFERENCES.get(kind, ()):
+            value = body.get(field_name)
+            if isinstance(value, str):
+                await self.store.fetch(version, ref_kind, value)
+        if scope_id is not None:
+            await self.store.fetch(version, "ven", scope_id)
 
     async def _retain_reports(self, version: str, owner: str) -> None:
         """Keep a VEN's newest `max_reports` reports: periodic reports must not grow memory
@@ -141,8 +155,10 @@ class VtnService:
         scope_id: str | None = None,
     ) -> dict[str, Any]:
         check_writer(KINDS[kind], principal.role, principal.scopes)
+        await self.store.fetch(version, kind, object_id)
         old = self._visible_or_404(version, kind, principal, object_id, scope_id)
         body = parse(version, kind, raw)
+        await self._fetch_references(version, kind, body, scope_id)
         owner, body = self.ownership.assign(version, kind, principal, body, old, scope_id)
         self._check_references(version, kind, body, old, principal)
         obj = self._replace(old, body, owner)
@@ -159,6 +175,7 @@ class VtnService:
         scope_id: str | None = None,
     ) -> dict[str, Any]:
         check_writer(KINDS[kind], principal.role, principal.scopes)
+        await self.store.fetch(version, kind, object_id)
         obj = self._visible_or_404(version, kind, principal, object_id, scope_id)
         self.ownership.check_delete(version, kind, principal, obj)
         rendered = self.render(obj)
@@ -228,10 +245,10 @@ class VtnService:
             return []
         return [c for c in self.store.all(obj.version, child_kind) if c.body.get(key) == obj.id]
 
-    def _new_object(
+    async def _new_object(
         self, version: str, kind: str, body: dict[str, Any], owner: str, wanted: str | None
     ) -> StoredObject:
-        seq = self.store.next_seq()
+        seq = await self.store.next_seq()
         stamp = now_text()
         object_id = wanted or f"{kind}-{seq}"
         return self.compose(version, kind, object_id, seq, body, owner, stamp, stamp)
@@ -531,6 +548,14 @@ def _resource_refs(ref: Ref) -> None:
         lambda o: o.body.get("venID") == ven_id and o.body.get("resourceName") == name,
     )
 
+
+# What a body of each kind refers to: (kind, field).
+REFERENCES: dict[str, tuple[tuple[str, str], ...]] = {
+    "event": (("program", "programID"),),
+    "report": (("event", "eventID"), ("program", "programID")),
+    "subscription": (("program", "programID"),),
+    "resource": (("ven", "venID"),),
+}
 
 # Kinds whose names are unique (programName; venName; resourceName within a ven): their
 # check-then-save is serialised.
