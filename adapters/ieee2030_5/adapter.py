@@ -71,7 +71,7 @@ async def load(parts: Parts) -> None:
     await parts.tree.load()
 
 
-RELOADED = frozenset({"edev", "client", "sub", "settings", "program"})  # read whole by load()
+RELOADED = frozenset({"client", "sub", "settings", "program"})  # read whole by load()
 
 
 async def refresh(parts: Parts, changes: dict[str, set[str] | None]) -> None:
@@ -89,9 +89,14 @@ async def refresh(parts: Parts, changes: dict[str, set[str] | None]) -> None:
         parts.feedback.forget_mups()
     if "rsp" in changes:
         parts.feedback.forget_responses()
-    if RELOADED & set(changes):
+    edev_keys = changes.get("edev", set())
+    if RELOADED & set(changes) or edev_keys is None or len(edev_keys) > 256:
         await load(parts)
         parts.renderer.invalidate()
+    elif edev_keys:  # a few EndDevices by key, not a reload of every one
+        edev_ids = [int(k) for k in edev_keys]
+        await parts.registry.reread(edev_ids)
+        parts.renderer.invalidate(edev_ids)
 
 
 class Ieee2030Adapter:

@@ -82,6 +82,9 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         if cert is None:
             return error_response(403)
         request[SCOPE] = await parts.registry.scope(identity_from_der(cert))
+        edev = request.match_info.get("e", "")
+        if edev.isdigit() and parts.registry.by_id(int(edev)) is None:
+            await parts.registry.recall(int(edev))  # (made by another process a moment ago?)
         return await handler(request)
     except DocumentError as exc:
         log.info("refused document: %s", exc.detail)

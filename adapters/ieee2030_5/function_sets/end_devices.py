@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from adapters.ieee2030_5.codec import models as m
@@ -48,6 +49,9 @@ class EndDeviceRegistry:
         # changes (an aggregator's list can hold thousands of EndDevices).
         self._generation = 0
         self._visible: dict[tuple[str, str | None], tuple[int, list[EndDeviceRecord]]] = {}
+        # Ids read from the store and not found there, until EndDevices next change: probing
+        # unknown ids costs one read each, not one per request.
+        self._absent: set[int] = set()
         # Creating an EndDevice is check-then-write across an await: the bus follower and a
         # polling client may race for the same DER, so creation is serialised.
         self._creating = asyncio.Lock()
@@ -59,6 +63,7 @@ class EndDeviceRegistry:
     # --- loading and syncing with the canonical topology ------------------------------------
 
     async def load(self) -> None:
+        self._absent.clear()
         self._by_id, self._by_resource = {}, {}
         self._by_lfdi, self._by_aggregator = defaultdict(list), defaultdict(list)
         for record in await self.state.end_devices():
@@ -92,6 +97,34 @@ class EndDeviceRegistry:
             self._by_aggregator[record.aggregator_id or ""].remove(record)
         if record.resource_id is not None:
             self._by_resource.pop(record.resource_id, None)
+
+    async def recall(self, edev_id: int) -> EndDeviceRecord | None:
+        """The EndDevice `edev_id`, read from the store if this process does not know it yet:
+        with several processes a client may list it at one and read it at another before
+        the event log has brought it there (a 404 would end the client's walk)."""
+        known = self._by_id.get(edev_id)
+        if known is not None or edev_id in self._absent:
+            return known
+        record = await self.state.end_device(edev_id)
+        if record is None:
+            if len(self._absent) >= 10_000:  # (a bound for a client probing at random)
+                self._absent.clear()
+            self._absent.add(edev_id)
+            return None
+        self._index(record)
+        return record
+
+    async def reread(self, edev_ids: Iterable[int]) -> None:
+        """Another process wrote these EndDevices: index them as the store has them now
+        (added, changed or gone)."""
+        self._absent.clear()
+        for edev_id in edev_ids:
+            record = await self.state.end_device(edev_id)
+            old = self._by_id.get(edev_id)
+            if record is not None:
+                self._index(record)
+            elif old is not None:
+                self._unindex(old)
 
     def remove(self, records: list[EndDeviceRecord]) -> None:
         """Forget EndDevices whose deletion has committed."""
