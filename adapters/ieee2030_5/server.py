@@ -406,16 +406,25 @@ def _may_subscribe(svc: Parts, scope: ClientScope) -> Callable[[str], bool]:
     return allowed
 
 
+SUBSCRIBED_EDEV = re.compile(r"^/edev/(\d+)/")
+
+
 async def post_sub(request: web.Request) -> web.Response:
     svc, rec = service_of(request), record(request)
     doc = await body(request, "Subscription")
     scope = scope_of(request)
+    subscribed = SUBSCRIBED_EDEV.match(doc.subscribedResource or "")
+    if subscribed is not None:  # (an EndDevice another process made a moment ago?)
+        await svc.registry.recall(int(subscribed.group(1)))
     visible = svc.registry.visible(scope)
+    held = svc.notifier.count([r.id for r in visible])
     ders = sum(1 for r in visible if r.resource_id is not None or r.inband)
-    sub = await svc.notifier.subscribe(
-        rec.id, doc, _may_subscribe(svc, scope),
-        held=svc.notifier.count([r.id for r in visible]),
-        cap=svc.settings.max_subscriptions + svc.settings.max_subscriptions_per_der * ders)
+    cap = svc.settings.max_subscriptions + svc.settings.max_subscriptions_per_der * ders
+    if held >= cap:  # before refusing: this process may not have every EndDevice made yet
+        ders = max(ders, await svc.registry.platform_der_count(scope))
+        cap = svc.settings.max_subscriptions + svc.settings.max_subscriptions_per_der * ders
+    sub = await svc.notifier.subscribe(rec.id, doc, _may_subscribe(svc, scope),
+                                       held=held, cap=cap)
     return created(f"/edev/{rec.id}/sub/{sub.id}")
 
 

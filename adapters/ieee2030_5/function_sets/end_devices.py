@@ -244,6 +244,14 @@ class EndDeviceRegistry:
             return
         await self.ensure_resources(list(resources))
 
+    async def platform_der_count(self, scope: ClientScope) -> int:
+        """How many DERs of this protocol the platform gives `scope` (with several
+        processes, more than this one may have EndDevices for yet)."""
+        if scope.is_aggregator:
+            return len(await self.gateway.resources(protocol=self.protocol,
+                                                    aggregator_id=scope.aggregator_id))
+        return len(await self.gateway.find_resources(self.protocol, lfdi=scope.lfdi))
+
     # --- visibility -------------------------------------------------------------------------
 
     def can_see(self, scope: ClientScope, record: EndDeviceRecord) -> bool:
