@@ -14,7 +14,7 @@ Fetches happen on every poll of every client: a DER's timestamps are written at 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -73,6 +73,19 @@ class DeliveryStates:
 
     def forget(self, resource_id: str) -> None:
         self._known.pop(resource_id, None)
+
+    def heard(self, changes: Iterable[tuple[str, str, str]]) -> None:
+        """States the event log announced (resource id, state, reason), maybe written by
+        another process: where one differs from what this process last wrote, that is
+        forgotten, so that its next mark is written rather than skipped as a repeat."""
+        for resource_id, state, reason in changes:
+            known = self._known.get(resource_id)
+            if known is not None and (known.state.value, known.reason) != (state, reason):
+                del self._known[resource_id]
+
+    def forget_all(self) -> None:
+        """After falling behind the event log: nothing known here may still hold."""
+        self._known.clear()
 
     async def _store(self, batches: list[Sequence[DeliveryMark]]) -> list[list[str]]:
         latest: dict[str, DeliveryMark] = {}

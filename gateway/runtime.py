@@ -29,7 +29,15 @@ from gateway.leases import Leases
 from gateway.metrics import GatewayMetrics
 from gateway.outbound import OutboundGuard
 from gateway.outbox import OutboxRelay
-from gateway.ports import Access, PlatformRoute, ResourceChanged, Topic, TypedEvent, follow
+from gateway.ports import (
+    Access,
+    DeliveryChanged,
+    PlatformRoute,
+    ResourceChanged,
+    Topic,
+    TypedEvent,
+    follow,
+)
 from gateway.records import AdapterRecords
 from gateway.retention import Retention
 from gateway.services import GatewayServices
@@ -138,6 +146,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         await stack.enter_async_context(leases.holding(f"{PROCESS_LEASES}{leases.holder}"))
         await stack.enter_async_context(relay.running())
         await stack.enter_async_context(_following_topology(bus, services))
+        await stack.enter_async_context(_following_delivery_states(bus, services))
         await stack.enter_async_context(deliveries.running())
         await stack.enter_async_context(Retention(db, settings.retention).running())
         guard.add_own_listeners([settings.platform_listen,
@@ -173,6 +182,31 @@ async def _following_topology(bus: InProcessBus, services: GatewayServices
     task = asyncio.create_task(follow(
         bus, {Topic.RESOURCE_CHANGED, Topic.PARTICIPANT_CHANGED, Topic.TOPOLOGY_CHANGED},
         on_batch=stale, resync=resync, name="topology cache"), name="topology-cache")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+@asynccontextmanager
+async def _following_delivery_states(bus: InProcessBus, services: GatewayServices
+                                     ) -> AsyncIterator[None]:
+    """Delivery states another process wrote: a mark this process would skip as a repeat
+    of what it last wrote is written again if the store has since been told otherwise."""
+    states = services.feedback.delivery
+
+    async def heard(events: list[TypedEvent]) -> None:
+        states.heard((e.resource_id, e.state, e.reason or "") for e in events
+                     if isinstance(e, DeliveryChanged))
+
+    async def resync() -> None:
+        states.forget_all()
+
+    task = asyncio.create_task(follow(
+        bus, {Topic.DELIVERY_CHANGED}, on_batch=heard, resync=resync,
+        name="delivery states"), name="delivery-states")
     try:
         yield
     finally:

@@ -130,6 +130,10 @@ class Feedback:
     def forget(self, resource_id: str) -> None:
         self._delivery.forget(resource_id)
 
+    @property
+    def delivery(self) -> DeliveryStates:
+        return self._delivery
+
     async def delivery_states(self, resource_ids: Iterable[str] | None = None
                               ) -> dict[str, ResourceDelivery]:
         async with self._uow.db.read() as session:
