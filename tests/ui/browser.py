@@ -95,13 +95,26 @@ class Browser:
         await self.call(self._click_and_wait, css)
 
     def _click_and_wait(self, css: str) -> None:
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions
         from selenium.webdriver.support.wait import WebDriverWait
 
         old = self.driver.find_element(By.TAG_NAME, "html")
         self.driver.find_element(By.CSS_SELECTOR, css).click()
-        WebDriverWait(self.driver, 15).until(expected_conditions.staleness_of(old))
+
+        def gone(_driver: Any) -> bool:
+            # The old page is gone once its root is stale. ChromeDriver sometimes says so as
+            # an inspector error ("Node with given id does not belong to the document")
+            # rather than a stale-element error, if asked while the page is swapped.
+            try:
+                return bool(expected_conditions.staleness_of(old)(_driver))
+            except WebDriverException as exc:
+                if "does not belong to the document" in str(exc):
+                    return True
+                raise
+
+        WebDriverWait(self.driver, 15).until(gone)
 
     async def script(self, source: str) -> Any:
         return await self.call(self.driver.execute_script, source)
