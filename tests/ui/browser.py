@@ -65,10 +65,26 @@ class Browser:
     async def open(self, path: str) -> None:
         await self.call(self.driver.get, self.base + path)
 
+    async def read(self, fn: Any) -> Any:
+        """Read from a live page: an element the page replaced between finding and reading
+        it is found again (the pages update in place from the event stream)."""
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+        for attempt in range(5):
+            try:
+                return await self.call(fn)
+            except StaleElementReferenceException:
+                pass
+            except WebDriverException as exc:
+                if "does not belong to the document" not in str(exc) or attempt == 4:
+                    raise
+            await asyncio.sleep(0.1)
+        return await self.call(fn)
+
     async def text(self, css: str = "body") -> str:
         from selenium.webdriver.common.by import By
 
-        return await self.call(lambda: self.driver.find_element(By.CSS_SELECTOR, css).text)
+        return await self.read(lambda: self.driver.find_element(By.CSS_SELECTOR, css).text)
 
     async def count(self, css: str) -> int:
         from selenium.webdriver.common.by import By
@@ -78,7 +94,7 @@ class Browser:
     async def attribute(self, css: str, name: str) -> str | None:
         from selenium.webdriver.common.by import By
 
-        return await self.call(
+        return await self.read(
             lambda: self.driver.find_element(By.CSS_SELECTOR, css).get_attribute(name))
 
     async def fill_and_submit(self, css_input: str, value: str, css_button: str) -> None:
