@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -64,6 +64,13 @@ class Database:
 
     async def upgrade(self) -> None:
         async with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Several workers start at once on a fresh database: one migrates, the
+                # others wait for it and then find nothing to do (concurrent CREATEs
+                # collided on PostgreSQL's catalogue and killed a worker at its start).
+                # The lock is the transaction's: it ends with the migration's commit.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                                   {"name": "der-gateway:migrations"})
             await conn.run_sync(_upgrade)
 
     async def close(self) -> None:

@@ -95,3 +95,22 @@ async def test_latest_acknowledgement_per_der(tmp_path):
     latest = await services.latest_acknowledgements()
     assert list(latest) == ["d1"] and latest["d1"].status is AckStatus.COMPLETED
     await db.close()
+
+
+async def test_workers_starting_at_once_on_a_fresh_database_migrate_it_once(tmp_path):
+    """`serve --workers N` on a fresh database: every worker upgrades it at its start; one
+    migrates, the others wait and find nothing to do (concurrent CREATEs once collided in
+    PostgreSQL's catalogue, `pg_type_typname_nsp_index`, and killed a worker)."""
+    import asyncio
+
+    with postgres_cluster(tmp_path) as url:
+        dbs = [Database(url) for _ in range(4)]
+        try:
+            await asyncio.gather(*(db.upgrade() for db in dbs))
+            async with dbs[0].engine.connect() as conn:
+                version = await conn.run_sync(
+                    lambda c: MigrationContext.configure(c).get_current_revision())
+            assert version is not None
+        finally:
+            for db in dbs:
+                await db.close()
