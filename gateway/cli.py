@@ -68,6 +68,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except workers.WorkersError as exc:
         raise CliError(str(exc)) from exc
     if args.workers > 1:
+        from pki.devpki import DevPki
+
+        if settings.dev_mode and not DevPki(settings.pki_dir).exists:
+            # Made once, here: workers starting at once would each make their own, and a
+            # client would meet a server certificate from a CA it was not given.
+            DevPki(settings.pki_dir).init()
         return int(_run(workers.supervise(_serve_argv(args), args.workers)))
     _run(serve_forever(settings))
     return 0

@@ -75,7 +75,14 @@ class Participants:
         admin, which no one could register. True if it was added."""
         if await self.participant(participant.id) is not None:
             return False
-        await self._add([participant])
+        try:
+            await self._add([participant])
+        except Conflict:
+            # Another process (a worker starting beside this one) added it meanwhile.
+            self._uow.invalidate()
+            if await self.participant(participant.id) is not None:
+                return False
+            raise
         return True
 
     async def _add(self, participants: Sequence[Participant]) -> None:

@@ -197,3 +197,25 @@ async def test_a_dead_process_s_claimed_deliveries_are_taken_over_at_once(pg):
     assert asyncio.get_running_loop().time() - started < 5
     await runner.cleanup()
     await db.close()
+
+
+async def test_workers_on_a_fresh_machine_make_one_dev_pki_and_migrate_once(tmp_path, pg):
+    """`serve --workers 2` with nothing made yet: the dev PKI is made once (by the
+    supervisor: two workers each making their own gave clients server certificates from a
+    CA they were not given) and the database migrated once (concurrent migrations killed a
+    worker). Every new connection, whichever worker the kernel gives it to, verifies."""
+    from pki.tls import client_context
+    from simulators.scenario.gateway_proc import GatewayChild
+
+    child = GatewayChild(tmp_path / "gw", extra_env={"DERGW_DATABASE_URL": pg}, workers=2)
+    try:
+        ends = await child.start(wait_s=120)
+        ca = client_context(ends.pki / "platform/ca.pem")
+        for _ in range(24):  # a new connection each: SO_REUSEPORT spreads them
+            async with aiohttp.ClientSession() as http, \
+                    http.get(ends.platform + "/v1/health", ssl=ca) as resp:
+                # (the TLS handshake verified; a worker may still be starting its OPC UA)
+                assert resp.status in (200, 503), await resp.text()
+        assert "exited with" not in child.log_path.read_text()
+    finally:
+        await child.stop()
