@@ -9,8 +9,8 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,8 +166,23 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
 
 
 @asynccontextmanager
-async def _following_topology(bus: InProcessBus, services: GatewayServices
-                              ) -> AsyncIterator[None]:
+async def _following(bus: InProcessBus, topics: set[Topic],
+                     on_batch: Callable[[list[TypedEvent]], Awaitable[None]],
+                     resync: Callable[[], Awaitable[None]], name: str) -> AsyncIterator[None]:
+    """Follow these topics of the event log (maybe written by other processes) while the
+    gateway runs."""
+    task = asyncio.create_task(follow(bus, topics, on_batch=on_batch, resync=resync,
+                                      name=name), name=name.replace(" ", "-"))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+def _following_topology(bus: InProcessBus, services: GatewayServices
+                        ) -> AbstractAsyncContextManager[None]:
     """Another process may change the topology: its events make this one check its cache
     (one small read, the next time the topology is needed). Online marks do not: they
     change no structure, and a recompute checks the store's count under its lock anyway -
@@ -179,20 +194,13 @@ async def _following_topology(bus: InProcessBus, services: GatewayServices
     async def resync() -> None:
         services.uow.others_changed_topology()
 
-    task = asyncio.create_task(follow(
+    return _following(
         bus, {Topic.RESOURCE_CHANGED, Topic.PARTICIPANT_CHANGED, Topic.TOPOLOGY_CHANGED},
-        on_batch=stale, resync=resync, name="topology cache"), name="topology-cache")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        stale, resync, "topology cache")
 
 
-@asynccontextmanager
-async def _following_delivery_states(bus: InProcessBus, services: GatewayServices
-                                     ) -> AsyncIterator[None]:
+def _following_delivery_states(bus: InProcessBus, services: GatewayServices
+                               ) -> AbstractAsyncContextManager[None]:
     """Delivery states another process wrote: a mark this process would skip as a repeat
     of what it last wrote is written again if the store has since been told otherwise."""
     states = services.feedback.delivery
@@ -204,15 +212,7 @@ async def _following_delivery_states(bus: InProcessBus, services: GatewayService
     async def resync() -> None:
         states.forget_all()
 
-    task = asyncio.create_task(follow(
-        bus, {Topic.DELIVERY_CHANGED}, on_batch=heard, resync=resync,
-        name="delivery states"), name="delivery-states")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+    return _following(bus, {Topic.DELIVERY_CHANGED}, heard, resync, "delivery states")
 
 
 @asynccontextmanager

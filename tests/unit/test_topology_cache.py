@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from gateway.domain import ConnectionPoint, DsoModel, Participant, Role
 from gateway.services import GatewayServices
 from gateway.store import repo
 from gateway.store.engine import Database
 
 
-async def test_a_load_overlapping_a_write_is_not_kept(tmp_path, monkeypatch):
+@pytest.fixture
+async def store(tmp_path):
+    """Services over a fresh store holding only the admin, with an empty topology cache."""
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 't.db'}")
     await db.upgrade()
     try:
@@ -21,56 +25,53 @@ async def test_a_load_overlapping_a_write_is_not_kept(tmp_path, monkeypatch):
         admin = Participant("admin", Role.ADMIN)
         await services.register_participants(admin, [admin])
         services.uow.invalidate()
-
-        reading, release = asyncio.Event(), asyncio.Event()
-        real = repo.participants
-
-        async def slow_participants(session):  # a reader that has begun its snapshot
-            found = await real(session)
-            reading.set()
-            await release.wait()
-            return found
-
-        monkeypatch.setattr(repo, "participants", slow_participants)
-        async def load_in_its_own_read():  # (a caller's read: the load is not serialised)
-            async with db.read() as session:
-                return await services.uow.topology(session)
-
-        slow = asyncio.create_task(load_in_its_own_read())
-        await reading.wait()
-        monkeypatch.setattr(repo, "participants", real)
-        await services.register_participants(admin, [
-            Participant("ldc-a", Role.LDC, dso_model=DsoModel.DUAL_PARTICIPATION)])
-        release.set()
-        stale = await slow
-        assert "ldc-a" not in stale.participants  # what the overlapping reader saw...
-        # ...is not what the next caller gets
-        await services.register_connection_points(admin, [ConnectionPoint("cp", "ldc-a", "N")])
-        assert "cp" in (await services.topology()).connection_points
+        yield db, services, admin
     finally:
         await db.close()
 
 
-async def test_callers_at_an_empty_cache_share_one_load(tmp_path, monkeypatch):
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 't.db'}")
-    await db.upgrade()
-    try:
-        services = GatewayServices(db)
-        admin = Participant("admin", Role.ADMIN)
-        await services.register_participants(admin, [admin])
-        services.uow.invalidate()
-        loads = 0
-        real = repo.participants
+async def test_a_load_overlapping_a_write_is_not_kept(store, monkeypatch):
+    db, services, admin = store
+    reading, release = asyncio.Event(), asyncio.Event()
+    real = repo.participants
 
-        async def counted(session):
-            nonlocal loads
-            loads += 1
-            await asyncio.sleep(0.05)  # long enough for every caller to arrive meanwhile
-            return await real(session)
+    async def slow_participants(session):  # a reader that has begun its snapshot
+        found = await real(session)
+        reading.set()
+        await release.wait()
+        return found
 
-        monkeypatch.setattr(repo, "participants", counted)
-        seen = await asyncio.gather(*(services.topology() for _ in range(200)))
-        assert loads == 1
-        assert all("admin" in t.participants for t in seen)
-    finally:
-        await db.close()
+    monkeypatch.setattr(repo, "participants", slow_participants)
+
+    async def load_in_its_own_read():  # (a caller's read: the load is not serialised)
+        async with db.read() as session:
+            return await services.uow.topology(session)
+
+    slow = asyncio.create_task(load_in_its_own_read())
+    await reading.wait()
+    monkeypatch.setattr(repo, "participants", real)
+    await services.register_participants(admin, [
+        Participant("ldc-a", Role.LDC, dso_model=DsoModel.DUAL_PARTICIPATION)])
+    release.set()
+    stale = await slow
+    assert "ldc-a" not in stale.participants  # what the overlapping reader saw...
+    # ...is not what the next caller gets
+    await services.register_connection_points(admin, [ConnectionPoint("cp", "ldc-a", "N")])
+    assert "cp" in (await services.topology()).connection_points
+
+
+async def test_callers_at_an_empty_cache_share_one_load(store, monkeypatch):
+    _db, services, _admin = store
+    loads = 0
+    real = repo.participants
+
+    async def counted(session):
+        nonlocal loads
+        loads += 1
+        await asyncio.sleep(0.05)  # long enough for every caller to arrive meanwhile
+        return await real(session)
+
+    monkeypatch.setattr(repo, "participants", counted)
+    seen = await asyncio.gather(*(services.topology() for _ in range(200)))
+    assert loads == 1
+    assert all("admin" in t.participants for t in seen)
