@@ -19,6 +19,12 @@ credentials) and connected. Raw figures: --out (JSON).
     python bench/fanout.py --sizes 10000 --database postgres --workers 2
 
 runs the gateway on a throwaway PostgreSQL cluster (the test support's) with N workers.
+
+    python bench/fanout.py --sizes 1000 --profile var/profile
+
+also samples every gateway process with py-spy (`pip install py-spy`) from the moment the
+fleet is connected to the end of the run, one collapsed-stack file per process (for
+flamegraph.pl or speedscope), so the figures can be explained, not only reported.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import io
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import time
@@ -100,8 +107,23 @@ class CpuSamples:
         return before[-1] if before else (self.samples[0][1] if self.samples else 0.0)
 
 
+async def profile_when_connected(run: Run, child: GatewayChild, out: Path
+                                 ) -> list[asyncio.subprocess.Process]:
+    """py-spy on each gateway process once the fleet is connected (start-up is not what the
+    figures measure); the caller interrupts them, which makes py-spy write its file."""
+    while "connected" not in run.phases:  # noqa: ASYNC110 (a Run announces phases by no event)
+        await asyncio.sleep(0.2)
+    spies = []
+    for pid in child.pids():
+        spies.append(await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+            "--rate", "50", "--format", "raw", "--output", str(out / f"gateway-{pid}.txt"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
+    return spies
+
+
 async def one(n: int, work: Path, progress: bool = False, database_url: str = "",
-              workers: int = 1) -> dict:
+              workers: int = 1, profile: Path | None = None) -> dict:
     spec = parse(scenario(n))
     extra = {"DERGW_DATABASE_URL": database_url} if database_url else {}
     child = GatewayChild(work / f"fanout-{n}", modbus={"poll_interval_s": 1.0,
@@ -112,6 +134,7 @@ async def one(n: int, work: Path, progress: bool = False, database_url: str = ""
     gateway_s = time.monotonic() - started
     cpu = CpuSamples(child)
     sampler = asyncio.create_task(cpu.run())
+    spying: asyncio.Task[list[asyncio.subprocess.Process]] | None = None
     try:
         # The fleet may take long to connect (it is not what is measured); the wait for
         # acknowledgements only bounds a run that would never complete.
@@ -119,11 +142,19 @@ async def one(n: int, work: Path, progress: bool = False, database_url: str = ""
                                               ready_timeout_s=max(120.0, n / 20), settle_s=0.0,
                                               status_every_s=10.0, quiet=not progress),
                   Console(sys.stderr if progress else io.StringIO(), quiet=not progress))
+        if profile:
+            spying = asyncio.create_task(profile_when_connected(run, child, profile))
         summary = await run.run()
         await asyncio.sleep(0.3)  # one more CPU sample after the last acknowledgement
         peaks = child.peak_rss_by_process_mb()
     finally:
         sampler.cancel()
+        if spying is not None:
+            spies = await spying if spying.done() else []
+            spying.cancel()
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)
+                await spy.wait()
         await child.stop()
     p = summary.steps[0].pending
     acked = p.acked if p else {}
@@ -156,6 +187,8 @@ async def main() -> None:
     ap.add_argument("--progress", action="store_true", help="narrate each run on stderr")
     ap.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--workers", type=int, default=1, help="gateway processes (postgres)")
+    ap.add_argument("--profile", type=Path, help="sample the gateway with py-spy from the "
+                    "fleet's connection on; one collapsed-stack file per process here")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results")
                     / "fanout.json", help="where the raw figures go (JSON)")
     args = ap.parse_args()
@@ -172,7 +205,10 @@ async def main() -> None:
 
             url = stack.enter_context(postgres_cluster(args.workdir))
         for n in args.sizes:
-            r = await one(n, args.workdir, args.progress, url, args.workers)
+            if args.profile:
+                (args.profile / f"{n}").mkdir(parents=True, exist_ok=True)
+            r = await one(n, args.workdir, args.progress, url, args.workers,
+                          args.profile / f"{n}" if args.profile else None)
             results.append(r)
             up = r["startup_s"]
             print(f"{r['ders']:>6} {r['acked']:>5}/{r['expected']:<5} {r.get('p50', '-'):>7} "

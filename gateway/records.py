@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,11 @@ class AdapterRecords:
     async def get(self, kind: str, key: str) -> dict[str, Any] | None:
         async with self._db.read() as session:
             return await repo.get_record(session, self.adapter, kind, key)
+
+    async def get_many(self, kind: str, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The documents of these keys that exist, in one read."""
+        async with self._db.read() as session:
+            return await repo.get_records(session, self.adapter, kind, sorted(set(keys)))
 
     async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None:
         await self.put_many(kind, {key: doc})

@@ -71,7 +71,7 @@ async def load(parts: Parts) -> None:
     await parts.tree.load()
 
 
-RELOADED = frozenset({"client", "sub", "settings", "program"})  # read whole by load()
+RELOADED = frozenset({"client", "settings", "program"})  # read whole by load()
 
 
 async def refresh(parts: Parts, changes: dict[str, set[str] | None]) -> None:
@@ -90,13 +90,17 @@ async def refresh(parts: Parts, changes: dict[str, set[str] | None]) -> None:
     if "rsp" in changes:
         parts.feedback.forget_responses()
     edev_keys = changes.get("edev", set())
-    if RELOADED & set(changes) or edev_keys is None or len(edev_keys) > 256:
+    sub_keys = changes.get("sub", set())
+    if RELOADED & set(changes) or edev_keys is None or sub_keys is None:
         await load(parts)
         parts.renderer.invalidate()
-    elif edev_keys:  # a few EndDevices by key, not a reload of every one
+        return
+    if edev_keys:  # a few EndDevices by key, not a reload of every one
         edev_ids = [int(k) for k in edev_keys]
         await parts.registry.reread(edev_ids)
         parts.renderer.invalidate(edev_ids)
+    if sub_keys:  # (and Subscriptions: a fleet subscribing at another process)
+        await parts.notifier.reread(sub_keys)
 
 
 class Ieee2030Adapter:

@@ -372,32 +372,36 @@ class Renderer:
                                      ) -> list[Outgoing]:
         """Notifications of a DER's new DERControlLists (`controls`: everything now
         published for it, None: unchanged) and DefaultDERControl."""
-        subs = self.subscribers(record)
-        if not subs:
-            return []
+        holders = self.holders(record)
         h = docs.Hrefs(record.id)
         now = int(time.time())
         out: list[Outgoing] = []
         for spec in self.tree.layout_of(record):
             derc, dderc = h.program(spec.index, "derc"), h.program(spec.index, "dderc")
-            if controls is not None and any(s.resource == derc for s in subs):
+            if controls is not None and (subs := self.notifier.to(derc, holders)):
                 rows = sorted((c for c in controls if c.program == spec.index
                                and docs.listed(c, now)), key=docs.sort_key)
                 items = self.tree.control_docs(record, spec, rows, now, active_only=False)
                 lst = m.DERControlList(href=derc, all=len(items), results=len(items),
                                        subscribable=1, DERControl=items)
                 out += self.notifier.notifications(subs, derc, lst)
-            if default and "default" in spec.carries and any(s.resource == dderc for s in subs):
+            if default and "default" in spec.carries and \
+                    (subs := self.notifier.to(dderc, holders)):
                 out += self.notifier.notifications(subs, dderc,
                                                    await self.tree.default_control(record, spec))
         return out
 
+    def holders(self, record: EndDeviceRecord) -> set[int]:
+        """Who may hold subscriptions to a DER's resources: the device itself and its
+        aggregator's own EndDevices."""
+        if not record.aggregator_id:
+            return {record.id}
+        return {record.id, *self.registry.own_ids(record.aggregator_id)}
+
     def subscribers(self, record: EndDeviceRecord) -> list[Subscription]:
         """Subscriptions held by the device itself or by its aggregator's own EndDevice."""
-        holders = [record.id]
-        if record.aggregator_id:
-            holders += [r.id for r in self.registry.by_lfdi_any_aggregator(record.aggregator_id)]
-        return [s for holder in holders for s in self.notifier.subscriptions(holder)]
+        return [s for holder in sorted(self.holders(record))
+                for s in self.notifier.subscriptions(holder)]
 
     # --- lists that change with registrations and the platform's settings -----------------
 

@@ -5,7 +5,7 @@ Typed records in, typed records out; nothing HTTP-shaped is stored here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -127,6 +127,11 @@ class AdapterState:
         doc = await self.records.get("edev", _key(edev_id))
         return EndDeviceRecord(**doc) if doc else None
 
+    async def end_devices_by_id(self, edev_ids: Iterable[int]) -> dict[int, EndDeviceRecord]:
+        """The EndDevices of these ids that are stored."""
+        docs = await self.records.get_many("edev", [_key(i) for i in edev_ids])
+        return {int(k): EndDeviceRecord(**d) for k, d in docs.items()}
+
     async def save_end_device(self, record: EndDeviceRecord) -> None:
         await self.records.put("edev", _key(record.id), asdict(record))
 
@@ -170,6 +175,10 @@ class AdapterState:
     async def subscriptions(self, edev_id: int | None = None) -> list[Subscription]:
         prefix = f"{_key(edev_id)}/" if edev_id is not None else None
         return [Subscription(**d) for _, d in await self.records.list("sub", prefix)]
+
+    async def subscriptions_by_key(self, keys: Iterable[str]) -> dict[str, Subscription]:
+        """The Subscriptions stored under these keys (those that still are)."""
+        return {k: Subscription(**d) for k, d in (await self.records.get_many("sub", keys)).items()}
 
     async def save_subscription(self, sub: Subscription) -> None:
         await self.records.put(*subscription_key(sub.edev_id, sub.id), asdict(sub))

@@ -843,6 +843,19 @@ async def get_record(session: AsyncSession, adapter: str, kind: str, key: str
     return doc
 
 
+async def get_records(session: AsyncSession, adapter: str, kind: str, keys: list[str]
+                      ) -> dict[str, dict[str, Any]]:
+    """Several documents of a kind by key (those that exist), in one query per 500 keys."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(keys), 500):
+        rows = await session.execute(
+            select(col(AdapterRecordRow.key), col(AdapterRecordRow.doc)).where(
+                col(AdapterRecordRow.adapter) == adapter, col(AdapterRecordRow.kind) == kind,
+                col(AdapterRecordRow.key).in_(keys[start:start + 500])))
+        found.update({str(key): doc for key, doc in rows.all()})
+    return found
+
+
 async def list_records(session: AsyncSession, adapter: str, kind: str, prefix: str | None
                        ) -> list[tuple[str, dict[str, Any]]]:
     """A kind's documents by key. (Columns, not ORM rows: listing 5,000 documents took

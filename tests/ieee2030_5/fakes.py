@@ -52,6 +52,9 @@ class FakeRecords:
         doc = self.docs.get((kind, key))
         return dict(doc) if doc is not None else None
 
+    async def get_many(self, kind: str, keys: Any) -> dict[str, dict[str, Any]]:
+        return {k: dict(d) for k in keys if (d := self.docs.get((kind, k))) is not None}
+
     async def put(self, kind: str, key: str, doc: dict[str, Any]) -> None:
         self.docs[(kind, key)] = dict(doc)
 

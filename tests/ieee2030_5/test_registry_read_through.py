@@ -1,7 +1,7 @@
 """With several processes, a client may list an EndDevice at one process and read it at
 another before the event log has brought it there: the registry reads an id it does not know
 from the store (a 404 ends a client's walk), remembers a miss until EndDevices change, and
-re-reads by key the EndDevices another process wrote."""
+re-reads by key the EndDevices and Subscriptions another process wrote."""
 
 from __future__ import annotations
 
@@ -49,5 +49,42 @@ async def test_an_end_device_another_process_made_is_read_through(tmp_path):
         await other.records.delete("edev", "0000000447")  # gone at the other process
         await registry.reread([447])
         assert registry.by_id(447) is None and registry.by_resource("der-447") is None
+    finally:
+        await db.close()
+
+
+async def test_subscriptions_another_process_wrote_are_reread_by_key(tmp_path):
+    """A fleet subscribing at one process: the other keeps each new Subscription by key
+    (found by the href it names and by its holder), and drops one deleted there; it does
+    not reload every EndDevice and Subscription for each."""
+    from adapters.ieee2030_5.function_sets.pubsub import Notifier
+    from adapters.ieee2030_5.state import Subscription, subscription_key
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    await db.upgrade()
+    try:
+        other = AdapterState(AdapterRecords(db, "ieee2030_5"))
+        here = AdapterState(AdapterRecords(db, "ieee2030_5"))
+
+        async def any_url(url: str) -> None:
+            return None
+
+        notifier = Notifier(here, None, any_url)
+        await notifier.load()
+        subs = [Subscription(id=100 + i, edev_id=1, resource=f"/edev/{5 + i}/derp/1/derc",
+                             notification_uri="https://127.0.0.1:1/n", limit=1)
+                for i in range(3)]
+        for sub in subs:
+            await other.save_subscription(sub)
+        keys = [subscription_key(s.edev_id, s.id)[1] for s in subs]
+        await notifier.reread(keys)
+        assert [s.id for s in notifier.subscriptions(1)] == [100, 101, 102]
+        assert [s.id for s in notifier.to("/edev/6/derp/1/derc", {1})] == [101]
+        assert notifier.to("/edev/6/derp/1/derc", {2}) == []  # held by another EndDevice
+
+        await other.records.delete("sub", keys[1])
+        await notifier.reread([keys[1]])
+        assert [s.id for s in notifier.subscriptions(1)] == [100, 102]
+        assert notifier.to("/edev/6/derp/1/derc", {1}) == [] and notifier.by_id(101) is None
     finally:
         await db.close()

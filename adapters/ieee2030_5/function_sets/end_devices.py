@@ -40,8 +40,13 @@ class EndDeviceRegistry:
         self.sync_interval_s = config.sync_interval_s
         self._by_id: dict[int, EndDeviceRecord] = {}
         self._by_resource: dict[str, EndDeviceRecord] = {}
-        self._by_lfdi: defaultdict[str, list[EndDeviceRecord]] = defaultdict(list)
-        self._by_aggregator: defaultdict[str, list[EndDeviceRecord]] = defaultdict(list)
+        # By id within each group (in the order indexed): taking one out is a dict pop, not
+        # a scan comparing records field by field (an aggregator holds tens of thousands).
+        self._by_lfdi: defaultdict[str, dict[int, EndDeviceRecord]] = defaultdict(dict)
+        self._by_aggregator: defaultdict[str, dict[int, EndDeviceRecord]] = defaultdict(dict)
+        # Each aggregator's own EndDevices (one per client certificate): a handful, asked for
+        # every notification of each of its DERs.
+        self._own: defaultdict[str, dict[int, EndDeviceRecord]] = defaultdict(dict)
         self._aggregators: dict[str, str] = {}  # granted aggregator client LFDI -> aggregator
         self._denied: set[str] = set()  # client LFDIs whose access the platform revoked
         self._synced: dict[str, float] = {}  # client LFDI -> monotonic time of its last sync
@@ -65,7 +70,8 @@ class EndDeviceRegistry:
     async def load(self) -> None:
         self._absent.clear()
         self._by_id, self._by_resource = {}, {}
-        self._by_lfdi, self._by_aggregator = defaultdict(list), defaultdict(list)
+        self._by_lfdi, self._by_aggregator = defaultdict(dict), defaultdict(dict)
+        self._own = defaultdict(dict)
         for record in await self.state.end_devices():
             self._index(record)
         await self._load_access()
@@ -82,21 +88,28 @@ class EndDeviceRegistry:
         if old is not None:
             self._unindex(old)
         self._by_id[record.id] = record
-        self._by_lfdi[record.lfdi].append(record)
+        self._by_lfdi[record.lfdi][record.id] = record
         if record.aggregator_id:
-            self._by_aggregator[record.aggregator_id].append(record)
+            self._by_aggregator[record.aggregator_id][record.id] = record
+            if _is_own(record):
+                self._own[record.aggregator_id][record.id] = record
         if record.resource_id is not None:
             self._by_resource[record.resource_id] = record
 
     def _unindex(self, record: EndDeviceRecord) -> None:
         self._generation += 1
         self._by_id.pop(record.id, None)
-        if record in self._by_lfdi.get(record.lfdi, []):
-            self._by_lfdi[record.lfdi].remove(record)
-        if record in self._by_aggregator.get(record.aggregator_id or "", []):
-            self._by_aggregator[record.aggregator_id or ""].remove(record)
-        if record.resource_id is not None:
-            self._by_resource.pop(record.resource_id, None)
+        for index, group in ((self._by_lfdi, record.lfdi),
+                             (self._by_aggregator, record.aggregator_id or ""),
+                             (self._own, record.aggregator_id or "")):
+            members = index.get(group)
+            if members is not None:
+                members.pop(record.id, None)
+                if not members:
+                    del index[group]
+        held = self._by_resource.get(record.resource_id or "")
+        if held is not None and held.id == record.id:
+            self._by_resource.pop(held.resource_id or "", None)
 
     async def recall(self, edev_id: int) -> EndDeviceRecord | None:
         """The EndDevice `edev_id`, read from the store if this process does not know it yet:
@@ -118,8 +131,10 @@ class EndDeviceRegistry:
         """Another process wrote these EndDevices: index them as the store has them now
         (added, changed or gone)."""
         self._absent.clear()
+        edev_ids = list(edev_ids)
+        stored = await self.state.end_devices_by_id(edev_ids)
         for edev_id in edev_ids:
-            record = await self.state.end_device(edev_id)
+            record = stored.get(edev_id)
             old = self._by_id.get(edev_id)
             if record is not None:
                 self._index(record)
@@ -157,12 +172,14 @@ class EndDeviceRegistry:
         return list(self._by_id.values())
 
     def by_lfdi(self, lfdi: str) -> list[EndDeviceRecord]:
-        return list(self._by_lfdi.get(lfdi.upper(), ()))
+        return list(self._by_lfdi.get(lfdi.upper(), {}).values())
 
     def by_lfdi_any_aggregator(self, aggregator_id: str) -> list[EndDeviceRecord]:
         """The aggregator's own EndDevices (one per aggregator client certificate)."""
-        return [r for r in self._by_aggregator.get(aggregator_id, ())
-                if r.resource_id is None and not r.inband]
+        return list(self._own.get(aggregator_id, {}).values())
+
+    def own_ids(self, aggregator_id: str) -> set[int]:
+        return set(self._own.get(aggregator_id, ()))
 
     def by_id(self, edev_id: int) -> EndDeviceRecord | None:
         return self._by_id.get(edev_id)
@@ -268,7 +285,7 @@ class EndDeviceRegistry:
         if cached is not None and cached[0] == self._generation:
             return cached[1]
         if scope.is_aggregator:
-            rows = [r for r in self._by_aggregator.get(scope.aggregator_id or "", ())
+            rows = [r for r in self._by_aggregator.get(scope.aggregator_id or "", {}).values()
                     if self.can_see(scope, r)]
         else:
             rows = self.by_lfdi(scope.lfdi)
@@ -279,12 +296,13 @@ class EndDeviceRegistry:
     def visible_device(self, scope: ClientScope, lfdi: str) -> EndDeviceRecord | None:
         """The DER EndDevice with this LFDI that `scope` may see, if any: a canonical DER's,
         or one registered in-band (a DER the platform may not know yet)."""
-        return next((r for r in self._by_lfdi.get(lfdi.upper(), ())
+        return next((r for r in self._by_lfdi.get(lfdi.upper(), {}).values()
                      if (r.resource_id is not None or r.inband) and self.can_see(scope, r)),
                     None)
 
     def sees_lfdi(self, scope: ClientScope, lfdi: str) -> bool:
-        return any(self.can_see(scope, r) for r in self._by_lfdi.get(lfdi.upper(), ()))
+        return any(self.can_see(scope, r)
+                   for r in self._by_lfdi.get(lfdi.upper(), {}).values())
 
     def get(self, scope: ClientScope, edev_id: int) -> EndDeviceRecord:
         record = self._by_id.get(edev_id)
@@ -360,3 +378,9 @@ class EndDeviceRegistry:
         client the configured `inband_owner` (None: it stays an EndDevice only)."""
         owner = record.aggregator_id or self.inband_owner
         return await self.gateway.participant(owner) if owner else None
+
+
+def _is_own(record: EndDeviceRecord) -> bool:
+    """An aggregator client's own EndDevice (not one of its DERs', nor one registered in
+    band)."""
+    return record.resource_id is None and not record.inband

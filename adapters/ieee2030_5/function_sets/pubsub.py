@@ -68,20 +68,43 @@ class Notifier:
         self.state = state
         self.tls_name = tls_name
         self.check_url = check_url  # the gateway's one outbound guard (raises InvalidInput)
-        self._subs: dict[int, list[Subscription]] = {}
         self._by_id: dict[int, Subscription] = {}
+        # The same subscriptions by holder and by subscribed href: a change to one DER's list
+        # finds its few subscribers without going through its aggregator's thousands.
+        self._subs: dict[int, dict[int, Subscription]] = {}
+        self._to: dict[str, dict[int, Subscription]] = {}
 
     async def load(self) -> None:
-        self._subs, self._by_id = {}, {}
+        self._subs, self._by_id, self._to = {}, {}, {}
         for sub in await self.state.subscriptions():
             self._keep(sub)
 
+    async def reread(self, keys: Iterable[str]) -> None:
+        """Another process wrote these Subscriptions (record keys): keep them as the store
+        has them now (added, or gone)."""
+        keys = list(keys)
+        stored = await self.state.subscriptions_by_key(keys)
+        for key in keys:
+            sub = stored.get(key)
+            if sub is not None:
+                self._keep(sub)
+            elif (old := self._by_id.get(int(key.rsplit("/", 1)[-1]))) is not None:
+                self.forget([old])
+
     def _keep(self, sub: Subscription) -> None:
-        self._subs.setdefault(sub.edev_id, []).append(sub)
+        old = self._by_id.get(sub.id)
+        if old is not None:
+            self.forget([old])
+        self._subs.setdefault(sub.edev_id, {})[sub.id] = sub
+        self._to.setdefault(sub.resource, {})[sub.id] = sub
         self._by_id[sub.id] = sub
 
     def subscriptions(self, edev_id: int) -> list[Subscription]:
-        return list(self._subs.get(edev_id, ()))
+        return list(self._subs.get(edev_id, {}).values())
+
+    def to(self, href: str, holders: set[int]) -> list[Subscription]:
+        """The subscriptions to `href` held by these EndDevices."""
+        return [s for s in self._to.get(href, {}).values() if s.edev_id in holders]
 
     def by_id(self, sub_id: int) -> Subscription | None:
         return self._by_id.get(sub_id)
@@ -128,11 +151,8 @@ class Notifier:
         """Drop deleted Subscriptions from the cache (after their deletion committed)."""
         for sub in subs:
             self._by_id.pop(sub.id, None)
-            kept = [s for s in self._subs.get(sub.edev_id, []) if s.id != sub.id]
-            if kept:
-                self._subs[sub.edev_id] = kept
-            else:
-                self._subs.pop(sub.edev_id, None)
+            _drop(self._subs, sub.edev_id, sub.id)
+            _drop(self._to, sub.resource, sub.id)
 
     def about(self, edev_ids: set[int]) -> list[Subscription]:
         """Every Subscription held by, or to a resource under, these EndDevices (what goes
@@ -163,6 +183,14 @@ class Notifier:
 
     async def announce(self, subs: list[Subscription], href: str, resource: Any) -> int:
         return await self.send(self.notifications(subs, href, resource))
+
+
+def _drop[K](index: dict[K, dict[int, Subscription]], group: K, sub_id: int) -> None:
+    members = index.get(group)
+    if members is not None:
+        members.pop(sub_id, None)
+        if not members:
+            del index[group]
 
 
 def resource_for(resource: Any, limit: int) -> Any:
