@@ -54,12 +54,12 @@ class Leases:
 
     async def try_take(self, name: str) -> bool:
         now = utcnow()
-        async with self._db.write() as session:
+        async with self._db.write_now() as session:
             return await repo.take_lease(session, name, self.holder, now,
                                          now + timedelta(seconds=self.ttl_s))
 
     async def release(self, name: str) -> None:
-        async with self._db.write() as session:
+        async with self._db.write_now() as session:
             await repo.drop_lease(session, name, self.holder)
 
     @asynccontextmanager

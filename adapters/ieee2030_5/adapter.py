@@ -86,9 +86,17 @@ async def refresh(parts: Parts, changes: dict[str, set[str] | None]) -> None:
                                   [r.id for k in keys
                                    if (r := parts.registry.by_resource(k)) is not None])
     if "mup" in changes:
-        parts.feedback.forget_mups()
+        mups = changes["mup"]
+        if mups is None:
+            parts.feedback.forget_mups()
+        else:
+            await parts.feedback.reread_mups(mups)
     if "rsp" in changes:
-        parts.feedback.forget_responses()
+        responses = changes["rsp"]
+        if responses is None:
+            parts.feedback.forget_responses()
+        else:
+            await parts.feedback.reread_responses(responses)
     edev_keys = changes.get("edev", set())
     sub_keys = changes.get("sub", set())
     if RELOADED & set(changes) or edev_keys is None or sub_keys is None:

@@ -12,7 +12,7 @@ import asyncio
 import copy
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,11 +186,46 @@ class Feedback:
         """Another process stored Responses: read them afresh on next use."""
         self._kept = None
 
+    async def reread_responses(self, keys: Iterable[str]) -> None:
+        """Another process stored (or dropped) these Responses: keep them as the store has
+        them now. (Reading every device's Responses again for each one another process
+        stored was a fifth of a two-process fan-out's work.)"""
+        if self._kept is None:
+            return  # read whole on first use
+        keys = list(keys)
+        stored = await self.state.responses_by_key(keys)
+        gone = {int(k.rsplit("/", 1)[-1]) for k in keys if k not in stored}
+        if gone:
+            for lfdi, kept in self._kept.items():
+                if any(r.id in gone for r in kept):
+                    self._kept[lfdi] = deque(r for r in kept if r.id not in gone)
+        for record in sorted(stored.values(), key=lambda r: r.id):
+            if record.set_id != RESPONSE_SET:
+                continue
+            kept = self._kept.setdefault(record.lfdi, deque())
+            if all(r.id != record.id for r in kept):
+                kept.append(record)
+                if len(kept) > 1 and kept[-2].id > record.id:  # (oldest first, by id)
+                    self._kept[record.lfdi] = deque(sorted(kept, key=lambda r: r.id))
+
     # --- mirror usage points ----------------------------------------------------------------
 
     def forget_mups(self) -> None:
         """Another process changed MirrorUsagePoints: read them afresh on next use."""
         self._mups = None
+
+    async def reread_mups(self, keys: Iterable[str]) -> None:
+        """Another process wrote these MirrorUsagePoints: index them as stored now."""
+        if self._mups is None:
+            return  # read whole on first use
+        keys = list(keys)
+        stored = await self.state.mups_by_key(keys)
+        for key in keys:
+            record = stored.get(key)
+            if record is not None:
+                self._mups.put(record)
+            else:
+                self._mups.drop(int(key))
 
     async def _index(self) -> MupIndex:
         if self._mups is None:
@@ -240,14 +275,14 @@ class Feedback:
 
     async def mups(self, scope: ClientScope) -> list[MupRecord]:
         index = await self._index()
-        ids = sorted(i for lfdi in {r.lfdi for r in self.registry.visible(scope)}
+        ids = sorted(i for lfdi in self.registry.visible_set(scope).lfdis
                      for i in index.by_lfdi.get(lfdi, ()))
         return [index.by_id[i] for i in ids]
 
     async def mup_count(self, scope: ClientScope) -> int:
         index = await self._index()
         return sum(len(index.by_lfdi.get(lfdi, ()))
-                   for lfdi in {r.lfdi for r in self.registry.visible(scope)})
+                   for lfdi in self.registry.visible_set(scope).lfdis)
 
     @staticmethod
     def _check_mmr_owners(index: MupIndex, record: MupRecord,

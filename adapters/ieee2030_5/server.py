@@ -416,9 +416,9 @@ async def post_sub(request: web.Request) -> web.Response:
     subscribed = SUBSCRIBED_EDEV.match(doc.subscribedResource or "")
     if subscribed is not None:  # (an EndDevice another process made a moment ago?)
         await svc.registry.recall(int(subscribed.group(1)))
-    visible = svc.registry.visible(scope)
-    held = svc.notifier.count([r.id for r in visible])
-    ders = sum(1 for r in visible if r.resource_id is not None or r.inband)
+    visible = svc.registry.visible_set(scope)
+    held = svc.notifier.count(visible.ids)
+    ders = visible.ders
     cap = svc.settings.max_subscriptions + svc.settings.max_subscriptions_per_der * ders
     if held >= cap:  # before refusing: this process may not have every EndDevice made yet
         ders = max(ders, await svc.registry.platform_der_count(scope))

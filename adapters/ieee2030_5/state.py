@@ -201,6 +201,10 @@ class AdapterState:
         doc = await self.records.get("rsp", f"{_key(set_id)}/{_key(response_id)}")
         return ResponseRecord(**doc) if doc else None
 
+    async def responses_by_key(self, keys: Iterable[str]) -> dict[str, ResponseRecord]:
+        return {k: ResponseRecord(**d)
+                for k, d in (await self.records.get_many("rsp", keys)).items()}
+
     async def save_response(self, record: ResponseRecord,
                             dropped: Sequence[ResponseRecord] = ()) -> None:
         """The Response and the deletion of the device's Responses past retention, in one
@@ -225,6 +229,9 @@ class AdapterState:
     async def mup(self, mup_id: int) -> MupRecord | None:
         doc = await self.records.get("mup", _key(mup_id))
         return MupRecord(**doc) if doc else None
+
+    async def mups_by_key(self, keys: Iterable[str]) -> dict[str, MupRecord]:
+        return {k: MupRecord(**d) for k, d in (await self.records.get_many("mup", keys)).items()}
 
     async def save_mup(self, record: MupRecord) -> None:
         await self.records.put("mup", _key(record.id), asdict(record))

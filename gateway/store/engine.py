@@ -62,6 +62,19 @@ class Database:
         async with self.write_lock, self.sessions() as session, session.begin():
             yield session
 
+    @asynccontextmanager
+    async def write_now(self) -> AsyncIterator[AsyncSession]:
+        """A small transaction that must not queue behind this process's other writes (a
+        lease renewal: queued behind a fan-out's commits for longer than its lease lasts, it
+        lost the lease to a process that then redid the whole rendering). PostgreSQL takes
+        it beside them; SQLite, with one writer, still in turn."""
+        if self.is_sqlite:
+            async with self.write() as session:
+                yield session
+            return
+        async with self.sessions() as session, session.begin():
+            yield session
+
     async def upgrade(self) -> None:
         async with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":

@@ -129,7 +129,8 @@ class Run:
         for spec in fleets:
             config = FleetConfig(count=spec.count, first_port=0, w_max=spec.w_max,
                                  battery_every=1 if spec.kind == "battery" else 0,
-                                 available_pu=spec.available, ramp_pct_s=100.0, tick_s=0.25)
+                                 available_pu=spec.available, ramp_pct_s=100.0,
+                                 tick_s=max(0.25, self.options.step_s))
             fleet = await stack.enter_async_context(running_fleet(config))
             for n, der_id in enumerate(spec.ids()):
                 host, port, unit = fleet.address(n)

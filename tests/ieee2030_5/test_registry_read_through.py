@@ -88,3 +88,43 @@ async def test_subscriptions_another_process_wrote_are_reread_by_key(tmp_path):
         assert notifier.to("/edev/6/derp/1/derc", {1}) == [] and notifier.by_id(101) is None
     finally:
         await db.close()
+
+
+async def test_responses_and_mirror_usage_points_another_process_wrote_are_reread_by_key(
+        tmp_path):
+    """Each Response or MirrorUsagePoint stored at another process is read here by its key,
+    not by reading every device's again (which made a two-process fan-out quadratic)."""
+    from adapters.ieee2030_5.feedback import Feedback
+    from adapters.ieee2030_5.function_sets.documents import RESPONSE_SET
+    from adapters.ieee2030_5.state import MupRecord, ResponseRecord
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    await db.upgrade()
+    try:
+        other = AdapterState(AdapterRecords(db, "ieee2030_5"))
+        here = AdapterState(AdapterRecords(db, "ieee2030_5"))
+        feedback = Feedback(None, here, None, "ieee2030_5")  # type: ignore[arg-type]
+        assert await feedback._kept_responses() == {}
+        index = await feedback._index()
+
+        first = ResponseRecord(id=7, set_id=RESPONSE_SET, subject="AA", lfdi="L1", status=1,
+                               created=0)
+        await other.save_response(first, [])
+        await feedback.reread_responses([f"{RESPONSE_SET:010d}/{7:010d}"])
+        second = ResponseRecord(id=8, set_id=RESPONSE_SET, subject="AA", lfdi="L1", status=2,
+                                created=1)
+        await other.save_response(second, [first])  # the other process drops the oldest
+        await feedback.reread_responses([f"{RESPONSE_SET:010d}/{8:010d}",
+                                         f"{RESPONSE_SET:010d}/{7:010d}"])
+        assert [r.id for r in (await feedback._kept_responses())["L1"]] == [8]
+
+        mup = MupRecord(id=3, mrid="M3", lfdi="L1", edev_id=None, role_flags="03",
+                        service_category=0, status=0)
+        await other.save_mup(mup)
+        await feedback.reread_mups([f"{3:010d}"])
+        assert index.by_mrid["M3"] == 3 and index.by_lfdi["L1"] == {3}
+        await other.delete_mup(3)
+        await feedback.reread_mups([f"{3:010d}"])
+        assert 3 not in index.by_id and "M3" not in index.by_mrid
+    finally:
+        await db.close()

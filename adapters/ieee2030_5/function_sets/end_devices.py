@@ -13,6 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from adapters.ieee2030_5.codec import models as m
@@ -25,6 +26,16 @@ from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gateway.ports import GatewayPort
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Visible:
+    """The EndDevices a client may see: by id, their ids and LFDIs, and how many are DERs'."""
+
+    rows: list[EndDeviceRecord]
+    ids: frozenset[int]
+    lfdis: frozenset[str]
+    ders: int
 
 
 class EndDeviceRegistry:
@@ -53,7 +64,7 @@ class EndDeviceRegistry:
         # What each client sees, by id, is asked on every request: kept until the index
         # changes (an aggregator's list can hold thousands of EndDevices).
         self._generation = 0
-        self._visible: dict[tuple[str, str | None], tuple[int, list[EndDeviceRecord]]] = {}
+        self._visible: dict[tuple[str, str | None], tuple[int, Visible]] = {}
         # Ids read from the store and not found there, until EndDevices next change: probing
         # unknown ids costs one read each, not one per request.
         self._absent: set[int] = set()
@@ -280,6 +291,11 @@ class EndDeviceRegistry:
 
     def visible(self, scope: ClientScope) -> list[EndDeviceRecord]:
         """The EndDevices `scope` may see, by id (a shared list: do not change it)."""
+        return self.visible_set(scope).rows
+
+    def visible_set(self, scope: ClientScope) -> Visible:
+        """What `scope` may see, with the sets and counts asked of it per request (a client's
+        Subscription cap, its MirrorUsagePoints): kept until the index changes."""
         key = (scope.lfdi, scope.aggregator_id if scope.is_aggregator else None)
         cached = self._visible.get(key)
         if cached is not None and cached[0] == self._generation:
@@ -290,8 +306,10 @@ class EndDeviceRegistry:
         else:
             rows = self.by_lfdi(scope.lfdi)
         rows.sort(key=lambda r: r.id)
-        self._visible[key] = (self._generation, rows)
-        return rows
+        made = Visible(rows, frozenset(r.id for r in rows), frozenset(r.lfdi for r in rows),
+                       sum(1 for r in rows if r.resource_id is not None or r.inband))
+        self._visible[key] = (self._generation, made)
+        return made
 
     def visible_device(self, scope: ClientScope, lfdi: str) -> EndDeviceRecord | None:
         """The DER EndDevice with this LFDI that `scope` may see, if any: a canonical DER's,
