@@ -77,6 +77,9 @@ def open_end(start: int, now: int, horizon: int) -> int:
     return start + spans * horizon
 
 
+EFFECTIVE_KEPT = 100_000  # effective controls kept in memory (see ControlPublisher)
+
+
 class ControlPublisher:
     """Renders effective controls into published DERControls, many DERs per transaction.
 
@@ -90,10 +93,25 @@ class ControlPublisher:
         self.state = state
         self.options = options
         self._published: dict[str, Published] = {}
+        # Each DER's effective control as last rendered or read: a DefaultDERControl or a
+        # DERProgram GET read it from the store every time. Replaced by each render, dropped
+        # with `forget`; a read that a render overtook is not kept (`_epoch`).
+        self._effective: dict[str, EffectiveControl | None] = {}
+        self._epoch = 0
 
     async def effective(self, resource_id: str) -> EffectiveControl | None:
+        if resource_id in self._effective:
+            return self._effective[resource_id]
+        epoch = self._epoch
         control: EffectiveControl | None = await self.gateway.effective_control(resource_id)
+        if epoch == self._epoch:
+            self._keep_effective({resource_id: control})
         return control
+
+    def _keep_effective(self, controls: dict[str, EffectiveControl | None]) -> None:
+        if len(self._effective) + len(controls) > EFFECTIVE_KEPT:
+            self._effective.clear()  # (a bound, for fleets larger than it: read again)
+        self._effective.update(controls)
 
     async def published(self, resource_id: str) -> list[ControlRecord]:
         return (await self._load(resource_id)).controls
@@ -179,7 +197,9 @@ class ControlPublisher:
         DefaultDERControls changed, and what to write. Nothing is written here: the caller
         commits `Changes.updates` with the notifications they imply, then `commit()`s."""
         now = int(time.time())
+        self._epoch += 1
         controls = await self.gateway.effective_controls(list(resources))
+        self._keep_effective({rid: controls.get(rid) for rid in resources})
         updates: dict[str, Published] = {}
         changes = Changes(set(), set(), updates, [])
         for rid, rating in resources.items():
@@ -208,8 +228,10 @@ class ControlPublisher:
             await self.gateway.record_acknowledgement(ack)
 
     def forget(self, resource_ids: Iterable[str]) -> None:
+        self._epoch += 1
         for rid in resource_ids:
             self._published.pop(rid, None)
+            self._effective.pop(rid, None)
 
 
 @dataclass(frozen=True, slots=True)
