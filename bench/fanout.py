@@ -207,7 +207,7 @@ async def main() -> None:
     ap.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--workers", type=int, default=1, help="gateway processes (postgres)")
     ap.add_argument("--light", action="store_true", help="step the simulated DERs' models "
-                    "every 2 s, not 0.2 s (their ramps coarser; what the gateway does is the "
+                    "every 5 s, not 0.2 s (their ramps coarser; what the gateway does is the "
                     "same), Modbus polled every 5 s (the adapter's default) with a 10 s "
                     "time-out: for 100,000 DERs, whose models would fill a core by themselves")
     ap.add_argument("--per-aggregator", type=int, default=10_000,
@@ -224,7 +224,7 @@ async def main() -> None:
     print("mix: 50% 2030.5 (aggregator clients, subscriptions), 25% OpenADR 3 (VENs, webhooks),"
           " 25% SunSpec Modbus")
     print(f"database {args.database}, {args.workers} worker(s), aggregators of "
-          f"{args.per_aggregator} DERs" + (", light fleet (models stepped every 2 s)"
+          f"{args.per_aggregator} DERs" + (", light fleet (models stepped every 5 s)"
                                            if args.light else ""))
     print(f"{'DERs':>6} {'acked':>11} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'CPU ms/DER':>10} "
           f"{'gw peak MB':>10}  start-up s (gateway, registered, connected)")
@@ -240,7 +240,7 @@ async def main() -> None:
                 (args.profile / f"{n}").mkdir(parents=True, exist_ok=True)
             r = await one(n, args.workdir, args.progress, url, args.workers,
                           args.profile / f"{n}" if args.profile else None,
-                          2.0 if args.light else 0.2, args.per_aggregator)
+                          5.0 if args.light else 0.2, args.per_aggregator)
             results.append(r)
             up = r["startup_s"]
             print(f"{r['ders']:>6} {r['acked']:>5}/{r['expected']:<5} {r.get('p50', '-'):>7} "

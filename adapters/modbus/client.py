@@ -1,9 +1,13 @@
-"""The I/O edge: one Modbus TCP (or Modbus/TCP Security) connection per device, and reads in
-request-sized pieces. (What is read and written, SunSpec, is in `sunspec/`.)
+"""The I/O edge: one Modbus TCP (or Modbus/TCP Security) connection per address, and reads
+in request-sized pieces. (What is read and written, SunSpec, is in `sunspec/`.)
 
-pymodbus 3.16 stays behind `ModbusLink`; its async client is not safe to share between
-tasks, so every request on a link is serialised by a lock. Failures surface as this module's
-`DeviceError` family, each carrying a sentence an operator can act on.
+Devices behind one host and port (unit ids behind a Modbus gateway or a datalogger) share
+one connection, as such gateways expect (many accept only one or a few): a pool of 25,000
+devices behind 250 gateways holds 250 sockets, not 25,000. pymodbus 3.16 stays behind
+`ModbusLink`; its async client is not safe to share between tasks, so every request on a
+connection is serialised by a lock, and `turn()` gives one device at a time a whole pass.
+Failures surface as this module's `DeviceError` family, each carrying a sentence an
+operator can act on.
 """
 
 from __future__ import annotations
@@ -65,16 +69,19 @@ class Endpoint:
         return f"{'modbus+tls' if self.tls else 'modbus'}://{self.host}:{self.port}/{self.unit_id}"
 
 
-class ModbusLink:
-    """One connection to one device. Reconnects lazily; never retries by itself."""
+class Connection:
+    """One TCP (or TLS) connection to a host and port, used by every device behind it.
+    Reconnects lazily; never retries by itself."""
 
-    def __init__(self, endpoint: Endpoint, timeout_s: float = 2.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
-        self.endpoint = endpoint
+    def __init__(self, endpoint: Endpoint, timeout_s: float,
+                 ssl_context: ssl.SSLContext | None) -> None:
+        self.endpoint = endpoint  # (its unit id is the first user's: only host and port count)
         self.timeout_s = timeout_s
         self.ssl_context = ssl_context
+        self.lock = asyncio.Lock()  # one request at a time
+        self.turns = asyncio.Lock()  # one device's pass at a time
+        self.users = 0
         self._client: AsyncModbusTcpClient | None = None
-        self._lock = asyncio.Lock()
 
     def _new_client(self) -> AsyncModbusTcpClient:
         # retries=0 and reconnect_delay=0: back-off and reconnection are the pool's decision.
@@ -87,30 +94,84 @@ class ModbusLink:
                                     "Modbus client certificate (pki modbus/clients/...)")
         return AsyncModbusTlsClient(self.endpoint.host, sslctx=self.ssl_context, **common)
 
-    async def _connected(self) -> AsyncModbusTcpClient:
+    async def connected(self, who: Endpoint) -> AsyncModbusTcpClient:
         if self._client is not None and self._client.connected:
             return self._client
-        self.close()
+        self.reset()
         client = self._new_client()
         try:
             ok = await asyncio.wait_for(client.connect(), self.timeout_s + 0.5)
         except (TimeoutError, OSError, ModbusException) as exc:
             client.close()
-            raise DeviceUnreachable(f"{self.endpoint}: cannot connect ({exc!r})") from exc
+            raise DeviceUnreachable(f"{who}: cannot connect ({exc!r})") from exc
         if not ok:
             client.close()
-            raise DeviceUnreachable(f"{self.endpoint}: cannot connect")
+            raise DeviceUnreachable(f"{who}: cannot connect")
         self._client = client
         return client
 
+    def reset(self) -> None:
+        """Close the socket (its state is unknown after a failure): the next request opens
+        a new one."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class Connections:
+    """The connections of a pool, one per (host, port, TLS), counted by their users."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, int, bool], Connection] = {}
+
+    def take(self, endpoint: Endpoint, timeout_s: float,
+             ssl_context: ssl.SSLContext | None) -> Connection:
+        key = (endpoint.host.lower(), endpoint.port, endpoint.tls)
+        conn = self._open.get(key)
+        if conn is None:
+            conn = self._open[key] = Connection(endpoint, timeout_s, ssl_context)
+        conn.users += 1
+        return conn
+
+    def give_back(self, conn: Connection) -> None:
+        conn.users -= 1
+        if conn.users <= 0:
+            conn.reset()
+            key = (conn.endpoint.host.lower(), conn.endpoint.port, conn.endpoint.tls)
+            if self._open.get(key) is conn:
+                del self._open[key]
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+class ModbusLink:
+    """One device (a unit id) on a connection: its own, or one shared through `connections`
+    with the other devices at the same host and port."""
+
+    def __init__(self, endpoint: Endpoint, timeout_s: float = 2.0,
+                 ssl_context: ssl.SSLContext | None = None,
+                 connections: Connections | None = None) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self._connections = connections
+        self._conn = (connections.take(endpoint, timeout_s, ssl_context)
+                      if connections is not None
+                      else Connection(endpoint, timeout_s, ssl_context))
+        self._released = False
+
+    def turn(self) -> asyncio.Lock:
+        """Held for a device's whole pass: the devices of one connection take turns."""
+        return self._conn.turns
+
     async def _call(self, what: str, request: Callable[[AsyncModbusTcpClient], Awaitable[Any]]
                     ) -> Any:
-        async with self._lock:
-            client = await self._connected()
+        async with self._conn.lock:
+            client = await self._conn.connected(self.endpoint)
             try:
                 reply = await asyncio.wait_for(request(client), self.timeout_s + 0.5)
             except (TimeoutError, OSError, ModbusException) as exc:
-                self.close()  # the connection's state is unknown: start afresh next time
+                self._conn.reset()  # the connection's state is unknown: start afresh next time
                 timed_out = isinstance(exc, TimeoutError | ModbusIOException)
                 reason = f"no answer in time ({exc!r})" if timed_out else repr(exc)
                 raise DeviceUnreachable(f"{self.endpoint}: {what}: {reason}") from exc
@@ -124,7 +185,7 @@ class ModbusLink:
         reply = await self._call(f"read {address}+{count}", lambda c: c.read_holding_registers(
             address, count=count, device_id=unit))
         if len(reply.registers) != count:
-            self.close()
+            self._conn.reset()
             raise DeviceUnreachable(f"{self.endpoint}: read {address}+{count}: short answer")
         return list(reply.registers)
 
@@ -134,9 +195,21 @@ class ModbusLink:
             address, list(values), device_id=unit))
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """After a failure: a connection of this device's own is closed (the next request
+        opens a new one); a shared one was reset by the failing request itself, and other
+        devices' requests may be on it now."""
+        if self._connections is None:
+            self._conn.reset()
+
+    def release(self) -> None:
+        """The device is no longer polled: its connection closes with its last user."""
+        if self._released:
+            return
+        self._released = True
+        if self._connections is None:
+            self._conn.reset()
+        else:
+            self._connections.give_back(self._conn)
 
 
 async def read_span(link: ModbusLink, address: int, count: int) -> list[int]:

@@ -123,12 +123,14 @@ class Registry:
                 await repo.add_outbox_many(session, [
                     (Topic.RESOURCE_CHANGED, {"resource_id": r.id, "protocol": r.binding.protocol})
                     for r in resources])
-                self._uow.invalidate()
+                self._uow.added_resources(resources)
                 await self._uow.recompute(session, ldcs)
         except IntegrityError as exc:
-            raise Conflict("a resource with that id or protocol address already exists") from exc
-        finally:
             self._uow.invalidate()
+            raise Conflict("a resource with that id or protocol address already exists") from exc
+        except BaseException:
+            self._uow.invalidate()
+            raise
         self._uow.committed()
         return list(resources)
 

@@ -9,7 +9,7 @@ it. Only after the commit does anyone hear "accepted"; only the outbox relay pub
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.bindings import BindingRules
 from gateway.coordination.engine import Coordinator
 from gateway.coordination.topology import Topology
-from gateway.domain import utcnow
+from gateway.domain import Resource, utcnow
 from gateway.events import Topic
 from gateway.jsonform import to_json
 from gateway.store import repo
@@ -46,6 +46,9 @@ class UnitOfWork:
         self._maybe_stale = False  # another process may have changed the topology
         self._loading = asyncio.Lock()
         self.last_topology_count = 0  # the count the last topology write made
+        # The topology as the write in progress leaves it, when known without reading the
+        # store (see added_resources); the cache once that write commits.
+        self._provisional: Topology | None = None
 
     def committed(self) -> None:
         """A write with outbox rows committed: wake the relay."""
@@ -69,14 +72,20 @@ class UnitOfWork:
         finally:
             pending, self._pending_versions = self._pending_versions, {}
             count, self._pending_controls_count = self._pending_controls_count, None
+            provisional, self._provisional = self._provisional, None
         if self._versions is not None:
             self._versions.update(pending)
         if count is not None:
             self._controls_count = count
+        if provisional is not None:  # committed: the cache is what this write left
+            self._topology, self._topology_count = provisional, self.last_topology_count
+            self._topology_generation += 1  # (a load in flight must not overwrite it)
 
     # -- the topology cache ----------------------------------------------------------------
 
     async def topology(self, session: AsyncSession | None = None) -> Topology:
+        if session is not None and self._provisional is not None:
+            return self._provisional
         cached = self._topology
         if cached is not None and not self._maybe_stale:
             return cached
@@ -110,6 +119,18 @@ class UnitOfWork:
         if generation == self._topology_generation:
             self._topology, self._topology_count = loaded, count
         return loaded
+
+    def added_resources(self, resources: Sequence[Resource]) -> None:
+        """Inside a topology write (its count already taken): these DERs were added. If the
+        cache was the store's just before this write, the write's recompute and the cache
+        after it take them in place; otherwise the topology is read again. (A registration of
+        100,000 DERs in batches read every DER stored so far, twice per batch.)"""
+        cached = self._topology
+        # (the count, not the event log's hints, says whether anybody else wrote between)
+        if cached is not None and self.last_topology_count == self._topology_count + 1:
+            self._provisional = cached.with_resources(resources)
+        else:
+            self.invalidate()
 
     def online_changed(self, flags: dict[str, bool], count: int) -> None:
         """A committed change of online flags alone (count: the store's topology count it

@@ -2,6 +2,7 @@
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,35 @@ async def test_poll_cycle_reads_telemetry_of_every_device(fleet):
         assert sink.latest(f"d{i}", Quantity.VOLTAGE) == pytest.approx(240.0)
         assert sink.latest(f"d{i}", Quantity.CONNECTED) == 1.0
     assert not sink.acks  # nothing to acknowledge without a control
+
+
+def sockets_to(ports: set[int]) -> int:
+    """This process's established TCP connections to these local ports (from /proc)."""
+    count = 0
+    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port, state = int(fields[2].split(":")[1], 16), fields[3]
+        count += state == "01" and remote_port in ports  # 01: ESTABLISHED
+    return count
+
+
+async def test_devices_behind_one_address_share_one_connection(fleet):
+    """Unit ids behind one host and port (a Modbus gateway) are polled over one socket,
+    taking turns; it closes with its last device."""
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink)
+    ports = {fleet.address(i)[1] for i in range(4)}
+    assert len(ports) == 2  # two devices behind each
+    results = await pool.poll_cycle()
+    assert all(r.ok for r in results)
+    assert len(pool.connections) == 2 and sockets_to(ports) == 2
+    pool.release("d0")
+    assert len(pool.connections) == 2  # d0's neighbour still uses it
+    pool.release("d1")
+    pool.release("d2")
+    pool.release("d3")
+    await asyncio.sleep(0.1)
+    assert len(pool.connections) == 0 and sockets_to(ports) == 0
 
 
 async def test_export_limit_is_written_verified_acknowledged_and_followed(fleet):

@@ -5,56 +5,32 @@ before the delivery rows; after a restart every subscriber is notified, once."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from datetime import UTC, datetime, timedelta
-
-from aiohttp import web
 
 from tests.openadr3.conftest import CORE_WARNINGS, Vtn, oadr_der, until
 from tests.support.gateway import GatewayProcess, free_port
 from tests.support.seed import seed_platform
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = CORE_WARNINGS
 FAULT = {"DER_GATEWAY_FAULT_INJECT": "crash-between-records-and-deliveries"}
 
 
-async def receivers(n: int) -> tuple[list[web.AppRunner], list[str], list[Counter[str]]]:
-    runners, urls, counts = [], [], []
-    for _ in range(n):
-        seen: Counter[str] = Counter()
-
-        async def hook(request: web.Request, seen: Counter[str] = seen) -> web.Response:
-            note = await request.json()
-            seen[f"{note['operation']}:{note['object']['id']}"] += 1
-            return web.json_response({})
-
-        app = web.Application()
-        app.router.add_post("/hook", hook)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        runners.append(runner)
-        urls.append(f"http://127.0.0.1:{port}/hook")
-        counts.append(seen)
-    return runners, urls, counts
-
-
 async def test_event_and_its_webhooks_survive_a_crash_between_the_two_writes(tmp_path):
     listen = f"https://127.0.0.1:{free_port()}"
     process = GatewayProcess(tmp_path, openadr3={"listen": listen})
-    runners, urls, counts = await receivers(2)
+    receivers = [await WebhookReceiver().start() for _ in range(2)]
     try:
         gw = await process.start(extra_env=FAULT)
         clients = await seed_platform(gw, resources=[oadr_der("o1", "ven-x", "bat-1")])
         vtn = Vtn(gw, listen, clients)
         ven = await vtn.provision("agg-x", {"role": "ven", "ven_name": "ven-x"})
         token = await vtn.token(ven)
-        for url in urls:  # two subscribers of the VEN's events
+        for hooks in receivers:  # two subscribers of the VEN's events
             status, _ = await vtn.call("POST", "/subscriptions", token, {
                 "clientName": "ven-x", "objectOperations": [{
                     "objects": ["EVENT"], "operations": ["CREATE", "UPDATE"],
-                    "callbackUrl": url}]})
+                    "callbackUrl": hooks.url}]})
             assert status == 201
         now = datetime.now(UTC)
         status, _ = await clients["ldc-a"].post("/v1/instructions", {
@@ -65,12 +41,12 @@ async def test_event_and_its_webhooks_survive_a_crash_between_the_two_writes(tmp
         assert status == 201
         # Rendering the limit writes the event with its webhooks: the process dies inside.
         assert await process.wait_exit(timeout=20) == 70
-        assert all(not c for c in counts)
+        assert all(not hooks.posts for hooks in receivers)
 
         await process.start()  # no fault now: the follower renders from the store again
-        await until(lambda: _all(counts), within=20)
+        await until(lambda: _all(receivers), within=20)
         await asyncio.sleep(3)  # and nothing comes twice
-        for seen in counts:
+        for seen in (hooks.operations() for hooks in receivers):
             created = [k for k in seen if k.startswith("CREATE:")]
             assert len(created) == 1, seen
             assert seen[created[0]] == 1, seen
@@ -79,10 +55,10 @@ async def test_event_and_its_webhooks_survive_a_crash_between_the_two_writes(tmp
         assert [e["id"] for e in events] == [created[0].split(":", 1)[1]]
     finally:
         await process.stop()
-        for runner in runners:
-            await runner.cleanup()
+        for hooks in receivers:
+            await hooks.stop()
 
 
 
-async def _all(counts: list[Counter[str]]) -> bool:
-    return all(counts)
+async def _all(receivers: list[WebhookReceiver]) -> bool:
+    return all(hooks.posts for hooks in receivers)

@@ -4,12 +4,10 @@ can no longer reach its VEN raises an "undeliverable" notice."""
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from tests.openadr3.conftest import CORE_WARNINGS, until
 from tests.openadr3.test_findings import limit_event
 from tests.openadr3.test_integration import submit_limit
-from tests.support.gateway import free_port
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = CORE_WARNINGS
 
@@ -50,23 +48,6 @@ async def test_read_by_the_ven_is_fetched_and_a_revoked_ven_is_undeliverable(vtn
     assert await until(noticed)
 
 
-async def receiver(status: int) -> tuple[web.AppRunner, str, list[dict]]:
-    """A webhook receiver on loopback answering every POST with `status`."""
-    got: list[dict] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        got.append(await request.json())
-        return web.json_response({}, status=status)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}/hook", got
-
-
 async def subscribe(vtn, token: str, url: str, client: str = "ven-x") -> dict:
     status, sub = await vtn.call("POST", "/subscriptions", token, {
         "clientName": client,
@@ -84,11 +65,10 @@ async def test_a_webhook_the_ven_took_marks_its_der_delivered(vtn):
     token = await vtn.token(ven)
     bl = await vtn.provision("ldc-a", {"role": "bl"})
     bl_token = await vtn.token(bl)
-    runner, url, got = await receiver(200)
-    bl_runner, bl_url, bl_got = await receiver(500)  # BL's receiver fails: no matter to o1
-    try:
-        await subscribe(vtn, token, url)
-        await subscribe(vtn, bl_token, bl_url, client="bl")
+    # (BL's receiver fails: no matter to o1)
+    async with WebhookReceiver(200) as hooks, WebhookReceiver(500) as bl_hooks:
+        await subscribe(vtn, token, hooks.url)
+        await subscribe(vtn, bl_token, bl_hooks.url, client="bl")
         await submit_limit(vtn, 2_500)
 
         async def delivered():
@@ -96,12 +76,9 @@ async def test_a_webhook_the_ven_took_marks_its_der_delivered(vtn):
             return found if found.get("state") == "delivered" else None
 
         await until(delivered, within=15)
-        assert any(n["object"]["targets"] == ["ven-x/bat-1"] for n in got)
-        assert bl_got, "the BL subscriber was notified too"
+        assert any(n["object"]["targets"] == ["ven-x/bat-1"] for n in hooks.bodies)
+        assert bl_hooks.posts, "the BL subscriber was notified too"
         assert (await delivery(vtn, "o2")) == {}
-    finally:
-        await runner.cleanup()
-        await bl_runner.cleanup()
 
 
 async def test_a_webhook_that_fails_for_good_marks_its_der_undeliverable(vtn):
@@ -111,9 +88,8 @@ async def test_a_webhook_that_fails_for_good_marks_its_der_undeliverable(vtn):
     deliveries.base_backoff_s, deliveries.max_backoff_s = 0.01, 0.01  # tries in quick order
     ven = await vtn.provision("agg-x", {"role": "ven", "ven_name": "ven-x"})
     token = await vtn.token(ven)
-    runner, url, got = await receiver(503)
-    try:
-        await subscribe(vtn, token, url)
+    async with WebhookReceiver(503) as hooks:
+        await subscribe(vtn, token, hooks.url)
         await submit_limit(vtn, 2_600)
 
         async def undeliverable():
@@ -123,10 +99,8 @@ async def test_a_webhook_that_fails_for_good_marks_its_der_undeliverable(vtn):
 
         found = await until(undeliverable, within=30)
         assert "webhook" in found["reason"] and "HTTP 503" in found["reason"]
-        assert len(got) >= 20  # every try reached the receiver
+        assert len(hooks.posts) >= 20  # every try reached the receiver
         assert (await delivery(vtn, "o2")) == {}
-    finally:
-        await runner.cleanup()
 
 
 async def test_deleting_a_subscription_cancels_its_pending_webhooks_of_controls(vtn):
@@ -134,18 +108,15 @@ async def test_deleting_a_subscription_cancels_its_pending_webhooks_of_controls(
     deletes its subscription: nothing is pending any more, and nothing more is sent."""
     ven = await vtn.provision("agg-x", {"role": "ven", "ven_name": "ven-x"})
     token = await vtn.token(ven)
-    runner, url, got = await receiver(503)
-    try:
-        sub = await subscribe(vtn, token, url)
+    async with WebhookReceiver(503) as hooks:
+        sub = await subscribe(vtn, token, hooks.url)
         await submit_limit(vtn, 2_700)
-        await until(lambda: _true(got))
+        await until(lambda: _true(hooks.posts))
         deliveries = vtn.gw.gateway.deliveries
         assert (await deliveries.stats())["pending"] >= 1  # its retry waits
         status, _ = await vtn.call("DELETE", f"/subscriptions/{sub['id']}", token)
         assert status == 200
         assert (await deliveries.stats())["pending"] == 0
-    finally:
-        await runner.cleanup()
 
 
 async def _true(items: list) -> bool:

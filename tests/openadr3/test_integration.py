@@ -4,38 +4,20 @@ acknowledgement in the platform API."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiohttp import web
-
 from adapters.openadr3.vtn.service import Change
 from tests.openadr3.conftest import CORE_WARNINGS, V31, V301, until
 from tests.support.gateway import free_port
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = CORE_WARNINGS
 
 
 def iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
-
-
-async def webhook_receiver() -> tuple[web.AppRunner, str, asyncio.Queue[Any]]:
-    received: asyncio.Queue[Any] = asyncio.Queue(100)
-
-    async def hook(request: web.Request) -> web.Response:
-        received.put_nowait((request.headers.get("Authorization"), await request.json()))
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}/hook", received
 
 
 async def submit_limit(vtn, export_w: float) -> dict[str, Any]:
@@ -57,8 +39,7 @@ async def submit_limit(vtn, export_w: float) -> dict[str, Any]:
 async def test_limit_reaches_ven_by_poll_and_webhook_and_report_comes_back(vtn):
     ven = await vtn.provision("agg-x", {"role": "ven", "ven_name": "ven-x"})
     token = await vtn.token(ven)
-    runner, hook_url, received = await webhook_receiver()
-    try:
+    async with WebhookReceiver() as hooks:
         status, sub = await vtn.call(
             "POST",
             "/subscriptions",
@@ -69,7 +50,7 @@ async def test_limit_reaches_ven_by_poll_and_webhook_and_report_comes_back(vtn):
                     {
                         "objects": ["EVENT"],
                         "operations": ["CREATE", "UPDATE"],
-                        "callbackUrl": hook_url,
+                        "callbackUrl": hooks.url,
                         "bearerToken": "hook-secret",
                     }
                 ],
@@ -102,8 +83,7 @@ async def test_limit_reaches_ven_by_poll_and_webhook_and_report_comes_back(vtn):
         assert all(not e.get("targets") for e in untargeted)
 
         async def hooked():
-            while not received.empty():
-                auth, note = received.get_nowait()
+            for auth, note in hooks.posts:
                 values = [
                     p["values"]
                     for iv in note["object"]["intervals"]
@@ -175,8 +155,6 @@ async def test_limit_reaches_ven_by_poll_and_webhook_and_report_comes_back(vtn):
         acks = await until(ack)
         assert acks[0]["status"] == "started"
         assert acks[0]["control_ref"].startswith(event["id"])
-    finally:
-        await runner.cleanup()
 
 
 async def test_3_0_1_ven_polls_the_same_limit(vtn):

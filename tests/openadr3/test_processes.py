@@ -21,7 +21,6 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from aiohttp import web
 from sqlalchemy import text
 
 from gateway.store.engine import Database
@@ -31,6 +30,7 @@ from tests.support.gateway import test_settings as gateway_env
 from tests.support.mosquitto import mosquitto_broker
 from tests.support.postgres import postgres_cluster
 from tests.support.seed import seed_platform
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = [*CORE_WARNINGS, pytest.mark.timeout(300)]
 RENDER_LEASE = "openadr3:render"
@@ -194,22 +194,6 @@ async def test_tokens_and_objects_made_at_one_process_serve_at_the_other(pair: P
     await until(refused_at_b)
 
 
-async def receiver() -> tuple[web.AppRunner, str, list[dict[str, Any]]]:
-    got: list[dict[str, Any]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        got.append(await request.json())
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}/hook", got
-
-
 async def test_an_instruction_at_a_reaches_a_ven_at_b_and_b_s_webhook_once(pair: Pair):
     a, b = pair.a, pair.b
     # Provisioned through b: whichever process renders, b answers once the VEN's resource
@@ -218,12 +202,11 @@ async def test_an_instruction_at_a_reaches_a_ven_at_b_and_b_s_webhook_once(pair:
     token = await b.token(ven)
     status, resources = await b.call("GET", "/resources", token)
     assert status == 200 and sorted(r["resourceName"] for r in resources) == ["bat-1", "bat-2"]
-    runner, url, got = await receiver()
-    try:
+    async with WebhookReceiver() as hooks:
         status, sub = await b.call("POST", "/subscriptions", token, {
             "clientName": "ven-x",
             "objectOperations": [{"objects": ["EVENT"], "operations": ["CREATE", "UPDATE"],
-                                  "callbackUrl": url}]})
+                                  "callbackUrl": hooks.url}]})
         assert status == 201, sub
         bl = await a.provision("ldc-a", {"role": "bl"})
         bl_token = await a.token(bl)
@@ -236,7 +219,7 @@ async def test_an_instruction_at_a_reaches_a_ven_at_b_and_b_s_webhook_once(pair:
         await limit(a, 3_300)  # through a's platform API
 
         async def notified() -> list[dict[str, Any]]:
-            return [n for n in got if carries(n["object"], 3.3)]
+            return [n for n in hooks.bodies if carries(n["object"], 3.3)]
 
         first = (await until(notified))[0]
 
@@ -248,11 +231,9 @@ async def test_an_instruction_at_a_reaches_a_ven_at_b_and_b_s_webhook_once(pair:
         event = await polled_event(b, token, 3.3)  # a VEN polling b has it too
         assert event["id"] == first["object"]["id"]
         await asyncio.sleep(3.0)  # time for a second delivery, were there one
-        notes = [n for n in got if n["object"]["id"] == event["id"]]
-        assert len(notes) == 1, notes
-        assert notes[0]["operation"] in ("CREATE", "UPDATE")
-    finally:
-        await runner.cleanup()
+    notes = [n for n in hooks.bodies if n["object"]["id"] == event["id"]]
+    assert len(notes) == 1, notes
+    assert notes[0]["operation"] in ("CREATE", "UPDATE")
 
 
 async def test_the_render_lease_moves_to_the_survivor_of_a_kill(pair: Pair):

@@ -1,11 +1,12 @@
-"""The device pool: one connection and one loop per device, bounded concurrency, back-off.
+"""The device pool: one loop per device, one connection per address (host and port: the
+unit ids behind a Modbus gateway share it and take turns), bounded concurrency, back-off.
 
 Each device runs its own loop: discover once, render its control (`render.Renderer`) when it
-changes or its reversion timers need a refresh, read telemetry when due. A failure closes
-that device's connection and backs it off exponentially; after `offline_after` failures in a
-row it is marked offline and its control undeliverable. Nothing a device does can raise out
-of its loop, and a slow device only holds one of the `max_concurrency` slots, for at most its
-time-out.
+changes or its reversion timers need a refresh, read telemetry when due. A failed request
+closes its connection (the next opens a new one) and backs the device off exponentially;
+after `offline_after` failures in a row it is marked offline and its control undeliverable.
+Nothing a device does can raise out of its loop, and a slow device only holds one of the
+`max_concurrency` slots (and its connection's turn), for at most its time-out.
 
 The pool polls exactly the devices it is given: `assign(specs)` hands it a device set (the
 adapter gives it every Modbus DER; with several processes, each would be given the devices it
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.modbus.client import (
+    Connections,
     DeviceError,
     DeviceRefused,
     DeviceUnreachable,
@@ -78,6 +80,7 @@ class DevicePool:
         self.protocol = protocol  # the adapter's name, on every record it makes
         self.renderer = Renderer(self.settings, feedback, protocol, clock)
         self.devices: dict[str, Device] = {}
+        self.connections = Connections()  # devices at one host and port share one
         self._slots = asyncio.Semaphore(self.settings.max_concurrency)
         self._group: asyncio.TaskGroup | None = None
 
@@ -110,7 +113,7 @@ class DevicePool:
         known = dict(old.acked) if old is not None else dict(acked or {})
         self.release(resource_id)
         link = ModbusLink(endpoint, self.settings.timeout_s,
-                          self.ssl_context if endpoint.tls else None)
+                          self.ssl_context if endpoint.tls else None, self.connections)
         dev = Device(resource_id, endpoint, w_max, link, control, acked=known)
         self.devices[resource_id] = dev
         if self._group is not None:
@@ -123,7 +126,7 @@ class DevicePool:
         if dev is not None:
             if dev.task is not None:
                 dev.task.cancel()
-            dev.link.close()
+            dev.link.release()
         return dev
 
     def set_control(self, resource_id: str, control: EffectiveControl | None) -> None:
@@ -145,11 +148,13 @@ class DevicePool:
         finally:
             self._group = None
             for dev in self.devices.values():
-                dev.link.close()
+                dev.link.release()
 
     async def _loop(self, dev: Device) -> None:
         while True:
-            async with self._slots:
+            # Its connection's turn first, then a slot: devices queued behind one gateway
+            # must not hold the slots the others' connections could use.
+            async with dev.link.turn(), self._slots:
                 result = await self.service(dev)
             dev.wake.clear()
             try:
@@ -162,7 +167,7 @@ class DevicePool:
         """One pass over every device at once (bounded): for tests and the bench."""
 
         async def one(dev: Device) -> PassResult:
-            async with self._slots:
+            async with dev.link.turn(), self._slots:
                 return await self.service(dev, force_telemetry=True)
 
         return list(await asyncio.gather(*(one(d) for d in self.devices.values())))
