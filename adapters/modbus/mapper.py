@@ -49,6 +49,15 @@ class ControlPlan:
     instruction_ids: tuple[str, ...] = field(default=(), compare=False)  # of 704/703
 
     @property
+    def timed(self) -> bool:
+        """Whether its reversion timers guard anything: with every control and every
+        reversion value disabled, a lapse changes nothing, so they need no refreshing (an
+        idle fleet of 25,000 inverters was rewritten every 20 s for nothing)."""
+        values = dict(self.ctl_704)
+        return any(values.get(name) == ENABLED for name in
+                   ("WMaxLimPctEna", "WMaxLimPctEnaRvrt", "WSetEna", "WSetEnaRvrt"))
+
+    @property
     def fingerprint(self) -> str:
         """Of the 704/703 part (the function part has its own)."""
         body = json.dumps([self.ctl_704, self.enter_service, self.instruction_ids])

@@ -84,7 +84,7 @@ class Renderer:
                 await self._acknowledge(dev, Part.CONTROL, plan.instruction_ids,
                                         plan.fingerprint, outcome)
             return
-        if not (changed or self._refresh_due(dev.written_at)):
+        if not (changed or (plan.timed and self._refresh_due(dev.written_at))):
             return
         outcome = await apply_plan(dev.link, dev.dmap, plan, full=changed)
         dev.written_at, dev.plan_fp = now, plan.fingerprint

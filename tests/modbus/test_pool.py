@@ -117,6 +117,25 @@ async def test_reversion_timer_is_refreshed_while_the_pool_runs(fleet):
     assert inv.image.get(704, "WMaxLimPctEna") == 0
 
 
+async def test_a_device_with_nothing_enabled_is_not_rewritten_to_restart_timers(fleet):
+    """Without a control (every enable and reversion value off) a lapse of the reversion
+    timer changes nothing: the plan is written once, not refreshed; d2, limited, is."""
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink, reversion_s=1, poll_interval_s=0.1, refresh_fraction=0.3)
+    pool.set_control("d2", export_limit("d2", 2_000.0))
+    runner = asyncio.create_task(pool.run())
+    try:
+        await asyncio.sleep(1.0)
+        idle, limited = fleet.inverters[1].writes, fleet.inverters[2].writes
+        await asyncio.sleep(2.0)  # several refresh periods
+        assert fleet.inverters[1].writes == idle
+        assert fleet.inverters[2].writes > limited
+    finally:
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+
 async def test_device_refusing_the_plan_gets_a_rejected_ack(fleet):
     from dataclasses import replace
 
