@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.openadr3.conftest import CORE_WARNINGS, V31, V301, until
-from tests.openadr3.test_integration import webhook_receiver
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = [
     *CORE_WARNINGS,
@@ -165,7 +165,7 @@ async def test_elaad_bl_and_ven_round_trip(vtn, version, monkeypatch):
         "agg-x", {"role": "ven", "ven_name": "ven-x", "api_version": version})
     bl = await asyncio.to_thread(bl_client, vtn, bl_cred, k)
     ven = await asyncio.to_thread(ven_client, vtn, ven_cred, k)
-    runner, hook_url, received = await webhook_receiver()
+    hooks = await WebhookReceiver().start()
     try:
         program = await asyncio.to_thread(bl.programs.create_program, new_program(k))
         event = await asyncio.to_thread(bl.events.create_event, new_event(k, program.id, 3.0))
@@ -182,7 +182,7 @@ async def test_elaad_bl_and_ven_round_trip(vtn, version, monkeypatch):
         assert event.id in {e.id for e in seen}
 
         await asyncio.to_thread(ven.subscriptions.create_subscription,
-                                new_subscription(k, hook_url, program.id))
+                                new_subscription(k, hooks.url, program.id))
         update = k.models.event.event.EventUpdate(
             programID=event.program_id, event_name="elaad-limit-2", priority=event.priority,
             targets=event.targets, payload_descriptors=event.payload_descriptors,
@@ -193,8 +193,7 @@ async def test_elaad_bl_and_ven_round_trip(vtn, version, monkeypatch):
         assert updated.event_name == "elaad-limit-2"
 
         async def hooked():
-            while not received.empty():
-                auth, note = received.get_nowait()
+            for auth, note in hooks.posts:
                 if note["object"]["id"] == event.id and \
                         note["object"].get("eventName") == "elaad-limit-2":
                     return auth, note
@@ -220,4 +219,4 @@ async def test_elaad_bl_and_ven_round_trip(vtn, version, monkeypatch):
         assert await until(reading)
         assert (await until(ack))[0]["status"] == "started"
     finally:
-        await runner.cleanup()
+        await hooks.stop()
