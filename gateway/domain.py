@@ -260,6 +260,13 @@ class EffectiveControl:
                 return interval
         return None
 
+    def next_change(self, after: datetime) -> datetime | None:
+        """The first interval start or end later than `after` (None: what is in force at
+        `after` stays so)."""
+        edges = [t for i in self.intervals for t in (i.start, i.end)
+                 if t is not None and t > after]
+        return min(edges, default=None)
+
 
 class NoticeKind(StrEnum):
     LIMITATION = "limitation"

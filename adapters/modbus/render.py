@@ -50,11 +50,33 @@ class Renderer:
 
     async def render(self, dev: Device) -> None:
         """Write what is due on a discovered device; acknowledge what changed."""
-        plan = plan_for(dev.control, _utcnow(), dev.w_max, self.settings.reversion_s,
-                        self.settings.nominal_hz)
+        plan, fingerprint, functions_fp = self._plan(dev)
+        if fingerprint == dev.plan_fp and functions_fp == dev.functions_fp \
+                and not self._refresh_pending(dev, plan):
+            return  # an idle pass: nothing new, no timer to restart
         await self._render_control(dev, plan)
         await self._render_functions(dev, plan.functions)
         await self._report(dev, _delivery(dev))
+
+    def _plan(self, dev: Device) -> tuple[ControlPlan, str, str]:
+        """The device's plan now (with its fingerprints), planned again only when its control
+        or rating changed or the control reached an interval's start or end."""
+        now = _utcnow()
+        memo = dev.plan_memo
+        if memo is not None and memo[0] is dev.control and memo[1] == dev.w_max and \
+                (memo[2] is None or now < memo[2]):
+            return memo[3], memo[4], memo[5]
+        plan = plan_for(dev.control, now, dev.w_max, self.settings.reversion_s,
+                        self.settings.nominal_hz)
+        until = dev.control.next_change(now) if dev.control is not None else None
+        dev.plan_memo = (dev.control, dev.w_max, until, plan, plan.fingerprint,
+                         plan.functions.fingerprint)
+        return plan, dev.plan_memo[4], dev.plan_memo[5]
+
+    def _refresh_pending(self, dev: Device, plan: ControlPlan) -> bool:
+        """Whether a written control's or curve's reversion timer is due for a restart."""
+        return bool((plan.timed and self._refresh_due(dev.written_at))
+                    or (dev.curves_on and self._refresh_due(dev.curves_at)))
 
     async def unreachable(self, dev: Device, reason: str) -> None:
         """The device cannot be reached (or is no SunSpec device): its control is not

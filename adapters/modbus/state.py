@@ -75,6 +75,10 @@ class Device:
     acked: dict[Part, Acked] = field(default_factory=dict)  # from the ledger, then ours
     outcomes: dict[Part, Outcome] = field(default_factory=dict)  # latest write of each part
     delivery: Delivery | None = None  # last reported
+    # The plan of `control` at this `w_max`, good until the control's next interval edge:
+    # (control, w_max, until, plan, fingerprint, functions' fingerprint). An idle pass
+    # (thousands per second in a large fleet) reuses it instead of planning afresh.
+    plan_memo: tuple[Any, ...] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 

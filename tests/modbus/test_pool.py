@@ -2,6 +2,7 @@
 
 import asyncio
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,25 @@ async def test_a_pool_handed_what_was_acknowledged_does_not_acknowledge_it_again
         await restarted.poll_cycle()
         assert inv.image.get(704, "WMaxLimPctEna") == 1  # written again, verified
         assert [a.status for a in sink.acks] == expected
+
+
+async def test_a_limit_that_starts_later_is_written_when_it_starts(fleet):
+    """Idle passes reuse the device's plan, but only until the control's next interval
+    edge: a limit starting in a second is written then, without any new control."""
+    sink = RecordingSink()
+    pool = make_pool(fleet, sink, poll_interval_s=0.1)
+    later = export_limit("d3", 2_500.0)
+    start = datetime.now(UTC) + timedelta(seconds=1.5)
+    (interval,) = later.intervals
+    pool.set_control("d3", replace(later, intervals=(replace(interval, start=start),)))
+    runner = asyncio.create_task(pool.run())
+    try:
+        inv = fleet.inverters[3]
+        await asyncio.sleep(1.0)
+        assert not inv.model.w_max_lim.enabled  # not yet
+        await asyncio.sleep(2.0)
+        assert inv.model.w_max_lim.enabled
+    finally:
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
