@@ -132,6 +132,12 @@ class ObjectStore:
             (v, k): {} for v in VERSIONS for k in KINDS
         }
         self._owner_of: dict[tuple[str, str, str], str] = {}  # (version, kind, id) -> owner
+        # Unique names (name_key) -> ids, per (version, kind): checking that a new resource's
+        # name is free scanned every resource object (quadratic in a VEN's provisioning).
+        self._by_name: dict[tuple[str, str], dict[str, set[str]]] = {
+            (v, k): {} for v in VERSIONS for k in KINDS
+        }
+        self._name_of: dict[tuple[str, str, str], str] = {}  # (version, kind, id) -> name
         # Bumped on every ven/resource write: caches of granted targets compare against it.
         self.grants_generation = 0
 
@@ -139,9 +145,10 @@ class ObjectStore:
         """(Re)build the whole index from the records (start-up, or after the event log
         overflowed)."""
         async with self._lock:
-            for bucket in (self._by_target, self._by_owner):
+            for bucket in (self._by_target, self._by_owner, self._by_name):
                 for index in bucket.values():
                     index.clear()
+            self._name_of.clear()
             for by_der in self._by_der.values():
                 by_der.clear()
             self._der_of.clear()
@@ -306,7 +313,17 @@ class ObjectStore:
     def count_owned(self, version: str, kind: str, owner: str) -> int:
         return len(self._by_owner[(version, kind)].get(owner, ()))
 
+    def named(self, version: str, kind: str, name: str) -> list[StoredObject]:
+        """The objects of a kind whose unique name (`name_key`) is `name`."""
+        bucket = self._index[(version, kind)]
+        ids = self._by_name[(version, kind)].get(name, ())
+        return [bucket[i] for i in ids if i in bucket]
+
     def _link(self, obj: StoredObject) -> None:
+        name = name_key(obj.kind, obj.body)
+        if name is not None:
+            self._by_name[(obj.version, obj.kind)].setdefault(name, set()).add(obj.id)
+            self._name_of[(obj.version, obj.kind, obj.id)] = name
         self._by_owner[(obj.version, obj.kind)].setdefault(obj.owner, set()).add(obj.id)
         self._owner_of[(obj.version, obj.kind, obj.id)] = obj.owner
         index = self._by_target[(obj.version, obj.kind)]
@@ -319,6 +336,13 @@ class ObjectStore:
 
     def _unlink(self, obj: StoredObject) -> None:
         # By what was linked, not by obj.meta: callers may have changed the meta in place.
+        name = self._name_of.pop((obj.version, obj.kind, obj.id), None)
+        if name is not None:
+            named = self._by_name[(obj.version, obj.kind)].get(name)
+            if named is not None:
+                named.discard(obj.id)
+                if not named:
+                    del self._by_name[(obj.version, obj.kind)][name]
         owner = self._owner_of.pop((obj.version, obj.kind, obj.id), None)
         if owner is not None:
             owned = self._by_owner[(obj.version, obj.kind)].get(owner)
@@ -344,3 +368,15 @@ class ObjectStore:
     def _touched(self, obj: StoredObject) -> None:
         if obj.kind in ("ven", "resource"):
             self.grants_generation += 1
+
+
+def name_key(kind: str, body: dict[str, Any]) -> str | None:
+    """What must be unique among objects of a kind: a program's or a ven's name, a
+    resource's name within its ven (None: the kind has no unique name)."""
+    if kind == "program":
+        return str(body.get("programName"))
+    if kind == "ven":
+        return str(body.get("venName"))
+    if kind == "resource":
+        return f"{body.get('venID')}\x1f{body.get('resourceName')}"
+    return None

@@ -250,3 +250,29 @@ async def test_callbacks_in_any_address_notation_are_refused_with_400(vtn, bl, u
     assert_problem(status, problem, 400)
     _, listed = await vtn.call("GET", "/subscriptions", bl)
     assert listed == []
+
+
+async def test_a_resource_name_is_unique_within_its_ven_and_freed_by_a_rename(vtn):
+    """The name check reads an index of names, not every resource object: a taken name is
+    a conflict within the ven, free in another, and free again once renamed."""
+    ven = await vtn.provision("agg-x", {"role": "ven", "ven_name": "ven-x"})
+    token = await vtn.token(ven)
+    _, objects = await vtn.call("GET", "/resources", token)
+    ven_id = objects[0]["venID"]
+
+    async def post(name: str) -> tuple[int, Any]:
+        result: tuple[int, Any] = await vtn.call("POST", "/resources", token, {
+            "objectType": "VEN_RESOURCE_REQUEST", "resourceName": name, "venID": ven_id})
+        return result
+
+    status, made = await post("meter-1")
+    assert status == 201, made
+    status, problem = await post("meter-1")
+    assert_problem(status, problem, 409)
+    status, renamed = await vtn.call("PUT", f"/resources/{made['id']}", token, {
+        "objectType": "VEN_RESOURCE_REQUEST", "resourceName": "meter-2", "venID": ven_id})
+    assert status == 200, renamed
+    status, again = await post("meter-1")
+    assert status == 201, again
+    status, problem = await post("meter-2")
+    assert_problem(status, problem, 409)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from adapters.openadr3.codec.timing import parse_start, rfc3339
 from adapters.openadr3.mapper import slots
-from adapters.openadr3.state import Announcements, ObjectStore, StoredObject
+from adapters.openadr3.state import Announcements, ObjectStore, StoredObject, name_key
 from adapters.openadr3.vtn.auth import Principal
 from adapters.openadr3.vtn.kinds import KINDS, check_writer, parse
 from adapters.openadr3.vtn.ownership import Ownership
@@ -317,9 +317,13 @@ class VtnService:
         kind: str,
         old: StoredObject | None,
         pred: Callable[[StoredObject], bool],
+        name: str | None = None,
     ) -> StoredObject | None:
-        """Another object of `kind` for which `pred` holds (a taken name), or None."""
-        for obj in self.store.all(version, kind):
+        """Another object of `kind` for which `pred` holds (a taken name), or None; among
+        those with this unique `name` (`name_key`) when given, not among all."""
+        found = self.store.named(version, kind, name) if name is not None \
+            else self.store.all(version, kind)
+        for obj in sorted(found, key=lambda o: o.seq) if name is not None else found:
             if (old is None or obj.id != old.id) and pred(obj):
                 return obj
         return None
@@ -503,7 +507,8 @@ class Ref:
     def taken(self, kind: str, what: str, pred: Callable[[StoredObject], bool]) -> None:
         """409 when the name is taken by an object the writer may see; 404 when it is taken
         by one it may not (a VEN learns nothing of other parties' objects)."""
-        other = self.svc.clash(self.version, kind, self.old, pred)
+        other = self.svc.clash(self.version, kind, self.old, pred,
+                               name_key(kind, self.body))
         if other is None:
             return
         if self.svc.referable(self.principal, other):
