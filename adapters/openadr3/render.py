@@ -20,11 +20,16 @@ import asyncio
 import hashlib
 import logging
 from contextlib import AsyncExitStack
-from itertools import chain
 from typing import Any
 
 from adapters.openadr3 import mapper
-from adapters.openadr3.state import GATEWAY, UNNUMBERED, VERSIONS, StoredObject
+from adapters.openadr3.state import (
+    GATEWAY,
+    UNNUMBERED,
+    VERSIONS,
+    StoredObject,
+    resource_name_key,
+)
 from adapters.openadr3.vtn.notifier import parse_subject
 from adapters.openadr3.vtn.problems import forbidden
 from adapters.openadr3.vtn.service import Change, Hook, VtnService, now_text
@@ -161,11 +166,9 @@ class Renderer(Hook):
         # in that form, or a 3.0.1 object gains the target again on every render.
         (term,) = normalise(ven.version, wire_targets(ven.version, target))
         store = self.service.store
-        # Usually the object already carries its granted target: an index lookup, no scan.
-        candidates = chain(
-            store.carrying(ven.version, "resource", frozenset({term})),
-            self.service.objects_of(ven.version, "resource"),
-        )
+        # The ven's resource of that name, by the index of names (no scan of every resource
+        # object: provisioning a VEN's DERs one scan each was quadratic in the fleet).
+        candidates = store.named(ven.version, "resource", resource_name_key(ven.id, name))
         for obj in candidates:
             if obj.body.get("venID") == ven.id and obj.body.get("resourceName") == name:
                 if obj.meta.get("resource_id") == resource.id and term in obj.targets:

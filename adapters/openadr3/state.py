@@ -378,5 +378,10 @@ def name_key(kind: str, body: dict[str, Any]) -> str | None:
     if kind == "ven":
         return str(body.get("venName"))
     if kind == "resource":
-        return f"{body.get('venID')}\x1f{body.get('resourceName')}"
+        return resource_name_key(body.get("venID"), body.get("resourceName"))
     return None
+
+
+def resource_name_key(ven_id: Any, resource_name: Any) -> str:
+    """A resource's unique name: its name within its ven."""
+    return f"{ven_id}\x1f{resource_name}"
