@@ -27,6 +27,7 @@ class Topology:
     _by_feeder: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
     _by_ldc: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
     _children: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
+    _by_aggregator: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
     _ldc_cache: dict[str, Participant | None] = field(default_factory=dict, init=False,
                                                        repr=False)
 
@@ -35,9 +36,12 @@ class Topology:
         by_node: dict[str, list[str]] = defaultdict(list)
         by_feeder: dict[str, list[str]] = defaultdict(list)
         by_ldc: dict[str, list[str]] = defaultdict(list)
+        by_aggregator: dict[str, list[str]] = defaultdict(list)
         for rid, res in self.resources.items():
             cp = self.connection_points.get(res.connection_point_id)
             by_cp[res.connection_point_id].append(rid)
+            if res.aggregator_id:
+                by_aggregator[res.aggregator_id].append(rid)
             if cp is None:
                 continue
             by_node[cp.td_node].append(rid)
@@ -50,6 +54,12 @@ class Topology:
                 children[p.host_ldc_id].append(p.id)
         self._by_cp, self._by_node, self._by_feeder = dict(by_cp), dict(by_node), dict(by_feeder)
         self._by_ldc, self._children = dict(by_ldc), dict(children)
+        self._by_aggregator = dict(by_aggregator)
+
+    def aggregator_resource_ids(self, aggregator_id: str) -> list[str]:
+        """The DERs an aggregator registered (an aggregator's client asks for its own among
+        a platform's hundred thousand)."""
+        return self._by_aggregator.get(aggregator_id, [])
 
     def with_resources(self, added: Iterable[Resource]) -> Topology:
         """The same topology with these DERs added (or replaced): indexed again in memory,
@@ -70,6 +80,7 @@ class Topology:
             self.participants, self.connection_points, resources)
         new._by_cp, new._by_node, new._by_feeder = self._by_cp, self._by_node, self._by_feeder
         new._by_ldc, new._children = self._by_ldc, self._children
+        new._by_aggregator = self._by_aggregator
         new._ldc_cache = dict(self._ldc_cache)
         return new
 

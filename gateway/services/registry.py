@@ -77,6 +77,8 @@ class Registry:
         topo = await self._uow.topology()
         # Look up the ids asked for, filter, then sort only what matched (adapters ask for a
         # few DERs, or one protocol's, out of tens of thousands).
+        if ids is None and aggregator_id is not None:
+            ids = topo.aggregator_resource_ids(aggregator_id)
         pool = topo.resources.values() if ids is None else \
             [r for rid in set(ids) if (r := topo.resources.get(rid)) is not None]
         return sorted((r for r in pool

@@ -253,3 +253,16 @@ def test_equal_group_cap_rule():
     result = Coordinator.from_names("equal", "headroom").coordinate(topo, [cap], now=NOW)
     assert result.controls["d6"].at(t("14:00")).export_max_w == pytest.approx(4500)
     assert result.controls["d7"].at(t("14:00")).export_max_w == pytest.approx(4500)
+
+
+def test_the_topology_indexes_an_aggregators_ders_through_its_copies():
+    """An aggregator's client asks for its own DERs among all of them: the index follows
+    DERs added in place and online marks (which share it)."""
+    cp = ConnectionPoint("cp", "A", "N")
+    topo = topology([("A", DsoModel.DUAL_PARTICIPATION, None)], [cp],
+                    [der("d1", "cp", 5), der("d2", "cp", 5, agg="Y")])
+    assert topo.aggregator_resource_ids("X") == ["d1"]
+    grown = topo.with_resources([der("d3", "cp", 5)])
+    assert sorted(grown.aggregator_resource_ids("X")) == ["d1", "d3"]
+    assert grown.with_online({"d3": False}).aggregator_resource_ids("Y") == ["d2"]
+    assert topo.aggregator_resource_ids("nobody") == []
