@@ -257,16 +257,14 @@ class Registry:
                     for rid, online in changed.items()])
                 available = [rid for rid, (was, online) in flips.items()
                              if (was is not False) != online]
+                self._uow.flags_changed(changed)
                 if available:
-                    self._uow.invalidate()
                     topo = await self._uow.topology(session)
                     await self._uow.recompute(session, {
                         ldc.id for rid in available if (ldc := topo.ldc_of(rid)) is not None})
         except BaseException:
             self._uow.invalidate()  # the cached topology may hold flags rolled back
             raise
-        if not available:
-            self._uow.online_changed(changed, self._uow.last_topology_count)
         self._uow.committed()
         return changed
 

@@ -123,3 +123,43 @@ async def test_a_first_contact_changes_no_control_and_keeps_the_topology(tmp_pat
     assert engine.runs == runs + 1
     assert (await services.topology()).resources["d0"].online is False
     await db.close()
+
+
+async def test_flips_and_registrations_change_the_cached_topology_in_place(tmp_path,
+                                                                           monkeypatch):
+    """A DER going offline and back, and new DERs, are taken into the cached topology in
+    place: the store's DERs are not all read again (at 100,000 DERs a read took seconds,
+    inside a write), and what is cached is what a fresh read gives."""
+    from gateway.store import repo
+
+    db, services = await total_dso_with_dispatch(tmp_path, 4)
+    try:
+        await services.set_online_many({f"d{i}": True for i in range(4)})
+        await services.uow.topology()
+        reads = 0
+        real = repo.resources
+
+        async def counted(*args, **kwargs):
+            nonlocal reads
+            reads += 1
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(repo, "resources", counted)
+        before = await setpoints(services)
+        await services.set_online_many({"d0": False})  # a flip: d0's share moves
+        after = await setpoints(services)
+        assert before["d0"] == 1000.0 and not after["d0"]
+        assert after["d1"] == pytest.approx(4000.0 / 3)
+        await services.set_online_many({"d0": True})
+        admin = await services.participant("admin")
+        await services.register_resources(admin, [Resource(
+            "d9", "cp", DerKind.PV, Nameplate(10_000), Binding(
+                "modbus", {"host": "h", "port": 502, "unit_id": 9}))])
+        cached = await services.uow.topology()
+        assert reads == 0
+        monkeypatch.setattr(repo, "resources", real)
+        async with db.read() as session:
+            stored = {r.id: r for r in await repo.resources(session)}
+        assert dict(cached.resources) == stored
+    finally:
+        await db.close()
