@@ -249,7 +249,8 @@ class Registry:
         try:
             async with self._uow.write(topology=True) as session:
                 flips = await repo.set_online(session, marks)
-                if not flips:
+                if not flips:  # (repeats: Modbus devices report each pass's reach)
+                    self._uow.unchanged()
                     return {}
                 changed = {rid: online for rid, (_, online) in flips.items()}
                 await repo.add_outbox_many(session, [

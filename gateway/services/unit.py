@@ -133,6 +133,11 @@ class UnitOfWork:
         write, seconds each, while every other write waited."""
         self._in_place(lambda topo: topo.with_online(flags))
 
+    def unchanged(self) -> None:
+        """Inside a topology write that changed nothing after all: the cache stays the
+        store's (its count moved on; without this the next reader re-read every DER)."""
+        self._in_place(lambda topo: topo)
+
     def _in_place(self, change: Callable[[Topology], Topology]) -> None:
         cached = self._provisional or self._topology
         # (the count, not the event log's hints, says whether anybody else wrote between)

@@ -151,6 +151,8 @@ async def test_flips_and_registrations_change_the_cached_topology_in_place(tmp_p
         assert before["d0"] == 1000.0 and not after["d0"]
         assert after["d1"] == pytest.approx(4000.0 / 3)
         await services.set_online_many({"d0": True})
+        assert await services.set_online_many({"d1": True}) == {}  # a repeat: no change
+        await services.uow.topology()
         admin = await services.participant("admin")
         await services.register_resources(admin, [Resource(
             "d9", "cp", DerKind.PV, Nameplate(10_000), Binding(
