@@ -34,6 +34,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.background import background
 from gateway.domain import utcnow
 from gateway.errors import InvalidInput
 from gateway.outbound import OutboundGuard
@@ -185,14 +186,9 @@ class DeliveryQueue:
         """Run the delivery worker for the duration of the context."""
         connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=self._concurrency,
                                          resolver=GuardedResolver(self.guard))
-        async with aiohttp.ClientSession(connector=connector, timeout=self._timeout) as http:
-            task = asyncio.create_task(self._work(http), name="delivery-worker")
-            try:
-                yield
-            finally:
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
+        async with aiohttp.ClientSession(connector=connector, timeout=self._timeout) as http, \
+                background(self._work(http), "delivery-worker"):
+            yield
 
     async def _work(self, http: aiohttp.ClientSession) -> None:
         while True:

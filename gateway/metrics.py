@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.background import background
 from gateway.domain import Role
 from gateway.errors import Forbidden
 from gateway.health import HealthSnapshot, connected_clients, snapshot
@@ -179,13 +180,8 @@ class GatewayMetrics:
     @asynccontextmanager
     async def measuring_loop_lag(self, interval_s: float = LOOP_INTERVAL_S) -> AsyncIterator[None]:
         """Measure, while entered, how late `asyncio.sleep(interval_s)` returns."""
-        task = asyncio.create_task(self._measure_loop(interval_s), name="metrics-loop-lag")
-        try:
+        async with background(self._measure_loop(interval_s), "metrics-loop-lag"):
             yield
-        finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
 
     async def _measure_loop(self, interval_s: float) -> None:
         loop = asyncio.get_running_loop()

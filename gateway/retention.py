@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
+from gateway.background import background
 from gateway.domain import utcnow
 from gateway.settings import RetentionSettings
 from gateway.store import repo
@@ -66,13 +67,8 @@ class Retention:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._loop(), name="retention")
-        try:
+        async with background(self._loop(), "retention"):
             yield
-        finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
 
     async def _loop(self) -> None:
         while True:

@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway import heap
 from gateway.adapters import Adapter, AdapterContext, InstalledAdapter, PkiPaths, discover
 from gateway.api.app import make_platform_app
+from gateway.background import background
 from gateway.bindings import BindingRules
 from gateway.body import BodyReader
 from gateway.bus import InProcessBus
@@ -165,20 +166,14 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         log.info("shutting down")
 
 
-@asynccontextmanager
-async def _following(bus: InProcessBus, topics: set[Topic],
-                     on_batch: Callable[[list[TypedEvent]], Awaitable[None]],
-                     resync: Callable[[], Awaitable[None]], name: str) -> AsyncIterator[None]:
+def _following(bus: InProcessBus, topics: set[Topic],
+               on_batch: Callable[[list[TypedEvent]], Awaitable[None]],
+               resync: Callable[[], Awaitable[None]], name: str
+               ) -> AbstractAsyncContextManager[None]:
     """Follow these topics of the event log (maybe written by other processes) while the
     gateway runs."""
-    task = asyncio.create_task(follow(bus, topics, on_batch=on_batch, resync=resync,
-                                      name=name), name=name.replace(" ", "-"))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+    return background(follow(bus, topics, on_batch=on_batch, resync=resync, name=name),
+                      name.replace(" ", "-"))
 
 
 def _following_topology(bus: InProcessBus, services: GatewayServices

@@ -338,25 +338,13 @@ class ObjectStore:
         # By what was linked, not by obj.meta: callers may have changed the meta in place.
         name = self._name_of.pop((obj.version, obj.kind, obj.id), None)
         if name is not None:
-            named = self._by_name[(obj.version, obj.kind)].get(name)
-            if named is not None:
-                named.discard(obj.id)
-                if not named:
-                    del self._by_name[(obj.version, obj.kind)][name]
+            _discard(self._by_name[(obj.version, obj.kind)], name, obj.id)
         owner = self._owner_of.pop((obj.version, obj.kind, obj.id), None)
         if owner is not None:
-            owned = self._by_owner[(obj.version, obj.kind)].get(owner)
-            if owned is not None:
-                owned.discard(obj.id)
-                if not owned:
-                    del self._by_owner[(obj.version, obj.kind)][owner]
+            _discard(self._by_owner[(obj.version, obj.kind)], owner, obj.id)
         der = self._der_of.pop((obj.version, obj.id), None)
         if der is not None:
-            ids = self._by_der[obj.version].get(der)
-            if ids is not None:
-                ids.discard(obj.id)
-                if not ids:
-                    del self._by_der[obj.version][der]
+            _discard(self._by_der[obj.version], der, obj.id)
         index = self._by_target[(obj.version, obj.kind)]
         for target in obj.targets:
             ids = index.get(target)
@@ -385,3 +373,12 @@ def name_key(kind: str, body: dict[str, Any]) -> str | None:
 def resource_name_key(ven_id: Any, resource_name: Any) -> str:
     """A resource's unique name: its name within its ven."""
     return f"{ven_id}\x1f{resource_name}"
+
+
+def _discard(index: dict[str, set[str]], key: str, object_id: str) -> None:
+    """Take an id out of an index entry, and the entry with its last id."""
+    ids = index.get(key)
+    if ids is not None:
+        ids.discard(object_id)
+        if not ids:
+            del index[key]
