@@ -16,6 +16,7 @@ a crash can lose neither alone.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -109,9 +110,15 @@ class ControlPublisher:
         return control
 
     def _keep_effective(self, controls: dict[str, EffectiveControl | None]) -> None:
-        if len(self._effective) + len(controls) > EFFECTIVE_KEPT:
-            self._effective.clear()  # (a bound, for fleets larger than it: read again)
-        self._effective.update(controls)
+        # Bounded for fleets larger than EFFECTIVE_KEPT: the least recently written go
+        # first (a dict keeps insertion order), so one DER's GET does not empty the cache.
+        for rid, control in controls.items():
+            self._effective.pop(rid, None)
+            self._effective[rid] = control
+        excess = len(self._effective) - EFFECTIVE_KEPT
+        if excess > 0:
+            for rid in list(itertools.islice(self._effective, excess)):
+                del self._effective[rid]
 
     async def published(self, resource_id: str) -> list[ControlRecord]:
         return (await self._load(resource_id)).controls

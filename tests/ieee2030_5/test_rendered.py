@@ -79,3 +79,24 @@ async def test_time_moves_a_rendered_control_to_active(server, monkeypatch):
             status = etree.fromstring(await resp.read()).findtext(
                 ".//s:EventStatus/s:currentStatus", namespaces=NS)
     assert status == "1"  # active, without any re-render by the platform
+
+
+async def test_the_effective_control_cache_drops_the_oldest_when_full(server, monkeypatch):
+    """Bounded for fleets larger than the bound: reaching it drops the least recently
+    written entries, not every entry (one more DER would otherwise re-read them all)."""
+    monkeypatch.setattr("adapters.ieee2030_5.render.EFFECTIVE_KEPT", 3)
+    for rid in ("a", "b", "c", "d"):
+        server.gateway.controls[rid] = limit_control(rid)
+    publisher = server.parts.renderer.publisher
+    publisher.forget(["a", "b", "c", "d"])
+    counting = Counting(server.gateway)
+    server.gateway.effective_control = counting
+    for rid in ("a", "b", "c"):
+        await publisher.effective(rid)
+    assert counting.calls == 3
+    await publisher.effective("d")  # the cache is full: "a", the oldest, goes
+    for rid in ("b", "c", "d"):
+        await publisher.effective(rid)
+    assert counting.calls == 4, "a full cache was emptied rather than trimmed"
+    await publisher.effective("a")
+    assert counting.calls == 5
