@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
@@ -21,6 +21,14 @@ from gateway.events import Event, Topic, with_typed
 __all__ = ["Bus", "Event", "InProcessBus", "Subscription", "Topic"]
 
 log = logging.getLogger(__name__)
+
+
+class History(Protocol):
+    """Reads the committed events after `after`, of `topics` (all if empty), in order, up
+    to `limit`; None when they are no longer all kept (retention passed them)."""
+
+    async def __call__(self, topics: Collection[str], after: int, limit: int
+                       ) -> list[Event] | None: ...
 
 
 class Bus(Protocol):
@@ -32,12 +40,16 @@ class Bus(Protocol):
         self, *topics: str, maxsize: int = 10_000
     ) -> AbstractAsyncContextManager[Subscription]: ...
 
+    async def history(self, topics: Collection[str], after: int, limit: int
+                      ) -> list[Event] | None: ...
+
 
 class Subscription:
     """A bounded queue of events for one subscriber.
 
     A subscriber that falls `maxsize` events behind is marked `overflowed` and stops
-    receiving: it must rebuild from the store (which is the truth) and subscribe again. This
+    receiving: it subscribes again and reads what it missed back from the event log
+    (`InProcessBus.history`), or rebuilds from the store (the truth) when it cannot. This
     keeps one slow consumer from growing memory without bound.
     """
 
@@ -45,15 +57,19 @@ class Subscription:
         self.topics = topics
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
         self.overflowed = False
+        self.first_id: int | None = None  # of the first event offered: where it starts
 
     def offer(self, event: Event) -> None:
         if self.overflowed or (self.topics and event.topic not in self.topics):
             return
+        if self.first_id is None:
+            self.first_id = event.id
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.overflowed = True
-            log.warning("bus subscriber overflowed at event %s; it must resync", event.id)
+            log.warning("bus subscriber overflowed at event %s; it will read on from the log",
+                        event.id)
 
     async def get(self) -> Event:
         return await self.queue.get()
@@ -76,8 +92,17 @@ class Subscription:
 class InProcessBus:
     """The single-process bus: fan-out to bounded per-subscriber queues."""
 
-    def __init__(self) -> None:
+    def __init__(self, history: History | None = None) -> None:
         self._subscribers: set[Subscription] = set()
+        self._history = history
+
+    async def history(self, topics: Collection[str], after: int, limit: int
+                      ) -> list[Event] | None:
+        """What a subscriber that fell behind missed, read back from the event log (the
+        outbox); None without one (a bare bus) or when retention has passed `after`."""
+        if self._history is None:
+            return None
+        return await self._history(topics, after, limit)
 
     async def publish(self, event: Event) -> None:
         if self._subscribers:

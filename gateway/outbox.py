@@ -19,12 +19,13 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from gateway.bus import Event, InProcessBus
 from gateway.domain import utcnow
+from gateway.events import with_typed
 from gateway.store import repo
 from gateway.store.engine import Database
 from gateway.store.tables import OutboxRow
@@ -153,6 +154,27 @@ class OutboxRelay:
             # milliseconds' worth into one read instead of reading after each of them.
             await asyncio.sleep(GATHER_S)
             self._wake.clear()
+
+
+class OutboxHistory:
+    """The event log read back: what a bus subscriber that fell behind missed (the bus's
+    `history`). Rows are kept until retention deletes them (`outbox_hours` after they were
+    published); a position retention has passed answers None, and the subscriber rebuilds
+    from the store instead."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def __call__(self, topics: Collection[str], after: int, limit: int
+                       ) -> list[Event] | None:
+        async with self._db.read() as session:
+            # Missed rows are never the newest, so an empty outbox lost them too. (A gap
+            # in the ids reads as a loss as well: rebuilding is right either way.)
+            oldest = await repo.outbox_min_id(session)
+            if oldest is None or oldest > after + 1:
+                return None
+            rows = await repo.outbox_since(session, after, limit, topics)
+        return [with_typed(Event(int(row.id or 0), row.topic, row.payload)) for row in rows]
 
 
 def _maybe_crash(rows: list[OutboxRow]) -> None:

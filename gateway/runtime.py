@@ -29,7 +29,7 @@ from gateway.domain import Participant, Role
 from gateway.leases import Leases
 from gateway.metrics import GatewayMetrics
 from gateway.outbound import OutboundGuard
-from gateway.outbox import OutboxRelay
+from gateway.outbox import OutboxHistory, OutboxRelay
 from gateway.ports import (
     Access,
     DeliveryChanged,
@@ -122,7 +122,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         DevPki(settings.pki_dir).init()
     db = Database(settings.effective_database_url)
     await db.upgrade()
-    bus = InProcessBus()
+    bus = InProcessBus(history=OutboxHistory(db))
     relay = OutboxRelay(db, bus, name=settings.effective_process_name)
     coordinator = Coordinator.from_names(settings.group_cap_rule, settings.disaggregation_rule)
     installed = discover()

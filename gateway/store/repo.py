@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -719,10 +719,20 @@ async def outbox_pending(session: AsyncSession, limit: int = 500) -> list[Outbox
     return list((await session.execute(query)).scalars())
 
 
-async def outbox_since(session: AsyncSession, after_id: int, limit: int = 500) -> list[OutboxRow]:
-    query = (select(OutboxRow).where(col(OutboxRow.id) > after_id)
-             .order_by(col(OutboxRow.id)).limit(limit))
-    return list((await session.execute(query)).scalars())
+async def outbox_since(session: AsyncSession, after_id: int, limit: int = 500,
+                       topics: Collection[str] = ()) -> list[OutboxRow]:
+    """Rows after `after_id` in id order (of the given topics only, if any)."""
+    query = select(OutboxRow).where(col(OutboxRow.id) > after_id)
+    if topics:
+        query = query.where(col(OutboxRow.topic).in_(sorted(topics)))
+    return list((await session.execute(query.order_by(col(OutboxRow.id)).limit(limit)))
+                .scalars())
+
+
+async def outbox_min_id(session: AsyncSession) -> int | None:
+    """The oldest row retention has kept (None: the outbox is empty)."""
+    found = (await session.execute(select(func.min(col(OutboxRow.id))))).scalar_one()
+    return int(found) if found is not None else None
 
 
 async def mark_published_through(session: AsyncSession, after: int, through: int,
