@@ -159,7 +159,8 @@ async def one(n: int, work: Path, progress: bool = False, database_url: str = ""
         run = Run(spec, endpoints, RunOptions(ack_timeout_s=max(60.0, n / 20),
                                               ready_timeout_s=max(120.0, n / 20), settle_s=0.0,
                                               status_every_s=10.0, quiet=not progress,
-                                              step_s=step_s),
+                                              step_s=step_s,
+                                              device_tick_s=step_s if step_s > 1 else 0.25),
                   Console(sys.stderr if progress else io.StringIO(), quiet=not progress))
         if profile:
             spying = asyncio.create_task(profile_when_connected(run, child, profile))
@@ -208,7 +209,8 @@ async def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="gateway processes (postgres)")
     ap.add_argument("--light", action="store_true", help="step the simulated DERs' models "
                     "every 5 s, not 0.2 s (their ramps coarser; what the gateway does is the "
-                    "same), Modbus polled every 5 s (the adapter's default) with a 10 s "
+                    "same), 2030.5 clients and VENs looking at their schedules every 5 s, not "
+                    "0.25 s, Modbus polled every 5 s (the adapter's default) with a 10 s "
                     "time-out: for 100,000 DERs, whose models would fill a core by themselves")
     ap.add_argument("--per-aggregator", type=int, default=10_000,
                     help="DERs per aggregator (each aggregator gets the whole mix)")

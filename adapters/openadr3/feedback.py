@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.openadr3 import mapper
-from adapters.openadr3.state import GATEWAY, Records, StoredObject
+from adapters.openadr3.state import GATEWAY, Records, StoredObject, resource_name_key
 from adapters.openadr3.vtn.service import Change, Hook, VtnService
 from gateway.domain import Acknowledgement
 
@@ -42,11 +42,7 @@ class Feedback(Hook):
             await self._feedback(change.obj)
 
     async def _feedback(self, report: StoredObject) -> None:
-        names = {
-            r.body["resourceName"]: r.meta["resource_id"]
-            for r in self.service.store.owned(report.version, "resource", report.owner)
-            if "resource_id" in r.meta
-        }
+        names = self._named_ders(report)
         if not names:
             return
         now = datetime.now(UTC)
@@ -61,6 +57,26 @@ class Feedback(Hook):
             rid = names.get(entry["resourceName"])
             if rid in acknowledged:
                 await self._acknowledge(event, rid, acknowledged[rid], entry, now)
+
+    def _named_ders(self, report: StoredObject) -> dict[str, str]:
+        """The platform DERs the report's resources name, by resource name: looked up in the
+        index of names under the reporting client's VENs (a scan of all its resources, per
+        report, was 250 objects sorted for each DER's report)."""
+        store, version = self.service.store, report.version
+        vens = store.owned(version, "ven", report.owner)
+        names: dict[str, str] = {}
+        for entry in report.body.get("resources", ()):
+            name = entry.get("resourceName") if isinstance(entry, dict) else None
+            if not isinstance(name, str) or name in names:
+                continue
+            for ven in vens:
+                key = resource_name_key(ven.id, name)
+                found = [r for r in store.named(version, "resource", key)
+                         if r.owner == report.owner and "resource_id" in r.meta]
+                if found:
+                    names[name] = found[0].meta["resource_id"]
+                    break
+        return names
 
     async def _acknowledge(
         self,

@@ -10,6 +10,7 @@ several gateway processes on one database never issue the same one.
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -309,6 +310,13 @@ class ObjectStore:
         bucket = self._index[(version, kind)]
         ids = self._by_owner[(version, kind)].get(owner, ())
         return sorted((bucket[i] for i in ids if i in bucket), key=lambda o: o.seq)
+
+    def oldest_owned(self, version: str, kind: str, owner: str, n: int) -> list[StoredObject]:
+        """The `n` first-created objects of one owner (no sort of all of them: a VEN's
+        report retention asks for one of its 1,000 reports on each new one)."""
+        bucket = self._index[(version, kind)]
+        ids = self._by_owner[(version, kind)].get(owner, ())
+        return heapq.nsmallest(n, (bucket[i] for i in ids if i in bucket), key=lambda o: o.seq)
 
     def count_owned(self, version: str, kind: str, owner: str) -> int:
         return len(self._by_owner[(version, kind)].get(owner, ()))

@@ -41,6 +41,9 @@ class RunOptions:
     settle_s: float = 3.0  # outputs are checked this long after the last acknowledgement
     status_every_s: float = 2.0
     step_s: float = 0.2  # physics step of the 2030.5 and OpenADR DER models
+    # How often 2030.5 clients and VENs look at their schedules (a control's start or end,
+    # a Response falling due) and for polls due. A control that arrives is applied at once.
+    device_tick_s: float = 0.25
     quiet: bool = False
 
 
@@ -201,7 +204,7 @@ class Run:
             connection_point=next(iter(cps)) if in_band else None, subscribe=fleet.subscribe,
             comms_loss_s=max(120.0, 10 * self.scenario.rates.ieee2030_5_poll_s),
             min_poll_s=0.5, connections=4 if len(ders) < 100 else 16,
-            discover_timeout_s=self.options.ready_timeout_s)
+            discover_timeout_s=self.options.ready_timeout_s, tick_s=self.options.device_tick_s)
         return Ieee2030Client(config, {d.binding["lfdi"]: d.controlled for d in ders
                                        if d.controlled is not None})
 
@@ -213,7 +216,7 @@ class Run:
                             self.endpoints.pki / "platform/ca.pem", cred["client_id"],
                             cred["client_secret"], subscribe=fleet.subscribe,
                             poll_s=rates.ven_poll_s if not fleet.subscribe else 30.0,
-                            report_s=rates.ven_report_s),
+                            report_s=rates.ven_report_s, tick_s=self.options.device_tick_s),
                   {d.id: d.controlled for d in ders if d.controlled is not None})
         await ven.run(ready)
 

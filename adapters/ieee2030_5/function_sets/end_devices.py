@@ -60,7 +60,8 @@ class EndDeviceRegistry:
         self._own: defaultdict[str, dict[int, EndDeviceRecord]] = defaultdict(dict)
         self._aggregators: dict[str, str] = {}  # granted aggregator client LFDI -> aggregator
         self._denied: set[str] = set()  # client LFDIs whose access the platform revoked
-        self._synced: dict[str, float] = {}  # client LFDI -> monotonic time of its last sync
+        # client LFDI (or an aggregator's shared key) -> monotonic time of its last sync
+        self._synced: dict[str, float] = {}
         # What each client sees, by id, is asked on every request: kept until the index
         # changes (an aggregator's list can hold thousands of EndDevices).
         self._generation = 0
@@ -259,12 +260,18 @@ class EndDeviceRegistry:
             return
         self._synced[scope.lfdi] = now
         if scope.is_aggregator:
-            resources = await self.gateway.resources(protocol=self.protocol,
-                                                     aggregator_id=scope.aggregator_id)
             async with self._creating:
                 if not any(r.resource_id is None for r in self.by_lfdi(scope.lfdi)):
                     await self._new(lfdi=scope.lfdi, sfdi=scope.sfdi, pin=self.default_pin,
                                     aggregator_id=scope.aggregator_id)
+            # An aggregator's certificates share its DERs: one sync of them per interval
+            # (at 100,000 DERs, 100 certificates each synced their aggregator's 10,000).
+            shared = f"aggregator\x1f{scope.aggregator_id}"
+            if now - self._synced.get(shared, -interval) < interval:
+                return
+            self._synced[shared] = now
+            resources = await self.gateway.resources(protocol=self.protocol,
+                                                     aggregator_id=scope.aggregator_id)
         else:
             resources = await self.gateway.find_resources(self.protocol, lfdi=scope.lfdi)
         if not self.renders and any(self.by_resource(r.id) is None for r in resources):

@@ -138,10 +138,10 @@ class VtnService:
     async def _retain_reports(self, version: str, owner: str) -> None:
         """Keep a VEN's newest `max_reports` reports: periodic reports must not grow memory
         (and the records) without bound. The data they carried is in the core already."""
-        if self.store.count_owned(version, "report", owner) <= self.max_reports:
+        excess = self.store.count_owned(version, "report", owner) - self.max_reports
+        if excess <= 0:
             return
-        mine = self.store.owned(version, "report", owner)
-        for old in mine[: max(0, len(mine) - self.max_reports)]:
+        for old in self.store.oldest_owned(version, "report", owner, excess):
             await self.remove(Change(version, "report", "DELETE", None, old, old))
 
     async def update(
