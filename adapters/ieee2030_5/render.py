@@ -16,6 +16,7 @@ a crash can lose neither alone.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -297,6 +298,12 @@ class Renderer:
         # changed; (EndDevice, program, document) -> (generation, valid until, bytes).
         self._generation: dict[int, int] = {}
         self._rendered: dict[tuple[int, int, str], tuple[int, float, bytes]] = {}
+        # One re-render at a time: each reads the store, merges with what is published and
+        # writes. The periodic refresh and the event log's batches run side by side; a
+        # refresh that read a control before a batch wrote its successor wrote the older
+        # one back over it (seen with two workers: a client answered the control it had
+        # been sent, and its Response was refused as naming no control of its DER).
+        self._rendering = asyncio.Lock()
 
     # --- pollable documents from rendered state -------------------------------------------
 
@@ -355,6 +362,10 @@ class Renderer:
         wanted = set(resource_ids)
         if not wanted:
             return
+        async with self._rendering:
+            await self._rerender(wanted)
+
+    async def _rerender(self, wanted: set[str]) -> None:
         resources = {r.id: r for r in await self.gateway.resources(ids=wanted)
                      if r.binding.protocol == self.protocol}
         await self._remove([rec for rid in sorted(wanted - set(resources))

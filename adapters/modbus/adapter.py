@@ -55,6 +55,11 @@ class ModbusAdapter:
         self.pool: DevicePool | None = None
         self.feedback: GatewayFeedback | None = None
         self.buckets: frozenset[int] | None = None  # held with several processes; None: all
+        # A resync (the event log's, or on taking up buckets) and a batch of events each
+        # read controls from the store and hand them to the pool: one at a time, or a
+        # resync that read a control before a batch applied its successor put the older
+        # one back (seen with two workers: devices left on the previous control).
+        self._applying = asyncio.Lock()
 
     def mine(self, resource_id: str) -> bool:
         return self.buckets is None or bucket_of(resource_id) in self.buckets
@@ -126,6 +131,10 @@ class ModbusAdapter:
 
     async def resync(self) -> None:
         """Every device of this adapter, its control and its acknowledgement state."""
+        async with self._applying:
+            await self._resync()
+
+    async def _resync(self) -> None:
         assert self.pool is not None and self.feedback is not None
         gateway = self.ctx.gateway
         resources = await gateway.resources(protocol=self.name)
@@ -160,6 +169,10 @@ class ModbusAdapter:
 
     async def on_batch(self, events: list[TypedEvent]) -> None:
         """Apply a batch of changes: each DER's resource and control read once per batch."""
+        async with self._applying:
+            await self._on_batch(events)
+
+    async def _on_batch(self, events: list[TypedEvent]) -> None:
         assert self.pool is not None
         resources: set[str] = set()
         controls: set[str] = set()

@@ -100,3 +100,36 @@ async def test_the_effective_control_cache_drops_the_oldest_when_full(server, mo
     assert counting.calls == 4, "a full cache was emptied rather than trimmed"
     await publisher.effective("a")
     assert counting.calls == 5
+
+
+async def test_a_refresh_does_not_write_an_older_control_over_a_newer_one(server):
+    """The periodic refresh and the event log's batches re-render side by side: a refresh
+    that read a DER's control before a batch wrote its successor must not write the older
+    one back (a client would answer the control it was sent, and be refused)."""
+    import asyncio
+
+    server.gateway.controls["der-1"] = limit_control("der-1", 1000)
+    renderer = server.parts.renderer
+    await renderer.on_controls_changed(["der-1"])
+    read, go_on = asyncio.Event(), asyncio.Event()
+    inner = server.gateway.effective_controls
+
+    async def slow_first_read(ids=None):
+        found = await inner(ids)
+        if not read.is_set():
+            read.set()
+            await go_on.wait()  # the refresh has read the old control, and waits
+        return found
+
+    server.gateway.effective_controls = slow_first_read
+    refresh = asyncio.create_task(renderer.refresh_all())
+    await read.wait()
+    server.gateway.controls["der-1"] = limit_control("der-1", 2000)
+    batch = asyncio.create_task(renderer.on_controls_changed(["der-1"]))
+    await asyncio.sleep(0.05)
+    go_on.set()
+    await asyncio.gather(refresh, batch)
+    published = await renderer.publisher.published("der-1")
+    live = [c for c in published if c.status == 0]
+    assert len(live) == 1 and "2000" in live[0].base_xml, \
+        f"the refresh wrote the older control back: {[c.base_xml for c in live]}"
