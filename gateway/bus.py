@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Collection
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Protocol
 
 from gateway.events import Event, Topic, with_typed
@@ -94,7 +94,22 @@ class InProcessBus:
 
     def __init__(self, history: History | None = None) -> None:
         self._subscribers: set[Subscription] = set()
+        self._taps: list[tuple[frozenset[str], Callable[[Event], None]]] = []
         self._history = history
+
+    @contextmanager
+    def tapped(self, topics: Collection[str], hook: Callable[[Event], None]) -> Iterator[None]:
+        """While entered, `hook` sees each event of `topics` as it is published, before any
+        subscriber can act on it. For marking a cache stale: a subscriber that reads the
+        cache on the same event must find it marked (a follower that marked it raced the
+        others: with two workers, a Modbus follower read the topology before the topology
+        follower had marked it, missed a batch of new DERs and never polled them)."""
+        entry = (frozenset(topics), hook)
+        self._taps.append(entry)
+        try:
+            yield
+        finally:
+            self._taps.remove(entry)
 
     async def history(self, topics: Collection[str], after: int, limit: int
                       ) -> list[Event] | None:
@@ -105,6 +120,9 @@ class InProcessBus:
         return await self._history(topics, after, limit)
 
     async def publish(self, event: Event) -> None:
+        for topics, hook in self._taps:
+            if event.topic in topics:
+                hook(event)
         if self._subscribers:
             event = with_typed(event)  # decoded once here, not once per subscriber
         for sub in tuple(self._subscribers):

@@ -9,8 +9,13 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +27,7 @@ from gateway.api.app import make_platform_app
 from gateway.background import background
 from gateway.bindings import BindingRules
 from gateway.body import BodyReader
-from gateway.bus import InProcessBus
+from gateway.bus import Event, InProcessBus
 from gateway.coordination.engine import Coordinator
 from gateway.delivery import DeliveryQueue
 from gateway.domain import Participant, Role
@@ -34,7 +39,6 @@ from gateway.ports import (
     Access,
     DeliveryChanged,
     PlatformRoute,
-    ResourceChanged,
     Topic,
     TypedEvent,
     follow,
@@ -146,7 +150,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         # deliveries as soon as it lapses.
         await stack.enter_async_context(leases.holding(f"{PROCESS_LEASES}{leases.holder}"))
         await stack.enter_async_context(relay.running())
-        await stack.enter_async_context(_following_topology(bus, services))
+        stack.enter_context(_marking_topology(bus, services))
         await stack.enter_async_context(_following_delivery_states(bus, services))
         await stack.enter_async_context(deliveries.running())
         await stack.enter_async_context(Retention(db, settings.retention).running())
@@ -176,22 +180,20 @@ def _following(bus: InProcessBus, topics: set[Topic],
                       name.replace(" ", "-"))
 
 
-def _following_topology(bus: InProcessBus, services: GatewayServices
-                        ) -> AbstractAsyncContextManager[None]:
+@contextmanager
+def _marking_topology(bus: InProcessBus, services: GatewayServices) -> Iterator[None]:
     """Another process may change the topology: its events make this one check its cache
-    (one small read, the next time the topology is needed). Online marks do not: they
-    change no structure, and a recompute checks the store's count under its lock anyway -
-    thousands of them arrive in a fan-out."""
-    async def stale(events: list[TypedEvent]) -> None:
-        if any(not (isinstance(e, ResourceChanged) and e.online is not None) for e in events):
+    (one small read, the next time the topology is needed), marked as each event is
+    published so that no follower of the same event reads the cache unmarked. Online marks
+    do not: they change no structure, and a recompute checks the store's count under its
+    lock anyway - thousands of them arrive in a fan-out."""
+    def stale(event: Event) -> None:
+        if event.topic != Topic.RESOURCE_CHANGED or event.payload.get("online") is None:
             services.uow.others_changed_topology()
 
-    async def resync() -> None:
-        services.uow.others_changed_topology()
-
-    return _following(
-        bus, {Topic.RESOURCE_CHANGED, Topic.PARTICIPANT_CHANGED, Topic.TOPOLOGY_CHANGED},
-        stale, resync, "topology cache")
+    with bus.tapped({Topic.RESOURCE_CHANGED, Topic.PARTICIPANT_CHANGED,
+                     Topic.TOPOLOGY_CHANGED}, stale):
+        yield
 
 
 def _following_delivery_states(bus: InProcessBus, services: GatewayServices

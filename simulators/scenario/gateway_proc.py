@@ -40,7 +40,7 @@ def environment(work: Path, modbus: dict[str, Any] | None = None) -> tuple[dict[
                      opcua=f"opc.tcp://127.0.0.1:{free_port()}", pki=work / "certs")
     env = {"DERGW_DATA_DIR": str(work / "var"), "DERGW_PKI_DIR": str(ends.pki),
            "DERGW_PLATFORM_LISTEN": ends.platform, "DERGW_DEV_MODE": "true",
-           "DERGW_LOG_LEVEL": "WARNING",
+           "DERGW_LOG_LEVEL": os.environ.get("BENCH_GATEWAY_LOG_LEVEL", "WARNING"),
            "DERGW_ADAPTERS__IEEE2030_5__LISTEN": ends.ieee2030_5,
            "DERGW_ADAPTERS__OPENADR3__LISTEN": ends.openadr3,
            "DERGW_ADAPTERS__OPCUA__LISTEN": ends.opcua}

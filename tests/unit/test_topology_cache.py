@@ -75,3 +75,28 @@ async def test_callers_at_an_empty_cache_share_one_load(store, monkeypatch):
     seen = await asyncio.gather(*(services.topology() for _ in range(200)))
     assert loads == 1
     assert all("admin" in t.participants for t in seen)
+
+
+async def test_a_follower_never_reads_the_topology_before_it_is_marked_stale(store):
+    """Another process registered something: this process's followers of that event must
+    find the topology cache already marked, whichever of them runs first. (A follower did
+    the marking; with two workers a Modbus follower read the cache before it, missed a
+    batch of new DERs and never polled them.)"""
+    from gateway.bus import InProcessBus
+    from gateway.outbox import OutboxRelay
+    from gateway.runtime import _marking_topology
+
+    db, services, admin = store
+    here = GatewayServices(db)  # this process; `services` stands for the other one
+    await here.topology()  # cached
+    bus = InProcessBus()
+    relay = OutboxRelay(db, bus, name="here")
+    await relay.drain()
+    with _marking_topology(bus, here):
+        async with bus.subscription("participant.changed") as sub:
+            await services.register_participants(admin, [
+                Participant("ldc-b", Role.LDC, dso_model=DsoModel.DUAL_PARTICIPATION)])
+            await relay.drain()
+            event = await asyncio.wait_for(sub.get(), 5)
+            assert event.payload.get("id", "ldc-b") == "ldc-b"
+            assert "ldc-b" in (await here.topology()).participants
