@@ -12,9 +12,11 @@ reporting that DER's acknowledgement. Protocol mix (state it with the figures):
   25 % SunSpec Modbus TCP inverters (the gateway polls them; 100 unit ids per port).
 Reported: p50 / p95 / max latency, overall and per protocol; the gateway's CPU from
 submission to the last acknowledgement, summed over its processes (from /proc), per
-acknowledged DER; peak RSS per process (VmHWM) and per DER; start-up: seconds to start the
-gateway, then into the run until the fleet is registered (topology, 2030.5 grants, VEN
-credentials) and connected. Raw figures: --out (JSON).
+acknowledged DER, and that less what the connected fleet costs at rest (its polls, telemetry
+and keep-alives, measured for --rest seconds before the fan-out); peak RSS per process
+(VmHWM) and per DER; start-up: seconds to start the gateway, then into the run until the
+fleet is registered (topology, 2030.5 grants, VEN credentials) and connected (2030.5 clients
+have created their mirror usage points). Raw figures: --out (JSON).
 
     python bench/fanout.py --sizes 10000 --database postgres --workers 2
 
@@ -138,7 +140,7 @@ async def profile_when_connected(run: Run, child: GatewayChild, out: Path
 
 async def one(n: int, work: Path, progress: bool = False, database_url: str = "",
               workers: int = 1, profile: Path | None = None, step_s: float = 0.2,
-              per_aggregator: int = 10_000) -> dict:
+              per_aggregator: int = 10_000, rest_s: float = 10.0) -> dict:
     spec = parse(scenario(n, per_aggregator))
     extra = {"DERGW_DATABASE_URL": database_url} if database_url else {}
     # Light: the Modbus adapter's default poll interval, and a patient time-out (simulated
@@ -159,7 +161,7 @@ async def one(n: int, work: Path, progress: bool = False, database_url: str = ""
         run = Run(spec, endpoints, RunOptions(ack_timeout_s=max(60.0, n / 20),
                                               ready_timeout_s=max(120.0, n / 20), settle_s=0.0,
                                               status_every_s=10.0, quiet=not progress,
-                                              step_s=step_s,
+                                              step_s=step_s, rest_s=rest_s,
                                               device_tick_s=step_s if step_s > 1 else 0.25),
                   Console(sys.stderr if progress else io.StringIO(), quiet=not progress))
         if profile:
@@ -178,10 +180,16 @@ async def one(n: int, work: Path, progress: bool = False, database_url: str = ""
         await child.stop()
     p = summary.steps[0].pending
     acked = p.acked if p else {}
-    cpu_ms_per_der = None
+    cpu_ms_per_der = net_ms_per_der = rest_cores = None
+    if "rested" in run.phases:  # the connected fleet's cost at rest, in cores
+        rest_from, rest_to = run.t0 + run.phases["connected"], run.t0 + run.phases["rested"]
+        rest_cores = (cpu.at(rest_to) - cpu.at(rest_from)) / (rest_to - rest_from)
     if p and acked:
-        used = cpu.at(p.submitted + max(acked.values())) - cpu.at(p.submitted)
+        window = max(acked.values())
+        used = cpu.at(p.submitted + window) - cpu.at(p.submitted)
         cpu_ms_per_der = round(1000 * used / len(acked), 2)
+        if rest_cores is not None:  # the fan-out's own work: less what the fleet costs at rest
+            net_ms_per_der = round(1000 * (used - rest_cores * window) / len(acked), 2)
     by_protocol: dict[str, list[float]] = {}
     for der_id, latency in acked.items():
         by_protocol.setdefault(PROTOCOL_OF[der_id[0]], []).append(latency)
@@ -190,6 +198,8 @@ async def one(n: int, work: Path, progress: bool = False, database_url: str = ""
             "by_protocol": {k: {"acked": len(v), **figures(v)}
                             for k, v in sorted(by_protocol.items())},
             "cpu_ms_per_acked_der": cpu_ms_per_der, "workers": workers,
+            "rest_cores": None if rest_cores is None else round(rest_cores, 3),
+            "fanout_cpu_ms_per_der_net_of_rest": net_ms_per_der,
             "database": "postgres" if database_url else "sqlite",
             "peak_rss_mb": round(max(peaks.values(), default=0)),
             "peak_rss_mb_by_process": sorted(round(v) for v in peaks.values()),
@@ -216,6 +226,8 @@ async def main() -> None:
                     help="DERs per aggregator (each aggregator gets the whole mix)")
     ap.add_argument("--profile", type=Path, help="sample the gateway with py-spy from the "
                     "fleet's connection on; one collapsed-stack file per process here")
+    ap.add_argument("--rest", type=float, default=10.0, help="seconds the connected fleet "
+                    "idles before the fan-out, to measure what it costs the gateway at rest")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results")
                     / "fanout.json", help="where the raw figures go (JSON)")
     args = ap.parse_args()
@@ -242,7 +254,7 @@ async def main() -> None:
                 (args.profile / f"{n}").mkdir(parents=True, exist_ok=True)
             r = await one(n, args.workdir, args.progress, url, args.workers,
                           args.profile / f"{n}" if args.profile else None,
-                          5.0 if args.light else 0.2, args.per_aggregator)
+                          5.0 if args.light else 0.2, args.per_aggregator, args.rest)
             results.append(r)
             up = r["startup_s"]
             print(f"{r['ders']:>6} {r['acked']:>5}/{r['expected']:<5} {r.get('p50', '-'):>7} "
@@ -250,6 +262,10 @@ async def main() -> None:
                   f"{r['cpu_ms_per_acked_der'] or '-':>10} {r['peak_rss_mb']:>10}  "
                   f"{up['gateway']}, {up.get('registered', '-')}, {up.get('connected', '-')}",
                   flush=True)
+            if r["rest_cores"] is not None:
+                print(f"{'':>6} at rest before the fan-out: {r['rest_cores']} of a core; the "
+                      f"fan-out less that: {r['fanout_cpu_ms_per_der_net_of_rest']} ms per DER",
+                      flush=True)
             for proto, f in r["by_protocol"].items():
                 print(f"{'':>6} {proto:>11} {f.get('p50', '-'):>7} {f.get('p95', '-'):>7} "
                       f"{f.get('max', '-'):>7}   ({f['acked']} acked)", flush=True)

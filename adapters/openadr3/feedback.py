@@ -27,15 +27,20 @@ class Feedback(Hook):
         # The last acknowledgement per (event, DER), as in the records: periodic reports
         # repeat it, and must not cost a read each. Bounded; the records stay the truth.
         self._acked: dict[str, dict[str, Any]] = {}
+        # Events whose acknowledgement records were all read into `_acked`: a DER's first
+        # report on a new event then costs no read (it was one read per DER of a fan-out).
+        self._loaded: set[str] = set()
 
     def forget(self, keys: tuple[str, ...] | None) -> None:
         """Another process recorded acknowledgements (those keys; None: any): what is
         remembered of them here is read again from the records when next needed."""
         if keys is None:
             self._acked.clear()
+            self._loaded.clear()
             return
         for key in keys:
             self._acked.pop(key, None)
+            self._loaded.discard(_event_prefix(key))
 
     async def after_write(self, change: Change) -> None:
         if change.kind == "report" and change.operation != "DELETE":
@@ -89,9 +94,7 @@ class Feedback(Hook):
         status, word = mapper.report_ack_status(entry)
         ref = f"{event.id}@{event.body['modificationDateTime']}"
         key = f"{event.version}:{event.id}:{rid}"
-        last = self._acked.get(key)
-        if last is None:
-            last = await self.records.get(ACK, key) or {}
+        last = await self._last_ack(key)
         if last.get("ref") == ref and last.get("status") == status.value:
             self._acked[key] = last
             return  # periodic reports repeat themselves; acknowledge a change only
@@ -110,7 +113,31 @@ class Feedback(Hook):
         await self.records.put(ACK, key, {"ref": ref, "status": status.value})
         if len(self._acked) >= ACKED_CACHE:
             self._acked.clear()
+            self._loaded.clear()
         self._acked[key] = {"ref": ref, "status": status.value}
+
+    async def _last_ack(self, key: str) -> dict[str, Any]:
+        """The last acknowledgement recorded under `key`, or {}: from memory, else read with
+        every other record of the same event (one read per event, not one per DER)."""
+        last = self._acked.get(key)
+        if last is not None:
+            return last
+        prefix = _event_prefix(key)
+        if prefix in self._loaded:
+            return {}
+        found = await self.records.list(ACK, prefix)
+        if len(self._acked) + len(found) >= ACKED_CACHE:
+            self._acked.clear()
+            self._loaded.clear()
+        self._acked.update(found)
+        self._loaded.add(prefix)
+        return self._acked.get(key, {})
+
+
+def _event_prefix(key: str) -> str:
+    """'version:event:' of an acknowledgement record's key 'version:event:DER' (a DER id with
+    a colon makes it longer: fewer records per read, each still exactly those it names)."""
+    return key[:key.rfind(":") + 1]
 
 
 def _acknowledged(event: StoredObject) -> dict[str, list[str]]:

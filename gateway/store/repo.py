@@ -481,26 +481,38 @@ async def add_acknowledgements(session: AsyncSession, acks: Sequence[Acknowledge
                                      .where(col(AcknowledgementRow.dedup_key).in_(
                                          wanted[start:start + 500])))
         known.update({str(k): int(i) for k, i in rows.all() if i is not None})
-    new_rows: list[AcknowledgementRow | None] = []  # None: a repeat
+    fresh: list[dict[str, Any]] = []  # rows to insert, in order
+    slots: list[int | None] = []  # per ack: its index in `fresh`, or None (a repeat)
     for ack, key in zip(acks, keys, strict=True):
         if key is not None and key in known:
-            new_rows.append(None)
+            slots.append(None)
             continue
-        row = AcknowledgementRow(
-            resource_id=ack.resource_id, instruction_id=ack.instruction_id,
-            control_ref=ack.control_ref, status=ack.status.value, protocol=str(ack.protocol),
-            protocol_status=ack.protocol_status, detail=ack.detail[:1024], at=ack.at,
-            dedup_key=key)
-        session.add(row)
-        new_rows.append(row)
+        slots.append(len(fresh))
+        fresh.append({"resource_id": ack.resource_id, "instruction_id": ack.instruction_id,
+                      "control_ref": ack.control_ref, "status": ack.status.value,
+                      "protocol": str(ack.protocol), "protocol_status": ack.protocol_status,
+                      "detail": ack.detail[:1024], "at": ack.at, "dedup_key": key})
         if key is not None:
             known[key] = -1  # taken by this batch: later repeats point at this row
-    await session.flush()
-    for stored in new_rows:
-        if stored is not None and stored.dedup_key is not None:
-            known[stored.dedup_key] = int(stored.id or 0)
-    return [(int(new.id or 0), True) if new is not None else (known[str(key)], False)
-            for new, key in zip(new_rows, keys, strict=True)]
+    ids = await _insert_returning_ids(session, AcknowledgementRow, fresh)
+    for row, new_id in zip(fresh, ids, strict=True):
+        if row["dedup_key"] is not None:
+            known[row["dedup_key"]] = new_id
+    return [(ids[slot], True) if slot is not None else (known[str(key)], False)
+            for slot, key in zip(slots, keys, strict=True)]
+
+
+async def _insert_returning_ids(session: AsyncSession, model: type[SQLModel],
+                                rows: list[dict[str, Any]]) -> list[int]:
+    """Insert `rows` in one executemany and return their ids in the rows' order. (Through
+    the ORM, each row was an object with its own state to build and flush: most of the cost
+    of storing thousands of acknowledgements or readings at once.)"""
+    if not rows:
+        return []
+    table = table_of(model)
+    result = await session.execute(
+        table.insert().returning(table.c.id, sort_by_parameter_order=True), rows)
+    return [int(i) for (i,) in result.all()]
 
 
 async def acknowledgements(
@@ -555,11 +567,9 @@ async def refusals(session: AsyncSession) -> set[tuple[str, str]]:
 
 
 async def add_readings(session: AsyncSession, readings: Sequence[Reading]) -> list[int]:
-    rows = [ReadingRow(resource_id=r.resource_id, quantity=r.quantity.value, value=r.value,
-                       at=r.at, protocol=str(r.protocol)) for r in readings]
-    session.add_all(rows)
-    await session.flush()
-    return [r.id for r in rows]  # type: ignore[misc]
+    return await _insert_returning_ids(session, ReadingRow, [
+        {"resource_id": r.resource_id, "quantity": r.quantity.value, "value": r.value,
+         "at": r.at, "protocol": str(r.protocol)} for r in readings])
 
 
 async def readings(

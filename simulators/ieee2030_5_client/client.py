@@ -140,6 +140,16 @@ class Ieee2030Client:
         await self.connect(sep)
         if uri is not None:
             await self.subscribe(sep, uri)
+        if self.config.readings:
+            await self._mirror(sep)
+
+    async def _mirror(self, sep: Sep) -> None:
+        """Create each DER's MirrorUsagePoint as part of joining, as a field client does at
+        start-up: a client is ready once it mirrors. Its readings follow at the postRate."""
+        for agent in self.agents.values():
+            if agent.mup_href is None:
+                await agent.post_readings(sep)  # (creates the mirror, then reads its postRate)
+                agent.next_post = time.monotonic() + max(self.config.min_post_s, agent.post_s)
 
     async def _retrying(self, sep: Sep, attempt: Callable[[], Any]) -> None:
         """Retry discovery as a field client does: after a time-out, a dropped connection or

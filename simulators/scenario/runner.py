@@ -44,6 +44,9 @@ class RunOptions:
     # How often 2030.5 clients and VENs look at their schedules (a control's start or end,
     # a Response falling due) and for polls due. A control that arrives is applied at once.
     device_tick_s: float = 0.25
+    # The connected fleet idles this long before the timeline plays (a bench measures what a
+    # fleet at rest costs the gateway).
+    rest_s: float = 0.0
     quiet: bool = False
 
 
@@ -98,6 +101,10 @@ class Run:
                 background = self._start_background(group, clients, vens)
                 await self._wait_ready(background["ready"], self.options.ready_timeout_s)
                 self.phases["connected"] = self.elapsed
+                if self.options.rest_s > 0:
+                    self.say(f"fleet connected; at rest for {self.options.rest_s:g} s")
+                    await asyncio.sleep(self.options.rest_s)
+                    self.phases["rested"] = self.elapsed
                 self.say("fleet connected; playing the timeline")
                 try:
                     await self._play()
