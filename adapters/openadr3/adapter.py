@@ -184,7 +184,7 @@ class OpenAdr3Adapter:
         event log fell behind (another process's changes may have been missed)."""
         await self.store.load()
         await self.credentials.load()
-        self.feedback.forget(None)
+        await self.feedback.load()
 
     async def _on_records(self, events: list[TypedEvent]) -> None:
         """Another process wrote this adapter's records: refresh what is kept in memory of
@@ -209,7 +209,10 @@ class OpenAdr3Adapter:
                 vens.update(str(c["ven_name"]) for c in creds
                             if c.get("role") == "ven" and c.get("ven_name"))
             elif kind == ACK:
-                self.feedback.forget(unique)
+                if unique is None:
+                    await self.feedback.load()
+                else:
+                    self.feedback.forget(unique)
             elif kind == OUTBOX and self.publisher is not None:
                 self.publisher.wake()
         if vens and self.renderer.renders:

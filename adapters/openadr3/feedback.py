@@ -25,22 +25,29 @@ class Feedback(Hook):
         self.records = records
         self.protocol = name  # the Binding.protocol of our DERs
         # The last acknowledgement per (event, DER), as in the records: periodic reports
-        # repeat it, and must not cost a read each. Bounded; the records stay the truth.
+        # repeat it, and must not cost a read each; nor must a DER's first report on a
+        # changed event (that was a read per DER of every fan-out). While `_complete`, every
+        # record is here but the `_stale` keys (another process wrote them): a key absent is
+        # a key never recorded. Bounded; past the bound, keys are read one by one.
         self._acked: dict[str, dict[str, Any]] = {}
-        # Events whose acknowledgement records were all read into `_acked`: a DER's first
-        # report on a new event then costs no read (it was one read per DER of a fan-out).
-        self._loaded: set[str] = set()
+        self._complete = False
+        self._stale: set[str] = set()
 
-    def forget(self, keys: tuple[str, ...] | None) -> None:
-        """Another process recorded acknowledgements (those keys; None: any): what is
-        remembered of them here is read again from the records when next needed."""
-        if keys is None:
-            self._acked.clear()
-            self._loaded.clear()
-            return
+    async def load(self) -> None:
+        """Read every acknowledgement record (start-up, or the event log's follower fell
+        behind). Gateway-rendered events are one per DER and version, so they are bounded
+        by the DERs; if there are more than the bound, keys are read when needed."""
+        found = await self.records.list(ACK)
+        self._stale.clear()
+        self._complete = len(found) < ACKED_CACHE
+        self._acked = dict(found) if self._complete else {}
+
+    def forget(self, keys: tuple[str, ...]) -> None:
+        """Another process recorded these acknowledgements: read them again when needed."""
         for key in keys:
             self._acked.pop(key, None)
-            self._loaded.discard(_event_prefix(key))
+            if self._complete:
+                self._stale.add(key)
 
     async def after_write(self, change: Change) -> None:
         if change.kind == "report" and change.operation != "DELETE":
@@ -96,7 +103,6 @@ class Feedback(Hook):
         key = f"{event.version}:{event.id}:{rid}"
         last = await self._last_ack(key)
         if last.get("ref") == ref and last.get("status") == status.value:
-            self._acked[key] = last
             return  # periodic reports repeat themselves; acknowledge a change only
         await self.gateway.record_acknowledgement(
             Acknowledgement(
@@ -111,33 +117,28 @@ class Feedback(Hook):
         )
         self._acked.pop(key, None)
         await self.records.put(ACK, key, {"ref": ref, "status": status.value})
-        if len(self._acked) >= ACKED_CACHE:
-            self._acked.clear()
-            self._loaded.clear()
-        self._acked[key] = {"ref": ref, "status": status.value}
+        self._stale.discard(key)
+        self._remember(key, {"ref": ref, "status": status.value})
 
     async def _last_ack(self, key: str) -> dict[str, Any]:
-        """The last acknowledgement recorded under `key`, or {}: from memory, else read with
-        every other record of the same event (one read per event, not one per DER)."""
+        """The last acknowledgement recorded under `key`, or {}."""
         last = self._acked.get(key)
         if last is not None:
             return last
-        prefix = _event_prefix(key)
-        if prefix in self._loaded:
-            return {}
-        found = await self.records.list(ACK, prefix)
-        if len(self._acked) + len(found) >= ACKED_CACHE:
-            self._acked.clear()
-            self._loaded.clear()
-        self._acked.update(found)
-        self._loaded.add(prefix)
-        return self._acked.get(key, {})
+        if self._complete and key not in self._stale:
+            return {}  # every record is in memory: none was written under this key
+        last = await self.records.get(ACK, key) or {}
+        self._stale.discard(key)
+        if last:
+            self._remember(key, last)
+        return last
 
-
-def _event_prefix(key: str) -> str:
-    """'version:event:' of an acknowledgement record's key 'version:event:DER' (a DER id with
-    a colon makes it longer: fewer records per read, each still exactly those it names)."""
-    return key[:key.rfind(":") + 1]
+    def _remember(self, key: str, last: dict[str, Any]) -> None:
+        if key not in self._acked and len(self._acked) >= ACKED_CACHE:
+            self._acked.clear()  # past the bound: what is not in memory is read
+            self._complete = False
+            self._stale.clear()
+        self._acked[key] = last
 
 
 def _acknowledged(event: StoredObject) -> dict[str, list[str]]:

@@ -1,8 +1,11 @@
-"""What the OpenADR feedback remembers of acknowledgements it recorded: one read per event
-(not per DER), and a write by another process is read again once it is announced."""
+"""What the OpenADR feedback remembers of the acknowledgements it recorded: every record is
+read once at start-up, so a DER's first report on a changed event costs no read; a write by
+another process is read again once it is announced; past the bound, keys are read one by
+one."""
 
 from __future__ import annotations
 
+from adapters.openadr3 import feedback as module
 from adapters.openadr3.feedback import ACK, Feedback
 from gateway.records import AdapterRecords
 from gateway.store.engine import Database
@@ -22,33 +25,46 @@ class CountingRecords(AdapterRecords):
         return await super().list(kind, prefix)
 
 
-async def test_one_read_per_event_and_another_process_write_is_seen_once_announced(tmp_path):
+STARTED = {"ref": "e1@t1", "status": "started"}
+
+
+async def test_one_read_at_start_and_another_process_write_is_read_once_announced(tmp_path):
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
     await db.upgrade()
     try:
         records = CountingRecords(db, "openadr3")
-        await records.put_many(ACK, {f"3.1.0:e1:der-{n}": {"ref": "e1@t1", "status": "started"}
-                                     for n in range(3)})
-        await records.put(ACK, "3.1.0:e2:der-0", {"ref": "e2@t1", "status": "started"})
+        await records.put_many(ACK, {f"3.1.0:e{n}:der-{n}": STARTED for n in range(3)})
         feedback = Feedback(service=None, gateway=None, records=records, name="openadr3")
-
-        assert await feedback._last_ack("3.1.0:e1:der-0") == {"ref": "e1@t1", "status": "started"}
-        assert await feedback._last_ack("3.1.0:e1:der-2") == {"ref": "e1@t1", "status": "started"}
-        assert await feedback._last_ack("3.1.0:e1:der-9") == {}  # none recorded: no read either
+        await feedback.load()
         assert records.reads == 1
-        assert await feedback._last_ack("3.1.0:e2:der-0") == {"ref": "e2@t1", "status": "started"}
-        assert records.reads == 2  # another event: its own read
 
-        # Another process records der-9's acknowledgement of e1 and announces the key.
+        assert await feedback._last_ack("3.1.0:e1:der-1") == STARTED
+        assert await feedback._last_ack("3.1.0:e9:der-9") == {}  # never recorded: no read
+        assert records.reads == 1
+
+        # Another process records der-9's acknowledgement and announces the key.
         other = AdapterRecords(db, "openadr3")
-        await other.put(ACK, "3.1.0:e1:der-9", {"ref": "e1@t2", "status": "completed"})
-        feedback.forget(("3.1.0:e1:der-9",))
-        assert await feedback._last_ack("3.1.0:e1:der-9") == {"ref": "e1@t2",
-                                                              "status": "completed"}
-        assert records.reads == 3
+        done = {"ref": "e9@t2", "status": "completed"}
+        await other.put(ACK, "3.1.0:e9:der-9", done)
+        feedback.forget(("3.1.0:e9:der-9",))
+        assert await feedback._last_ack("3.1.0:e9:der-9") == done
+        assert await feedback._last_ack("3.1.0:e9:der-9") == done
+        assert records.reads == 2  # that key alone, once
+    finally:
+        await db.close()
 
-        feedback.forget(None)  # fell behind the event log: everything is read again
-        assert await feedback._last_ack("3.1.0:e2:der-0") == {"ref": "e2@t1", "status": "started"}
-        assert records.reads == 4
+
+async def test_past_the_bound_keys_are_read_one_by_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(module, "ACKED_CACHE", 2)
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
+    await db.upgrade()
+    try:
+        records = CountingRecords(db, "openadr3")
+        await records.put_many(ACK, {f"3.1.0:e{n}:der-{n}": STARTED for n in range(3)})
+        feedback = Feedback(service=None, gateway=None, records=records, name="openadr3")
+        await feedback.load()  # three records: more than the bound, none kept
+        assert await feedback._last_ack("3.1.0:e2:der-2") == STARTED
+        assert await feedback._last_ack("3.1.0:e7:der-7") == {}
+        assert records.reads == 3  # the list, then each key: absence is no longer known
     finally:
         await db.close()
