@@ -164,11 +164,14 @@ class AdapterRecords:
                          ) -> builtins.list[Any]:
         """Apply a batch in order. Runs of documents and their deliveries are merged: one
         statement per kind for thousands of callers' small writes (each statement costs a
-        trip through the database thread); a deletion by key, a sequence or a cancellation
-        is applied on its own, after what came before it."""
+        trip through the database thread), and so are a sequence's numbers; a deletion by
+        key or a cancellation is applied on its own, after what came before it."""
         results: builtins.list[Any] = [None] * len(writes)
+        await self._take_sequences(session, writes, results)
         run: builtins.list[int] = []
         for index, write in enumerate(writes):
+            if write.op == "sequence":
+                continue  # (taken above)
             if _mergeable(write):
                 run.append(index)
                 continue
@@ -177,6 +180,23 @@ class AdapterRecords:
             results[index] = await self._apply(session, write)
         await self._apply_run(session, writes, run, results)
         return results
+
+    async def _take_sequences(self, session: AsyncSession, writes: builtins.list[_Write],
+                              results: builtins.list[Any]) -> None:
+        """A batch's numbers of each sequence in one statement, handed out in the batch's
+        order (a VEN's report, each taking an object id, was a statement per report). A
+        sequence only counts, so taking its numbers first changes nothing of the rest."""
+        wanted: dict[str, builtins.list[int]] = {}
+        for index, write in enumerate(writes):
+            if write.op == "sequence":
+                wanted.setdefault(write.kind, []).append(index)
+        for name, indexes in wanted.items():
+            total = sum(writes[i].count for i in indexes)
+            last = await repo.next_sequence(session, f"{self.adapter}:{name}", total)
+            taken = last - total
+            for i in indexes:
+                taken += writes[i].count
+                results[i] = taken
 
     async def _apply_run(self, session: AsyncSession, writes: builtins.list[_Write],
                          run: builtins.list[int], results: builtins.list[Any]) -> None:

@@ -44,3 +44,32 @@ async def test_a_batch_is_merged_with_the_outcome_of_one_at_a_time(tmp_path):
         (row_id,) = results[i]
         assert rows[row_id] == f"https://example.com/{i}"
     await db.close()
+
+
+async def test_a_batch_takes_each_sequence_in_one_statement_in_the_callers_order(tmp_path):
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    await db.upgrade()
+    records = AdapterRecords(db, "demo")
+    assert await records.next_sequence("ids") == 1
+    statements: list[str] = []
+    event.listen(db.engine.sync_engine, "before_cursor_execute",
+                 lambda *a: statements.append(a[2][:60]))
+
+    results = await asyncio.gather(
+        *(records.next_sequence("ids", 1 + i % 3) for i in range(30)),
+        *(records.put("k", f"r{i}", {"v": i}) for i in range(5)),
+        records.next_sequence("other"))
+    taken = results[:30]
+    # Each caller has the last of its own numbers; together they are 2.. with no gap or
+    # overlap, in the callers' order.
+    counts = [1 + i % 3 for i in range(30)]
+    expected, last = [], 1
+    for count in counts:
+        last += count
+        expected.append(last)
+    assert taken == expected
+    assert results[-1] == 1  # another sequence keeps its own count
+    sequence_statements = [s for s in statements if "sequence" in s.lower()]
+    assert len(sequence_statements) <= 2 * 2, statements  # one per sequence name, a batch
+    assert await records.next_sequence("ids") == expected[-1] + 1
+    await db.close()
