@@ -28,7 +28,6 @@ from gateway.domain import utcnow
 from gateway.events import with_typed
 from gateway.store import repo
 from gateway.store.engine import Database
-from gateway.store.tables import OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +83,8 @@ class OutboxRelay:
                 break
             _maybe_crash(rows)
             for row in rows:
-                await self._bus.publish(Event(int(row.id or 0), row.topic, row.payload))
-            self._position = int(rows[-1].id or self._position)
+                await self._bus.publish(Event(row.id, row.topic, row.payload))
+            self._position = rows[-1].id
             total += len(rows)
             self.published += len(rows)
         await self._save(force=False)
@@ -174,10 +173,10 @@ class OutboxHistory:
             if oldest is None or oldest > after + 1:
                 return None
             rows = await repo.outbox_since(session, after, limit, topics)
-        return [with_typed(Event(int(row.id or 0), row.topic, row.payload)) for row in rows]
+        return [with_typed(Event(row.id, row.topic, row.payload)) for row in rows]
 
 
-def _maybe_crash(rows: list[OutboxRow]) -> None:
+def _maybe_crash(rows: list[repo.OutboxEntry]) -> None:
     fault, _, topic = os.environ.get(FAULT_ENV, "").partition(":")
     if fault == CRASH_BEFORE_PUBLISH and (not topic or any(r.topic == topic for r in rows)):
         log.error("fault injection: exiting between commit and publish")

@@ -151,7 +151,7 @@ async def _replay(response: web.StreamResponse, db: Any, view: _View, after: int
         if not rows:
             return last
         for row in rows:
-            event = Event(row.id, row.topic, row.payload)  # type: ignore[arg-type]
-            last = row.id  # type: ignore[assignment]
+            event = Event(row.id, row.topic, row.payload)
+            last = row.id
             if await view.sees(event):
                 await response.write(_frame(event))

@@ -11,7 +11,7 @@ import json
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -729,14 +729,24 @@ async def outbox_pending(session: AsyncSession, limit: int = 500) -> list[Outbox
     return list((await session.execute(query)).scalars())
 
 
+class OutboxEntry(NamedTuple):
+    """One event of the log as its followers read it."""
+
+    id: int
+    topic: str
+    payload: dict[str, Any]
+
+
 async def outbox_since(session: AsyncSession, after_id: int, limit: int = 500,
-                       topics: Collection[str] = ()) -> list[OutboxRow]:
-    """Rows after `after_id` in id order (of the given topics only, if any)."""
-    query = select(OutboxRow).where(col(OutboxRow.id) > after_id)
+                       topics: Collection[str] = ()) -> list[OutboxEntry]:
+    """Events after `after_id` in id order (of the given topics only, if any). (Columns, not
+    ORM rows: every event of a fan-out is read back once per process.)"""
+    query = select(col(OutboxRow.id), col(OutboxRow.topic), col(OutboxRow.payload)).where(
+        col(OutboxRow.id) > after_id)
     if topics:
         query = query.where(col(OutboxRow.topic).in_(sorted(topics)))
-    return list((await session.execute(query.order_by(col(OutboxRow.id)).limit(limit)))
-                .scalars())
+    rows = await session.execute(query.order_by(col(OutboxRow.id)).limit(limit))
+    return [OutboxEntry(int(i), str(t), p) for i, t, p in rows.all()]
 
 
 async def outbox_min_id(session: AsyncSession) -> int | None:
