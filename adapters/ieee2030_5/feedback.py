@@ -132,8 +132,11 @@ class Feedback:
             raise InvalidInput(f"unsupported Response status {doc.status}")
         if record.resource_id is None:
             raise NotFound("Response subject is not a DERControl of this EndDevice")
-        controls = await self._published(record.resource_id)
-        control = next((c for c in controls if c.mrid.upper() == doc.subject.upper()), None)
+        control = _named(await self._published(record.resource_id), doc.subject)
+        if control is None and self._published != self.state.controls:
+            # Published a moment ago by another process, whose announcement this one has
+            # not followed yet: the records, written before the device was told, decide.
+            control = _named(await self.state.controls(record.resource_id), doc.subject)
         if control is None:
             raise NotFound("Response subject is not a DERControl of this EndDevice")
         # One at a time per (device, DERControl, status): a retry arriving while the first
@@ -349,3 +352,7 @@ class Feedback:
 def _copy(record: MupRecord) -> MupRecord:
     """A working copy: the indexed record changes only once the store has the new one."""
     return copy.deepcopy(record)
+
+
+def _named(controls: list[ControlRecord], mrid: str) -> ControlRecord | None:
+    return next((c for c in controls if c.mrid.upper() == mrid.upper()), None)

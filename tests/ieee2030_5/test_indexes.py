@@ -109,3 +109,32 @@ async def test_response_lookup_is_by_key_and_by_owner(server):
         assert (await get(c, location))[0] == 404
         _, lst = await get(c, "/rsps/1/rsp")
         assert lst.get("all") == "0"
+
+
+async def test_a_response_to_a_control_another_process_just_published_is_accepted(server):
+    """With several processes, a device told of a new DERControl by one may answer at
+    another before the event log has brought the change there: the Response is checked
+    against the records (written before the device was told), not refused with a 404."""
+    from dataclasses import replace
+
+    from adapters.ieee2030_5.state import Published, published_docs
+    from gateway.records import RecordWrite
+    from tests.ieee2030_5.conftest import limit_control
+
+    server.gateway.controls["der-1"] = limit_control("der-1", 4000.0)
+    await server.parts.renderer.on_controls_changed(["der-1"])
+    (control,) = await server.parts.state.controls("der-1")
+    newer = replace(control, mrid="F" * 32, created=control.created + 1)
+    # The other process's write: the records only, nothing told to this process's renderer.
+    await server.parts.state.write(RecordWrite(puts={"derc": published_docs(
+        {"der-1": Published([control, newer], None)})}))
+    cached = await server.parts.renderer.publisher.published("der-1")
+    assert newer.mrid not in {c.mrid for c in cached}  # not heard of here yet
+    rsp = m.DERControlResponse(endDeviceLFDI=server.lfdi("device-1"), status=1,
+                               subject=newer.mrid, createdDateTime=1_700_000_000)
+    async with server.client("device-1") as c:
+        async with c.post("/rsps/1/rsp", data=serialize(rsp), headers=CT) as r:
+            assert r.status == 201, await r.text()
+        unknown = replace(rsp, subject="E" * 32)
+        async with c.post("/rsps/1/rsp", data=serialize(unknown), headers=CT) as r:
+            assert r.status == 404  # a control published nowhere is still refused
