@@ -147,9 +147,15 @@ class Ieee2030Client:
         """Create each DER's MirrorUsagePoint as part of joining, as a field client does at
         start-up: a client is ready once it mirrors. Its readings follow at the postRate."""
         for agent in self.agents.values():
-            if agent.mup_href is None:
+            if agent.mup_href is not None:
+                continue
+            try:
                 await agent.post_readings(sep)  # (creates the mirror, then reads its postRate)
-                agent.next_post = time.monotonic() + max(self.config.min_post_s, agent.post_s)
+            except (ServerError, *TRANSIENT) as exc:  # the readings loop tries again
+                self.stats.reading_errors += 1
+                log.info("%s: mirror of %s failed: %s", self.config.name, agent.lfdi, exc)
+                continue
+            agent.next_post = time.monotonic() + max(self.config.min_post_s, agent.post_s)
 
     async def _retrying(self, sep: Sep, attempt: Callable[[], Any]) -> None:
         """Retry discovery as a field client does: after a time-out, a dropped connection or

@@ -5,6 +5,8 @@ one."""
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from adapters.openadr3 import feedback as module
 from adapters.openadr3.feedback import ACK, Feedback
 from gateway.records import AdapterRecords
@@ -28,7 +30,9 @@ class CountingRecords(AdapterRecords):
 STARTED = {"ref": "e1@t1", "status": "started"}
 
 
-async def test_one_read_at_start_and_another_process_write_is_read_once_announced(tmp_path):
+@asynccontextmanager
+async def three_recorded(tmp_path):
+    """A store with three acknowledgement records, and a Feedback that has loaded them."""
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
     await db.upgrade()
     try:
@@ -36,6 +40,13 @@ async def test_one_read_at_start_and_another_process_write_is_read_once_announce
         await records.put_many(ACK, {f"3.1.0:e{n}:der-{n}": STARTED for n in range(3)})
         feedback = Feedback(service=None, gateway=None, records=records, name="openadr3")
         await feedback.load()
+        yield db, records, feedback
+    finally:
+        await db.close()
+
+
+async def test_one_read_at_start_and_another_process_write_is_read_once_announced(tmp_path):
+    async with three_recorded(tmp_path) as (db, records, feedback):
         assert records.reads == 1
 
         assert await feedback._last_ack("3.1.0:e1:der-1") == STARTED
@@ -50,21 +61,11 @@ async def test_one_read_at_start_and_another_process_write_is_read_once_announce
         assert await feedback._last_ack("3.1.0:e9:der-9") == done
         assert await feedback._last_ack("3.1.0:e9:der-9") == done
         assert records.reads == 2  # that key alone, once
-    finally:
-        await db.close()
 
 
 async def test_past_the_bound_keys_are_read_one_by_one(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "ACKED_CACHE", 2)
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
-    await db.upgrade()
-    try:
-        records = CountingRecords(db, "openadr3")
-        await records.put_many(ACK, {f"3.1.0:e{n}:der-{n}": STARTED for n in range(3)})
-        feedback = Feedback(service=None, gateway=None, records=records, name="openadr3")
-        await feedback.load()  # three records: more than the bound, none kept
+    async with three_recorded(tmp_path) as (_, records, feedback):  # past the bound: none kept
         assert await feedback._last_ack("3.1.0:e2:der-2") == STARTED
         assert await feedback._last_ack("3.1.0:e7:der-7") == {}
         assert records.reads == 3  # the list, then each key: absence is no longer known
-    finally:
-        await db.close()
