@@ -123,7 +123,7 @@ class CpuSamples:
         return before[-1] if before else (self.samples[0][1] if self.samples else 0.0)
 
 
-async def profile_when_connected(run: Run, child: GatewayChild, out: Path
+async def profile_when_connected(run: Run, child: GatewayChild, out: Path, rate: int = 50
                                  ) -> list[asyncio.subprocess.Process]:
     """py-spy on each gateway process once the fleet is connected (start-up is not what the
     figures measure); the caller interrupts them, which makes py-spy write its file."""
@@ -133,14 +133,15 @@ async def profile_when_connected(run: Run, child: GatewayChild, out: Path
     for pid in child.pids():
         spies.append(await asyncio.create_subprocess_exec(
             str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
-            "--rate", "50", "--format", "raw", "--output", str(out / f"gateway-{pid}.txt"),
+            "--rate", str(rate), "--format", "raw", "--output", str(out / f"gateway-{pid}.txt"),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
     return spies
 
 
 async def one(n: int, work: Path, progress: bool = False, database_url: str = "",
               workers: int = 1, profile: Path | None = None, step_s: float = 0.2,
-              per_aggregator: int = 10_000, rest_s: float = 20.0) -> dict:
+              per_aggregator: int = 10_000, rest_s: float = 20.0,
+              profile_rate: int = 50) -> dict:
     spec = parse(scenario(n, per_aggregator))
     extra = {"DERGW_DATABASE_URL": database_url} if database_url else {}
     # Light: the Modbus adapter's default poll interval, and a patient time-out (simulated
@@ -165,7 +166,8 @@ async def one(n: int, work: Path, progress: bool = False, database_url: str = ""
                                               device_tick_s=step_s if step_s > 1 else 0.25),
                   Console(sys.stderr if progress else io.StringIO(), quiet=not progress))
         if profile:
-            spying = asyncio.create_task(profile_when_connected(run, child, profile))
+            spying = asyncio.create_task(profile_when_connected(run, child, profile,
+                                                                 profile_rate))
         summary = await run.run()
         await asyncio.sleep(0.3)  # one more CPU sample after the last acknowledgement
         peaks = child.peak_rss_by_process_mb()
@@ -228,6 +230,8 @@ async def main() -> None:
                     help="DERs per aggregator (each aggregator gets the whole mix)")
     ap.add_argument("--profile", type=Path, help="sample the gateway with py-spy from the "
                     "fleet's connection on; one collapsed-stack file per process here")
+    ap.add_argument("--profile-rate", type=int, default=50,
+                    help="py-spy samples per second (with --profile)")
     ap.add_argument("--rest", type=float, default=20.0, help="seconds the connected fleet "
                     "idles before the fan-out (so the last clients' start-up is not in the "
                     "fan-out's figures); what it costs the gateway at rest is measured over "
@@ -258,7 +262,8 @@ async def main() -> None:
                 (args.profile / f"{n}").mkdir(parents=True, exist_ok=True)
             r = await one(n, args.workdir, args.progress, url, args.workers,
                           args.profile / f"{n}" if args.profile else None,
-                          5.0 if args.light else 0.2, args.per_aggregator, args.rest)
+                          5.0 if args.light else 0.2, args.per_aggregator, args.rest,
+                          args.profile_rate)
             results.append(r)
             up = r["startup_s"]
             print(f"{r['ders']:>6} {r['acked']:>5}/{r['expected']:<5} {r.get('p50', '-'):>7} "

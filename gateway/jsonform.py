@@ -106,6 +106,25 @@ def control_from_json(d: dict[str, Any]) -> EffectiveControl:
     )
 
 
+_CONTROL_KEYS = frozenset(f.name for f in dataclasses.fields(EffectiveControl))
+_INTERVAL_KEYS = frozenset(f.name for f in dataclasses.fields(EffectiveInterval))
+_SOURCE_KEYS = frozenset(f.name for f in dataclasses.fields(Source))
+
+
+def control_document(d: dict[str, Any]) -> dict[str, Any]:
+    """A stored control body as the API shows it: `to_json(control_from_json(d))`, without
+    building the objects when `d` already has every field this version writes (bodies are
+    written by `to_json`, so only one stored by an older version is rebuilt)."""
+    def source_current(s: Any) -> bool:
+        return s is None or s.keys() == _SOURCE_KEYS
+
+    current = (d.keys() == _CONTROL_KEYS and source_current(d["default_source"])
+               and source_current(d["function_source"])
+               and all(i.keys() == _INTERVAL_KEYS and all(map(source_current, i["sources"]))
+                       for i in d["intervals"]))
+    return d if current else to_json(control_from_json(d))
+
+
 def instruction_body(ins: Instruction) -> dict[str, Any]:
     """The kind-specific part of an instruction, for the store's JSON column."""
     return {

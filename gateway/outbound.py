@@ -38,6 +38,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _NUMERIC_HOST = re.compile(r"^[0-9a-fA-FxX.]+$")
 _PART = re.compile(r"^(0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*)$")
 MAX_URL_LENGTH = 2048
+PASSED_CACHE = 10_000  # URLs whose syntax check passed, kept
 
 
 def _inet_aton_parts(host: str) -> int | None:
@@ -107,6 +108,8 @@ class OutboundGuard:
     dev_mode: bool = False
     allow: tuple[IPNetwork, ...] = ()
     own_endpoints: set[tuple[str, int]] = field(default_factory=set)
+    _passed: dict[str, tuple[str, IPAddress | None, int]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, *, dev_mode: bool, allow: Iterable[str] = ()) -> OutboundGuard:
@@ -123,6 +126,7 @@ class OutboundGuard:
                 continue
             if port is not None:
                 self.own_endpoints.add((parts.hostname or "", port))
+        self._passed.clear()  # (what passed may now name one of them)
 
     def refusal_for_address(self, ip: IPAddress, port: int | None = None) -> str | None:
         """Why the gateway may not connect to `ip` (None: it may)."""
@@ -156,7 +160,19 @@ class OutboundGuard:
                    for h, p in self.own_endpoints)
 
     def check_syntax(self, url: str) -> tuple[str, IPAddress | None, int]:
-        """Checks that need no resolver; returns (host, literal address or None, port)."""
+        """Checks that need no resolver; returns (host, literal address or None, port).
+        What a URL passed is kept (bounded): every delivery is checked again before its
+        POST, and a fan-out sends thousands to the same few receivers."""
+        passed = self._passed.get(url)
+        if passed is not None:
+            return passed
+        passed = self._check_syntax(url)
+        if len(self._passed) >= PASSED_CACHE:
+            self._passed.clear()
+        self._passed[url] = passed
+        return passed
+
+    def _check_syntax(self, url: str) -> tuple[str, IPAddress | None, int]:
         if len(url) > MAX_URL_LENGTH:
             raise InvalidInput(f"callback URLs are limited to {MAX_URL_LENGTH} characters")
         try:

@@ -242,7 +242,7 @@ async def get_effective_controls(request: web.Request) -> web.Response:
     ids = set(wanted) if wanted else area
     if area is not None and ids is not None:
         ids = ids & area
-    return reply(list((await services(request).effective_controls(ids)).values()))
+    return web.json_response(await services(request).effective_control_documents(ids))
 
 
 async def post_instruction(request: web.Request) -> web.Response:

@@ -181,6 +181,10 @@ class GatewayServices:
                                  ) -> dict[str, EffectiveControl]:
         return await self.controls.effective_controls(resource_ids)
 
+    async def effective_control_documents(self, resource_ids: Iterable[str] | None = None
+                                          ) -> list[dict[str, Any]]:
+        return await self.controls.effective_control_documents(resource_ids)
+
     async def notices(self, actor: Participant, *, since_id: int = 0, limit: int = 100
                       ) -> list[tuple[int, LimitationNotice]]:
         return await self.controls.notices(actor, since_id=since_id, limit=limit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from gateway import authz
 from gateway.coordination.topology import Topology
@@ -23,6 +24,12 @@ class Controls:
                                  ) -> dict[str, EffectiveControl]:
         async with self._uow.db.read() as session:
             return await repo.controls(session, resource_ids)
+
+    async def effective_control_documents(self, resource_ids: Iterable[str] | None = None
+                                          ) -> list[dict[str, Any]]:
+        """The same controls as JSON documents, for the API."""
+        async with self._uow.db.read() as session:
+            return await repo.control_documents(session, resource_ids)
 
     async def notices(self, actor: Participant, *, since_id: int = 0,
                       limit: int = 100) -> list[tuple[int, LimitationNotice]]:

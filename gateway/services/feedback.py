@@ -94,7 +94,8 @@ class Feedback:
         if not readings:
             return 0
         topo = await self._uow.topology()
-        unknown = {r.resource_id for r in readings} - set(topo.resources)
+        # (a set of every DER per call was most of a VEN report's cost at 10,000 DERs)
+        unknown = {r.resource_id for r in readings if r.resource_id not in topo.resources}
         if unknown:
             raise NotFound(f"no resource {sorted(unknown)[0]!r}")
         return await self.readings_batches.submit(readings)

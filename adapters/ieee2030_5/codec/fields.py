@@ -26,6 +26,7 @@ class FieldSpec:
     model: type | None  # a nested wire model, or None for a simple value
     python: type  # int, str or bool for simple values
     xsd: Xsd | None
+    tag: str = ""  # the element's name in Clark notation, {ns}name (elements only)
 
 
 def _unwrap(hint: Any) -> tuple[Any, bool]:
@@ -60,6 +61,7 @@ def _spec(f: dataclasses.Field[Any], hint: Any, owner_ns: str) -> FieldSpec:
         model=model,
         python=python,
         xsd=xsd,
+        tag=f"{{{f.metadata.get('ns', owner_ns)}}}{f.name}",
     )
 
 

@@ -17,6 +17,7 @@ from adapters.ieee2030_5.codec.models import CSIPAUS_NS, INBOUND, SEP_NS
 from adapters.ieee2030_5.codec.schema import accept_schema
 
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+XSI_TYPE = f"{{{XSI_NS}}}type"
 NSMAP = {None: SEP_NS, "csipaus": CSIPAUS_NS}
 MEDIA_TYPE = "application/sep+xml"
 DEFAULT_MAX_BYTES = 64 * 1024
@@ -42,6 +43,7 @@ def _text(value: Any) -> str:
 
 def _fill(element: etree._Element, model: Any) -> None:
     model_type: object = type(model)
+    sub = etree.SubElement
     for spec in specs(model_type):
         value = getattr(model, spec.name)
         if value is None:
@@ -50,9 +52,9 @@ def _fill(element: etree._Element, model: Any) -> None:
             element.set(spec.name, _text(value))
             continue
         for item in value if spec.repeated else (value,):
-            child = etree.SubElement(element, etree.QName(spec.ns, spec.name))
+            child = sub(element, spec.tag)  # (Clark notation: no QName object per element)
             if spec.xsi_typed:
-                child.set(etree.QName(XSI_NS, "type"), type(item).__name__)
+                child.set(XSI_TYPE, type(item).__name__)
             if spec.model is not None or spec.xsi_typed:
                 _fill(child, item)
             else:
@@ -108,16 +110,20 @@ def _convert(spec: FieldSpec, text: str | None) -> Any:
 def build(cls: type, element: etree._Element) -> Any:
     """A wire model from an (already validated or self-made) element."""
     kwargs: dict[str, Any] = {}
+    children: dict[str, list[etree._Element]] = {}
+    for child in element:  # one pass over the children, not one search per field
+        if isinstance(child.tag, str):
+            children.setdefault(child.tag, []).append(child)
     for spec in specs(cls):
         if spec.is_attr:
             raw = element.get(spec.name)
             if raw is not None:
                 kwargs[spec.name] = _convert(spec, raw)
             continue
-        children = element.findall(etree.QName(spec.ns, spec.name).text)
+        found = children.get(spec.tag, ())
         values = [
             build(spec.model, c) if spec.model is not None else _convert(spec, c.text)
-            for c in children
+            for c in found
         ]
         if spec.repeated:
             kwargs[spec.name] = values

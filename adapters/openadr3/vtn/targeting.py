@@ -96,7 +96,11 @@ def audience_for_ven(
         if version == "3.1.0":
             return Audience(terms=frozenset(), untargeted=True)
         return Audience(terms=granted, untargeted=True)
-    allowed = frozenset(t for t in granted if t in requested or matched([t], requested))
+    if requested is granted:  # a subscription without targets: everything granted
+        return Audience(terms=granted, untargeted=False)
+    allowed = granted & requested
+    if any(term.startswith(SEP) for term in requested):  # 3.0.1 values with no type
+        allowed |= matched(granted - allowed, requested)
     return Audience(terms=allowed, untargeted=False)
 
 
