@@ -24,10 +24,31 @@ MAX_DEPTH = 64
 _RAW: web.RequestKey[bytes] = web.RequestKey("dergw_body_raw")  # the bytes read, kept
 # A string (skipped whole, escapes included) or a bracket: only brackets change the depth.
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\[\]|\{\}")
 
 
 def json_depth(text: str, limit: int) -> int:
-    """The deepest nesting of arrays and objects in `text`, counting stops past `limit`."""
+    """The deepest nesting of arrays and objects in `text`, counting stops past `limit`.
+
+    Strings and everything but brackets are dropped, then the innermost pairs peeled off
+    one level per pass: a few passes of the regex engine, not a Python step per string of
+    the body. Brackets that do not pair up are counted one by one, as they come."""
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
+    depth = 0
+    while brackets:
+        inner = _INNERMOST.sub("", brackets)
+        if inner == brackets:
+            return _scan_depth(text, limit)
+        depth += 1
+        if depth > limit:
+            return depth
+        brackets = inner
+    return depth
+
+
+def _scan_depth(text: str, limit: int) -> int:
     depth = deepest = 0
     for match in _TOKENS.finditer(text):
         bracket = match.group()

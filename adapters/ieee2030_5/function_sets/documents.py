@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 from lxml import etree
 
@@ -151,8 +152,15 @@ def listed(control: ControlRecord, now: int) -> bool:
     return end > now - 60
 
 
+@lru_cache(maxsize=4096)
+def control_base(base_xml: str) -> m.DERControlBase:
+    """A stored DERControlBase, parsed once: the DERs of one coordination class share it (it
+    was a parse per DER of every fan-out). Shared: never modified."""
+    base: m.DERControlBase = build(m.DERControlBase, etree.fromstring(base_xml.encode()))
+    return base
+
+
 def der_control(c: ControlRecord, href: str, reply_to: str, now: int) -> m.DERControl:
-    base_el = etree.fromstring(c.base_xml.encode())
     status = live_status(c, now)
     return m.DERControl(
         href=href, replyTo=reply_to, responseRequired="03", subscribable=0,
@@ -162,7 +170,7 @@ def der_control(c: ControlRecord, href: str, reply_to: str, now: int) -> m.DERCo
                                   potentiallySuperseded=False),
         interval=m.DateTimeInterval(duration=c.duration, start=c.start),
         randomizeStart=c.randomize_start,
-        DERControlBase=build(m.DERControlBase, base_el),
+        DERControlBase=control_base(c.base_xml),
     )
 
 
