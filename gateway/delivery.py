@@ -40,7 +40,6 @@ from gateway.errors import InvalidInput
 from gateway.outbound import OutboundGuard
 from gateway.store import deliveries as store
 from gateway.store.engine import Database
-from gateway.store.tables import DeliveryRow
 
 # 1+2+...+256 s, then 300 s apart: the last try is about an hour after the first.
 DEFAULT_ATTEMPTS = 20
@@ -203,15 +202,16 @@ class DeliveryQueue:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
 
-    async def _claim(self, limit: int) -> list[DeliveryRow]:
+    async def _claim(self, limit: int) -> list[store.Claimed]:
         """Due rows nobody holds, claimed for this worker in one transaction."""
         async with self._db.write() as session:
             return await store.claim_due(session, self.worker_id, limit, utcnow(), CLAIM_S)
 
-    async def _deliver_batch(self, http: aiohttp.ClientSession, rows: list[DeliveryRow]) -> None:
+    async def _deliver_batch(self, http: aiohttp.ClientSession, rows: list[store.Claimed]
+                             ) -> None:
         limiter = asyncio.Semaphore(self._concurrency)
 
-        async def one(row: DeliveryRow) -> tuple[DeliveryRow, str | None]:
+        async def one(row: store.Claimed) -> tuple[store.Claimed, str | None]:
             async with limiter:
                 return row, await self._post(http, row)
 
@@ -219,15 +219,14 @@ class DeliveryQueue:
         outcomes = await self._record(results)
         await self._tell(outcomes)
 
-    async def _record(self, results: list[tuple[DeliveryRow, str | None]]
+    async def _record(self, results: list[tuple[store.Claimed, str | None]]
                       ) -> list[tuple[str, DeliveryOutcome]]:
         now = utcnow()
         outcomes: list[tuple[str, DeliveryOutcome]] = []
         async with self._db.write() as session:
-            await store.delivered(session, [int(r.id or 0) for r, err in results if err is None],
+            await store.delivered(session, [r.id for r, err in results if err is None],
                                   now)
             for row, err in results:
-                assert row.id is not None
                 if err is None:
                     outcomes.append((row.adapter, DeliveryOutcome(
                         row.id, row.subject, True, None, True)))
@@ -260,7 +259,7 @@ class DeliveryQueue:
             except Exception:  # an adapter's bookkeeping must not stop deliveries
                 log.exception("the %s adapter failed to take its delivery outcomes", adapter)
 
-    async def _post(self, http: aiohttp.ClientSession, row: DeliveryRow) -> str | None:
+    async def _post(self, http: aiohttp.ClientSession, row: store.Claimed) -> str | None:
         try:
             _host, address, port = self.guard.check_syntax(row.url)
         except InvalidInput as exc:

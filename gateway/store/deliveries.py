@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from gateway.store.repo import is_postgres
+from gateway.store.repo import is_postgres, table_of
 from gateway.store.tables import DeliveryRow, LeaseRow
 
 PROCESS_LEASES = "process:"  # the liveness lease of each process (gateway.runtime)
@@ -62,11 +62,28 @@ def _alive(now: datetime) -> Any:
         col(LeaseRow.name).startswith(PROCESS_LEASES), col(LeaseRow.expires_at) >= now)
 
 
+class Claimed(NamedTuple):
+    """A delivery claimed for sending: what the worker needs of its row."""
+
+    id: int
+    adapter: str
+    url: str
+    body: bytes
+    content_type: str
+    headers: dict[str, Any]
+    ssl_name: str | None
+    subject: str | None
+    attempts: int
+    max_attempts: int
+
+
 async def claim_due(session: AsyncSession, worker: str, limit: int, now: datetime,
-                    claim_s: float) -> list[DeliveryRow]:
+                    claim_s: float) -> list[Claimed]:
     """Due rows nobody alive holds, claimed for `worker` (FOR UPDATE SKIP LOCKED on
-    PostgreSQL: two processes never claim the same row)."""
-    query = (select(DeliveryRow)
+    PostgreSQL: two processes never claim the same row). Read as columns, not ORM rows:
+    every notification of a fan-out passes through here."""
+    table = table_of(DeliveryRow)
+    query = (select(*(table.c[name] for name in Claimed._fields))
              .where(col(DeliveryRow.delivered_at).is_(None),
                     col(DeliveryRow.failed_at).is_(None),
                     col(DeliveryRow.next_attempt_at) <= now,
@@ -76,7 +93,7 @@ async def claim_due(session: AsyncSession, worker: str, limit: int, now: datetim
              .order_by(col(DeliveryRow.id)).limit(limit))
     if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
-    rows = list((await session.execute(query)).scalars())
+    rows = [Claimed(*r) for r in (await session.execute(query)).all()]
     if rows:
         await session.execute(
             update(DeliveryRow).where(col(DeliveryRow.id).in_([r.id for r in rows]))

@@ -419,11 +419,11 @@ async def control_documents(session: AsyncSession, resource_ids: Iterable[str] |
 async def controls(
     session: AsyncSession, resource_ids: Iterable[str] | None = None
 ) -> dict[str, EffectiveControl]:
-    query = select(EffectiveControlRow)
+    table = table_of(EffectiveControlRow)  # (columns, not ORM rows: read on every change)
+    query = select(table.c.resource_id, table.c.body)
     if resource_ids is not None:
-        query = query.where(col(EffectiveControlRow.resource_id).in_(list(resource_ids)))
-    return {r.resource_id: control_from_json(r.body)
-            for r in (await session.execute(query)).scalars()}
+        query = query.where(table.c.resource_id.in_(list(resource_ids)))
+    return {rid: control_from_json(body) for rid, body in (await session.execute(query)).all()}
 
 
 # --- notices ------------------------------------------------------------------------------
