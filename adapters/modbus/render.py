@@ -54,8 +54,8 @@ class Renderer:
         if fingerprint == dev.plan_fp and functions_fp == dev.functions_fp \
                 and not self._refresh_pending(dev, plan):
             return  # an idle pass: nothing new, no timer to restart
-        await self._render_control(dev, plan)
-        await self._render_functions(dev, plan.functions)
+        await self._render_control(dev, plan, fingerprint)
+        await self._render_functions(dev, plan.functions, functions_fp)
         await self._report(dev, _delivery(dev))
 
     def _plan(self, dev: Device) -> tuple[ControlPlan, str, str]:
@@ -75,7 +75,7 @@ class Renderer:
 
     def _refresh_pending(self, dev: Device, plan: ControlPlan) -> bool:
         """Whether a written control's or curve's reversion timer is due for a restart."""
-        return bool((plan.timed and self._refresh_due(dev.written_at))
+        return bool((self._refresh_due(dev.written_at) and plan.timed)
                     or (dev.curves_on and self._refresh_due(dev.curves_at)))
 
     async def unreachable(self, dev: Device, reason: str) -> None:
@@ -94,34 +94,36 @@ class Renderer:
     def _refresh_due(self, written_at: float) -> bool:
         return self.clock() - written_at >= self.settings.refresh_s
 
-    async def _render_control(self, dev: Device, plan: ControlPlan) -> None:
+    async def _render_control(self, dev: Device, plan: ControlPlan, fingerprint: str) -> None:
+        """(`fingerprint`: the plan's, as `_plan` keeps it: a JSON dump and a hash each)"""
         assert dev.dmap is not None
         now = self.clock()
-        changed = plan.fingerprint != dev.plan_fp
+        changed = fingerprint != dev.plan_fp
         if not dev.dmap.has(704):  # e.g. a legacy-only (12x models) device
             if changed:
-                dev.plan_fp = plan.fingerprint
+                dev.plan_fp = fingerprint
                 outcome = missing_model(704, "DER AC controls")
                 dev.outcomes[Part.CONTROL] = outcome
                 await self._acknowledge(dev, Part.CONTROL, plan.instruction_ids,
-                                        plan.fingerprint, outcome)
+                                        fingerprint, outcome)
             return
-        if not (changed or (plan.timed and self._refresh_due(dev.written_at))):
+        if not (changed or (self._refresh_due(dev.written_at) and plan.timed)):
             return
         outcome = await apply_plan(dev.link, dev.dmap, plan, full=changed)
-        dev.written_at, dev.plan_fp = now, plan.fingerprint
+        dev.written_at, dev.plan_fp = now, fingerprint
         dev.outcomes[Part.CONTROL] = outcome
         if changed:
-            await self._acknowledge(dev, Part.CONTROL, plan.instruction_ids, plan.fingerprint,
+            await self._acknowledge(dev, Part.CONTROL, plan.instruction_ids, fingerprint,
                                     outcome)
 
-    async def _render_functions(self, dev: Device, functions: FunctionPlan) -> None:
+    async def _render_functions(self, dev: Device, functions: FunctionPlan,
+                                fingerprint: str) -> None:
         """Adopt the curves and write the ramp points when the settings change (and turn
         off withdrawn curves); in between, restart the curves' reversion timers, re-adopting
         a curve the device lost."""
         assert dev.dmap is not None
         now = self.clock()
-        if functions.fingerprint == dev.functions_fp:
+        if fingerprint == dev.functions_fp:
             if dev.curves_on and self._refresh_due(dev.curves_at):
                 await self._refresh_curves(dev, functions)
                 dev.curves_at = now
@@ -140,7 +142,7 @@ class Renderer:
                 await disable_curve(dev.link, dev.dmap, curve.model_id)
         for setting in functions.settings:  # standing points: no timer to refresh later
             outcomes.append(await ensure_points(dev.link, dev.dmap, setting))
-        dev.functions_fp, dev.curves_at = functions.fingerprint, now
+        dev.functions_fp, dev.curves_at = fingerprint, now
         if not functions.has_work:
             dev.outcomes.pop(Part.FUNCTIONS, None)
             return
@@ -148,7 +150,7 @@ class Renderer:
         dev.outcomes[Part.FUNCTIONS] = outcome
         if functions.instruction_id is not None:
             await self._acknowledge(dev, Part.FUNCTIONS, (functions.instruction_id,),
-                                    functions.fingerprint, outcome)
+                                    fingerprint, outcome)
 
     async def _refresh_curves(self, dev: Device, functions: FunctionPlan) -> None:
         """Restart the timers of the curves in force; one the device lost is adopted again
