@@ -26,13 +26,12 @@ from adapters.ieee2030_5.function_sets import programs
 from adapters.ieee2030_5.function_sets.end_devices import EndDeviceRegistry
 from adapters.ieee2030_5.function_sets.pubsub import Notifier
 from adapters.ieee2030_5.function_sets.reach import ReachTracker
-from adapters.ieee2030_5.function_sets.scope import ClientScope, identity_from_der
+from adapters.ieee2030_5.function_sets.scope import ClientScope, identity_of
 from adapters.ieee2030_5.function_sets.tree import ResourceTree
 from adapters.ieee2030_5.render import Renderer
 from adapters.ieee2030_5.settings import Settings
 from adapters.ieee2030_5.state import AdapterState, EndDeviceRecord
 from gateway.errors import GatewayError, NotFound
-from pki.tls import peer_certificate_der
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +77,10 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Identify the client from its certificate; map every refusal to an <Error>."""
     parts = request.app[SERVICE]
     try:
-        cert = peer_certificate_der(request.transport)
-        if cert is None:
+        identity = identity_of(request.transport)
+        if identity is None:
             return error_response(403)
-        request[SCOPE] = await parts.registry.scope(identity_from_der(cert))
+        request[SCOPE] = await parts.registry.scope(identity)
         edev = request.match_info.get("e", "")
         if edev.isdigit() and parts.registry.by_id(int(edev)) is None:
             await parts.registry.recall(int(edev))  # (made by another process a moment ago?)
