@@ -26,7 +26,9 @@ runs the gateway on a throwaway PostgreSQL cluster (the test support's) with N w
 
 also samples every gateway process with py-spy (`pip install py-spy`) from the moment the
 fleet is connected to the end of the run, one collapsed-stack file per process (for
-flamegraph.pl or speedscope), so the figures can be explained, not only reported.
+flamegraph.pl or speedscope), so the figures can be explained, not only reported
+(`--profile-rate N`: samples per second, 50 by default; 200 resolves a 10,000-DER fan-out's
+parts).
 """
 
 from __future__ import annotations
