@@ -21,9 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from tests.support.gateway import free_port
+from tests.support.required import missing
 
 DYNSEC_PLUGINS = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
@@ -83,7 +82,7 @@ def mosquitto_broker(port: int | None = None, password: str | None = None) -> It
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     plugin = next((p for p in DYNSEC_PLUGINS if Path(p).exists()), None)
     if binary is None or plugin is None:
-        pytest.skip("mosquitto (with its dynamic-security plugin) is not installed")
+        missing("mosquitto (with its dynamic-security plugin) is not installed")
     folder = Path(tempfile.mkdtemp(prefix="dergw-mqtt-"))
     password = password or base64.urlsafe_b64encode(os.urandom(18)).decode()
     (folder / "dynsec.json").write_text(json.dumps(_dynsec_config("vtn", password)))
