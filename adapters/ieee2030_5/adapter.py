@@ -16,7 +16,7 @@ from adapters.ieee2030_5.function_sets.end_devices import EndDeviceRegistry
 from adapters.ieee2030_5.function_sets.listener import GuardedListener, Limits
 from adapters.ieee2030_5.function_sets.pubsub import Notifier
 from adapters.ieee2030_5.function_sets.reach import ReachTracker
-from adapters.ieee2030_5.function_sets.scope import identity_from_der
+from adapters.ieee2030_5.function_sets.scope import identity_of
 from adapters.ieee2030_5.function_sets.tree import ControlSource, ResourceTree
 from adapters.ieee2030_5.platform import PlatformRoutes
 from adapters.ieee2030_5.render import ControlPublisher, PublishOptions, Renderer
@@ -36,7 +36,7 @@ from gateway.ports import (
     follow,
 )
 from pki.devpki import DevPki
-from pki.tls import client_context, ieee2030_5_server_context, peer_certificate_der
+from pki.tls import client_context, ieee2030_5_server_context
 
 log = logging.getLogger(__name__)
 TLS_NAME = "ieee2030_5"  # the notification client's TLS context, as deliveries name it
@@ -282,8 +282,8 @@ class Ieee2030Adapter:
 
 def client_of(transport: asyncio.BaseTransport) -> str | None:
     """The LFDI of a connection's client certificate (None: none presented)."""
-    cert = peer_certificate_der(transport)
-    return identity_from_der(cert).lfdi if cert else None
+    identity = identity_of(transport)  # (the same per-connection identity the routes use)
+    return identity.lfdi if identity else None
 
 
 def create(ctx: AdapterContext) -> Ieee2030Adapter:
